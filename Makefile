@@ -1,0 +1,41 @@
+# mtce: every target installs what it needs first (apt and pip), on a fresh Debian 12.
+#   make lab    the demo: an agent and clients on this machine, live table
+#   make test   the whole test suite (root for the network-namespace tests)
+
+PYTHON  ?= python3
+VENV    ?= .venv
+VPY      = $(VENV)/bin/python
+PYTEST_ARGS ?=
+APT_GET  = DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
+
+.PHONY: all lab test venv sysdeps clean
+
+all: test
+
+# System tools the tests and the lab use: iproute2 (ip netns, veth) and procps.
+sysdeps:
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v pkill >/dev/null 2>&1 || missing="$$missing procps"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: needs$$missing (run as root to install)"; exit 1; fi; \
+	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; \
+	fi
+
+$(VPY): requirements.txt requirements-dev.txt | sysdeps
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(VPY)
+
+venv: $(VPY)
+
+lab: $(VPY)
+	$(VPY) mtce.py lab
+
+test: $(VPY)
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist deb_dist .pytest_cache *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,95 @@
+"""Command line: `mtce <command> [-c FILE] ...` (interface.md §1).
+
+Parses argv and dispatches; each command's module is imported only when that command runs,
+so `mtce --version` stays fast. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtce import __version__
+
+DEFAULT_CONFIG = "/etc/mtc.ini"
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mtce", description="StarlingX maintenance mtcAlive messaging: mtcAgent, "
+        "mtcClient and their operator commands.")
+    top.add_argument("--version", action="version", version=f"mtce {__version__}")
+    top.add_argument("-c", dest="config", metavar="FILE", default=DEFAULT_CONFIG,
+                     help=f"configuration file (default {DEFAULT_CONFIG})")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # -c is accepted after the command too; SUPPRESS keeps a -c given before it.
+        p.add_argument("-c", dest="config", metavar="FILE", default=argparse.SUPPRESS,
+                       help=f"configuration file (default {DEFAULT_CONFIG})")
+        return p
+
+    for name, what in (("client", "the per-host daemon (mtcClient)"),
+                       ("agent", "the controller daemon (mtcAgent)")):
+        p = command(name, what)
+        p.add_argument("-f", dest="foreground", action="store_true",
+                       help="stay in the foreground and log to stderr")
+    p = command("hosts", "the running agent's host table")
+    p.add_argument("--json", action="store_true", help="print JSON (interface.md §5)")
+    p = command("alarms", "active alarms held by the running agent")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    for name, what in (("lock", "lock a host"), ("unlock", "unlock a host"),
+                       ("reboot", "reboot a host"), ("reset", "reset a host"),
+                       ("alive", "send an mtcAlive request to a host on pxeboot")):
+        p = command(name, what)
+        p.add_argument("host", metavar="HOST")
+    p = command("lab", "a controller and N workers on this machine, with a live table")
+    p.add_argument("--hosts", type=int, default=3, metavar="N",
+                   help="number of hosts, the controller included (default 3)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="exit after S seconds: 0 if every host came online on every network")
+    p.add_argument("--netns", action="store_true",
+                   help="(root) hosts in network namespaces joined by veth links")
+    p.add_argument("--scenario", choices=("none", "pxeboot-loss", "restart", "burst"),
+                   default="none", help="a fault to play out while the lab runs")
+    p = command("bench", "the performance benchmark (loopback only, bounded time)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="shorter runs (for tests)")
+    return top
+
+
+def _load_config(path: str):
+    from mtce import config
+    return config.load(path)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.command:
+        _parser().print_usage(sys.stderr)
+        print("mtce: a command is required (try 'mtce --help')", file=sys.stderr)
+        return 2
+    from mtce.config import ConfigError
+    try:
+        if args.command == "client":
+            from mtce import client
+            return client.main(_load_config(args.config), args.foreground)
+        if args.command == "agent":
+            from mtce import agent
+            return agent.main(_load_config(args.config), args.foreground)
+        if args.command in ("hosts", "alarms", "lock", "unlock", "reboot", "reset", "alive"):
+            from mtce import ctl
+            return ctl.cli(args, _load_config(args.config))
+        if args.command == "lab":
+            from mtce import lab
+            return lab.main(args)
+        if args.command == "bench":
+            from mtce import bench
+            return bench.main(args)
+    except ConfigError as err:
+        print(f"mtce: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2

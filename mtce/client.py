@@ -1,0 +1,1044 @@
+"""mtcClient: sends mtcAlive on every network it has and carries out the agent's commands.
+
+Behaviour as reference/client.md describes the C daemon (HEAD `c1cd466`): pxeboot gating at
+start, sockets per network, the 5 s tick (socket recovery, pxeboot address re-learning,
+mtcAlive on pxeboot, mgmt and cluster-host, fault-insertion files, the ready event every
+~60 s), per-network sequence numbers, commands with the target-MAC check and the ACK echo.
+Deviations are listed in docs/design.md. Actions that touch the machine are the `[actions]`
+shell commands, never hard-wired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+
+from mtce import alive, config, logs, netif, transport
+from mtce.states import (
+    PARM_LOCK_PERSIST, Cmd, Flag, Health, Net, cmd_name,
+)
+
+PROGRAM = "mtcClient"
+CONTROLLERS = ("controller-0", "controller-1")
+READY_EVENT_SECS = 60          # MTC_MINS_1: the ready event goes out about once a minute
+FIRST_TICK_SECS = 1.0          # the first mtcAlive tick comes 1 s after start
+RX_BATCH = 10                  # datagrams read per socket per loop turn
+SM_UNHEALTHY_DEBOUNCE = 6      # mtcAlive builds with .sm_node_unhealthy before the flag
+LOCKED_TEXT = "This node is currently in the administratively locked state\n"
+
+# Socket names, their network, and the original's names in recovery logs.
+SOCKETS = {
+    "pxeboot_rx": (Net.PXEBOOT, "pxeboot_rx"),
+    "pxeboot_tx": (Net.PXEBOOT, "pxeboot_tx"),
+    "mgmt_rx": (Net.MGMT, "mgmt_rx"),
+    "mgmt_tx": (Net.MGMT, "mgmt_tx"),
+    "clstr_rx": (Net.CLSTR, "clstr_rx"),
+    "clstr_tx": (Net.CLSTR, "clstr_tx_sockets"),
+}
+SETUP_ORDER = ("pxeboot_rx", "pxeboot_tx", "mgmt_rx", "mgmt_tx", "clstr_rx", "clstr_tx")
+RECOVERY_ORDER = ("mgmt_rx", "mgmt_tx", "pxeboot_rx", "pxeboot_tx", "clstr_rx", "clstr_tx")
+
+# run_dir/fit/<file>: (socket, fails set-up too, text of that set-up failure)
+FIT_SOCKETS = {
+    "pxeboot_rxsock": ("pxeboot_rx", False, None),
+    "pxeboot_txsock": ("pxeboot_tx", False, None),
+    "mgmnt_rxsock": ("mgmt_rx", True, "management rx"),
+    "mgmnt_txsock": ("mgmt_tx", True, "management tx"),
+    "clstr_rxsock": ("clstr_rx", True, "cluster-host rx"),
+    "clstr_txsock": ("clstr_tx", False, None),
+}
+
+
+def read_hostname(hostname_file: str) -> str:
+    try:
+        with open(hostname_file, encoding="utf-8", errors="replace") as f:
+            name = f.readline().strip()
+    except OSError:
+        name = ""
+    if not name:
+        name = socket.gethostname()
+    return name.split(".")[0][:64]
+
+
+class Client:
+    """The mtcClient daemon's state and handlers, driven by a `Loop`."""
+
+    def __init__(self, cfg: config.Config, loop, clock, logger: logging.Logger | None = None,
+                 links_factory=None):
+        self.cfg = cfg
+        self.loop = loop
+        self.clock = clock
+        self.log = logger or logs.get()
+        self.throttle = logs.Throttle(self.log, clock)
+        self.links_factory = links_factory or netif.NetlinkLinks.from_kernel
+        self.receiver = transport.Receiver(RX_BATCH)
+        self.hostname = read_hostname(cfg.paths.hostname_file)
+
+        self.platform: dict = {}
+        self.platform_ready = False
+        self.personality = ""
+        self.system_mode = "simplex"
+        self.mgmt_iface = ""
+        self.clstr_iface = ""
+        self.pxeboot_provisioned = False
+        self.clstr_provisioned = False
+        self.pxeboot_iface = ""
+        self.pxeboot_addr = ""
+        self.learn_outcome = None
+        self.mgmt_ip = ""
+        self.mgmt_mac = ""
+        self.clstr_ip = ""
+        self.mgmt_family = socket.AF_INET
+        self.controller_addr = ""
+        self.clstr_dests: dict[str, str] = {}
+        # Controllers' pxeboot addresses, learned only from the agent's mtcAlive request.
+        self.ctrl_pxeboot = {"controller": "", "controller-0": "", "controller-1": ""}
+        self.pxeboot_learned_flag = {c: True for c in CONTROLLERS}
+        self.seq = {net: 0 for net in Net}
+        self.sm_unhealthy = {net: 0 for net in Net}
+        self.socks: dict[str, socket.socket | None] = {name: None for name in SOCKETS}
+        self.identity: alive.Identity | None = None
+        self.ticks = 0
+        self.tick_timer = None
+        self.children: list[subprocess.Popen] = []
+        self.shutdown_action = None      # "reboot" | "reset" | "lazy reboot" once started
+        self.reset_timer = None
+        self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0}
+
+    # -- start-up ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Everything before the main loop: config logs, gates, learning, sockets, ready."""
+        c = self.cfg
+        self.log.info("Agent Mgmnt : %d (tx)", c.agent.mtc_agent_port)
+        self.log.info("Client Mgmnt: %d (rx)", c.client.mtc_rx_mgmnt_port)
+        self.log.info("Shutdown TO : %g secs", c.timeouts.failsafe_shutdown_delay)
+        self.log.info("%s", self.hostname)
+        self._load_platform()
+        self._setup_all()
+        self._housekeeping()
+        self.send_ready_event()
+        self.tick_timer = self.loop.call_later(FIRST_TICK_SECS, self.tick)
+
+    def _load_platform(self) -> bool:
+        """platform.conf facts; the gates are evaluated once, when the facts first exist."""
+        path = self.cfg.paths.platform_conf
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                conf = netif.parse_platform_conf(f.read())
+        except OSError as err:
+            self.throttle.warning(("platform", "read"), "cannot read %s (%s) ; retrying ...",
+                                  path, err.strerror)
+            return False
+        missing = [k for k in ("management_interface", "subfunction") if not conf.get(k)]
+        if missing:
+            self.throttle.warning(("platform", "keys"), "%s lacks %s ; retrying ...", path,
+                                  " and ".join(missing))
+            return False
+        self.throttle.clear(("platform", "read"))
+        self.throttle.clear(("platform", "keys"))
+        self.platform = conf
+        if self.platform_ready:
+            return True
+        self.platform_ready = True
+        self.personality = conf["subfunction"]
+        self.mgmt_iface = conf["management_interface"]
+        self.clstr_iface = conf.get("cluster_host_interface", "")
+        self.system_mode = netif.system_mode(conf)
+        self.log.info("System Type : %s", {
+            "standard": "Standard System", "duplex": "All-in-one Duplex",
+            "duplex-direct": "All-in-one Duplex Direct Connect",
+            "simplex": "All-in-one Simplex "}[self.system_mode])
+        self.log.info("Node Type   : %s", self.personality)
+        self._evaluate_gates()
+        return True
+
+    def _evaluate_gates(self) -> None:
+        """Pxeboot and cluster-host provisioning, once per process (client.md §1.3)."""
+        pd = self.cfg.paths.platform_dir
+        first_install = (os.path.exists(os.path.join(pd, ".first_controller"))
+                         and not os.path.exists(os.path.join(pd, ".initial_config_complete")))
+        if self.mgmt_iface == "lo":
+            self.pxeboot_provisioned = False
+        elif first_install:
+            self.pxeboot_provisioned = False
+            self.log.debug("pxeboot network not provisionable yet")
+        else:
+            self.log.info("Mgmnt iface : %s", self.mgmt_iface)
+            if self.system_mode == "simplex":
+                self.log.info("Simplex Mode: Pxeboot network not provisioned")
+                self.pxeboot_provisioned = False
+            else:
+                self.pxeboot_provisioned = True
+                self.pxeboot_iface = self.mgmt_iface
+        self.clstr_provisioned = bool(self.clstr_iface) and self.clstr_iface != self.mgmt_iface
+        if self.pxeboot_provisioned:
+            self.learn_pxeboot_address()
+
+    @property
+    def simplex(self) -> bool:
+        return self.system_mode == "simplex"
+
+    # -- addresses ---------------------------------------------------------------------------
+    def _links(self):
+        try:
+            return self.links_factory()
+        except Exception as err:   # noqa: BLE001 - netlink unavailable: learn from files only
+            self.throttle.warning(("netlink",), "netlink dump failed (%s) ; using %s only",
+                                  err, self.cfg.paths.sys_class_net)
+            return netif.NetlinkLinks([])
+
+    def learn_pxeboot_address(self) -> None:
+        """Own pxeboot address from the lease or ifcfg file (client.md §2.1-2.5).
+
+        The chain and learning lines are logged when the outcome differs from the last one,
+        so a failure that repeats every tick is logged once a minute, not a dozen lines each
+        time.
+        """
+        if not self.pxeboot_provisioned:
+            return
+        p = self.cfg.paths
+        is_controller = "controller" in self.personality.split(",")
+        result = netif.learn_pxeboot_address(self.pxeboot_iface or self.mgmt_iface,
+                                             is_controller, p.sys_class_net, p.dhcp_leases_dir,
+                                             p.ifcfg_dir, self._links())
+        outcome = (result.addr, result.info.chain if result.info else None)
+        if outcome != self.learn_outcome:
+            for level, text in result.logs:
+                self.log.log(_LEVELS.get(level, logging.INFO), "%s", text)
+            if result.addr is None:
+                self.log.warning("failed to learn my pxeboot address ; rc:%s",
+                                 result.info.rc if result.info else "?")
+            self.throttle.clear(("learn",))
+        elif not result.addr:
+            self.throttle.warning(("learn",), "pxeboot address still not learned (%s)",
+                                  "interface info failed" if result.addr is None
+                                  else "no lease or ifcfg address")
+        self.learn_outcome = outcome
+        if result.addr is not None:
+            self.pxeboot_addr = result.addr
+        if result.info is not None and result.info.ok and result.info.parent:
+            self.pxeboot_iface = result.info.parent
+
+    def _resolve(self, name: str, family: int | None = None) -> str:
+        """An address for `name`: hosts file first, IPv6 first (or the given family)."""
+        found = netif.resolve(name, self.cfg.paths.hosts_file)
+        for fam, addr in found:
+            if family is None or fam == family:
+                return addr
+        return ""
+
+    def _iface_address(self, iface: str, family: int) -> str:
+        links = self._links()
+        master = netif.iface_master(iface, self.cfg.paths.sys_class_net, links)
+        for name in dict.fromkeys((master, iface)):
+            addrs = netif.iface_addresses(name, links, family)
+            if addrs:
+                return addrs[0]
+        return ""
+
+    def _update_mgmt_address(self) -> bool:
+        """Own mgmt address, MAC and the floating controller address. True when all known."""
+        c = self.cfg.client
+        if c.mgmt_ip:
+            self.mgmt_family = transport.family_of(c.mgmt_ip)
+            self.controller_addr = self._resolve("controller", self.mgmt_family)
+        else:
+            found = netif.resolve("controller", self.cfg.paths.hosts_file)
+            if found:
+                self.mgmt_family, self.controller_addr = found[0]
+            else:
+                self.controller_addr = ""
+        if not self.controller_addr:
+            self.throttle.warning(("resolve", "controller"),
+                                  "Unable to get ip address list for 'controller', retrying ...")
+        else:
+            if self.throttle.active(("resolve", "controller")) or not self.identity:
+                self.log.info("Controller  : %s", self.controller_addr)
+            self.throttle.clear(("resolve", "controller"))
+        if c.mgmt_ip:
+            self.mgmt_ip = c.mgmt_ip
+        elif self.mgmt_iface:
+            ip = self._iface_address(self.mgmt_iface, self.mgmt_family)
+            if not ip:
+                self.throttle.warning(("noaddr", self.mgmt_iface),
+                                      "%s has no IP address (rc=%d), retrying ...",
+                                      self.mgmt_iface, 1)
+            else:
+                self.throttle.clear(("noaddr", self.mgmt_iface))
+            self.mgmt_ip = ip
+        if self.mgmt_iface:
+            links = self._links()
+            master = netif.iface_master(self.mgmt_iface, self.cfg.paths.sys_class_net, links)
+            mac = netif.iface_mac(master, links, self.cfg.paths.sys_class_net) or \
+                netif.iface_mac(self.mgmt_iface, links, self.cfg.paths.sys_class_net)
+            if mac and mac != self.mgmt_mac:
+                self.log.info("Mac Address : %s", mac)
+            self.mgmt_mac = mac or self.mgmt_mac
+        return bool(self.mgmt_ip and self.controller_addr)
+
+    def _update_clstr_address(self) -> bool:
+        c = self.cfg.client
+        if c.cluster_host_ip:
+            family = transport.family_of(c.cluster_host_ip)
+            self.clstr_ip = c.cluster_host_ip
+        else:
+            found = netif.resolve("controller-0-cluster-host", self.cfg.paths.hosts_file)
+            family = found[0][0] if found else self.mgmt_family
+            self.clstr_ip = self._iface_address(self.clstr_iface, family)
+            if not self.clstr_ip:
+                self.throttle.warning(("noaddr", self.clstr_iface),
+                                      "%s has no IP address (rc=%d), retrying ...",
+                                      self.clstr_iface, 1)
+            else:
+                self.throttle.clear(("noaddr", self.clstr_iface))
+        dests = {}
+        for ctl in CONTROLLERS[:1] if self.simplex else CONTROLLERS:
+            addr = self._resolve(f"{ctl}-cluster-host", family)
+            if addr:
+                dests[ctl] = addr
+            else:
+                self.throttle.warning(("resolve", ctl), "Unable to get ip address list for "
+                                      "'%s-cluster-host', retrying ...", ctl)
+        self.clstr_dests = dests
+        return bool(self.clstr_ip and dests)
+
+    # -- sockets -----------------------------------------------------------------------------
+    def _fit(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.cfg.paths.run_dir, "fit", name))
+
+    def _needed(self, name: str) -> bool:
+        net = SOCKETS[name][0]
+        if net == Net.PXEBOOT:
+            return self.pxeboot_provisioned
+        if net == Net.CLSTR:
+            return self.platform_ready and self.clstr_provisioned
+        return self.platform_ready or bool(self.cfg.client.mgmt_ip)
+
+    def _close(self, name: str) -> None:
+        sock = self.socks.get(name)
+        if sock is not None:
+            if name.endswith("_rx"):
+                self.loop.remove_reader(sock)
+            sock.close()
+        self.socks[name] = None
+
+    def _setup_all(self) -> None:
+        for name in SETUP_ORDER:
+            if self._needed(name):
+                self.setup_socket(name)
+        self._rebuild_identity()
+
+    def setup_socket(self, name: str) -> bool:
+        """(Re)create one socket; False (logged) when it cannot be had now."""
+        self._close(name)
+        for fit_name, (sock_name, at_setup, label) in FIT_SOCKETS.items():
+            if sock_name == name and at_setup and self._fit(fit_name):
+                self.throttle.error(("setup", name), "failed to init '%s' socket (rc:1)", label)
+                return False
+        try:
+            sock = getattr(self, f"_setup_{name}")()
+        except OSError as err:
+            self.throttle.error(("setup", name, "oserror"), "%s socket set-up failed (%s)",
+                                name, transport.describe_error(err))
+            return False
+        if sock is None:
+            return False
+        self.socks[name] = sock
+        self.throttle.clear(("setup", name))
+        if name.endswith("_rx"):
+            net = SOCKETS[name][0]
+            self.loop.add_reader(sock, lambda s, net=net: self._on_readable(s, net))
+        return True
+
+    def _setup_pxeboot_rx(self):
+        port = self.cfg.client.mtc_rx_pxeboot_port
+        iface = self.pxeboot_iface
+        if not self.pxeboot_addr:
+            self.throttle.warning(("setup", "pxeboot_rx"), "cannot setup pxeboot receive "
+                                  "socket socket on %s port %d with no pxeboot address",
+                                  iface, port)
+            return None
+        try:
+            sock = transport.udp_socket(self.pxeboot_addr, port, family=socket.AF_INET)
+        except OSError as err:
+            self.throttle.error(("setup", "pxeboot_rx"), "failed to bind %s:%d to socket "
+                                "(%s)", self.pxeboot_addr, port, transport.describe_error(err))
+            return None
+        self.log.info("setup pxeboot receive socket on %s:%s:%d", iface, self.pxeboot_addr, port)
+        return sock
+
+    def _setup_pxeboot_tx(self):
+        # Deviation (docs/design.md): bound to the own pxeboot address when it is known, so
+        # that the agent sees that address as the source.
+        sock = transport.udp_socket(None, family=socket.AF_INET)
+        if self.pxeboot_addr:
+            try:
+                sock.bind((self.pxeboot_addr, 0))
+            except OSError as err:
+                self.throttle.warning(("bind", "pxeboot_tx"), "pxeboot transmit socket not "
+                                      "bound to %s (%s) ; the kernel picks the source",
+                                      self.pxeboot_addr, transport.describe_error(err))
+        self.log.info("setup of pxeboot transmit socket")
+        return sock
+
+    def _setup_mgmt_rx(self):
+        if not self._update_mgmt_address() and not self.mgmt_ip:
+            return None
+        port = self.cfg.client.mtc_rx_mgmnt_port
+        self.log.info("Creating %s socket on port %d with address: %s", self.mgmt_iface or "mgmt",
+                      port, self.mgmt_ip)
+        try:
+            return transport.udp_socket(self.mgmt_ip, port, reuseaddr=True)
+        except OSError as err:
+            self.throttle.error(("setup", "mgmt_rx"), "failed to bind %s:%d to socket (%s)",
+                                self.mgmt_ip, port, transport.describe_error(err))
+            return None
+
+    def _setup_mgmt_tx(self):
+        if not self._update_mgmt_address():
+            return None
+        self.log.info("setup of Mgmt network transmit socket")
+        self.log.info("Creating %s socket on port %d with address: controller",
+                      self.mgmt_iface or "mgmt", self.cfg.agent.mtc_agent_port)
+        return transport.udp_socket(self.mgmt_ip, 0, reuseaddr=True)
+
+    def _setup_clstr_rx(self):
+        if not self._update_clstr_address() and not self.clstr_ip:
+            return None
+        port = self.cfg.client.mtc_rx_clstr_port
+        self.log.info("setup of cluster-host receive socket")
+        self.log.info("Cluster-host iface : %s", self.clstr_iface)
+        self.log.info("Cluster-host addr  : %s", self.clstr_ip)
+        try:
+            return transport.udp_socket(self.clstr_ip, port, reuseaddr=True)
+        except OSError as err:
+            self.throttle.error(("setup", "clstr_rx"), "failed to bind %s:%d to socket (%s)",
+                                self.clstr_ip, port, transport.describe_error(err))
+            return None
+
+    def _setup_clstr_tx(self):
+        if not self._update_clstr_address():
+            return None
+        self.log.info("setup of controller-0-cluster-host transmit sockets")
+        return transport.udp_socket(self.clstr_ip, 0, reuseaddr=True)
+
+    def _rebuild_identity(self) -> None:
+        ident = alive.Identity(
+            hostname=self.hostname,
+            personality=self.personality,
+            pxeboot_ip=self.pxeboot_addr,
+            mgmt_ip=self.mgmt_ip,
+            cluster_host_ip=self.clstr_ip if self.clstr_provisioned else "",
+            mgmt_mac=self.mgmt_mac.lower(),
+        )
+        if ident != self.identity:
+            self.log.info("Identity    : %s", alive.json_text(ident.as_dict()))
+        self.identity = ident
+
+    # -- the 5 s tick ------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.tick_timer = self.loop.call_later(self.cfg.client.mtcalive_period, self.tick)
+        if not self.platform_ready and self._load_platform():
+            self._setup_all()
+        self._reap_children()
+        retried = self.recover_sockets()
+        if retried and (self.socks["pxeboot_rx"] is None or self.socks["pxeboot_tx"] is None):
+            before = self.pxeboot_addr
+            self.learn_pxeboot_address()
+            if self.pxeboot_addr and self.pxeboot_addr != before:
+                for name in ("pxeboot_rx", "pxeboot_tx"):
+                    if self.socks[name] is None or name == "pxeboot_tx":
+                        self.setup_socket(name)
+        if retried:
+            self._rebuild_identity()
+        self.send_mtcalive(Net.PXEBOOT)
+        self.send_mtcalive(Net.MGMT)
+        self.send_mtcalive(Net.CLSTR)
+        self.fit_checks()
+        self.ticks += 1
+        if self.ticks >= max(1, round(READY_EVENT_SECS / self.cfg.client.mtcalive_period)):
+            self.ticks = 0
+            self.log.debug("sending mtcClient ready event")
+            self.send_ready_event()
+
+    def recover_sockets(self) -> bool:
+        """One attempt for every failed socket (cbcb194), in the original's order."""
+        retried = False
+        for name in RECOVERY_ORDER:
+            if self.socks[name] is None and self._needed(name):
+                retried = True
+                self.throttle.warning(("recover", name), "calling setup_%s_socket "
+                                      "(auto-recovery)", SOCKETS[name][1])
+                if self.setup_socket(name):
+                    self.throttle.clear(("recover", name))
+        return retried
+
+    def fit_checks(self) -> None:
+        """Runtime fault insertion: `run_dir/fit/<socket file>` closes that socket."""
+        if not os.path.isdir(os.path.join(self.cfg.paths.run_dir, "fit")):
+            return
+        for fit_name, (name, _, _) in FIT_SOCKETS.items():
+            if self.socks[name] is not None and self._fit(fit_name):
+                self.throttle.warning(("fit", fit_name), "fault insertion: closing %s socket "
+                                      "(fit/%s)", name, fit_name)
+                self._close(name)
+
+    # -- mtcAlive ----------------------------------------------------------------------------
+    def _health_and_flags(self, net: Net) -> tuple[int, int]:
+        run, plat = self.cfg.paths.run_dir, self.cfg.paths.platform_dir
+
+        def has(where, name):
+            return os.path.exists(os.path.join(where, name))
+
+        flags = Flag(0)
+        health = Health.UNKNOWN
+        if has(plat, ".initial_config_complete"):
+            flags |= Flag.I_AM_CONFIGURED
+        if has(run, ".config_fail"):
+            flags |= Flag.I_AM_NOT_HEALTHY
+            health = Health.UNHEALTHY
+        if has(run, ".config_pass"):
+            flags |= Flag.I_AM_HEALTHY
+            health = Health.HEALTHY
+        if has(run, ".node_locked"):
+            flags |= Flag.I_AM_LOCKED
+        worker = "worker" in self.personality.split(",")
+        worker_done = worker and has(run, ".worker_config_complete")
+        if worker_done:
+            flags |= Flag.SUBF_CONFIGURED
+        if has(run, "goenabled"):
+            flags |= Flag.MAIN_GOENABLED
+        if worker_done and has(run, "goenabled_subf") and not has(run, "goenabled_subf_failed"):
+            flags |= Flag.SUBF_GOENABLED
+        if has(run, ".sm_degraded"):
+            flags |= Flag.SM_DEGRADED
+        if has(run, "patch_installing"):
+            flags |= Flag.PATCHING
+        if has(run, "node_is_patched"):
+            flags |= Flag.PATCHED
+        # SM unhealthy is debounced per network; the original's array had one slot too few.
+        if has(run, ".sm_node_unhealthy"):
+            if self.sm_unhealthy[net] < SM_UNHEALTHY_DEBOUNCE:
+                self.sm_unhealthy[net] += 1
+                self.log.info("SM Unhealthy debounce %d of %d (%s)", self.sm_unhealthy[net],
+                              SM_UNHEALTHY_DEBOUNCE, net.iface)
+            else:
+                if self.sm_unhealthy[net] == SM_UNHEALTHY_DEBOUNCE:
+                    self.sm_unhealthy[net] += 1
+                    self.log.info("SM Unhealthy flag set (%s)", net.iface)
+                flags |= Flag.SM_UNHEALTHY
+        else:
+            self.sm_unhealthy[net] = 0
+        return int(health), int(flags)
+
+    def build_mtcalive(self, net: Net) -> bytes:
+        """Consume the network's next sequence number and build its mtcAlive."""
+        self.seq[net] = (self.seq[net] + 1) % (1 << 32)
+        health, flags = self._health_and_flags(net)
+        ident = self.identity or alive.Identity(self.hostname, self.personality, "", "", "", "")
+        return alive.mtcalive(ident, net, self.seq[net], uptime=self.clock.uptime(),
+                              health=health, flags=flags)
+
+    def send_mtcalive(self, net: Net) -> None:
+        if net == Net.PXEBOOT:
+            if self.pxeboot_provisioned:
+                self._send_pxeboot_mtcalive()
+        elif net == Net.MGMT:
+            if not self.platform_ready and not self.cfg.client.mgmt_ip:
+                return
+            data = self.build_mtcalive(Net.MGMT)
+            self._send(Net.MGMT, "mgmt_tx", data, self.controller_addr,
+                       self.cfg.agent.mtc_agent_port, "mtc_client_mgmt_tx_socket not ok")
+        elif self.clstr_provisioned and self.socks["clstr_rx"] is not None:
+            data = self.build_mtcalive(Net.CLSTR)
+            for ctl in (CONTROLLERS[:1] if self.simplex else CONTROLLERS):
+                self._send(Net.CLSTR, "clstr_tx", data, self.clstr_dests.get(ctl, ""),
+                           self.cfg.agent.mtc_agent_port,
+                           f"mtc_client_clstr_tx_socket_c{ctl[-1]} not ok")
+
+    def _send(self, net: Net, sock_name: str, data: bytes, addr: str, port: int,
+              not_ok: str) -> bool:
+        sock = self.socks[sock_name]
+        if sock is None or not addr:
+            self.counters["tx_errors"] += 1
+            self.throttle.error(("notok", sock_name), "%s", not_ok)
+            return False
+        err = transport.sendto(sock, data, addr, port)
+        if err is not None:
+            self.counters["tx_errors"] += 1
+            self.throttle.error(("send", sock_name, err.errno), "message send failed on %s "
+                                "network to %s:%d (%s)", net.iface, addr, port,
+                                transport.describe_error(err))
+            return False
+        self.counters["tx"] += 1
+        self.throttle.clear(("notok", sock_name))
+        self.throttle.clear(("send", sock_name, None))
+        return True
+
+    def _send_pxeboot_mtcalive(self) -> None:
+        data = self.build_mtcalive(Net.PXEBOOT)
+        port = self.cfg.agent.mtc_rx_pxeboot_port
+        for ctl in (CONTROLLERS[:1] if self.simplex else CONTROLLERS):
+            addr = self.ctrl_pxeboot[ctl]
+            if not addr:
+                if self.pxeboot_learned_flag[ctl]:
+                    self.pxeboot_learned_flag[ctl] = False
+                    self.log.warning("%s pxeboot address not learned ; unable to send pxeboot "
+                                     "mtcAlive", ctl)
+                continue
+            sock = self.socks["pxeboot_tx"]
+            if sock is None:
+                self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
+                continue
+            err = transport.sendto(sock, data, addr, port)
+            if err is not None:
+                self.counters["tx_errors"] += 1
+                self.throttle.error(("send", "pxeboot", ctl, err.errno), "failed to send "
+                                    "mtcAlive to %s using %s:%d (pxeboot) (rc:-1) (%s)", ctl,
+                                    addr, port, transport.describe_error(err))
+                continue
+            self.counters["tx"] += 1
+            if not self.pxeboot_learned_flag[ctl]:
+                self.pxeboot_learned_flag[ctl] = True
+                self.log.info("sending pxeboot network mtcAlive msg on port %d to %s at %s",
+                              port, ctl, addr)
+
+    def send_ready_event(self) -> None:
+        """`{"hostname":..,"service":"mtcClient",..,"features":["pxeboot_mtcAlive"]}`."""
+        data = alive.ready_event(self.hostname, self.ctrl_pxeboot["controller"])
+        if self.socks["mgmt_tx"] is not None and self.controller_addr:
+            err = transport.sendto(self.socks["mgmt_tx"], data, self.controller_addr,
+                                   self.cfg.agent.mtc_agent_port)
+            if err is not None:
+                self.throttle.error(("ready", "mgmt"), "message send failed. (%s) message: %d "
+                                    "bytes to %s:%d", transport.describe_error(err), len(data),
+                                    self.controller_addr, self.cfg.agent.mtc_agent_port)
+        else:
+            self.throttle.error(("ready", "mgmt"), "cannot send to null or failed management "
+                                "network socket (Mgmnt)")
+        active = self.ctrl_pxeboot["controller"]
+        if self.socks["pxeboot_tx"] is not None and active:
+            port = self.cfg.agent.mtc_rx_pxeboot_port
+            err = transport.sendto(self.socks["pxeboot_tx"], data, active, port)
+            if err is not None:
+                self.throttle.error(("ready", "pxeboot"), "failed to send monitor ready event "
+                                    "to %s:%d on Pxeboot network (rc:-1) (%s)", active, port,
+                                    transport.describe_error(err))
+        self.log.debug("%s mtcClient ready", self.hostname)
+
+    # -- receiving ---------------------------------------------------------------------------
+    def _on_readable(self, sock, net: Net) -> None:
+        try:
+            self.receiver.drain(sock, lambda data, src: self.on_datagram(bytes(data), src, net))
+        except OSError as err:
+            name = {Net.MGMT: "mgmt_rx", Net.CLSTR: "clstr_rx", Net.PXEBOOT: "pxeboot_rx"}[net]
+            self.throttle.error(("recv", name), "%s receive failed (%s) ; socket will be "
+                                "re-created", net.iface, transport.describe_error(err))
+            self._close(name)
+
+    def on_datagram(self, data: bytes, src: str, net: Net) -> None:
+        """One received datagram: decode, check the target MAC, dispatch."""
+        self.counters["rx"] += 1
+        msg, reason = alive.try_decode(data)
+        if msg is None:
+            self.counters["rx_bad"] += 1
+            kind = reason.split(" (")[0]
+            if kind == "unknown header signature":
+                self.throttle.warning(("bad", net, kind), "unsupported message from %s from %s "
+                                      "network", src, net.iface)
+            else:
+                self.throttle.warning(("bad", net, kind), "malformed message from %s from %s "
+                                      "network (%s) ; dropping", src, net.iface, reason)
+            return
+        self_sent = src in (self.mgmt_ip, self.clstr_ip) and src != ""
+        if not self_sent and msg.ver >= 1:
+            mine = self.mgmt_mac.lower()
+            theirs = msg.mac
+            if theirs.lower() != mine or not mine:
+                self.counters["rx_bad"] += 1
+                self.throttle.warning(("mac", net), "%s req command from %s network not "
+                                      "for this host (exp:%s det:%s) ; ignoring ...",
+                                      cmd_name(msg.cmd), net.iface, mine, theirs)
+                return
+        if msg.sig == alive.SIG_CMD_REQ:
+            self.on_command(msg, src, net)
+        elif msg.sig == alive.SIG_REP_MSG:
+            self.log.info("%s goEnabled results acknowledged from %s network",
+                          "main function" if msg.cmd == Cmd.MAIN_GOENABLED else "sub-function",
+                          net.iface)
+        elif msg.sig == alive.SIG_MESSAGE:
+            self.counters["rx_bad"] += 1
+            if self.throttle.warning(("unexpected", net), "unexpected mtcAlive message "
+                                     "from %s from %s network", src, net.iface):
+                self.log.warning("WARNING: mtcClient is receiving mtcAgent bound mtcAlive "
+                                 "messages")
+        else:
+            self.counters["rx_bad"] += 1
+            self.throttle.warning(("unsupported", net), "unsupported message from %s from "
+                                  "%s network", src, net.iface)
+
+    # -- commands ----------------------------------------------------------------------------
+    def on_command(self, msg: alive.Message, src: str, net: Net) -> None:
+        self.counters["commands"] += 1
+        cmd, name = msg.cmd, cmd_name(msg.cmd)
+        if cmd == Cmd.REQ_MTCALIVE:
+            self.log.debug("mtcAlive request received from %s network", net.iface)
+            if net == Net.PXEBOOT:
+                self.load_pxeboot_info(msg.buf)
+                self.send_mtcalive(Net.PXEBOOT)
+            return
+        if cmd == Cmd.INFO:
+            self.log.debug("mtc 'info' message received from %s network", net.iface)
+            return
+        if cmd == Cmd.SYNC:
+            self.log.info("mtc 'sync' message received from %s network", net.iface)
+            os.sync()
+            return
+        if cmd == Cmd.SUBF_GOENABLED_FAILED:
+            self.log.info("%s received from %s network", name, net.iface)
+            return
+        if cmd == Cmd.LOCKED:
+            self.on_locked(msg, net)
+            self.send_ack(msg, src, net, log_ack=False)
+            return
+        if cmd == Cmd.UNLOCKED:
+            self.log.info("%s unlocked received from %s network", self.hostname, net.iface)
+            self._remove(self.cfg.paths.run_dir, ".node_locked")
+            if self._remove(self.cfg.paths.persist_dir, ".node_locked"):
+                self.log.info("cleared node locked backup flag (%s)", net.iface)
+            self.send_ack(msg, src, net)
+            return
+        if cmd == Cmd.REBOOT:
+            self.log.info("reboot command received from %s network", net.iface)
+            self.send_ack(msg, src, net)
+            self.shutdown("reboot", net)
+            return
+        if cmd == Cmd.RESET:
+            self.log.info("Reset command received from %s network", net.iface)
+            self.send_ack(msg, src, net)
+            self.shutdown("reset", net)
+            return
+        if cmd == Cmd.LAZY_REBOOT:
+            delay = msg.parm[0] if msg.num >= 1 else 0
+            self.log.info("lazy reboot command received from %s network ; delay:%d seconds",
+                          net.iface, delay)
+            self.send_ack(msg, src, net)
+            self.shutdown("lazy reboot", net, delay)
+            return
+        if cmd == Cmd.WIPEDISK:
+            self.log.info("Reload command received from %s network", net.iface)
+            self.send_ack(msg, src, net)
+            self.throttle.warning(("wipedisk",), "wipedisk is not carried out by mtce ; "
+                                  "ignoring")
+            return
+        if cmd == Cmd.LOOPBACK:
+            self.log.info("Loopback command received from %s network", net.iface)
+            self.send_ack(msg, src, net)
+            return
+        self.throttle.warning(("unsupported-cmd", cmd), "Unsupported maintenance command (%d) "
+                              "with %d bytes received from %s network", cmd, msg.size,
+                              net.iface)
+        self.send_ack(msg, src, net)
+
+    def load_pxeboot_info(self, buf: bytes) -> None:
+        """Learn the controllers' pxeboot addresses from an mtcAlive request (client.md §2.6)."""
+        try:
+            info = alive.parse_pxeboot_info(buf)
+        except alive.DecodeError as err:
+            self.throttle.error(("pxebootInfo", err.reason), "%s: %s", err.reason,
+                                buf[:200].decode("utf-8", "replace"))
+            return
+        text = buf[:200].decode("utf-8", "replace")
+        active = info.get("controller")
+        if active is not None and active != self.ctrl_pxeboot["controller"]:
+            old = self.ctrl_pxeboot["controller"]
+            if old:
+                self.log.info("controller pxeboot address: %s ; was %s", active, old)
+            else:
+                self.log.info("controller pxeboot address: %s", active)
+            self.ctrl_pxeboot["controller"] = active
+        for ctl in CONTROLLERS:
+            new = info.get(ctl)
+            old = self.ctrl_pxeboot[ctl]
+            if new is None:
+                self.throttle.warning(("pxebootInfo", ctl), "Failed to parse %s pxeboot ip from "
+                                      "'pxebootInfo' : %s", ctl, text)
+            elif not new:
+                if old:
+                    self.throttle.warning(("pxebootInfo-null", ctl), "%s pxeboot address now "
+                                          "null ; was %s", ctl, old)
+            elif not _valid_ipv4(new):
+                self.throttle.warning(("pxebootInfo-bad", ctl), "Failed to parse %s pxeboot ip "
+                                      "from 'pxebootInfo' : %s", ctl, text)
+            elif not old:
+                self.log.info("%s pxeboot ip: %s", ctl, new)
+                self.ctrl_pxeboot[ctl] = new
+            elif new != old:
+                self.log.info("%s pxeboot ip: %s ; change from %s", ctl, new, old)
+                self.ctrl_pxeboot[ctl] = new
+            else:
+                self.log.debug("%s pxeboot ip %s ; unchanged", ctl, new)
+
+    def send_ack(self, msg: alive.Message, src: str, net: Net, log_ack: bool = True) -> None:
+        """The 100-byte echo, to where the original sends it (protocol.md §4.2)."""
+        data = alive.ack(msg)
+        name = cmd_name(msg.cmd)
+        port = self.cfg.agent.mtc_agent_port
+        if net == Net.PXEBOOT:
+            sock = self.socks["pxeboot_tx"]
+            port = self.cfg.agent.mtc_rx_pxeboot_port
+            if sock is None:
+                self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
+                return
+            if log_ack:
+                self.log.info("sending %s ack to %s over Pxeboot network", name, src)
+            err = transport.sendto(sock, data, src, port)
+            if err is not None:
+                self.throttle.error(("ack", net, err.errno), "failed to send %s ack to %s:%d on "
+                                    "Pxeboot network (rc:-1) (%s)", name, src, port,
+                                    transport.describe_error(err))
+            return
+        if net == Net.MGMT:
+            targets = [("controller", self.controller_addr)]
+            sock = self.socks["mgmt_tx"]
+        else:
+            targets = list(self.clstr_dests.items())
+            sock = self.socks["clstr_tx"]
+        if sock is None:
+            if net == Net.MGMT:
+                self.throttle.error(("ack", net, "null"), "cannot send to null or failed socket "
+                                    "(%s)", net.iface)
+            return
+        for _, addr in targets:
+            if not addr:
+                continue
+            err = transport.sendto(sock, data, addr, port)
+            if err is None:
+                if log_ack:
+                    self.log.info("%s reply send (%s)", name, net.iface)
+            else:
+                self.throttle.error(("ack", net, err.errno), "%s reply send failed (%s) (%s)",
+                                    name, net.iface, transport.describe_error(err))
+
+    def on_locked(self, msg: alive.Message, net: Net) -> None:
+        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
+        if not os.path.exists(os.path.join(run, ".node_locked")):
+            self.log.info("%s locked (%s)", self.hostname, net.iface)
+            self._write(run, ".node_locked", LOCKED_TEXT)
+        if msg.num > 0 and msg.parm[PARM_LOCK_PERSIST]:
+            if not os.path.exists(os.path.join(persist, ".node_locked")):
+                self._write(persist, ".node_locked", LOCKED_TEXT)
+        else:
+            self._remove(persist, ".node_locked")
+
+    def _write(self, where: str, name: str, text: str) -> bool:
+        try:
+            os.makedirs(where, exist_ok=True)
+            with open(os.path.join(where, name), "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as err:
+            self.throttle.error(("write", where, name), "failed to write %s (%s)",
+                                os.path.join(where, name), err.strerror)
+            return False
+        return True
+
+    def _remove(self, where: str, name: str) -> bool:
+        try:
+            os.unlink(os.path.join(where, name))
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            self.throttle.error(("remove", where, name), "failed to remove %s (%s)",
+                                os.path.join(where, name), err.strerror)
+            return False
+        return True
+
+    # -- reboot, reset, lazy reboot ----------------------------------------------------------
+    def shutdown(self, kind: str, net: Net, delay: int = 0) -> None:
+        """Carry out a reboot-like command once, however many networks it came over."""
+        if self.shutdown_action is not None:
+            self.log.info("%s (%s) ; %s already in progress", kind, net.iface,
+                          self.shutdown_action)
+            return
+        if kind == "reboot" and self._fit("no_reboot"):
+            self.log.info("Reboot - fit bypass (%s)", net.iface)
+            return
+        if kind == "reset" and self._fit("no_reset"):
+            self.log.info("Reset - fit bypass (%s)", net.iface)
+            return
+        self.shutdown_action = kind
+        delay_s = self.cfg.timeouts.failsafe_shutdown_delay
+        if kind == "reboot":
+            self.log.info("Reboot (%s)", net.iface)
+            self._write(self.cfg.paths.run_dir, ".node_reset", "reboot command\n")
+            self.launch_failsafe(delay_s)
+            self.run_action("reboot")
+        elif kind == "reset":
+            self.log.info("Reset 'reboot -f' (%s)", net.iface)
+            self._write(self.cfg.paths.run_dir, ".node_reset", "reset command\n")
+            self.launch_failsafe(delay_s / 2)
+            self.run_action("reset")
+        else:
+            self._write(self.cfg.paths.run_dir, ".node_reset", "lazy reboot command\n")
+            self._lazy_countdown(net, self.clock.now() + delay)
+
+    def _lazy_countdown(self, net: Net, at: float) -> None:
+        left = int(round(at - self.clock.now()))
+        if left <= 0:
+            self.log.info("Lazy Reboot (%s) ; now", net.iface)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.run_action("lazy_reboot")
+            return
+        if left <= 10 or left % 60 == 0:
+            self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
+        self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
+
+    def launch_failsafe(self, delay: float) -> None:
+        """`[actions] failsafe` after `delay` seconds, in a process of its own session, so it
+        still fires if this daemon is stopped by a reboot that then hangs."""
+        command = self.cfg.actions.failsafe
+        if not command:
+            return
+        script = f"sleep {max(delay, 1.0):g} && {command}"
+        self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
+        self._spawn("failsafe", script, keep=False)
+
+    def run_action(self, name: str) -> None:
+        command = getattr(self.cfg.actions, name)
+        if not command:
+            self.log.warning("[actions] %s is empty ; nothing run", name)
+            return
+        self.log.info("running [actions] %s: %s", name, command)
+        self._spawn(name, command)
+
+    def _spawn(self, name: str, command: str, keep: bool = True) -> None:
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+        except OSError as err:
+            self.log.error("cannot run [actions] %s (%s)", name, err.strerror)
+            return
+        proc.action_name = name
+        self.children.append(proc)
+
+    def _reap_children(self) -> None:
+        for proc in list(self.children):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            self.children.remove(proc)
+            if rc != 0:
+                self.log.warning("[actions] %s exited with status %d", proc.action_name, rc)
+
+    # -- locked/reset housekeeping at start (client.md §5.4) ---------------------------------
+    def _housekeeping(self) -> None:
+        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
+        volatile = os.path.join(run, ".node_locked")
+        backup = os.path.join(persist, ".node_locked")
+        if os.path.exists(volatile):
+            self.log.info("locked node")
+        if os.path.exists(os.path.join(run, ".node_reset")):
+            self.log.warning("mtce reboot required")
+            self.shutdown_action = "reboot"
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self._reissue_reboot()
+        if os.path.exists(backup) and not os.path.exists(volatile):
+            self.log.info("restoring %s from %s backup", volatile, backup)
+            self._write(run, ".node_locked", LOCKED_TEXT)
+        elif not os.path.exists(backup) and os.path.exists(volatile):
+            self._remove(run, ".node_locked")
+
+    def _reissue_reboot(self) -> None:
+        self.log.info("issuing reboot")
+        self.run_action("reboot")
+        self.loop.call_later(30.0, self._reissue_reboot)
+
+    # -- reload and stop ---------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: new config (or keep the old one), then re-learn and re-create sockets."""
+        try:
+            new = config.load(self.cfg.path)
+        except config.ConfigError as err:
+            self.log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        changes = self.cfg.diff(new)
+        for line in changes:
+            self.log.info("config change: %s", line)
+        if not changes:
+            self.log.info("reload: configuration unchanged")
+        self.cfg = new
+        self.hostname = read_hostname(new.paths.hostname_file)
+        self._load_platform()
+        self.learn_pxeboot_address()
+        for name in SETUP_ORDER:
+            self._close(name)
+        self._setup_all()
+
+    def stop(self) -> None:
+        for name in SOCKETS:
+            self._close(name)
+        self._reap_children()
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _valid_ipv4(text: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        return False
+    return True
+
+
+def main(cfg: config.Config, foreground: bool) -> int:
+    """`mtce client`: daemonise, then run until SIGTERM/SIGINT (SIGHUP reloads)."""
+    import signal
+
+    from mtce import daemon
+    from mtce.clock import Clock
+    from mtce.loop import Loop
+
+    def serve(stale_pidfile=None) -> int:
+        clock = Clock()
+        hostname = read_hostname(cfg.paths.hostname_file)
+        log = logs.setup(PROGRAM, foreground=foreground, log_dir=cfg.paths.log_dir,
+                         hostname=hostname)
+        log.info("mtce %s mtcClient starting (config %s)", _version(), cfg.path)
+        if stale_pidfile:
+            log.info("removed stale pidfile %s", stale_pidfile)
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        loop = Loop(clock, log)
+        client = Client(cfg, loop, clock, log)
+
+        def on_signal(signum):
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading")
+                client.reload()
+            else:
+                log.info("%s: exiting", signal.Signals(signum).name)
+                loop.stop()
+
+        loop.on_signal = on_signal
+        loop.install_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        client.start()
+        daemon.sd_notify("READY=1")
+        try:
+            loop.run()
+        finally:
+            client.stop()
+            loop.close()
+            log.info("mtcClient stopped")
+        return 0
+
+    return daemon.run(PROGRAM, cfg.paths.pid_dir, foreground, serve)
+
+
+def _version() -> str:
+    from mtce import __version__
+    return __version__

@@ -1,0 +1,503 @@
+"""Configuration: `/etc/mtc.ini` and the agent's inventory.
+
+`OPTIONS` is the one place where keys, types and defaults live: validation, `etc/mtc.ini` (a
+test compares them) and `mtce --help-config` derive from it. Files are read with the original's
+inih rules (protocol.md §5.1): `;`/`#` full-line comments, `;` inline comments only after
+whitespace, `name = value` or `name : value`, a UTF-8 BOM, and indented continuation lines that
+re-assign the previous name. Values are then typed with configobj's `validate`. The result is
+immutable; a reload builds a new one. Errors name the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+MAX_SECTION = 49     # inih MAX_SECTION 50, NUL included
+
+
+class ConfigError(Exception):
+    """A configuration problem that stops start-up (exit 2): file, line and key named."""
+
+    def __init__(self, path: str, line: int | None, key: str | None, why: str):
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {key}: {why}" if key else f"{where}: {why}")
+        self.path, self.line, self.key, self.why = path, line, key, why
+
+
+@dataclass(frozen=True)
+class Option:
+    section: str
+    key: str
+    kind: str           # port, int, ms, seconds, string, path, command, ip, bool
+    default: object
+    help: str
+
+
+def _o(section, key, kind, default, help_text):
+    return Option(section, key, kind, default, help_text)
+
+
+OPTIONS = (
+    _o("agent", "mtc_agent_port", "port", 2101,
+       "agent receive port on mgmt and cluster-host (clients send here)"),
+    _o("agent", "mtc_rx_pxeboot_port", "port", 2102,
+       "agent receive port on pxeboot (clients send pxeboot mtcAlive and ACKs here)"),
+    _o("agent", "offline_period", "ms", 100, "milliseconds between offline audits"),
+    _o("agent", "offline_threshold", "count", 90, "offline audits without mtcAlive before a "
+       "host is declared offline"),
+    _o("agent", "lazy_reboot_delay", "int", 15, "seconds a lazy reboot command asks the host "
+       "to wait (parm[0] of the command)"),
+    _o("agent", "inventory", "path", "/etc/mtce/inventory.ini",
+       "the hosts the agent maintains, controllers included"),
+    _o("agent", "mgmt_ip", "ip", "", "address the agent binds on mgmt; empty: the "
+       "'controller' name (the floating mgmt address)"),
+    _o("agent", "cluster_host_ip", "ip", "", "address the agent binds on cluster-host; empty: "
+       "'<own hostname>-cluster-host'"),
+    _o("agent", "pxeboot_ip", "ip", "", "address the agent binds on pxeboot; empty: its own "
+       "line in dnsmasq.hosts, found by its mgmt MAC"),
+    _o("client", "mtc_rx_mgmnt_port", "port", 2118, "client receive port, mgmt"),
+    _o("client", "mtc_rx_clstr_port", "port", 2115, "client receive port, cluster-host"),
+    _o("client", "mtc_rx_pxeboot_port", "port", 2119, "client receive port, pxeboot"),
+    _o("client", "mtcalive_period", "seconds", 5, "seconds between mtcAlive messages"),
+    _o("client", "mgmt_ip", "ip", "", "empty: the management interface's address, read over "
+       "netlink; set: use it as is (containers, the lab)"),
+    _o("client", "cluster_host_ip", "ip", "", "empty: the cluster-host interface's address; "
+       "set: use it as is"),
+    _o("timeouts", "online_period", "seconds", 7, "seconds per online audit window"),
+    _o("timeouts", "pxeboot_mtcalive_window", "seconds", 10,
+       "seconds per pxeboot mtcAlive monitor window"),
+    _o("timeouts", "failsafe_shutdown_delay", "seconds", 120,
+       "seconds after a reboot command before [actions] failsafe runs if the host is still up"),
+    _o("paths", "platform_conf", "path", "/etc/platform/platform.conf",
+       "nodetype, subfunction, system_type, system_mode, management_interface, "
+       "cluster_host_interface"),
+    _o("paths", "platform_dir", "path", "/etc/platform",
+       ".initial_config_complete, .first_controller, simplex"),
+    _o("paths", "hosts_file", "path", "/etc/hosts",
+       "names are looked up here first, then with the system resolver"),
+    _o("paths", "hostname_file", "path", "/etc/hostname",
+       "this host's name; absent: the kernel's hostname"),
+    _o("paths", "build_info", "path", "/etc/build.info", 'SW_VERSION="..."'),
+    _o("paths", "dnsmasq_hosts", "path", "/opt/platform/config/{SW_VERSION}/dnsmasq.hosts",
+       "agent: pxeboot addresses by mgmt MAC ({SW_VERSION} from build_info)"),
+    _o("paths", "dhcp_leases_dir", "path", "/var/lib/dhcp", "client pxeboot address, DHCP"),
+    _o("paths", "ifcfg_dir", "path", "/etc/network/interfaces.d",
+       "client pxeboot address, static (controllers)"),
+    _o("paths", "sys_class_net", "path", "/sys/class/net",
+       "interface chain facts that netlink lacks (bonding mode)"),
+    _o("paths", "run_dir", "path", "/var/run", ".node_locked, .node_reset, fit/ files"),
+    _o("paths", "persist_dir", "path", "/var/persist/mtc", "persistent .node_locked"),
+    _o("paths", "state_dir", "path", "/var/lib/mtce",
+       "agent state that survives a restart (alarms)"),
+    _o("paths", "pid_dir", "path", "/var/run", "mtcAgent.pid / mtcClient.pid"),
+    _o("paths", "log_dir", "path", "/var/log", "mtcAgent.log / mtcClient.log"),
+    _o("paths", "agent_socket", "path", "/var/run/mtce/agent.sock",
+       "the agent's control socket (mode 0600, root only)"),
+    _o("actions", "reboot", "command", "systemctl reboot",
+       "run (/bin/sh -c) for a reboot command"),
+    _o("actions", "reset", "command", "echo b > /proc/sysrq-trigger",
+       "run for a reset command"),
+    _o("actions", "lazy_reboot", "command", "systemctl reboot",
+       "run for a lazy reboot command, after its delay"),
+    _o("actions", "failsafe", "command", "echo b > /proc/sysrq-trigger",
+       "run if the host is still up failsafe_shutdown_delay seconds after a reboot"),
+    _o("actions", "alarm", "command", "",
+       "agent: run on each alarm raise and clear, the alarm as JSON on stdin"),
+    _o("security", "key_file", "path", "",
+       "message authentication keys, '<key-id> <hex key of 32+ bytes>' per line; "
+       "the first signs, all verify; empty: off (wire as the original)"),
+    _o("security", "require", "bool", False,
+       "yes: drop every datagram without a valid tag; no: accept untagged ones"),
+)
+
+OPTION_INDEX = {(o.section, o.key): o for o in OPTIONS}
+SECTIONS = tuple(dict.fromkeys(o.section for o in OPTIONS))
+
+
+# -- the inih reader --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IniEntry:
+    section: str
+    key: str
+    value: str
+    line: int
+
+
+def _strip_inline_comment(text: str) -> str:
+    """Cut at a `;` that follows whitespace (inih `find_chars_or_comment`)."""
+    for i, ch in enumerate(text):
+        if ch == ";" and i > 0 and text[i - 1].isspace():
+            return text[:i]
+    return text
+
+
+def read_ini(text: str) -> tuple[list[IniEntry], list[tuple[int, str]]]:
+    """Entries in file order, plus (line, problem) for lines inih would not accept."""
+    entries: list[IniEntry] = []
+    problems: list[tuple[int, str]] = []
+    section, prev_name = "", ""
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if lineno == 1 and raw.startswith("\ufeff"):
+            raw = raw[1:]
+        line = raw.rstrip()
+        start = line.lstrip()
+        if not start or start[0] in ";#":
+            continue
+        if prev_name and len(start) < len(line):
+            # An indented line continues the previous name: the handler sees it again.
+            value = _strip_inline_comment(start).strip()
+            entries.append(IniEntry(section, prev_name, value, lineno))
+            continue
+        if start[0] == "[":
+            end = start.find("]")
+            if end < 0:
+                problems.append((lineno, "section header without ']'"))
+                continue
+            section, prev_name = start[1:end][:MAX_SECTION], ""
+            continue
+        sep = "=" if "=" in start else ":" if ":" in start else None
+        if sep is None:
+            problems.append((lineno, "line without '=' or ':'"))
+            continue
+        name, value = start.split(sep, 1)
+        name = name.strip()
+        if not name:
+            problems.append((lineno, "empty key name"))
+            continue
+        value = _strip_inline_comment(value).strip()
+        entries.append(IniEntry(section, name, value, lineno))
+        prev_name = name
+    return entries, problems
+
+
+def read_text(path: str) -> str:
+    """A config file's text; raises ConfigError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError(path, line, None, "not UTF-8 text") from None
+
+
+# -- typing with configobj/validate -----------------------------------------------------------
+
+def _spec_for(opt: Option) -> str:
+    kinds = {
+        "port": "integer(min=1, max=65535)",
+        "int": "integer(min=0)",
+        "count": "integer(min=1)",
+        "ms": "integer(min=1)",
+        "seconds": "float(min=0.001)",
+        "string": "string()",
+        "path": "string()",
+        "command": "string()",
+        "ip": "ip_or_empty()",
+        "bool": "yes_no()",
+    }
+    return kinds[opt.kind]
+
+
+def _check_ip(value, *args, **kwargs):
+    from validate import VdtValueError
+    if value == "":
+        return ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise VdtValueError(value) from None
+
+
+def _check_yes_no(value, *args, **kwargs):
+    from validate import VdtTypeError
+    if isinstance(value, bool):
+        return value
+    low = str(value).lower()
+    if low in ("yes", "true", "on", "1"):
+        return True
+    if low in ("no", "false", "off", "0"):
+        return False
+    raise VdtTypeError(value)
+
+
+_WHY = {
+    "VdtTypeError": "wrong type",
+    "VdtValueTooSmallError": "too small",
+    "VdtValueTooBigError": "too big",
+    "VdtValueError": "not a valid value",
+}
+
+
+def _explain(opt: Option, err: Exception) -> str:
+    what = {
+        "port": "a port number (1-65535)",
+        "int": "a whole number (0 or more)",
+        "count": "a whole number (1 or more)",
+        "ms": "milliseconds, a whole number (1 or more)",
+        "seconds": "seconds, a number above 0",
+        "ip": "an IPv4 or IPv6 address, or empty",
+        "bool": "yes or no",
+    }.get(opt.kind, "a string")
+    return f"{_WHY.get(type(err).__name__, 'invalid')}, expected {what}"
+
+
+def _typed(values: dict, lines: dict, path: str) -> dict:
+    """Type every known value with validate; defaults fill the rest."""
+    from configobj import ConfigObj, flatten_errors
+    from validate import Validator
+
+    spec = []
+    for section in SECTIONS:
+        spec.append(f"[{section}]")
+        for opt in OPTIONS:
+            if opt.section == section:
+                spec.append(f"{opt.key} = {_spec_for(opt)}")
+    raw = {s: {} for s in SECTIONS}
+    for (section, key), value in values.items():
+        opt = OPTION_INDEX[(section, key)]
+        if opt.kind in ("port", "int", "count", "ms", "seconds") and value.endswith(";"):
+            value = value[:-1].rstrip()     # `120;` reads as 120, as the original's atoi
+        raw[section][key] = value
+    conf = ConfigObj(raw, configspec=spec, interpolation=False, list_values=False)
+    validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no})
+    result = conf.validate(validator, preserve_errors=True)
+    if result is not True:
+        for sections, key, err in flatten_errors(conf, result):
+            if key is None or err is False:
+                continue
+            section = sections[0]
+            opt = OPTION_INDEX[(section, key)]
+            shown = raw[section].get(key)
+            raise ConfigError(path, lines.get((section, key)), f"[{section}] {key}",
+                              f"{shown!r}: {_explain(opt, err)}")
+    typed = {}
+    for opt in OPTIONS:
+        got = conf[opt.section].get(opt.key)
+        typed[(opt.section, opt.key)] = opt.default if got is None else got
+    return typed
+
+
+class Section:
+    """Read-only attribute access to one section's typed values."""
+
+    def __init__(self, name: str, values: dict):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"[{self._name}] has no key {key!r}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("configuration is read-only")
+
+    def items(self):
+        return self._values.items()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    values: dict
+    lines: dict = field(default_factory=dict)
+    warnings: tuple = ()
+
+    def get(self, section: str, key: str):
+        return self.values[(section, key)]
+
+    def __getattr__(self, section: str) -> Section:
+        if section in SECTIONS:
+            return Section(section, {k: v for (s, k), v in self.values.items() if s == section})
+        raise AttributeError(section)
+
+    # Converted once, named with their unit (style: no bare numbers for time).
+    @property
+    def offline_period_s(self) -> float:
+        return self.get("agent", "offline_period") / 1000.0
+
+    def diff(self, other: "Config") -> list[str]:
+        """'[section] key: old -> new' for every value that differs."""
+        return [f"[{s}] {k}: {self.values[(s, k)]!r} -> {other.values[(s, k)]!r}"
+                for (s, k) in self.values if self.values[(s, k)] != other.values[(s, k)]]
+
+
+def defaults() -> Config:
+    return Config("<defaults>", {(o.section, o.key): o.default for o in OPTIONS})
+
+
+def load(path: str, overrides: dict | None = None) -> Config:
+    """Read and type `path`; raises ConfigError (exit 2) for an unreadable file or bad value.
+
+    Unknown sections and keys, and lines inih would skip, become `warnings` (logged once by
+    the daemon, never fatal).
+    """
+    entries, problems = read_ini(read_text(path))
+    values, lines, warnings = {}, {}, []
+    for lineno, why in problems:
+        warnings.append(f"{path}:{lineno}: ignoring line: {why}")
+    for e in entries:
+        if (e.section, e.key) in OPTION_INDEX:
+            values[(e.section, e.key)] = e.value
+            lines[(e.section, e.key)] = e.line
+        elif e.section not in SECTIONS:
+            warnings.append(f"{path}:{e.line}: unknown section [{e.section}] (key {e.key})")
+        else:
+            warnings.append(f"{path}:{e.line}: unknown key [{e.section}] {e.key}")
+    for (section, key), value in (overrides or {}).items():
+        values[(section, key)] = str(value)
+    return Config(path, _typed(values, lines, path), lines, tuple(dict.fromkeys(warnings)))
+
+
+def render_ini() -> str:
+    """A commented mtc.ini with every key at its default, generated from OPTIONS."""
+    out = ["; mtce configuration (the original's /etc/mtc.ini format).",
+           "; ';' or '#' starts a comment line; ';' after whitespace starts an inline comment.",
+           "; Every key is shown with its default."]
+    for section in SECTIONS:
+        out.append("")
+        out.append(f"[{section}]")
+        for opt in OPTIONS:
+            if opt.section != section:
+                continue
+            default = opt.default
+            if isinstance(default, bool):
+                default = "yes" if default else "no"
+            out.append(f"; {opt.help}")
+            out.append(f"{opt.key} = {default}".rstrip())
+    return "\n".join(out) + "\n"
+
+
+# -- inventory (interface.md §4) --------------------------------------------------------------
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+INVENTORY_KEYS = ("personality", "mgmt_mac", "mgmt_ip", "cluster_host_ip", "administrative")
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    hostname: str
+    personality: str
+    mgmt_mac: str
+    mgmt_ip: str
+    cluster_host_ip: str
+    administrative: str
+    line: int = 0
+
+    @property
+    def is_controller(self) -> bool:
+        return "controller" in self.personality.split(",")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    hosts: dict          # hostname -> HostEntry, in file order
+    warnings: tuple = ()
+
+    def diff(self, other: "Inventory") -> tuple[list, list, list]:
+        """(added, removed, changed) hostnames going from self to other."""
+        added = [h for h in other.hosts if h not in self.hosts]
+        removed = [h for h in self.hosts if h not in other.hosts]
+        changed = [h for h in other.hosts
+                   if h in self.hosts and not _same(self.hosts[h], other.hosts[h])]
+        return added, removed, changed
+
+
+def _same(a: HostEntry, b: HostEntry) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in INVENTORY_KEYS)
+
+
+def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
+    """The inventory's hosts; raises ConfigError naming the line and key of a bad value."""
+    entries, problems = read_ini(text)
+    warnings = [f"{path}:{n}: ignoring line: {why}" for n, why in problems]
+    sections: dict[str, dict] = {}
+    first_line: dict[str, int] = {}
+    for e in entries:
+        if not e.section:
+            raise ConfigError(path, e.line, e.key, "key outside a [hostname] section")
+        sections.setdefault(e.section, {})[e.key] = (e.value, e.line)
+        first_line.setdefault(e.section, e.line)
+    hosts = {}
+    addresses: dict[str, str] = {}
+    macs: dict[str, str] = {}
+    for name, kv in sections.items():
+        def val(key, default=""):
+            return kv[key][0] if key in kv else default
+
+        def line(key):
+            return kv[key][1] if key in kv else first_line[name]
+
+        for key in kv:
+            if key not in INVENTORY_KEYS:
+                warnings.append(f"{path}:{kv[key][1]}: unknown key [{name}] {key}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+            raise ConfigError(path, first_line[name], f"[{name}]", "not a valid hostname")
+        personality = val("personality")
+        if not personality:
+            raise ConfigError(path, line("personality"), f"[{name}] personality",
+                              "missing: controller, worker, storage or a subfunction list")
+        mac = val("mgmt_mac")
+        if not _MAC.match(mac):
+            raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
+                              f"{mac!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+        if mac.lower() in macs:
+            raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
+                              f"{mac} is already the MAC of {macs[mac.lower()]}")
+        macs[mac.lower()] = name
+        ips = {}
+        for key in ("mgmt_ip", "cluster_host_ip"):
+            raw = val(key)
+            if not raw and key == "cluster_host_ip":
+                ips[key] = ""
+                continue
+            try:
+                ips[key] = str(ipaddress.ip_address(raw))
+            except ValueError:
+                raise ConfigError(path, line(key), f"[{name}] {key}",
+                                  f"{raw!r} is not an IP address") from None
+            owner = addresses.get(ips[key])
+            if owner:
+                raise ConfigError(path, line(key), f"[{name}] {key}",
+                                  f"{ips[key]} is already the address of {owner}")
+            addresses[ips[key]] = name
+        admin = val("administrative", "unlocked")
+        if admin not in ("locked", "unlocked"):
+            raise ConfigError(path, line("administrative"), f"[{name}] administrative",
+                              f"{admin!r} is not locked or unlocked")
+        hosts[name] = HostEntry(name, personality, mac.lower(), ips["mgmt_ip"],
+                                ips["cluster_host_ip"], admin, first_line[name])
+    return Inventory(path, hosts, tuple(warnings))
+
+
+def load_inventory(path: str) -> Inventory:
+    return parse_inventory(read_text(path), path)
+
+
+def sw_version(build_info_path: str) -> str:
+    """SW_VERSION from build.info, quotes stripped; "" if absent."""
+    try:
+        with open(build_info_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("SW_VERSION="):
+                    return line.split("=", 1)[1].strip().strip('"').strip("'")
+    except OSError:
+        pass
+    return ""
+
+
+def expand_path(template: str, build_info_path: str) -> str:
+    """`{SW_VERSION}` in a configured path, from build.info (the original's dnsmasq.hosts)."""
+    if "{SW_VERSION}" in template:
+        template = template.replace("{SW_VERSION}", sw_version(build_info_path))
+    return os.path.normpath(template) if template else template

@@ -1,0 +1,113 @@
+"""Logging: the original's line shape, and `Throttle` so that no cause floods the log.
+
+A line looks like the C daemons' (client.md, "Log line shape"):
+`2026-11-26T01:10:46.123 [1234.00012] worker-0 mtcClient client.py(120) tick:  Info : text`.
+Handlers are created by `setup()` only, after the daemon has forked (anchors D.5).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import logging.handlers
+import os
+import sys
+import time
+
+LOGGER_NAME = "mtce"
+_TAGS = {logging.DEBUG: "Debug ", logging.INFO: " Info ", logging.WARNING: " Warn ",
+         logging.ERROR: "Error ", logging.CRITICAL: "Fatal "}
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, hostname: str, program: str):
+        super().__init__()
+        self.hostname, self.program = hostname, program
+        self.count = itertools.count(1)
+
+    def format(self, record: logging.LogRecord) -> str:
+        t = time.localtime(record.created)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}"
+        tag = _TAGS.get(record.levelno, record.levelname)
+        line = (f"{stamp} [{record.process}.{next(self.count) % 100000:05d}] {self.hostname} "
+                f"{self.program} {record.filename}({record.lineno}) {record.funcName}: {tag}: "
+                f"{record.getMessage()}")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def get(name: str | None = None) -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME if not name else f"{LOGGER_NAME}.{name}")
+
+
+def setup(program: str, *, foreground: bool, log_dir: str, hostname: str,
+          level: int = logging.INFO) -> logging.Logger:
+    """Attach the one handler: stderr with `-f`, else `<log_dir>/<program>.log`.
+
+    The file handler reopens the file when logrotate moves it.
+    """
+    log = get()
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    if foreground:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        os.makedirs(log_dir, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(os.path.join(log_dir, f"{program}.log"))
+    handler.setFormatter(_Formatter(hostname, program))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    return log
+
+
+class Throttle:
+    """Log a cause on its first occurrence, then at most once per `interval` seconds.
+
+    Each repeat logged says how many were suppressed since the last one. `clear(key)` is
+    called when the cause goes away, so that its return is logged at once. Keys can come from
+    the network (source addresses), so at most `max_keys` are remembered.
+    """
+
+    def __init__(self, logger: logging.Logger, clock, interval: float = 60.0,
+                 max_keys: int = 4096):
+        self.logger, self.clock, self.interval, self.max_keys = logger, clock, interval, max_keys
+        self._seen: collections.OrderedDict = collections.OrderedDict()  # key -> [at, suppressed]
+        self.suppressed_total = 0
+
+    def log(self, level: int, key, msg: str, *args, _depth: int = 2, exc_info=None) -> bool:
+        """Log `msg % args` unless `key` was logged less than `interval` ago. True if logged."""
+        now = self.clock.now()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            self.suppressed_total += 1
+            return False
+        suppressed = entry[1] if entry is not None else 0
+        if entry is None and len(self._seen) >= self.max_keys:
+            self._seen.popitem(last=False)
+        self._seen[key] = [now, 0]
+        self._seen.move_to_end(key)
+        text = msg % args if args else msg
+        if suppressed:
+            text += f" ({suppressed} similar suppressed)"
+        self.logger.log(level, text, stacklevel=_depth, exc_info=exc_info)
+        return True
+
+    def warning(self, key, msg: str, *args) -> bool:
+        return self.log(logging.WARNING, key, msg, *args, _depth=3)
+
+    def error(self, key, msg: str, *args) -> bool:
+        return self.log(logging.ERROR, key, msg, *args, _depth=3)
+
+    def info(self, key, msg: str, *args) -> bool:
+        return self.log(logging.INFO, key, msg, *args, _depth=3)
+
+    def clear(self, key) -> None:
+        self._seen.pop(key, None)
+
+    def active(self, key) -> bool:
+        return key in self._seen

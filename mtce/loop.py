@@ -1,0 +1,140 @@
+"""The daemons' one loop: readiness through `selectors`, one timer heap, signal flags.
+
+Signal handlers only record the signal; the loop hands it to `on_signal` between turns
+(style P7). A callback that raises is logged with its traceback and the loop goes on (P10).
+The loop measures its own lag, so a stalled process can tell that it was stalled.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import signal
+import socket
+
+from mtce import logs
+
+
+class Timer:
+    __slots__ = ("at", "callback", "cancelled")
+
+    def __init__(self, at: float, callback):
+        self.at, self.callback, self.cancelled = at, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Loop:
+    def __init__(self, clock, logger: logging.Logger | None = None):
+        self.clock = clock
+        self.log = logger or logs.get()
+        self.selector = selectors.DefaultSelector()
+        self._timers: list = []
+        self._seq = itertools.count()
+        self._signals: list[int] = []
+        self._old_handlers: dict = {}
+        self._wake_r = self._wake_w = None
+        self.stopped = False
+        self.on_signal = None          # callable(signum), set by the daemon
+        self.last_turn_at = clock.now()
+        self.max_lag = 0.0
+        self._errors = logs.Throttle(self.log, clock)
+
+    # -- readiness ---------------------------------------------------------------------------
+    def add_reader(self, fileobj, callback) -> None:
+        """`callback(fileobj)` whenever `fileobj` is readable."""
+        self.selector.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj) -> None:
+        try:
+            self.selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
+
+    # -- timers ------------------------------------------------------------------------------
+    def call_at(self, at: float, callback) -> Timer:
+        timer = Timer(at, callback)
+        heapq.heappush(self._timers, (at, next(self._seq), timer))
+        return timer
+
+    def call_later(self, delay: float, callback) -> Timer:
+        return self.call_at(self.clock.now() + delay, callback)
+
+    def next_deadline(self) -> float | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    # -- signals -----------------------------------------------------------------------------
+    def install_signals(self, signums) -> None:
+        """Record these signals for `on_signal`; a self-pipe wakes a sleeping select."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self.add_reader(self._wake_r, self._drain_wakeups)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in signums:
+            self._old_handlers[signum] = signal.signal(signum, self._record_signal)
+
+    def _record_signal(self, signum, frame) -> None:
+        self._signals.append(signum)
+
+    def _drain_wakeups(self, sock) -> None:
+        try:
+            while sock.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def restore_signals(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers.clear()
+        if self._wake_w is not None:
+            signal.set_wakeup_fd(-1)
+            self.remove_reader(self._wake_r)
+            self._wake_r.close()
+            self._wake_w.close()
+            self._wake_r = self._wake_w = None
+
+    # -- running -----------------------------------------------------------------------------
+    def _guard(self, what: str, callback, *args) -> None:
+        try:
+            callback(*args)
+        except Exception:   # noqa: BLE001 - the boundary of one handler: log it, keep serving
+            self._errors.log(logging.ERROR, what, "unexpected error in %s", what,
+                             exc_info=True)
+
+    def run_once(self, max_wait: float = 0.05) -> None:
+        """One turn: wait for readiness at most until the next timer, then run what is due."""
+        now = self.clock.now()
+        deadline = self.next_deadline()
+        wait = max_wait if deadline is None else max(0.0, min(max_wait, deadline - now))
+        for key, _ in self.selector.select(wait):
+            self._guard(getattr(key.data, "__qualname__", "reader"), key.data, key.fileobj)
+        now = self.clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self._guard(getattr(timer.callback, "__qualname__", "timer"), timer.callback)
+        while self._signals:
+            signum = self._signals.pop(0)
+            if self.on_signal is not None:
+                self._guard("signal handler", self.on_signal, signum)
+        lag = now - self.last_turn_at
+        self.max_lag = max(self.max_lag, lag)
+        self.last_turn_at = now
+
+    def run(self, max_wait: float = 0.05) -> None:
+        while not self.stopped:
+            self.run_once(max_wait)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def close(self) -> None:
+        self.restore_signals()
+        self.selector.close()

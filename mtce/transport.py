@@ -1,0 +1,97 @@
+"""UDP sockets as the daemons use them.
+
+Receive sockets are non-blocking and drained in bounded batches with `recvfrom_into` into one
+reused buffer; a datagram longer than the 1060-byte struct is seen as such (the buffer is
+larger) so that it can be rejected rather than silently truncated.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+
+from mtce.alive import MSG_SIZE
+
+RX_BUFFER = 2048                # > MSG_SIZE: an oversize datagram shows its excess
+AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (protocol.md §4.2)
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def udp_socket(address: str | None = None, port: int = 0, *, family: int | None = None,
+               reuseaddr: bool = False, rcvbuf: int | None = None,
+               nonblocking: bool = True) -> socket.socket:
+    """A UDP socket, bound when `address` is given. Raises OSError (closed on failure)."""
+    if family is None:
+        family = family_of(address) if address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuseaddr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(not nonblocking)
+        if address:
+            sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def rcvbuf_size(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class Receiver:
+    """Drains a non-blocking socket into `handler(data, source_ip)`, at most `batch` a call."""
+
+    def __init__(self, batch: int = 50):
+        self.batch = batch
+        self.buffer = bytearray(RX_BUFFER)
+        self.view = memoryview(self.buffer)
+
+    def drain(self, sock: socket.socket, handler) -> int:
+        """Returns the number of datagrams handled; socket errors end the batch quietly.
+
+        `data` is a memoryview into the reused buffer: valid only during the call.
+        """
+        count = 0
+        recv = sock.recvfrom_into
+        view = self.view
+        while count < self.batch:
+            try:
+                n, source = recv(self.buffer)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as err:
+                if err.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    continue    # a queued ICMP error for an earlier send; not a datagram
+                raise
+            count += 1
+            handler(view[:n], source[0])
+        return count
+
+
+def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> OSError | None:
+    """Send one datagram; returns the error instead of raising."""
+    if sock is None:
+        return OSError(errno.EBADF, os.strerror(errno.EBADF))
+    try:
+        sock.sendto(data, (address, port))
+    except OSError as err:
+        return err
+    return None
+
+
+def describe_error(err: OSError) -> str:
+    """`<errno>:<text>` as the original prints `(%d:%m)`."""
+    code = err.errno or 0
+    return f"{code}:{os.strerror(code) if code else err}"
+
+
+assert RX_BUFFER > MSG_SIZE
