@@ -444,13 +444,14 @@ class Client:
             self._setup_all()
         self._reap_children()
         retried = self.recover_sockets()
-        if retried and (self.socks["pxeboot_rx"] is None or self.socks["pxeboot_tx"] is None):
+        if retried & {"pxeboot_rx", "pxeboot_tx"}:
+            # A pxeboot socket had to be re-created: the address may be why, so learn it
+            # again (the original does this only while a socket is still down afterwards).
             before = self.pxeboot_addr
             self.learn_pxeboot_address()
             if self.pxeboot_addr and self.pxeboot_addr != before:
-                for name in ("pxeboot_rx", "pxeboot_tx"):
-                    if self.socks[name] is None or name == "pxeboot_tx":
-                        self.setup_socket(name)
+                self.setup_socket("pxeboot_rx")
+                self.setup_socket("pxeboot_tx")
         if retried:
             self._rebuild_identity()
         self.send_mtcalive(Net.PXEBOOT)
@@ -463,12 +464,15 @@ class Client:
             self.log.debug("sending mtcClient ready event")
             self.send_ready_event()
 
-    def recover_sockets(self) -> bool:
-        """One attempt for every failed socket (cbcb194), in the original's order."""
-        retried = False
+    def recover_sockets(self) -> set:
+        """One attempt for every failed socket (cbcb194), in the original's order.
+
+        Returns the names of the sockets that were retried.
+        """
+        retried = set()
         for name in RECOVERY_ORDER:
             if self.socks[name] is None and self._needed(name):
-                retried = True
+                retried.add(name)
                 self.throttle.warning(("recover", name), "calling setup_%s_socket "
                                       "(auto-recovery)", SOCKETS[name][1])
                 if self.setup_socket(name):

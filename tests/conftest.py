@@ -73,7 +73,23 @@ def loopback_block() -> str:
     return f"127.{random.randint(10, 250)}.{random.randint(0, 250)}."
 
 
-HARMLESS_ACTIONS = ("reboot", "reset", "lazy_reboot", "failsafe")
+HARMLESS_ACTIONS = ("reboot", "reset", "lazy_reboot", "failsafe", "alarm")
+_DANGER = ("systemctl", "sysrq", "/sbin/reboot", "shutdown", "poweroff", "halt", "init ")
+
+
+def assert_harmless(ini: str) -> None:
+    """Refuse to start a daemon whose [actions] could touch this machine.
+
+    Every [actions] key must be set (the defaults reboot the machine) and none may run a
+    power or service command.
+    """
+    from mtce import config
+    cfg = config.load(ini)
+    for key in [o.key for o in config.OPTIONS if o.section == "actions"]:
+        value = cfg.get("actions", key)
+        assert (("actions", key) in cfg.lines) or key == "alarm", \
+            f"{ini}: [actions] {key} is not set: its default would touch the machine"
+        assert not any(d in value for d in _DANGER), f"{ini}: [actions] {key} = {value!r}"
 
 
 class FakeHost:
@@ -83,7 +99,8 @@ class FakeHost:
                  system_type="standard", system_mode="duplex", mgmt_iface="lab0",
                  clstr_iface="lab1", mac="08:00:27:aa:bb:01", net=None, mgmt_ip=None,
                  cluster_host_ip=None, pxeboot_ip=None, period=1.0, failsafe_delay=120,
-                 extra: dict | None = None, platform: bool = True):
+                 extra: dict | None = None, platform: bool = True,
+                 controllers: dict | None = None):
         self.root = str(root)
         self.net = net or loopback_block()
         self.hostname = hostname
@@ -94,10 +111,12 @@ class FakeHost:
             else self.net + "20"
         self.pxeboot_ip = pxeboot_ip if pxeboot_ip is not None else self.net + "30"
         # The controllers: floating mgmt .1, unit mgmt .2/.3, cluster-host .4/.5,
-        # pxeboot .6/.7.
-        self.controller = self.net + "1"
-        self.c_clstr = [self.net + "4", self.net + "5"]
-        self.c_pxeboot = [self.net + "6", self.net + "7"]
+        # pxeboot .6/.7 (or as given).
+        c = controllers or {}
+        self.controller = c.get("controller", self.net + "1")
+        self.c_mgmt = c.get("c_mgmt", [self.net + "2", self.net + "3"])
+        self.c_clstr = c.get("c_clstr", [self.net + "4", self.net + "5"])
+        self.c_pxeboot = c.get("c_pxeboot", [self.net + "6", self.net + "7"])
         self.paths = {k: os.path.join(self.root, v) for k, v in {
             "platform_conf": "platform/platform.conf", "platform_dir": "platform",
             "hosts_file": "hosts", "hostname_file": "hostname", "build_info": "build.info",
@@ -112,10 +131,7 @@ class FakeHost:
         self.actions_log = os.path.join(self.root, "actions.log")
         self.write("hostname", hostname + "\n")
         self.write("build.info", 'SW_VERSION="25.09"\n')
-        self.write("hosts", "".join(f"{ip} {name}\n" for ip, name in (
-            (self.controller, "controller"), (self.net + "2", "controller-0"),
-            (self.net + "3", "controller-1"), (self.c_clstr[0], "controller-0-cluster-host"),
-            (self.c_clstr[1], "controller-1-cluster-host"))))
+        self.write_hosts()
         if platform:
             self.write_platform(subfunction=subfunction, system_type=system_type,
                                 system_mode=system_mode)
@@ -127,7 +143,8 @@ class FakeHost:
                        "mtcalive_period": period},
             "timeouts": {"failsafe_shutdown_delay": failsafe_delay},
             "paths": dict(self.paths),
-            "actions": {a: f"echo {a} >> {self.actions_log}" for a in HARMLESS_ACTIONS},
+            "actions": {a: f"echo {a} >> {self.actions_log}" for a in HARMLESS_ACTIONS
+                        if a != "alarm"},
         }
         for section, kv in (extra or {}).items():
             self.values.setdefault(section, {}).update(kv)
@@ -140,6 +157,12 @@ class FakeHost:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
+
+    def write_hosts(self) -> None:
+        self.write("hosts", "".join(f"{ip} {name}\n" for ip, name in (
+            (self.controller, "controller"), (self.c_mgmt[0], "controller-0"),
+            (self.c_mgmt[1], "controller-1"), (self.c_clstr[0], "controller-0-cluster-host"),
+            (self.c_clstr[1], "controller-1-cluster-host"))))
 
     def write_ini(self) -> None:
         lines = []
@@ -245,9 +268,12 @@ def daemons(mtce_cmd, tmp_path):
     """Start daemons: `daemons("client", ini)`; all are stopped at teardown."""
     started = []
 
-    def start(mode: str, ini: str, *extra, name: str | None = None, env=None) -> Daemon:
+    def start(mode: str, ini: str, *extra, name: str | None = None, env=None,
+              prefix: list | None = None) -> Daemon:
+        assert_harmless(ini)
         log = tmp_path / f"{name or mode}-{len(started)}.stderr"
-        d = Daemon(mtce_cmd + [mode, "-c", ini, "-f", *extra], str(log), env=env)
+        d = Daemon((prefix or []) + mtce_cmd + [mode, "-c", ini, "-f", *extra], str(log),
+                   env=env)
         started.append(d)
         return d
 

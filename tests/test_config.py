@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
@@ -28,19 +27,6 @@ def test_shipped_ini_documents_every_key_at_its_default():
     assert shipped == set(config.OPTION_INDEX)
     assert cfg.values == config.defaults().values
     assert open(path, encoding="utf-8").read() == config.render_ini()
-
-
-def test_contract_keys_are_all_known():
-    spec = os.path.join(REPO, "..", "shared", "spec", "interface.md")
-    if not os.path.exists(spec):
-        pytest.skip("the contract is not beside this checkout")
-    keys = set()
-    for line in open(spec, encoding="utf-8"):
-        m = re.match(r"\|\s*(agent|client|timeouts|paths|actions|security)\s*\|\s*(.+?)\s*\|",
-                     line)
-        if m:
-            keys |= {(m.group(1), k) for k in re.findall(r"`([a-z_]+)`", m.group(2))}
-    assert keys and keys <= set(config.OPTION_INDEX)
 
 
 def test_inih_rules(tmp_path):

@@ -339,3 +339,42 @@ def test_cluster_host_combined_with_mgmt_sends_no_cluster_host_mtcalive(cluster)
     peer.wait_for(lambda: len(peer.of("mtcalive", "mgmt")) >= 2, what="mgmt mtcAlive")
     assert not peer.of("mtcalive", "cluster-host")
     assert peer.of("mtcalive", "mgmt")[0].body["cluster_host_ip"] == ""
+
+
+def test_a_restarted_client_learns_pxeboot_again_within_10_s(cluster, daemons):
+    host, peer, client = cluster()
+    peer.wait_for(lambda: peer.of("ready"), what="ready")
+    peer.request_mtcalive()
+    peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot")
+    client.stop()
+    peer.drain(0.3)
+    peer.received.clear()
+    peer._last_seq.clear()
+    t0 = time.monotonic()
+    again = daemons("client", host.ini, name="again")
+    # The agent answers a ready event with an mtcAlive request over pxeboot.
+    peer.wait_for(lambda: peer.of("ready"), what="ready after restart")
+    peer.request_mtcalive()
+    first = peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot again")[0]
+    assert first.at - t0 < 10
+    assert first.parm[3] <= 2, "a restarted client counts from 1 again"
+    again.wait_log(f"controller-0 pxeboot ip: {host.c_pxeboot[0]}")
+
+
+def test_socket_failure_relearns_a_changed_lease_address(cluster):
+    host, peer, client = cluster()
+    peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="running")
+    new = host.net + "31"
+    host.write_lease(f"{host.mgmt_iface}:2", new)
+    fit = os.path.join(host.paths["run_dir"], "fit")
+    os.makedirs(fit)
+    open(os.path.join(fit, "pxeboot_txsock"), "w").close()
+    client.wait_log("fault insertion: closing pxeboot_tx socket")
+    os.unlink(os.path.join(fit, "pxeboot_txsock"))
+    client.wait_log(f"pxeboot dhcp lease address: {new} ; initial")
+    client.wait_log(f"setup pxeboot receive socket on {host.mgmt_iface}:{new}:2119")
+    host.pxeboot_ip = new
+    peer.request_mtcalive()
+    got = peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot from the new "
+                        "address")
+    assert got[0].src[0] == new and got[0].body["pxeboot_ip"] == new
