@@ -51,17 +51,6 @@ FIT_SOCKETS = {
 }
 
 
-def read_hostname(hostname_file: str) -> str:
-    try:
-        with open(hostname_file, encoding="utf-8", errors="replace") as f:
-            name = f.readline().strip()
-    except OSError:
-        name = ""
-    if not name:
-        name = socket.gethostname()
-    return name.split(".")[0][:64]
-
-
 class Client:
     """The mtcClient daemon's state and handlers, driven by a `Loop`."""
 
@@ -74,7 +63,7 @@ class Client:
         self.throttle = logs.Throttle(self.log, clock)
         self.links_factory = links_factory or netif.NetlinkLinks.from_kernel
         self.receiver = transport.Receiver(RX_BATCH)
-        self.hostname = read_hostname(cfg.paths.hostname_file)
+        self.hostname = netif.read_hostname(cfg.paths.hostname_file)
 
         self.platform: dict = {}
         self.platform_ready = False
@@ -974,7 +963,7 @@ class Client:
         if not changes:
             self.log.info("reload: configuration unchanged")
         self.cfg = new
-        self.hostname = read_hostname(new.paths.hostname_file)
+        self.hostname = netif.read_hostname(new.paths.hostname_file)
         self._load_platform()
         self.learn_pxeboot_address()
         for name in SETUP_ORDER:
@@ -1001,48 +990,6 @@ def _valid_ipv4(text: str) -> bool:
 
 def main(cfg: config.Config, foreground: bool) -> int:
     """`mtce client`: daemonise, then run until SIGTERM/SIGINT (SIGHUP reloads)."""
-    import signal
-
     from mtce import daemon
-    from mtce.clock import Clock
-    from mtce.loop import Loop
-
-    def serve(stale_pidfile=None) -> int:
-        clock = Clock()
-        hostname = read_hostname(cfg.paths.hostname_file)
-        log = logs.setup(PROGRAM, foreground=foreground, log_dir=cfg.paths.log_dir,
-                         hostname=hostname)
-        log.info("mtce %s mtcClient starting (config %s)", _version(), cfg.path)
-        if stale_pidfile:
-            log.info("removed stale pidfile %s", stale_pidfile)
-        for warning in cfg.warnings:
-            log.warning("%s", warning)
-        loop = Loop(clock, log)
-        client = Client(cfg, loop, clock, log)
-
-        def on_signal(signum):
-            if signum == signal.SIGHUP:
-                log.info("SIGHUP: reloading")
-                client.reload()
-            else:
-                log.info("%s: exiting", signal.Signals(signum).name)
-                loop.stop()
-
-        loop.on_signal = on_signal
-        loop.install_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-        client.start()
-        daemon.sd_notify("READY=1")
-        try:
-            loop.run()
-        finally:
-            client.stop()
-            loop.close()
-            log.info("mtcClient stopped")
-        return 0
-
-    return daemon.run(PROGRAM, cfg.paths.pid_dir, foreground, serve)
-
-
-def _version() -> str:
-    from mtce import __version__
-    return __version__
+    return daemon.serve(PROGRAM, cfg, foreground,
+                        lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))

@@ -124,3 +124,48 @@ def sd_notify(state: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def serve(program: str, cfg, foreground: bool, build) -> int:
+    """Run a daemon: `build(cfg, loop, clock, log)` returns an object with `start()`,
+    `reload()` and `stop()`; SIGTERM/SIGINT stop the loop, SIGHUP reloads (style P7)."""
+    import signal
+
+    from mtce import __version__, logs, netif
+    from mtce.clock import Clock
+    from mtce.loop import Loop
+
+    def main(stale_pidfile=None) -> int:
+        clock = Clock()
+        hostname = netif.read_hostname(cfg.paths.hostname_file)
+        log = logs.setup(program, foreground=foreground, log_dir=cfg.paths.log_dir,
+                         hostname=hostname)
+        log.info("mtce %s %s starting (config %s)", __version__, program, cfg.path)
+        if stale_pidfile:
+            log.info("removed stale pidfile %s", stale_pidfile)
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        loop = Loop(clock, log)
+        app = build(cfg, loop, clock, log)
+
+        def on_signal(signum):
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading")
+                app.reload()
+            else:
+                log.info("%s: exiting", signal.Signals(signum).name)
+                loop.stop()
+
+        loop.on_signal = on_signal
+        loop.install_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        try:
+            app.start()
+            sd_notify("READY=1")
+            loop.run()
+        finally:
+            app.stop()
+            loop.close()
+            log.info("%s stopped", program)
+        return 0
+
+    return run(program, cfg.paths.pid_dir, foreground, main)

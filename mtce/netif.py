@@ -755,3 +755,15 @@ def system_mode(conf: Mapping[str, str]) -> str:
         return "standard"
     mode = conf.get("system_mode", "").strip().lower()
     return mode if mode in ("duplex", "duplex-direct", "simplex") else "simplex"
+
+
+def read_hostname(hostname_file: str) -> str:
+    """This host's short name: the first line of `hostname_file`, else the kernel's."""
+    try:
+        with open(hostname_file, encoding="utf-8", errors="replace") as f:
+            name = f.readline().strip()
+    except OSError:
+        name = ""
+    if not name:
+        name = socket.gethostname()
+    return name.split(".")[0][:64]

@@ -91,3 +91,21 @@ class Topology:
                     os.kill(int(pid), 9)
             ip("netns", "del", name, check=False)
         self.namespaces.clear()
+
+
+class Switch:
+    """One bridge per network in a namespace of its own; hosts plug veths into it."""
+
+    def __init__(self, topo: Topology, networks=("mgmt", "clstr", "pxe")):
+        self.topo = topo
+        self.ns = topo.ns("sw")
+        self.count = 0
+        for net in networks:
+            ip("link", "add", f"br-{net}", "type", "bridge", ns=self.ns)
+            ip("link", "set", f"br-{net}", "up", ns=self.ns)
+
+    def plug(self, host_ns: str, ifname: str, net: str, mac: str | None = None) -> None:
+        self.count += 1
+        port = f"p{self.count}-{net}"[:15]
+        self.topo.veth(host_ns, ifname, self.ns, port, mac_a=mac)
+        ip("link", "set", port, "master", f"br-{net}", ns=self.ns)

@@ -1,0 +1,667 @@
+"""mtcAgent: receives mtcAlive on mgmt, cluster-host and pxeboot and acts on what `hosts` decides.
+
+Wiring only (style §2): sockets, dnsmasq.hosts, the alarm store and its hook, commands to hosts
+with their retries, the ctl socket. The decisions (sequence numbers, online/offline, the
+pxeboot monitor, lock corrections) are `hosts.HostTable`'s; this module carries out the
+`Send`, `RaiseAlarm`, `ClearAlarm` and `Log` actions it returns. Behaviour follows
+reference/agent.md; deviations are listed in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+
+from mtce import alarms, alive, config, hosts, logs, netif, transport
+from mtce.states import ALARM_MTCALIVE, Admin, Cmd, Net, cmd_name
+
+PROGRAM = "mtcAgent"
+RX_BATCH = 50                   # MAX_RX_MSG_BATCH (agent.md §3.2)
+BATCH_LOG_ABOVE = 25            # "serviced %d messages in one batch" above this
+RATE_PERIOD_S = 60.0            # LOOP_TIMER_PERIOD_SECS
+RATE_LOG_ABOVE = 20.0           # MSGS_PER_SEC_THRESHOLD
+CMD_RETRY_S = 10.0              # MTC_CMD_RSP_TIMEOUT: wait for an ACK before resending
+CMD_ATTEMPTS = 5                # resends before giving up (RESET_PROG_MAX_REBOOTS_B4_RESET)
+SOCKET_RETRY_S = 5.0            # a receive socket that could not be bound is retried
+STALL_S = 2.0                   # a loop turn this late means the process was stalled
+ALARM_HOOK_TIMEOUT_S = 30.0
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+_NET_OF_SOCKET = {"mgmt_rx": Net.MGMT, "clstr_rx": Net.CLSTR, "pxeboot_rx": Net.PXEBOOT}
+_BATCH_NAME = {Net.MGMT: "Mgmnt", Net.CLSTR: "Clstr", Net.PXEBOOT: "pxeboot"}
+# Commands that expect an ACK, and the networks they go over first to last (agent.md §7.2).
+_ACKED = {Cmd.REBOOT, Cmd.RESET, Cmd.LAZY_REBOOT, Cmd.LOCKED, Cmd.UNLOCKED}
+
+
+class Pending:
+    """An operator command waiting for its ACK, resent every CMD_RETRY_S up to CMD_ATTEMPTS."""
+
+    __slots__ = ("host", "cmd", "num", "parm", "attempts", "timer", "acked")
+
+    def __init__(self, host: str, cmd: Cmd, num: int, parm: tuple):
+        self.host, self.cmd, self.num, self.parm = host, cmd, num, parm
+        self.attempts = 0
+        self.timer = None
+        self.acked: list[Net] = []
+
+
+class Agent:
+    """The mtcAgent daemon's state and handlers, driven by a `Loop`."""
+
+    def __init__(self, cfg: config.Config, loop, clock, logger: logging.Logger | None = None,
+                 inventory: config.Inventory | None = None):
+        self.cfg = cfg
+        self.loop = loop
+        self.clock = clock
+        self.log = logger or logs.get()
+        self.throttle = logs.Throttle(self.log, clock)
+        self.receiver = transport.Receiver(RX_BATCH)
+        self.hostname = netif.read_hostname(cfg.paths.hostname_file)
+        self.inventory = inventory or config.load_inventory(cfg.agent.inventory)
+        self.platform = self._read_platform()
+        self.system_mode = netif.system_mode(self.platform) if self.platform else "standard"
+        self.simplex = self.system_mode == "simplex"
+        own = self.inventory.hosts.get(self.hostname)
+        self.own_mac = own.mgmt_mac if own else ""
+        self.own_mgmt_ip = own.mgmt_ip if own else ""
+        mgmt_iface = self.platform.get("management_interface", "")
+        self.pxeboot_provisioned = (not self.simplex and mgmt_iface != "lo"
+                                    and (bool(self.own_mac) or bool(cfg.agent.pxeboot_ip)))
+        self.float_ip = ""
+        self.clstr_ip = ""
+        self.pxeboot_ip = cfg.agent.pxeboot_ip
+        self.dnsmasq_path = config.expand_path(cfg.paths.dnsmasq_hosts, cfg.paths.build_info)
+        self._dnsmasq_stamp = None
+        self.table = hosts.HostTable(hosts.Settings.from_config(
+            cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
+        self.alarms = alarms.AlarmStore(cfg.paths.state_dir)
+        self.socks: dict[str, socket.socket | None] = {
+            "mgmt_rx": None, "clstr_rx": None, "pxeboot_rx": None,
+            "mgmt_tx": None, "clstr_tx": None, "pxeboot_tx": None}
+        self.pending: dict[tuple[str, Cmd], Pending] = {}
+        self.ctl = None
+        self.counters = {"rx": 0, "rx_bad": 0, "unknown_source": 0, "mtcalive": 0, "acks": 0,
+                         "events": 0, "tx": 0, "tx_errors": 0}
+        self._rate_count = 0
+        self._rate_logged = 0.0
+        self._last_turn = clock.now()
+        self._audit_timer = None
+        self._children: list[subprocess.Popen] = []
+        self._handlers = {net: (lambda data, src, net=net: self.on_datagram(data, src, net))
+                          for net in Net}
+
+    # -- start-up ----------------------------------------------------------------------------
+    def _read_platform(self) -> dict:
+        try:
+            with open(self.cfg.paths.platform_conf, encoding="utf-8", errors="replace") as f:
+                return netif.parse_platform_conf(f.read())
+        except OSError as err:
+            self.log.warning("cannot read %s (%s) ; assuming a standard system",
+                             self.cfg.paths.platform_conf, err.strerror)
+            return {}
+
+    def start(self) -> None:
+        now = self.clock.now()
+        self.log.info("System Type : %s ; %d hosts in %s", self.system_mode,
+                      len(self.inventory.hosts), self.inventory.path)
+        for warning in self.inventory.warnings:
+            self.log.warning("%s", warning)
+        if self.hostname not in self.inventory.hosts:
+            self.log.warning("%s is not in the inventory %s ; its own addresses are unknown",
+                             self.hostname, self.inventory.path)
+        self._run(self.table.apply_inventory(self.inventory, now)[3])
+        if self.simplex:
+            self.log.info("Simplex Mode: Pxeboot network not provisioned")
+        self.load_dnsmasq_hosts(force=True)
+        if self.pxeboot_provisioned:
+            self.log.info("Pxeboot IP  : %s", self.pxeboot_ip or "none")
+        problem = self.alarms.load()
+        if problem:
+            self.log.error("%s", problem)
+        active = [a.host for a in self.alarms.active() if a.id == ALARM_MTCALIVE]
+        if active:
+            self._run(self.table.restore_alarms(active, now))
+        self.setup_sockets()
+        self._start_ctl()
+        self._audit_timer = self.loop.call_later(self.table.settings.offline_period_s,
+                                                 self.audit)
+        self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
+
+    def _resolve(self, name: str) -> str:
+        found = netif.resolve(name, self.cfg.paths.hosts_file)
+        return found[0][1] if found else ""
+
+    def setup_sockets(self) -> None:
+        """Receive sockets where the original binds them (agent.md §1.2); any that cannot be
+        bound now is retried every SOCKET_RETRY_S (the original exits or gives up)."""
+        a = self.cfg.agent
+        if self.socks["mgmt_rx"] is None:
+            self.float_ip = a.mgmt_ip or self._resolve("controller")
+            self.socks["mgmt_rx"] = self._bind_rx("mgmt_rx", self.float_ip, a.mtc_agent_port,
+                                                  "controller")
+        if self.socks["clstr_rx"] is None:
+            self.clstr_ip = a.cluster_host_ip or self._resolve(f"{self.hostname}-cluster-host")
+            if self.clstr_ip:
+                self.socks["clstr_rx"] = self._bind_rx("clstr_rx", self.clstr_ip,
+                                                       a.mtc_agent_port,
+                                                       f"{self.hostname}-cluster-host")
+        if self.pxeboot_provisioned and self.socks["pxeboot_rx"] is None:
+            if self.pxeboot_ip:
+                self.log.info("Creating pxeboot receive socket on %s:%d", self.pxeboot_ip,
+                              a.mtc_rx_pxeboot_port)
+                self.socks["pxeboot_rx"] = self._bind_rx("pxeboot_rx", self.pxeboot_ip,
+                                                         a.mtc_rx_pxeboot_port, "pxeboot")
+            else:
+                self.throttle.warning(("bind", "pxeboot_rx"), "cannot create pxeboot receive "
+                                      "socket: no pxeboot address for %s (mac %s) in %s",
+                                      self.hostname, self.own_mac or "unknown",
+                                      self.dnsmasq_path)
+        for name, addr in (("mgmt_tx", self.own_mgmt_ip), ("clstr_tx", self.clstr_ip),
+                           ("pxeboot_tx", self.pxeboot_ip)):
+            if self.socks[name] is None and (name != "pxeboot_tx" or self.pxeboot_provisioned):
+                self.socks[name] = self._tx_socket(name, addr)
+        if any(self.socks[n] is None for n in ("mgmt_rx", "clstr_rx", "pxeboot_rx")
+               if self._rx_wanted(n)):
+            self.loop.call_later(SOCKET_RETRY_S, self.setup_sockets)
+
+    def _rx_wanted(self, name: str) -> bool:
+        if name == "pxeboot_rx":
+            return self.pxeboot_provisioned and bool(self.pxeboot_ip)
+        if name == "clstr_rx":
+            return bool(self.clstr_ip)
+        return True
+
+    def _bind_rx(self, name: str, addr: str, port: int, what: str):
+        if not addr:
+            self.throttle.error(("bind", name), "Unable to get ip address list for '%s', "
+                                "retrying ...", what)
+            return None
+        try:
+            sock = transport.udp_socket(addr, port, reuseaddr=name != "pxeboot_rx",
+                                        rcvbuf=transport.AGENT_RCVBUF)
+        except OSError as err:
+            self.throttle.error(("bind", name), "failed to bind %s:%d to socket (%s)", addr,
+                                port, transport.describe_error(err))
+            return None
+        self.throttle.clear(("bind", name))
+        net = _NET_OF_SOCKET[name]
+        self.log.info("Listening On: 'mtc client receive' socket %s:%d (%d rx bytes - "
+                      "req:%d) (%s)", addr, port, transport.rcvbuf_size(sock),
+                      transport.AGENT_RCVBUF, net.iface)
+        self.loop.add_reader(sock, lambda s, net=net: self.on_readable(s, net))
+        return sock
+
+    def _tx_socket(self, name: str, addr: str):
+        """Transmit sockets bound to the agent's own address on that network when it has
+        one, so that clients see it as the source (pxeboot ACKs go back to it)."""
+        family = transport.family_of(addr) if addr else socket.AF_INET
+        try:
+            sock = transport.udp_socket(None, family=family)
+        except OSError as err:
+            self.log.error("failed to create %s socket (%s)", name,
+                           transport.describe_error(err))
+            return None
+        if addr:
+            try:
+                sock.bind((addr, 0))
+            except OSError as err:
+                self.log.warning("%s socket not bound to %s (%s) ; the kernel picks the "
+                                 "source", name, addr, transport.describe_error(err))
+        return sock
+
+    # -- dnsmasq.hosts -----------------------------------------------------------------------
+    def load_dnsmasq_hosts(self, force: bool = False) -> None:
+        """pxeboot addresses by mgmt MAC (agent.md §2). Re-read whenever the file changed;
+        called before every pxeboot mtcAlive request, as the original re-reads it there."""
+        if not self.pxeboot_provisioned:
+            return
+        try:
+            st = os.stat(self.dnsmasq_path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        if stamp == self._dnsmasq_stamp and not force:
+            return
+        self._dnsmasq_stamp = stamp
+        entries, problems, error = netif.read_dnsmasq_hosts(self.dnsmasq_path)
+        if error:
+            self.throttle.info(("dnsmasq", "error"), "%s", error)
+            return
+        self.throttle.clear(("dnsmasq", "error"))
+        for lineno, why in problems:
+            self.throttle.warning(("dnsmasq", lineno, why), "%s:%d: %s ; line ignored",
+                                  self.dnsmasq_path, lineno, why)
+        by_mac = {h.entry.mgmt_mac: h for h in self.table}
+        now = self.clock.now()
+        for e in entries:
+            host = by_mac.get(e.mac)
+            if e.mac == self.own_mac and not self.cfg.agent.pxeboot_ip and e.ip:
+                if self.pxeboot_ip and e.ip != self.pxeboot_ip:
+                    self.log.warning("own pxeboot ip changed from %s to %s ; receive socket "
+                                     "rebound", self.pxeboot_ip, e.ip)
+                    self._close("pxeboot_rx")
+                    self._close("pxeboot_tx")
+                self.pxeboot_ip = e.ip
+            if host is None:
+                self.throttle.warning(("dnsmasq", "nomac", e.mac), "no host found matching mac "
+                                      "address:%s", e.mac)
+                continue
+            if not e.ip:
+                self.throttle.warning(("dnsmasq", "noip", e.mac), "failed to lookup pxeboot ip "
+                                      "from mac %s", e.mac)
+                continue
+            if e.ip != host.pxeboot_ip and not host.pxeboot_ip:
+                self.log.info("%s pxeboot hostname: %s has pxeboot ip: %s", host.hostname,
+                              e.name, e.ip)
+            self._run(self.table.set_pxeboot_ip(host.hostname, e.ip, now))
+        if self.pxeboot_provisioned and self.socks["pxeboot_rx"] is None and self.pxeboot_ip \
+                and self.socks["mgmt_rx"] is not None:
+            self.setup_sockets()
+
+    def _close(self, name: str) -> None:
+        sock = self.socks.get(name)
+        if sock is not None:
+            self.loop.remove_reader(sock)
+            sock.close()
+        self.socks[name] = None
+
+    # -- receiving (the hot path) ------------------------------------------------------------
+    def on_readable(self, sock, net: Net) -> None:
+        try:
+            count = self.receiver.drain(sock, self._handlers[net])
+        except OSError as err:
+            self.throttle.error(("recv", net), "%s receive failed (%s)", net.iface,
+                                transport.describe_error(err))
+            return
+        self._rate_count += count
+        if count > BATCH_LOG_ABOVE:
+            self.throttle.info(("batch", net), "serviced %d messages in one batch (%s)", count,
+                               _BATCH_NAME[net])
+
+    def on_datagram(self, data, src: str, net: Net) -> None:
+        """One datagram; `data` is a memoryview valid only during the call."""
+        self.counters["rx"] += 1
+        msg, reason = alive.try_decode(data)
+        if msg is None:
+            self._bad(net, src, reason)
+            return
+        host = self.table.lookup(src)
+        if msg.sig == alive.SIG_MESSAGE:
+            if msg.cmd != Cmd.MTCALIVE:
+                self.throttle.info(("goenabled", net, msg.cmd), "%s from %s on %s network ; not "
+                                   "handled by mtce", cmd_name(msg.cmd), src, net.iface)
+                return
+            buf = msg.buf
+            if not (buf[:13] == b'{"hostname":"' and buf[-1:] == b"}"):
+                self._bad(net, src, "mtcAlive payload is not the mtcAlive JSON")
+                return
+            if host is None:
+                host = self._learn_source(msg, src, net)
+                if host is None:
+                    return
+            self.counters["mtcalive"] += 1
+            p = msg.parm
+            actions = host.on_mtcalive(net, p[3], p[2], p[0], self.clock.now())
+            if actions:
+                self._run(actions)
+            return
+        if host is None:
+            self._unknown(src, net, msg)
+            return
+        if msg.sig == alive.SIG_CMD_RSP:
+            self.on_ack(host, msg, net)
+        elif msg.sig == alive.SIG_EVENT:
+            self.on_event(host, msg, net)
+        else:
+            self.throttle.warning(("unsupported", net), "Received unsupported or badly formed "
+                                  "message from %s on %s network", src, net.iface)
+
+    def _bad(self, net: Net, src: str, reason: str) -> None:
+        self.counters["rx_bad"] += 1
+        self.throttle.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
+                              "network: %s ; dropping", src, net.iface, reason)
+
+    def _unknown(self, src: str, net: Net, msg: alive.Message | None) -> None:
+        self.counters["unknown_source"] += 1
+        self.throttle.warning(("unknown", net), "unknown hostname message from %s on %s network "
+                              "... dropping (%s)", src, net.iface,
+                              alive.describe(msg) if msg else "")
+
+    def _learn_source(self, msg: alive.Message, src: str, net: Net):
+        """An mtcAlive from an address no host owns: the original takes the JSON hostname and
+        stores the source as that host's pxeboot address (agent.md §2). Here only on the
+        pxeboot network, and only for a host that has no pxeboot address yet, so that a
+        spoofed message cannot move a known address."""
+        try:
+            name = msg.json().get("hostname")
+        except alive.DecodeError as err:
+            self._bad(net, src, err.reason)
+            return None
+        host = self.table.get(name) if isinstance(name, str) else None
+        if host is None or net != Net.PXEBOOT or host.pxeboot_ip:
+            self._unknown(src, net, msg)
+            return None
+        self.log.info("%s hostname learned from %s mtcAlive ; hostaddr:%s was:%s", name,
+                      net.iface, src, host.pxeboot_ip or "none")
+        self._run(self.table.set_pxeboot_ip(name, src, self.clock.now()))
+        return self.table.lookup(src)
+
+    def on_event(self, host, msg: alive.Message, net: Net) -> None:
+        self.counters["events"] += 1
+        if msg.cmd != alive.EVENT_MONITOR_READY:
+            self.log.debug("%s event 0x%x from %s network", host.hostname, msg.cmd, net.iface)
+            return
+        try:
+            name, features = alive.parse_ready_event(msg)
+        except alive.DecodeError as err:
+            self._bad(net, host.hostname, f"ready event: {err.reason}")
+            return
+        if name != host.hostname:
+            self.throttle.warning(("ready-name", host.hostname), "ready event names %s but "
+                                  "comes from %s's address on %s network ; dropping", name,
+                                  host.hostname, net.iface)
+            return
+        if features is None:
+            self.throttle.info(("ready-old", host.hostname), "%s mtcClient not offering feature "
+                               "list ; node may have upgrade pending", host.hostname)
+        self._run(host.on_ready(features, self.clock.now()))
+
+    def on_ack(self, host, msg: alive.Message, net: Net) -> None:
+        self.counters["acks"] += 1
+        host.on_ack(msg.cmd, net, self.clock.now())
+        name = cmd_name(msg.cmd)
+        level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
+        self.log.log(level, "%s %s request ACK (%s)", host.hostname, name, net.iface)
+        pending = self.pending.get((host.hostname, Cmd(msg.cmd))) if msg.cmd < Cmd.LAST else None
+        if pending is not None and net not in pending.acked:
+            pending.acked.append(net)
+            if len(pending.acked) == 1:
+                self.log.info("%s %s request succeeded (%s)", host.hostname, name, net.iface)
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                self.loop.call_later(1.0, lambda: self.pending.pop((pending.host, pending.cmd),
+                                                                   None))
+
+    # -- actions -----------------------------------------------------------------------------
+    def _run(self, actions) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is hosts.Log:
+                self.log.log(_LEVELS.get(action.level, logging.INFO), "%s", action.text)
+            elif kind is hosts.Send:
+                self.send_command(action.host, action.net, action.cmd, action.num, action.parm)
+            elif kind is hosts.RaiseAlarm:
+                self._raise(action)
+            elif kind is hosts.ClearAlarm:
+                self._clear(action)
+
+    def _raise(self, action) -> None:
+        alarm = alarms.Alarm.new(action.alarm_id, action.host, action.severity, action.reason,
+                                 self.clock.wall())
+        if self.alarms.raise_(alarm):
+            self._alarm_hook(alarm, "raise")
+        self._check_store()
+
+    def _clear(self, action) -> None:
+        alarm = self.alarms.clear(action.host, action.alarm_id)
+        if alarm is not None:
+            self._alarm_hook(alarm, "clear")
+        self._check_store()
+
+    def _check_store(self) -> None:
+        if self.alarms.save_problem:
+            self.throttle.error(("alarms", "save"), "%s", self.alarms.save_problem)
+
+    def _alarm_hook(self, alarm, action: str) -> None:
+        command = self.cfg.actions.alarm
+        if not command:
+            return
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+        except OSError as err:
+            self.log.error("cannot run [actions] alarm (%s)", err.strerror)
+            return
+        try:
+            proc.stdin.write(alarms.hook_payload(alarm, action).encode())
+            proc.stdin.close()
+        except OSError:
+            pass
+        proc.started_at = self.clock.now()
+        self._children.append(proc)
+
+    def _reap(self) -> None:
+        for proc in list(self._children):
+            rc = proc.poll()
+            if rc is None:
+                if self.clock.now() - proc.started_at > ALARM_HOOK_TIMEOUT_S:
+                    proc.kill()
+                    self.log.warning("[actions] alarm took longer than %g s ; killed",
+                                     ALARM_HOOK_TIMEOUT_S)
+                continue
+            self._children.remove(proc)
+            if rc != 0:
+                self.log.warning("[actions] alarm exited with status %d", rc)
+
+    # -- commands to hosts -------------------------------------------------------------------
+    def command_data(self, host, net: Net, cmd: Cmd) -> str:
+        if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
+            self.load_dnsmasq_hosts()
+            c0, c1 = self.table.get("controller-0"), self.table.get("controller-1")
+            return alive.pxeboot_info(self.pxeboot_ip, c0.pxeboot_ip if c0 else "",
+                                      c1.pxeboot_ip if c1 else "")
+        sender = {Net.MGMT: self.float_ip, Net.CLSTR: "", Net.PXEBOOT: self.pxeboot_ip}[net]
+        return alive.default_data(sender, net)
+
+    def send_command(self, hostname: str, net: Net, cmd: Cmd, num: int = 0,
+                     parm: tuple = ()) -> bool:
+        """Send one command to one host over one network (agent.md §7.0)."""
+        host = self.table.get(hostname)
+        if host is None:
+            return False
+        c = self.cfg.client
+        if net == Net.MGMT:
+            dest, port, sock = host.entry.mgmt_ip, c.mtc_rx_mgmnt_port, self.socks["mgmt_tx"]
+        elif net == Net.CLSTR:
+            dest, port, sock = host.entry.cluster_host_ip, c.mtc_rx_clstr_port, \
+                self.socks["clstr_tx"]
+        else:
+            if not self.pxeboot_provisioned:
+                return False
+            if cmd == Cmd.REQ_MTCALIVE:
+                self.load_dnsmasq_hosts()
+            dest, port, sock = host.pxeboot_ip, c.mtc_rx_pxeboot_port, self.socks["pxeboot_tx"]
+        if not dest:
+            if net == Net.PXEBOOT and cmd == Cmd.REBOOT:
+                self.log.info("%s Pxeboot network address not learned yet ; can't reboot",
+                              hostname)
+            return False
+        if sock is None:
+            self.throttle.warning(("notsent", net, cmd), "%s to %s network not sent",
+                                  cmd_name(cmd), net.iface)
+            return False
+        data = alive.command(cmd, host.entry.mgmt_mac, self.command_data(host, net, cmd),
+                             num=num, parm=parm)
+        err = transport.sendto(sock, data, dest, port)
+        if err is not None:
+            self.counters["tx_errors"] += 1
+            self.throttle.error(("send", net, dest), "%s failed to send %d:%s command to %s:%d "
+                                "(%s) (%s)", hostname, cmd, cmd_name(cmd), dest, port,
+                                net.iface, transport.describe_error(err))
+            return False
+        self.counters["tx"] += 1
+        return True
+
+    def operator(self, request: str, hostname: str) -> tuple[bool, str]:
+        """lock, unlock, reboot, reset, lazy-reboot or alive for one host, from the CLI."""
+        host = self.table.get(hostname)
+        if host is None:
+            return False, f"no such host: {hostname}"
+        now = self.clock.now()
+        if request == "alive":
+            if not self.pxeboot_provisioned:
+                return False, "pxeboot is not provisioned on this controller"
+            if not host.pxeboot_ip:
+                return False, f"{hostname} has no pxeboot address (dnsmasq.hosts)"
+            sent = self.send_command(hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+            return sent, (f"mtcAlive request sent to {hostname} on pxeboot" if sent
+                          else "send failed (see the agent's log)")
+        if request in ("lock", "unlock"):
+            self._run(host.set_admin(Admin.LOCKED if request == "lock" else Admin.UNLOCKED,
+                                     now))
+            if request == "lock":
+                persist = (0, ()) if self.simplex else (1, (1,))
+                return self._start_command(host, Cmd.LOCKED, *persist)
+            return self._start_command(host, Cmd.UNLOCKED)
+        if request == "reboot":
+            return self._start_command(host, Cmd.REBOOT)
+        if request == "reset":
+            return self._start_command(host, Cmd.RESET)
+        if request == "lazy-reboot":
+            return self._start_command(host, Cmd.LAZY_REBOOT, 1,
+                                       (self.cfg.agent.lazy_reboot_delay,))
+        return False, f"unknown request {request!r}"
+
+    def _nets_for(self, host, cmd: Cmd) -> list[Net]:
+        nets = []
+        if cmd in (Cmd.REBOOT, Cmd.RESET, Cmd.LAZY_REBOOT, Cmd.LOCKED) and \
+                self.pxeboot_provisioned and host.pxeboot_ip and not self.simplex:
+            nets.append(Net.PXEBOOT)
+        nets.append(Net.MGMT)
+        if host.entry.cluster_host_ip and cmd != Cmd.LAZY_REBOOT:
+            nets.append(Net.CLSTR)
+        return nets
+
+    def _start_command(self, host, cmd: Cmd, num: int = 0, parm: tuple = ()):
+        key = (host.hostname, cmd)
+        old = self.pending.pop(key, None)
+        if old is not None and old.timer is not None:
+            old.timer.cancel()
+        pending = Pending(host.hostname, cmd, num, parm)
+        self.pending[key] = pending
+        sent = self._attempt(pending)
+        nets = ",".join(n.iface for n in sent)
+        if not sent:
+            return False, f"{cmd_name(cmd)} to {host.hostname} not sent (no usable network)"
+        return True, f"{cmd_name(cmd)} sent to {host.hostname} ({nets}) ; waiting for ACK"
+
+    def _attempt(self, pending: Pending) -> list:
+        host = self.table.get(pending.host)
+        if host is None or pending.acked:
+            self.pending.pop((pending.host, pending.cmd), None)
+            return []
+        pending.attempts += 1
+        if pending.attempts > CMD_ATTEMPTS:
+            self.log.error("%s %s request failed ; no ACK after %d attempts", pending.host,
+                           cmd_name(pending.cmd), CMD_ATTEMPTS)
+            self.pending.pop((pending.host, pending.cmd), None)
+            return []
+        sent = [net for net in self._nets_for(host, pending.cmd)
+                if self.send_command(pending.host, net, pending.cmd, pending.num, pending.parm)]
+        self.log.info("%s sending '%s' request (%s) ; attempt %d of %d", pending.host,
+                      cmd_name(pending.cmd), ",".join(n.iface for n in sent) or "none",
+                      pending.attempts, CMD_ATTEMPTS)
+        pending.timer = self.loop.call_later(CMD_RETRY_S, lambda: self._attempt(pending))
+        return sent
+
+    # -- periodic work -----------------------------------------------------------------------
+    def audit(self) -> None:
+        """Every offline_period: stall check, then the hosts that are due."""
+        now = self.clock.now()
+        period = self.table.settings.offline_period_s
+        self._audit_timer = self.loop.call_later(period, self.audit)
+        gap = now - self._last_turn
+        self._last_turn = now
+        if gap > max(STALL_S, 10 * period):
+            self._run(self.table.note_stall(gap, now))
+        self._run(self.table.audit(now))
+        self._reap()
+
+    def rate_tick(self) -> None:
+        """The original's 60 s message-rate log (agent.md §3.4)."""
+        self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
+        count, self._rate_count = self._rate_count, 0
+        rate = count / RATE_PERIOD_S
+        if rate > RATE_LOG_ABOVE and abs(rate - self._rate_logged) > 10:
+            self.log.info("%d messages processed ; rate: %.1f msgs/sec] [%d:0:0:0:0:0", count,
+                          rate, count)
+            self._rate_logged = rate
+        if self.throttle.suppressed_total:
+            self.log.info("log throttle: %d repeated lines suppressed in the last minute",
+                          self.throttle.suppressed_total)
+            self.throttle.suppressed_total = 0
+
+    # -- ctl ---------------------------------------------------------------------------------
+    def _start_ctl(self) -> None:
+        from mtce import ctl
+        try:
+            self.ctl = ctl.Server(self.cfg.paths.agent_socket, self.loop, self.handle_request,
+                                  self.log, self.clock)
+        except OSError as err:
+            self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
+                           "work", self.cfg.paths.agent_socket, err.strerror)
+
+    def handle_request(self, req: dict) -> dict:
+        now = self.clock.now()
+        cmd = req.get("cmd")
+        if cmd == "hosts":
+            return {"ok": True, "hosts": self.table.to_json(now)}
+        if cmd == "alarms":
+            return {"ok": True, "alarms": self.alarms.to_json()}
+        if cmd == "status":
+            return {"ok": True, "hostname": self.hostname, "counters": dict(self.counters),
+                    "pxeboot_ip": self.pxeboot_ip, "hosts": len(self.table),
+                    "max_loop_lag_s": round(self.loop.max_lag, 3)}
+        if cmd in ("lock", "unlock", "reboot", "reset", "lazy-reboot", "alive"):
+            host = req.get("host")
+            if not isinstance(host, str) or not host:
+                return {"ok": False, "error": "a host name is required"}
+            ok, message = self.operator(cmd, host)
+            return {"ok": ok, "message" if ok else "error": message}
+        return {"ok": False, "error": f"unknown request {cmd!r}"}
+
+    # -- reload and stop ---------------------------------------------------------------------
+    def reload(self) -> None:
+        """SIGHUP: the config, the inventory and dnsmasq.hosts, each applied as a diff."""
+        try:
+            new = config.load(self.cfg.path)
+            inventory = config.load_inventory(new.agent.inventory)
+        except config.ConfigError as err:
+            self.log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        for line in self.cfg.diff(new):
+            self.log.info("config change: %s", line)
+        self.cfg = new
+        now = self.clock.now()
+        self.table.apply_settings(hosts.Settings.from_config(
+            new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
+        added, removed, changed, actions = self.table.apply_inventory(inventory, now)
+        self._run(actions)
+        for name in removed:
+            for a in [a for a in self.alarms.active() if a.host == name]:
+                self._clear(hosts.ClearAlarm(name, a.id))
+        self.inventory = inventory
+        self.log.info("inventory reloaded: %d added, %d removed, %d changed", len(added),
+                      len(removed), len(changed))
+        self.load_dnsmasq_hosts(force=True)
+
+    def stop(self) -> None:
+        if self.ctl is not None:
+            self.ctl.close()
+        for name in list(self.socks):
+            self._close(name)
+        for proc in self._children:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def main(cfg: config.Config, foreground: bool) -> int:
+    """`mtce agent`: the inventory is checked before forking (a bad one exits 2)."""
+    from mtce import daemon
+    inventory = config.load_inventory(cfg.agent.inventory)
+    return daemon.serve(PROGRAM, cfg, foreground,
+                        lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))

@@ -1,0 +1,221 @@
+"""Active alarms (200.003, agent.md §5.6): de-duplicated, and kept across agent restarts.
+
+`AlarmSet` is the pure part: raise/clear with de-duplication by (host, id) and the text of the
+state file. `AlarmStore` adds the only I/O of this module: `<state_dir>/alarms.json`, read once
+at start (missing or corrupt: empty, never an exception) and rewritten atomically (temp file,
+fsync, os.replace) on every change. Stdlib only; no sockets, no subprocess (the `[actions]
+alarm` hook is run by the wiring, with `hook_payload` as its stdin).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+FILE_NAME = "alarms.json"
+FORMAT_VERSION = 1
+_KEYS = ("id", "host", "severity", "reason", "raised_at")
+
+
+def iso8601(wall: float) -> str:
+    """A wall-clock time (seconds since the epoch) as ISO-8601 UTC, to the millisecond."""
+    return (datetime.datetime.fromtimestamp(wall, datetime.timezone.utc)
+            .isoformat(timespec="milliseconds"))
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One active alarm, as `mtce alarms --json` shows it (interface.md §5)."""
+    id: str
+    host: str
+    severity: str
+    reason: str
+    raised_at: str
+
+    @classmethod
+    def new(cls, alarm_id: str, host: str, severity: str, reason: str,
+            wall: float) -> "Alarm":
+        """An alarm raised now; `wall` is the wall clock (display only)."""
+        return cls(alarm_id, host, severity, reason, iso8601(wall))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.host, self.id)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "host": self.host, "severity": self.severity,
+                "reason": self.reason, "raised_at": self.raised_at}
+
+    @classmethod
+    def from_json(cls, obj) -> "Alarm":
+        """Raises ValueError unless `obj` is an object with the five string keys."""
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in _KEYS if not isinstance(obj.get(k), str)]
+        if missing:
+            raise ValueError("missing or not a string: " + ", ".join(missing))
+        if not obj["id"] or not obj["host"]:
+            raise ValueError("empty id or host")
+        return cls(*(obj[k] for k in _KEYS))
+
+
+def hook_payload(alarm: Alarm, action: str) -> str:
+    """stdin of the `[actions] alarm` command: the alarm plus "action": "raise"|"clear"."""
+    return json.dumps({**alarm.to_json(), "action": action})
+
+
+class AlarmSet:
+    """Active alarms by (host, id), in the order raised. No I/O."""
+
+    def __init__(self, alarms=()):
+        self._active: dict[tuple[str, str], Alarm] = {}
+        for alarm in alarms:
+            self.raise_(alarm)
+
+    def raise_(self, alarm: Alarm) -> bool:
+        """Add `alarm`; False (and no change) if (host, id) is already active."""
+        if alarm.key in self._active:
+            return False
+        self._active[alarm.key] = alarm
+        return True
+
+    def clear(self, host: str, alarm_id: str) -> Alarm | None:
+        """Remove and return the active alarm, or None if there was none."""
+        return self._active.pop((host, alarm_id), None)
+
+    def get(self, host: str, alarm_id: str) -> Alarm | None:
+        return self._active.get((host, alarm_id))
+
+    def active(self) -> list[Alarm]:
+        return list(self._active.values())
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def to_json(self) -> list[dict]:
+        return [a.to_json() for a in self._active.values()]
+
+    def dumps(self) -> str:
+        """The state file's text."""
+        return json.dumps({"version": FORMAT_VERSION, "alarms": self.to_json()}, indent=1) + "\n"
+
+    @classmethod
+    def loads(cls, text: str) -> tuple["AlarmSet", list[str]]:
+        """Parse a state file: (alarms, problems). Bad entries are skipped, never raised."""
+        try:
+            obj = json.loads(text)
+        except ValueError as err:
+            return cls(), [f"not JSON ({err})"]
+        if not isinstance(obj, dict) or not isinstance(obj.get("alarms"), list):
+            return cls(), ["no 'alarms' list"]
+        if obj.get("version") != FORMAT_VERSION:
+            return cls(), [f"unknown version {obj.get('version')!r}"]
+        found, problems = cls(), []
+        for i, item in enumerate(obj["alarms"]):
+            try:
+                alarm = Alarm.from_json(item)
+            except ValueError as err:
+                problems.append(f"entry {i} ignored: {err}")
+                continue
+            if not found.raise_(alarm):
+                problems.append(f"entry {i} ignored: duplicate {alarm.id} for {alarm.host}")
+        return found, problems
+
+
+class AlarmStore:
+    """An `AlarmSet` persisted to `<state_dir>/alarms.json` on every change.
+
+    A failed write does not raise (the alarm state in memory stays right and the next change
+    writes it again): it is kept in `save_problem` and counted in `save_failures`, for the
+    wiring to log.
+    """
+
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, FILE_NAME)
+        self._set = AlarmSet()
+        self.save_problem: str | None = None
+        self.save_failures = 0
+
+    def load(self) -> str | None:
+        """Read the state file. None if fine or absent (first start); else the problem text,
+        and whatever could not be read is dropped."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            self._set = AlarmSet()
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            self._set = AlarmSet()
+            return f"{self.path}: cannot read ({err}) ; starting with no active alarms"
+        self._set, problems = AlarmSet.loads(text)
+        if problems:
+            return f"{self.path}: " + " ; ".join(problems)
+        return None
+
+    def raise_(self, alarm: Alarm) -> bool:
+        """Add and persist; False (nothing written) if already active."""
+        if not self._set.raise_(alarm):
+            return False
+        self._persist()
+        return True
+
+    def clear(self, host: str, alarm_id: str) -> Alarm | None:
+        """Remove and persist; None (nothing written) if it was not active."""
+        alarm = self._set.clear(host, alarm_id)
+        if alarm is not None:
+            self._persist()
+        return alarm
+
+    def get(self, host: str, alarm_id: str) -> Alarm | None:
+        return self._set.get(host, alarm_id)
+
+    def active(self) -> list[Alarm]:
+        return self._set.active()
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def to_json(self) -> list[dict]:
+        return self._set.to_json()
+
+    def _persist(self) -> None:
+        try:
+            self.save()
+        except OSError as err:
+            self.save_failures += 1
+            self.save_problem = f"{self.path}: cannot write ({err})"
+        else:
+            self.save_problem = None
+
+    def save(self) -> None:
+        """Write the state file atomically: a reader sees the old or the new file, never half.
+
+        Raises OSError.
+        """
+        os.makedirs(self.state_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".alarms.", suffix=".tmp", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self._set.dumps())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass            # already renamed or gone: the original error is what matters
+            raise
+        try:
+            dfd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)   # make the rename itself durable
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass                # some file systems refuse fsync on a directory; the data is safe

@@ -1,0 +1,96 @@
+"""A whole cluster's files for integration tests: controller-0 (agent and client) and workers,
+each a FakeHost on one loopback block (or given addresses), with the agent's inventory and
+dnsmasq.hosts, and short timers so that minutes of protocol happen in seconds."""
+
+from __future__ import annotations
+
+import os
+
+from conftest import FakeHost, loopback_block
+
+FAST_TIMERS = {
+    "agent": {"offline_period": 50, "offline_threshold": 20},
+    "timeouts": {"online_period": 1, "pxeboot_mtcalive_window": 1},
+}
+
+
+def mac_of(i: int) -> str:
+    return f"08:00:27:5e:00:{i + 1:02x}"
+
+
+class Cluster:
+    """controller-0 at index 0, workers after it. Addresses in one /24 block:
+    .1 floating mgmt, .2+ unit mgmt, .4/.5 controller cluster-host, .6/.7 controller pxeboot,
+    workers: mgmt .10+i, cluster-host .20+i, pxeboot .30+i."""
+
+    def __init__(self, root, workers: int = 2, net: str | None = None, timers=None,
+                 period: float = 1.0, agent_extra: dict | None = None, addrs=None):
+        self.root = str(root)
+        self.net = net or loopback_block()
+        n = self.net
+        self.names = ["controller-0"] + [f"worker-{i}" for i in range(workers)]
+        self.addrs = addrs or {}
+        self.hosts: dict[str, FakeHost] = {}
+        for i, name in enumerate(self.names):
+            controller = i == 0
+            a = self.addrs.get(name, {})
+            self.hosts[name] = FakeHost(
+                os.path.join(self.root, name), hostname=name, net=n,
+                subfunction="controller" if controller else "worker", mac=mac_of(i),
+                mgmt_ip=a.get("mgmt", n + ("2" if controller else str(9 + i))),
+                cluster_host_ip=a.get("clstr", n + ("4" if controller else str(19 + i))),
+                pxeboot_ip=a.get("pxeboot", n + ("6" if controller else str(29 + i))),
+                period=period, controllers=self.addrs.get("controllers"))
+            os.makedirs(os.path.join(self.root, name), exist_ok=True)
+        c0 = self.controller
+        self.inventory = os.path.join(self.root, "inventory.ini")
+        self.dnsmasq = c0.paths["dnsmasq_hosts"]
+        self.write_inventory()
+        self.write_dnsmasq()
+        extra = {k: dict(v) for k, v in (timers or FAST_TIMERS).items()}
+        extra.setdefault("agent", {}).update({"mgmt_ip": c0.controller,
+                                              "cluster_host_ip": c0.c_clstr[0],
+                                              "inventory": self.inventory})
+        extra["actions"] = {"alarm": f"cat >> {os.path.join(self.root, 'alarm-hook.log')}; "
+                                     f"echo >> {os.path.join(self.root, 'alarm-hook.log')}"}
+        for section, kv in (agent_extra or {}).items():
+            extra.setdefault(section, {}).update(kv)
+        for section, kv in extra.items():
+            c0.values.setdefault(section, {}).update(kv)
+        c0.write_ini()
+        # The agent's ini is the controller's ini; it also serves the ctl socket.
+        self.agent_ini = c0.ini
+
+    @property
+    def controller(self) -> FakeHost:
+        return self.hosts["controller-0"]
+
+    def host(self, name: str) -> FakeHost:
+        return self.hosts[name]
+
+    def write_inventory(self, admin: dict | None = None, skip=()) -> None:
+        admin = admin or {}
+        out = []
+        for name, h in self.hosts.items():
+            if name in skip:
+                continue
+            out += [f"[{name}]", f"personality = {'controller' if name.startswith('controller') else 'worker'}",
+                    f"mgmt_mac = {h.mac}", f"mgmt_ip = {h.mgmt_ip}",
+                    f"cluster_host_ip = {h.cluster_host_ip}",
+                    f"administrative = {admin.get(name, 'unlocked')}", ""]
+        with open(self.inventory, "w") as f:
+            f.write("\n".join(out))
+
+    def write_dnsmasq(self) -> None:
+        lines = [f"pxecontroller,{self.controller.c_pxeboot[0]}"]
+        for i, (name, h) in enumerate(self.hosts.items()):
+            lines.append(f"{h.mac},pxeboot-{i + 1},{h.pxeboot_ip},1d")
+        with open(self.dnsmasq, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def alarm_hook_log(self) -> str:
+        try:
+            with open(os.path.join(self.root, "alarm-hook.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""

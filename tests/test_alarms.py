@@ -1,0 +1,133 @@
+"""mtce.alarms: de-duplication, the state file across restarts, corrupt and unwritable files."""
+
+import ast
+import datetime
+import json
+import os
+import pathlib
+
+from mtce import alarms as A
+from mtce.alarms import Alarm, AlarmSet, AlarmStore, hook_payload
+from mtce.hosts import ClearAlarm, RaiseAlarm
+
+WALL = 1_780_000_000.25
+
+
+def alarm(host="worker-0", wall=WALL):
+    return Alarm.new("200.003", host, "minor", f"{host} pxeboot network communication failure",
+                     wall)
+
+
+def test_alarm_json_is_the_contract_object():
+    doc = alarm().to_json()
+    assert list(doc) == ["id", "host", "severity", "reason", "raised_at"]
+    assert doc["id"] == "200.003" and doc["severity"] == "minor"
+    when = datetime.datetime.fromisoformat(doc["raised_at"])
+    assert when.timestamp() == WALL and when.utcoffset() == datetime.timedelta(0)
+    payload = json.loads(hook_payload(alarm(), "clear"))
+    assert payload["action"] == "clear" and payload["host"] == "worker-0"
+
+
+def test_no_duplicates_across_save_and_load(tmp_path):
+    store = AlarmStore(str(tmp_path))
+    assert store.load() is None                        # first start: no file, no problem
+    assert store.raise_(alarm()) is True
+    assert store.raise_(alarm(wall=WALL + 60)) is False         # already active
+    assert store.raise_(alarm("worker-1")) is True
+    restarted = AlarmStore(str(tmp_path))              # a simulated agent restart
+    assert restarted.load() is None
+    assert restarted.active() == store.active()
+    assert restarted.get("worker-0", "200.003").raised_at == alarm().raised_at
+    assert restarted.raise_(alarm()) is False
+    on_disk = json.loads((tmp_path / "alarms.json").read_text())
+    assert [a["host"] for a in on_disk["alarms"]] == ["worker-0", "worker-1"]
+    assert sorted(os.listdir(tmp_path)) == ["alarms.json"]       # no temp file left behind
+
+
+def test_clear_is_persisted(tmp_path):
+    store = AlarmStore(str(tmp_path))
+    store.raise_(alarm())
+    cleared = store.clear("worker-0", "200.003")
+    assert cleared == alarm()
+    assert store.clear("worker-0", "200.003") is None
+    restarted = AlarmStore(str(tmp_path))
+    assert restarted.load() is None and restarted.active() == [] and len(restarted) == 0
+
+
+def test_corrupt_file_is_handled(tmp_path):
+    (tmp_path / "alarms.json").write_text('{"version": 1, "alarms": [')
+    store = AlarmStore(str(tmp_path))
+    problem = store.load()
+    assert problem and "alarms.json" in problem and "not JSON" in problem
+    assert store.active() == []
+    assert store.raise_(alarm())                       # the next change writes a good file
+    fresh = AlarmStore(str(tmp_path))
+    assert fresh.load() is None and len(fresh) == 1
+
+
+def test_bad_entries_are_skipped(tmp_path):
+    good = alarm().to_json()
+    text = json.dumps({"version": 1, "alarms": [good, {"id": "200.003"}, 7, good]})
+    (tmp_path / "alarms.json").write_text(text)
+    store = AlarmStore(str(tmp_path))
+    problem = store.load()
+    assert "entry 1 ignored" in problem and "entry 2 ignored" in problem
+    assert "entry 3 ignored: duplicate 200.003 for worker-0" in problem
+    assert store.active() == [alarm()]
+
+
+def test_other_unreadable_files(tmp_path):
+    for text in ("[]", '{"version": 9, "alarms": []}', "\xff\xfe garbage"):
+        (tmp_path / "alarms.json").write_text(text, encoding="latin-1")
+        store = AlarmStore(str(tmp_path))
+        assert store.load() and store.active() == []
+    os.remove(tmp_path / "alarms.json")
+    os.mkdir(tmp_path / "alarms.json")                 # not a file at all
+    store = AlarmStore(str(tmp_path))
+    assert "cannot read" in store.load()
+
+
+def test_unwritable_state_dir_does_not_raise(tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the directory should be")
+    store = AlarmStore(str(blocker))
+    assert store.raise_(alarm()) is True               # the state in memory is right
+    assert store.save_problem and store.save_failures == 1
+    assert store.active() == [alarm()]
+
+
+def test_state_dir_is_created(tmp_path):
+    store = AlarmStore(str(tmp_path / "var" / "lib" / "mtce"))
+    store.raise_(alarm())
+    assert store.save_problem is None
+    assert (tmp_path / "var" / "lib" / "mtce" / "alarms.json").exists()
+
+
+def test_alarm_set_is_pure_and_round_trips():
+    s = AlarmSet([alarm(), alarm(), alarm("worker-1")])
+    assert len(s) == 2
+    back, problems = AlarmSet.loads(s.dumps())
+    assert problems == [] and back.active() == s.active()
+
+
+def test_hosts_actions_drive_the_store(tmp_path):
+    store = AlarmStore(str(tmp_path))
+    raise_ = RaiseAlarm("worker-0", "200.003", "minor",
+                        "worker-0 pxeboot network communication failure")
+    made = Alarm.new(raise_.alarm_id, raise_.host, raise_.severity, raise_.reason, WALL)
+    assert store.raise_(made) and not store.raise_(made)
+    clear = ClearAlarm("worker-0", "200.003")
+    assert store.clear(clear.host, clear.alarm_id) == made
+    assert store.to_json() == []
+
+
+def test_alarms_imports_no_network_or_process_modules():
+    tree = ast.parse(pathlib.Path(A.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    assert not names & {"socket", "select", "selectors", "subprocess", "pyroute2", "daemon",
+                        "lockfile", "time"}

@@ -1,0 +1,797 @@
+"""mtce.hosts: sequence counters, online/offline, lost windows, the pxeboot monitor, HostTable.
+
+Time is a plain float `now` (FakeClock style): minutes of protocol time run in milliseconds.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+from mtce import hosts as H
+from mtce.config import HostEntry, Inventory
+from mtce.hosts import (
+    ClearAlarm, HostMonitor, HostTable, Log, PxeStage, RaiseAlarm, Send, SeqResult, Settings,
+    TransitionError, classify_seq,
+)
+from mtce.states import ALARM_MTCALIVE, Admin, Availability, Cmd, Flag, Net, NetState
+
+T0 = 1000.0
+FEATURES = ["pxeboot_mtcAlive"]
+PXE_IP = "192.168.202.50"
+LOCKED = int(Flag.I_AM_LOCKED)
+
+
+def entry(name="worker-0", n=50, clstr=True, admin="unlocked", personality="worker"):
+    return HostEntry(name, personality, f"08:00:27:1e:0a:{n % 256:02x}", f"192.168.204.{n}",
+                     f"192.168.206.{n}" if clstr else "", admin)
+
+
+def make(now=T0, settings=None, pxe=PXE_IP, **kw) -> HostMonitor:
+    return HostMonitor(entry(**kw), settings or Settings(), now, pxeboot_ip=pxe)
+
+
+def sends(actions, net=None, cmd=None):
+    return [a for a in actions if isinstance(a, Send)
+            and (net is None or a.net is net) and (cmd is None or a.cmd is cmd)]
+
+
+def texts(actions, level=None):
+    return [a.text for a in actions if isinstance(a, Log) and (level is None or a.level == level)]
+
+
+def online(host, now=T0, seqs=(1, 1, 1), nets=tuple(Net)):
+    """Bring `host` online with one mtcAlive per network; returns the actions."""
+    out = []
+    for net, seq in zip(nets, seqs):
+        out += host.on_mtcalive(net, seq, 0, 12, now)
+    return out
+
+
+class Sim:
+    """One host, driven in fixed steps: mtcAlive every `period` s on the networks `alive` allows.
+
+    At each step the due messages are delivered first, then `audit(now)` runs. Every action is
+    recorded with its time.
+    """
+
+    def __init__(self, host, start, period=5.0, step=1.0):
+        self.host, self.t, self.period, self.step = host, start, period, step
+        self.seq = {net: host.nets[net].last_seq for net in Net}
+        self.next = {net: start + period for net in Net}
+        self.log = []                       # (t, action)
+
+    def record(self, actions):
+        self.log += [(self.t, a) for a in actions]
+
+    def deliver(self, net, seq=None):
+        self.seq[net] = self.seq[net] + 1 if seq is None else seq
+        flags = LOCKED if self.host.admin is Admin.LOCKED else 0     # a client that agrees
+        self.record(self.host.on_mtcalive(net, self.seq[net], flags, 12, self.t))
+
+    def run(self, until, alive=lambda net, t: True):
+        while self.t < until - 1e-9:
+            self.t = round(self.t + self.step, 6)
+            for net in Net:
+                if self.t >= self.next[net] - 1e-9:
+                    self.next[net] += self.period
+                    if alive(net, self.t):
+                        self.deliver(net)
+            self.record(self.host.audit(self.t))
+
+    def at(self, kind, net=None, cmd=None):
+        return [t for t, a in self.log if isinstance(a, kind)
+                and (net is None or getattr(a, "net", None) is net)
+                and (cmd is None or getattr(a, "cmd", None) is cmd)]
+
+    def texts(self, start=-1.0, end=1e18):
+        return [(t, a.text) for t, a in self.log if isinstance(a, Log) and start <= t <= end]
+
+
+# -- sequence numbers -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("last, seq, first, result, missed", [
+    (0, 5000, True, SeqResult.FIRST, 0),
+    (10, 11, False, SeqResult.IN_ORDER, 0),
+    (10, 14, False, SeqResult.GAP, 3),
+    (10, 10, False, SeqResult.OUT_OF_SEQUENCE, 0),
+    (10, 9, False, SeqResult.OUT_OF_SEQUENCE, 0),
+    (500, 1, False, SeqResult.RESTART, 0),
+    (500, 2, False, SeqResult.RESTART, 0),
+    (500, 3, False, SeqResult.OUT_OF_SEQUENCE, 0),
+    (4294967295, 0, False, SeqResult.IN_ORDER, 0),
+    (0, 1, False, SeqResult.IN_ORDER, 0),
+    (4294967294, 3, False, SeqResult.GAP, 4),           # ...95, 0, 1, 2 missing across the wrap
+    (4294967290, 1, False, SeqResult.RESTART, 0),       # restart rule before wrap arithmetic
+    (10, 11 + (1 << 31), False, SeqResult.OUT_OF_SEQUENCE, 0),   # half the space ahead or more
+])
+def test_classify_seq_table(last, seq, first, result, missed):
+    assert classify_seq(last, seq, first) == (result, missed)
+
+
+def test_in_order_stream_returns_no_action_at_all():
+    host = make()
+    online(host)
+    for seq in range(2, 2000):
+        for net in Net:
+            assert host.on_mtcalive(net, seq, 0, 12, T0 + seq * 0.001) == ()
+    for net in Net:
+        n = host.nets[net]
+        assert (n.last_seq, n.missed, n.out_of_sequence, n.count) == (1999, 0, 0, 1999)
+
+
+def test_gap_adds_missed_and_logs_once_per_minute():
+    host = make()
+    host.on_mtcalive(Net.MGMT, 10, 0, 12, T0)
+    out = host.on_mtcalive(Net.MGMT, 14, 0, 12, T0 + 1)
+    assert host.nets[Net.MGMT].missed == 3
+    assert texts(out, "warning") == [
+        "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; missed 3 mtcAlive msgs "
+        "; expect:11 detect:14 ; correcting"]
+    out = host.on_mtcalive(Net.MGMT, 16, 0, 12, T0 + 2)          # throttled, still counted
+    assert host.nets[Net.MGMT].missed == 4 and out == []
+    out = host.on_mtcalive(Net.MGMT, 18, 0, 12, T0 + 62)
+    assert texts(out) == ["worker-0 mtcAlive received from Mgmnt network with uptime:12 ; "
+                          "missed 1 mtcAlive msgs ; expect:17 detect:18 ; correcting "
+                          "(1 similar suppressed)"]
+
+
+def test_duplicate_and_reorder_count_out_of_sequence():
+    host = make()
+    for seq in (10, 11):
+        host.on_mtcalive(Net.CLSTR, seq, 0, 12, T0)
+    out = host.on_mtcalive(Net.CLSTR, 11, 0, 12, T0)              # duplicate
+    assert texts(out) == ["worker-0 mtcAlive received from Clstr network with uptime:12 ; "
+                          "out-of-sequence ; expect:12 detect:11 ; correcting"]
+    for seq in (12, 14, 13):                                      # reorder
+        host.on_mtcalive(Net.CLSTR, seq, 0, 12, T0)
+    n = host.nets[Net.CLSTR]
+    # As the original, last_seq follows every message, so 13 after 14 re-bases at 13.
+    assert (n.out_of_sequence, n.missed, n.last_seq) == (2, 1, 13)
+
+
+@pytest.mark.parametrize("restart_seq", [1, 2])
+def test_client_restart_is_neither_out_of_sequence_nor_missed(restart_seq):
+    host = make()
+    online(host)
+    for seq in range(2, 501):
+        host.on_mtcalive(Net.MGMT, seq, 0, 12, T0)
+    out = host.on_mtcalive(Net.MGMT, restart_seq, 0, 3, T0 + 1)
+    assert out == []
+    for seq in range(restart_seq + 1, restart_seq + 5):
+        assert host.on_mtcalive(Net.MGMT, seq, 0, 3, T0 + 1) == ()
+    n = host.nets[Net.MGMT]
+    assert (n.out_of_sequence, n.missed) == (0, 0)
+
+
+def test_first_message_after_agent_start_is_not_counted():
+    host = make()
+    out = host.on_mtcalive(Net.PXEBOOT, 5000, 0, 12, T0)
+    n = host.nets[Net.PXEBOOT]
+    assert (n.last_seq, n.missed, n.out_of_sequence) == (5000, 0, 0)
+    assert texts(out) == ["worker-0 mtcAlive ; going 'online'",
+                          "worker-0 mtcAlive received from Pxeboot network with uptime:12 ; "
+                          "seq:5000 ; state change"]
+    assert host.availability is Availability.ONLINE
+
+
+def test_wrap_is_in_order():
+    host = make()
+    host.on_mtcalive(Net.MGMT, 4294967294, 0, 12, T0)
+    for seq in (4294967295, 0, 1, 2):
+        assert host.on_mtcalive(Net.MGMT, seq, 0, 12, T0) == ()
+    n = host.nets[Net.MGMT]
+    assert (n.last_seq, n.missed, n.out_of_sequence) == (2, 0, 0)
+
+
+# -- online / offline -----------------------------------------------------------------------
+
+def test_offline_edges_and_audit_requests():
+    s = Settings(online_period_s=7, offline_period_s=0.1, offline_threshold=90)
+    host = make(settings=s, pxe="")            # no pxeboot monitor: only the offline audit sends
+    online(host)
+    last = T0
+    seen, t, went_offline_at = [], T0, None
+    while t < last + 20:
+        t = round(t + 0.01, 6)
+        out = host.audit(t)
+        seen += [(t, a) for a in out]
+        if went_offline_at is None and host.availability is Availability.OFFLINE:
+            went_offline_at = t
+        if t <= last + 7 + 9 - 0.1:
+            assert host.availability is Availability.ONLINE, t
+    assert went_offline_at is not None and went_offline_at <= last + 7 + 9 + 0.1
+    req = [(t, a.net) for t, a in seen if isinstance(a, Send)]
+    assert all(a.cmd is Cmd.REQ_MTCALIVE for _, a in seen if isinstance(a, Send))
+    assert sum(1 for _, net in req if net is Net.MGMT) == 90
+    assert sum(1 for _, net in req if net is Net.CLSTR) == 90
+    assert not [1 for _, net in req if net is Net.PXEBOOT]
+    assert min(t for t, _ in req) == pytest.approx(last + 7, abs=0.011)
+    logs = [a.text for _, a in seen if isinstance(a, Log)]
+    assert logs == ["worker-0 starting 100 msec offline audit (unlocked-online)",
+                    "worker-0 going offline ; (threshold (100 msec * 90)"]
+    for net in Net:
+        assert host.nets[net].last_seq == 0 and not host.nets[net].received
+    assert host.next_deadline() == H.INF
+    doc = host.to_json(t)
+    assert doc["availability"] == "offline"
+    assert doc["networks"]["mgmt"]["state"] == "lost"
+    assert doc["networks"]["mgmt"]["last_seq"] == 0
+
+
+def test_offline_driven_by_deadlines_is_exact():
+    host = make(pxe="", clstr=False)
+    online(host)
+    t, out = T0, []
+    while host.availability is Availability.ONLINE:
+        t = host.next_deadline()
+        out += host.audit(t)
+    assert t == pytest.approx(T0 + H.offline_after_s(host.settings))
+    assert len(sends(out, Net.MGMT, Cmd.REQ_MTCALIVE)) == 90
+    assert sends(out, Net.CLSTR) == []              # no cluster_host_ip: no request there
+
+
+def test_offline_audit_ends_on_any_mtcalive():
+    host = make(pxe="")
+    online(host)
+    for t in (T0 + 7, T0 + 7.1, T0 + 7.2):
+        host.audit(t)
+    out = host.on_mtcalive(Net.CLSTR, 2, 0, 12, T0 + 7.25)
+    assert texts(out) == ["worker-0 still seeing mtcAlive (Clstr seq:2) after 3 of 90 offline "
+                          "audits ; exiting offline handling"]
+    after = []
+    for i in range(1, 70):
+        after += host.audit(T0 + 7.25 + i * 0.1)
+    assert sends(after) == []                       # next audit only 7 s after that message
+    assert host.availability is Availability.ONLINE
+    assert host.nets[Net.CLSTR].missed == 0         # the audit did not reset counters
+
+
+def test_host_offline_then_back_counts_nothing_for_the_gap():
+    host = make(pxe="")
+    online(host, seqs=(100, 100, 100))
+    t = T0
+    while host.availability is Availability.ONLINE:
+        t = host.next_deadline()
+        host.audit(t)
+    out = host.on_mtcalive(Net.MGMT, 140, 0, 300, t + 1)
+    assert "worker-0 mtcAlive ; going 'online'" in texts(out)
+    assert host.nets[Net.MGMT].missed == 0
+
+
+def test_mgmt_lost_after_three_windows_while_pxeboot_keeps_coming():
+    host = make(pxe="")
+    online(host)
+    sim = Sim(host, T0)
+    sim.run(T0 + 40, alive=lambda net, t: net is not Net.MGMT)
+    lost = [(t, x) for t, x in sim.texts() if "lost" in x]
+    assert lost == [(T0 + 21, "worker-0 Mgmnt network mtcAlive lost ; none for 3 x 7 secs")]
+    assert host.availability is Availability.ONLINE
+    assert host.net_state(Net.MGMT) is NetState.LOST
+    assert host.net_state(Net.CLSTR) is NetState.OK
+    assert sim.at(Send) == []                          # never an offline audit
+    sim.deliver(Net.MGMT, 9)
+    assert host.net_state(Net.MGMT) is NetState.OK
+    assert sim.texts(sim.t)[-1][1] == ("worker-0 mtcAlive received from Mgmnt network with "
+                                       "uptime:12 ; seq:9 ; state change")
+    assert host.nets[Net.MGMT].missed == 7             # seq 2..8 never came
+
+
+def test_mgmt_lost_edge():
+    host = make(pxe="", clstr=False)
+    online(host)
+    host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 20.95)
+    assert host.audit(T0 + 20.99) == ()
+    assert host.net_state(Net.MGMT) is NetState.OK
+    host.audit(T0 + 21)
+    assert host.net_state(Net.MGMT) is NetState.LOST
+
+
+# -- the pxeboot monitor --------------------------------------------------------------------
+
+def monitored(start=T0, **kw):
+    host = make(now=start, **kw)
+    online(host, start, seqs=(1, 1), nets=(Net.MGMT, Net.CLSTR))
+    ready = host.on_ready(FEATURES, start)
+    assert sends(ready, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+    return host
+
+
+def test_pxeboot_timeline_loss_alarm_and_clear():
+    S = T0
+    host = monitored(S)
+    sim = Sim(host, S)
+    sim.record(host.audit(S))                            # START -> SEND -> MONITOR -> WAIT
+    assert host.stage is PxeStage.WAIT
+    resume = S + 151
+    sim.run(S + 240, alive=lambda net, t: net is not Net.PXEBOOT or t >= resume)
+
+    reqs = sim.at(Send, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+    assert reqs == [S + 10 * k for k in range(16)]      # every window during loss, from S
+    assert sim.at(RaiseAlarm) == [S + 120]
+    assert sim.at(ClearAlarm) == [S + 220]             # 7 good windows after S + 150
+    raise_ = [a for _, a in sim.log if isinstance(a, RaiseAlarm)][0]
+    assert raise_ == RaiseAlarm("worker-0", "200.003", "minor",
+                                "worker-0 pxeboot network communication failure")
+    logs = sim.texts()
+    want_start = [
+        (S + 10, "worker-0 pxeboot mtcAlive miss count 1 ; loss count 0 ; sending request"),
+        (S + 20, "worker-0 pxeboot mtcAlive miss count 2 ; loss count 0 ; sending request"),
+        (S + 30, "worker-0 pxeboot mtcAlive miss count 3 ; loss count 0 ; sending request"),
+        (S + 40, "worker-0 pxeboot mtcAlive miss count 4 ; loss count 0 ; sending request"),
+        (S + 50, "worker-0 pxeboot mtcAlive miss count 5 ; loss count 0 ; sending request"),
+        (S + 60, "worker-0 pxeboot mtcAlive not seen yet ; sending request"),
+        (S + 60, "worker-0 pxeboot mtcAlive lost ; 1 more loss before alarm assertion"),
+        (S + 70, "worker-0 pxeboot mtcAlive miss count 1 ; loss count 1 ; sending request"),
+    ]
+    assert logs[:len(want_start)] == want_start
+    assert [x for t, x in logs if t == S + 120] == [
+        "worker-0 pxeboot mtcAlive alarm assert (2)",      # "not seen yet" throttled (2nd)
+        "worker-0 minor Pxeboot mtcAlive messaging failure",
+        "worker-0 setting minor 'mtcAlive' failure alarm (200.003 )"]
+    assert sum(1 for _, x in logs if "not seen yet" in x) == 1
+    assert [x for t, x in logs if S + 121 <= t <= S + 150] == []   # alarm held, quiet
+    recovery = [(t, x) for t, x in logs if t > S + 150 and "state change" not in x]
+    assert recovery == [
+        (S + 160 + 10 * i, f"worker-0 pxeboot mtcAlive miss count {6 - i} ; decrement ; "
+                           f"alarm clear when 0 ; recovery") for i in range(6)] + [
+        (S + 220, "worker-0 minor Pxeboot mtcAlive messaging failure"),
+        (S + 220, "worker-0 clearing 'mtcAlive' alarm (200.003)")]
+    assert not [t for t in reqs if S + 150 < t]        # no request while messages flow
+    assert (host.pxe_miss, host.pxe_loss, host.alarm) == (0, 0, False)
+    assert host.net_state(Net.PXEBOOT) is NetState.OK
+
+
+def test_pxeboot_states_follow_the_monitor():
+    host = monitored()
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    states = {}
+    stop = T0 + 1
+    sim.run(T0 + 1)
+    sim.deliver(Net.PXEBOOT)                           # seen once, then silence
+    for t in (T0 + 69, T0 + 70, T0 + 130):
+        sim.run(t, alive=lambda net, t: net is not Net.PXEBOOT or t < stop)
+        states[t - T0] = host.net_state(Net.PXEBOOT)
+    assert states == {69: NetState.OK, 70: NetState.LOST, 130: NetState.LOST}
+    lost = [x for _, x in sim.texts() if "lost ; missed" in x]
+    # The first loss after a good window (seq 1 seen at T0 + 1): 6 more misses to T0 + 70.
+    assert lost == ["worker-0 pxeboot mtcAlive lost ; missed: 6 ; last: count:1 seq: 1 ; "
+                    "sending request"]
+
+
+def test_loss_one_then_recovery_resets():
+    host = monitored()
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 60, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert (host.pxe_loss, host.pxe_miss) == (1, 0)
+    assert host.net_state(Net.PXEBOOT) is NetState.LOST
+    sim.run(T0 + 70)                                   # pxeboot back: good window, miss == 0
+    assert (host.pxe_loss, host.pxe_miss, host.alarm) == (0, 0, False)
+    assert sim.at(ClearAlarm) == [] and sim.at(RaiseAlarm) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.OK
+
+
+def test_loss_one_then_a_miss_then_recovery_restarts_the_debounce():
+    host = monitored()
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 70, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert (host.pxe_loss, host.pxe_miss) == (1, 1)
+    sim.run(T0 + 80)
+    assert sim.texts(T0 + 80)[-1] == (T0 + 80, "worker-0 pxeboot mtcAlive miss count 6 ; "
+                                               "decrement ; recovery")
+    assert (host.pxe_loss, host.pxe_miss) == (0, 5)
+    assert host.net_state(Net.PXEBOOT) is NetState.OK
+
+
+def test_client_restart_during_monitoring_counts_one_miss():
+    host = monitored()
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 30)
+    assert host.pxe_miss == 0
+    sim.next[Net.PXEBOOT] = 1e18                       # the client restarts at T0 + 32
+    sim.run(T0 + 32)
+    sim.deliver(Net.PXEBOOT, 1)
+    sim.deliver(Net.PXEBOOT, 2)
+    last = sim.seq[Net.PXEBOOT]
+    sim.run(T0 + 40)
+    assert host.pxe_miss == 1
+    assert sim.texts(T0 + 40)[-1] == (T0 + 40, "worker-0 pxeboot mtcAlive miss count 1 ; loss "
+                                               "count 0 ; out-of-sequence ; this:2  last:6")
+    assert sim.at(Send, Net.PXEBOOT)[-1] == T0 + 40
+    assert last == 2 and host.nets[Net.PXEBOOT].out_of_sequence == 0
+    sim.next[Net.PXEBOOT] = T0 + 42
+    sim.run(T0 + 50)
+    assert host.pxe_miss == 0 and host.pxe_loss == 0
+
+
+def _alarmed(start=T0):
+    host = monitored(start)
+    sim = Sim(host, start)
+    sim.record(host.audit(start))
+    sim.run(start + 120, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert host.alarm
+    return host, sim
+
+
+def test_locked_host_clears_alarm_and_holds_the_monitor():
+    host, sim = _alarmed()
+    out = host.set_admin(Admin.LOCKED, sim.t)
+    assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out
+    assert texts(out)[0] == "worker-0 administrative state unlocked -> locked"
+    assert host.stage is PxeStage.START and not host.alarm
+    sim.record(out)
+    mark = len(sim.log)
+    sim.run(sim.t + 300, alive=lambda net, t: net is not Net.PXEBOOT)
+    later = sim.log[mark:]
+    assert not [a for _, a in later if isinstance(a, (Send, RaiseAlarm, ClearAlarm))
+                and getattr(a, "net", Net.PXEBOOT) is Net.PXEBOOT]
+    assert host.stage is PxeStage.START
+    out = host.set_admin("unlocked", sim.t)
+    out += host.audit(sim.t)
+    assert sends(out, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+    assert host.stage is PxeStage.WAIT
+
+
+def test_offline_host_holds_the_monitor_and_keeps_the_alarm():
+    host, sim = _alarmed()
+    sim.run(sim.t + 30, alive=lambda net, t: False)
+    assert host.availability is Availability.OFFLINE
+    assert host.alarm and host.stage is PxeStage.START
+    assert (host.pxe_miss, host.pxe_loss) == (6, 2)
+    assert sim.at(ClearAlarm) == []
+
+
+def test_restore_alarm_then_seven_good_windows_clear_it():
+    host = monitored()
+    out = host.restore_alarm(T0)
+    assert texts(out) == ["worker-0 found mtcAlive alarm ; loaded minor"]
+    assert (host.alarm, host.pxe_loss, host.pxe_miss) == (True, 2, 6)
+    assert host.net_state(Net.PXEBOOT) is NetState.LOST
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 70)
+    assert sim.at(ClearAlarm) == [T0 + 70]
+
+
+def test_restore_alarm_on_locked_or_simplex_clears_at_once():
+    host = make(admin="locked")
+    out = host.restore_alarm(T0)
+    assert out[-1] == ClearAlarm("worker-0", ALARM_MTCALIVE) and not host.alarm
+    host = make(settings=Settings(simplex=True, pxeboot_provisioned=False))
+    assert host.restore_alarm(T0)[-1] == ClearAlarm("worker-0", ALARM_MTCALIVE)
+
+
+def test_ready_without_features_leaves_pxeboot_unprovisioned():
+    host = make()
+    online(host, nets=(Net.MGMT, Net.CLSTR))
+    out = host.on_ready(None, T0)
+    assert texts(out) == ["worker-0 mtcClient ready"] and sends(out) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+    assert host.to_json(T0)["networks"]["pxeboot"]["state"] == "unprovisioned"
+    for t in range(1, 200, 5):
+        host.on_mtcalive(Net.MGMT, 1 + t, 0, 12, T0 + t)
+        host.on_mtcalive(Net.CLSTR, 1 + t, 0, 12, T0 + t)
+        assert sends(host.audit(T0 + t)) == []
+    assert not host.alarm and host.stage is PxeStage.START
+
+
+def test_ready_with_features_sends_a_request_every_time():
+    host = make()
+    online(host)
+    out = host.on_ready(FEATURES, T0)
+    assert texts(out) == ["worker-0 mtcClient ready ; with pxeboot mtcAlive support"]
+    assert sends(out) == [Send("worker-0", Net.PXEBOOT, Cmd.REQ_MTCALIVE)]
+    host.audit(T0)
+    for t in (60, 120):
+        out = host.on_ready(FEATURES, T0 + t)
+        assert texts(out) == [] and sends(out) == [Send("worker-0", Net.PXEBOOT,
+                                                        Cmd.REQ_MTCALIVE)]
+    assert host.stage is PxeStage.WAIT                # an already supporting client: no restart
+
+
+def test_simplex_runs_no_monitor():
+    host = make(settings=Settings(simplex=True, pxeboot_provisioned=False))
+    online(host)
+    assert sends(host.on_ready(FEATURES, T0)) == []
+    sim = Sim(host, T0)
+    sim.run(T0 + 200, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert sim.at(Send) == [] and sim.at(RaiseAlarm) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+
+
+def test_no_pxeboot_address_no_monitor_until_learned():
+    host = make(pxe="")
+    online(host)
+    host.on_ready(FEATURES, T0)
+    assert host.audit(T0) == () and host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+    out = host.set_pxeboot_ip(PXE_IP, T0 + 1)
+    assert texts(out) == [f"worker-0 pxeboot ip set to {PXE_IP}"]
+    assert host.next_deadline() <= T0 + 1
+    assert sends(host.audit(T0 + 1), Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+
+
+def test_transition_table_rejects_illegal_edges():
+    host = monitored()
+    assert host.stage is PxeStage.START
+    with pytest.raises(TransitionError):
+        host.pxe.stage_to(PxeStage.CHECK)
+    host.audit(T0)
+    assert host.stage is PxeStage.WAIT
+    with pytest.raises(TransitionError):
+        host.pxe.stage_to(PxeStage.FAIL)
+    for stage, allowed in H.PXE_TRANSITIONS.items():
+        assert (PxeStage.START in allowed) == (stage is not PxeStage.START)
+
+
+# -- locked / unlocked correction -----------------------------------------------------------
+
+def test_locked_correction_is_debounced_per_online_period():
+    host = make(admin="locked")
+    host.on_mtcalive(Net.MGMT, 1, LOCKED, 12, T0)
+    out = host.on_mtcalive(Net.MGMT, 2, 0, 12, T0 + 1)
+    assert texts(out) == ["worker-0 mtcAlive reporting unlocked while locked ; correcting"]
+    assert sends(out) == [Send("worker-0", Net.PXEBOOT, Cmd.LOCKED, 1, (1,)),
+                          Send("worker-0", Net.MGMT, Cmd.LOCKED, 1, (1,)),
+                          Send("worker-0", Net.CLSTR, Cmd.LOCKED, 1, (1,))]
+    assert sends(host.on_mtcalive(Net.CLSTR, 1, 0, 12, T0 + 2)) == []
+    assert host.on_mtcalive(Net.MGMT, 3, 0, 12, T0 + 7.9) == []
+    out = host.on_mtcalive(Net.MGMT, 4, 0, 12, T0 + 8)          # one online_period later
+    assert texts(out) == [] and len(sends(out, cmd=Cmd.LOCKED)) == 3
+    assert host.on_mtcalive(Net.MGMT, 5, LOCKED, 12, T0 + 9) == []     # agrees: episode ends
+    assert host.on_mtcalive(Net.MGMT, 6, LOCKED, 12, T0 + 10) == ()    # back on the fast path
+
+
+def test_unlocked_correction_and_simplex_locked():
+    host = make()
+    out = host.on_mtcalive(Net.MGMT, 1, LOCKED, 12, T0)
+    assert sends(out) == [Send("worker-0", Net.MGMT, Cmd.UNLOCKED),
+                          Send("worker-0", Net.CLSTR, Cmd.UNLOCKED)]
+    host = make(admin="locked", settings=Settings(simplex=True, pxeboot_provisioned=False))
+    out = host.on_mtcalive(Net.MGMT, 1, 0, 12, T0)
+    assert sends(out) == [Send("worker-0", Net.MGMT, Cmd.LOCKED),
+                          Send("worker-0", Net.CLSTR, Cmd.LOCKED)]
+    assert not [x for x in texts(out) if "correcting" in x]
+
+
+def test_ack_is_recorded():
+    host = make()
+    assert host.on_ack(Cmd.REBOOT, Net.PXEBOOT, T0 + 3) == ()
+    assert host.last_ack[(Cmd.REBOOT, Net.PXEBOOT)] == T0 + 3
+
+
+def test_to_json_has_the_contract_keys():
+    host = make()
+    doc = host.to_json(T0)
+    assert {"hostname", "personality", "administrative", "availability", "mgmt_ip",
+            "cluster_host_ip", "pxeboot_ip", "networks"} <= set(doc)
+    assert set(doc["networks"]) == {"mgmt", "cluster-host", "pxeboot"}
+    assert doc["networks"]["mgmt"]["last_seen_s"] is None
+    host.on_mtcalive(Net.MGMT, 7, 0, 12, T0)
+    net = host.to_json(T0 + 2.5)["networks"]["mgmt"]
+    assert {"state", "last_seq", "missed", "out_of_sequence", "last_seen_s"} <= set(net)
+    assert (net["state"], net["last_seq"], net["last_seen_s"]) == ("ok", 7, 2.5)
+    assert make(clstr=False).to_json(T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
+
+
+# -- stalls -----------------------------------------------------------------------------------
+
+def _table(n, settings=None, now=T0, **kw):
+    table = HostTable(settings or Settings(), **kw)
+    inv = Inventory("<test>", {f"worker-{i}": entry(f"worker-{i}", 10 + i) for i in range(n)})
+    table.apply_inventory(inv, now)
+    return table
+
+
+def test_stall_gives_every_host_a_fresh_window():
+    table = _table(20)
+    for host in table:
+        online(host)
+    table.audit(T0 + 5)
+    now = T0 + 25                                     # the agent was stopped for 20 s
+    out = table.note_stall(20.0, now)
+    assert texts(out) == ["main loop stalled for 20.0 secs ; restarting the mtcAlive audit "
+                          "windows of 20 hosts"]
+    assert table.audit(now) == []
+    for host in table:
+        host.on_mtcalive(Net.MGMT, 2, 0, 12, now + 0.5)
+    assert table.audit(now + 7) == []
+    assert all(h.availability is Availability.ONLINE for h in table)
+    # Without the stall notice the same gap starts an offline audit for everyone.
+    other = _table(20)
+    for host in other:
+        online(host)
+    assert len(sends(other.audit(T0 + 25), Net.MGMT, Cmd.REQ_MTCALIVE)) == 20
+
+
+def test_stall_without_traffic_still_goes_offline_later():
+    table = _table(1)
+    host = table.get("worker-0")
+    online(host)
+    table.note_stall(20.0, T0 + 25)
+    t = T0 + 25
+    while host.availability is Availability.ONLINE:
+        t = table.next_deadline()
+        table.audit(t)
+    assert t == pytest.approx(T0 + 25 + 16)
+
+
+# -- HostTable ------------------------------------------------------------------------------
+
+def test_inventory_diff():
+    table = _table(3)
+    w1 = table.get("worker-1")
+    online(w1)
+    for seq in (5, 9):
+        w1.on_mtcalive(Net.CLSTR, seq, 0, 12, T0)
+    hosts = {f"worker-{i}": entry(f"worker-{i}", 10 + i) for i in range(3)}
+    del hosts["worker-0"]
+    hosts["worker-1"] = entry("worker-1", 11, personality="worker,lowlatency")
+    hosts["worker-2"] = HostEntry("worker-2", "worker", "08:00:27:1e:0a:0c", "192.168.204.99",
+                                  "192.168.206.12", "locked")
+    hosts["storage-0"] = entry("storage-0", 40, personality="storage")
+    added, removed, changed, out = table.apply_inventory(Inventory("<test>", hosts), T0 + 1)
+    assert (added, removed, sorted(changed)) == (["storage-0"], ["worker-0"],
+                                                 ["worker-1", "worker-2"])
+    assert "worker-0 removed from inventory" in texts(out)
+    assert "storage-0 added to inventory (storage)" in texts(out)
+    assert "worker-2 administrative state unlocked -> locked" in texts(out)
+    assert ("worker-2 inventory change: mgmt_ip 192.168.204.12 -> 192.168.204.99, "
+            "administrative unlocked -> locked") in texts(out)
+    assert table.get("worker-1") is w1 and w1.nets[Net.CLSTR].missed == 6   # counters kept
+    assert table.get("worker-2").admin is Admin.LOCKED
+    assert table.lookup("192.168.204.12") is None
+    assert table.lookup("192.168.204.99") is table.get("worker-2")
+    assert table.lookup("192.168.204.10") is None and "worker-0" not in table
+
+
+def test_changed_address_resets_that_networks_counters():
+    table = _table(1)
+    host = table.get("worker-0")
+    host.on_mtcalive(Net.MGMT, 5, 0, 12, T0)
+    host.on_mtcalive(Net.MGMT, 9, 0, 12, T0)
+    host.on_mtcalive(Net.CLSTR, 5, 0, 12, T0)
+    host.on_mtcalive(Net.CLSTR, 9, 0, 12, T0)
+    e = host.entry
+    moved = HostEntry(e.hostname, e.personality, e.mgmt_mac, "192.168.204.77",
+                      e.cluster_host_ip, e.administrative)
+    table.apply_inventory(Inventory("<t>", {"worker-0": moved}), T0 + 1)
+    assert host.nets[Net.MGMT].missed == 0 and host.nets[Net.CLSTR].missed == 3
+
+
+def test_lookup_by_every_address_and_pxeboot_reindex():
+    table = _table(2)
+    w0 = table.get("worker-0")
+    assert table.lookup("192.168.204.10") is w0
+    assert table.lookup("192.168.206.10") is w0
+    assert table.lookup("::ffff:192.168.204.10") is w0
+    assert table.set_pxeboot_ip("worker-0", "192.168.202.10", T0)
+    assert table.lookup("192.168.202.10") is w0
+    out = table.set_pxeboot_ip("worker-0", "192.168.202.20", T0)
+    assert texts(out) == ["worker-0 pxeboot ip changed from 192.168.202.10 to 192.168.202.20"]
+    assert table.lookup("192.168.202.10") is None and table.lookup("192.168.202.20") is w0
+    out = table.set_pxeboot_ip("worker-1", "192.168.202.20", T0)     # a clash: first keeps it
+    assert any("is also worker-0's" in x for x in texts(out))
+    assert table.lookup("192.168.202.20") is w0
+    table.set_pxeboot_ip("worker-0", None, T0)
+    assert table.lookup("192.168.202.20") is table.get("worker-1")
+    assert table.set_pxeboot_ip("nobody", "1.2.3.4", T0) == ()
+
+
+def test_restore_alarms_for_unknown_hosts_clears_them():
+    table = _table(1)
+    out = table.restore_alarms(["worker-0", "gone-9"], T0)
+    assert ClearAlarm("gone-9", ALARM_MTCALIVE) in out
+    assert table.get("worker-0").alarm
+
+
+def test_heap_audits_only_due_hosts():
+    calls = []
+
+    class Counting(HostMonitor):
+        def audit(self, now):
+            calls.append(self.hostname)
+            return super().audit(now)
+
+    table = _table(3, host_factory=Counting)
+    for host in table:
+        host.on_mtcalive(Net.MGMT, 1, 0, 12, T0)       # online; no pxeboot monitor (no ready)
+    assert table.audit(T0 + 6.9) == [] and calls == []
+    assert table.next_deadline() == pytest.approx(T0 + 7)
+    table.get("worker-1").on_mtcalive(Net.MGMT, 2, 0, 12, T0 + 3)
+    out = table.audit(T0 + 7)
+    assert sorted(calls) == ["worker-0", "worker-1", "worker-2"]    # worker-1: a stale entry
+    assert len(sends(out, Net.MGMT)) == 2
+    calls.clear()
+    assert table.audit(T0 + 7.05) == [] and calls == []
+    table.audit(T0 + 7.1)
+    assert sorted(calls) == ["worker-0", "worker-2"]
+    calls.clear()
+    table.audit(T0 + 9.9)
+    assert "worker-1" not in calls
+
+
+def test_woken_host_is_scheduled_early():
+    table = _table(1)
+    host = table.get("worker-0")
+    online(host)
+    table.audit(T0)
+    assert table.next_deadline() == pytest.approx(T0 + 7)
+    table.set_pxeboot_ip("worker-0", PXE_IP, T0 + 1)
+    host.on_ready(FEATURES, T0 + 1)
+    assert table.next_deadline() == pytest.approx(T0 + 1)
+    assert sends(table.audit(T0 + 1), Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+
+
+def test_two_thousand_hosts_for_a_minute():
+    n_hosts, step = 2000, 0.1
+    table = _table(n_hosts)
+    for i, host in enumerate(table):
+        table.set_pxeboot_ip(host.hostname, f"10.10.{i // 250}.{i % 250}", T0)
+    hosts = list(table)
+    groups = [hosts[g::50] for g in range(50)]         # each host sends every 5 s, staggered
+    seq = 0
+    actions = 0
+    for tick in range(600):
+        now = T0 + tick * step
+        if tick % 50 == 0:
+            seq += 1
+        for host in groups[tick % 50]:
+            for net in Net:
+                actions += len(host.on_mtcalive(net, seq, 0, 12, now))
+            if tick < 50:
+                host.on_ready(FEATURES, now)
+        for a in table.audit(now):
+            assert not isinstance(a, (RaiseAlarm, Send)) or a.net is Net.PXEBOOT, a
+    assert all(h.availability is Availability.ONLINE for h in hosts)
+    assert all(h.nets[net].missed == 0 for h in hosts for net in Net)
+    assert all(h.stage is PxeStage.WAIT and h.pxe_miss == 0 for h in hosts)
+    assert len(table.to_json(now)) == n_hosts
+
+
+# -- import rule (design.md: no I/O in hosts) -----------------------------------------------
+
+def test_hosts_imports_no_io_modules():
+    src = pathlib.Path(H.__file__).read_text()
+    names = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    assert not names & {"socket", "select", "selectors", "time", "os", "subprocess", "pyroute2",
+                        "daemon", "lockfile"}
+
+
+def test_settings_from_config_and_derived_times():
+    from mtce import config
+    s = Settings.from_config(config.defaults(), simplex=False, pxeboot_provisioned=True)
+    assert (s.online_period_s, s.offline_period_s, s.offline_threshold, s.pxeboot_window_s) == (
+        7.0, 0.1, 90, 10.0)
+    assert H.offline_after_s(s) == pytest.approx(16.0)
+    assert H.lost_after_s(s) == 21.0 and H.pxeboot_alarm_after_s(s) == 120.0
+    sx = Settings.from_config(config.defaults(), simplex=True, pxeboot_provisioned=True)
+    assert not sx.pxeboot_provisioned
+    with pytest.raises(ValueError):
+        Settings(offline_period_s=0)
+
+
+def test_debug_settings_log_stages_and_counters():
+    host = monitored(settings=Settings(debug=True))
+    out = host.audit(T0)
+    assert texts(out, "debug") == ["worker-0 stage mtcAlive-Start -> mtcAlive-Send",
+                                   "worker-0 stage mtcAlive-Send -> mtcAlive-Monitor",
+                                   "worker-0 stage mtcAlive-Monitor -> mtcAlive-Wait"]
+    out = host.audit(T0 + 10)
+    assert "worker-0 pxeboot mtcAlive: Miss: 1 of 6  ,  Loss: 0 of 2" in texts(out, "debug")
+
+
+def test_client_dropping_the_feature_clears_its_alarm():
+    host, sim = _alarmed()
+    out = host.on_ready(None, sim.t)
+    assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out and sends(out) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+    assert host.stage is PxeStage.START

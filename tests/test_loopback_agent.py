@@ -1,0 +1,156 @@
+"""The real mtcAgent with real mtcClients on 127.x: host states, commands, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from cluster import Cluster
+from conftest import wait_until
+
+pytestmark = pytest.mark.loopback
+
+
+@pytest.fixture
+def lab(tmp_path, daemons, mtce_cmd):
+    def make(workers=2, start_clients=True, **kw):
+        c = Cluster(tmp_path / "cluster", workers=workers, **kw)
+        c.agent = daemons("agent", c.agent_ini, name="agent")
+        c.clients = {}
+        if start_clients:
+            for name, h in c.hosts.items():
+                c.clients[name] = daemons("client", h.ini, name=name)
+        return c
+    return make
+
+
+def ctl(mtce_cmd, cluster, *args, check=True):
+    r = subprocess.run(mtce_cmd + list(args) + ["-c", cluster.agent_ini], capture_output=True,
+                       text=True, timeout=20)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def hosts_json(mtce_cmd, cluster) -> dict:
+    r = ctl(mtce_cmd, cluster, "hosts", "--json", check=False)
+    if r.returncode != 0:
+        return {}
+    return {h["hostname"]: h for h in json.loads(r.stdout)}
+
+
+def all_ok(mtce_cmd, cluster, names=None):
+    hosts = hosts_json(mtce_cmd, cluster)
+    names = names or cluster.names
+    if not all(n in hosts for n in names):
+        return None
+    for n in names:
+        h = hosts[n]
+        if h["availability"] != "online":
+            return None
+        if any(h["networks"][net]["state"] != "ok" for net in ("mgmt", "cluster-host",
+                                                                 "pxeboot")):
+            return None
+    return hosts
+
+
+def test_every_host_online_on_every_network(lab, mtce_cmd):
+    c = lab()
+    hosts = wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3,
+                       what="all hosts online and ok on all networks")
+    w0 = hosts["worker-0"]
+    assert w0["pxeboot_ip"] == c.host("worker-0").pxeboot_ip
+    assert w0["mgmt_ip"] == c.host("worker-0").mgmt_ip
+    assert set(w0["networks"]) == {"mgmt", "cluster-host", "pxeboot"}
+    for net in w0["networks"].values():
+        assert net["last_seq"] >= 1 and net["missed"] == 0 and net["out_of_sequence"] == 0
+        assert 0 <= net["last_seen_s"] < 5
+    c.agent.wait_log("worker-0 mtcClient ready ; with pxeboot mtcAlive support")
+    c.agent.wait_log("worker-1 mtcAlive received from Pxeboot network with uptime:")
+    table = ctl(mtce_cmd, c, "hosts").stdout
+    assert table.splitlines()[0].split()[:4] == ["HOST", "PERSONALITY", "ADMIN", "AVAIL"]
+    assert any(line.startswith("worker-1") and "online" in line for line in table.splitlines())
+    assert "Traceback" not in c.agent.text()
+
+
+def test_lock_from_the_cli_reaches_the_client_which_acks_and_reports_locked(lab, mtce_cmd):
+    c = lab()
+    wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
+    r = ctl(mtce_cmd, c, "lock", "worker-1")
+    assert "locked msg sent to worker-1" in r.stdout
+    c.agent.wait_log("worker-1 locked msg request succeeded")
+    w1 = c.host("worker-1")
+    wait_until(lambda: os.path.exists(os.path.join(w1.paths["run_dir"], ".node_locked")), 10)
+    assert os.path.exists(os.path.join(w1.paths["persist_dir"], ".node_locked"))
+    c.clients["worker-1"].wait_log("worker-1 locked (")
+    h = hosts_json(mtce_cmd, c)["worker-1"]
+    assert h["administrative"] == "locked"
+    # Unlock removes the files again.
+    ctl(mtce_cmd, c, "unlock", "worker-1")
+    wait_until(lambda: not os.path.exists(os.path.join(w1.paths["run_dir"], ".node_locked")),
+               10, what="unlocked")
+
+
+def test_cli_errors(lab, mtce_cmd, tmp_path):
+    c = lab(start_clients=False)
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    r = ctl(mtce_cmd, c, "lock", "nosuchhost", check=False)
+    assert r.returncode == 1 and r.stderr.strip() == "mtce: no such host: nosuchhost"
+    c.agent.stop()
+    r = ctl(mtce_cmd, c, "hosts", check=False)
+    assert r.returncode == 1 and "agent is not running" in r.stderr
+    sock = c.controller.paths["agent_socket"]
+    assert not os.path.exists(sock), "the socket is removed on exit"
+
+
+def test_the_control_socket_is_root_only_and_survives_garbage(lab, mtce_cmd):
+    import socket
+    c = lab(start_clients=False)
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    path = c.controller.paths["agent_socket"]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    for junk in (b"\xff\xfe\n", b"[1,2]\n", b"{\"cmd\": 5}\n", b"x" * 70000):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        reply = json.loads(s.recv(65536))
+        s.close()
+        assert reply["ok"] is False and reply["error"]
+    assert hosts_json(mtce_cmd, c) == {h: hosts_json(mtce_cmd, c)[h]
+                                       for h in hosts_json(mtce_cmd, c)}
+    assert c.agent.proc.poll() is None
+
+
+def test_bad_config_and_missing_inventory_exit_2(tmp_path, mtce_cmd):
+    c = Cluster(tmp_path / "c", workers=0)
+    os.unlink(c.inventory)
+    r = subprocess.run(mtce_cmd + ["agent", "-c", c.agent_ini, "-f"], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"mtce: {c.inventory}: cannot read: No such file or directory"
+    with open(c.inventory, "w") as f:
+        f.write("[worker-9]\npersonality = worker\nmgmt_mac = nope\nmgmt_ip = 10.0.0.1\n")
+    r = subprocess.run(mtce_cmd + ["agent", "-c", c.agent_ini, "-f"], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 2 and f"{c.inventory}:3: [worker-9] mgmt_mac" in r.stderr
+
+
+def test_sighup_applies_inventory_changes(lab, mtce_cmd):
+    c = lab(start_clients=False)
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    c.write_inventory(skip=("worker-1",), admin={"worker-0": "locked"})
+    c.agent.signal(signal.SIGHUP)
+    c.agent.wait_log("inventory reloaded: 0 added, 1 removed, 1 changed")
+    hosts = hosts_json(mtce_cmd, c)
+    assert set(hosts) == {"controller-0", "worker-0"}
+    assert hosts["worker-0"]["administrative"] == "locked"
+    with open(c.inventory, "a") as f:
+        f.write("[broken\n[worker-2]\nmgmt_mac = xx\n")
+    c.agent.signal(signal.SIGHUP)
+    c.agent.wait_log("reload failed, keeping the running configuration")
+    assert set(hosts_json(mtce_cmd, c)) == {"controller-0", "worker-0"}

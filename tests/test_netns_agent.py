@@ -1,0 +1,184 @@
+"""The real mtcAgent and mtcClients in network namespaces: controller-0 and two workers, each
+with mgmt, cluster-host and pxeboot links into one bridge per network.
+
+Addresses are from 198.18.0.0/15 and live only in the namespaces these tests create. Timers
+are short (1 s online and pxeboot windows) so that the pxeboot alarm comes after ~12 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cluster import Cluster, mac_of
+from conftest import REPO, wait_until
+from netns import Switch, Topology, require_netns
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+M, C, P = "198.18.204.", "198.18.206.", "198.18.202."
+
+
+def addresses(workers: int) -> dict:
+    addrs = {"controllers": {"controller": M + "1", "c_mgmt": [M + "2", M + "3"],
+                             "c_clstr": [C + "4", C + "5"], "c_pxeboot": [P + "6", P + "7"]},
+             "controller-0": {"mgmt": M + "2", "clstr": C + "4", "pxeboot": P + "6"}}
+    for i in range(workers + 1):
+        addrs[f"worker-{i}"] = {"mgmt": M + str(10 + i), "clstr": C + str(20 + i),
+                                "pxeboot": P + str(30 + i)}
+    return addrs
+
+
+@pytest.fixture
+def netlab(tmp_path, daemons, mtce_cmd):
+    require_netns()
+    topo = Topology()
+    made = []
+
+    def make(workers=2, start=True, extra_hosts=0):
+        c = Cluster(tmp_path / "cluster", workers=workers + extra_hosts,
+                    addrs=addresses(workers + extra_hosts))
+        sw = Switch(topo)
+        c.ns = {}
+        for i, (name, h) in enumerate(c.hosts.items()):
+            ns = topo.ns(name.replace("controller", "c").replace("worker", "w"))
+            c.ns[name] = ns
+            sw.plug(ns, "eth0", "mgmt", mac=h.mac)
+            sw.plug(ns, "eth1", "clstr")
+            sw.plug(ns, "eth2", "pxe")
+            topo.addr(ns, "eth0", h.mgmt_ip + "/24")
+            topo.addr(ns, "eth1", h.cluster_host_ip + "/24")
+            # The pxeboot address is the mgmt interface's `:2` in StarlingX; on its own
+            # link here, so that pxeboot can fail while mgmt stays up.
+            topo.addr(ns, "eth2", h.pxeboot_ip + "/24")
+            if name == "controller-0":
+                topo.addr(ns, "eth0", h.controller + "/24")
+            h.write_lease("eth0:2", h.pxeboot_ip)
+            h.values["client"].update({"mgmt_ip": "", "cluster_host_ip": ""})
+            h.values["paths"]["sys_class_net"] = "/sys/class/net"
+            h.write_platform(subfunction="controller" if i == 0 else "worker",
+                             management_interface="eth0", cluster_host_interface="eth1")
+            h.write_ini()
+        c.agent = daemons("agent", c.agent_ini, name="agent",
+                          prefix=topo.exec_prefix(c.ns["controller-0"]))
+        c.clients = {}
+        if start:
+            for name in c.names[:workers + 1]:
+                c.clients[name] = daemons("client", c.hosts[name].ini, name=name,
+                                          prefix=topo.exec_prefix(c.ns[name]))
+        c.topo = topo
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        for d in [c.agent] + list(c.clients.values()):
+            d.stop()
+    topo.close()
+
+
+def hosts_json(mtce_cmd, c) -> dict:
+    r = subprocess.run(mtce_cmd + ["hosts", "--json", "-c", c.agent_ini], capture_output=True,
+                       text=True, timeout=20)
+    return {h["hostname"]: h for h in json.loads(r.stdout)} if r.returncode == 0 else {}
+
+
+def alarms_json(mtce_cmd, c) -> list:
+    r = subprocess.run(mtce_cmd + ["alarms", "--json", "-c", c.agent_ini],
+                       capture_output=True, text=True, timeout=20)
+    return json.loads(r.stdout) if r.returncode == 0 else []
+
+
+def all_ok(mtce_cmd, c, names):
+    hosts = hosts_json(mtce_cmd, c)
+    ok = all(n in hosts and hosts[n]["availability"] == "online" and
+             all(hosts[n]["networks"][net]["state"] == "ok"
+                 for net in ("mgmt", "cluster-host", "pxeboot")) for n in names)
+    return hosts if ok else None
+
+
+def test_all_hosts_online_on_all_networks_then_pxeboot_loss_alarm_and_clear(netlab, mtce_cmd):
+    c = netlab(workers=2)
+    names = c.names[:3]
+    hosts = wait_until(lambda: all_ok(mtce_cmd, c, names), 30, interval=0.5,
+                       what="every host ok on every network")
+    assert hosts["worker-1"]["mgmt_ip"] == M + "11"
+    # pxeboot of worker-0 goes down; mgmt and cluster-host stay ok.
+    c.topo.link(c.ns["worker-0"], "eth2", "down")
+    t_down = time.monotonic()
+    alarm = wait_until(lambda: alarms_json(mtce_cmd, c), 40, interval=0.5,
+                       what="alarm 200.003")
+    took = time.monotonic() - t_down
+    assert alarm == [{"id": "200.003", "host": "worker-0", "severity": "minor",
+                      "reason": alarm[0]["reason"], "raised_at": alarm[0]["raised_at"]}]
+    assert "pxeboot network communication failure" in alarm[0]["reason"]
+    assert 9 < took < 25, f"12 windows of 1 s expected, took {took:.1f} s"
+    text = c.agent.text()
+    assert "worker-0 pxeboot mtcAlive miss count 1 ; loss count 0 ; sending request" in text
+    assert "worker-0 pxeboot mtcAlive lost ; 1 more loss before alarm assertion" in text
+    assert "setting minor 'mtcAlive' failure alarm (200.003 )" in text
+    hosts = hosts_json(mtce_cmd, c)
+    w0 = hosts["worker-0"]
+    assert w0["networks"]["pxeboot"]["state"] == "lost"
+    assert w0["networks"]["mgmt"]["state"] == "ok" and w0["availability"] == "online"
+    assert hosts["worker-1"]["networks"]["pxeboot"]["state"] == "ok"
+    assert '"action": "raise"' in c.alarm_hook_log()
+    # Back up: the alarm clears after the good windows.
+    c.topo.link(c.ns["worker-0"], "eth2", "up")
+    wait_until(lambda: not alarms_json(mtce_cmd, c), 30, interval=0.5, what="alarm cleared")
+    c.agent.wait_log("clearing 'mtcAlive' alarm (200.003)")
+    assert '"action": "clear"' in c.alarm_hook_log()
+    wait_until(lambda: all_ok(mtce_cmd, c, names), 10, interval=0.5, what="all ok again")
+
+
+def test_a_sequence_gap_is_counted(netlab, mtce_cmd):
+    c = netlab(workers=1, extra_hosts=1)
+    spare = c.hosts["worker-1"]      # in the inventory, no client: the burst sender speaks
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    env = dict(os.environ, MTCE_PATH=REPO)
+    r = subprocess.run(c.topo.exec_prefix(c.ns["worker-1"]) + [
+        sys.executable, os.path.join(REPO, "tests", "burst.py"), spare.mgmt_ip, M + "1",
+        "2101", "worker-1", mac_of(2), "20", "200", "1", "4"], capture_output=True, text=True,
+        timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+
+    def counted():
+        h = hosts_json(mtce_cmd, c).get("worker-1")
+        return h if h and h["networks"]["mgmt"]["last_seq"] == 24 else None
+
+    h = wait_until(counted, 10, what="all 20 received")
+    assert h["networks"]["mgmt"]["missed"] == 4
+    assert h["networks"]["mgmt"]["out_of_sequence"] == 0
+    c.agent.wait_log("worker-1 mtcAlive received from Mgmnt network with uptime:0 ; missed 4 "
+                     "mtcAlive msgs ; expect:11 detect:15 ; correcting")
+
+
+def test_ten_thousand_mtcalive_at_burst_rate_are_all_processed(netlab, mtce_cmd):
+    c = netlab(workers=1, extra_hosts=1)
+    spare = c.hosts["worker-1"]
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    lines_before = c.agent.text().count("\n")
+    env = dict(os.environ, MTCE_PATH=REPO)
+    r = subprocess.run(c.topo.exec_prefix(c.ns["worker-1"]) + [
+        sys.executable, os.path.join(REPO, "tests", "burst.py"), spare.mgmt_ip, M + "1",
+        "2101", "worker-1", mac_of(2), "10000", "2000"], capture_output=True, text=True,
+        timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    rate = float(r.stdout.split("(")[1].split("/s")[0])
+    assert rate >= 500, r.stdout
+
+    def done():
+        h = hosts_json(mtce_cmd, c).get("worker-1")
+        return h if h and h["networks"]["mgmt"]["last_seq"] == 10000 else None
+
+    h = wait_until(done, 15, what="the 10,000th mtcAlive")
+    mgmt = h["networks"]["mgmt"]
+    assert mgmt["missed"] == 0 and mgmt["out_of_sequence"] == 0, mgmt
+    assert mgmt.get("received", 10000) >= 10000
+    added = c.agent.text().count("\n") - lines_before
+    assert added < 40, f"{added} log lines for a 10,000 message burst"
