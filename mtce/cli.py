@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                        ("alive", "send an mtcAlive request to a host on pxeboot")):
         p = command(name, what)
         p.add_argument("host", metavar="HOST")
+        if name == "reboot":
+            p.add_argument("--lazy", action="store_true",
+                           help="lazy reboot: the host waits [agent] lazy_reboot_delay seconds")
     p = command("lab", "a controller and N workers on this machine, with a live table")
     p.add_argument("--hosts", type=int, default=3, metavar="N",
                    help="number of hosts, the controller included (default 3)")

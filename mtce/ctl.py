@@ -219,7 +219,7 @@ def format_alarms(alarms: list) -> str:
 
 def cli(args, cfg) -> int:
     """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line."""
-    req = {"cmd": args.command}
+    req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
     if getattr(args, "host", None):
         req["host"] = args.host
     try:

@@ -154,3 +154,101 @@ def test_sighup_applies_inventory_changes(lab, mtce_cmd):
     c.agent.signal(signal.SIGHUP)
     c.agent.wait_log("reload failed, keeping the running configuration")
     assert set(hosts_json(mtce_cmd, c)) == {"controller-0", "worker-0"}
+
+
+def test_reboot_reset_and_alive_from_the_cli_reach_the_client(lab, mtce_cmd):
+    c = lab()
+    wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
+    w0 = c.host("worker-0")
+    r = ctl(mtce_cmd, c, "reboot", "worker-0")
+    assert "reboot sent to worker-0 (Pxeboot,Mgmnt,Clstr)" in r.stdout
+    wait_until(lambda: "reboot" in w0.actions(), 10, what="the client's reboot action")
+    c.agent.wait_log("worker-0 reboot request succeeded")
+    assert w0.actions().count("reboot") == 1, "acted once for three copies"
+    r = ctl(mtce_cmd, c, "reset", "worker-1")
+    wait_until(lambda: "reset" in c.host("worker-1").actions(), 10, what="reset action")
+    r = ctl(mtce_cmd, c, "alive", "worker-1")
+    assert "mtcAlive request sent to worker-1 on pxeboot" in r.stdout
+    c.clients["worker-1"].wait_log("controller pxeboot address:")
+
+
+def test_garbage_and_spoofed_datagrams_change_nothing(lab, mtce_cmd):
+    import socket
+    from mtce import alive
+    from mtce.states import Net
+    c = lab(workers=1, start_clients=False)
+    wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
+    c0 = c.controller
+    spoof = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    spoof.bind((c.net + "99", 0))              # an address no host owns
+    ident = alive.Identity("worker-0", "worker", "", c.net + "99", "", "08:00:27:00:00:99")
+    junk = [b"", b"\x00" * 50, b"cgts mtc message:" + b"\xff" * 2000,
+            alive.mtcalive(ident, Net.MGMT, 7), alive.ready_event("worker-0", ""),
+            alive.mtcalive(ident, Net.MGMT, 8)[:100] + b"{not json}\x00"]
+    for _ in range(200):
+        for data in junk:
+            spoof.sendto(data, (c0.controller, 2101))
+            spoof.sendto(data, (c0.c_clstr[0], 2101))
+            spoof.sendto(data, (c0.c_pxeboot[0], 2102))
+    # and garbage from a known host's own address
+    own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    own.bind((c.host("worker-0").mgmt_ip, 0))
+    for _ in range(200):
+        own.sendto(b"cgts mtc message:" + b"\x00" * 83 + b"[1,2]\x00", (c0.controller, 2101))
+    spoof.close()
+    own.close()
+
+    def counted():
+        st = json.loads(subprocess.run(mtce_cmd + ["hosts", "--json", "-c", c.agent_ini],
+                                       capture_output=True, text=True).stdout)
+        return st
+    hosts = wait_until(counted, 10)
+    w0 = {h["hostname"]: h for h in hosts}["worker-0"]
+    assert w0["availability"] == "offline", "spoofed mtcAlive must not bring a host online"
+    assert w0["networks"]["mgmt"]["last_seq"] == 0
+    assert c.agent.proc.poll() is None
+    text = c.agent.text()
+    assert "Traceback" not in text
+    assert text.count("unknown hostname message") <= 3, "one line per network per minute"
+    assert text.count("bad message from") <= 12
+
+
+def test_a_restarted_agent_keeps_its_alarm_without_raising_it_again(tmp_path, daemons,
+                                                                      mtce_cmd):
+    c = Cluster(tmp_path / "c", workers=1)
+    state = c.controller.paths["state_dir"]
+    with open(os.path.join(state, "alarms.json"), "w") as f:
+        json.dump({"version": 1, "alarms": [{
+            "id": "200.003", "host": "worker-0", "severity": "minor",
+            "reason": "worker-0 pxeboot network communication failure",
+            "raised_at": "2026-11-26T00:00:00.000+00:00"}]}, f)
+    agent = daemons("agent", c.agent_ini, name="agent")
+    agent.wait_log("worker-0 found mtcAlive alarm ; loaded minor")
+    r = ctl(mtce_cmd, c, "alarms", "--json")
+    alarms = json.loads(r.stdout)
+    assert [(a["id"], a["host"], a["raised_at"]) for a in alarms] == [
+        ("200.003", "worker-0", "2026-11-26T00:00:00.000+00:00")]
+    h = hosts_json(mtce_cmd, c)["worker-0"]
+    assert h["pxeboot_monitor"]["loss"] == 2 and h["pxeboot_monitor"]["miss"] == 6
+    assert c.alarm_hook_log() == "", "a restored alarm is not raised again"
+    # Once the host talks on pxeboot again the alarm clears after the good windows.
+    daemons("client", c.host("worker-0").ini, name="worker-0")
+    wait_until(lambda: not json.loads(ctl(mtce_cmd, c, "alarms", "--json").stdout), 30,
+               interval=0.5, what="the restored alarm cleared")
+    assert '"action": "clear"' in c.alarm_hook_log()
+
+
+def test_lazy_reboot_from_the_cli_waits_the_configured_delay(tmp_path, daemons, mtce_cmd):
+    import time
+    c = Cluster(tmp_path / "c", workers=1, agent_extra={"agent": {"lazy_reboot_delay": 2}})
+    daemons("agent", c.agent_ini, name="agent")
+    clients = {name: daemons("client", h.ini, name=name) for name, h in c.hosts.items()}
+    wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
+    t0 = time.monotonic()
+    r = ctl(mtce_cmd, c, "reboot", "--lazy", "worker-0")
+    assert "lazy reboot sent to worker-0 (Pxeboot,Mgmnt)" in r.stdout
+    w0 = c.host("worker-0")
+    wait_until(lambda: "lazy_reboot" in w0.actions(), 10, what="the lazy reboot action")
+    assert time.monotonic() - t0 >= 1.5
+    clients["worker-0"].wait_log("lazy reboot command received from Pxeboot network ; "
+                                 "delay:2 seconds")

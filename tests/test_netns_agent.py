@@ -182,3 +182,21 @@ def test_ten_thousand_mtcalive_at_burst_rate_are_all_processed(netlab, mtce_cmd)
     assert mgmt.get("received", 10000) >= 10000
     added = c.agent.text().count("\n") - lines_before
     assert added < 40, f"{added} log lines for a 10,000 message burst"
+
+
+def test_lock_from_the_cli_is_acked_and_reported_locked(netlab, mtce_cmd):
+    c = netlab(workers=1)
+    names = c.names[:2]
+    wait_until(lambda: all_ok(mtce_cmd, c, names), 30, interval=0.5, what="all ok")
+    r = subprocess.run(mtce_cmd + ["lock", "worker-0", "-c", c.agent_ini], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    c.agent.wait_log("worker-0 locked msg request succeeded")
+    w0 = c.hosts["worker-0"]
+    wait_until(lambda: os.path.exists(os.path.join(w0.paths["run_dir"], ".node_locked")), 10,
+               what=".node_locked on the client")
+    c.clients["worker-0"].wait_log("worker-0 locked (")
+    h = hosts_json(mtce_cmd, c)["worker-0"]
+    assert h["administrative"] == "locked" and h["availability"] == "online"
+    # The pxeboot monitor is held while the host is locked (agent.md §5.0).
+    assert h["pxeboot_monitor"]["stage"] == "start"
