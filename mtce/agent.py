@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 
-from mtce import alarms, alive, config, hosts, logs, netif, transport
+from mtce import alarms, alive, auth, config, hosts, logs, netif, transport
 from mtce.states import ALARM_MTCALIVE, Admin, Cmd, Net, cmd_name
 
 PROGRAM = "mtcAgent"
@@ -92,6 +92,13 @@ class Agent:
         self._children: list[subprocess.Popen] = []
         self._handlers = {net: (lambda data, src, net=net: self.on_datagram(data, src, net))
                           for net in Net}
+        self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
+
+    def _tx(self, sock, data: bytes, addr: str, port: int):
+        """Every datagram leaves here: tagged when [security] key_file is set."""
+        if self.auth is not None:
+            data = self.auth.sign(data)
+        return transport.sendto(sock, data, addr, port)
 
     # -- start-up ----------------------------------------------------------------------------
     def _read_platform(self) -> dict:
@@ -105,6 +112,12 @@ class Agent:
 
     def start(self) -> None:
         now = self.clock.now()
+        for warning in self.auth_warnings:
+            self.log.warning("%s", warning)
+        if self.auth is not None:
+            self.log.info("message authentication on: %d key(s), signing with %s ; require %s",
+                          len(self.auth.keys), self.auth.keys[0][0],
+                          "yes" if self.auth.require else "no")
         self.log.info("System Type : %s ; %d hosts in %s", self.system_mode,
                       len(self.inventory.hosts), self.inventory.path)
         for warning in self.inventory.warnings:
@@ -284,6 +297,13 @@ class Agent:
     def on_datagram(self, data, src: str, net: Net) -> None:
         """One datagram; `data` is a memoryview valid only during the call."""
         self.counters["rx"] += 1
+        if self.auth is not None:
+            data, why = self.auth.check(data)
+            if data is None:
+                self.counters["rx_bad"] += 1
+                self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from "
+                                      "%s on %s network: %s", src, net.iface, why)
+                return
         msg, reason = alive.try_decode(data)
         if msg is None:
             self._bad(net, src, reason)
@@ -486,7 +506,7 @@ class Agent:
             return False
         data = alive.command(cmd, host.entry.mgmt_mac, self.command_data(host, net, cmd),
                              num=num, parm=parm)
-        err = transport.sendto(sock, data, dest, port)
+        err = self._tx(sock, data, dest, port)
         if err is not None:
             self.counters["tx_errors"] += 1
             self.throttle.error(("send", net, dest), "%s failed to send %d:%s command to %s:%d "
@@ -630,12 +650,15 @@ class Agent:
         try:
             new = config.load(self.cfg.path)
             inventory = config.load_inventory(new.agent.inventory)
+            new_auth, warnings = auth.from_config(new, self.clock.wall)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
         for line in self.cfg.diff(new):
             self.log.info("config change: %s", line)
-        self.cfg = new
+        for warning in warnings:
+            self.log.warning("%s", warning)
+        self.cfg, self.auth = new, auth.carry_over(self.auth, new_auth)
         now = self.clock.now()
         self.table.apply_settings(hosts.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
@@ -661,7 +684,10 @@ class Agent:
 
 def main(cfg: config.Config, foreground: bool) -> int:
     """`mtce agent`: the inventory is checked before forking (a bad one exits 2)."""
+    import time
+
     from mtce import daemon
     inventory = config.load_inventory(cfg.agent.inventory)
+    auth.from_config(cfg, time.time)        # a bad key file exits 2 before forking
     return daemon.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))

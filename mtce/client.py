@@ -15,7 +15,7 @@ import os
 import socket
 import subprocess
 
-from mtce import alive, config, logs, netif, transport
+from mtce import alive, auth, config, logs, netif, transport
 from mtce.states import (
     PARM_LOCK_PERSIST, Cmd, Flag, Health, Net, cmd_name,
 )
@@ -94,12 +94,28 @@ class Client:
         self.children: list[subprocess.Popen] = []
         self.shutdown_action = None      # "reboot" | "reset" | "lazy reboot" once started
         self.reset_timer = None
-        self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0}
+        self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0,
+                         "refused": 0}
+        self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
+        # Where commands may come from, per network (docs/design.md, "Command sources").
+        self.trusted: dict[Net, set] = {Net.MGMT: set(), Net.CLSTR: set()}
+
+    def _tx(self, sock, data: bytes, addr: str, port: int):
+        """Every datagram leaves here: tagged when [security] key_file is set."""
+        if self.auth is not None:
+            data = self.auth.sign(data)
+        return transport.sendto(sock, data, addr, port)
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self) -> None:
         """Everything before the main loop: config logs, gates, learning, sockets, ready."""
         c = self.cfg
+        for warning in self.auth_warnings:
+            self.log.warning("%s", warning)
+        if self.auth is not None:
+            self.log.info("message authentication on: %d key(s), signing with %s ; require %s",
+                          len(self.auth.keys), self.auth.keys[0][0],
+                          "yes" if self.auth.require else "no")
         self.log.info("Agent Mgmnt : %d (tx)", c.agent.mtc_agent_port)
         self.log.info("Client Mgmnt: %d (rx)", c.client.mtc_rx_mgmnt_port)
         self.log.info("Shutdown TO : %g secs", c.timeouts.failsafe_shutdown_delay)
@@ -239,6 +255,9 @@ class Client:
                 self.mgmt_family, self.controller_addr = found[0]
             else:
                 self.controller_addr = ""
+        self.trusted[Net.MGMT] = {a for a in (
+            self.controller_addr, self._resolve("controller-0", self.mgmt_family),
+            self._resolve("controller-1", self.mgmt_family)) if a}
         if not self.controller_addr:
             self.throttle.warning(("resolve", "controller"),
                                   "Unable to get ip address list for 'controller', retrying ...")
@@ -291,6 +310,7 @@ class Client:
                 self.throttle.warning(("resolve", ctl), "Unable to get ip address list for "
                                       "'%s-cluster-host', retrying ...", ctl)
         self.clstr_dests = dests
+        self.trusted[Net.CLSTR] = set(dests.values())
         return bool(self.clstr_ip and dests)
 
     # -- sockets -----------------------------------------------------------------------------
@@ -558,7 +578,7 @@ class Client:
             self.counters["tx_errors"] += 1
             self.throttle.error(("notok", sock_name), "%s", not_ok)
             return False
-        err = transport.sendto(sock, data, addr, port)
+        err = self._tx(sock, data, addr, port)
         if err is not None:
             self.counters["tx_errors"] += 1
             self.throttle.error(("send", sock_name, err.errno), "message send failed on %s "
@@ -585,7 +605,7 @@ class Client:
             if sock is None:
                 self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
                 continue
-            err = transport.sendto(sock, data, addr, port)
+            err = self._tx(sock, data, addr, port)
             if err is not None:
                 self.counters["tx_errors"] += 1
                 self.throttle.error(("send", "pxeboot", ctl, err.errno), "failed to send "
@@ -602,7 +622,7 @@ class Client:
         """`{"hostname":..,"service":"mtcClient",..,"features":["pxeboot_mtcAlive"]}`."""
         data = alive.ready_event(self.hostname, self.ctrl_pxeboot["controller"])
         if self.socks["mgmt_tx"] is not None and self.controller_addr:
-            err = transport.sendto(self.socks["mgmt_tx"], data, self.controller_addr,
+            err = self._tx(self.socks["mgmt_tx"], data, self.controller_addr,
                                    self.cfg.agent.mtc_agent_port)
             if err is not None:
                 self.throttle.error(("ready", "mgmt"), "message send failed. (%s) message: %d "
@@ -614,7 +634,7 @@ class Client:
         active = self.ctrl_pxeboot["controller"]
         if self.socks["pxeboot_tx"] is not None and active:
             port = self.cfg.agent.mtc_rx_pxeboot_port
-            err = transport.sendto(self.socks["pxeboot_tx"], data, active, port)
+            err = self._tx(self.socks["pxeboot_tx"], data, active, port)
             if err is not None:
                 self.throttle.error(("ready", "pxeboot"), "failed to send monitor ready event "
                                     "to %s:%d on Pxeboot network (rc:-1) (%s)", active, port,
@@ -632,8 +652,15 @@ class Client:
             self._close(name)
 
     def on_datagram(self, data: bytes, src: str, net: Net) -> None:
-        """One received datagram: decode, check the target MAC, dispatch."""
+        """One received datagram: authenticate, decode, check the target MAC, dispatch."""
         self.counters["rx"] += 1
+        if self.auth is not None:
+            data, why = self.auth.check(data)
+            if data is None:
+                self.counters["rx_bad"] += 1
+                self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
+                                      "on %s network: %s", src, net.iface, why)
+                return
         msg, reason = alive.try_decode(data)
         if msg is None:
             self.counters["rx_bad"] += 1
@@ -673,9 +700,26 @@ class Client:
                                   "%s network", src, net.iface)
 
     # -- commands ----------------------------------------------------------------------------
+    def source_trusted(self, src: str, net: Net) -> bool:
+        """Commands come only from the controllers' addresses on that network (or from this
+        host itself): mgmt and cluster-host from the names in the hosts file, pxeboot from the
+        addresses the first pxebootInfo taught (trust on first use; keys do better)."""
+        if src in (self.mgmt_ip, self.clstr_ip):
+            return True
+        if net == Net.PXEBOOT:
+            return src in {a for a in self.ctrl_pxeboot.values() if a}
+        return src in self.trusted[net]
+
     def on_command(self, msg: alive.Message, src: str, net: Net) -> None:
         self.counters["commands"] += 1
         cmd, name = msg.cmd, cmd_name(msg.cmd)
+        learning = net == Net.PXEBOOT and cmd == Cmd.REQ_MTCALIVE and \
+            not any(self.ctrl_pxeboot.values())
+        if not learning and not self.source_trusted(src, net):
+            self.counters["refused"] += 1
+            self.throttle.warning(("refused", net), "%s command from %s on %s network refused: "
+                                  "not a controller address", name, src, net.iface)
+            return
         if cmd == Cmd.REQ_MTCALIVE:
             self.log.debug("mtcAlive request received from %s network", net.iface)
             if net == Net.PXEBOOT:
@@ -787,7 +831,7 @@ class Client:
                 return
             if log_ack:
                 self.log.info("sending %s ack to %s over Pxeboot network", name, src)
-            err = transport.sendto(sock, data, src, port)
+            err = self._tx(sock, data, src, port)
             if err is not None:
                 self.throttle.error(("ack", net, err.errno), "failed to send %s ack to %s:%d on "
                                     "Pxeboot network (rc:-1) (%s)", name, src, port,
@@ -807,7 +851,7 @@ class Client:
         for _, addr in targets:
             if not addr:
                 continue
-            err = transport.sendto(sock, data, addr, port)
+            err = self._tx(sock, data, addr, port)
             if err is None:
                 if log_ack:
                     self.log.info("%s reply send (%s)", name, net.iface)
@@ -954,6 +998,7 @@ class Client:
         """SIGHUP: new config (or keep the old one), then re-learn and re-create sockets."""
         try:
             new = config.load(self.cfg.path)
+            new_auth, warnings = auth.from_config(new, self.clock.wall)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
@@ -962,7 +1007,9 @@ class Client:
             self.log.info("config change: %s", line)
         if not changes:
             self.log.info("reload: configuration unchanged")
-        self.cfg = new
+        for warning in warnings:
+            self.log.warning("%s", warning)
+        self.cfg, self.auth = new, auth.carry_over(self.auth, new_auth)
         self.hostname = netif.read_hostname(new.paths.hostname_file)
         self._load_platform()
         self.learn_pxeboot_address()
@@ -990,6 +1037,9 @@ def _valid_ipv4(text: str) -> bool:
 
 def main(cfg: config.Config, foreground: bool) -> int:
     """`mtce client`: daemonise, then run until SIGTERM/SIGINT (SIGHUP reloads)."""
+    import time
+
     from mtce import daemon
+    auth.from_config(cfg, time.time)        # a bad key file exits 2 before forking
     return daemon.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))

@@ -38,8 +38,13 @@ class Received:
 
 class AgentPeer:
     def __init__(self, host, agent_port: int = 2101, pxeboot_port: int = 2102,
-                 client_ports=(2118, 2115, 2119), controller1: bool = True):
+                 client_ports=(2118, 2115, 2119), controller1: bool = True,
+                 authenticator=None):
         self.host = host
+        self.auth = authenticator          # mtce.auth.Authenticator: sign and verify
+        self.rejected: list[str] = []
+        self._checkers: dict = {}          # one replay memory per receiving socket, as two
+                                           # controllers each have their own
         self.client_ports = dict(zip(("mgmt", "cluster-host", "pxeboot"), client_ports))
         self.socks: dict[str, tuple[str, socket.socket]] = {}
         binds = [("mgmt", "mgmt", host.controller, agent_port),
@@ -74,6 +79,17 @@ class AgentPeer:
                     data, src = s.recvfrom(4096)
                 except BlockingIOError:
                     break
+                if self.auth is not None:
+                    if where not in self._checkers:
+                        from mtce import auth
+                        self._checkers[where] = auth.Authenticator(self.auth.keys,
+                                                                   self.auth.require,
+                                                                   self.auth.wall)
+                    payload, why = self._checkers[where].check(data)
+                    if payload is None:
+                        self.rejected.append(why)
+                        continue
+                    data = payload
                 self._check(where, net, src, data)
                 n += 1
         return n
@@ -175,6 +191,8 @@ class AgentPeer:
                               "pxeboot": "pxeboot-c0"}[net]
         dest = {"mgmt": self.host.mgmt_ip, "cluster-host": self.host.cluster_host_ip,
                 "pxeboot": self.host.pxeboot_ip}[net]
+        if self.auth is not None:
+            data = self.auth.sign(data)
         self.socks[sock_name][1].sendto(data, (dest, self.client_ports[net]))
 
     def command(self, net: str, cmd: int, data: str | None = None, **kw) -> bytes:

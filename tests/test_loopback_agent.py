@@ -21,6 +21,9 @@ def lab(tmp_path, daemons, mtce_cmd):
         c = Cluster(tmp_path / "cluster", workers=workers, **kw)
         c.agent = daemons("agent", c.agent_ini, name="agent")
         c.clients = {}
+        # Clients announce themselves once at start (then every ~60 s): start them after
+        # the agent listens, as a real controller would be up before its workers.
+        c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
         if start_clients:
             for name, h in c.hosts.items():
                 c.clients[name] = daemons("client", h.ini, name=name)
@@ -224,6 +227,7 @@ def test_a_restarted_agent_keeps_its_alarm_without_raising_it_again(tmp_path, da
             "raised_at": "2026-11-26T00:00:00.000+00:00"}]}, f)
     agent = daemons("agent", c.agent_ini, name="agent")
     agent.wait_log("worker-0 found mtcAlive alarm ; loaded minor")
+    agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
     r = ctl(mtce_cmd, c, "alarms", "--json")
     alarms = json.loads(r.stdout)
     assert [(a["id"], a["host"], a["raised_at"]) for a in alarms] == [
@@ -241,7 +245,8 @@ def test_a_restarted_agent_keeps_its_alarm_without_raising_it_again(tmp_path, da
 def test_lazy_reboot_from_the_cli_waits_the_configured_delay(tmp_path, daemons, mtce_cmd):
     import time
     c = Cluster(tmp_path / "c", workers=1, agent_extra={"agent": {"lazy_reboot_delay": 2}})
-    daemons("agent", c.agent_ini, name="agent")
+    agent = daemons("agent", c.agent_ini, name="agent")
+    agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
     clients = {name: daemons("client", h.ini, name=name) for name, h in c.hosts.items()}
     wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
     t0 = time.monotonic()

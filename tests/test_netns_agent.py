@@ -67,6 +67,7 @@ def netlab(tmp_path, daemons, mtce_cmd):
         c.agent = daemons("agent", c.agent_ini, name="agent",
                           prefix=topo.exec_prefix(c.ns["controller-0"]))
         c.clients = {}
+        c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
         if start:
             for name in c.names[:workers + 1]:
                 c.clients[name] = daemons("client", c.hosts[name].ini, name=name,
