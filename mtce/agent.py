@@ -26,6 +26,12 @@ CMD_RETRY_S = 10.0              # MTC_CMD_RSP_TIMEOUT: wait for an ACK before re
 CMD_ATTEMPTS = 5                # resends before giving up (RESET_PROG_MAX_REBOOTS_B4_RESET)
 SOCKET_RETRY_S = 5.0            # a receive socket that could not be bound is retried
 STALL_S = 2.0                   # a loop turn this late means the process was stalled
+NETLINK_SETTLE_S = 0.2          # coalesce a burst of netlink events into one re-check
+FIT_CHECK_S = 1.0
+DROPS_CHECK_S = 5.0
+FIT_FILES = {"mgmt_rx": "agent_mgmnt_rxsock", "clstr_rx": "agent_clstr_rxsock",
+             "pxeboot_rx": "agent_pxeboot_rxsock", "mgmt_tx": "agent_mgmnt_txsock",
+             "clstr_tx": "agent_clstr_txsock", "pxeboot_tx": "agent_pxeboot_txsock"}
 ALARM_HOOK_TIMEOUT_S = 30.0
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -93,6 +99,10 @@ class Agent:
         self._handlers = {net: (lambda data, src, net=net: self.on_datagram(data, src, net))
                           for net in Net}
         self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
+        self.watcher = None
+        self._nl_timer = None
+        self._retry_timer = None
+        self._drops: dict[str, int] = {}
 
     def _tx(self, sock, data: bytes, addr: str, port: int):
         """Every datagram leaves here: tagged when [security] key_file is set."""
@@ -139,6 +149,9 @@ class Agent:
             self._run(self.table.restore_alarms(active, now))
         self.setup_sockets()
         self._start_ctl()
+        self._start_watcher()
+        self.loop.call_later(FIT_CHECK_S, self.fit_tick)
+        self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
         self._audit_timer = self.loop.call_later(self.table.settings.offline_period_s,
                                                  self.audit)
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
@@ -176,18 +189,82 @@ class Agent:
                            ("pxeboot_tx", self.pxeboot_ip)):
             if self.socks[name] is None and (name != "pxeboot_tx" or self.pxeboot_provisioned):
                 self.socks[name] = self._tx_socket(name, addr)
-        if any(self.socks[n] is None for n in ("mgmt_rx", "clstr_rx", "pxeboot_rx")
-               if self._rx_wanted(n)):
-            self.loop.call_later(SOCKET_RETRY_S, self.setup_sockets)
+        missing = any(self.socks[n] is None for n in self.socks if self._wanted(n))
+        if missing and self._retry_timer is None:
+            self._retry_timer = self.loop.call_later(SOCKET_RETRY_S, self._retry_sockets)
 
-    def _rx_wanted(self, name: str) -> bool:
+    def _retry_sockets(self) -> None:
+        self._retry_timer = None
+        self.setup_sockets()
+
+    # -- netlink events and fault insertion --------------------------------------------------
+    def _start_watcher(self) -> None:
+        try:
+            self.watcher = netif.NetlinkWatcher()
+        except Exception as err:   # noqa: BLE001 - netlink is an accelerator, not a need
+            self.log.warning("netlink events unavailable (%s) ; retrying sockets every %g s",
+                             err, SOCKET_RETRY_S)
+            return
+        self.loop.add_reader(self.watcher, self._on_netlink)
+
+    def _on_netlink(self, watcher) -> None:
+        if watcher.drain() and self._nl_timer is None:
+            self._nl_timer = self.loop.call_later(NETLINK_SETTLE_S, self.on_network_change)
+
+    def on_network_change(self) -> None:
+        """An address came or went (a floating address moving, a link restarted): close
+        receive sockets whose address is gone and bind the missing ones now."""
+        self._nl_timer = None
+        for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboot_tx"):
+            sock = self.socks[name]
+            if sock is None:
+                continue
+            try:
+                addr = sock.getsockname()[0]
+            except OSError:
+                addr = ""
+            if addr and addr not in ("0.0.0.0", "::") and not netif.address_is_local(addr):
+                self.log.info("%s is gone from this host ; %s socket closed until it returns",
+                              addr, name)
+                self._close(name)
+        self.setup_sockets()
+
+    def fit_tick(self) -> None:
+        """`<run_dir>/fit/agent_<socket>` closes that socket while it exists (the client's
+        fault-insertion files, for the agent's sockets)."""
+        self.loop.call_later(FIT_CHECK_S, self.fit_tick)
+        fit = os.path.join(self.cfg.paths.run_dir, "fit")
+        if not os.path.isdir(fit):
+            return
+        for name, fname in FIT_FILES.items():
+            if self.socks[name] is not None and os.path.exists(os.path.join(fit, fname)):
+                self.throttle.warning(("fit", name), "fault insertion: closing %s socket "
+                                      "(fit/%s)", name, fname)
+                self._close(name)
+                if self._retry_timer is None:
+                    self._retry_timer = self.loop.call_later(SOCKET_RETRY_S,
+                                                             self._retry_sockets)
+
+    def _fit_blocks(self, name: str) -> bool:
+        path = os.path.join(self.cfg.paths.run_dir, "fit", FIT_FILES[name])
+        if os.path.exists(path):
+            self.throttle.error(("setup", name), "failed to init '%s' socket (rc:1) (fit/%s)",
+                                name, FIT_FILES[name])
+            return True
+        return False
+
+    def _wanted(self, name: str) -> bool:
         if name == "pxeboot_rx":
             return self.pxeboot_provisioned and bool(self.pxeboot_ip)
+        if name == "pxeboot_tx":
+            return self.pxeboot_provisioned
         if name == "clstr_rx":
             return bool(self.clstr_ip)
         return True
 
     def _bind_rx(self, name: str, addr: str, port: int, what: str):
+        if self._fit_blocks(name):
+            return None
         if not addr:
             self.throttle.error(("bind", name), "Unable to get ip address list for '%s', "
                                 "retrying ...", what)
@@ -210,6 +287,8 @@ class Agent:
     def _tx_socket(self, name: str, addr: str):
         """Transmit sockets bound to the agent's own address on that network when it has
         one, so that clients see it as the source (pxeboot ACKs go back to it)."""
+        if self._fit_blocks(name):
+            return None
         family = transport.family_of(addr) if addr else socket.AF_INET
         try:
             sock = transport.udp_socket(None, family=family)
@@ -601,6 +680,23 @@ class Agent:
         self._run(self.table.audit(now))
         self._reap()
 
+    def drops_tick(self) -> None:
+        """Datagrams the kernel dropped because a receive buffer was full: counted, and logged
+        once per increase (a burst or a stall), never per datagram."""
+        self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
+        for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
+            sock = self.socks[name]
+            drops = transport.kernel_drops(sock) if sock is not None else None
+            if drops is None:
+                continue
+            last = self._drops.get(name, 0)
+            if drops > last:
+                self.log.warning("%s receive buffer overflowed: the kernel dropped %d "
+                                 "datagrams (%d in all)", _NET_OF_SOCKET[name].iface,
+                                 drops - last, drops)
+            self._drops[name] = drops
+        self.counters["kernel_drops"] = sum(self._drops.values())
+
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (agent.md §3.4)."""
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
@@ -673,6 +769,10 @@ class Agent:
         self.load_dnsmasq_hosts(force=True)
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.loop.remove_reader(self.watcher)
+            self.watcher.close()
+            self.watcher = None
         if self.ctl is not None:
             self.ctl.close()
         for name in list(self.socks):

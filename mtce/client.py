@@ -23,6 +23,7 @@ from mtce.states import (
 PROGRAM = "mtcClient"
 CONTROLLERS = ("controller-0", "controller-1")
 READY_EVENT_SECS = 60          # MTC_MINS_1: the ready event goes out about once a minute
+NETLINK_SETTLE_S = 0.2         # coalesce a burst of netlink events into one re-check
 FIRST_TICK_SECS = 1.0          # the first mtcAlive tick comes 1 s after start
 RX_BATCH = 10                  # datagrams read per socket per loop turn
 SM_UNHEALTHY_DEBOUNCE = 6      # mtcAlive builds with .sm_node_unhealthy before the flag
@@ -96,6 +97,12 @@ class Client:
         self.reset_timer = None
         self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0,
                          "refused": 0}
+        self.watcher = None
+        self._nl_timer = None
+        self._recovery_sent_at = float("-inf")
+        self._lease_seen = None
+        self.mgmt_master = ""
+        self.our_ifaces: set = set()
         self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
         # Where commands may come from, per network (docs/design.md, "Command sources").
         self.trusted: dict[Net, set] = {Net.MGMT: set(), Net.CLSTR: set()}
@@ -122,7 +129,9 @@ class Client:
         self.log.info("%s", self.hostname)
         self._load_platform()
         self._setup_all()
+        self._lease_seen = self._lease_stamp() if self.pxeboot_provisioned else None
         self._housekeeping()
+        self._start_watcher()
         self.send_ready_event()
         self.tick_timer = self.loop.call_later(FIRST_TICK_SECS, self.tick)
 
@@ -194,7 +203,7 @@ class Client:
                                   err, self.cfg.paths.sys_class_net)
             return netif.NetlinkLinks([])
 
-    def learn_pxeboot_address(self) -> None:
+    def learn_pxeboot_address(self) -> bool:
         """Own pxeboot address from the lease or ifcfg file (client.md §2.1-2.5).
 
         The chain and learning lines are logged when the outcome differs from the last one,
@@ -202,7 +211,7 @@ class Client:
         time.
         """
         if not self.pxeboot_provisioned:
-            return
+            return False
         p = self.cfg.paths
         is_controller = "controller" in self.personality.split(",")
         result = netif.learn_pxeboot_address(self.pxeboot_iface or self.mgmt_iface,
@@ -221,10 +230,15 @@ class Client:
                                   "interface info failed" if result.addr is None
                                   else "no lease or ifcfg address")
         self.learn_outcome = outcome
+        changed = result.addr is not None and result.addr != self.pxeboot_addr
+        if changed and self.pxeboot_addr:
+            self.log.info("pxeboot address changed from %s to %s", self.pxeboot_addr,
+                          result.addr or "none")
         if result.addr is not None:
             self.pxeboot_addr = result.addr
         if result.info is not None and result.info.ok and result.info.parent:
             self.pxeboot_iface = result.info.parent
+        return changed
 
     def _resolve(self, name: str, family: int | None = None) -> str:
         """An address for `name`: hosts file first, IPv6 first (or the given family)."""
@@ -279,6 +293,7 @@ class Client:
         if self.mgmt_iface:
             links = self._links()
             master = netif.iface_master(self.mgmt_iface, self.cfg.paths.sys_class_net, links)
+            self.mgmt_master = master
             mac = netif.iface_mac(master, links, self.cfg.paths.sys_class_net) or \
                 netif.iface_mac(self.mgmt_iface, links, self.cfg.paths.sys_class_net)
             if mac and mac != self.mgmt_mac:
@@ -445,6 +460,12 @@ class Client:
         if ident != self.identity:
             self.log.info("Identity    : %s", alive.json_text(ident.as_dict()))
         self.identity = ident
+        ours = {self.mgmt_iface, self.clstr_iface, self.pxeboot_iface, self.mgmt_master}
+        if self.watcher is not None or not self.our_ifaces:
+            links = self._links()
+            ours |= {links.owner_of(a) for a in (self.mgmt_ip, self.clstr_ip, self.pxeboot_addr)
+                     if a}
+        self.our_ifaces = ours - {""}
 
     # -- the 5 s tick ------------------------------------------------------------------------
     def tick(self) -> None:
@@ -452,17 +473,8 @@ class Client:
         if not self.platform_ready and self._load_platform():
             self._setup_all()
         self._reap_children()
-        retried = self.recover_sockets()
-        if retried & {"pxeboot_rx", "pxeboot_tx"}:
-            # A pxeboot socket had to be re-created: the address may be why, so learn it
-            # again (the original does this only while a socket is still down afterwards).
-            before = self.pxeboot_addr
-            self.learn_pxeboot_address()
-            if self.pxeboot_addr and self.pxeboot_addr != before:
-                self.setup_socket("pxeboot_rx")
-                self.setup_socket("pxeboot_tx")
-        if retried:
-            self._rebuild_identity()
+        self._check_lease()
+        self._recover()
         self.send_mtcalive(Net.PXEBOOT)
         self.send_mtcalive(Net.MGMT)
         self.send_mtcalive(Net.CLSTR)
@@ -472,6 +484,98 @@ class Client:
             self.ticks = 0
             self.log.debug("sending mtcClient ready event")
             self.send_ready_event()
+
+    def _recover(self) -> set:
+        """Socket recovery, then re-learning when a pxeboot socket had to be re-created (the
+        address may be why; the original re-learns only while a socket is still down)."""
+        retried = self.recover_sockets()
+        if retried & {"pxeboot_rx", "pxeboot_tx"}:
+            self._lease_seen = self._lease_stamp()
+            if self.learn_pxeboot_address() and self.pxeboot_addr:
+                self.setup_socket("pxeboot_rx")
+                self.setup_socket("pxeboot_tx")
+        if retried:
+            self._rebuild_identity()
+        return retried
+
+    def _lease_stamp(self) -> tuple:
+        """What the own-address files look like now (names, times, sizes), cheaply."""
+        key = f"{self.pxeboot_iface or self.mgmt_iface}:2"
+        stamp = []
+        try:
+            for entry in os.scandir(self.cfg.paths.dhcp_leases_dir):
+                if key in entry.name:
+                    st = entry.stat()
+                    stamp.append((entry.name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            pass
+        try:
+            st = os.stat(os.path.join(self.cfg.paths.ifcfg_dir, f"ifcfg-{key}"))
+            stamp.append(("ifcfg", st.st_mtime_ns, st.st_size))
+        except OSError:
+            pass
+        return tuple(sorted(stamp))
+
+    def _check_lease(self) -> None:
+        """A renewed lease with a new address is picked up at the next tick (the original
+        keeps the old address until a restart or a socket failure)."""
+        if not self.pxeboot_provisioned:
+            return
+        stamp = self._lease_stamp()
+        if stamp == self._lease_seen:
+            return
+        first, self._lease_seen = self._lease_seen is None, stamp
+        if first:
+            return
+        if self.learn_pxeboot_address():
+            self.setup_socket("pxeboot_rx")
+            self.setup_socket("pxeboot_tx")
+            self._rebuild_identity()
+
+    # -- netlink events ----------------------------------------------------------------------
+    def _start_watcher(self) -> None:
+        try:
+            self.watcher = netif.NetlinkWatcher()
+        except Exception as err:   # noqa: BLE001 - netlink is an accelerator, not a need
+            self.log.warning("netlink events unavailable (%s) ; relying on the %g s tick", err,
+                             self.cfg.client.mtcalive_period)
+            return
+        self.loop.add_reader(self.watcher, self._on_netlink)
+
+    def _relevant(self, name: str) -> bool:
+        """Events about the interfaces we use, or that hold one of our addresses."""
+        return name.split(":")[0] in self.our_ifaces
+
+    def _on_netlink(self, watcher) -> None:
+        events = watcher.drain()
+        if any(e == "error" or self._relevant(n) for e, n in events) and self._nl_timer is None:
+            self._nl_timer = self.loop.call_later(NETLINK_SETTLE_S, self.on_network_change)
+
+    def on_network_change(self) -> None:
+        """A link or address of ours changed: drop sockets whose address is gone, recover
+        the others now, and if anything moved, send mtcAlive now instead of at the tick."""
+        self._nl_timer = None
+        closed = []
+        for name, sock in self.socks.items():
+            if sock is None:
+                continue
+            try:
+                addr = sock.getsockname()[0]
+            except OSError:
+                addr = ""
+            if addr and addr not in ("0.0.0.0", "::") and not netif.address_is_local(addr):
+                self.log.info("%s is gone from this host ; %s socket closed until it returns",
+                              addr, name)
+                self._close(name)
+                closed.append(name)
+        retried = self._recover()
+        now = self.clock.now()
+        if now - self._recovery_sent_at >= NETLINK_SETTLE_S * 5:
+            self._recovery_sent_at = now
+            self.log.info("network change%s ; sending mtcAlive now",
+                          f" (re-created {', '.join(sorted(retried))})" if retried else "")
+            for net in Net:
+                self.send_mtcalive(net)
 
     def recover_sockets(self) -> set:
         """One attempt for every failed socket (cbcb194), in the original's order.
@@ -1018,6 +1122,10 @@ class Client:
         self._setup_all()
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.loop.remove_reader(self.watcher)
+            self.watcher.close()
+            self.watcher = None
         for name in SOCKETS:
             self._close(name)
         self._reap_children()

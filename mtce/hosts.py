@@ -534,6 +534,15 @@ class HostMonitor:
         n.received = True
         n.state = NetState.OK
         n.ok = True
+        if n.net is Net.PXEBOOT and not self.pxeboot_supported:
+            # Only a client with the feature sends pxeboot mtcAlive: after an agent restart
+            # it is monitored from its first one, not ~60 s later at its next ready event
+            # (the original waits for the ready event).
+            self.pxeboot_supported = True
+            self.pxe.to_start(now)
+            out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "
+                                   f"monitoring pxeboot"))
+            wake = True
         self._correct_lock_flags(flags, now, out)
         self._update_steady()
         if wake:

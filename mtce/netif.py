@@ -225,6 +225,14 @@ class NetlinkLinks:
         return [(a.addr, a.label) for a in self._addrs
                 if a.index == facts.index and a.family == family]
 
+    def owner_of(self, address: str) -> str:
+        """The name of the interface that holds `address`, or ""."""
+        for a in self._addrs:
+            if a.addr == address:
+                facts = self._by_index.get(a.index)
+                return facts.name if facts else ""
+        return ""
+
     def address_by_label(self, label: str) -> str:
         """The first address whose IFA_LABEL is `label` (e.g. `enp0s8:2`), or ""."""
         for a in self._addrs:
@@ -767,3 +775,50 @@ def read_hostname(hostname_file: str) -> str:
     if not name:
         name = socket.gethostname()
     return name.split(".")[0][:64]
+
+
+class NetlinkWatcher:
+    """Link and address changes from the kernel (RTM_NEWLINK/DELLINK/NEWADDR/DELADDR), so the
+    daemons react within a moment instead of at their next 5 s tick. Selectable: `fileno()`.
+    """
+
+    def __init__(self):
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+        self.ipr = IPRoute()
+        try:
+            self.ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        except Exception:
+            self.ipr.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.ipr.fileno()
+
+    def drain(self) -> list[tuple[str, str]]:
+        """(event, interface or address label) for what one read brought; never raises."""
+        try:
+            msgs = self.ipr.get()
+        except Exception:       # noqa: BLE001 - a bad netlink read: the 5 s poll still runs
+            return [("error", "")]
+        out = []
+        for m in msgs:
+            name = m.get_attr("IFLA_IFNAME") or m.get_attr("IFA_LABEL") or ""
+            out.append((m.get("event", ""), name))
+        return out
+
+    def close(self) -> None:
+        self.ipr.close()
+
+
+def address_is_local(address: str) -> bool:
+    """Whether `address` is configured on this host (a throw-away bind to it succeeds)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((address, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True

@@ -95,3 +95,22 @@ def describe_error(err: OSError) -> str:
 
 
 assert RX_BUFFER > MSG_SIZE
+
+
+def kernel_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on this socket's full receive buffer (/proc/net/udp)."""
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+    except OSError:
+        return None
+    table = "/proc/net/udp6" if sock.family == socket.AF_INET6 else "/proc/net/udp"
+    try:
+        with open(table, encoding="ascii", errors="replace") as f:
+            next(f, None)
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 13 and fields[9] == str(inode):
+                    return int(fields[12])
+    except (OSError, ValueError):
+        return None
+    return None

@@ -171,8 +171,20 @@ def test_first_message_after_agent_start_is_not_counted():
     assert (n.last_seq, n.missed, n.out_of_sequence) == (5000, 0, 0)
     assert texts(out) == ["worker-0 mtcAlive ; going 'online'",
                           "worker-0 mtcAlive received from Pxeboot network with uptime:12 ; "
-                          "seq:5000 ; state change"]
+                          "seq:5000 ; state change",
+                          "worker-0 pxeboot mtcAlive received before a ready event ; "
+                          "monitoring pxeboot"]
     assert host.availability is Availability.ONLINE
+
+
+def test_a_pxeboot_mtcalive_before_any_ready_event_starts_pxeboot_monitoring():
+    host = make()
+    assert not host.pxeboot_supported
+    host.on_mtcalive(Net.MGMT, 1, 0, 12, T0)
+    assert not host.pxeboot_supported, "mgmt says nothing about the pxeboot feature"
+    host.on_mtcalive(Net.PXEBOOT, 7, 0, 12, T0)
+    assert host.pxeboot_supported and host.pxeboot_monitored
+    assert host.net_state(Net.PXEBOOT).value == "ok"
 
 
 def test_wrap_is_in_order():
