@@ -432,10 +432,10 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     addresses: dict[str, str] = {}
     macs: dict[str, str] = {}
     for name, kv in sections.items():
-        def val(key, default=""):
+        def val(key, default="", kv=kv):
             return kv[key][0] if key in kv else default
 
-        def line(key):
+        def line(key, kv=kv, name=name):
             return kv[key][1] if key in kv else first_line[name]
 
         for key in kv:

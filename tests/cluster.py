@@ -74,7 +74,8 @@ class Cluster:
         for name, h in self.hosts.items():
             if name in skip:
                 continue
-            out += [f"[{name}]", f"personality = {'controller' if name.startswith('controller') else 'worker'}",
+            personality = "controller" if name.startswith("controller") else "worker"
+            out += [f"[{name}]", f"personality = {personality}",
                     f"mgmt_mac = {h.mac}", f"mgmt_ip = {h.mgmt_ip}",
                     f"cluster_host_ip = {h.cluster_host_ip}",
                     f"administrative = {admin.get(name, 'unlocked')}", ""]
@@ -83,7 +84,7 @@ class Cluster:
 
     def write_dnsmasq(self) -> None:
         lines = [f"pxecontroller,{self.controller.c_pxeboot[0]}"]
-        for i, (name, h) in enumerate(self.hosts.items()):
+        for i, h in enumerate(self.hosts.values()):
             lines.append(f"{h.mac},pxeboot-{i + 1},{h.pxeboot_ip},1d")
         with open(self.dnsmasq, "w") as f:
             f.write("\n".join(lines) + "\n")
