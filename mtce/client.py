@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 
 from mtce import alive, auth, config, logs, netif, transport
+from mtce.actions import HostActions
+from mtce.status import Status
 from mtce.states import (
-    PARM_LOCK_PERSIST, Cmd, Flag, Health, Net, cmd_name,
+    Cmd, Net, cmd_name,
 )
 
 PROGRAM = "mtcClient"
@@ -26,8 +27,6 @@ READY_EVENT_SECS = 60          # MTC_MINS_1: the ready event goes out about once
 NETLINK_SETTLE_S = 0.2         # coalesce a burst of netlink events into one re-check
 FIRST_TICK_SECS = 1.0          # the first mtcAlive tick comes 1 s after start
 RX_BATCH = 10                  # datagrams read per socket per loop turn
-SM_UNHEALTHY_DEBOUNCE = 6      # mtcAlive builds with .sm_node_unhealthy before the flag
-LOCKED_TEXT = "This node is currently in the administratively locked state\n"
 
 # Socket names, their network, and the original's names in recovery logs.
 SOCKETS = {
@@ -86,14 +85,12 @@ class Client:
         # Controllers' pxeboot addresses, learned only from the agent's mtcAlive request.
         self.ctrl_pxeboot = {"controller": "", "controller-0": "", "controller-1": ""}
         self.pxeboot_learned_flag = {c: True for c in CONTROLLERS}
-        self.seq = {net: 0 for net in Net}
-        self.sm_unhealthy = {net: 0 for net in Net}
+        self.status = Status(cfg.paths, "", self.log)
         self.socks: dict[str, socket.socket | None] = {name: None for name in SOCKETS}
         self.identity: alive.Identity | None = None
         self.ticks = 0
         self.tick_timer = None
-        self.children: list[subprocess.Popen] = []
-        self.shutdown_action = None      # "reboot" | "reset" | "lazy reboot" once started
+        self.actions = HostActions(cfg, loop, clock, self.log, self.throttle, self.hostname)
         self.reset_timer = None
         self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0,
                          "refused": 0}
@@ -130,7 +127,7 @@ class Client:
         self._load_platform()
         self._setup_all()
         self._lease_seen = self._lease_stamp() if self.pxeboot_provisioned else None
-        self._housekeeping()
+        self.actions.housekeeping()
         self._start_watcher()
         self.send_ready_event()
         self.tick_timer = self.loop.call_later(FIRST_TICK_SECS, self.tick)
@@ -156,7 +153,7 @@ class Client:
         if self.platform_ready:
             return True
         self.platform_ready = True
-        self.personality = conf["subfunction"]
+        self.personality = self.status.personality = conf["subfunction"]
         self.mgmt_iface = conf["management_interface"]
         self.clstr_iface = conf.get("cluster_host_interface", "")
         self.system_mode = netif.system_mode(conf)
@@ -472,7 +469,7 @@ class Client:
         self.tick_timer = self.loop.call_later(self.cfg.client.mtcalive_period, self.tick)
         if not self.platform_ready and self._load_platform():
             self._setup_all()
-        self._reap_children()
+        self.actions.reap()
         self._check_lease()
         self._recover()
         self.send_mtcalive(Net.PXEBOOT)
@@ -603,60 +600,10 @@ class Client:
                 self._close(name)
 
     # -- mtcAlive ----------------------------------------------------------------------------
-    def _health_and_flags(self, net: Net) -> tuple[int, int]:
-        run, plat = self.cfg.paths.run_dir, self.cfg.paths.platform_dir
-
-        def has(where, name):
-            return os.path.exists(os.path.join(where, name))
-
-        flags = Flag(0)
-        health = Health.UNKNOWN
-        if has(plat, ".initial_config_complete"):
-            flags |= Flag.I_AM_CONFIGURED
-        if has(run, ".config_fail"):
-            flags |= Flag.I_AM_NOT_HEALTHY
-            health = Health.UNHEALTHY
-        if has(run, ".config_pass"):
-            flags |= Flag.I_AM_HEALTHY
-            health = Health.HEALTHY
-        if has(run, ".node_locked"):
-            flags |= Flag.I_AM_LOCKED
-        worker = "worker" in self.personality.split(",")
-        worker_done = worker and has(run, ".worker_config_complete")
-        if worker_done:
-            flags |= Flag.SUBF_CONFIGURED
-        if has(run, "goenabled"):
-            flags |= Flag.MAIN_GOENABLED
-        if worker_done and has(run, "goenabled_subf") and not has(run, "goenabled_subf_failed"):
-            flags |= Flag.SUBF_GOENABLED
-        if has(run, ".sm_degraded"):
-            flags |= Flag.SM_DEGRADED
-        if has(run, "patch_installing"):
-            flags |= Flag.PATCHING
-        if has(run, "node_is_patched"):
-            flags |= Flag.PATCHED
-        # SM unhealthy is debounced per network; the original's array had one slot too few.
-        if has(run, ".sm_node_unhealthy"):
-            if self.sm_unhealthy[net] < SM_UNHEALTHY_DEBOUNCE:
-                self.sm_unhealthy[net] += 1
-                self.log.info("SM Unhealthy debounce %d of %d (%s)", self.sm_unhealthy[net],
-                              SM_UNHEALTHY_DEBOUNCE, net.iface)
-            else:
-                if self.sm_unhealthy[net] == SM_UNHEALTHY_DEBOUNCE:
-                    self.sm_unhealthy[net] += 1
-                    self.log.info("SM Unhealthy flag set (%s)", net.iface)
-                flags |= Flag.SM_UNHEALTHY
-        else:
-            self.sm_unhealthy[net] = 0
-        return int(health), int(flags)
-
     def build_mtcalive(self, net: Net) -> bytes:
         """Consume the network's next sequence number and build its mtcAlive."""
-        self.seq[net] = (self.seq[net] + 1) % (1 << 32)
-        health, flags = self._health_and_flags(net)
         ident = self.identity or alive.Identity(self.hostname, self.personality, "", "", "", "")
-        return alive.mtcalive(ident, net, self.seq[net], uptime=self.clock.uptime(),
-                              health=health, flags=flags)
+        return self.status.build(ident, net, self.clock.uptime())
 
     def send_mtcalive(self, net: Net) -> None:
         if net == Net.PXEBOOT:
@@ -841,32 +788,29 @@ class Client:
             self.log.info("%s received from %s network", name, net.iface)
             return
         if cmd == Cmd.LOCKED:
-            self.on_locked(msg, net)
+            self.actions.lock(msg.num, msg.parm, net)
             self.send_ack(msg, src, net, log_ack=False)
             return
         if cmd == Cmd.UNLOCKED:
-            self.log.info("%s unlocked received from %s network", self.hostname, net.iface)
-            self._remove(self.cfg.paths.run_dir, ".node_locked")
-            if self._remove(self.cfg.paths.persist_dir, ".node_locked"):
-                self.log.info("cleared node locked backup flag (%s)", net.iface)
+            self.actions.unlock(net)
             self.send_ack(msg, src, net)
             return
         if cmd == Cmd.REBOOT:
             self.log.info("reboot command received from %s network", net.iface)
             self.send_ack(msg, src, net)
-            self.shutdown("reboot", net)
+            self.actions.shutdown("reboot", net)
             return
         if cmd == Cmd.RESET:
             self.log.info("Reset command received from %s network", net.iface)
             self.send_ack(msg, src, net)
-            self.shutdown("reset", net)
+            self.actions.shutdown("reset", net)
             return
         if cmd == Cmd.LAZY_REBOOT:
             delay = msg.parm[0] if msg.num >= 1 else 0
             self.log.info("lazy reboot command received from %s network ; delay:%d seconds",
                           net.iface, delay)
             self.send_ack(msg, src, net)
-            self.shutdown("lazy reboot", net, delay)
+            self.actions.shutdown("lazy reboot", net, delay)
             return
         if cmd == Cmd.WIPEDISK:
             self.log.info("Reload command received from %s network", net.iface)
@@ -963,140 +907,6 @@ class Client:
                 self.throttle.error(("ack", net, err.errno), "%s reply send failed (%s) (%s)",
                                     name, net.iface, transport.describe_error(err))
 
-    def on_locked(self, msg: alive.Message, net: Net) -> None:
-        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
-        if not os.path.exists(os.path.join(run, ".node_locked")):
-            self.log.info("%s locked (%s)", self.hostname, net.iface)
-            self._write(run, ".node_locked", LOCKED_TEXT)
-        if msg.num > 0 and msg.parm[PARM_LOCK_PERSIST]:
-            if not os.path.exists(os.path.join(persist, ".node_locked")):
-                self._write(persist, ".node_locked", LOCKED_TEXT)
-        else:
-            self._remove(persist, ".node_locked")
-
-    def _write(self, where: str, name: str, text: str) -> bool:
-        try:
-            os.makedirs(where, exist_ok=True)
-            with open(os.path.join(where, name), "a", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as err:
-            self.throttle.error(("write", where, name), "failed to write %s (%s)",
-                                os.path.join(where, name), err.strerror)
-            return False
-        return True
-
-    def _remove(self, where: str, name: str) -> bool:
-        try:
-            os.unlink(os.path.join(where, name))
-        except FileNotFoundError:
-            return False
-        except OSError as err:
-            self.throttle.error(("remove", where, name), "failed to remove %s (%s)",
-                                os.path.join(where, name), err.strerror)
-            return False
-        return True
-
-    # -- reboot, reset, lazy reboot ----------------------------------------------------------
-    def shutdown(self, kind: str, net: Net, delay: int = 0) -> None:
-        """Carry out a reboot-like command once, however many networks it came over."""
-        if self.shutdown_action is not None:
-            self.log.info("%s (%s) ; %s already in progress", kind, net.iface,
-                          self.shutdown_action)
-            return
-        if kind == "reboot" and self._fit("no_reboot"):
-            self.log.info("Reboot - fit bypass (%s)", net.iface)
-            return
-        if kind == "reset" and self._fit("no_reset"):
-            self.log.info("Reset - fit bypass (%s)", net.iface)
-            return
-        self.shutdown_action = kind
-        delay_s = self.cfg.timeouts.failsafe_shutdown_delay
-        if kind == "reboot":
-            self.log.info("Reboot (%s)", net.iface)
-            self._write(self.cfg.paths.run_dir, ".node_reset", "reboot command\n")
-            self.launch_failsafe(delay_s)
-            self.run_action("reboot")
-        elif kind == "reset":
-            self.log.info("Reset 'reboot -f' (%s)", net.iface)
-            self._write(self.cfg.paths.run_dir, ".node_reset", "reset command\n")
-            self.launch_failsafe(delay_s / 2)
-            self.run_action("reset")
-        else:
-            self._write(self.cfg.paths.run_dir, ".node_reset", "lazy reboot command\n")
-            self._lazy_countdown(net, self.clock.now() + delay)
-
-    def _lazy_countdown(self, net: Net, at: float) -> None:
-        left = int(round(at - self.clock.now()))
-        if left <= 0:
-            self.log.info("Lazy Reboot (%s) ; now", net.iface)
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
-            self.run_action("lazy_reboot")
-            return
-        if left <= 10 or left % 60 == 0:
-            self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
-        self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
-
-    def launch_failsafe(self, delay: float) -> None:
-        """`[actions] failsafe` after `delay` seconds, in a process of its own session, so it
-        still fires if this daemon is stopped by a reboot that then hangs."""
-        command = self.cfg.actions.failsafe
-        if not command:
-            return
-        script = f"sleep {max(delay, 1.0):g} && {command}"
-        self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
-        self._spawn("failsafe", script, keep=False)
-
-    def run_action(self, name: str) -> None:
-        command = getattr(self.cfg.actions, name)
-        if not command:
-            self.log.warning("[actions] %s is empty ; nothing run", name)
-            return
-        self.log.info("running [actions] %s: %s", name, command)
-        self._spawn(name, command)
-
-    def _spawn(self, name: str, command: str, keep: bool = True) -> None:
-        try:
-            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True, close_fds=True)
-        except OSError as err:
-            self.log.error("cannot run [actions] %s (%s)", name, err.strerror)
-            return
-        proc.action_name = name
-        self.children.append(proc)
-
-    def _reap_children(self) -> None:
-        for proc in list(self.children):
-            rc = proc.poll()
-            if rc is None:
-                continue
-            self.children.remove(proc)
-            if rc != 0:
-                self.log.warning("[actions] %s exited with status %d", proc.action_name, rc)
-
-    # -- locked/reset housekeeping at start (client.md §5.4) ---------------------------------
-    def _housekeeping(self) -> None:
-        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
-        volatile = os.path.join(run, ".node_locked")
-        backup = os.path.join(persist, ".node_locked")
-        if os.path.exists(volatile):
-            self.log.info("locked node")
-        if os.path.exists(os.path.join(run, ".node_reset")):
-            self.log.warning("mtce reboot required")
-            self.shutdown_action = "reboot"
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
-            self._reissue_reboot()
-        if os.path.exists(backup) and not os.path.exists(volatile):
-            self.log.info("restoring %s from %s backup", volatile, backup)
-            self._write(run, ".node_locked", LOCKED_TEXT)
-        elif not os.path.exists(backup) and os.path.exists(volatile):
-            self._remove(run, ".node_locked")
-
-    def _reissue_reboot(self) -> None:
-        self.log.info("issuing reboot")
-        self.run_action("reboot")
-        self.loop.call_later(30.0, self._reissue_reboot)
-
     # -- reload and stop ---------------------------------------------------------------------
     def reload(self) -> None:
         """SIGHUP: new config (or keep the old one), then re-learn and re-create sockets."""
@@ -1115,6 +925,8 @@ class Client:
             self.log.warning("%s", warning)
         self.cfg, self.auth = new, auth.carry_over(self.auth, new_auth)
         self.hostname = netif.read_hostname(new.paths.hostname_file)
+        self.actions.cfg, self.actions.hostname, self.status.paths = new, self.hostname, \
+            new.paths
         self._load_platform()
         self.learn_pxeboot_address()
         for name in SETUP_ORDER:
@@ -1128,7 +940,7 @@ class Client:
             self.watcher = None
         for name in SOCKETS:
             self._close(name)
-        self._reap_children()
+        self.actions.reap()
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,

@@ -1,0 +1,175 @@
+"""What a client does to its own host on the agent's commands (client.md §5.4-§5.5): the
+`.node_locked` files, reboot, reset and lazy reboot through the `[actions]` shell commands with
+a failsafe, and the locked/reset housekeeping at start.
+
+Nothing here is hard-wired to the machine: every action is the configured command, run with
+`/bin/sh -c` in a session of its own and never waited for in the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+
+from mtce.states import PARM_LOCK_PERSIST, Net
+
+LOCKED_FILE = ".node_locked"
+RESET_FILE = ".node_reset"
+LOCKED_TEXT = "This node is currently in the administratively locked state\n"
+REISSUE_REBOOT_S = 30.0        # "mtce reboot required": the reboot is re-issued this often
+
+
+class HostActions:
+    def __init__(self, cfg, loop, clock, log: logging.Logger, throttle, hostname: str):
+        self.cfg, self.loop, self.clock, self.log, self.throttle = cfg, loop, clock, log, \
+            throttle
+        self.hostname = hostname
+        self.children: list[subprocess.Popen] = []
+        self.in_progress: str | None = None      # "reboot", "reset" or "lazy reboot"
+
+    def _fit(self, name: str) -> bool:
+        return os.path.exists(os.path.join(self.cfg.paths.run_dir, "fit", name))
+
+    # -- the locked files --------------------------------------------------------------------
+    def lock(self, num: int, parm: tuple, net: Net) -> None:
+        """MTC_MSG_LOCKED: the volatile file, and the persistent one if LOCK_PERSIST is set."""
+        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
+        if not os.path.exists(os.path.join(run, LOCKED_FILE)):
+            self.log.info("%s locked (%s)", self.hostname, net.iface)
+            self._write(run, LOCKED_FILE, LOCKED_TEXT)
+        if num > 0 and parm[PARM_LOCK_PERSIST]:
+            if not os.path.exists(os.path.join(persist, LOCKED_FILE)):
+                self._write(persist, LOCKED_FILE, LOCKED_TEXT)
+        else:
+            self._remove(persist, LOCKED_FILE)
+
+    def unlock(self, net: Net) -> None:
+        self.log.info("%s unlocked received from %s network", self.hostname, net.iface)
+        self._remove(self.cfg.paths.run_dir, LOCKED_FILE)
+        if self._remove(self.cfg.paths.persist_dir, LOCKED_FILE):
+            self.log.info("cleared node locked backup flag (%s)", net.iface)
+
+    def _write(self, where: str, name: str, text: str) -> bool:
+        try:
+            os.makedirs(where, exist_ok=True)
+            with open(os.path.join(where, name), "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as err:
+            self.throttle.error(("write", where, name), "failed to write %s (%s)",
+                                os.path.join(where, name), err.strerror)
+            return False
+        return True
+
+    def _remove(self, where: str, name: str) -> bool:
+        try:
+            os.unlink(os.path.join(where, name))
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            self.throttle.error(("remove", where, name), "failed to remove %s (%s)",
+                                os.path.join(where, name), err.strerror)
+            return False
+        return True
+
+    # -- reboot, reset, lazy reboot ----------------------------------------------------------
+    def shutdown(self, kind: str, net: Net, delay: int = 0) -> None:
+        """Carry out a reboot-like command once, however many networks it came over (the
+        original re-runs it for every copy)."""
+        if self.in_progress is not None:
+            self.log.info("%s (%s) ; %s already in progress", kind, net.iface, self.in_progress)
+            return
+        if kind == "reboot" and self._fit("no_reboot"):
+            self.log.info("Reboot - fit bypass (%s)", net.iface)
+            return
+        if kind == "reset" and self._fit("no_reset"):
+            self.log.info("Reset - fit bypass (%s)", net.iface)
+            return
+        self.in_progress = kind
+        delay_s = self.cfg.timeouts.failsafe_shutdown_delay
+        run = self.cfg.paths.run_dir
+        if kind == "reboot":
+            self.log.info("Reboot (%s)", net.iface)
+            self._write(run, RESET_FILE, "reboot command\n")
+            self.launch_failsafe(delay_s)
+            self.run_action("reboot")
+        elif kind == "reset":
+            self.log.info("Reset 'reboot -f' (%s)", net.iface)
+            self._write(run, RESET_FILE, "reset command\n")
+            self.launch_failsafe(delay_s / 2)       # the original's reset uses half of it
+            self.run_action("reset")
+        else:
+            self._write(run, RESET_FILE, "lazy reboot command\n")
+            self._lazy_countdown(net, self.clock.now() + delay)
+
+    def _lazy_countdown(self, net: Net, at: float) -> None:
+        left = int(round(at - self.clock.now()))
+        if left <= 0:
+            self.log.info("Lazy Reboot (%s) ; now", net.iface)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.run_action("lazy_reboot")
+            return
+        # The original logs every second; a long delay is logged once a minute here.
+        if left <= 10 or left % 60 == 0:
+            self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
+        self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
+
+    def launch_failsafe(self, delay: float) -> None:
+        """`[actions] failsafe` after `delay` seconds, in a process of its own session, so it
+        still fires if this daemon is stopped by a reboot that then hangs."""
+        command = self.cfg.actions.failsafe
+        if not command:
+            return
+        self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
+        self._spawn("failsafe", f"sleep {max(delay, 1.0):g} && {command}")
+
+    def run_action(self, name: str) -> None:
+        command = getattr(self.cfg.actions, name)
+        if not command:
+            self.log.warning("[actions] %s is empty ; nothing run", name)
+            return
+        self.log.info("running [actions] %s: %s", name, command)
+        self._spawn(name, command)
+
+    def _spawn(self, name: str, command: str) -> None:
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, close_fds=True)
+        except OSError as err:
+            self.log.error("cannot run [actions] %s (%s)", name, err.strerror)
+            return
+        proc.action_name = name
+        self.children.append(proc)
+
+    def reap(self) -> None:
+        for proc in list(self.children):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            self.children.remove(proc)
+            if rc != 0:
+                self.log.warning("[actions] %s exited with status %d", proc.action_name, rc)
+
+    # -- locked/reset housekeeping at start (client.md §5.4) ---------------------------------
+    def housekeeping(self) -> None:
+        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
+        volatile = os.path.join(run, LOCKED_FILE)
+        backup = os.path.join(persist, LOCKED_FILE)
+        if os.path.exists(volatile):
+            self.log.info("locked node")
+        if os.path.exists(os.path.join(run, RESET_FILE)):
+            self.log.warning("mtce reboot required")
+            self.in_progress = "reboot"
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self._reissue_reboot()
+        if os.path.exists(backup) and not os.path.exists(volatile):
+            self.log.info("restoring %s from %s backup", volatile, backup)
+            self._write(run, LOCKED_FILE, LOCKED_TEXT)
+        elif not os.path.exists(backup) and os.path.exists(volatile):
+            self._remove(run, LOCKED_FILE)
+
+    def _reissue_reboot(self) -> None:
+        self.log.info("issuing reboot")
+        self.run_action("reboot")
+        self.loop.call_later(REISSUE_REBOOT_S, self._reissue_reboot)
