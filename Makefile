@@ -10,6 +10,8 @@ APT_GET  = DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 
 .PHONY: all lab test venv sysdeps clean
 
+include mk/package.mk
+
 all: test
 
 # System tools the tests and the lab use: iproute2 (ip netns, veth) and procps.
