@@ -14,5 +14,8 @@ if sys.version_info < REQUIRED:
     sys.exit(2)
 
 if __name__ == "__main__":
-    from mtce.cli import main
+    try:
+        from mtce.cli import main
+    except KeyboardInterrupt:
+        sys.exit(130)
     sys.exit(main())

@@ -270,8 +270,9 @@ class Agent:
                                 "retrying ...", what)
             return None
         try:
-            sock = transport.udp_socket(addr, port, reuseaddr=name != "pxeboot_rx",
-                                        rcvbuf=transport.AGENT_RCVBUF)
+            # No SO_REUSEADDR (the original sets it): a second agent on the same address
+            # must fail to bind, not silently share the traffic.
+            sock = transport.udp_socket(addr, port, rcvbuf=transport.AGENT_RCVBUF)
         except OSError as err:
             self.throttle.error(("bind", name), "failed to bind %s:%d to socket (%s)", addr,
                                 port, transport.describe_error(err))
@@ -719,7 +720,7 @@ class Agent:
                                   self.log, self.clock)
         except OSError as err:
             self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
-                           "work", self.cfg.paths.agent_socket, err.strerror)
+                           "work", self.cfg.paths.agent_socket, err.strerror or err)
 
     def handle_request(self, req: dict) -> dict:
         now = self.clock.now()

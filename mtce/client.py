@@ -411,7 +411,7 @@ class Client:
         self.log.info("Creating %s socket on port %d with address: %s", self.mgmt_iface or "mgmt",
                       port, self.mgmt_ip)
         try:
-            return transport.udp_socket(self.mgmt_ip, port, reuseaddr=True)
+            return transport.udp_socket(self.mgmt_ip, port)
         except OSError as err:
             self.throttle.error(("setup", "mgmt_rx"), "failed to bind %s:%d to socket (%s)",
                                 self.mgmt_ip, port, transport.describe_error(err))
@@ -423,7 +423,7 @@ class Client:
         self.log.info("setup of Mgmt network transmit socket")
         self.log.info("Creating %s socket on port %d with address: controller",
                       self.mgmt_iface or "mgmt", self.cfg.agent.mtc_agent_port)
-        return transport.udp_socket(self.mgmt_ip, 0, reuseaddr=True)
+        return transport.udp_socket(self.mgmt_ip, 0)
 
     def _setup_clstr_rx(self):
         if not self._update_clstr_address() and not self.clstr_ip:
@@ -433,7 +433,7 @@ class Client:
         self.log.info("Cluster-host iface : %s", self.clstr_iface)
         self.log.info("Cluster-host addr  : %s", self.clstr_ip)
         try:
-            return transport.udp_socket(self.clstr_ip, port, reuseaddr=True)
+            return transport.udp_socket(self.clstr_ip, port)
         except OSError as err:
             self.throttle.error(("setup", "clstr_rx"), "failed to bind %s:%d to socket (%s)",
                                 self.clstr_ip, port, transport.describe_error(err))
@@ -443,7 +443,7 @@ class Client:
         if not self._update_clstr_address():
             return None
         self.log.info("setup of controller-0-cluster-host transmit sockets")
-        return transport.udp_socket(self.clstr_ip, 0, reuseaddr=True)
+        return transport.udp_socket(self.clstr_ip, 0)
 
     def _rebuild_identity(self) -> None:
         ident = alive.Identity(

@@ -27,6 +27,9 @@ class Server:
         self.path, self.loop, self.handler, self.log, self.clock = path, loop, handler, log, \
             clock
         self.throttle = logs.Throttle(log, clock)
+        if len(os.fsencode(path)) > 107:
+            raise OSError(errno.ENAMETOOLONG, f"a Unix socket path has at most 107 bytes; "
+                                              f"this one has {len(os.fsencode(path))}")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -188,9 +191,9 @@ def _age(value) -> str:
 
 
 def format_hosts(hosts: list) -> str:
-    """The operator's table: one line per host, per network state/last seq/missed/age."""
-    head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + \
-        [f"{n.upper()} state seq miss age" for n in NETS]
+    """The operator's table: one line per host; each network cell reads
+    `state last-seq/missed age` (`-`: the host has no address on that network)."""
+    head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
     rows = []
     for h in hosts:
         row = [h.get("hostname", "?"), h.get("personality", ""), h.get("administrative", ""),
@@ -201,8 +204,8 @@ def format_hosts(hosts: list) -> str:
             if state == "unprovisioned":
                 row.append("-")
             else:
-                row.append(f"{state:<4} {n.get('last_seq', 0):>6} {n.get('missed', 0):>4} "
-                           f"{_age(n.get('last_seen_s')):>6}")
+                row.append(f"{state:<4} {n.get('last_seq', 0):>5}/{n.get('missed', 0):<3} "
+                           f"{_age(n.get('last_seen_s')):>5}")
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
