@@ -1,6 +1,7 @@
 # mtce: every target installs what it needs first (apt and pip), on a fresh Debian 12.
 #   make lab    the demo: an agent and clients on this machine, live table
 #   make test   the whole test suite (root for the network-namespace tests)
+#   make soak   the long fuzz soak (1,000,000 datagrams per daemon); make bench: the benchmark
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -11,6 +12,7 @@ APT_GET  = DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 .PHONY: all lab test venv sysdeps clean
 
 include mk/package.mk
+include mk/soak.mk
 
 all: test
 

@@ -391,7 +391,7 @@ class Agent:
         host = self.table.lookup(src)
         if msg.sig == alive.SIG_MESSAGE:
             if msg.cmd != Cmd.MTCALIVE:
-                self.throttle.info(("goenabled", net, msg.cmd), "%s from %s on %s network ; not "
+                self.throttle.info(("goenabled", net), "%s from %s on %s network ; not "
                                    "handled by mtce", cmd_name(msg.cmd), src, net.iface)
                 return
             buf = msg.buf
@@ -474,7 +474,8 @@ class Agent:
         host.on_ack(msg.cmd, net, self.clock.now())
         name = cmd_name(msg.cmd)
         level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
-        self.log.log(level, "%s %s request ACK (%s)", host.hostname, name, net.iface)
+        self.throttle.log(level, ("ack", host.hostname, msg.cmd, net), "%s %s request ACK (%s)",
+                          host.hostname, name, net.iface)
         pending = self.pending.get((host.hostname, Cmd(msg.cmd))) if msg.cmd < Cmd.LAST else None
         if pending is not None and net not in pending.acked:
             pending.acked.append(net)

@@ -299,4 +299,5 @@ def describe(msg: Message) -> str:
     p = msg.parm
     hdr = msg.hdr.split(b"\0", 1)[0].decode("ascii", "replace")
     text = msg.buf[:200].decode("utf-8", "replace")
-    return f"{msg.cmd}:{msg.num}:{p[0]}.{p[1]}.{p[2]}.{p[3]} [{hdr}] {text}"
+    shown = f"[{hdr}] {text}".encode("unicode_escape").decode("ascii")
+    return f"{msg.cmd}:{msg.num}:{p[0]}.{p[1]}.{p[2]}.{p[3]} {shown}"

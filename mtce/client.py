@@ -481,6 +481,10 @@ class Client:
             self.ticks = 0
             self.log.debug("sending mtcClient ready event")
             self.send_ready_event()
+            if self.throttle.suppressed_total:
+                self.log.info("log throttle: %d repeated lines suppressed in the last minute",
+                              self.throttle.suppressed_total)
+                self.throttle.suppressed_total = 0
 
     def _recover(self) -> set:
         """Socket recovery, then re-learning when a pxeboot socket had to be re-created (the
@@ -736,9 +740,9 @@ class Client:
         if msg.sig == alive.SIG_CMD_REQ:
             self.on_command(msg, src, net)
         elif msg.sig == alive.SIG_REP_MSG:
-            self.log.info("%s goEnabled results acknowledged from %s network",
-                          "main function" if msg.cmd == Cmd.MAIN_GOENABLED else "sub-function",
-                          net.iface)
+            self.throttle.info(("rep", net), "%s goEnabled results acknowledged from %s network",
+                               "main function" if msg.cmd == Cmd.MAIN_GOENABLED
+                               else "sub-function", net.iface)
         elif msg.sig == alive.SIG_MESSAGE:
             self.counters["rx_bad"] += 1
             if self.throttle.warning(("unexpected", net), "unexpected mtcAlive message "
@@ -822,7 +826,7 @@ class Client:
             self.log.info("Loopback command received from %s network", net.iface)
             self.send_ack(msg, src, net)
             return
-        self.throttle.warning(("unsupported-cmd", cmd), "Unsupported maintenance command (%d) "
+        self.throttle.warning(("unsupported-cmd", net), "Unsupported maintenance command (%d) "
                               "with %d bytes received from %s network", cmd, msg.size,
                               net.iface)
         self.send_ack(msg, src, net)

@@ -11,6 +11,7 @@ immutable; a reload builds a new one. Errors name the file, the line and the key
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def _spec_for(opt: Option) -> str:
         "int": "integer(min=0)",
         "count": "integer(min=1)",
         "ms": "integer(min=1)",
-        "seconds": "float(min=0.001)",
+        "seconds": "seconds()",
         "string": "string()",
         "path": "string()",
         "command": "string()",
@@ -214,6 +215,20 @@ def _check_ip(value, *args, **kwargs):
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise VdtValueError(value) from None
+
+
+def _check_seconds(value, *args, **kwargs):
+    """A finite number of seconds above 0 (validate's float() lets nan and inf through)."""
+    from validate import VdtTypeError, VdtValueError, VdtValueTooSmallError
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise VdtTypeError(value) from None
+    if math.isnan(number) or math.isinf(number):
+        raise VdtValueError(value)
+    if number < 0.001:
+        raise VdtValueTooSmallError(value)
+    return number
 
 
 def _check_yes_no(value, *args, **kwargs):
@@ -242,7 +257,7 @@ def _explain(opt: Option, err: Exception) -> str:
         "int": "a whole number (0 or more)",
         "count": "a whole number (1 or more)",
         "ms": "milliseconds, a whole number (1 or more)",
-        "seconds": "seconds, a number above 0",
+        "seconds": "seconds, a finite number above 0",
         "ip": "an IPv4 or IPv6 address, or empty",
         "bool": "yes or no",
     }.get(opt.kind, "a string")
@@ -267,7 +282,8 @@ def _typed(values: dict, lines: dict, path: str) -> dict:
             value = value[:-1].rstrip()     # `120;` reads as 120, as the original's atoi
         raw[section][key] = value
     conf = ConfigObj(raw, configspec=spec, interpolation=False, list_values=False)
-    validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no})
+    validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no,
+                           "seconds": _check_seconds})
     result = conf.validate(validator, preserve_errors=True)
     if result is not True:
         for sections, key, err in flatten_errors(conf, result):

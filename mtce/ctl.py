@@ -108,7 +108,7 @@ class Server:
             return self._bad("request too large")
         try:
             req = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return self._bad("not a JSON request")
         if not isinstance(req, dict):
             return self._bad("a request is a JSON object")

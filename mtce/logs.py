@@ -18,6 +18,15 @@ import time
 LOGGER_NAME = "mtce"
 _TAGS = {logging.DEBUG: "Debug ", logging.INFO: " Info ", logging.WARNING: " Warn ",
          logging.ERROR: "Error ", logging.CRITICAL: "Fatal "}
+# Control characters in a message (from a datagram, a file, a hostname) are shown escaped, so
+# that no input can forge a log line or a terminal sequence.
+_ESCAPES = {c: f"\\x{c:02x}" for c in range(32) if c != 9}
+_ESCAPES.update({10: "\\n", 13: "\\r", 127: "\\x7f"})
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (a tab is kept)."""
+    return text.translate(_ESCAPES)
 
 
 class _Formatter(logging.Formatter):
@@ -32,7 +41,7 @@ class _Formatter(logging.Formatter):
         tag = _TAGS.get(record.levelno, record.levelname)
         line = (f"{stamp} [{record.process}.{next(self.count) % 100000:05d}] {self.hostname} "
                 f"{self.program} {record.filename}({record.lineno}) {record.funcName}: {tag}: "
-                f"{record.getMessage()}")
+                f"{printable(record.getMessage())}")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -101,11 +101,9 @@ MTC_CMD_VERSION = 1                # agent commands carry ver=1: target MAC in h
 
 
 def cmd_name(code: int) -> str:
-    """The original's log name of a command code; unknown codes print as their number."""
-    try:
-        return CMD_NAMES[Cmd(code)]
-    except ValueError:
-        return f"cmd 0x{code:x}"
+    """The original's log name of a command code; any other code prints as its number."""
+    name = CMD_NAMES.get(code)     # IntEnum keys hash as their ints
+    return name if name is not None else f"cmd 0x{code:x}"
 
 
 class Flag(enum.IntFlag):
