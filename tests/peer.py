@@ -211,3 +211,60 @@ class AgentPeer:
         info = json.dumps({"pxebootInfo": {"controller": active, "controller-0": c0,
                                            "controller-1": c1}}, separators=(",", ":"))
         return self.command("pxeboot", 6, info)
+
+
+def main(argv=None) -> int:
+    """`python3 tests/peer.py [DIR]`: a host's files in DIR and a test agent for it.
+
+    Prints the command that starts a client for that host, then one line per datagram the
+    client sends, each checked against the reference layout; it answers the first ready event
+    with an mtcAlive request over pxeboot, as the agent does, so pxeboot mtcAlive flows too.
+    """
+    import argparse
+    import os
+    import sys
+    import tempfile
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from conftest import FakeHost
+
+    p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    p.add_argument("dir", nargs="?", help="where to write the host's files (default: a "
+                   "new temporary directory)")
+    args = p.parse_args(argv)
+    root = args.dir or tempfile.mkdtemp(prefix="mtce-peer-")
+    os.makedirs(root, exist_ok=True)
+    host = FakeHost(root)
+    peer = AgentPeer(host)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print(f"host files in {root} ; in another terminal run:\n"
+          f"  {sys.executable} {repo}/mtce.py client -c {host.ini} -f\n"
+          f"checking every datagram; Ctrl-C to stop", flush=True)
+    requested = False
+    seen = 0
+    try:
+        while True:
+            peer.poll(0.5)
+            for r in peer.received[seen:]:
+                body = r.body
+                what = {"mtcalive": f"mtcAlive seq {r.parm[3]} flags 0x{r.parm[2]:x}",
+                        "ready": f"ready event, features {body.get('features')}",
+                        "ack": f"ACK of cmd {r.cmd}"}.get(r.kind, r.kind)
+                print(f"{r.where:<11} {what:<40} from {r.src[0]} ({len(r.data)} bytes)",
+                      flush=True)
+                if r.kind == "ready" and not requested:
+                    requested = True
+                    peer.request_mtcalive()
+                    print("            -> mtcAlive request sent over pxeboot", flush=True)
+            seen = len(peer.received)
+            for err in peer.errors:
+                print(f"LAYOUT ERROR: {err}", flush=True)
+            peer.errors.clear()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        peer.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
