@@ -9,7 +9,7 @@ VPY      = $(VENV)/bin/python
 PYTEST_ARGS ?=
 APT_GET  = DEBIAN_FRONTEND=noninteractive apt-get -y -q -o Dpkg::Use-Pty=0
 
-.PHONY: all lab test venv sysdeps clean
+.PHONY: all lab test bench venv sysdeps clean
 
 include mk/package.mk
 include mk/soak.mk
@@ -39,6 +39,9 @@ lab: $(VPY)
 
 test: $(VPY)
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VPY)
+	$(VPY) mtce.py bench
 
 clean:
 	rm -rf $(VENV) build dist deb_dist .pytest_cache *.egg-info

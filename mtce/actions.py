@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 
 from mtce.states import PARM_LOCK_PERSIST, Net
 
@@ -25,7 +24,7 @@ class HostActions:
         self.cfg, self.loop, self.clock, self.log, self.throttle = cfg, loop, clock, log, \
             throttle
         self.hostname = hostname
-        self.children: list[subprocess.Popen] = []
+        self.children: list = []                 # subprocess.Popen of running actions
         self.in_progress: str | None = None      # "reboot", "reset" or "lazy reboot"
 
     def _fit(self, name: str) -> bool:
@@ -132,6 +131,7 @@ class HostActions:
         self._spawn(name, command)
 
     def _spawn(self, name: str, command: str) -> None:
+        import subprocess       # only when an action runs: the client stays smaller
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -67,6 +67,31 @@ _INT32 = 1 << 31
 _UINT32 = 1 << 32
 
 
+# The fields an agent needs from an mtcAlive, in one unpack: signature, cmd, parm[0..3].
+_MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
+assert _MTCALIVE_FIELDS.size == HEADER_SIZE
+_ALIVE_PREFIX = b'{"hostname":"'
+
+
+def mtcalive_fields(data) -> tuple | None:
+    """(uptime, flags, seq) of a well-formed mtcAlive, or None for anything else.
+
+    The agent's fast path: it accepts exactly what `decode` would accept for an mtcAlive with
+    the mtcAlive JSON (one text, NUL-terminated at the end of the datagram, starting with the
+    hostname key, ending with `}`); anything else takes the full decode and its reasons.
+    """
+    size = len(data)
+    if size <= HEADER_SIZE + 15 or size > MSG_SIZE - 1:
+        return None
+    sig, cmd, uptime, _, flags, seq = _MTCALIVE_FIELDS.unpack_from(data)
+    if sig != SIG_MESSAGE or cmd != 5 or data[size - 1] != 0 or data[size - 2] != 0x7D:
+        return None
+    if data[HEADER_SIZE:HEADER_SIZE + 13] != _ALIVE_PREFIX or \
+            bytes(data[HEADER_SIZE:size - 1]).find(b"\0") >= 0:
+        return None
+    return uptime, flags, seq
+
+
 class DecodeError(ValueError):
     """A datagram or payload that is not a valid message; `reason` is one short phrase."""
 

@@ -16,8 +16,6 @@ Pure: the wall clock comes in as a function; no logging (callers count and throt
 from __future__ import annotations
 
 import collections
-import hashlib
-import hmac
 import os
 import re
 
@@ -97,6 +95,10 @@ class Authenticator:
 
     def __init__(self, keys: list[tuple[str, bytes]], require: bool, wall,
                  max_remembered: int = 1_000_000):
+        # hashlib loads OpenSSL (~3 MiB): imported only when keys are in use.
+        import hashlib
+        import hmac
+        self._hmac, self._sha256 = hmac, hashlib.sha256
         self.keys = list(keys)
         self.by_id = dict(self.keys)
         self.require = require
@@ -106,7 +108,7 @@ class Authenticator:
         self.counters = collections.Counter()
 
     def _mac(self, key: bytes, payload: bytes, kid: str, ms: int) -> str:
-        return hmac.new(key, payload + f"{kid} {ms}".encode(), hashlib.sha256).hexdigest()
+        return self._hmac.new(key, payload + f"{kid} {ms}".encode(), self._sha256).hexdigest()
 
     def sign(self, payload: bytes) -> bytes:
         kid, key = self.keys[0]
@@ -132,7 +134,7 @@ class Authenticator:
         if key is None:
             self.counters["unknown_key"] += 1
             return None, f"unknown key id {kid!r}"
-        if not hmac.compare_digest(self._mac(key, payload, kid, ms), tag):
+        if not self._hmac.compare_digest(self._mac(key, payload, kid, ms), tag):
             self.counters["bad_tag"] += 1
             return None, "authentication tag does not verify"
         now_ms = int(self.wall() * 1000)

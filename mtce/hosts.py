@@ -485,10 +485,20 @@ class HostMonitor:
         n = self.nets[net]
         n.last_seen = now
         n.count += 1
-        if (n.ok and self._steady and seq == ((n.last_seq + 1) & SEQ_MASK)
-                and (flags & _LOCKED_BIT) == self._lock_bit):
-            n.last_seq = seq
-            return _NO_ACTIONS
+        if n.ok and self._steady and (flags & _LOCKED_BIT) == self._lock_bit:
+            ahead = (seq - n.last_seq) & SEQ_MASK
+            if ahead == 1:
+                n.last_seq = seq
+                return _NO_ACTIONS
+            if 1 < ahead < SEQ_HALF and seq > RESTART_SEQ_MAX:
+                # A gap while its warning is throttled (an overload drops many): count it
+                # here; the slow path would only add to the suppressed count.
+                entry = self._throttle.get(("gap", net))
+                if entry is not None and now - entry[0] < WARN_THROTTLE_S:
+                    entry[1] += 1
+                    n.missed += ahead - 1
+                    n.last_seq = seq
+                    return _NO_ACTIONS
         return self._mtcalive_slow(n, seq, flags, uptime, now)
 
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:

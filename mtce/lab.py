@@ -1142,7 +1142,7 @@ _COLOURS = [(re.compile(r"(?<![\w-])(lost|offline|FAILED)(?![\w-])"), "\x1b[31m"
 
 def _colour(line: str) -> str:
     for pattern, code in _COLOURS:
-        line = pattern.sub(lambda m: f"{code}{m.group(1)}\x1b[0m", line)
+        line = pattern.sub(lambda m, code=code: f"{code}{m.group(1)}\x1b[0m", line)
     return line
 
 

@@ -13,6 +13,7 @@ import logging
 import selectors
 import signal
 import socket
+import time
 
 from mtce import logs
 
@@ -39,6 +40,7 @@ class Loop:
         self._wake_r = self._wake_w = None
         self.stopped = False
         self.on_signal = None          # callable(signum), set by the daemon
+        self.pause_hint = None         # callable() -> seconds to sleep before a wait
         self.last_turn_at = clock.now()
         self.max_lag = 0.0
         self._errors = logs.Throttle(self.log, clock)
@@ -108,11 +110,27 @@ class Loop:
             self._errors.log(logging.ERROR, what, "unexpected error in %s", what,
                              exc_info=True)
 
-    def run_once(self, max_wait: float = 0.05) -> None:
-        """One turn: wait for readiness at most until the next timer, then run what is due."""
+    def run_once(self, max_wait: float | None = 0.05) -> None:
+        """One turn: wait for readiness at most until the next timer (and `max_wait`, unless
+        None), then run what is due. `pause_hint()`, when set, may ask for a short sleep before
+        the wait, never past the next timer: at light load the agent lets datagrams gather
+        and reads them in one batch instead of waking for each."""
         now = self.clock.now()
         deadline = self.next_deadline()
-        wait = max_wait if deadline is None else max(0.0, min(max_wait, deadline - now))
+        if self.pause_hint is not None:
+            pause = self.pause_hint()
+            if pause > 0:
+                if deadline is not None:
+                    pause = min(pause, deadline - now)
+                if pause > 0:
+                    time.sleep(pause)
+                    now = self.clock.now()
+        if deadline is None:
+            wait = max_wait
+        else:
+            wait = max(0.0, deadline - now)
+            if max_wait is not None:
+                wait = min(wait, max_wait)
         for key, _ in self.selector.select(wait):
             self._guard(getattr(key.data, "__qualname__", "reader"), key.data, key.fileobj)
         now = self.clock.now()
@@ -128,7 +146,9 @@ class Loop:
         self.max_lag = max(self.max_lag, lag)
         self.last_turn_at = now
 
-    def run(self, max_wait: float = 0.05) -> None:
+    def run(self, max_wait: float | None = None) -> None:
+        """Turns until `stop()`: idle, it sleeps until the next timer or readiness (a signal
+        wakes it through the self-pipe), not every 50 ms."""
         while not self.stopped:
             self.run_once(max_wait)
 

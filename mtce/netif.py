@@ -8,11 +8,13 @@ callers can throttle them.  pyroute2 is imported lazily (only `NetlinkLinks.from
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -185,7 +187,7 @@ class NetlinkLinks:
 
         Raises OSError when netlink is unavailable (callers decide how to log it).
         """
-        from pyroute2 import IPRoute  # lazy: keeps `mtce --version` fast
+        IPRoute = iproute_class()
 
         ipr = IPRoute()
         try:
@@ -777,13 +779,26 @@ def read_hostname(hostname_file: str) -> str:
     return name.split(".")[0][:64]
 
 
+def iproute_class():
+    """pyroute2's IPRoute, imported lazily (`mtce --version` stays fast) and without running
+    the package's `__init__`, which imports every pyroute2 module (NDB and sqlite3, IPDB,
+    nftables...): each daemon stays ~9 MiB smaller. A fully imported pyroute2 is used as is.
+    """
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None and spec.submodule_search_locations is not None:
+            sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
+    from pyroute2.iproute.linux import IPRoute
+    return IPRoute
+
+
 class NetlinkWatcher:
     """Link and address changes from the kernel (RTM_NEWLINK/DELLINK/NEWADDR/DELADDR), so the
     daemons react within a moment instead of at their next 5 s tick. Selectable: `fileno()`.
     """
 
     def __init__(self):
-        from pyroute2 import IPRoute
+        IPRoute = iproute_class()
         from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
         self.ipr = IPRoute()
         try:

@@ -198,3 +198,29 @@ def test_seeded_mutations_never_raise_anything_but_decode_error():
                 msg.json()
             except alive.DecodeError:
                 pass
+
+
+def test_the_agents_fast_path_agrees_with_decode():
+    """mtcalive_fields accepts exactly the well-formed mtcAlive that decode accepts, with the
+    same numbers; everything else (None) goes to the full decode."""
+    rng = random.Random(99)
+    good = alive.mtcalive(IDENTITY, Net.MGMT, 77, uptime=5, health=1, flags=0x8)
+    assert alive.mtcalive_fields(good) == (5, 0x8, 77)
+    assert alive.mtcalive_fields(memoryview(good)) == (5, 0x8, 77)
+    others = [good[:-1], good[:-2] + b"\0", good + b"\0", good.replace(b"cgts mtc message:",
+              b"cgts mtc cmd rsp:"), good[:72] + (6).to_bytes(4, "little") + good[76:],
+              good[:100] + b'{"other":1}\0', good[:150] + b"\0" + good[151:],
+              alive.ready_event("w", ""), good[:100]]
+    for data in others:
+        assert alive.mtcalive_fields(data) is None, data
+    for _ in range(20000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(data))
+            data[i] = rng.randrange(256)
+        fields = alive.mtcalive_fields(bytes(data))
+        if fields is not None:
+            msg = alive.decode(bytes(data))
+            assert (msg.parm[0], msg.parm[2], msg.parm[3]) == fields
+            assert msg.cmd == 5 and msg.buf.startswith(b'{"hostname":"')
+            assert msg.buf.endswith(b"}") and msg.size == len(data)

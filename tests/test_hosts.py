@@ -127,7 +127,7 @@ def test_gap_adds_missed_and_logs_once_per_minute():
         "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; missed 3 mtcAlive msgs "
         "; expect:11 detect:14 ; correcting"]
     out = host.on_mtcalive(Net.MGMT, 16, 0, 12, T0 + 2)          # throttled, still counted
-    assert host.nets[Net.MGMT].missed == 4 and out == []
+    assert host.nets[Net.MGMT].missed == 4 and not out
     out = host.on_mtcalive(Net.MGMT, 18, 0, 12, T0 + 62)
     assert texts(out) == ["worker-0 mtcAlive received from Mgmnt network with uptime:12 ; "
                           "missed 1 mtcAlive msgs ; expect:17 detect:18 ; correcting "

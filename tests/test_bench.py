@@ -1,0 +1,97 @@
+"""`mtce bench --quick --json` runs for real and reports consistent numbers (interface.md §7).
+
+No timing thresholds here: the figures depend on the machine; only their presence, their
+types and the arithmetic that ties them together are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.loopback
+
+CONTRACT_KEYS = ("agent_rate", "baseline_rate", "ratio", "offered_rate", "lost", "kernel_drops",
+                 "cpu_pct_2000_hosts", "offline_detect_error", "pxeboot_detect_error",
+                 "false_offline", "client_rss_mib", "client_idle_cpu_pct", "first_mtcalive",
+                 "pyz_startup", "duration")
+COUNTS = ("lost", "kernel_drops", "false_offline", "sustained_sent", "sustained_processed",
+          "lost_by_seq", "capacity_sent", "capacity_processed", "capacity_lost",
+          "capacity_lost_by_seq", "capacity_kernel_drops", "baseline_lost")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def result(mtce_cmd):
+    proc = subprocess.run(mtce_cmd + ["bench", "--quick", "--json"], capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def test_every_contract_key_is_a_number(result):
+    for key in CONTRACT_KEYS:
+        assert key in result, key
+        if key == "pyz_startup" and result[key] is None:
+            assert result["pyz_startup_note"], "a missing zipapp figure says why"
+            continue
+        assert _number(result[key]), (key, result[key])
+    for key in COUNTS:
+        assert isinstance(result[key], int) and result[key] >= 0, (key, result[key])
+
+
+def test_loss_is_sent_minus_processed_and_agrees_with_sequence_numbers_and_kernel(result):
+    r = result
+    assert r["lost"] == r["sustained_sent"] - r["sustained_processed"]
+    assert r["lost_by_seq"] == r["lost"]
+    assert r["kernel_drops"] == r["lost"]
+    assert r["capacity_lost"] == r["capacity_sent"] - r["capacity_processed"]
+    assert r["capacity_lost_by_seq"] == r["capacity_lost"]
+    assert r["capacity_kernel_drops"] == r["capacity_lost"]
+
+
+def test_rates_follow_from_the_counts(result):
+    r = result
+    assert r["ratio"] == pytest.approx(r["agent_rate"] / r["baseline_rate"], abs=1e-3)
+    assert r["agent_rate"] == pytest.approx(r["capacity_processed"] / r["capacity_s"], rel=0.01)
+    assert r["offered_rate"] == pytest.approx(r["capacity_sent"] / r["capacity_s"], rel=0.01)
+    assert 0 < r["agent_rate"] <= r["offered_rate"]
+    assert 0 < r["baseline_rate"] <= r["baseline_offered_rate"]
+    assert r["sustained_offered_rate"] == pytest.approx(r["sustained_sent"] / r["sustained_s"],
+                                                        rel=0.01)
+    assert r["cpu_s_per_1000"] == pytest.approx(
+        r["cpu_pct_2000_hosts"] / 100 * r["steady_window_s"] / (r["steady_processed"] / 1000),
+        rel=0.05, abs=1e-4)
+
+
+def test_detections_and_client_figures_are_coherent(result):
+    r = result
+    assert r["offline_confirmed"] and r["pxeboot_confirmed"]
+    assert r["offline_detect_error"] == pytest.approx(
+        r["offline_detect"] - r["offline_configured"], abs=2e-3)
+    assert r["pxeboot_detect_error"] == pytest.approx(
+        r["pxeboot_detect"] - r["pxeboot_configured"], abs=2e-3)
+    assert r["offline_detect"] > 0 and r["pxeboot_detect"] > 0
+    assert r["first_mtcalive"] == min(r["first_mtcalive_by_network"].values())
+    assert set(r["first_mtcalive_by_network"]) <= {"Mgmnt", "Clstr", "Pxeboot"}
+    assert 0 < r["client_rss_mib"] <= r["client_rss_peak_mib"]
+    assert r["client_idle_sample_s"] > 0
+    assert r["client_cpu_s_10min"] == pytest.approx(
+        r["client_idle_cpu_pct"] / 100 * 600, rel=0.01, abs=1e-3)
+
+
+def test_targets_and_table(result):
+    from mtce import bench
+    assert set(result["met"]) == {t.key for t in bench.TARGETS}
+    assert all(isinstance(v, bool) for v in result["met"].values())
+    text = bench.table(result)
+    for t in bench.TARGETS:
+        assert t.figure in text
+    assert text.count("\n") >= len(bench.TARGETS) + 2
