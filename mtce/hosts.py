@@ -740,13 +740,18 @@ class HostMonitor:
                     out.append(Log("info", f"{h} {n.net.iface} network mtcAlive lost ; none for "
                                            f"{s.lost_windows} x {s.online_period_s:g} secs"))
         if self._audit_start is None:
-            if now < self._last_heard() + s.online_period_s:
+            silent_until = self._last_heard() + s.online_period_s
+            if now < silent_until:
                 return
             # contract §8: one silent online_period on every network starts the offline audit.
-            self._audit_start = now
+            # It starts when that period ended, not when this audit call noticed it (at most one
+            # offline_period earlier, in case this call is late), so the audit tick's
+            # granularity is not counted twice in the time to offline.
+            start = max(silent_until, now - s.offline_period_s)
+            self._audit_start = start
             self._audit_sends = self._audit_slot = 0
-            self._audit_send_at = now
-            self._offline_at = now + s.offline_period_s * s.offline_threshold
+            self._audit_send_at = start
+            self._offline_at = start + s.offline_period_s * s.offline_threshold
             self._update_steady()
             out.append(Log("info", f"{h} starting {_ms(s.offline_period_s)} msec offline audit "
                                    f"({self.admin.value}-{self.availability.value})"))

@@ -788,7 +788,17 @@ def iproute_class():
         spec = importlib.util.find_spec("pyroute2")
         if spec is not None and spec.submodule_search_locations is not None:
             sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
-    from pyroute2.iproute.linux import IPRoute
+    # pyroute2 pulls in asyncio, which loads the ssl module (OpenSSL, ~4 MiB) when it can;
+    # netlink needs no TLS, so ssl reads as absent while pyroute2 is imported (asyncio then
+    # runs without TLS support) and is importable again afterwards.
+    blocked = "ssl" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None
+    try:
+        from pyroute2.iproute.linux import IPRoute
+    finally:
+        if blocked and sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
     return IPRoute
 
 
