@@ -712,13 +712,17 @@ class Agent:
             self._recent_rate = (total - count) / (now - then)
             self._rate_mark = (now, total)
         period = self.table.settings.offline_period_s
-        self._audit_timer = self.loop.call_later(period, self.audit)
         gap = now - self._last_turn
         self._last_turn = now
         if gap > max(STALL_S, 10 * period):
             self._run(self.table.note_stall(gap, now))
         self._run(self.table.audit(now))
         self._reap()
+        # The next audit on the offline_period grid, or earlier when a host in an offline
+        # audit is due to go offline before that (offline on time, not one grid step late).
+        due = self.table.next_offline_at()
+        self._audit_timer = self.loop.call_at(min(now + period, max(due, now + 0.001)),
+                                              self.audit)
 
     def drops_tick(self) -> None:
         """Datagrams the kernel dropped because a receive buffer was full: counted, and logged

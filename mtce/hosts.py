@@ -425,6 +425,7 @@ class HostMonitor:
         self._throttle: dict = {}
         # HostTable scheduling: a callback for "my deadline may be earlier now"
         self._waker: Callable[["HostMonitor"], None] | None = None
+        self._auditing: set | None = None        # the table's set of hosts in offline audit
         self._sched_tok = -1
         self._sched_at = INF
 
@@ -515,7 +516,7 @@ class HostMonitor:
             out.append(Log("info", f"{h} still seeing mtcAlive ({iface} seq:{seq}) after "
                                    f"{self._audit_sends} of {self.settings.offline_threshold} "
                                    f"offline audits ; exiting offline handling"))
-            self._audit_start = None
+            self._end_audit()
             self._audit_send_at = self._offline_at = INF
         first = not n.received
         result, gap = classify_seq(n.last_seq, seq, first)
@@ -705,7 +706,7 @@ class HostMonitor:
         """The loop was stalled: give every window a fresh start instead of blaming the host."""
         self._window_from = now
         if self._audit_start is not None:
-            self._audit_start = None
+            self._end_audit()
             self._audit_send_at = self._offline_at = INF
             self._update_steady()
         self.pxe.restart_window(now)
@@ -749,6 +750,8 @@ class HostMonitor:
             # granularity is not counted twice in the time to offline.
             start = max(silent_until, now - s.offline_period_s)
             self._audit_start = start
+            if self._auditing is not None:
+                self._auditing.add(self)
             self._audit_sends = self._audit_slot = 0
             self._audit_send_at = start
             self._offline_at = start + s.offline_period_s * s.offline_threshold
@@ -768,10 +771,15 @@ class HostMonitor:
             self._audit_slot = max(self._audit_slot + 1, late)
             self._audit_send_at = self._audit_start + self._audit_slot * s.offline_period_s
 
+    def _end_audit(self) -> None:
+        self._audit_start = None
+        if self._auditing is not None:
+            self._auditing.discard(self)
+
     def _declare_offline(self, out: list) -> None:
         s = self.settings
         self.availability = Availability.OFFLINE
-        self._audit_start = None
+        self._end_audit()
         self._audit_send_at = self._offline_at = INF
         self.client_ready = False
         for n in self.nets:               # agent.md §4.3: sequence numbers reset on offline
@@ -904,6 +912,7 @@ class HostTable:
         self._heap: list = []
         self._tok = itertools.count()
         self._woken: list[HostMonitor] = []
+        self._auditing: set[HostMonitor] = set()     # hosts in an offline audit (few)
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -965,6 +974,8 @@ class HostTable:
             for addr in self._addrs(host):
                 self._unclaim(addr, host)
             host._waker = None
+            host._end_audit()
+            host._auditing = None
             host._sched_tok = -1
             removed.append(name)
             out.append(Log("info", f"{name} removed from inventory"))
@@ -975,6 +986,7 @@ class HostTable:
                 host = self._factory(entry, self.settings, now)
                 self.hosts[name] = host
                 host._waker = self._woken.append
+                host._auditing = self._auditing
                 self._woken.append(host)
                 for addr in self._addrs(host):
                     self._claim(addr, host, out)
@@ -1044,6 +1056,13 @@ class HostTable:
             host = woken.pop()
             if host._waker is not None:
                 self._schedule(host)
+
+    def next_offline_at(self) -> float:
+        """The earliest moment a host in an offline audit is due to go offline (INF: none).
+
+        The agent audits on an offline_period grid; it also wakes at this moment, so that
+        offline is declared on time and not up to one grid step late."""
+        return min((h._offline_at for h in self._auditing), default=INF)
 
     def next_deadline(self) -> float:
         """When `audit` next has work (INF: none until an event)."""

@@ -6,11 +6,12 @@ Time is a plain float `now` (FakeClock style): minutes of protocol time run in m
 
 import pytest
 
+from mtce import config
 from mtce import hosts as H
 from mtce.config import HostEntry, Inventory
 from mtce.hosts import (
     ClearAlarm, HostMonitor, HostTable, Log, PxeStage, RaiseAlarm, Send, SeqResult, Settings,
-    TransitionError, classify_seq,
+    INF, TransitionError, classify_seq,
 )
 from mtce.states import ALARM_MTCALIVE, Admin, Availability, Cmd, Flag, Net, NetState
 
@@ -793,3 +794,29 @@ def test_client_dropping_the_feature_clears_its_alarm():
     assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out and sends(out) == []
     assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
     assert host.stage is PxeStage.START
+
+
+def test_the_table_knows_when_the_next_host_in_an_offline_audit_goes_offline():
+    s = Settings(online_period_s=7, offline_period_s=0.1, offline_threshold=90)
+    table = HostTable(s)
+    table.apply_inventory(config.parse_inventory(
+        "[w0]\npersonality = worker\nmgmt_mac = 08:00:27:00:00:01\nmgmt_ip = 10.0.0.1\n"
+        "[w1]\npersonality = worker\nmgmt_mac = 08:00:27:00:00:02\nmgmt_ip = 10.0.0.2\n"), T0)
+    w0, w1 = table.get("w0"), table.get("w1")
+    w0.on_mtcalive(Net.MGMT, 1, 0, 5, T0)
+    w1.on_mtcalive(Net.MGMT, 1, 0, 5, T0 + 3)
+    assert table.next_offline_at() == INF
+    table.audit(T0 + 7.05)                     # w0 silent for one online_period: audit starts
+    # ... at the end of its silent window, not at the audit call: offline 7 + 9 s after.
+    assert table.next_offline_at() == pytest.approx(T0 + 7 + 9)
+    table.audit(T0 + 10.05)
+    assert table.next_offline_at() == pytest.approx(T0 + 16)     # w0 is still the earliest
+    w0.on_mtcalive(Net.MGMT, 2, 0, 5, T0 + 11)  # heard again: its audit ends
+    assert table.next_offline_at() == pytest.approx(T0 + 3 + 16)
+    table.audit(T0 + 19.0)
+    assert w1.availability is Availability.OFFLINE
+    # w0, silent since T0 + 11 + 7 = 1018, is noticed 1 s late: its audit counts from at most
+    # one offline_period before the call (T0 + 18.9), not from a second ago.
+    assert table.next_offline_at() == pytest.approx(T0 + 18.9 + 9)
+    w0.on_mtcalive(Net.MGMT, 3, 0, 5, T0 + 19.5)
+    assert table.next_offline_at() == INF
