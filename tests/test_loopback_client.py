@@ -378,3 +378,59 @@ def test_socket_failure_relearns_a_changed_lease_address(cluster):
     got = peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot from the new "
                         "address")
     assert got[0].src[0] == new and got[0].body["pxeboot_ip"] == new
+
+
+def test_without_f_the_client_detaches_logs_to_its_file_and_stops_on_sigterm(fakehost,
+                                                                            mtce_cmd):
+    import subprocess
+    from conftest import assert_harmless
+    host = fakehost()
+    assert_harmless(host.ini)
+    peer = AgentPeer(host)
+    try:
+        parent = subprocess.run(mtce_cmd + ["client", "-c", host.ini], capture_output=True,
+                                text=True, timeout=20)
+        assert parent.returncode == 0, parent.stderr
+        pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
+        pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                             10, what="the daemon's pidfile"))
+        # Double fork: the daemon is neither the parent that exited nor its session leader.
+        assert os.getsid(pid) != os.getpid() and os.getpgid(pid) != os.getpgid(0)
+        peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="mtcAlive from the daemon")
+        log = os.path.join(host.paths["log_dir"], "mtcClient.log")
+        wait_until(lambda: "Identity    :" in host.log_text(), 10, what="its log file")
+        assert "mtcClient starting" in open(log).read()
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not os.path.exists(pidfile), 10, what="pidfile removed on exit")
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, what="the daemon gone")
+        assert "SIGTERM: exiting" in host.log_text()
+    finally:
+        peer.close()
+
+
+@pytest.mark.slow
+def test_every_socket_fault_insertion_file_then_recovery(cluster):
+    host, peer, client = cluster()
+    peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="running")
+    peer.request_mtcalive()
+    peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot learned")
+    fit = os.path.join(host.paths["run_dir"], "fit")
+    os.makedirs(fit)
+    names = {"mgmnt_rxsock": "mgmt_rx", "mgmnt_txsock": "mgmt_tx", "clstr_rxsock": "clstr_rx",
+             "clstr_txsock": "clstr_tx", "pxeboot_rxsock": "pxeboot_rx",
+             "pxeboot_txsock": "pxeboot_tx"}
+    setup = {"mgmt_rx": "mgmt_rx", "mgmt_tx": "mgmt_tx", "clstr_rx": "clstr_rx",
+             "clstr_tx": "clstr_tx_sockets", "pxeboot_rx": "pxeboot_rx",
+             "pxeboot_tx": "pxeboot_tx"}
+    for fname, sock in names.items():
+        path = os.path.join(fit, fname)
+        open(path, "w").close()
+        client.wait_log(f"fault insertion: closing {sock} socket (fit/{fname})")
+        client.wait_log(f"calling setup_{setup[sock]}_socket (auto-recovery)")
+        os.unlink(path)
+        # Back to sending on every network with the file gone.
+        n = {net: len(peer.of("mtcalive", net)) for net in ("mgmt", "cluster-host", "pxeboot")}
+        peer.wait_for(lambda n=n: all(len(peer.of("mtcalive", net)) > n[net] for net in n),
+                      timeout=10, what=f"every network back after fit/{fname}")
+    assert client.proc.poll() is None
+    peer.errors = [e for e in peer.errors if ": sequence " not in e]

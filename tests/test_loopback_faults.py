@@ -131,3 +131,23 @@ def test_repeated_sighup_under_load_loses_nothing(tmp_path, daemons, mtce_cmd):
     h = wait_until(done, 10, what="the 6,000th mtcAlive")
     assert h["networks"]["mgmt"]["missed"] == 0 and h["networks"]["mgmt"]["out_of_sequence"] == 0
     assert c.agent.text().count("SIGHUP: reloading") == 10
+
+
+def test_every_agent_socket_fault_insertion_file_then_recovery(tmp_path, daemons, mtce_cmd):
+    c = start(Cluster(tmp_path / "c", workers=1), daemons)
+    wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
+    fit = os.path.join(c.controller.paths["run_dir"], "fit")
+    os.makedirs(fit, exist_ok=True)
+    for sock in ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboot_tx"):
+        fname = "agent_" + sock.replace("mgmt", "mgmnt") + "sock"
+        open(os.path.join(fit, fname), "w").close()
+        c.agent.wait_log(f"fault insertion: closing {sock} socket (fit/{fname})")
+        c.agent.wait_log(f"failed to init '{sock}' socket (rc:1) (fit/{fname})")
+        os.unlink(os.path.join(fit, fname))
+        # Re-created on the next retry; every host is heard on every network again.
+        marker = len(c.agent.text())
+        wait_until(lambda m=marker: "Listening On" in c.agent.text()[m:] if sock.endswith("rx")
+                   else True, 10, what=f"{sock} bound again")
+        wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3,
+                   what=f"all ok after fit/{fname}")
+    assert c.agent.proc.poll() is None
