@@ -221,15 +221,9 @@ class Agent:
         """An address came or went (a floating address moving, a link restarted): close
         receive sockets whose address is gone and bind the missing ones now."""
         self._nl_timer = None
-        for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboot_tx"):
-            sock = self.socks[name]
-            if sock is None:
-                continue
-            try:
-                addr = sock.getsockname()[0]
-            except OSError:
-                addr = ""
-            if addr and addr not in ("0.0.0.0", "::") and not netif.address_is_local(addr):
+        for name, sock in list(self.socks.items()):
+            addr = transport.vanished_address(sock) if sock is not None else ""
+            if addr:
                 self.log.info("%s is gone from this host ; %s socket closed until it returns",
                               addr, name)
                 self._close(name)

@@ -556,19 +556,12 @@ class Client:
         """A link or address of ours changed: drop sockets whose address is gone, recover
         the others now, and if anything moved, send mtcAlive now instead of at the tick."""
         self._nl_timer = None
-        closed = []
-        for name, sock in self.socks.items():
-            if sock is None:
-                continue
-            try:
-                addr = sock.getsockname()[0]
-            except OSError:
-                addr = ""
-            if addr and addr not in ("0.0.0.0", "::") and not netif.address_is_local(addr):
+        for name, sock in list(self.socks.items()):
+            addr = transport.vanished_address(sock) if sock is not None else ""
+            if addr:
                 self.log.info("%s is gone from this host ; %s socket closed until it returns",
                               addr, name)
                 self._close(name)
-                closed.append(name)
         retried = self._recover()
         now = self.clock.now()
         if now - self._recovery_sent_at >= NETLINK_SETTLE_S * 5:

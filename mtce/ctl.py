@@ -190,9 +190,10 @@ def _age(value) -> str:
     return f"{value / 3600:.0f}h"
 
 
-def format_hosts(hosts: list) -> str:
+def format_hosts(hosts: list, compact: bool = False) -> str:
     """The operator's table: one line per host; each network cell reads
-    `state last-seq/missed age` (`-`: the host has no address on that network)."""
+    `state last-seq/missed age` (`-`: the host has no address on that network).
+    `compact` packs the cells and columns for a narrow terminal (the lab)."""
     head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
     rows = []
     for h in hosts:
@@ -200,17 +201,20 @@ def format_hosts(hosts: list) -> str:
                h.get("availability", "")]
         for net in NETS:
             n = (h.get("networks") or {}).get(net) or {}
-            state = n.get("state", "?")
+            state, seq, missed = n.get("state", "?"), n.get("last_seq", 0), n.get("missed", 0)
+            age = n.get("last_seen_s")
             if state == "unprovisioned":
                 row.append("-")
+            elif compact:
+                row.append(f"{state} {seq}/{missed} "
+                           f"{'-' if age is None else format(age, '.0f') + 's'}")
             else:
-                row.append(f"{state:<4} {n.get('last_seq', 0):>5}/{n.get('missed', 0):<3} "
-                           f"{_age(n.get('last_seen_s')):>5}")
+                row.append(f"{state:<4} {seq:>5}/{missed:<3} {_age(age):>5}")
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-             for r in [head] + rows]
-    return "\n".join(lines)
+    gap = " " if compact else "  "
+    return "\n".join(gap.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [head] + rows)
 
 
 def format_alarms(alarms: list) -> str:

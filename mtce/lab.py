@@ -1114,27 +1114,6 @@ def _last_json_line(path: str) -> dict:
 
 # == display =================================================================================
 
-def compact_table(hosts: list) -> str:
-    """The host table for a narrow terminal: per network `state seq/missed age`."""
-    head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
-    rows = []
-    for h in hosts:
-        row = [h.get("hostname", "?"), h.get("personality", ""), h.get("administrative", ""),
-               h.get("availability", "")]
-        for net in NETS:
-            n = (h.get("networks") or {}).get(net) or {}
-            if n.get("state") == "unprovisioned":
-                row.append("-")
-            else:
-                age = n.get("last_seen_s")
-                row.append(f"{n.get('state', '?')} {n.get('last_seq', 0)}/{n.get('missed', 0)} "
-                           f"{'-' if age is None else format(age, '.0f') + 's'}")
-        rows.append(row)
-    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    return "\n".join(" ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in [head] + rows)
-
-
 _COLOURS = [(re.compile(r"(?<![\w-])(lost|offline|FAILED)(?![\w-])"), "\x1b[31m"),
             (re.compile(r"(?<![\w-])(locked)(?![\w-])"), "\x1b[33m"),
             (re.compile(r"(?<![\w-])(ok|online)(?![\w-])"), "\x1b[32m")]
@@ -1517,7 +1496,8 @@ class Lab:
         table = ctl.format_hosts(hosts)
         width = shutil.get_terminal_size((120, 40)).columns
         if max(len(line) for line in table.splitlines()) >= width:
-            table = compact_table(hosts) + "\n(per network: state last_seq/missed age)"
+            table = ctl.format_hosts(hosts, compact=True) + \
+                "\n(per network: state last_seq/missed age)"
         lines += table.splitlines()
         if more:
             lines.append(f"... and {more} more hosts (mtce hosts lists them all)")

@@ -834,16 +834,3 @@ class NetlinkWatcher:
 
     def close(self) -> None:
         self.ipr.close()
-
-
-def address_is_local(address: str) -> bool:
-    """Whether `address` is configured on this host (a throw-away bind to it succeeds)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        probe.bind((address, 0))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True

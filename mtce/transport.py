@@ -44,6 +44,30 @@ def udp_socket(address: str | None = None, port: int = 0, *, family: int | None 
     return sock
 
 
+def address_is_local(address: str) -> bool:
+    """Whether `address` is configured on this host (a throw-away bind to it succeeds)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.bind((address, 0))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def vanished_address(sock: socket.socket) -> str:
+    """The address `sock` is bound to when it is no longer on this host, else ""."""
+    try:
+        addr = sock.getsockname()[0]
+    except OSError:
+        return ""
+    if addr and addr not in ("0.0.0.0", "::") and not address_is_local(addr):
+        return addr
+    return ""
+
+
 def rcvbuf_size(sock: socket.socket) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
