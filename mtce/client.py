@@ -10,6 +10,7 @@ shell commands, never hard-wired.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -245,11 +246,16 @@ class Client:
                 return addr
         return ""
 
-    def _iface_address(self, iface: str, family: int) -> str:
+    def _iface_address(self, iface: str, family: int, exclude: str = "") -> str:
+        """The interface's (or its master's) address of `family`; never `exclude`: on the
+        active controller the floating `controller` address sits on the mgmt interface too,
+        and with IPv6 (no primary address) it may be listed first."""
         links = self._links()
         master = netif.iface_master(iface, self.cfg.paths.sys_class_net, links)
+        skip = ipaddress.ip_address(exclude) if exclude else None
         for name in dict.fromkeys((master, iface)):
-            addrs = netif.iface_addresses(name, links, family)
+            addrs = [a for a in netif.iface_addresses(name, links, family)
+                     if ipaddress.ip_address(a.split("%")[0]) != skip]
             if addrs:
                 return addrs[0]
         return ""
@@ -279,7 +285,8 @@ class Client:
         if c.mgmt_ip:
             self.mgmt_ip = c.mgmt_ip
         elif self.mgmt_iface:
-            ip = self._iface_address(self.mgmt_iface, self.mgmt_family)
+            ip = self._iface_address(self.mgmt_iface, self.mgmt_family,
+                                     exclude=self.controller_addr)
             if not ip:
                 self.throttle.warning(("noaddr", self.mgmt_iface),
                                       "%s has no IP address (rc=%d), retrying ...",

@@ -720,10 +720,19 @@ def resolve(name: str, hosts_file: str | None = None) -> list[tuple[int, str]]:
 
 def iface_addresses(ifname: str, links: NetlinkLinks | None,
                     family: int = socket.AF_INET) -> list[str]:
-    """Addresses of `ifname` of `family`, in dump order ([] if unknown)."""
+    """Addresses of `ifname` of `family` a daemon may bind, best first ([] if unknown).
+
+    IPv4: the interface's own addresses (label == name, as the original's SIOCGIFADDR on the
+    name) before aliases such as the pxeboot `<if>:2`; IPv6: link-local (fe80::/10) left
+    out, since a daemon's address must be reachable beyond the link.
+    """
     if links is None:
         return []
-    return [addr for addr, _label in links.addresses(ifname, family)]
+    pairs = links.addresses(ifname, family)
+    if family == socket.AF_INET6:
+        return [a for a, _ in pairs if not ipaddress.ip_address(a.split("%")[0]).is_link_local]
+    own = [a for a, label in pairs if label in ("", ifname)]
+    return own + [a for a, label in pairs if label not in ("", ifname)]
 
 
 def iface_mac(ifname: str, links: NetlinkLinks | None, sys_class_net: str) -> str:

@@ -60,7 +60,10 @@ class Topology:
         ip("link", "set", if_b, "up", ns=ns_b)
 
     def addr(self, ns: str, ifname: str, cidr: str, label: str | None = None) -> None:
-        ip("addr", "add", cidr, "dev", ifname, *(["label", label] if label else []), ns=ns)
+        # IPv6 addresses skip duplicate address detection: usable at once, not "tentative".
+        extra = ["nodad"] if ":" in cidr.split("/")[0] else []
+        ip("addr", "add", cidr, "dev", ifname, *(["label", label] if label else []), *extra,
+           ns=ns)
 
     def del_addr(self, ns: str, ifname: str, cidr: str) -> None:
         ip("addr", "del", cidr, "dev", ifname, ns=ns)

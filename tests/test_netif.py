@@ -885,3 +885,24 @@ def test_parse_platform_conf():
 ])
 def test_system_mode(conf, mode):
     assert netif.system_mode(conf) == mode
+
+
+def test_iface_addresses_prefer_the_interface_own_address_and_skip_link_local():
+    from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    link = ifinfmsg()
+    link["index"] = 2
+    link["attrs"] = [("IFLA_IFNAME", "eth0")]
+
+    def addr(family, address, label=None):
+        m = ifaddrmsg()
+        m["index"], m["family"] = 2, family
+        m["attrs"] = [("IFA_ADDRESS", address)] + ([("IFA_LABEL", label)] if label else [])
+        return m
+
+    links = NetlinkLinks([link, addr(socket.AF_INET, "10.0.2.30", "eth0:2"),
+                          addr(socket.AF_INET, "10.0.0.10", "eth0"),
+                          addr(socket.AF_INET6, "fe80::1"), addr(socket.AF_INET6, "fd00::10")])
+    assert netif.iface_addresses("eth0", links, socket.AF_INET) == ["10.0.0.10", "10.0.2.30"]
+    assert netif.iface_addresses("eth0", links, socket.AF_INET6) == ["fd00::10"]

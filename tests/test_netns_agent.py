@@ -22,14 +22,16 @@ from netns import Switch, Topology, require_netns
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 M, C, P = "198.18.204.", "198.18.206.", "198.18.202."
+M6, C6 = "fd00:204::", "fd00:206::"          # unique local: only inside these namespaces
 
 
-def addresses(workers: int) -> dict:
-    addrs = {"controllers": {"controller": M + "1", "c_mgmt": [M + "2", M + "3"],
-                             "c_clstr": [C + "4", C + "5"], "c_pxeboot": [P + "6", P + "7"]},
-             "controller-0": {"mgmt": M + "2", "clstr": C + "4", "pxeboot": P + "6"}}
+def addresses(workers: int, v6: bool = False) -> dict:
+    m, c = (M6, C6) if v6 else (M, C)
+    addrs = {"controllers": {"controller": m + "1", "c_mgmt": [m + "2", m + "3"],
+                             "c_clstr": [c + "4", c + "5"], "c_pxeboot": [P + "6", P + "7"]},
+             "controller-0": {"mgmt": m + "2", "clstr": c + "4", "pxeboot": P + "6"}}
     for i in range(workers + 1):
-        addrs[f"worker-{i}"] = {"mgmt": M + str(10 + i), "clstr": C + str(20 + i),
+        addrs[f"worker-{i}"] = {"mgmt": m + str(10 + i), "clstr": c + str(20 + i),
                                 "pxeboot": P + str(30 + i)}
     return addrs
 
@@ -40,9 +42,10 @@ def netlab(tmp_path, daemons, mtce_cmd):
     topo = Topology()
     made = []
 
-    def make(workers=2, start=True, extra_hosts=0):
+    def make(workers=2, start=True, extra_hosts=0, v6=False):
         c = Cluster(tmp_path / "cluster", workers=workers + extra_hosts,
-                    addrs=addresses(workers + extra_hosts))
+                    addrs=addresses(workers + extra_hosts, v6))
+        plen = "/64" if v6 else "/24"
         sw = Switch(topo)
         c.ns = {}
         for i, (name, h) in enumerate(c.hosts.items()):
@@ -51,13 +54,13 @@ def netlab(tmp_path, daemons, mtce_cmd):
             sw.plug(ns, "eth0", "mgmt", mac=h.mac)
             sw.plug(ns, "eth1", "clstr")
             sw.plug(ns, "eth2", "pxe")
-            topo.addr(ns, "eth0", h.mgmt_ip + "/24")
-            topo.addr(ns, "eth1", h.cluster_host_ip + "/24")
+            topo.addr(ns, "eth0", h.mgmt_ip + plen)
+            topo.addr(ns, "eth1", h.cluster_host_ip + plen)
             # The pxeboot address is the mgmt interface's `:2` in StarlingX; on its own
             # link here, so that pxeboot can fail while mgmt stays up.
             topo.addr(ns, "eth2", h.pxeboot_ip + "/24")
             if name == "controller-0":
-                topo.addr(ns, "eth0", h.controller + "/24")
+                topo.addr(ns, "eth0", h.controller + plen)
             h.write_lease("eth0:2", h.pxeboot_ip)
             h.values["client"].update({"mgmt_ip": "", "cluster_host_ip": ""})
             h.values["paths"]["sys_class_net"] = "/sys/class/net"
@@ -201,3 +204,20 @@ def test_lock_from_the_cli_is_acked_and_reported_locked(netlab, mtce_cmd):
     assert h["administrative"] == "locked" and h["availability"] == "online"
     # The pxeboot monitor is held while the host is locked (agent.md §5.0).
     assert h["pxeboot_monitor"]["stage"] == "start"
+
+
+def test_mgmt_and_cluster_host_over_ipv6(netlab, mtce_cmd):
+    """The family follows name resolution (contract §3): `controller` and the cluster-host
+    names resolve to IPv6 here, so both daemons speak IPv6 there; pxeboot stays IPv4."""
+    c = netlab(workers=1, v6=True)
+    hosts = wait_until(lambda: all_ok(mtce_cmd, c, c.names[:2]), 30, interval=0.5,
+                       what="every host ok on every network over IPv6")
+    w0 = hosts["worker-0"]
+    assert w0["mgmt_ip"] == M6 + "10" and w0["cluster_host_ip"] == C6 + "20"
+    assert w0["pxeboot_ip"] == P + "30"
+    c.clients["worker-0"].wait_log(f"Creating eth0 socket on port 2118 with address: {M6}10")
+    c.agent.wait_log(f"Listening On: 'mtc client receive' socket {M6}1:2101")
+    r = subprocess.run(mtce_cmd + ["lock", "worker-0", "-c", c.agent_ini], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    c.agent.wait_log("worker-0 locked msg request succeeded")
