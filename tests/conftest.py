@@ -98,7 +98,7 @@ class FakeHost:
     def __init__(self, root, *, hostname="worker-0", subfunction="worker",
                  system_type="standard", system_mode="duplex", mgmt_iface="lab0",
                  clstr_iface="lab1", mac="08:00:27:aa:bb:01", net=None, mgmt_ip=None,
-                 cluster_host_ip=None, pxeboot_ip=None, period=1.0, failsafe_delay=120,
+                 cluster_host_ip=None, pxeboot_ip=None, period=1.0, failsafe_delay=2,
                  extra: dict | None = None, platform: bool = True,
                  controllers: dict | None = None):
         self.root = str(root)

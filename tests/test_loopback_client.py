@@ -154,7 +154,7 @@ def test_reboot_over_three_networks_acks_each_and_acts_once(cluster):
 
 
 def test_lazy_reboot_waits_its_delay(cluster):
-    host, peer, client = cluster(failsafe_delay=60)
+    host, peer, client = cluster(failsafe_delay=2)
     peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="running")
     t0 = time.monotonic()
     peer.command("mgmt", LAZY_REBOOT, num=1, parm=(2,))
