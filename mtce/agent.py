@@ -100,7 +100,8 @@ class Agent:
         self._children: list[subprocess.Popen] = []
         self._handlers = {net: (lambda data, src, net=net: self.on_datagram(data, src, net))
                           for net in Net}
-        self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), self.log,
+                                   self.throttle, self.counters)
         self.watcher = None
         self._nl_timer = None
         self._retry_timer = None
@@ -108,12 +109,6 @@ class Agent:
         self._saturated = False
         self._recent_rate = 0.0
         self._rate_mark = (clock.now(), 0)
-
-    def _tx(self, sock, data: bytes, addr: str, port: int):
-        """Every datagram leaves here: tagged when [security] key_file is set."""
-        if self.auth is not None:
-            data = self.auth.sign(data)
-        return transport.sendto(sock, data, addr, port)
 
     # -- start-up ----------------------------------------------------------------------------
     def _read_platform(self) -> dict:
@@ -127,12 +122,6 @@ class Agent:
 
     def start(self) -> None:
         now = self.clock.now()
-        for warning in self.auth_warnings:
-            self.log.warning("%s", warning)
-        if self.auth is not None:
-            self.log.info("message authentication on: %d key(s), signing with %s ; require %s",
-                          len(self.auth.keys), self.auth.keys[0][0],
-                          "yes" if self.auth.require else "no")
         self.log.info("System Type : %s ; %d hosts in %s", self.system_mode,
                       len(self.inventory.hosts), self.inventory.path)
         for warning in self.inventory.warnings:
@@ -379,12 +368,9 @@ class Agent:
     def on_datagram(self, data, src: str, net: Net) -> None:
         """One datagram; `data` is a memoryview valid only during the call."""
         self.counters["rx"] += 1
-        if self.auth is not None:
-            data, why = self.auth.check(data)
+        if self.wire.auth is not None:
+            data = self.wire.admit(data, src, net)
             if data is None:
-                self.counters["rx_bad"] += 1
-                self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from "
-                                      "%s on %s network: %s", src, net.iface, why)
                 return
         else:
             # The hot path: a well-formed mtcAlive from a known address, without building a
@@ -602,7 +588,7 @@ class Agent:
             return False
         data = alive.command(cmd, host.entry.mgmt_mac, self.command_data(host, net, cmd),
                              num=num, parm=parm)
-        err = self._tx(sock, data, dest, port)
+        err = self.wire.send(sock, data, dest, port)
         if err is not None:
             self.counters["tx_errors"] += 1
             self.throttle.error(("send", net, dest), "%s failed to send %d:%s command to %s:%d "
@@ -790,9 +776,8 @@ class Agent:
             return
         for line in self.cfg.diff(new):
             self.log.info("config change: %s", line)
-        for warning in warnings:
-            self.log.warning("%s", warning)
-        self.cfg, self.auth = new, auth.carry_over(self.auth, new_auth)
+        self.cfg = new
+        self.wire.use(new_auth, warnings)
         now = self.clock.now()
         self.table.apply_settings(hosts.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)

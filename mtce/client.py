@@ -101,26 +101,15 @@ class Client:
         self._lease_seen = None
         self.mgmt_master = ""
         self.our_ifaces: set = set()
-        self.auth, self.auth_warnings = auth.from_config(cfg, clock.wall)
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), self.log,
+                                   self.throttle, self.counters)
         # Where commands may come from, per network (docs/design.md, "Command sources").
         self.trusted: dict[Net, set] = {Net.MGMT: set(), Net.CLSTR: set()}
-
-    def _tx(self, sock, data: bytes, addr: str, port: int):
-        """Every datagram leaves here: tagged when [security] key_file is set."""
-        if self.auth is not None:
-            data = self.auth.sign(data)
-        return transport.sendto(sock, data, addr, port)
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self) -> None:
         """Everything before the main loop: config logs, gates, learning, sockets, ready."""
         c = self.cfg
-        for warning in self.auth_warnings:
-            self.log.warning("%s", warning)
-        if self.auth is not None:
-            self.log.info("message authentication on: %d key(s), signing with %s ; require %s",
-                          len(self.auth.keys), self.auth.keys[0][0],
-                          "yes" if self.auth.require else "no")
         self.log.info("Agent Mgmnt : %d (tx)", c.agent.mtc_agent_port)
         self.log.info("Client Mgmnt: %d (rx)", c.client.mtc_rx_mgmnt_port)
         self.log.info("Shutdown TO : %g secs", c.timeouts.failsafe_shutdown_delay)
@@ -633,7 +622,7 @@ class Client:
             self.counters["tx_errors"] += 1
             self.throttle.error(("notok", sock_name), "%s", not_ok)
             return False
-        err = self._tx(sock, data, addr, port)
+        err = self.wire.send(sock, data, addr, port)
         if err is not None:
             self.counters["tx_errors"] += 1
             self.throttle.error(("send", sock_name, err.errno), "message send failed on %s "
@@ -660,7 +649,7 @@ class Client:
             if sock is None:
                 self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
                 continue
-            err = self._tx(sock, data, addr, port)
+            err = self.wire.send(sock, data, addr, port)
             if err is not None:
                 self.counters["tx_errors"] += 1
                 self.throttle.error(("send", "pxeboot", ctl, err.errno), "failed to send "
@@ -677,7 +666,7 @@ class Client:
         """`{"hostname":..,"service":"mtcClient",..,"features":["pxeboot_mtcAlive"]}`."""
         data = alive.ready_event(self.hostname, self.ctrl_pxeboot["controller"])
         if self.socks["mgmt_tx"] is not None and self.controller_addr:
-            err = self._tx(self.socks["mgmt_tx"], data, self.controller_addr,
+            err = self.wire.send(self.socks["mgmt_tx"], data, self.controller_addr,
                                    self.cfg.agent.mtc_agent_port)
             if err is not None:
                 self.throttle.error(("ready", "mgmt"), "message send failed. (%s) message: %d "
@@ -689,7 +678,7 @@ class Client:
         active = self.ctrl_pxeboot["controller"]
         if self.socks["pxeboot_tx"] is not None and active:
             port = self.cfg.agent.mtc_rx_pxeboot_port
-            err = self._tx(self.socks["pxeboot_tx"], data, active, port)
+            err = self.wire.send(self.socks["pxeboot_tx"], data, active, port)
             if err is not None:
                 self.throttle.error(("ready", "pxeboot"), "failed to send monitor ready event "
                                     "to %s:%d on Pxeboot network (rc:-1) (%s)", active, port,
@@ -709,13 +698,9 @@ class Client:
     def on_datagram(self, data: bytes, src: str, net: Net) -> None:
         """One received datagram: authenticate, decode, check the target MAC, dispatch."""
         self.counters["rx"] += 1
-        if self.auth is not None:
-            data, why = self.auth.check(data)
-            if data is None:
-                self.counters["rx_bad"] += 1
-                self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
-                                      "on %s network: %s", src, net.iface, why)
-                return
+        data = self.wire.admit(data, src, net)
+        if data is None:
+            return
         msg, reason = alive.try_decode(data)
         if msg is None:
             self.counters["rx_bad"] += 1
@@ -883,7 +868,7 @@ class Client:
                 return
             if log_ack:
                 self.log.info("sending %s ack to %s over Pxeboot network", name, src)
-            err = self._tx(sock, data, src, port)
+            err = self.wire.send(sock, data, src, port)
             if err is not None:
                 self.throttle.error(("ack", net, err.errno), "failed to send %s ack to %s:%d on "
                                     "Pxeboot network (rc:-1) (%s)", name, src, port,
@@ -903,7 +888,7 @@ class Client:
         for _, addr in targets:
             if not addr:
                 continue
-            err = self._tx(sock, data, addr, port)
+            err = self.wire.send(sock, data, addr, port)
             if err is None:
                 if log_ack:
                     self.log.info("%s reply send (%s)", name, net.iface)
@@ -925,9 +910,8 @@ class Client:
             self.log.info("config change: %s", line)
         if not changes:
             self.log.info("reload: configuration unchanged")
-        for warning in warnings:
-            self.log.warning("%s", warning)
-        self.cfg, self.auth = new, auth.carry_over(self.auth, new_auth)
+        self.cfg = new
+        self.wire.use(new_auth, warnings)
         self.hostname = netif.read_hostname(new.paths.hostname_file)
         self.actions.cfg, self.actions.hostname, self.status.paths = new, self.hostname, \
             new.paths

@@ -113,6 +113,44 @@ def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> 
     return None
 
 
+class Wire:
+    """Every datagram into and out of a daemon: tagged and checked when `[security]` has keys
+    (mtce.auth), as is otherwise. One place for what agent and client both need."""
+
+    def __init__(self, authenticator, warnings, log, throttle, counters: dict):
+        self.log, self.throttle, self.counters = log, throttle, counters
+        self.auth = None
+        self.use(authenticator, warnings)
+        if authenticator is not None:
+            log.info("message authentication on: %d key(s), signing with %s ; require %s",
+                     len(authenticator.keys), authenticator.keys[0][0],
+                     "yes" if authenticator.require else "no")
+
+    def use(self, authenticator, warnings=()) -> None:
+        """Start-up or a reload: new keys keep the memory of accepted tags (no replays)."""
+        from mtce.auth import carry_over
+        for warning in warnings:
+            self.log.warning("%s", warning)
+        self.auth = carry_over(self.auth, authenticator)
+
+    def send(self, sock: socket.socket | None, data: bytes, address: str,
+             port: int) -> OSError | None:
+        if self.auth is not None:
+            data = self.auth.sign(data)
+        return sendto(sock, data, address, port)
+
+    def admit(self, data, src: str, net):
+        """The datagram as the original sent it, or None (counted, logged throttled)."""
+        if self.auth is None:
+            return data
+        payload, why = self.auth.check(data)
+        if payload is None:
+            self.counters["rx_bad"] += 1
+            self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
+                                  "on %s network: %s", src, net.iface, why)
+        return payload
+
+
 def describe_error(err: OSError) -> str:
     """`<errno>:<text>` as the original prints `(%d:%m)`."""
     code = err.errno or 0
