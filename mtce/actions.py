@@ -1,6 +1,7 @@
 """What a client does to its own host on the agent's commands (client.md §5.4-§5.5): the
-`.node_locked` files, reboot, reset and lazy reboot through the `[actions]` shell commands with
-a failsafe, and the locked/reset housekeeping at start.
+`.node_locked` files, the goEnabled subfunction-failed flag, reboot, reset, lazy reboot and
+wipedisk through the `[actions]` shell commands with a failsafe, sync, and the locked/reset
+housekeeping at start.
 
 Nothing here is hard-wired to the machine: every action is the configured command, run with
 `/bin/sh -c` in a session of its own and never waited for in the loop.
@@ -16,26 +17,65 @@ from mtce.states import PARM_LOCK_PERSIST, Net
 LOCKED_FILE = ".node_locked"
 RESET_FILE = ".node_reset"
 LOCKED_TEXT = "This node is currently in the administratively locked state\n"
+SUBF_PASS_FILE = "goenabled_subf"              # GOENABLED_SUBF_PASS
+SUBF_FAIL_FILE = "goenabled_subf_failed"       # GOENABLED_SUBF_FAIL
+SUBF_FAIL_TEXT = "host subfunction has failed as instructed by maintenance.\n"
 REISSUE_REBOOT_S = 30.0        # "mtce reboot required": the reboot is re-issued this often
+SHUTDOWNS = ("reboot", "reset", "lazy reboot", "wipedisk")
+# fit files that bypass an action after its ACK (client.md §6.3)
+_FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
+               "wipedisk": ("no_wipedisk", "Wipedisk")}
 
 
 class HostActions:
-    def __init__(self, cfg, loop, clock, log: logging.Logger, throttle, hostname: str):
+    """`throttle` for faults of the machine (a file that cannot be written); `noise` for lines
+    a datagram can repeat at will (a reboot already in progress) and `events` for the changes
+    commands make (a lock file written), each bounded by its budget."""
+
+    def __init__(self, cfg, loop, clock, log: logging.Logger, throttle, hostname: str,
+                 noise=None, events=None):
         self.cfg, self.loop, self.clock, self.log, self.throttle = cfg, loop, clock, log, \
             throttle
+        self.noise = noise or throttle
+        self.events = events or throttle
         self.hostname = hostname
         self.children: list = []                 # subprocess.Popen of running actions
-        self.in_progress: str | None = None      # "reboot", "reset" or "lazy reboot"
+        self.in_progress: str | None = None      # one of SHUTDOWNS
 
-    def _fit(self, name: str) -> bool:
+    def reconfigure(self, cfg, hostname: str) -> None:
+        """A reload: the new `[paths]`, `[actions]` and timeouts apply to what comes next."""
+        self.cfg, self.hostname = cfg, hostname
+
+    def fit(self, name: str) -> bool:
         return os.path.exists(os.path.join(self.cfg.paths.run_dir, "fit", name))
+
+    def _present(self, where: str, name: str) -> bool:
+        return os.path.exists(os.path.join(where, name))
+
+    def would_change(self, kind: str, num: int = 0, parm: tuple = ()) -> bool:
+        """Whether carrying out `kind` now changes anything on this host: its log line is then
+        a state change, never suppressed by the noise budget of repeated commands."""
+        run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
+        if kind == "lock":
+            want_backup = bool(num > 0 and parm and parm[PARM_LOCK_PERSIST])
+            return (not self._present(run, LOCKED_FILE)
+                    or want_backup != self._present(persist, LOCKED_FILE))
+        if kind == "unlock":
+            return self._present(run, LOCKED_FILE) or self._present(persist, LOCKED_FILE)
+        if kind == "subf failed":
+            return not self._present(run, SUBF_FAIL_FILE) or self._present(run, SUBF_PASS_FILE)
+        if kind in SHUTDOWNS:
+            bypass = _FIT_BYPASS.get(kind)
+            return self.in_progress is None and not (bypass and self.fit(bypass[0]))
+        return False
 
     # -- the locked files --------------------------------------------------------------------
     def lock(self, num: int, parm: tuple, net: Net) -> None:
         """MTC_MSG_LOCKED: the volatile file, and the persistent one if LOCK_PERSIST is set."""
         run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
         if not os.path.exists(os.path.join(run, LOCKED_FILE)):
-            self.log.info("%s locked (%s)", self.hostname, net.iface)
+            self.events.info(("command", "lock", net), "%s locked (%s)", self.hostname,
+                             net.iface)
             self._write(run, LOCKED_FILE, LOCKED_TEXT)
         if num > 0 and parm[PARM_LOCK_PERSIST]:
             if not os.path.exists(os.path.join(persist, LOCKED_FILE)):
@@ -44,10 +84,24 @@ class HostActions:
             self._remove(persist, LOCKED_FILE)
 
     def unlock(self, net: Net) -> None:
-        self.log.info("%s unlocked received from %s network", self.hostname, net.iface)
+        """MTC_MSG_UNLOCKED: both files go (the caller logs the received line)."""
         self._remove(self.cfg.paths.run_dir, LOCKED_FILE)
         if self._remove(self.cfg.paths.persist_dir, LOCKED_FILE):
-            self.log.info("cleared node locked backup flag (%s)", net.iface)
+            self.events.info(("command", "unlock backup", net), "cleared node locked backup "
+                             "flag (%s)", net.iface)
+
+    def subf_failed(self) -> None:
+        """MTC_MSG_SUBF_GOENABLED_FAILED: the pass flag goes, the failed flag is written
+        (`M/mtcCompMsg.cpp:310-316`), so the next mtcAlive no longer says SUBF_GOENABLED."""
+        run = self.cfg.paths.run_dir
+        self._remove(run, SUBF_PASS_FILE)
+        self._write(run, SUBF_FAIL_FILE, SUBF_FAIL_TEXT)
+
+    def sync(self, net: Net) -> None:
+        """MTC_CMD_SYNC: `sync` in a child process, never in the loop; one at a time."""
+        if any(getattr(p, "action_name", "") == "sync" for p in self.children):
+            return
+        self._spawn("sync", "sync")
 
     def _write(self, where: str, name: str, text: str) -> bool:
         try:
@@ -76,13 +130,13 @@ class HostActions:
         """Carry out a reboot-like command once, however many networks it came over (the
         original re-runs it for every copy)."""
         if self.in_progress is not None:
-            self.log.info("%s (%s) ; %s already in progress", kind, net.iface, self.in_progress)
+            self.noise.info(("command", "in progress", net), "%s (%s) ; %s already in progress",
+                            kind, net.iface, self.in_progress)
             return
-        if kind == "reboot" and self._fit("no_reboot"):
-            self.log.info("Reboot - fit bypass (%s)", net.iface)
-            return
-        if kind == "reset" and self._fit("no_reset"):
-            self.log.info("Reset - fit bypass (%s)", net.iface)
+        bypass = _FIT_BYPASS.get(kind)
+        if bypass and self.fit(bypass[0]):
+            self.noise.info(("command", "fit bypass", kind, net), "%s - fit bypass (%s)",
+                            bypass[1], net.iface)
             return
         self.in_progress = kind
         delay_s = self.cfg.timeouts.failsafe_shutdown_delay
@@ -97,6 +151,13 @@ class HostActions:
             self._write(run, RESET_FILE, "reset command\n")
             self.launch_failsafe(delay_s / 2)       # the original's reset uses half of it
             self.run_action("reset")
+        elif kind == "wipedisk":
+            # M/mtcCompMsg.cpp:714-742: failsafe at half the delay, then wipedisk and a
+            # forced reboot in a child (the shipped `[actions] wipedisk` does both).
+            self.launch_failsafe(delay_s / 2)
+            self.log.info("Disk wipe in progress (%s)", net.iface)
+            self._write(run, RESET_FILE, "wipedisk command\n")
+            self.run_action("wipedisk")
         else:
             self._write(run, RESET_FILE, "lazy reboot command\n")
             self._lazy_countdown(net, self.clock.now() + delay)

@@ -14,8 +14,8 @@ import os
 import socket
 import subprocess
 
-from mtce import alarms, alive, auth, config, hosts, logs, netif, transport
-from mtce.states import ALARM_MTCALIVE, Admin, Cmd, Net, cmd_name
+from mtce import alarms, alive, auth, config, hosts, logs, netif, store, transport
+from mtce.states import ALARM_MTCALIVE, PARM_LOCK_PERSIST, Admin, Cmd, Net, cmd_name
 
 PROGRAM = "mtcAgent"
 RX_BATCH = 50                   # MAX_RX_MSG_BATCH (agent.md §3.2)
@@ -35,10 +35,28 @@ FIT_FILES = {"mgmt_rx": "agent_mgmnt_rxsock", "clstr_rx": "agent_clstr_rxsock",
 ALARM_HOOK_TIMEOUT_S = 30.0
 COALESCE_S = 0.02               # at light load, let datagrams gather this long between reads
 COALESCE_MAX_PILE = 256         # ... unless that many would pile up in the meantime
-
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+DNSMASQ_SETTLE_S = 2.0          # a dnsmasq.hosts changed this recently is parsed again anyway
+ACK_FORGET_S = 1.0              # an ACKed command is kept this long for its other networks' ACKs
+# What received datagrams may log, whatever their number or mix (issue 11): every line a
+# datagram can cause that is not a host's state change shares this budget.
+NOISE_BURST, NOISE_PER_MIN = 10, 6
+SIMPLEX_FILE = "simplex"        # <platform_dir>/simplex (STILL_SIMPLEX_FILE)
+# Keys whose change a SIGHUP applies by re-creating the sockets they shape.
+SOCKET_KEYS = {("agent", "mtc_agent_port"): ("mgmt_rx", "clstr_rx"),
+               ("agent", "mtc_rx_pxeboot_port"): ("pxeboot_rx",),
+               ("agent", "mgmt_ip"): ("mgmt_rx",),
+               ("agent", "cluster_host_ip"): ("clstr_rx", "clstr_tx"),
+               ("agent", "pxeboot_ip"): ("pxeboot_rx", "pxeboot_tx"),
+               ("paths", "hosts_file"): ("mgmt_rx", "clstr_rx")}
+# Keys a running agent cannot take: the reload log says so instead of claiming the change.
+RESTART_KEYS = {("paths", "pid_dir"), ("paths", "log_dir"), ("paths", "hostname_file"),
+                ("paths", "platform_conf"), ("paths", "state_dir")}
+UNUSED_KEYS = {("client", k) for k in ("mtcalive_period", "mgmt_ip", "cluster_host_ip")} | \
+    {("actions", k) for k in ("reboot", "reset", "lazy_reboot", "failsafe", "wipedisk")} | \
+    {("paths", k) for k in ("dhcp_leases_dir", "ifcfg_dir", "sys_class_net", "persist_dir")} | \
+    {("timeouts", "failsafe_shutdown_delay")}
 _NET_OF_SOCKET = {"mgmt_rx": Net.MGMT, "clstr_rx": Net.CLSTR, "pxeboot_rx": Net.PXEBOOT}
+_RX_OF = {net: name for name, net in _NET_OF_SOCKET.items()}
 _BATCH_NAME = {Net.MGMT: "Mgmnt", Net.CLSTR: "Clstr", Net.PXEBOOT: "pxeboot"}
 # Commands that expect an ACK, and the networks they go over first to last (agent.md §7.2).
 _ACKED = {Cmd.REBOOT, Cmd.RESET, Cmd.LAZY_REBOOT, Cmd.LOCKED, Cmd.UNLOCKED}
@@ -60,12 +78,17 @@ class Agent:
     """The mtcAgent daemon's state and handlers, driven by a `Loop`."""
 
     def __init__(self, cfg: config.Config, loop, clock, logger: logging.Logger | None = None,
-                 inventory: config.Inventory | None = None):
+                 inventory: config.Inventory | None = None,
+                 sockets: transport.Sockets = transport.SYSTEM, netlink_watch: bool = True):
         self.cfg = cfg
         self.loop = loop
         self.clock = clock
         self.log = logger or logs.get()
         self.throttle = logs.Throttle(self.log, clock)
+        self.noise = logs.Throttle(self.log, clock, budget=logs.Budget(NOISE_BURST,
+                                                                       NOISE_PER_MIN))
+        self.sockets = sockets
+        self.netlink_watch = netlink_watch
         self.receiver = transport.Receiver(RX_BATCH)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.inventory = inventory or config.load_inventory(cfg.agent.inventory)
@@ -85,7 +108,8 @@ class Agent:
         self._dnsmasq_stamp = None
         self.table = hosts.HostTable(hosts.Settings.from_config(
             cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
-        self.alarms = alarms.AlarmStore(cfg.paths.state_dir)
+        self.alarms = alarms.AlarmStore(cfg.paths.state_dir, deferred=True)
+        self.operator_states = store.OperatorStates(cfg.paths.state_dir)
         self.socks: dict[str, socket.socket | None] = {
             "mgmt_rx": None, "clstr_rx": None, "pxeboot_rx": None,
             "mgmt_tx": None, "clstr_tx": None, "pxeboot_tx": None}
@@ -101,7 +125,7 @@ class Agent:
         self._handlers = {net: (lambda data, src, net=net: self.on_datagram(data, src, net))
                           for net in Net}
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), self.log,
-                                   self.throttle, self.counters)
+                                   self.noise, self.counters)
         self.watcher = None
         self._nl_timer = None
         self._retry_timer = None
@@ -130,6 +154,8 @@ class Agent:
             self.log.warning("%s is not in the inventory %s ; its own addresses are unknown",
                              self.hostname, self.inventory.path)
         self._run(self.table.apply_inventory(self.inventory, now)[3])
+        self._refresh_facts()
+        self._restore_operator_states(now)
         if self.simplex:
             self.log.info("Simplex Mode: Pxeboot network not provisioned")
         self.load_dnsmasq_hosts(force=True)
@@ -150,6 +176,48 @@ class Agent:
                                                  self.audit)
         self.loop.pause_hint = self.pause_hint
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
+
+    def _refresh_facts(self) -> None:
+        """What hosts.py cannot read itself: the `<platform_dir>/simplex` file (agent.md §7.3,
+        checked at each locked correction by the original; here at every audit tick)."""
+        self.table.facts.still_simplex = os.path.exists(
+            os.path.join(self.cfg.paths.platform_dir, SIMPLEX_FILE))
+
+    # -- operator lock/unlock, kept in state_dir (contract §4) -------------------------------
+    def _restore_operator_states(self, now: float) -> None:
+        """At start: an operator's lock or unlock stays, unless the inventory's
+        `administrative` of that host changed while the agent was down (then the file wins)."""
+        for problem in self.operator_states.load():
+            self.log.error("%s", problem)
+        for name in self.operator_states.hosts():
+            kept = self.operator_states.get(name)
+            host = self.table.get(name)
+            if host is None:
+                self.log.info("%s not in inventory ; its operator %s is forgotten", name,
+                              kept["administrative"])
+                self.operator_states.drop(name)
+            elif host.entry.administrative != kept["inventory"]:
+                self.log.info("%s inventory administrative changed from %s to %s while the "
+                              "agent was stopped ; the inventory's %s applies, not the "
+                              "operator's %s", name, kept["inventory"],
+                              host.entry.administrative, host.entry.administrative,
+                              kept["administrative"])
+                self.operator_states.drop(name)
+            else:
+                self._run(host.set_admin(kept["administrative"], now, "operator"))
+                self.log.info("%s %s by the operator (%s) ; kept from %s", name,
+                              kept["administrative"], kept.get("at") or "earlier",
+                              self.operator_states.path)
+        self._check_store()
+
+    def _sync_operator_states(self) -> None:
+        """After a reload: a host whose inventory `administrative` changed is the file's
+        again; its kept operator value goes."""
+        for name in self.operator_states.hosts():
+            host = self.table.get(name)
+            if host is None or host.admin_source != "operator":
+                self.operator_states.drop(name)
+        self._check_store()
 
     def _resolve(self, name: str) -> str:
         found = netif.resolve(name, self.cfg.paths.hosts_file)
@@ -194,6 +262,8 @@ class Agent:
 
     # -- netlink events and fault insertion --------------------------------------------------
     def _start_watcher(self) -> None:
+        if not self.netlink_watch:
+            return
         try:
             self.watcher = netif.NetlinkWatcher()
         except Exception as err:   # noqa: BLE001 - netlink is an accelerator, not a need
@@ -211,7 +281,7 @@ class Agent:
         receive sockets whose address is gone and bind the missing ones now."""
         self._nl_timer = None
         for name, sock in list(self.socks.items()):
-            addr = transport.vanished_address(sock) if sock is not None else ""
+            addr = self.sockets.vanished(sock) if sock is not None else ""
             if addr:
                 self.log.info("%s is gone from this host ; %s socket closed until it returns",
                               addr, name)
@@ -261,7 +331,7 @@ class Agent:
         try:
             # No SO_REUSEADDR (the original sets it): a second agent on the same address
             # must fail to bind, not silently share the traffic.
-            sock = transport.udp_socket(addr, port, rcvbuf=transport.AGENT_RCVBUF)
+            sock = self.sockets.udp(addr, port, rcvbuf=transport.AGENT_RCVBUF)
         except OSError as err:
             self.throttle.error(("bind", name), "failed to bind %s:%d to socket (%s)", addr,
                                 port, transport.describe_error(err))
@@ -281,7 +351,7 @@ class Agent:
             return None
         family = transport.family_of(addr) if addr else socket.AF_INET
         try:
-            sock = transport.udp_socket(None, family=family)
+            sock = self.sockets.udp(None, family=family)
         except OSError as err:
             self.log.error("failed to create %s socket (%s)", name,
                            transport.describe_error(err))
@@ -296,16 +366,21 @@ class Agent:
 
     # -- dnsmasq.hosts -----------------------------------------------------------------------
     def load_dnsmasq_hosts(self, force: bool = False) -> None:
-        """pxeboot addresses by mgmt MAC (agent.md §2). Re-read whenever the file changed;
-        called before every pxeboot mtcAlive request, as the original re-reads it there."""
+        """pxeboot addresses by mgmt MAC (agent.md §2), read where the original reads them:
+        before every pxeboot mtcAlive request and on every ready event.
+
+        The file is parsed again when it may have changed: a different inode, size, mtime or
+        ctime, or a ctime so recent that a change in the same timestamp tick could hide
+        (ctime cannot be set back, unlike mtime); otherwise it is the text already read."""
         if not self.pxeboot_provisioned:
             return
         try:
             st = os.stat(self.dnsmasq_path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            settled = self.clock.wall() - st.st_ctime_ns / 1e9 > DNSMASQ_SETTLE_S
         except OSError:
-            stamp = None
-        if stamp == self._dnsmasq_stamp and not force:
+            stamp, settled = None, True
+        if stamp == self._dnsmasq_stamp and settled and not force:
             return
         self._dnsmasq_stamp = stamp
         entries, problems, error = netif.read_dnsmasq_hosts(self.dnsmasq_path)
@@ -355,30 +430,40 @@ class Agent:
         try:
             count = self.receiver.drain(sock, self._handlers[net])
         except OSError as err:
-            self.throttle.error(("recv", net), "%s receive failed (%s)", net.iface,
-                                transport.describe_error(err))
+            # A receive error that is not a queued ICMP report (transport.Receiver skips
+            # those) is the socket's, not a datagram's: re-create it, as the client does.
+            name = _RX_OF[net]
+            self.throttle.error(("recv", net), "%s receive failed (%s) ; socket re-created",
+                                net.iface, transport.describe_error(err))
+            self._close(name)
+            self.setup_sockets()
             return
         self._rate_count += count
         if count >= RX_BATCH:
             self._saturated = True
         if count > BATCH_LOG_ABOVE:
-            self.throttle.info(("batch", net), "serviced %d messages in one batch (%s)", count,
-                               _BATCH_NAME[net])
+            self.noise.info(("batch", net), "serviced %d messages in one batch (%s)", count,
+                            _BATCH_NAME[net])
 
     def on_datagram(self, data, src: str, net: Net) -> None:
-        """One datagram; `data` is a memoryview valid only during the call."""
+        """One datagram; `data` is a memoryview valid only during the call.
+
+        An mtcAlive changes a host only if its JSON parses and has a valid personality
+        (contract §8, agent.md §4.1). A host's mtcAlive text differs from its last valid one
+        only in `"sequence"`, so the hot path is a byte comparison with that text
+        (`alive.text_matches`); any other text takes the full parse.
+        """
         self.counters["rx"] += 1
         if self.wire.auth is not None:
-            data = self.wire.admit(data, src, net)
+            data = self.wire.admit(data, src, net)[0]
             if data is None:
                 return
-        else:
-            # The hot path: a well-formed mtcAlive from a known address, without building a
-            # Message (protocol.md's fields at their offsets, checked as decode() would).
-            fields = alive.mtcalive_fields(data)
-            if fields is not None:
-                host = self.table.lookup(src)
-                if host is not None:
+        fields = alive.mtcalive_fields(data)
+        if fields is not None:
+            host = self.table.lookup(src)
+            if host is not None:
+                prefix = host.nets[net].text_prefix
+                if prefix is not None and alive.text_matches(data, prefix):
                     self.counters["mtcalive"] += 1
                     actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
                                                self.clock.now())
@@ -392,22 +477,10 @@ class Agent:
         host = self.table.lookup(src)
         if msg.sig == alive.SIG_MESSAGE:
             if msg.cmd != Cmd.MTCALIVE:
-                self.throttle.info(("goenabled", net), "%s from %s on %s network ; not "
-                                   "handled by mtce", cmd_name(msg.cmd), src, net.iface)
+                self.noise.info(("goenabled", net), "%s from %s on %s network ; not handled "
+                                "by mtce", cmd_name(msg.cmd), src, net.iface)
                 return
-            buf = msg.buf
-            if not (buf[:13] == b'{"hostname":"' and buf[-1:] == b"}"):
-                self._bad(net, src, "mtcAlive payload is not the mtcAlive JSON")
-                return
-            if host is None:
-                host = self._learn_source(msg, src, net)
-                if host is None:
-                    return
-            self.counters["mtcalive"] += 1
-            p = msg.parm
-            actions = host.on_mtcalive(net, p[3], p[2], p[0], self.clock.now())
-            if actions:
-                self._run(actions)
+            self.on_mtcalive_text(host, msg, src, net)
             return
         if host is None:
             self._unknown(src, net, msg)
@@ -417,31 +490,51 @@ class Agent:
         elif msg.sig == alive.SIG_EVENT:
             self.on_event(host, msg, net)
         else:
-            self.throttle.warning(("unsupported", net), "Received unsupported or badly formed "
-                                  "message from %s on %s network", src, net.iface)
+            self.noise.warning(("unsupported", net), "Received unsupported or badly formed "
+                               "message from %s on %s network", src, net.iface)
+
+    def on_mtcalive_text(self, host, msg: alive.Message, src: str, net: Net) -> None:
+        """An mtcAlive whose text is not the host's last one: parse and validate it first."""
+        try:
+            text = alive.parse_mtcalive(msg.buf)
+        except alive.DecodeError as err:
+            self._bad(net, src, f"mtcAlive: {err.reason}")
+            return
+        if host is None:
+            host = self._learn_source(text, src, net, msg)
+            if host is None:
+                return
+        now = self.clock.now()
+        track = host.nets[net]
+        actions = self.table.on_identity(host, text.personality,
+                                         text.cluster_host_ip if self.clstr_ip else None, now)
+        if actions:
+            self._run(actions)
+        track.text_prefix = alive.sequence_prefix(msg.buf)
+        self.counters["mtcalive"] += 1
+        p = msg.parm
+        actions = host.on_mtcalive(net, p[3], p[2], p[0], now)
+        if actions:
+            self._run(actions)
 
     def _bad(self, net: Net, src: str, reason: str) -> None:
         self.counters["rx_bad"] += 1
-        self.throttle.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
-                              "network: %s ; dropping", src, net.iface, reason)
+        self.noise.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
+                           "network: %s ; dropping", src, net.iface, reason)
 
     def _unknown(self, src: str, net: Net, msg: alive.Message | None) -> None:
         self.counters["unknown_source"] += 1
-        self.throttle.warning(("unknown", net), "unknown hostname message from %s on %s network "
-                              "... dropping (%s)", src, net.iface,
-                              alive.describe(msg) if msg else "")
+        self.noise.warning(("unknown", net), "unknown hostname message from %s on %s network "
+                           "... dropping (%s)", src, net.iface,
+                           alive.describe(msg) if msg else "")
 
-    def _learn_source(self, msg: alive.Message, src: str, net: Net):
-        """An mtcAlive from an address no host owns: the original takes the JSON hostname and
-        stores the source as that host's pxeboot address (agent.md §2). Here only on the
+    def _learn_source(self, text: alive.AliveText, src: str, net: Net, msg: alive.Message):
+        """A valid mtcAlive from an address no host owns: the original takes the JSON hostname
+        and stores the source as that host's pxeboot address (agent.md §2). Here only on the
         pxeboot network, and only for a host that has no pxeboot address yet, so that a
         spoofed message cannot move a known address."""
-        try:
-            name = msg.json().get("hostname")
-        except alive.DecodeError as err:
-            self._bad(net, src, err.reason)
-            return None
-        host = self.table.get(name) if isinstance(name, str) else None
+        name = text.hostname
+        host = self.table.get(name) if name else None
         if host is None or net != Net.PXEBOOT or host.pxeboot_ip:
             self._unknown(src, net, msg)
             return None
@@ -461,38 +554,45 @@ class Agent:
             self._bad(net, host.hostname, f"ready event: {err.reason}")
             return
         if name != host.hostname:
-            self.throttle.warning(("ready-name", host.hostname), "ready event names %s but "
-                                  "comes from %s's address on %s network ; dropping", name,
-                                  host.hostname, net.iface)
+            self.noise.warning(("ready-name", net), "ready event names %s but comes from %s's "
+                               "address on %s network ; dropping", name, host.hostname,
+                               net.iface)
             return
         if features is None:
-            self.throttle.info(("ready-old", host.hostname), "%s mtcClient not offering feature "
-                               "list ; node may have upgrade pending", host.hostname)
+            self.noise.info(("ready-old", net), "%s mtcClient not offering feature list ; "
+                            "node may have upgrade pending", host.hostname)
+        # agent.md §2 "When the file is (re)read": on every ready event (its pxeboot request).
+        self.load_dnsmasq_hosts()
         self._run(host.on_ready(features, self.clock.now()))
 
     def on_ack(self, host, msg: alive.Message, net: Net) -> None:
+        """`<host> <cmd> request ACK (<net>)` for a command this agent sent; any other ACK
+        (unsolicited, or for a code we never send) is a repeatable datagram: noise."""
         self.counters["acks"] += 1
         host.on_ack(msg.cmd, net, self.clock.now())
         name = cmd_name(msg.cmd)
-        level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
-        self.throttle.log(level, ("ack", host.hostname, msg.cmd, net), "%s %s request ACK (%s)",
-                          host.hostname, name, net.iface)
-        pending = self.pending.get((host.hostname, Cmd(msg.cmd))) if msg.cmd < Cmd.LAST else None
-        if pending is not None and net not in pending.acked:
-            pending.acked.append(net)
-            if len(pending.acked) == 1:
-                self.log.info("%s %s request succeeded (%s)", host.hostname, name, net.iface)
-                if pending.timer is not None:
-                    pending.timer.cancel()
-                self.loop.call_later(1.0, lambda: self.pending.pop((pending.host, pending.cmd),
-                                                                   None))
+        pending = self.pending.get((host.hostname, msg.cmd)) if msg.cmd < Cmd.LAST else None
+        if pending is None or net in pending.acked:
+            self.noise.log(logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO,
+                           ("ack", host.hostname, net), "%s %s request ACK (%s)",
+                           host.hostname, name, net.iface)
+            return
+        self.log.log(logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO,
+                     "%s %s request ACK (%s)", host.hostname, name, net.iface)
+        pending.acked.append(net)
+        if len(pending.acked) == 1:
+            self.log.info("%s %s request succeeded (%s)", host.hostname, name, net.iface)
+            if pending.timer is not None:
+                pending.timer.cancel()
+            self.loop.call_later(ACK_FORGET_S, lambda: self.pending.pop(
+                (pending.host, pending.cmd), None))
 
     # -- actions -----------------------------------------------------------------------------
     def _run(self, actions) -> None:
         for action in actions:
             kind = type(action)
             if kind is hosts.Log:
-                self.log.log(_LEVELS.get(action.level, logging.INFO), "%s", action.text)
+                self.log.log(logs.LEVELS.get(action.level, logging.INFO), "%s", action.text)
             elif kind is hosts.Send:
                 self.send_command(action.host, action.net, action.cmd, action.num, action.parm)
             elif kind is hosts.RaiseAlarm:
@@ -514,8 +614,10 @@ class Agent:
         self._check_store()
 
     def _check_store(self) -> None:
-        if self.alarms.save_problem:
-            self.throttle.error(("alarms", "save"), "%s", self.alarms.save_problem)
+        for name, problem in (("alarms", self.alarms.save_problem),
+                              ("administrative", self.operator_states.save_problem)):
+            if problem:
+                self.throttle.error((name, "save"), "%s", problem)
 
     def _alarm_hook(self, alarm, action: str) -> None:
         command = self.cfg.actions.alarm
@@ -552,7 +654,6 @@ class Agent:
     # -- commands to hosts -------------------------------------------------------------------
     def command_data(self, host, net: Net, cmd: Cmd) -> str:
         if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
-            self.load_dnsmasq_hosts()
             c0, c1 = self.table.get("controller-0"), self.table.get("controller-1")
             return alive.pxeboot_info(self.pxeboot_ip, c0.pxeboot_ip if c0 else "",
                                       c1.pxeboot_ip if c1 else "")
@@ -569,8 +670,7 @@ class Agent:
         if net == Net.MGMT:
             dest, port, sock = host.entry.mgmt_ip, c.mtc_rx_mgmnt_port, self.socks["mgmt_tx"]
         elif net == Net.CLSTR:
-            dest, port, sock = host.entry.cluster_host_ip, c.mtc_rx_clstr_port, \
-                self.socks["clstr_tx"]
+            dest, port, sock = host.clstr_ip, c.mtc_rx_clstr_port, self.socks["clstr_tx"]
         else:
             if not self.pxeboot_provisioned:
                 return False
@@ -591,8 +691,8 @@ class Agent:
         err = self.wire.send(sock, data, dest, port)
         if err is not None:
             self.counters["tx_errors"] += 1
-            self.throttle.error(("send", net, dest), "%s failed to send %d:%s command to %s:%d "
-                                "(%s) (%s)", hostname, cmd, cmd_name(cmd), dest, port,
+            self.throttle.error(("send", net, err.errno), "%s failed to send %d:%s command to "
+                                "%s:%d (%s) (%s)", hostname, cmd, cmd_name(cmd), dest, port,
                                 net.iface, transport.describe_error(err))
             return False
         self.counters["tx"] += 1
@@ -613,11 +713,15 @@ class Agent:
             return sent, (f"mtcAlive request sent to {hostname} on pxeboot" if sent
                           else "send failed (see the agent's log)")
         if request in ("lock", "unlock"):
-            self._run(host.set_admin(Admin.LOCKED if request == "lock" else Admin.UNLOCKED,
-                                     now))
+            state = Admin.LOCKED if request == "lock" else Admin.UNLOCKED
+            self._run(host.set_admin(state, now, "operator"))
+            # contract §4: kept in state_dir, winning over the inventory across reloads and
+            # restarts until the file's `administrative` itself changes.
+            self.operator_states.set(host.hostname, state.value, host.entry.administrative,
+                                     self.clock.wall())
+            self._check_store()
             if request == "lock":
-                persist = (0, ()) if self.simplex else (1, (1,))
-                return self._start_command(host, Cmd.LOCKED, *persist)
+                return self._start_command(host, Cmd.LOCKED, *self._lock_persist())
             return self._start_command(host, Cmd.UNLOCKED)
         if request == "reboot":
             return self._start_command(host, Cmd.REBOOT)
@@ -628,13 +732,25 @@ class Agent:
                                        (self.cfg.agent.lazy_reboot_delay,))
         return False, f"unknown request {request!r}"
 
+    def _lock_persist(self) -> tuple[int, tuple]:
+        """num/parm of LOCKED: LOCK_PERSIST unless `<platform_dir>/simplex` exists
+        (`M/mtcCtrlMsg.cpp:814-838`, read at the send as the original does)."""
+        self._refresh_facts()
+        if self.table.facts.still_simplex:
+            return 0, ()
+        return 1, tuple(int(i == PARM_LOCK_PERSIST) for i in range(PARM_LOCK_PERSIST + 1))
+
     def _nets_for(self, host, cmd: Cmd) -> list[Net]:
+        """Where an operator command goes, first to last (agent.md §7.2-7.3): REBOOT and LAZY
+        REBOOT over pxeboot first; LOCKED over pxeboot unless the simplex file exists; RESET
+        never over pxeboot (the original sends no RESET there)."""
         nets = []
-        if cmd in (Cmd.REBOOT, Cmd.RESET, Cmd.LAZY_REBOOT, Cmd.LOCKED) and \
-                self.pxeboot_provisioned and host.pxeboot_ip and not self.simplex:
+        pxeboot = self.pxeboot_provisioned and host.pxeboot_ip and not self.simplex
+        if pxeboot and (cmd in (Cmd.REBOOT, Cmd.LAZY_REBOOT) or
+                        (cmd == Cmd.LOCKED and not self.table.facts.still_simplex)):
             nets.append(Net.PXEBOOT)
         nets.append(Net.MGMT)
-        if host.entry.cluster_host_ip and cmd != Cmd.LAZY_REBOOT:
+        if host.clstr_ip and cmd != Cmd.LAZY_REBOOT:
             nets.append(Net.CLSTR)
         return nets
 
@@ -696,8 +812,12 @@ class Agent:
         self._last_turn = now
         if gap > max(STALL_S, 10 * period):
             self._run(self.table.note_stall(gap, now))
+        self._refresh_facts()
         self._run(self.table.audit(now))
         self._reap()
+        if self.alarms.dirty:
+            self.alarms.flush()            # one write for every alarm change of this tick
+            self._check_store()
         # The next audit on the offline_period grid, or earlier when a host in an offline
         # audit is due to go offline before that (offline on time, not one grid step late).
         due = self.table.next_offline_at()
@@ -710,7 +830,7 @@ class Agent:
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
         for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
             sock = self.socks[name]
-            drops = transport.kernel_drops(sock) if sock is not None else None
+            drops = self.sockets.drops(sock) if sock is not None else None
             if drops is None:
                 continue
             last = self._drops.get(name, 0)
@@ -730,10 +850,11 @@ class Agent:
             self.log.info("%d messages processed ; rate: %.1f msgs/sec] [%d:0:0:0:0:0", count,
                           rate, count)
             self._rate_logged = rate
-        if self.throttle.suppressed_total:
-            self.log.info("log throttle: %d repeated lines suppressed in the last minute",
-                          self.throttle.suppressed_total)
-            self.throttle.suppressed_total = 0
+        self._run(self.table.sequence_summaries(self.clock.now()))
+        for what, throttle in (("", self.throttle), ("datagrams: ", self.noise)):
+            text = throttle.summary()
+            if text:
+                self.log.info("log throttle: %s%s in the last minute", what, text)
 
     # -- ctl ---------------------------------------------------------------------------------
     def _start_ctl(self) -> None:
@@ -774,22 +895,42 @@ class Agent:
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
-        for line in self.cfg.diff(new):
+        old, changed_keys = self.cfg, set(self.cfg.changed(new))
+        notes = {key: "receive sockets re-created" for key in SOCKET_KEYS}
+        notes[("paths", "agent_socket")] = "control socket moved"
+        for line in old.reload_report(new, PROGRAM, RESTART_KEYS, UNUSED_KEYS, notes):
             self.log.info("config change: %s", line)
+        # What needs a restart keeps its running value, so that nothing half-changes.
+        for key in changed_keys & RESTART_KEYS:
+            new = new.with_value(key, old.get(*key))
         self.cfg = new
         self.wire.use(new_auth, warnings)
         now = self.clock.now()
         self.table.apply_settings(hosts.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
+        self.table.forget_texts()
         added, removed, changed, actions = self.table.apply_inventory(inventory, now)
         self._run(actions)
+        self._sync_operator_states()
         for name in removed:
             for a in [a for a in self.alarms.active() if a.host == name]:
                 self._clear(hosts.ClearAlarm(name, a.id))
         self.inventory = inventory
         self.log.info("inventory reloaded: %d added, %d removed, %d changed", len(added),
                       len(removed), len(changed))
+        self.dnsmasq_path = config.expand_path(new.paths.dnsmasq_hosts, new.paths.build_info)
+        if ("agent", "pxeboot_ip") in changed_keys:
+            self.pxeboot_ip = new.agent.pxeboot_ip
+        for key in changed_keys & set(SOCKET_KEYS):
+            for name in SOCKET_KEYS[key]:
+                self._close(name)
+        if ("paths", "agent_socket") in changed_keys:
+            if self.ctl is not None:
+                self.ctl.close()
+                self.ctl = None
+            self._start_ctl()
         self.load_dnsmasq_hosts(force=True)
+        self.setup_sockets()
 
     def stop(self) -> None:
         if self.watcher is not None:

@@ -2,9 +2,11 @@
 
 `AlarmSet` is the pure part: raise/clear with de-duplication by (host, id) and the text of the
 state file. `AlarmStore` adds the only I/O of this module: `<state_dir>/alarms.json`, read once
-at start (missing or corrupt: empty, never an exception) and rewritten atomically (temp file,
-fsync, os.replace) on every change. Stdlib only; no sockets, no subprocess (the `[actions]
-alarm` hook is run by the wiring, with `hook_payload` as its stdin).
+at start (missing or corrupt: empty, never an exception) and rewritten atomically
+(`store.atomic_write`) after a change: at once, or, `deferred`, at the wiring's next `flush()`,
+so that a thousand alarms raised in one audit cost one write, not a thousand fsyncs in the
+loop. Stdlib only; no sockets, no subprocess (the `[actions] alarm` hook is run by the wiring,
+with `hook_payload` as its stdin).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from dataclasses import dataclass
+
+from mtce.store import atomic_write
 
 FILE_NAME = "alarms.json"
 FORMAT_VERSION = 1
@@ -133,12 +136,15 @@ class AlarmStore:
     wiring to log.
     """
 
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, deferred: bool = False):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, FILE_NAME)
         self._set = AlarmSet()
         self.save_problem: str | None = None
         self.save_failures = 0
+        self.saves = 0
+        self.deferred = deferred
+        self.dirty = False
 
     def load(self) -> str | None:
         """Read the state file. None if fine or absent (first start); else the problem text,
@@ -184,12 +190,22 @@ class AlarmStore:
         return self._set.to_json()
 
     def _persist(self) -> None:
+        self.dirty = True
+        if not self.deferred:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the file if something changed since the last write (a failed write is kept
+        in `save_problem` and tried again at the next flush)."""
+        if not self.dirty:
+            return
         try:
             self.save()
         except OSError as err:
             self.save_failures += 1
             self.save_problem = f"{self.path}: cannot write ({err})"
         else:
+            self.dirty = False
             self.save_problem = None
 
     def save(self) -> None:
@@ -197,25 +213,5 @@ class AlarmStore:
 
         Raises OSError.
         """
-        os.makedirs(self.state_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".alarms.", suffix=".tmp", dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self._set.dumps())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass            # already renamed or gone: the original error is what matters
-            raise
-        try:
-            dfd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)   # make the rename itself durable
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass                # some file systems refuse fsync on a directory; the data is safe
+        atomic_write(self.state_dir, FILE_NAME, self._set.dumps())
+        self.saves += 1

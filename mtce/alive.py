@@ -20,6 +20,7 @@ with `_Static_assert`; little-endian, packed, no padding):
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -70,26 +71,52 @@ _UINT32 = 1 << 32
 # The fields an agent needs from an mtcAlive, in one unpack: signature, cmd, parm[0..3].
 _MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
 assert _MTCALIVE_FIELDS.size == HEADER_SIZE
-_ALIVE_PREFIX = b'{"hostname":"'
+_SEQ_KEY = b',"sequence":'
+# What may follow an accepted text's prefix for the next one to be valid as it is: a JSON
+# integer (no leading zero, as json.loads demands), the closing brace and the NUL, nothing
+# else (the original sends exactly that, protocol.md §3.2).
+_SEQ_TAIL = re.compile(rb"-?(?:0|[1-9][0-9]{0,19})\}\0")
 
 
 def mtcalive_fields(data) -> tuple | None:
-    """(uptime, flags, seq) of a well-formed mtcAlive, or None for anything else.
+    """(uptime, flags, seq) of a datagram that has an mtcAlive's header part and one text
+    ending at the datagram's NUL, or None for anything else.
 
-    The agent's fast path: it accepts exactly what `decode` would accept for an mtcAlive with
-    the mtcAlive JSON (one text, NUL-terminated at the end of the datagram, starting with the
-    hostname key, ending with `}`); anything else takes the full decode and its reasons.
+    Only the header: whether the text is a valid mtcAlive is `text_matches` (against the
+    host's last valid one) or `parse_mtcalive`.
     """
     size = len(data)
-    if size <= HEADER_SIZE + 15 or size > MSG_SIZE - 1:
+    if size <= HEADER_SIZE + 2 or size > MSG_SIZE - 1 or data[size - 1] != 0:
         return None
     sig, cmd, uptime, _, flags, seq = _MTCALIVE_FIELDS.unpack_from(data)
-    if sig != SIG_MESSAGE or cmd != 5 or data[size - 1] != 0 or data[size - 2] != 0x7D:
-        return None
-    if data[HEADER_SIZE:HEADER_SIZE + 13] != _ALIVE_PREFIX or \
-            bytes(data[HEADER_SIZE:size - 1]).find(b"\0") >= 0:
+    if sig != SIG_MESSAGE or cmd != 5:
         return None
     return uptime, flags, seq
+
+
+def text_matches(data, prefix: bytes) -> bool:
+    """Whether an mtcAlive datagram's text is `prefix` (an accepted text up to its sequence
+    number, `sequence_prefix`) followed by a JSON integer, `}` and the final NUL.
+
+    A host's mtcAlive differs from its last one only in `"sequence"`: this byte comparison
+    is the agent's fast path. It accepts only texts that `parse_mtcalive` accepts, with the
+    fields of the text the prefix came from (tests/test_alive.py proves it on random and
+    mutated buffers).
+    """
+    end = HEADER_SIZE + len(prefix)
+    return data[HEADER_SIZE:end] == prefix and _SEQ_TAIL.fullmatch(data, end) is not None
+
+
+def sequence_prefix(text: bytes) -> bytes | None:
+    """The part of an accepted mtcAlive text before its sequence number, when the text ends
+    as the original writes it (`..."sequence":<n>}`); None otherwise (always parsed)."""
+    at = text.rfind(_SEQ_KEY)
+    if at < 0:
+        return None
+    prefix = text[:at + len(_SEQ_KEY)]
+    if _SEQ_TAIL.fullmatch(text[len(prefix):] + b"\0") is None:
+        return None
+    return prefix
 
 
 class DecodeError(ValueError):
@@ -182,6 +209,43 @@ def parse_json(buf: bytes) -> dict:
     return obj
 
 
+FUNCTIONS = ("controller", "worker", "storage")
+_FUNCTION_ITEM = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def valid_personality(value) -> bool:
+    """A personality as clients send it (`subfunction=` of platform.conf): a comma list of
+    lower-case words naming at least one of controller, worker, storage ("worker",
+    "controller,worker,lowlatency"). The original's `set_host_functions` finds those words
+    as substrings; a text without any of them fails there (agent.md §4.1)."""
+    if not isinstance(value, str) or not value or len(value) > 128:
+        return False
+    items = value.split(",")
+    return (all(_FUNCTION_ITEM.fullmatch(i) for i in items)
+            and any(i in FUNCTIONS for i in items))
+
+
+class AliveText(NamedTuple):
+    """What the agent reads from a valid mtcAlive's JSON (agent.md §4.1, contract §8)."""
+    hostname: str | None
+    personality: str
+    cluster_host_ip: str | None
+
+
+def parse_mtcalive(buf: bytes) -> AliveText:
+    """An mtcAlive text as the agent accepts it: a JSON object with a valid `personality`;
+    raises DecodeError otherwise. `hostname` and `cluster_host_ip` are None unless strings."""
+    obj = parse_json(buf)
+    personality = obj.get("personality")
+    if personality is None:
+        raise DecodeError("mtcAlive without a personality")
+    if not valid_personality(personality):
+        raise DecodeError("mtcAlive with an invalid personality")
+    hostname, clstr = obj.get("hostname"), obj.get("cluster_host_ip")
+    return AliveText(hostname if isinstance(hostname, str) else None, personality,
+                     clstr if isinstance(clstr, str) else None)
+
+
 # -- encoding ---------------------------------------------------------------------------------
 
 def pack(sig: bytes, *, cmd: int = 0, ver: int = 0, rev: int = 0, res: int = 0, num: int = 0,
@@ -206,14 +270,20 @@ def pack(sig: bytes, *, cmd: int = 0, ver: int = 0, rev: int = 0, res: int = 0, 
     return head + body + b"\0"
 
 
-def ack(msg: Message) -> bytes:
+def ack(msg: Message, num: int | None = None, parm: tuple | None = None) -> bytes:
     """The client's ACK: the received header part echoed with only hdr[0:18] rewritten.
 
     The rewrite's NUL lands on hdr[17], so the MAC's first character is lost and the rest
-    stays (protocol.md §1.4); exactly 100 bytes are sent, never the buffer.
+    stays (protocol.md §1.4); exactly 100 bytes are sent, never the buffer. `num`/`parm`
+    replace the echoed ones where the original rewrites them (host services: num 2, parm[0]
+    the result, parm[1] 0x1B0000B1, `M/mtcCompMsg.cpp:461-464`).
     """
     hdr = SIG_CMD_RSP + b"\0" + msg.hdr[SIG_LEN + 1:]
-    return HEADER.pack(hdr, msg.ver, msg.rev, msg.res, msg.cmd, msg.num, *msg.parm)
+    num = msg.num if num is None else num
+    parms = tuple(msg.parm if parm is None else parm)
+    parms = parms[:5] + tuple(msg.parm[len(parms):5])
+    return HEADER.pack(hdr, msg.ver, msg.rev, msg.res, msg.cmd, num & 0xFFFFFFFF,
+                       *(p & 0xFFFFFFFF for p in parms))
 
 
 def json_text(obj: dict) -> str:

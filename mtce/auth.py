@@ -106,47 +106,76 @@ class Authenticator:
         self.max_remembered = max_remembered
         self._seen: collections.OrderedDict = collections.OrderedDict()   # tag -> time_ms
         self.counters = collections.Counter()
+        # What this process signed lately, so that identical bytes signed within the same
+        # millisecond (a ready event on two networks, an ACK to three addresses) never share
+        # a time, hence a tag, which a receiver would drop as a replay.
+        self._signed: dict[bytes, int] = {}
+        self._signed_order: collections.deque = collections.deque()
 
     def _mac(self, key: bytes, payload: bytes, kid: str, ms: int) -> str:
         return self._hmac.new(key, payload + f"{kid} {ms}".encode(), self._sha256).hexdigest()
 
+    def signing_time(self, payload: bytes) -> int:
+        """The wall clock in ms, made later than any earlier signing of the same bytes.
+
+        Strictly increasing per payload, not per process: a process signing thousands of
+        different datagrams a second (an agent auditing many hosts) keeps its times on the
+        clock, while the same bytes twice in one millisecond get two times, so two tags.
+        """
+        now_ms = int(self.wall() * 1000)
+        signed, order = self._signed, self._signed_order
+        while order and order[0][0] < now_ms - 1:
+            at, old = order.popleft()
+            if signed.get(old) == at:
+                del signed[old]
+        last = signed.get(payload)
+        ms = now_ms if last is None or last < now_ms else last + 1
+        signed[payload] = ms
+        order.append((ms, payload))
+        return ms
+
     def sign(self, payload: bytes) -> bytes:
         kid, key = self.keys[0]
-        ms = int(self.wall() * 1000)
+        ms = self.signing_time(payload)
         tag = self._mac(key, payload, kid, ms)
         return payload + MAGIC + f"{kid} {ms} {tag}".encode() + b"\0"
 
     def check(self, data) -> tuple[bytes | None, str | None]:
         """(payload, None) to accept, or (None, reason) to drop."""
+        return self.verify(data)[:2]
+
+    def verify(self, data) -> tuple[bytes | None, str | None, bool]:
+        """`check`, and whether a valid tag vouched for the payload (not `require = no`
+        letting an untagged datagram through)."""
         payload, trailer = split(data)
         if trailer is None:
             if self.require:
                 self.counters["untagged"] += 1
-                return None, "no authentication tag"
+                return None, "no authentication tag", False
             self.counters["accepted_untagged"] += 1
-            return payload, None
+            return payload, None, False
         m = _TRAILER.match(trailer)
         if m is None:
             self.counters["malformed"] += 1
-            return None, "malformed authentication tag"
+            return None, "malformed authentication tag", False
         kid, ms, tag = m.group(1).decode(), int(m.group(2)), m.group(3).decode()
         key = self.by_id.get(kid)
         if key is None:
             self.counters["unknown_key"] += 1
-            return None, f"unknown key id {kid!r}"
+            return None, f"unknown key id {kid!r}", False
         if not self._hmac.compare_digest(self._mac(key, payload, kid, ms), tag):
             self.counters["bad_tag"] += 1
-            return None, "authentication tag does not verify"
+            return None, "authentication tag does not verify", False
         now_ms = int(self.wall() * 1000)
         if abs(now_ms - ms) > FRESH_S * 1000:
             self.counters["stale"] += 1
-            return None, f"time {ms} is {abs(now_ms - ms) / 1000:.0f} s from this clock"
+            return None, f"time {ms} is {abs(now_ms - ms) / 1000:.0f} s from this clock", False
         if tag in self._seen:
             self.counters["replayed"] += 1
-            return None, "replayed (already accepted)"
+            return None, "replayed (already accepted)", False
         self._remember(tag, ms, now_ms)
         self.counters["accepted"] += 1
-        return payload, None
+        return payload, None, True
 
     def _remember(self, tag: str, ms: int, now_ms: int) -> None:
         seen = self._seen
@@ -158,9 +187,11 @@ class Authenticator:
 
 
 def carry_over(old: Authenticator | None, new: Authenticator | None):
-    """After a reload: the new keys keep the old memory of accepted tags (no replays)."""
+    """After a reload: the new keys keep the old memory of accepted tags (no replays) and of
+    what was signed (no two tags alike)."""
     if old is not None and new is not None:
         new._seen = old._seen
+        new._signed, new._signed_order = old._signed, old._signed_order
     return new
 
 

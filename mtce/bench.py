@@ -154,7 +154,7 @@ def _ini_text(sections: dict) -> str:
 
 
 HARMLESS = {"reboot": "true", "reset": "true", "lazy_reboot": "true", "failsafe": "true",
-            "alarm": "true"}
+            "wipedisk": "true", "alarm": "true"}
 
 
 class Layout:

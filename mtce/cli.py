@@ -67,7 +67,25 @@ def _load_config(path: str):
     return config.load(path)
 
 
+# What the zipapp bundles and the source tree takes from .venv (requirements.txt).
+BUNDLED = {"configobj": "configobj", "validate": "configobj", "daemon": "python-daemon",
+           "lockfile": "lockfile", "pyroute2": "pyroute2"}
+
+
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if top not in BUNDLED:
+            raise
+        print(f"mtce: the Python package {BUNDLED[top]!r} is missing: run `make venv`, then "
+              f"`.venv/bin/python mtce.py ...`, or run the zipapp: `python3 dist/mtce.pyz "
+              f"...` (`make pyz` builds it)", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if not args.command:
         _parser().print_usage(sys.stderr)

@@ -15,16 +15,19 @@ import logging
 import os
 import socket
 
-from mtce import alive, auth, config, logs, netif, transport
+from mtce import alive, auth, config, logs, netif, schedule, transport
 from mtce.actions import HostActions
+from mtce.schedule import Ack, Do
 from mtce.status import Status
-from mtce.states import (
-    Cmd, Net, cmd_name,
-)
+from mtce.states import CONTROLLERS, Cmd, Net, cmd_name
 
 PROGRAM = "mtcClient"
-CONTROLLERS = ("controller-0", "controller-1")
 READY_EVENT_SECS = 60          # MTC_MINS_1: the ready event goes out about once a minute
+# What received datagrams may log, whatever their number or mix (issue 11): repeated faults
+# and commands that change nothing share NOISE; lines of real changes (a lock file made, a
+# reboot started) have EVENTS, so that noise never hides them.
+NOISE_BURST, NOISE_PER_MIN = 10, 6
+EVENTS_BURST, EVENTS_PER_MIN = 30, 30
 NETLINK_SETTLE_S = 0.2         # coalesce a burst of netlink events into one re-check
 FIRST_TICK_SECS = 1.0          # the first mtcAlive tick comes 1 s after start
 RX_BATCH = 10                  # datagrams read per socket per loop turn
@@ -41,6 +44,17 @@ SOCKETS = {
 SETUP_ORDER = ("pxeboot_rx", "pxeboot_tx", "mgmt_rx", "mgmt_tx", "clstr_rx", "clstr_tx")
 RECOVERY_ORDER = ("mgmt_rx", "mgmt_tx", "pxeboot_rx", "pxeboot_tx", "clstr_rx", "clstr_tx")
 
+# Keys a running client cannot take (its gates are evaluated once per process, client.md
+# §1.3): the reload log says so. Every other key is applied: sockets are re-created.
+RESTART_KEYS = {("paths", "pid_dir"), ("paths", "log_dir"), ("paths", "platform_conf"),
+                ("paths", "platform_dir")}
+UNUSED_KEYS = {("agent", k) for k in ("offline_period", "offline_threshold",
+                                      "lazy_reboot_delay", "inventory", "mgmt_ip",
+                                      "cluster_host_ip", "pxeboot_ip")} | \
+    {("timeouts", k) for k in ("online_period", "pxeboot_mtcalive_window")} | \
+    {("paths", k) for k in ("dnsmasq_hosts", "build_info", "state_dir", "agent_socket")} | \
+    {("actions", "alarm")}
+
 # run_dir/fit/<file>: (socket, fails set-up too, text of that set-up failure)
 FIT_SOCKETS = {
     "pxeboot_rxsock": ("pxeboot_rx", False, None),
@@ -56,12 +70,19 @@ class Client:
     """The mtcClient daemon's state and handlers, driven by a `Loop`."""
 
     def __init__(self, cfg: config.Config, loop, clock, logger: logging.Logger | None = None,
-                 links_factory=None):
+                 links_factory=None, sockets: transport.Sockets = transport.SYSTEM,
+                 netlink_watch: bool = True):
         self.cfg = cfg
         self.loop = loop
         self.clock = clock
         self.log = logger or logs.get()
         self.throttle = logs.Throttle(self.log, clock)
+        self.noise = logs.Throttle(self.log, clock, budget=logs.Budget(NOISE_BURST,
+                                                                       NOISE_PER_MIN))
+        self.events = logs.Throttle(self.log, clock, interval=0.0,
+                                    budget=logs.Budget(EVENTS_BURST, EVENTS_PER_MIN))
+        self.sockets = sockets
+        self.netlink_watch = netlink_watch
         self.links_factory = links_factory or netif.NetlinkLinks.from_kernel
         self.receiver = transport.Receiver(RX_BATCH)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
@@ -91,7 +112,8 @@ class Client:
         self.identity: alive.Identity | None = None
         self.ticks = 0
         self.tick_timer = None
-        self.actions = HostActions(cfg, loop, clock, self.log, self.throttle, self.hostname)
+        self.actions = HostActions(cfg, loop, clock, self.log, self.throttle, self.hostname,
+                                   noise=self.noise, events=self.events)
         self.reset_timer = None
         self.counters = {"rx": 0, "rx_bad": 0, "tx": 0, "tx_errors": 0, "commands": 0,
                          "refused": 0}
@@ -102,9 +124,15 @@ class Client:
         self.mgmt_master = ""
         self.our_ifaces: set = set()
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), self.log,
-                                   self.throttle, self.counters)
-        # Where commands may come from, per network (docs/design.md, "Command sources").
-        self.trusted: dict[Net, set] = {Net.MGMT: set(), Net.CLSTR: set()}
+                                   self.noise, self.counters)
+        # Where commands may come from, per network (schedule.Sources, README "Security"):
+        # the controllers' names, re-resolved whenever the hosts file changes, and the
+        # pxeboot addresses of the latest mtcAlive request.
+        self.sources = schedule.Sources()
+        self._names_stamp = None
+        self._c_mgmt: frozenset = frozenset()
+        self._request_src = ""
+        self._pxeboot_trust_at = clock.now()          # the last request from a trusted source
 
     # -- start-up ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -207,7 +235,7 @@ class Client:
         outcome = (result.addr, result.info.chain if result.info else None)
         if outcome != self.learn_outcome:
             for level, text in result.logs:
-                self.log.log(_LEVELS.get(level, logging.INFO), "%s", text)
+                self.log.log(logs.LEVELS.get(level, logging.INFO), "%s", text)
             if result.addr is None:
                 self.log.warning("failed to learn my pxeboot address ; rc:%s",
                                  result.info.rc if result.info else "?")
@@ -249,9 +277,13 @@ class Client:
                 return addrs[0]
         return ""
 
-    def _update_mgmt_address(self) -> bool:
-        """Own mgmt address, MAC and the floating controller address. True when all known."""
+    def _resolve_controllers(self) -> None:
+        """The controllers' addresses by name (hosts file first): where mtcAlive and ACKs go
+        and who may send commands. Run at socket set-up and whenever the hosts file changes,
+        so that a swact or a readdress is followed at the next tick."""
         c = self.cfg.client
+        self._names_stamp = _file_stamp(self.cfg.paths.hosts_file)
+        old = self.controller_addr
         if c.mgmt_ip:
             self.mgmt_family = transport.family_of(c.mgmt_ip)
             self.controller_addr = self._resolve("controller", self.mgmt_family)
@@ -261,9 +293,45 @@ class Client:
                 self.mgmt_family, self.controller_addr = found[0]
             else:
                 self.controller_addr = ""
-        self.trusted[Net.MGMT] = {a for a in (
+        if old and self.controller_addr and old != self.controller_addr:
+            self.log.info("Controller  : %s ; was %s", self.controller_addr, old)
+        self._c_mgmt = frozenset(a for a in (
             self.controller_addr, self._resolve("controller-0", self.mgmt_family),
-            self._resolve("controller-1", self.mgmt_family)) if a}
+            self._resolve("controller-1", self.mgmt_family)) if a)
+        if self.clstr_provisioned:
+            found = netif.resolve("controller-0-cluster-host", self.cfg.paths.hosts_file)
+            family = (transport.family_of(self.cfg.client.cluster_host_ip)
+                      if self.cfg.client.cluster_host_ip
+                      else found[0][0] if found else self.mgmt_family)
+            dests = {}
+            for ctl in CONTROLLERS[:1] if self.simplex else CONTROLLERS:
+                addr = self._resolve(f"{ctl}-cluster-host", family)
+                if addr:
+                    dests[ctl] = addr
+                else:
+                    self.throttle.warning(("resolve", ctl), "Unable to get ip address list for "
+                                          "'%s-cluster-host', retrying ...", ctl)
+            self.clstr_dests = dests
+        self._update_sources()
+
+    def _update_sources(self) -> None:
+        pxe = {a for a in self.ctrl_pxeboot.values() if a}
+        if self._request_src:
+            pxe.add(self._request_src)
+        self.sources = schedule.Sources(
+            own=frozenset(a for a in (self.mgmt_ip, self.clstr_ip) if a),
+            mgmt=self._c_mgmt, clstr=frozenset(self.clstr_dests.values()),
+            pxeboot=frozenset(pxe))
+
+    def _refresh_names(self) -> None:
+        """At each tick: a changed hosts file is read again (one stat when it is not)."""
+        if _file_stamp(self.cfg.paths.hosts_file) != self._names_stamp:
+            self._resolve_controllers()
+
+    def _update_mgmt_address(self) -> bool:
+        """Own mgmt address, MAC and the floating controller address. True when all known."""
+        c = self.cfg.client
+        self._resolve_controllers()
         if not self.controller_addr:
             self.throttle.warning(("resolve", "controller"),
                                   "Unable to get ip address list for 'controller', retrying ...")
@@ -292,12 +360,13 @@ class Client:
             if mac and mac != self.mgmt_mac:
                 self.log.info("Mac Address : %s", mac)
             self.mgmt_mac = mac or self.mgmt_mac
+        self._update_sources()
         return bool(self.mgmt_ip and self.controller_addr)
 
     def _update_clstr_address(self) -> bool:
         c = self.cfg.client
+        self._resolve_controllers()
         if c.cluster_host_ip:
-            family = transport.family_of(c.cluster_host_ip)
             self.clstr_ip = c.cluster_host_ip
         else:
             found = netif.resolve("controller-0-cluster-host", self.cfg.paths.hosts_file)
@@ -309,17 +378,8 @@ class Client:
                                       self.clstr_iface, 1)
             else:
                 self.throttle.clear(("noaddr", self.clstr_iface))
-        dests = {}
-        for ctl in CONTROLLERS[:1] if self.simplex else CONTROLLERS:
-            addr = self._resolve(f"{ctl}-cluster-host", family)
-            if addr:
-                dests[ctl] = addr
-            else:
-                self.throttle.warning(("resolve", ctl), "Unable to get ip address list for "
-                                      "'%s-cluster-host', retrying ...", ctl)
-        self.clstr_dests = dests
-        self.trusted[Net.CLSTR] = set(dests.values())
-        return bool(self.clstr_ip and dests)
+        self._update_sources()
+        return bool(self.clstr_ip and self.clstr_dests)
 
     # -- sockets -----------------------------------------------------------------------------
     def _fit(self, name: str) -> bool:
@@ -378,7 +438,7 @@ class Client:
                                   iface, port)
             return None
         try:
-            sock = transport.udp_socket(self.pxeboot_addr, port, family=socket.AF_INET)
+            sock = self.sockets.udp(self.pxeboot_addr, port, family=socket.AF_INET)
         except OSError as err:
             self.throttle.error(("setup", "pxeboot_rx"), "failed to bind %s:%d to socket "
                                 "(%s)", self.pxeboot_addr, port, transport.describe_error(err))
@@ -389,7 +449,7 @@ class Client:
     def _setup_pxeboot_tx(self):
         # Deviation (docs/design.md): bound to the own pxeboot address when it is known, so
         # that the agent sees that address as the source.
-        sock = transport.udp_socket(None, family=socket.AF_INET)
+        sock = self.sockets.udp(None, family=socket.AF_INET)
         if self.pxeboot_addr:
             try:
                 sock.bind((self.pxeboot_addr, 0))
@@ -407,7 +467,7 @@ class Client:
         self.log.info("Creating %s socket on port %d with address: %s", self.mgmt_iface or "mgmt",
                       port, self.mgmt_ip)
         try:
-            return transport.udp_socket(self.mgmt_ip, port)
+            return self.sockets.udp(self.mgmt_ip, port)
         except OSError as err:
             self.throttle.error(("setup", "mgmt_rx"), "failed to bind %s:%d to socket (%s)",
                                 self.mgmt_ip, port, transport.describe_error(err))
@@ -419,7 +479,7 @@ class Client:
         self.log.info("setup of Mgmt network transmit socket")
         self.log.info("Creating %s socket on port %d with address: controller",
                       self.mgmt_iface or "mgmt", self.cfg.agent.mtc_agent_port)
-        return transport.udp_socket(self.mgmt_ip, 0)
+        return self.sockets.udp(self.mgmt_ip, 0)
 
     def _setup_clstr_rx(self):
         if not self._update_clstr_address() and not self.clstr_ip:
@@ -429,7 +489,7 @@ class Client:
         self.log.info("Cluster-host iface : %s", self.clstr_iface)
         self.log.info("Cluster-host addr  : %s", self.clstr_ip)
         try:
-            return transport.udp_socket(self.clstr_ip, port)
+            return self.sockets.udp(self.clstr_ip, port)
         except OSError as err:
             self.throttle.error(("setup", "clstr_rx"), "failed to bind %s:%d to socket (%s)",
                                 self.clstr_ip, port, transport.describe_error(err))
@@ -439,7 +499,7 @@ class Client:
         if not self._update_clstr_address():
             return None
         self.log.info("setup of controller-0-cluster-host transmit sockets")
-        return transport.udp_socket(self.clstr_ip, 0)
+        return self.sockets.udp(self.clstr_ip, 0)
 
     def _rebuild_identity(self) -> None:
         ident = alive.Identity(
@@ -466,6 +526,7 @@ class Client:
         if not self.platform_ready and self._load_platform():
             self._setup_all()
         self.actions.reap()
+        self._refresh_names()
         self._check_lease()
         self._recover()
         self.send_mtcalive(Net.PXEBOOT)
@@ -477,10 +538,15 @@ class Client:
             self.ticks = 0
             self.log.debug("sending mtcClient ready event")
             self.send_ready_event()
-            if self.throttle.suppressed_total:
-                self.log.info("log throttle: %d repeated lines suppressed in the last minute",
-                              self.throttle.suppressed_total)
-                self.throttle.suppressed_total = 0
+            self.log_suppressed()
+
+    def log_suppressed(self) -> None:
+        """Once a minute: what each throttle held back, by cause."""
+        for what, throttle in (("", self.throttle), ("datagrams: ", self.noise),
+                               ("commands: ", self.events)):
+            text = throttle.summary()
+            if text:
+                self.log.info("log throttle: %s%s in the last minute", what, text)
 
     def _recover(self) -> set:
         """Socket recovery, then re-learning when a pxeboot socket had to be re-created (the
@@ -531,6 +597,8 @@ class Client:
 
     # -- netlink events ----------------------------------------------------------------------
     def _start_watcher(self) -> None:
+        if not self.netlink_watch:
+            return
         try:
             self.watcher = netif.NetlinkWatcher()
         except Exception as err:   # noqa: BLE001 - netlink is an accelerator, not a need
@@ -553,7 +621,7 @@ class Client:
         the others now, and if anything moved, send mtcAlive now instead of at the tick."""
         self._nl_timer = None
         for name, sock in list(self.socks.items()):
-            addr = transport.vanished_address(sock) if sock is not None else ""
+            addr = self.sockets.vanished(sock) if sock is not None else ""
             if addr:
                 self.log.info("%s is gone from this host ; %s socket closed until it returns",
                               addr, name)
@@ -696,9 +764,12 @@ class Client:
             self._close(name)
 
     def on_datagram(self, data: bytes, src: str, net: Net) -> None:
-        """One received datagram: authenticate, decode, check the target MAC, dispatch."""
+        """One received datagram: authenticate, decode, check the target MAC, dispatch.
+
+        Everything a datagram can make this daemon log goes through `noise` (bounded however
+        many arrive, README "Security") except the lines of real changes (`events`)."""
         self.counters["rx"] += 1
-        data = self.wire.admit(data, src, net)
+        data, tagged = self.wire.admit(data, src, net)
         if data is None:
             return
         msg, reason = alive.try_decode(data)
@@ -706,11 +777,11 @@ class Client:
             self.counters["rx_bad"] += 1
             kind = reason.split(" (")[0]
             if kind == "unknown header signature":
-                self.throttle.warning(("bad", net, kind), "unsupported message from %s from %s "
-                                      "network", src, net.iface)
+                self.noise.warning(("unsupported", net), "unsupported message from %s from %s "
+                                   "network", src, net.iface)
             else:
-                self.throttle.warning(("bad", net, kind), "malformed message from %s from %s "
-                                      "network (%s) ; dropping", src, net.iface, reason)
+                self.noise.warning(("malformed", net, kind), "malformed message from %s from %s "
+                                   "network (%s) ; dropping", src, net.iface, reason)
             return
         self_sent = src in (self.mgmt_ip, self.clstr_ip) and src != ""
         if not self_sent and msg.ver >= 1:
@@ -718,161 +789,137 @@ class Client:
             theirs = msg.mac
             if theirs.lower() != mine or not mine:
                 self.counters["rx_bad"] += 1
-                self.throttle.warning(("mac", net), "%s req command from %s network not "
-                                      "for this host (exp:%s det:%s) ; ignoring ...",
-                                      cmd_name(msg.cmd), net.iface, mine, theirs)
+                self.noise.warning(("mac", net), "%s req command from %s network not for this "
+                                   "host (exp:%s det:%s) ; ignoring ...", cmd_name(msg.cmd),
+                                   net.iface, mine, theirs)
                 return
         if msg.sig == alive.SIG_CMD_REQ:
-            self.on_command(msg, src, net)
+            self.on_command(msg, src, net, tagged)
         elif msg.sig == alive.SIG_REP_MSG:
-            self.throttle.info(("rep", net), "%s goEnabled results acknowledged from %s network",
-                               "main function" if msg.cmd == Cmd.MAIN_GOENABLED
-                               else "sub-function", net.iface)
+            self.noise.info(("rep", net), "%s goEnabled results acknowledged from %s network",
+                            "main function" if msg.cmd == Cmd.MAIN_GOENABLED else "sub-function",
+                            net.iface)
         elif msg.sig == alive.SIG_MESSAGE:
             self.counters["rx_bad"] += 1
-            if self.throttle.warning(("unexpected", net), "unexpected mtcAlive message "
-                                     "from %s from %s network", src, net.iface):
-                self.log.warning("WARNING: mtcClient is receiving mtcAgent bound mtcAlive "
-                                 "messages")
+            self.noise.warning(("unexpected", net), "unexpected mtcAlive message from %s from %s "
+                               "network ; WARNING: mtcClient is receiving mtcAgent bound "
+                               "mtcAlive messages", src, net.iface)
         else:
             self.counters["rx_bad"] += 1
-            self.throttle.warning(("unsupported", net), "unsupported message from %s from "
-                                  "%s network", src, net.iface)
+            self.noise.warning(("unsupported", net), "unsupported message from %s from %s "
+                               "network", src, net.iface)
 
     # -- commands ----------------------------------------------------------------------------
-    def source_trusted(self, src: str, net: Net) -> bool:
-        """Commands come only from the controllers' addresses on that network (or from this
-        host itself): mgmt and cluster-host from the names in the hosts file, pxeboot from the
-        addresses the first pxebootInfo taught (trust on first use; keys do better)."""
-        if src in (self.mgmt_ip, self.clstr_ip):
-            return True
-        if net == Net.PXEBOOT:
-            return src in {a for a in self.ctrl_pxeboot.values() if a}
-        return src in self.trusted[net]
-
-    def on_command(self, msg: alive.Message, src: str, net: Net) -> None:
+    def on_command(self, msg: alive.Message, src: str, net: Net, tagged: bool = False) -> None:
+        """Trusted? Look the code up, act before or after the ACK as its row says, ACK."""
         self.counters["commands"] += 1
-        cmd, name = msg.cmd, cmd_name(msg.cmd)
-        learning = net == Net.PXEBOOT and cmd == Cmd.REQ_MTCALIVE and \
-            not any(self.ctrl_pxeboot.values())
-        if not learning and not self.source_trusted(src, net):
-            self.counters["refused"] += 1
-            self.throttle.warning(("refused", net), "%s command from %s on %s network refused: "
-                                  "not a controller address", name, src, net.iface)
-            return
-        if cmd == Cmd.REQ_MTCALIVE:
-            self.log.debug("mtcAlive request received from %s network", net.iface)
-            if net == Net.PXEBOOT:
-                self.load_pxeboot_info(msg.buf)
+        cmd = msg.cmd
+        now = self.clock.now()
+        if not schedule.may_command(self.sources, src, net, tagged):
+            if not schedule.may_teach(cmd, net, self.sources, now - self._pxeboot_trust_at):
+                self.counters["refused"] += 1
+                self.noise.warning(("refused", net), "%s command from %s on %s network "
+                                   "refused: not a controller address", cmd_name(cmd), src,
+                                   net.iface)
+                return
+            if self.sources.pxeboot:
+                self.log.warning("pxeboot mtcAlive request from %s, no request from the "
+                                 "known controllers for %.0f secs ; following it", src,
+                                 now - self._pxeboot_trust_at)
+        if cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT:
+            self._pxeboot_trust_at = now
+        row = schedule.row_for(cmd)
+        kind = row.do.value
+        changes = self.actions.would_change(kind, msg.num, msg.parm)
+        logged = self._log_command(row, msg, net, changes)
+        rc = 0
+        if row.do is Do.PXEBOOT_INFO:
+            if net is Net.PXEBOOT:
+                self.load_pxeboot_info(msg.buf, src)
                 self.send_mtcalive(Net.PXEBOOT)
             return
-        if cmd == Cmd.INFO:
-            self.log.debug("mtc 'info' message received from %s network", net.iface)
-            return
-        if cmd == Cmd.SYNC:
-            self.log.info("mtc 'sync' message received from %s network", net.iface)
-            os.sync()
-            return
-        if cmd == Cmd.SUBF_GOENABLED_FAILED:
-            self.log.info("%s received from %s network", name, net.iface)
-            return
-        if cmd == Cmd.LOCKED:
+        if row.do is Do.SYNC:
+            self.actions.sync(net)
+        elif row.do is Do.LOCK:
             self.actions.lock(msg.num, msg.parm, net)
-            self.send_ack(msg, src, net, log_ack=False)
-            return
-        if cmd == Cmd.UNLOCKED:
+        elif row.do is Do.UNLOCK:
             self.actions.unlock(net)
-            self.send_ack(msg, src, net)
-            return
-        if cmd == Cmd.REBOOT:
-            self.log.info("reboot command received from %s network", net.iface)
-            self.send_ack(msg, src, net)
-            self.actions.shutdown("reboot", net)
-            return
-        if cmd == Cmd.RESET:
-            self.log.info("Reset command received from %s network", net.iface)
-            self.send_ack(msg, src, net)
-            self.actions.shutdown("reset", net)
-            return
-        if cmd == Cmd.LAZY_REBOOT:
+        elif row.do is Do.SUBF_FAILED:
+            self.actions.subf_failed()
+        elif row.do is Do.HOST_SERVICES:
+            if self.actions.fit("host_services"):
+                rc = schedule.FAIL_FIT
+                self.noise.warning(("command", "hs fit", net), "%s Start Services - fit failure "
+                                   "(%s)", cmd_name(cmd), net.iface)
+            if self.actions.fit("no_hs_ack"):
+                self.noise.warning(("command", "hs no ack", net), "%s Start Services - fit no "
+                                   "ACK (%s)", cmd_name(cmd), net.iface)
+                return
+        if row.ack is not Ack.NONE:
+            num, parm = schedule.ack_fields(row, msg.num, msg.parm, rc)
+            self.send_ack(msg, src, net, log_ack=logged and row.log_ack, num=num, parm=parm)
+        if row.do in schedule.AFTER_ACK:
             delay = msg.parm[0] if msg.num >= 1 else 0
-            self.log.info("lazy reboot command received from %s network ; delay:%d seconds",
-                          net.iface, delay)
-            self.send_ack(msg, src, net)
-            self.actions.shutdown("lazy reboot", net, delay)
-            return
-        if cmd == Cmd.WIPEDISK:
-            self.log.info("Reload command received from %s network", net.iface)
-            self.send_ack(msg, src, net)
-            self.throttle.warning(("wipedisk",), "wipedisk is not carried out by mtce ; "
-                                  "ignoring")
-            return
-        if cmd == Cmd.LOOPBACK:
-            self.log.info("Loopback command received from %s network", net.iface)
-            self.send_ack(msg, src, net)
-            return
-        self.throttle.warning(("unsupported-cmd", net), "Unsupported maintenance command (%d) "
-                              "with %d bytes received from %s network", cmd, msg.size,
-                              net.iface)
-        self.send_ack(msg, src, net)
+            self.actions.shutdown(kind, net, delay)
 
-    def load_pxeboot_info(self, buf: bytes) -> None:
-        """Learn the controllers' pxeboot addresses from an mtcAlive request (client.md §2.6)."""
+    def _log_command(self, row, msg: alive.Message, net: Net, changes: bool) -> bool:
+        """The received line of a command: always for a change, else within the noise budget.
+        True if logged (its ACK line follows it, or neither is logged)."""
+        if row.text is None:
+            return changes
+        text = row.text.format(iface=net.iface, delay=msg.parm[0] if msg.num >= 1 else 0,
+                               code=msg.cmd, size=msg.size, name=cmd_name(msg.cmd),
+                               host=self.hostname)
+        level = logs.LEVELS[row.level]
+        if level < self.log.getEffectiveLevel():
+            return False
+        throttle = self.events if changes else self.noise
+        return throttle.log(level, ("command", row.do.value, net), "%s", text, _depth=3)
+
+    def load_pxeboot_info(self, buf: bytes, src: str = "") -> None:
+        """Learn the controllers' pxeboot addresses from an mtcAlive request (client.md §2.6);
+        the request's source joins the trusted pxeboot sources (the active controller)."""
         try:
             info = alive.parse_pxeboot_info(buf)
         except alive.DecodeError as err:
-            self.throttle.error(("pxebootInfo", err.reason), "%s: %s", err.reason,
-                                buf[:200].decode("utf-8", "replace"))
+            self.noise.error(("pxebootInfo", err.reason), "%s: %s", err.reason,
+                             buf[:200].decode("utf-8", "replace"))
             return
         text = buf[:200].decode("utf-8", "replace")
-        active = info.get("controller")
-        if active is not None and active != self.ctrl_pxeboot["controller"]:
-            old = self.ctrl_pxeboot["controller"]
-            if old:
-                self.log.info("controller pxeboot address: %s ; was %s", active, old)
+        lesson = schedule.learn_pxeboot_info(self.ctrl_pxeboot, info, text)
+        for kind, level, line in lesson.lines:
+            if kind == "change":
+                self.events.log(logs.LEVELS[level], ("pxebootInfo", line.split(" ")[0]),
+                                "%s", line, _depth=3)
+            elif kind == "fault":
+                self.noise.log(logs.LEVELS[level], ("pxebootInfo", line.split(" ")[0], "fault"),
+                               "%s", line, _depth=3)
             else:
-                self.log.info("controller pxeboot address: %s", active)
-            self.ctrl_pxeboot["controller"] = active
-        for ctl in CONTROLLERS:
-            new = info.get(ctl)
-            old = self.ctrl_pxeboot[ctl]
-            if new is None:
-                self.throttle.warning(("pxebootInfo", ctl), "Failed to parse %s pxeboot ip from "
-                                      "'pxebootInfo' : %s", ctl, text)
-            elif not new:
-                if old:
-                    self.throttle.warning(("pxebootInfo-null", ctl), "%s pxeboot address now "
-                                          "null ; was %s", ctl, old)
-            elif not _valid_ipv4(new):
-                self.throttle.warning(("pxebootInfo-bad", ctl), "Failed to parse %s pxeboot ip "
-                                      "from 'pxebootInfo' : %s", ctl, text)
-            elif not old:
-                self.log.info("%s pxeboot ip: %s", ctl, new)
-                self.ctrl_pxeboot[ctl] = new
-            elif new != old:
-                self.log.info("%s pxeboot ip: %s ; change from %s", ctl, new, old)
-                self.ctrl_pxeboot[ctl] = new
-            else:
-                self.log.debug("%s pxeboot ip %s ; unchanged", ctl, new)
+                self.log.debug("%s", line)
+        self.ctrl_pxeboot = lesson.addresses
+        self._request_src = src
+        self._update_sources()
 
-    def send_ack(self, msg: alive.Message, src: str, net: Net, log_ack: bool = True) -> None:
-        """The 100-byte echo, to where the original sends it (protocol.md §4.2)."""
-        data = alive.ack(msg)
+    def send_ack(self, msg: alive.Message, src: str, net: Net, log_ack: bool = True,
+                 num: int | None = None, parm: tuple | None = None) -> None:
+        """The 100-byte echo (or its host-services form), to where the original sends it
+        (protocol.md §4.2)."""
+        data = alive.ack(msg, num=num, parm=parm)
         name = cmd_name(msg.cmd)
         port = self.cfg.agent.mtc_agent_port
         if net == Net.PXEBOOT:
             sock = self.socks["pxeboot_tx"]
             port = self.cfg.agent.mtc_rx_pxeboot_port
             if sock is None:
-                self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
+                self.noise.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
                 return
             if log_ack:
                 self.log.info("sending %s ack to %s over Pxeboot network", name, src)
             err = self.wire.send(sock, data, src, port)
             if err is not None:
-                self.throttle.error(("ack", net, err.errno), "failed to send %s ack to %s:%d on "
-                                    "Pxeboot network (rc:-1) (%s)", name, src, port,
-                                    transport.describe_error(err))
+                self.noise.error(("ack", net, err.errno), "failed to send %s ack to %s:%d on "
+                                 "Pxeboot network (rc:-1) (%s)", name, src, port,
+                                 transport.describe_error(err))
             return
         if net == Net.MGMT:
             targets = [("controller", self.controller_addr)]
@@ -882,8 +929,8 @@ class Client:
             sock = self.socks["clstr_tx"]
         if sock is None:
             if net == Net.MGMT:
-                self.throttle.error(("ack", net, "null"), "cannot send to null or failed socket "
-                                    "(%s)", net.iface)
+                self.noise.error(("ack", net, "null"), "cannot send to null or failed socket "
+                                 "(%s)", net.iface)
             return
         for _, addr in targets:
             if not addr:
@@ -893,8 +940,8 @@ class Client:
                 if log_ack:
                     self.log.info("%s reply send (%s)", name, net.iface)
             else:
-                self.throttle.error(("ack", net, err.errno), "%s reply send failed (%s) (%s)",
-                                    name, net.iface, transport.describe_error(err))
+                self.noise.error(("ack", net, err.errno), "%s reply send failed (%s) (%s)",
+                                 name, net.iface, transport.describe_error(err))
 
     # -- reload and stop ---------------------------------------------------------------------
     def reload(self) -> None:
@@ -905,16 +952,20 @@ class Client:
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
-        changes = self.cfg.diff(new)
+        old = self.cfg
+        changes = old.reload_report(new, PROGRAM, RESTART_KEYS, UNUSED_KEYS)
         for line in changes:
             self.log.info("config change: %s", line)
         if not changes:
             self.log.info("reload: configuration unchanged")
+        for key in set(old.changed(new)) & RESTART_KEYS:
+            new = new.with_value(key, old.get(*key))
         self.cfg = new
+        self._names_stamp = None            # names are resolved again with the new hosts file
         self.wire.use(new_auth, warnings)
         self.hostname = netif.read_hostname(new.paths.hostname_file)
-        self.actions.cfg, self.actions.hostname, self.status.paths = new, self.hostname, \
-            new.paths
+        self.actions.reconfigure(new, self.hostname)
+        self.status.reconfigure(new.paths)
         self._load_platform()
         self.learn_pxeboot_address()
         for name in SETUP_ORDER:
@@ -931,16 +982,12 @@ class Client:
         self.actions.reap()
 
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
-
-
-def _valid_ipv4(text: str) -> bool:
+def _file_stamp(path: str) -> tuple | None:
     try:
-        socket.inet_pton(socket.AF_INET, text)
+        st = os.stat(path)
     except OSError:
-        return False
-    return True
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
 def main(cfg: config.Config, foreground: bool) -> int:

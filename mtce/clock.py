@@ -20,6 +20,9 @@ class Clock:
         """Seconds since boot (CLOCK_MONOTONIC, as the original's mtcAlive parm[0])."""
         return int(time.monotonic())
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 class FakeClock(Clock):
     """A clock that moves only when told to."""
@@ -36,6 +39,10 @@ class FakeClock(Clock):
 
     def uptime(self) -> int:
         return int(self._now)
+
+    def sleep(self, seconds: float) -> None:
+        """A test's sleep is the clock moving on."""
+        self.advance(seconds)
 
     def advance(self, seconds: float) -> float:
         if seconds < 0:

@@ -92,7 +92,7 @@ OPTIONS = (
     _o("paths", "run_dir", "path", "/var/run", ".node_locked, .node_reset, fit/ files"),
     _o("paths", "persist_dir", "path", "/var/persist/mtc", "persistent .node_locked"),
     _o("paths", "state_dir", "path", "/var/lib/mtce",
-       "agent state that survives a restart (alarms)"),
+       "agent state that survives a restart (alarms, operator lock/unlock)"),
     _o("paths", "pid_dir", "path", "/var/run", "mtcAgent.pid / mtcClient.pid"),
     _o("paths", "log_dir", "path", "/var/log", "mtcAgent.log / mtcClient.log"),
     _o("paths", "agent_socket", "path", "/var/run/mtce/agent.sock",
@@ -105,6 +105,8 @@ OPTIONS = (
        "run for a lazy reboot command, after its delay"),
     _o("actions", "failsafe", "command", "echo b > /proc/sysrq-trigger",
        "run if the host is still up failsafe_shutdown_delay seconds after a reboot"),
+    _o("actions", "wipedisk", "command", "wipedisk --force && systemctl reboot --force",
+       "run for a wipedisk command (fit file no_wipedisk bypasses it)"),
     _o("actions", "alarm", "command", "",
        "agent: run on each alarm raise and clear, the alarm as JSON on stdin"),
     _o("security", "key_file", "path", "",
@@ -344,7 +346,34 @@ class Config:
     def diff(self, other: "Config") -> list[str]:
         """'[section] key: old -> new' for every value that differs."""
         return [f"[{s}] {k}: {self.values[(s, k)]!r} -> {other.values[(s, k)]!r}"
-                for (s, k) in self.values if self.values[(s, k)] != other.values[(s, k)]]
+                for (s, k) in self.changed(other)]
+
+    def with_value(self, key: tuple[str, str], value) -> "Config":
+        """A copy with one typed value replaced (the config itself stays immutable)."""
+        values = dict(self.values)
+        values[key] = value
+        return Config(self.path, values, self.lines, self.warnings)
+
+    def changed(self, other: "Config") -> list[tuple[str, str]]:
+        """(section, key) of every value that differs, in OPTIONS order."""
+        return [k for k in self.values if self.values[k] != other.values[k]]
+
+    def reload_report(self, other: "Config", program: str, restart: set, unused: set,
+                      notes: dict | None = None) -> list[str]:
+        """One line per changed value saying what a running daemon does with it: applied
+        (with `notes[key]` telling how, when given), not used by this program, or needing a
+        restart. A reload never claims a change it did not make."""
+        lines = []
+        for key in self.changed(other):
+            text = (f"[{key[0]}] {key[1]}: {self.values[key]!r} -> {other.values[key]!r}")
+            if key in restart:
+                text += f" ; needs a restart of {program} to take effect"
+            elif key in unused:
+                text += f" ; not used by {program}"
+            elif notes and key in notes:
+                text += f" ; {notes[key]}"
+            lines.append(text)
+        return lines
 
 
 def defaults() -> Config:

@@ -17,7 +17,8 @@ import sys
 
 MAX_REQUEST = 64 * 1024
 IDLE_S = 5.0
-REPLY_TIMEOUT_S = 5.0
+REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
+MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
 NETS = ("mgmt", "cluster-host", "pxeboot")
 
 
@@ -46,6 +47,7 @@ class Server:
         sock.setblocking(False)
         self.sock = sock
         self.conns: dict = {}
+        self._writing: dict = {}                    # conn -> [memoryview left, timer]
         loop.add_reader(sock, self._accept)
 
     def _remove_stale(self) -> None:
@@ -69,6 +71,11 @@ class Server:
         except (BlockingIOError, InterruptedError):
             return
         conn.setblocking(False)
+        if len(self.conns) + len(self._writing) >= MAX_CONNECTIONS:
+            self.throttle.warning(("ctl", "busy"), "control request refused: %d connections "
+                                  "already open", MAX_CONNECTIONS)
+            conn.close()
+            return
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", creds)
         if uid not in (0, os.getuid()):
@@ -123,17 +130,45 @@ class Server:
         return {"ok": False, "error": f"bad request: {why}"}
 
     def _reply(self, conn, reply: dict) -> None:
+        """Send what the socket takes now; the rest is written from the loop as the reader
+        reads it (a 2,000-host table is about 1 MB): the agent never waits for a reader."""
+        data = memoryview(json.dumps(reply).encode() + b"\n")
+        self._writing[conn] = [data, self.loop.call_later(REPLY_TIMEOUT_S,
+                                                          lambda: self._finish(conn))]
+        self._write(conn)
+        if conn in self._writing:
+            self.loop.add_writer(conn, self._write)
+
+    def _write(self, conn) -> None:
+        entry = self._writing.get(conn)
+        if entry is None:
+            return
         try:
-            conn.settimeout(REPLY_TIMEOUT_S)
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            while entry[0]:
+                entry[0] = entry[0][conn.send(entry[0][:1 << 16]):]
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             pass
-        finally:
-            conn.close()
+        self._finish(conn)
+
+    def _finish(self, conn) -> None:
+        entry = self._writing.pop(conn, None)
+        if entry is None:
+            return
+        entry[1].cancel()
+        self.loop.remove_writer(conn)
+        conn.close()
+
+    def pending_bytes(self) -> int:
+        """Reply bytes still waiting for their readers."""
+        return sum(len(e[0]) for e in self._writing.values())
 
     def close(self) -> None:
         for conn in list(self.conns):
             self._drop(conn)
+        for conn in list(self._writing):
+            self._finish(conn)
         self.loop.remove_reader(self.sock)
         self.sock.close()
         try:
@@ -196,8 +231,13 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
     `compact` packs the cells and columns for a narrow terminal (the lab)."""
     head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
     rows = []
+    by_operator = False
     for h in hosts:
-        row = [h.get("hostname", "?"), h.get("personality", ""), h.get("administrative", ""),
+        admin = h.get("administrative", "")
+        if h.get("administrative_source") == "operator":
+            admin += "*"
+            by_operator = True
+        row = [h.get("hostname", "?"), h.get("personality", ""), admin,
                h.get("availability", "")]
         for net in NETS:
             n = (h.get("networks") or {}).get(net) or {}
@@ -213,8 +253,12 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     gap = " " if compact else "  "
-    return "\n".join(gap.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in [head] + rows)
+    table = "\n".join(gap.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                      for r in [head] + rows)
+    if by_operator:
+        table += "\n* set by mtce lock/unlock (kept in state_dir ; the inventory's " \
+                 "administrative applies again when it changes)"
+    return table
 
 
 def format_alarms(alarms: list) -> str:

@@ -30,7 +30,12 @@ RESTART_SEQ_MAX = 2             # agent.md §6: seq <= 2 out of order = mtcClien
 PXEBOOT_MISS_THRESHOLD = 6      # PXEBOOT_MTCALIVE_LOSS_THRESHOLD (C/nodeClass.h:344)
 PXEBOOT_LOSS_THRESHOLD = 2      # PXEBOOT_MTCALIVE_LOSS_ALARM_THRESHOLD (C/nodeClass.h:345)
 PXEBOOT_LOG_THROTTLE = 60       # lost / not-seen-yet logs: 1 in 60 CHECKs (C/nodeClass.h:346)
-WARN_THROTTLE_S = 60.0          # sequence warnings: first, then one a minute per host/net/cause
+WARN_THROTTLE_S = 60.0          # other per-host warnings: first, then one a minute per cause
+# Sequence events (gaps, out-of-sequence) are each logged, as the original logs each, up to
+# SEQ_LOG_BUDGET a SEQ_LOG_WINDOW_S per host and network; beyond it they are counted and
+# one summary line tells how many were not logged.
+SEQ_LOG_BUDGET = 10
+SEQ_LOG_WINDOW_S = 60.0
 ALARM_SEVERITY = "minor"
 _LOCKED_BIT = int(Flag.I_AM_LOCKED)   # plain int: IntFlag arithmetic is slow on the hot path
 _NO_ACTIONS: tuple = ()
@@ -68,6 +73,18 @@ Action = Union[Send, RaiseAlarm, ClearAlarm, Log]
 
 
 # -- settings and the pure timing arithmetic -------------------------------------------------
+
+class Facts:
+    """Facts about the agent's own host that can change while it runs, shared by every host
+    and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
+    `<platform_dir>/simplex` file, which the original checks at each locked correction
+    (no pxeboot send and no LOCK_PERSIST while it exists, agent.md §7.3)."""
+
+    __slots__ = ("still_simplex",)
+
+    def __init__(self, still_simplex: bool = False):
+        self.still_simplex = still_simplex
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -127,13 +144,16 @@ def classify_seq(last: int, seq: int, first: bool) -> tuple[SeqResult, int]:
     Modulo 2^32: 4294967295 -> 0 -> 1 is in order, and "ahead" means ahead by less than 2^31
     (a jump further ahead is taken as going backwards). The restart rule is checked before the
     modular distance, so after a very long run (last near 2^32) seq 1 or 2 still reads as a
-    client restart rather than a wrap with a gap.
+    client restart rather than a wrap with a gap. A `last` of 0 was zeroed (agent start,
+    offline, a pxeboot monitor START): as the original, what follows is not a gap.
     """
     if first:
         return SeqResult.FIRST, 0
     expect = (last + 1) & SEQ_MASK
     if seq == expect:
         return SeqResult.IN_ORDER, 0
+    if last == 0:
+        return SeqResult.FIRST, 0
     if seq <= RESTART_SEQ_MAX:
         return SeqResult.RESTART, 0
     ahead = (seq - expect) & SEQ_MASK
@@ -185,7 +205,8 @@ class NetTrack:
     """What the agent knows about one host on one network."""
 
     __slots__ = ("net", "last_seq", "missed", "out_of_sequence", "last_seen", "received",
-                 "state", "count", "ok")
+                 "state", "count", "ok", "text_prefix", "log_from", "logged", "unlogged",
+                 "unlogged_missed", "unlogged_oos")
 
     def __init__(self, net: Net):
         self.net = net
@@ -197,6 +218,15 @@ class NetTrack:
         self.state = NetState.LOST   # stored ok/lost; JSON derives unprovisioned
         self.count = 0               # mtcAlive received, ever
         self.ok = False              # received and state ok: the hot path tests one attribute
+        # The text of the last valid mtcAlive up to its sequence number: a next one that
+        # matches it byte for byte is valid without a JSON parse (agent.on_datagram).
+        self.text_prefix: bytes | None = None
+        # the sequence-event log budget (SEQ_LOG_BUDGET per SEQ_LOG_WINDOW_S)
+        self.log_from = -INF
+        self.logged = 0
+        self.unlogged = 0
+        self.unlogged_missed = 0
+        self.unlogged_oos = 0
 
 
 class PxebootMonitor:
@@ -263,6 +293,9 @@ class PxebootMonitor:
                 self.stage_to(PxeStage.CHECK)
                 self._check(pxe, out)
             elif stage is PxeStage.START:
+                # agent.md §6 "When last is zeroed": every START, pxeboot only. The next
+                # pxeboot mtcAlive is then not a gap (a restart, an unlock, a re-learn).
+                pxe.last_seq = 0
                 self._save = None
                 self._count_saved = pxe.count
                 self.timer = INF
@@ -398,11 +431,15 @@ class HostMonitor:
     """
 
     def __init__(self, entry: "HostEntry", settings: Settings, now: float,
-                 pxeboot_ip: str = ""):
+                 pxeboot_ip: str = "", facts: Facts | None = None):
         self.entry = entry
         self.hostname: str = entry.hostname
         self.settings = settings
+        self.facts = facts or Facts()
         self.admin = Admin(entry.administrative)
+        self.admin_source = "inventory"          # or "operator" (mtce lock/unlock, kept)
+        self.learned_clstr_ip = ""               # from mtcAlive, when the inventory has none
+        self.reported_personality = ""           # of the last valid mtcAlive
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
         self.pxeboot_supported = False
@@ -426,6 +463,7 @@ class HostMonitor:
         # HostTable scheduling: a callback for "my deadline may be earlier now"
         self._waker: Callable[["HostMonitor"], None] | None = None
         self._auditing: set | None = None        # the table's set of hosts in offline audit
+        self._seq_pending: set | None = None     # the table's hosts with unlogged events
         self._sched_tok = -1
         self._sched_at = INF
 
@@ -438,9 +476,14 @@ class HostMonitor:
         return (self.pxeboot_supported and bool(self.pxeboot_ip) and s.pxeboot_provisioned
                 and not s.simplex)
 
+    @property
+    def clstr_ip(self) -> str:
+        """The inventory's cluster-host address, or the one the host's mtcAlive reported."""
+        return self.entry.cluster_host_ip or self.learned_clstr_ip
+
     def _provisioned(self, net: Net) -> bool:
         if net is Net.CLSTR:
-            return bool(self.entry.cluster_host_ip)
+            return bool(self.clstr_ip)
         if net is Net.PXEBOOT:
             return self.pxeboot_monitored
         return True
@@ -486,20 +529,10 @@ class HostMonitor:
         n = self.nets[net]
         n.last_seen = now
         n.count += 1
-        if n.ok and self._steady and (flags & _LOCKED_BIT) == self._lock_bit:
-            ahead = (seq - n.last_seq) & SEQ_MASK
-            if ahead == 1:
-                n.last_seq = seq
-                return _NO_ACTIONS
-            if 1 < ahead < SEQ_HALF and seq > RESTART_SEQ_MAX:
-                # A gap while its warning is throttled (an overload drops many): count it
-                # here; the slow path would only add to the suppressed count.
-                entry = self._throttle.get(("gap", net))
-                if entry is not None and now - entry[0] < WARN_THROTTLE_S:
-                    entry[1] += 1
-                    n.missed += ahead - 1
-                    n.last_seq = seq
-                    return _NO_ACTIONS
+        if n.ok and self._steady and (flags & _LOCKED_BIT) == self._lock_bit and \
+                (seq - n.last_seq) & SEQ_MASK == 1:
+            n.last_seq = seq
+            return _NO_ACTIONS
         return self._mtcalive_slow(n, seq, flags, uptime, now)
 
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:
@@ -529,15 +562,15 @@ class HostMonitor:
                                    f"uptime:{uptime} ; seq:{seq} ; state change"))
         elif result is SeqResult.GAP:
             expect = (n.last_seq + 1) & SEQ_MASK
-            self._throttled(("gap", n.net), now, "warning",
+            self._seq_event(n, now, out, gap, 0,
                             f"{h} mtcAlive received from {iface} network with uptime:{uptime} ; "
                             f"missed {gap} mtcAlive msgs ; expect:{expect} detect:{seq} ; "
-                            f"correcting", out)
+                            f"correcting")
         elif result is SeqResult.OUT_OF_SEQUENCE:
             expect = (n.last_seq + 1) & SEQ_MASK
-            self._throttled(("oos", n.net), now, "warning",
+            self._seq_event(n, now, out, 0, 1,
                             f"{h} mtcAlive received from {iface} network with uptime:{uptime} ; "
-                            f"out-of-sequence ; expect:{expect} detect:{seq} ; correcting", out)
+                            f"out-of-sequence ; expect:{expect} detect:{seq} ; correcting")
         elif result is SeqResult.RESTART and self.settings.debug:
             out.append(Log("debug", f"{h} mtcAlive received from {iface} network with "
                                     f"uptime:{uptime} ; seq:{seq} ; mtcClient restart"))
@@ -560,6 +593,73 @@ class HostMonitor:
             self._wake()
         return out
 
+    def _seq_event(self, n: NetTrack, now: float, out: list, missed: int, oos: int,
+                   text: str) -> None:
+        """Each gap and out-of-sequence is logged (agent.md §6), SEQ_LOG_BUDGET a window per
+        host and network; past it, counted for the window's summary line."""
+        if now - n.log_from >= SEQ_LOG_WINDOW_S:
+            self._seq_summary(n, out)
+            n.log_from, n.logged = now, 0
+        if n.logged < SEQ_LOG_BUDGET:
+            n.logged += 1
+            out.append(Log("warning", text))
+            return
+        if not n.unlogged and self._seq_pending is not None:
+            self._seq_pending.add(self)
+        n.unlogged += 1
+        n.unlogged_missed += missed
+        n.unlogged_oos += oos
+
+    def _seq_summary(self, n: NetTrack, out: list) -> None:
+        if not n.unlogged:
+            return
+        out.append(Log("warning", f"{self.hostname} mtcAlive received from {n.net.iface} "
+                                  f"network ; {n.unlogged} more sequence events in "
+                                  f"{SEQ_LOG_WINDOW_S:g} secs not logged (missed "
+                                  f"{n.unlogged_missed} mtcAlive msgs ; {n.unlogged_oos} "
+                                  f"out-of-sequence)"))
+        n.unlogged = n.unlogged_missed = n.unlogged_oos = 0
+
+    def sequence_summaries(self, now: float, out: list) -> bool:
+        """The summary of every window that has ended; True while one is still open."""
+        pending = False
+        for n in self.nets:
+            if n.unlogged:
+                if now - n.log_from >= SEQ_LOG_WINDOW_S:
+                    self._seq_summary(n, out)
+                    n.log_from, n.logged = -INF, 0
+                else:
+                    pending = True
+        return pending
+
+    def on_identity(self, personality: str, cluster_host_ip: str | None, now: float) -> list:
+        """What a valid mtcAlive says of the host (agent.md §4.1): its personality, and, where
+        the agent has a cluster-host network, its cluster-host address, learned when the
+        inventory has none (the original's `set_clstr_hostaddr`). Only when the text
+        changed: the hot path does not come here."""
+        out: list = []
+        h = self.hostname
+        if personality != self.reported_personality:
+            self.reported_personality = personality
+            if personality != self.entry.personality:
+                self._throttled(("personality",), now, "info",
+                                f"{h} mtcAlive reports personality '{personality}' ; the "
+                                f"inventory says '{self.entry.personality}'", out)
+        ip = cluster_host_ip or ""
+        if not ip or ip == "none" or ip == self.clstr_ip:
+            return out
+        if self.entry.cluster_host_ip:
+            self._throttled(("clstr-ip",), now, "warning",
+                            f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
+                            f"inventory's {self.entry.cluster_host_ip}", out)
+            return out
+        out.append(Log("info", f"{h} cluster address provision change from "
+                               f"{self.learned_clstr_ip or 'none'} to {ip}"))
+        self.learned_clstr_ip = ip
+        self._reset_net(Net.CLSTR)
+        self._wake()
+        return out
+
     def _correct_lock_flags(self, flags: int, now: float, out: list) -> None:
         """agent.md §7.3: tell a client whose I_AM_LOCKED flag disagrees with inventory.
 
@@ -580,23 +680,25 @@ class HostMonitor:
         self._correcting = want
         self._correction_at = now
         h, s = self.hostname, self.settings
-        clstr = bool(self.entry.cluster_host_ip)
+        clstr = bool(self.clstr_ip)
         if want is Cmd.UNLOCKED:
             if new_episode:
-                out.append(Log("warning", f"{h} mtcAlive reporting locked while unlocked ; "
-                                          f"correcting"))
+                self._throttled(("correct", want), now, "warning",
+                                f"{h} mtcAlive reporting locked while unlocked ; correcting",
+                                out)
             out.append(Send(h, Net.MGMT, Cmd.UNLOCKED))
             if clstr:
                 out.append(Send(h, Net.CLSTR, Cmd.UNLOCKED))
             return
-        if s.simplex:
+        if self.facts.still_simplex:
             # /etc/platform/simplex present: no warning, no pxeboot, no persist flag.
             num, parm = 0, ()
         else:
             num, parm = 1, _LOCK_PERSIST_PARM
             if new_episode:
-                out.append(Log("warning", f"{h} mtcAlive reporting unlocked while locked ; "
-                                          f"correcting"))
+                self._throttled(("correct", want), now, "warning",
+                                f"{h} mtcAlive reporting unlocked while locked ; correcting",
+                                out)
             if s.pxeboot_provisioned and self.pxeboot_ip:
                 out.append(Send(h, Net.PXEBOOT, Cmd.LOCKED, num, parm))
         out.append(Send(h, Net.MGMT, Cmd.LOCKED, num, parm))
@@ -633,13 +735,15 @@ class HostMonitor:
         self.last_ack[(cmd, net)] = now
         return _NO_ACTIONS
 
-    def set_admin(self, state: Admin | str, now: float):
-        """Lock or unlock (operator or inventory). Locking clears 200.003 and holds the monitor."""
+    def set_admin(self, state: Admin | str, now: float, source: str = "inventory"):
+        """Lock or unlock, by the inventory or by the operator (`source`). Locking clears
+        200.003 and holds the monitor."""
         state = Admin(state)
+        self.admin_source = source
         if state is self.admin:
             return _NO_ACTIONS
         out = [Log("info", f"{self.hostname} administrative state {self.admin.value} -> "
-                           f"{state.value}")]
+                           f"{state.value} ({source})")]
         self.admin = state
         self._lock_bit = _LOCKED_BIT if state is Admin.LOCKED else 0
         self._correcting = None
@@ -678,8 +782,11 @@ class HostMonitor:
             self._reset_net(Net.MGMT)
         if entry.cluster_host_ip != old.cluster_host_ip:
             self._reset_net(Net.CLSTR)
-        if entry.administrative != self.admin.value:
-            out.extend(self.set_admin(entry.administrative, now))
+            self.learned_clstr_ip = ""
+        if entry.administrative != old.administrative:
+            # contract §4: the file's value applies when that field itself changes; another
+            # key's change leaves an operator's lock or unlock alone.
+            out.extend(self.set_admin(entry.administrative, now, "inventory"))
         self._wake()
         return out
 
@@ -763,7 +870,7 @@ class HostMonitor:
             return
         if now >= self._audit_send_at:
             out.append(Send(h, Net.MGMT, Cmd.REQ_MTCALIVE))
-            if self.entry.cluster_host_ip:
+            if self.clstr_ip:
                 out.append(Send(h, Net.CLSTR, Cmd.REQ_MTCALIVE))
             self._audit_sends += 1
             # Slots are start + k * period (no drift); a late loop skips slots, not bursts.
@@ -867,9 +974,13 @@ class HostMonitor:
             "hostname": self.hostname,
             "personality": e.personality,
             "administrative": self.admin.value,
+            "administrative_source": self.admin_source,
             "availability": self.availability.value,
             "mgmt_ip": e.mgmt_ip,
-            "cluster_host_ip": e.cluster_host_ip,
+            "cluster_host_ip": self.clstr_ip,
+            "cluster_host_ip_source": ("inventory" if e.cluster_host_ip else
+                                       "mtcAlive" if self.learned_clstr_ip else None),
+            "reported_personality": self.reported_personality or None,
             "pxeboot_ip": self.pxeboot_ip,
             "networks": networks,
             "pxeboot_monitor": {"monitored": self.pxeboot_monitored,
@@ -913,6 +1024,8 @@ class HostTable:
         self._tok = itertools.count()
         self._woken: list[HostMonitor] = []
         self._auditing: set[HostMonitor] = set()     # hosts in an offline audit (few)
+        self._seq_pending: set[HostMonitor] = set()  # hosts with sequence events not logged
+        self.facts = Facts()
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -960,7 +1073,7 @@ class HostTable:
 
     @staticmethod
     def _addrs(host: HostMonitor) -> tuple:
-        return (host.entry.mgmt_ip, host.entry.cluster_host_ip, host.pxeboot_ip)
+        return (host.entry.mgmt_ip, host.clstr_ip, host.pxeboot_ip)
 
     # -- inventory ----------------------------------------------------------------------------
 
@@ -976,6 +1089,8 @@ class HostTable:
             host._waker = None
             host._end_audit()
             host._auditing = None
+            host._seq_pending = None
+            self._seq_pending.discard(host)
             host._sched_tok = -1
             removed.append(name)
             out.append(Log("info", f"{name} removed from inventory"))
@@ -984,9 +1099,11 @@ class HostTable:
             host = self.hosts.get(name)
             if host is None:
                 host = self._factory(entry, self.settings, now)
+                host.facts = self.facts
                 self.hosts[name] = host
                 host._waker = self._woken.append
                 host._auditing = self._auditing
+                host._seq_pending = self._seq_pending
                 self._woken.append(host)
                 for addr in self._addrs(host):
                     self._claim(addr, host, out)
@@ -1004,11 +1121,39 @@ class HostTable:
             for addr in self._addrs(host):
                 self._unclaim(addr, host)
             out.extend(host.update_entry(entry, now))
+            for n in host.nets:
+                n.text_prefix = None
             for addr in self._addrs(host):
                 self._claim(addr, host, out)
         if initial and added:
             out.append(Log("info", f"inventory: {len(added)} hosts"))
         return added, removed, changed, out
+
+    def on_identity(self, host: HostMonitor, personality: str, cluster_host_ip: str | None,
+                    now: float) -> list:
+        """A valid mtcAlive's personality and cluster-host address (HostMonitor.on_identity);
+        a learned cluster-host address joins the address index."""
+        old = host.clstr_ip
+        out = host.on_identity(personality, cluster_host_ip, now)
+        if host.clstr_ip != old:
+            self._unclaim(old, host)
+            self._claim(host.clstr_ip, host, out)
+        return out
+
+    def sequence_summaries(self, now: float) -> list:
+        """The summary lines of sequence-event windows that ended (the agent asks once a
+        minute, so that no count waits for a next event to be told)."""
+        out: list = []
+        for host in list(self._seq_pending):
+            if not host.sequence_summaries(now, out):
+                self._seq_pending.discard(host)
+        return out
+
+    def forget_texts(self) -> None:
+        """A reload may change what makes an mtcAlive valid: every text is parsed again."""
+        for host in self.hosts.values():
+            for n in host.nets:
+                n.text_prefix = None
 
     def set_pxeboot_ip(self, hostname: str, ip: str | None, now: float):
         """A host's pxeboot address from dnsmasq.hosts; unknown hosts are ignored."""

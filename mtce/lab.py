@@ -61,7 +61,7 @@ NETNS_BLOCK = "198.18"         # --netns: the same layout in 198.18.0.0/15, insi
 NET_OCTET = {"mgmt": 204, "cluster-host": 206, "pxeboot": 202}
 NETS = ("mgmt", "cluster-host", "pxeboot")
 SCENARIOS = ("none", "pxeboot-loss", "restart", "burst")
-REBOOT_KINDS = ("reboot", "reset", "lazy_reboot")
+REBOOT_KINDS = ("reboot", "reset", "lazy_reboot", "wipedisk")
 ENV_TAG = "MTCE_LAB_ID"        # every process the lab starts carries this (the cleanup sweep)
 MOVED_OCTET = 251              # pxeboot-loss (loopback): the address the lease moves to
 
@@ -298,8 +298,8 @@ class Plan:
                 f"pxeboot_mtcalive_window = {PXEBOOT_WINDOW_S}", "", "[paths]"]
         out += [f"{k} = {v}" for k, v in paths.items()]
         out += ["", "[actions]",
-                "; reboot, reset and lazy reboot ask the lab to restart this host's client",
-                "; (a simulated reboot); no failsafe process is started."]
+                "; reboot, reset, lazy reboot and wipedisk ask the lab to restart this host's",
+                "; client (a simulated reboot; nothing is wiped); no failsafe process is started."]
         for kind in REBOOT_KINDS:
             out.append(f"{kind} = echo {kind} > {req}/{h.name}.{kind}")
         out.append("failsafe =")

@@ -11,11 +11,14 @@ import collections
 import itertools
 import logging
 import logging.handlers
+import math
 import os
 import sys
 import time
 
 LOGGER_NAME = "mtce"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
 _TAGS = {logging.DEBUG: "Debug ", logging.INFO: " Info ", logging.WARNING: " Warn ",
          logging.ERROR: "Error ", logging.CRITICAL: "Fatal "}
 # Control characters in a message (from a datagram, a file, a hostname) are shown escaped, so
@@ -73,38 +76,83 @@ def setup(program: str, *, foreground: bool, log_dir: str, hostname: str,
     return log
 
 
+class Budget:
+    """A token bucket shared by the throttles of one kind of cause: `burst` lines at once,
+    then `per_minute` more a minute. Pure: `now` comes from the caller's clock.
+
+    Per-key throttling alone does not bound a log: causes keyed on what a sender chooses
+    (addresses, hosts, codes, reasons) multiply. The budget bounds the sum.
+    """
+
+    def __init__(self, burst: int, per_minute: float):
+        if burst < 1 or per_minute <= 0:
+            raise ValueError("a log budget needs a burst of 1 or more and a positive rate")
+        self.burst, self.rate_s = float(burst), per_minute / 60.0
+        self._tokens = float(burst)
+        self._at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_s)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
 class Throttle:
     """Log a cause on its first occurrence, then at most once per `interval` seconds.
 
     Each repeat logged says how many were suppressed since the last one. `clear(key)` is
     called when the cause goes away, so that its return is logged at once. Keys can come from
-    the network (source addresses), so at most `max_keys` are remembered.
+    the network (source addresses), so at most `max_keys` are remembered, and a `budget`,
+    when given, bounds the lines of all keys together. `summary()` (the daemons call it once a
+    minute) tells what was suppressed, by cause (a key's first element).
     """
 
     def __init__(self, logger: logging.Logger, clock, interval: float = 60.0,
-                 max_keys: int = 4096):
+                 max_keys: int = 4096, budget: Budget | None = None):
         self.logger, self.clock, self.interval, self.max_keys = logger, clock, interval, max_keys
+        self.budget = budget
         self._seen: collections.OrderedDict = collections.OrderedDict()  # key -> [at, suppressed]
         self.suppressed_total = 0
+        self._by_cause: collections.Counter = collections.Counter()
 
     def log(self, level: int, key, msg: str, *args, _depth: int = 2, exc_info=None) -> bool:
-        """Log `msg % args` unless `key` was logged less than `interval` ago. True if logged."""
+        """Log `msg % args` unless `key` was logged less than `interval` ago or the budget is
+        spent. True if logged."""
         now = self.clock.now()
         entry = self._seen.get(key)
         if entry is not None and now - entry[0] < self.interval:
-            entry[1] += 1
-            self.suppressed_total += 1
+            self._suppress(entry, key)
+            return False
+        if self.budget is not None and not self.budget.take(now):
+            if entry is None:
+                entry = self._remember(key, -math.inf)
+            self._suppress(entry, key)
             return False
         suppressed = entry[1] if entry is not None else 0
-        if entry is None and len(self._seen) >= self.max_keys:
-            self._seen.popitem(last=False)
-        self._seen[key] = [now, 0]
+        if entry is None:
+            entry = self._remember(key, now)
+        entry[0], entry[1] = now, 0
         self._seen.move_to_end(key)
         text = msg % args if args else msg
         if suppressed:
             text += f" ({suppressed} similar suppressed)"
         self.logger.log(level, text, stacklevel=_depth, exc_info=exc_info)
         return True
+
+    def _remember(self, key, at: float) -> list:
+        if len(self._seen) >= self.max_keys:
+            self._seen.popitem(last=False)
+        entry = self._seen[key] = [at, 0]
+        return entry
+
+    def _suppress(self, entry: list, key) -> None:
+        entry[1] += 1
+        self.suppressed_total += 1
+        self._by_cause[key[0] if isinstance(key, tuple) and key else key] += 1
 
     def warning(self, key, msg: str, *args) -> bool:
         return self.log(logging.WARNING, key, msg, *args, _depth=3)
@@ -115,8 +163,24 @@ class Throttle:
     def info(self, key, msg: str, *args) -> bool:
         return self.log(logging.INFO, key, msg, *args, _depth=3)
 
+    def debug(self, key, msg: str, *args) -> bool:
+        return self.log(logging.DEBUG, key, msg, *args, _depth=3)
+
     def clear(self, key) -> None:
         self._seen.pop(key, None)
 
     def active(self, key) -> bool:
         return key in self._seen
+
+    def summary(self) -> str | None:
+        """What was suppressed since the last call, the biggest causes first (None: nothing),
+        and forget it."""
+        if not self.suppressed_total:
+            return None
+        causes = ", ".join(f"{cause} {count}" for cause, count in self._by_cause.most_common(6))
+        more = len(self._by_cause) - 6
+        text = (f"{self.suppressed_total} repeated log lines suppressed ({causes}"
+                f"{f', {more} more causes' if more > 0 else ''})")
+        self.suppressed_total = 0
+        self._by_cause.clear()
+        return text

@@ -13,7 +13,6 @@ import logging
 import selectors
 import signal
 import socket
-import time
 
 from mtce import logs
 
@@ -55,6 +54,13 @@ class Loop:
             self.selector.unregister(fileobj)
         except (KeyError, ValueError):
             pass
+
+    def add_writer(self, fileobj, callback) -> None:
+        """`callback(fileobj)` whenever `fileobj` is writable (a file is a reader or a writer
+        here, not both)."""
+        self.selector.register(fileobj, selectors.EVENT_WRITE, callback)
+
+    remove_writer = remove_reader
 
     # -- timers ------------------------------------------------------------------------------
     def call_at(self, at: float, callback) -> Timer:
@@ -110,11 +116,13 @@ class Loop:
             self._errors.log(logging.ERROR, what, "unexpected error in %s", what,
                              exc_info=True)
 
-    def run_once(self, max_wait: float | None = 0.05) -> None:
+    def run_once(self, max_wait: float | None = 0.05) -> int:
         """One turn: wait for readiness at most until the next timer (and `max_wait`, unless
         None), then run what is due. `pause_hint()`, when set, may ask for a short sleep before
         the wait, never past the next timer: at light load the agent lets datagrams gather
-        and reads them in one batch instead of waking for each."""
+        and reads them in one batch instead of waking for each. Returns how many readers,
+        timers and signals ran (a test's "settle" loop runs turns until nothing is left)."""
+        ran = 0
         now = self.clock.now()
         deadline = self.next_deadline()
         if self.pause_hint is not None:
@@ -123,7 +131,7 @@ class Loop:
                 if deadline is not None:
                     pause = min(pause, deadline - now)
                 if pause > 0:
-                    time.sleep(pause)
+                    self.clock.sleep(pause)
                     now = self.clock.now()
         if deadline is None:
             wait = max_wait
@@ -132,19 +140,23 @@ class Loop:
             if max_wait is not None:
                 wait = min(wait, max_wait)
         for key, _ in self.selector.select(wait):
+            ran += 1
             self._guard(getattr(key.data, "__qualname__", "reader"), key.data, key.fileobj)
         now = self.clock.now()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
+                ran += 1
                 self._guard(getattr(timer.callback, "__qualname__", "timer"), timer.callback)
         while self._signals:
             signum = self._signals.pop(0)
             if self.on_signal is not None:
+                ran += 1
                 self._guard("signal handler", self.on_signal, signum)
         lag = now - self.last_turn_at
         self.max_lag = max(self.max_lag, lag)
         self.last_turn_at = now
+        return ran
 
     def run(self, max_wait: float | None = None) -> None:
         """Turns until `stop()`: idle, it sleeps until the next timer or readiness (a signal

@@ -158,5 +158,6 @@ class Admin(str, enum.Enum):
 
 
 ALARM_MTCALIVE = "200.003"
+CONTROLLERS = ("controller-0", "controller-1")   # the hard-coded unit names (agent.md §8)
 FEATURE_PXEBOOT_MTCALIVE = "pxeboot_mtcAlive"
 SERVICE_MTCCLIENT = "mtcClient"

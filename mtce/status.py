@@ -29,6 +29,10 @@ class Status:
         # overflows it); three counters here.
         self.sm_unhealthy = {net: 0 for net in Net}
 
+    def reconfigure(self, paths) -> None:
+        """A reload: the flags are read from the new `[paths]` from now on."""
+        self.paths = paths
+
     def _has(self, where: str, name: str) -> bool:
         return os.path.exists(os.path.join(where, name))
 

@@ -57,19 +57,38 @@ def address_is_local(address: str) -> bool:
     return True
 
 
-def vanished_address(sock: socket.socket) -> str:
-    """The address `sock` is bound to when it is no longer on this host, else ""."""
-    try:
-        addr = sock.getsockname()[0]
-    except OSError:
-        return ""
-    if addr and addr not in ("0.0.0.0", "::") and not address_is_local(addr):
-        return addr
-    return ""
-
-
 def rcvbuf_size(sock: socket.socket) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+class Sockets:
+    """The daemons' one seam to the operating system's UDP: open a socket, ask whether an
+    address is still on this host, read a socket's kernel drops. `SYSTEM` is the real one;
+    `mtce.fakenet.FakeNetwork` is the in-memory one tests run the daemons on."""
+
+    def udp(self, address: str | None = None, port: int = 0, *, family: int | None = None,
+            rcvbuf: int | None = None, reuseaddr: bool = False, nonblocking: bool = True):
+        return udp_socket(address, port, family=family, rcvbuf=rcvbuf, reuseaddr=reuseaddr,
+                          nonblocking=nonblocking)
+
+    def is_local(self, address: str) -> bool:
+        return address_is_local(address)
+
+    def drops(self, sock) -> int | None:
+        return kernel_drops(sock)
+
+    def vanished(self, sock) -> str:
+        """The address `sock` is bound to when it is no longer on this host, else ""."""
+        try:
+            addr = sock.getsockname()[0]
+        except OSError:
+            return ""
+        if addr and addr not in ("0.0.0.0", "::") and not self.is_local(addr):
+            return addr
+        return ""
+
+
+SYSTEM = Sockets()
 
 
 class Receiver:
@@ -140,15 +159,16 @@ class Wire:
         return sendto(sock, data, address, port)
 
     def admit(self, data, src: str, net):
-        """The datagram as the original sent it, or None (counted, logged throttled)."""
+        """(the datagram as the original sent it, whether a valid tag vouched for it), or
+        (None, False) for a datagram to drop (counted, logged throttled)."""
         if self.auth is None:
-            return data
-        payload, why = self.auth.check(data)
+            return data, False
+        payload, why, tagged = self.auth.verify(data)
         if payload is None:
             self.counters["rx_bad"] += 1
             self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
                                   "on %s network: %s", src, net.iface, why)
-        return payload
+        return payload, tagged
 
 
 def describe_error(err: OSError) -> str:

@@ -73,8 +73,9 @@ def loopback_block() -> str:
     return f"127.{random.randint(10, 250)}.{random.randint(0, 250)}."
 
 
-HARMLESS_ACTIONS = ("reboot", "reset", "lazy_reboot", "failsafe", "alarm")
-_DANGER = ("systemctl", "sysrq", "/sbin/reboot", "shutdown", "poweroff", "halt", "init ")
+HARMLESS_ACTIONS = ("reboot", "reset", "lazy_reboot", "failsafe", "wipedisk", "alarm")
+_DANGER = ("systemctl", "sysrq", "/sbin/reboot", "shutdown", "poweroff", "halt", "init ",
+           "wipedisk --force")
 
 
 def assert_harmless(ini: str) -> None:

@@ -200,17 +200,16 @@ def test_seeded_mutations_never_raise_anything_but_decode_error():
                 pass
 
 
-def test_the_agents_fast_path_agrees_with_decode():
-    """mtcalive_fields accepts exactly the well-formed mtcAlive that decode accepts, with the
-    same numbers; everything else (None) goes to the full decode."""
+def test_the_agents_header_check_agrees_with_decode():
+    """mtcalive_fields reads only the header part: it accepts what decode reads as an mtcAlive
+    (signature, cmd 5) whose one text ends at the datagram's NUL, with the same numbers."""
     rng = random.Random(99)
     good = alive.mtcalive(IDENTITY, Net.MGMT, 77, uptime=5, health=1, flags=0x8)
     assert alive.mtcalive_fields(good) == (5, 0x8, 77)
     assert alive.mtcalive_fields(memoryview(good)) == (5, 0x8, 77)
-    others = [good[:-1], good[:-2] + b"\0", good + b"\0", good.replace(b"cgts mtc message:",
-              b"cgts mtc cmd rsp:"), good[:72] + (6).to_bytes(4, "little") + good[76:],
-              good[:100] + b'{"other":1}\0', good[:150] + b"\0" + good[151:],
-              alive.ready_event("w", ""), good[:100]]
+    others = [good[:-1], good.replace(b"cgts mtc message:", b"cgts mtc cmd rsp:"),
+              good[:72] + (6).to_bytes(4, "little") + good[76:], alive.ready_event("w", ""),
+              good[:100], good[:101] + b"\0", good + b"x" * (1060 - len(good))]
     for data in others:
         assert alive.mtcalive_fields(data) is None, data
     for _ in range(20000):
@@ -222,5 +221,86 @@ def test_the_agents_fast_path_agrees_with_decode():
         if fields is not None:
             msg = alive.decode(bytes(data))
             assert (msg.parm[0], msg.parm[2], msg.parm[3]) == fields
-            assert msg.cmd == 5 and msg.buf.startswith(b'{"hostname":"')
-            assert msg.buf.endswith(b"}") and msg.size == len(data)
+            assert msg.cmd == 5 and msg.sig == alive.SIG_MESSAGE and msg.size == len(data)
+
+
+def test_item1_the_fast_path_accepts_only_what_the_full_parse_accepts():
+    """Issue 11 item 1, contract §8: a host's next mtcAlive is valid without a JSON parse only
+    when its text is the last valid text with another sequence number. For random mutations
+    of real mtcAlive (bit flips, truncation, insertions, another number in "sequence"):
+    fast path accepted => the full parse accepts, with the same fields."""
+    rng = random.Random(1111)
+    idents = [IDENTITY, alive.Identity("worker-0", "worker", "", "192.168.204.50", "",
+                                       "08:00:27:1e:0a:01"),
+              alive.Identity("storage-1", "storage", "169.254.202.9", "fd00::9", "fd01::9",
+                             "08:00:27:1e:0a:09")]
+    accepted = mutated = 0
+    for ident in idents:
+        for net in Net:
+            first = alive.decode(alive.mtcalive(ident, net, rng.randrange(1 << 32)))
+            prefix = alive.sequence_prefix(first.buf)
+            assert prefix is not None and prefix.endswith(b',"sequence":')
+            want = alive.parse_mtcalive(first.buf)
+            for i in range(6000):
+                data = bytearray(alive.mtcalive(ident, net, rng.randrange(1 << 32)))
+                changes = rng.choice((0, 1, 1, 2, 3))
+                for _ in range(changes):
+                    op, at = rng.randrange(4), rng.randrange(100, len(data))
+                    if op == 0:
+                        data[at] ^= 1 << rng.randrange(8)
+                    elif op == 1:
+                        data[at] = rng.choice(b'{}",:0123456789-\\\0 ')
+                    elif op == 2:
+                        del data[at:at + rng.randint(1, 4)]
+                    else:
+                        data[at:at] = bytes(rng.choice(b'{}",:07-\0') for _ in range(2))
+                data = bytes(data)
+                if alive.mtcalive_fields(data) is None or not alive.text_matches(data, prefix):
+                    continue
+                accepted += 1
+                mutated += changes > 0
+                assert alive.parse_mtcalive(alive.decode(data).buf) == want, data
+    assert accepted > 9000, "the unmutated ones, at least, go the fast way"
+    assert mutated > 100, "mutations of the sequence digits still go the fast way"
+
+
+@pytest.mark.parametrize("text, why", [
+    (b'{"hostname":"worker-0",,}', "payload is not valid JSON"),
+    (b'{"hostname":"worker-0","personality":"worker","sequence":5', "payload is not valid JSON"),
+    (b'{"hostname":"worker-0","sequence":5}', "mtcAlive without a personality"),
+    (b'{"hostname":"worker-0","personality":"wprker","sequence":5}',
+     "mtcAlive with an invalid personality"),
+    (b'{"hostname":"worker-0","personality":"","sequence":5}',
+     "mtcAlive with an invalid personality"),
+    (b'{"hostname":"worker-0","personality":7,"sequence":5}',
+     "mtcAlive with an invalid personality"),
+    (b'["worker"]', "payload is not a JSON object"),
+])
+def test_item1_an_mtcalive_without_valid_json_and_personality_is_refused(text, why):
+    """Issue 11 item 1, agent.md §4.1: the original reads `personality` first and returns
+    before `set_mtcAlive` when it cannot (`update_host_functions("")` fails)."""
+    with pytest.raises(alive.DecodeError) as err:
+        alive.parse_mtcalive(text)
+    assert err.value.reason == why
+
+
+@pytest.mark.parametrize("personality", ["worker", "controller", "storage",
+                                         "controller,worker", "controller,worker,lowlatency",
+                                         "worker,lowlatency", "controller,storage"])
+def test_personalities_clients_send_are_valid(personality):
+    assert alive.valid_personality(personality)
+
+
+@pytest.mark.parametrize("personality", ["", "none", "lowlatency", "Worker", "worker,",
+                                         "worker controller", "x" * 200, None, ["worker"]])
+def test_other_personalities_are_not(personality):
+    assert not alive.valid_personality(personality)
+
+
+def test_a_text_that_does_not_end_with_its_sequence_is_always_parsed():
+    assert alive.sequence_prefix(b'{"personality":"worker","sequence":5,"x":1}') is None
+    assert alive.sequence_prefix(b'{"personality":"worker","sequence":05}') is None
+    assert alive.sequence_prefix(b'{"personality":"worker","sequence":5.0}') is None
+    assert alive.sequence_prefix(b'{"personality":"worker","sequence":-5}') == \
+        b'{"personality":"worker","sequence":'
+

@@ -231,6 +231,31 @@ def test_mtcalive_round_trip(ident, net, seq, uptime, health, flags):
 
 
 @FUZZ
+@given(st.builds(alive.Identity, any_text, st.sampled_from(
+    ["worker", "controller,worker", "storage", "controller,worker,lowlatency"]),
+    *[any_text] * 4), nets, u32, st.binary(max_size=40), st.binary(max_size=900))
+@example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"17}\0", b"")
+@example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"017}\0", b"")
+@example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"1}}\0", b"")
+def test_item1_fast_path_accepted_implies_full_parse_accepted(ident, net, seq, tail, other):
+    """Issue 11 item 1: whatever follows a valid text's prefix, or whatever random text comes
+    instead, the byte comparison accepts only what parse_mtcalive accepts, same fields."""
+    try:
+        sent = alive.mtcalive(ident, net, seq)
+        first = alive.decode(sent)
+        want = alive.parse_mtcalive(first.buf)
+    except (ValueError, alive.DecodeError):
+        return                                   # not a valid mtcAlive to begin with
+    prefix = alive.sequence_prefix(first.buf)
+    assert prefix is not None
+    head = sent[:alive.HEADER_SIZE]
+    assert alive.text_matches(sent, prefix), "its own text is accepted"
+    for data in (head + prefix + tail, head + other, head + prefix + other):
+        if alive.mtcalive_fields(data) is not None and alive.text_matches(data, prefix):
+            assert alive.parse_mtcalive(alive.decode(data).buf) == want
+
+
+@FUZZ
 @given(u32, mixed_case_macs, st.text(max_size=300), st.integers(0, 5), st.lists(u32, max_size=5))
 @example(Cmd.LAZY_REBOOT, "08:00:27:AA:BB:CC", alive.default_data("127.0.0.1", Net.MGMT), 1,
          [15])

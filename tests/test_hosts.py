@@ -91,6 +91,7 @@ class Sim:
 
 @pytest.mark.parametrize("last, seq, first, result, missed", [
     (0, 5000, True, SeqResult.FIRST, 0),
+    (0, 5000, False, SeqResult.FIRST, 0),              # last zeroed: not a gap
     (10, 11, False, SeqResult.IN_ORDER, 0),
     (10, 14, False, SeqResult.GAP, 3),
     (10, 10, False, SeqResult.OUT_OF_SEQUENCE, 0),
@@ -119,7 +120,8 @@ def test_in_order_stream_returns_no_action_at_all():
         assert (n.last_seq, n.missed, n.out_of_sequence, n.count) == (1999, 0, 0, 1999)
 
 
-def test_gap_adds_missed_and_logs_once_per_minute():
+def test_gap_adds_missed_and_is_logged_with_expect_and_detect():
+    """agent.md §6: a gap logs `missed N mtcAlive msgs ; expect:E detect:D ; correcting`."""
     host = make()
     host.on_mtcalive(Net.MGMT, 10, 0, 12, T0)
     out = host.on_mtcalive(Net.MGMT, 14, 0, 12, T0 + 1)
@@ -127,12 +129,56 @@ def test_gap_adds_missed_and_logs_once_per_minute():
     assert texts(out, "warning") == [
         "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; missed 3 mtcAlive msgs "
         "; expect:11 detect:14 ; correcting"]
-    out = host.on_mtcalive(Net.MGMT, 16, 0, 12, T0 + 2)          # throttled, still counted
-    assert host.nets[Net.MGMT].missed == 4 and not out
-    out = host.on_mtcalive(Net.MGMT, 18, 0, 12, T0 + 62)
-    assert texts(out) == ["worker-0 mtcAlive received from Mgmnt network with uptime:12 ; "
-                          "missed 1 mtcAlive msgs ; expect:17 detect:18 ; correcting "
-                          "(1 similar suppressed)"]
+
+
+def test_item3_three_sequence_events_in_one_second_are_each_logged():
+    """Issue 11 item 3, agent.md §6: the original logs every gap and every out-of-sequence.
+    A peer that skips 6, then 3, then repeats one, within a second, gets three lines."""
+    host = make()
+    online(host)
+    for seq in range(2, 11):
+        host.on_mtcalive(Net.MGMT, seq, 0, 12, T0)
+    out = host.on_mtcalive(Net.MGMT, 17, 0, 12, T0 + 0.1)       # 11..16 missing
+    out += host.on_mtcalive(Net.MGMT, 21, 0, 12, T0 + 0.5)      # 18..20 missing
+    out += host.on_mtcalive(Net.MGMT, 21, 0, 12, T0 + 0.9)      # a duplicate
+    assert texts(out, "warning") == [
+        "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; missed 6 mtcAlive msgs "
+        "; expect:11 detect:17 ; correcting",
+        "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; missed 3 mtcAlive msgs "
+        "; expect:18 detect:21 ; correcting",
+        "worker-0 mtcAlive received from Mgmnt network with uptime:12 ; out-of-sequence ; "
+        "expect:22 detect:21 ; correcting"]
+    n = host.nets[Net.MGMT]
+    assert (n.missed, n.out_of_sequence) == (9, 1)
+
+
+def test_item3_past_the_budget_events_are_counted_and_summarised_once():
+    """Issue 11 item 3: SEQ_LOG_BUDGET lines per host and network a window, then one summary
+    line with the counts; another host or network has its own budget."""
+    table = HostTable(Settings())
+    table.apply_inventory(Inventory("inv", {"worker-0": entry(), "worker-1": entry(
+        "worker-1", 51)}), T0)
+    w0, w1 = table.get("worker-0"), table.get("worker-1")
+    for host in (w0, w1):
+        online(host)
+    out, seq = [], 1
+    for i in range(40):                          # a gap of 1 every 0.5 s: 40 events in 20 s
+        seq += 2
+        out += w0.on_mtcalive(Net.MGMT, seq, 0, 12, T0 + i * 0.5)
+    gaps = [t for t in texts(out) if "missed 1 mtcAlive msgs" in t]
+    assert len(gaps) == H.SEQ_LOG_BUDGET
+    assert w0.nets[Net.MGMT].missed == 40, "every gap is counted, logged or not"
+    # worker-0's cluster-host and worker-1's mgmt still log their first event
+    assert texts(w0.on_mtcalive(Net.CLSTR, 5, 0, 12, T0 + 20), "warning")
+    assert texts(w1.on_mtcalive(Net.MGMT, 5, 0, 12, T0 + 20), "warning")
+    assert table.sequence_summaries(T0 + 59) == [], "the window is still open"
+    summary = texts(table.sequence_summaries(T0 + 60))
+    assert summary == ["worker-0 mtcAlive received from Mgmnt network ; 30 more sequence events "
+                       "in 60 secs not logged (missed 30 mtcAlive msgs ; 0 out-of-sequence)"]
+    assert table.sequence_summaries(T0 + 200) == [], "told once"
+    seq += 2
+    assert len(texts(w0.on_mtcalive(Net.MGMT, seq, 0, 12, T0 + 61), "warning")) == 1, \
+        "a new window logs again"
 
 
 def test_duplicate_and_reorder_count_out_of_sequence():
@@ -419,6 +465,27 @@ def test_client_restart_during_monitoring_counts_one_miss():
     assert host.pxe_miss == 0 and host.pxe_loss == 0
 
 
+def test_item8_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
+    """Issue 11 item 8, agent.md §6 "When last is zeroed": every pxeboot monitor START zeroes
+    the pxeboot `last`, so what comes next is not counted or logged as missed (an agent
+    restart, an unlock, a re-learned address all pass through START)."""
+    host = monitored()
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 20)
+    pxe = host.nets[Net.PXEBOOT]
+    assert pxe.last_seq > 0 and pxe.missed == 0
+    sim.record(host.set_admin(Admin.LOCKED, sim.t))
+    sim.record(host.set_admin(Admin.UNLOCKED, sim.t))          # unlock: the monitor STARTs
+    sim.record(host.audit(sim.t))
+    assert host.stage is PxeStage.WAIT and pxe.last_seq == 0
+    before = len(sim.log)
+    sim.deliver(Net.PXEBOOT, sim.seq[Net.PXEBOOT] + 5)        # the client went on meanwhile
+    assert all("missed" not in a.text for _, a in sim.log[before:] if isinstance(a, Log))
+    assert (pxe.missed, pxe.out_of_sequence) == (0, 0)
+    assert pxe.last_seq == sim.seq[Net.PXEBOOT]
+
+
 def _alarmed(start=T0):
     host = monitored(start)
     sim = Sim(host, start)
@@ -432,7 +499,7 @@ def test_locked_host_clears_alarm_and_holds_the_monitor():
     host, sim = _alarmed()
     out = host.set_admin(Admin.LOCKED, sim.t)
     assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out
-    assert texts(out)[0] == "worker-0 administrative state unlocked -> locked"
+    assert texts(out)[0] == "worker-0 administrative state unlocked -> locked (inventory)"
     assert host.stage is PxeStage.START and not host.alarm
     sim.record(out)
     mark = len(sim.log)
@@ -561,11 +628,23 @@ def test_unlocked_correction_and_simplex_locked():
     out = host.on_mtcalive(Net.MGMT, 1, LOCKED, 12, T0)
     assert sends(out) == [Send("worker-0", Net.MGMT, Cmd.UNLOCKED),
                           Send("worker-0", Net.CLSTR, Cmd.UNLOCKED)]
-    host = make(admin="locked", settings=Settings(simplex=True, pxeboot_provisioned=False))
+
+
+def test_item8_the_simplex_file_not_the_system_mode_decides_the_locked_correction():
+    """Issue 11 item 8, agent.md §7.3 / protocol.md §3.5: while `<platform_dir>/simplex`
+    exists (a simplex system, or one still in transition to duplex), LOCKED goes without
+    LOCK_PERSIST, not over pxeboot, and without the warning; once it is gone, with them."""
+    facts = H.Facts(still_simplex=True)
+    host = HostMonitor(entry(admin="locked"), Settings(), T0, pxeboot_ip=PXE_IP, facts=facts)
     out = host.on_mtcalive(Net.MGMT, 1, 0, 12, T0)
     assert sends(out) == [Send("worker-0", Net.MGMT, Cmd.LOCKED),
                           Send("worker-0", Net.CLSTR, Cmd.LOCKED)]
     assert not [x for x in texts(out) if "correcting" in x]
+    facts.still_simplex = False                                   # the transition finished
+    out = host.on_mtcalive(Net.MGMT, 2, 0, 12, T0 + 10)
+    assert sends(out) == [Send("worker-0", Net.PXEBOOT, Cmd.LOCKED, 1, (1,)),
+                          Send("worker-0", Net.MGMT, Cmd.LOCKED, 1, (1,)),
+                          Send("worker-0", Net.CLSTR, Cmd.LOCKED, 1, (1,))]
 
 
 def test_ack_is_recorded():
@@ -649,7 +728,7 @@ def test_inventory_diff():
                                                  ["worker-1", "worker-2"])
     assert "worker-0 removed from inventory" in texts(out)
     assert "storage-0 added to inventory (storage)" in texts(out)
-    assert "worker-2 administrative state unlocked -> locked" in texts(out)
+    assert "worker-2 administrative state unlocked -> locked (inventory)" in texts(out)
     assert ("worker-2 inventory change: mgmt_ip 192.168.204.12 -> 192.168.204.99, "
             "administrative unlocked -> locked") in texts(out)
     assert table.get("worker-1") is w1 and w1.nets[Net.CLSTR].missed == 6   # counters kept

@@ -22,6 +22,8 @@ PURE = {
     "mtce.alarms": NO_IO | {"time"},      # reads and writes its one state file
     "mtce.auth": NO_IO | {"time"},        # reads the key file; the clock comes in
     "mtce.status": NO_IO | {"time"},      # stats flag files
+    "mtce.schedule": NO_IO | {"os", "time"},
+    "mtce.store": NO_IO | {"time"},       # reads and writes the state files
 }
 
 

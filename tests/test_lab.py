@@ -433,7 +433,7 @@ def test_every_generated_file_is_complete_and_every_ini_harmless(tmp_path, netns
                 assert value == "/sys/class/net"
             else:
                 assert value.startswith(str(tmp_path) + os.sep), (key, value)
-        for kind in ("reboot", "reset", "lazy_reboot"):
+        for kind in ("reboot", "reset", "lazy_reboot", "wipedisk"):
             assert cfg.get("actions", kind).startswith(f"echo {kind} > ")
         assert cfg.get("actions", "failsafe") == ""
     inv = config.load_inventory(plan.inventory)

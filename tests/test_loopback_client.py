@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conftest import wait_until
+from mtce.client import NOISE_BURST
 from peer import AgentPeer
 
 pytestmark = pytest.mark.loopback
@@ -193,11 +194,16 @@ def test_bad_datagrams_are_logged_rate_limited_and_change_nothing(cluster):
         peer.of("ack"), "only the valid lock (good[:100]+...) may have locked"
     text = client.text()
     assert "Traceback" not in text
-    # One line per cause (network x kind of fault) in a minute, not one per datagram.
+    # At most one line per cause (network x kind of fault) in a minute, and all of them
+    # together within the noise budget's burst, not one per datagram.
+    lines = [line for line in text.splitlines() if any(k in line for k in (
+        "malformed message from", "unsupported message from", "Failed to tokenize",
+        "not for this host"))]
+    assert 3 <= len(lines) <= NOISE_BURST, lines
     for kind in ("underrun", "oversize"):
-        assert text.count(f"network ({kind}") == 3, text
-    assert text.count("unsupported message from") == 3
-    assert text.count("Failed to tokenize mtcAlive request message data") == 1
+        assert text.count(f"network ({kind}") <= 3, text
+    assert text.count("unsupported message from") <= 3
+    assert text.count("Failed to tokenize mtcAlive request message data") <= 1
 
 
 def test_mgmt_transmit_fit_file_stops_mgmt_until_removed(cluster):

@@ -12,13 +12,14 @@ def test_shipped_defaults_are_the_dangerous_ones_so_tests_must_override_them():
     defaults = config.defaults()
     assert "reboot" in defaults.actions.reboot
     assert "sysrq" in defaults.actions.reset and "sysrq" in defaults.actions.failsafe
+    assert "wipedisk --force" in defaults.actions.wipedisk
 
 
 def test_every_test_host_sets_every_action_to_something_harmless(fakehost):
     host = fakehost()
     assert_harmless(host.ini)
     cfg = config.load(host.ini)
-    for key in ("reboot", "reset", "lazy_reboot", "failsafe"):
+    for key in ("reboot", "reset", "lazy_reboot", "failsafe", "wipedisk"):
         assert cfg.get("actions", key).startswith("echo ")
 
 

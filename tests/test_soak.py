@@ -107,9 +107,11 @@ def targets(c):
                  for d in ("run_dir", "persist_dir") for name in (".node_locked", ".node_reset")}
         return {"actions": w0.actions(), "files": files,
                 "learned": text.count("controller pxeboot address:") + text.count("pxeboot ip:"),
-                "commands_obeyed": sum(text.count(s) for s in (
-                    "command received from", "locked (", "unlocked received", "Reboot (",
-                    "Reset '", "Lazy Reboot")),
+                "changes_made": sum(text.count(s) for s in (
+                    "locked (", "Reboot (", "Reset '", "Lazy Reboot", "Disk wipe",
+                    "cleared node locked")),
+                "subf_failed": os.path.exists(os.path.join(w0.paths["run_dir"],
+                                                           "goenabled_subf_failed")),
                 "seen_by_agent": _host_state(_hosts(c)["worker-0"])}
 
     hosts_file = [w0.controller] + w0.c_mgmt + w0.c_clstr + w0.c_pxeboot

@@ -233,7 +233,8 @@ want = {
     "client": {"mtc_rx_mgmnt_port": "42118", "mtc_rx_clstr_port": "42115",
                "mtc_rx_pxeboot_port": "42119", "mgmt_ip": "127.0.0.1",
                "cluster_host_ip": "127.0.0.1", "mtcalive_period": "1"},
-    "actions": {"reboot": "true", "reset": "true", "lazy_reboot": "true", "failsafe": "true"},
+    "actions": {"reboot": "true", "reset": "true", "lazy_reboot": "true", "failsafe": "true",
+                "wipedisk": "true"},
 }
 out, section = [], None
 for line in open(path, encoding="utf-8").read().splitlines():

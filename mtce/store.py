@@ -1,0 +1,126 @@
+"""State the agent keeps under `[paths] state_dir` across reloads and restarts.
+
+`atomic_write` is the one way a state file is written: a temporary file in the same
+directory, fsync, rename, then fsync of the directory, so that a crash at any moment leaves
+the old or the new file, never a broken one. `OperatorStates` holds what the operator set with
+`mtce lock`/`mtce unlock` (contract §4): that value wins over the inventory's `administrative`
+until that field itself changes in the file. Stdlib only; no sockets, no subprocess.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+
+ADMIN_FILE = "administrative.json"
+FORMAT_VERSION = 1
+_STATES = ("locked", "unlocked")
+
+
+def atomic_write(directory: str, name: str, text: str) -> None:
+    """Write `directory/name` so that a reader sees the old or the new text. Raises OSError."""
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass            # already renamed or gone: the original error is what matters
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)   # make the rename itself durable
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass                # some file systems refuse fsync on a directory; the data is safe
+
+
+def read_json(path: str) -> tuple[object | None, str | None]:
+    """(the file's JSON, None), (None, None) when absent, or (None, problem)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"{path}: cannot read ({err})"
+    try:
+        return json.loads(text), None
+    except ValueError as err:
+        return None, f"{path}: not JSON ({err})"
+
+
+class OperatorStates:
+    """host -> (administrative, the inventory's value when the operator set it, when).
+
+    The inventory value is kept so that, after a restart, the agent can tell whether the
+    file's `administrative` changed while it was down (then the file wins, contract §4).
+    Writes are immediate: an operator's command is rare, and must not be lost to a crash
+    right after `mtce lock` said it was done.
+    """
+
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, ADMIN_FILE)
+        self._by_host: dict[str, dict] = {}
+        self.save_problem: str | None = None
+
+    def load(self) -> list[str]:
+        """Read the file; returns problems (bad entries are dropped, never raised)."""
+        obj, problem = read_json(self.path)
+        self._by_host = {}
+        if problem:
+            return [problem + " ; no operator lock/unlock restored"]
+        if obj is None:
+            return []
+        if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION or \
+                not isinstance(obj.get("hosts"), dict):
+            return [f"{self.path}: not an mtce operator state file ; ignored"]
+        problems = []
+        for host, entry in obj["hosts"].items():
+            if (isinstance(entry, dict) and entry.get("administrative") in _STATES
+                    and entry.get("inventory") in _STATES and isinstance(host, str)):
+                self._by_host[host] = {k: entry.get(k) for k in
+                                       ("administrative", "inventory", "at")}
+            else:
+                problems.append(f"{self.path}: entry for {host!r} ignored")
+        return problems
+
+    def get(self, host: str) -> dict | None:
+        return self._by_host.get(host)
+
+    def hosts(self) -> list[str]:
+        return list(self._by_host)
+
+    def set(self, host: str, administrative: str, inventory: str, wall: float) -> None:
+        self._by_host[host] = {
+            "administrative": administrative, "inventory": inventory,
+            "at": datetime.datetime.fromtimestamp(wall, datetime.timezone.utc)
+            .isoformat(timespec="seconds")}
+        self._save()
+
+    def drop(self, host: str) -> bool:
+        if self._by_host.pop(host, None) is None:
+            return False
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
+                          sort_keys=True) + "\n"
+        try:
+            atomic_write(self.state_dir, ADMIN_FILE, text)
+        except OSError as err:
+            self.save_problem = f"{self.path}: cannot write ({err})"
+        else:
+            self.save_problem = None

@@ -1,0 +1,472 @@
+"""The real Agent in one process on a FakeNetwork (tests/sim.py): what a C peer or an
+attacker can send it, and what an operator relies on. Issue 11's agent items, each named."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+
+import pytest
+
+import soak
+from mtce import alive, ctl, hosts
+from mtce.states import Cmd, Net
+from sim import Sim
+
+AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
+CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
+
+
+@pytest.fixture
+def sim(tmp_path):
+    made = []
+
+    def make(**kw):
+        s = Sim(tmp_path / f"sim{len(made)}", **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        errors = s.errors()
+        s.stop()
+        assert not errors, errors
+
+
+def ident(sim, name):
+    h = sim.files.host(name)
+    return alive.Identity(name, "controller" if name.startswith("controller") else "worker",
+                          h.pxeboot_ip, h.mgmt_ip, h.cluster_host_ip, h.mac)
+
+
+def agent_dest(sim, net: Net) -> tuple:
+    c0 = sim.files.controller
+    return {Net.MGMT: (c0.controller, AGENT_PORT), Net.CLSTR: (c0.c_clstr[0], AGENT_PORT),
+            Net.PXEBOOT: (c0.pxeboot_ip, AGENT_PXE_PORT)}[net]
+
+
+def source(sim, name, net: Net) -> str:
+    h = sim.files.host(name)
+    return {Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip, Net.PXEBOOT: h.pxeboot_ip}[net]
+
+
+def send(sim, name, net, data, src=None):
+    """`data` to the agent on `net` as if from `name`'s own address (or `src`)."""
+    sim.net.transmit(data, (src or source(sim, name, net), 40999), agent_dest(sim, net))
+    sim.settle()
+
+
+def alive_msg(sim, name, net, seq, text=None, flags=0):
+    data = alive.mtcalive(ident(sim, name), net, seq, uptime=3600, flags=flags)
+    if text is not None:
+        data = data[:alive.HEADER_SIZE] + text + b"\0"
+    return data
+
+
+def counters(sim, name):
+    h = sim.hosts()[name]
+    return h["availability"], {n: (v["last_seq"], v["missed"], v["out_of_sequence"], v["state"])
+                               for n, v in h["networks"].items()}
+
+
+def to_client(sim, name, net: Net):
+    """Commands the agent sent to `name` on `net`, decoded."""
+    h = sim.files.host(name)
+    addr = {Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip, Net.PXEBOOT: h.pxeboot_ip}[net]
+    return [alive.decode(d.data) for d in sim.net.sent + sim.net.lost
+            if d.dst == (addr, CLIENT_PORTS[net])]
+
+
+# -- item 1: only a valid mtcAlive changes a host ---------------------------------------------
+
+BAD_TEXTS = [
+    b'{"hostname":"worker-0",,}',
+    b'{"hostname":"worker-0","personality":"worker","pxeboot_ip":"","mgmt_ip":"x",}',
+    b'{"hostname":"worker-0","pers\xffnality":"worker","sequence":1}',
+    b'{"hostname":"worker-0","personality":"wprker","interface":"Mgmnt","sequence":99}',
+    b'{"hostname":"worker-0","interface":"Mgmnt","sequence":99}',
+    b'{"hostname":"worker-0","personality":["worker"],"sequence":99}',
+]
+
+
+@pytest.mark.parametrize("bad", BAD_TEXTS)
+def test_item1_an_mtcalive_whose_json_does_not_parse_changes_nothing(sim, bad):
+    """Issue 11 item 1, contract §8, agent.md §4.1: from the host's own address, with a jump
+    in parm[3] that would count a million missed, an mtcAlive whose JSON does not parse or
+    has no valid personality changes no counter, no state; the next valid one is in order."""
+    s = sim(clients=[]).start()
+    for seq in (1, 2, 3):
+        send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, seq))
+    before = counters(s, "worker-0")
+    assert before[0] == "online" and before[1]["mgmt"][:3] == (3, 0, 0)
+    for seq in (1_000_003, 2, 3):
+        send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, seq, text=bad))
+    assert counters(s, "worker-0") == before
+    assert s.agent.counters["rx_bad"] == 3
+    assert s.agent_capture.count("bad message from") >= 1
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 4))
+    assert counters(s, "worker-0")[1]["mgmt"][:3] == (4, 0, 0)
+
+
+def test_item1_a_bad_mtcalive_from_an_offline_host_does_not_bring_it_online(sim):
+    s = sim(clients=[]).start()
+    send(s, "worker-1", Net.PXEBOOT, alive_msg(s, "worker-1", Net.PXEBOOT, 7,
+                                              text=b'{"hostname":"worker-1",,}'))
+    h = s.hosts()["worker-1"]
+    assert h["availability"] == "offline" and h["networks"]["pxeboot"]["last_seen_s"] is None
+    assert not h["pxeboot_monitor"]["supported"]
+
+
+def test_item1_a_host_without_an_inventory_cluster_host_ip_learns_it_from_its_mtcalive(sim):
+    """Issue 11 item 1, agent.md §4.1 step 2 (`set_clstr_hostaddr`): where the agent has a
+    cluster-host network, a host the inventory gives no cluster-host address learns the one
+    its mtcAlive reports; its cluster-host mtcAlive then count, and commands go there too."""
+    s = sim(clients=["worker-0"])
+    w0 = s.files.host("worker-0")
+    text = open(s.files.inventory).read().replace(f"cluster_host_ip = {w0.cluster_host_ip}\n",
+                                                  "", 1)
+    open(s.files.inventory, "w").write(text)
+    s.start(settle=3)
+    h = s.hosts()["worker-0"]
+    assert h["cluster_host_ip"] == w0.cluster_host_ip
+    assert h["cluster_host_ip_source"] == "mtcAlive"
+    assert h["networks"]["cluster-host"]["state"] == "ok"
+    assert s.agent_capture.count(f"worker-0 cluster address provision change from none to "
+                                 f"{w0.cluster_host_ip}") == 1
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    assert [m.cmd for m in to_client(s, "worker-0", Net.CLSTR)][-1:] == [Cmd.LOCKED]
+
+
+def test_item1_an_inventory_cluster_host_ip_is_not_moved_by_an_mtcalive(sim):
+    s = sim(clients=[]).start()
+    w0 = s.files.host("worker-0")
+    other = alive.Identity("worker-0", "worker", "", w0.mgmt_ip, "10.9.9.9", w0.mac)
+    send(s, "worker-0", Net.MGMT, alive.mtcalive(other, Net.MGMT, 1))
+    h = s.hosts()["worker-0"]
+    assert h["cluster_host_ip"] == w0.cluster_host_ip and h["availability"] == "online"
+    assert s.agent_capture.count("reports cluster_host_ip 10.9.9.9 ; keeping the inventory's")
+
+
+# -- item 2: no log flood from any mix of datagrams ---------------------------------------------
+
+def hostile_agent_mix(s, rng: random.Random):
+    """(source, net, datagram): the soak's mutations of what an agent receives, from unknown
+    addresses and spoofed from every host's own addresses (only what must change nothing),
+    plus unsolicited ACKs of any 32-bit code from every host."""
+    hosts = [soak.HostInfo(n, h.mac, h.mgmt_ip, h.cluster_host_ip, h.pxeboot_ip,
+                           "controller" if n.startswith("controller") else "worker")
+             for n, h in s.files.hosts.items()]
+    mut = soak.Mutator(soak.agent_seeds(hosts, s.files.controller.pxeboot_ip), rng)
+    unknown = [s.files.net + str(i) for i in range(100, 140)]
+    while True:
+        net = rng.choice(list(Net))
+        host = rng.choice(hosts)
+        known = {Net.MGMT: host.mgmt, Net.CLSTR: host.clstr, Net.PXEBOOT: host.pxeboot}[net]
+        r = rng.random()
+        if r < 0.15:
+            cmd = rng.choice((rng.getrandbits(32), rng.randrange(30)))
+            yield known, net, alive.pack(alive.SIG_CMD_RSP, cmd=cmd, num=1, parm=(cmd,))
+            continue
+        _, data = mut.next()
+        if r < 0.6 and soak.agent_safe_from_host(data):
+            yield known, net, data
+        else:
+            yield rng.choice(unknown), net, data
+
+
+def flood(s, mix, count: int, rate: float, deliver, during=None, every_second=None) -> None:
+    """`count` datagrams of `mix` at `rate`/s of protocol time, in 10 ms batches; `during()`
+    half-way, `every_second()` (the real traffic) once a second."""
+    per_batch = max(1, int(rate / 100))
+    sent = batches = 0
+    while sent < count:
+        for _ in range(min(per_batch, count - sent)):
+            deliver(*next(mix))
+            sent += 1
+            if during and sent == count // 2:
+                during()
+        batches += 1
+        if every_second and batches % 100 == 0:
+            every_second()
+        s.clock.advance(0.01)
+        s.settle()
+
+
+def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines(sim):
+    """Issue 11 item 2, style P9: 200,000 hostile datagrams at 2,000/s (100 s) to every
+    receive address give at most 60 log lines, say how many were suppressed, change no host,
+    and an operator's command in the middle of it is still logged."""
+    s = sim(clients=[]).start()
+    seq = {(name, net): 0 for name in s.files.names for net in Net}
+
+    def real_traffic():                            # every host, every network, once a second
+        for (name, net), n in seq.items():
+            seq[(name, net)] = n + 1
+            send(s, name, net, alive_msg(s, name, net, n + 1))
+
+    real_traffic()
+    s.run(1)
+    before = {n: counters(s, n) for n in s.files.names}
+    s.agent_capture.clear()
+    rng = random.Random(11)
+
+    def deliver(src, net, data):
+        s.net.transmit(data, (src, 41000), agent_dest(s, net))
+
+    def operator():
+        assert s.request(cmd="reboot", host="worker-1")["ok"]
+
+    t0 = s.clock.now()
+    flood(s, hostile_agent_mix(s, rng), 200_000, 2000, deliver, during=operator,
+          every_second=real_traffic)
+    assert 99 <= s.clock.now() - t0 <= 101, "2,000 a second for 100 s"
+    lines = s.agent_capture.lines(logging.INFO)
+    assert len(lines) <= 60, "\n".join(lines)
+    assert any("repeated log lines suppressed" in line for line in lines), lines
+    assert s.agent_capture.count("worker-1 sending 'reboot' request") >= 1, \
+        "the operator's command is logged, flood or not"
+    assert s.agent.counters["rx"] >= 200_000
+    after = {n: counters(s, n) for n in s.files.names}
+    for name in s.files.names:                    # only the real traffic moved last_seq
+        assert after[name][0] == before[name][0] == "online"
+        for net, (last, missed, oos, state) in after[name][1].items():
+            assert (missed, oos, state) == before[name][1][net][1:], (name, net)
+            assert last == seq[(name, Net.MGMT)], (name, net)
+
+
+def test_item2_acks_are_throttled_per_host_and_network_not_per_32_bit_code(sim):
+    """Issue 11 item 2: an ACK throttle keyed on the wire's cmd gives a line per code; keyed
+    on host and network it gives a line per minute."""
+    s = sim(clients=[]).start()
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 1))
+    s.agent_capture.clear()
+    for cmd in range(1000, 1500):
+        send(s, "worker-0", Net.MGMT, alive.pack(alive.SIG_CMD_RSP, cmd=cmd))
+    assert s.agent_capture.count("request ACK") == 1
+
+
+# -- item 3 at the agent: every sequence event of a real peer, bounded per host -----------
+
+def test_item3_three_gaps_of_one_host_in_one_second_are_each_logged(sim):
+    s = sim(clients=[]).start()
+    for seq in (10, 17, 21, 21):
+        send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, seq))
+    warnings = [line for line in s.agent_capture.lines(logging.WARNING) if "worker-0" in line]
+    assert [w.split(" ; ", 1)[1] for w in warnings] == [
+        "missed 6 mtcAlive msgs ; expect:11 detect:17 ; correcting",
+        "missed 3 mtcAlive msgs ; expect:18 detect:21 ; correcting",
+        "out-of-sequence ; expect:22 detect:21 ; correcting"]
+
+
+# -- item 4: an operator's lock survives reloads and restarts -------------------------------
+
+def set_admin_in_file(s, name, value):
+    text = open(s.files.inventory).read()
+    head, _, tail = text.partition(f"[{name}]")
+    block, sep, rest = tail.partition("\n\n")
+    block = "\n".join(f"administrative = {value}" if line.startswith("administrative")
+                      else line for line in block.splitlines())
+    open(s.files.inventory, "w").write(head + f"[{name}]" + block + sep + rest)
+
+
+def test_item4_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
+    """Issue 11 item 4, contract §4: a SIGHUP that changes another key of the host's section
+    keeps the operator's lock; no UNLOCKED is sent; `mtce hosts` says who set it."""
+    s = sim(clients=["worker-0"]).start(settle=3)
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    s.run(2)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    text = open(s.files.inventory).read().replace("personality = worker\nmgmt_mac = "
+                                                  f"{s.files.host('worker-0').mac}",
+                                                  "personality = worker,lowlatency\nmgmt_mac = "
+                                                  f"{s.files.host('worker-0').mac}")
+    open(s.files.inventory, "w").write(text)
+    s.agent.reload()
+    s.run(3)
+    h = s.hosts()["worker-0"]
+    assert (h["administrative"], h["administrative_source"]) == ("locked", "operator")
+    assert Cmd.UNLOCKED not in [m.cmd for m in to_client(s, "worker-0", Net.MGMT)]
+    assert s.exists("worker-0", "run_dir", ".node_locked"), "the client is still locked"
+
+
+def test_item4_an_operator_lock_survives_an_agent_restart(sim):
+    s = sim(clients=["worker-0"]).start(settle=3)
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    s.run(2)
+    s.restart_agent()
+    s.run(3)
+    h = s.hosts()["worker-0"]
+    assert (h["administrative"], h["administrative_source"]) == ("locked", "operator")
+    assert s.agent_capture.count("worker-0 locked by the operator") == 1
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert s.request(cmd="unlock", host="worker-0")["ok"]
+    s.restart_agent()
+    h = s.hosts()["worker-0"]
+    assert (h["administrative"], h["administrative_source"]) == ("unlocked", "operator")
+
+
+def test_item4_the_files_administrative_wins_when_that_field_itself_changes(sim):
+    s = sim(clients=["worker-0"]).start(settle=3)
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    set_admin_in_file(s, "worker-0", "locked")           # the file now agrees: it is its value
+    s.agent.reload()
+    assert s.hosts()["worker-0"]["administrative_source"] == "inventory"
+    set_admin_in_file(s, "worker-0", "unlocked")
+    s.agent.reload()
+    s.run(3)
+    assert s.hosts()["worker-0"]["administrative"] == "unlocked"
+    assert not s.exists("worker-0", "run_dir", ".node_locked")
+    # ... and across a restart: the file changed while the agent was down.
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    s.agent.stop()
+    set_admin_in_file(s, "worker-0", "locked")
+    set_admin_in_file(s, "worker-0", "unlocked")        # back: the field did not change
+    s.agent = s.make_agent()
+    s.start_agent()
+    assert s.hosts()["worker-0"]["administrative"] == "locked"
+    s.agent.stop()
+    set_admin_in_file(s, "worker-0", "locked")
+    s.agent = s.make_agent()
+    s.start_agent()
+    s.settle()
+    assert s.hosts()["worker-0"]["administrative_source"] == "inventory"
+    assert s.agent_capture.count("changed from unlocked to locked while the agent was stopped")
+
+
+def test_item4_the_table_says_where_administrative_came_from():
+    rows = [{"hostname": "w0", "personality": "worker", "administrative": "locked",
+             "administrative_source": "operator", "availability": "online", "networks": {}},
+            {"hostname": "w1", "personality": "worker", "administrative": "unlocked",
+             "administrative_source": "inventory", "availability": "online", "networks": {}}]
+    table = ctl.format_hosts(rows)
+    assert "locked*" in table.splitlines()[1] and "*" not in table.splitlines()[2]
+    assert "* set by mtce lock/unlock" in table
+
+
+# -- item 8: RESET not over pxeboot; the simplex file -------------------------------------------
+
+def test_item8_reset_is_not_sent_over_pxeboot(sim):
+    """Issue 11 item 8, agent.md §7.2: the original sends reboot over pxeboot, never reset."""
+    s = sim(clients=[]).start()
+    assert s.request(cmd="reset", host="worker-0")["ok"]
+    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == []
+    assert [m.cmd for m in to_client(s, "worker-0", Net.MGMT)] == [Cmd.RESET]
+    assert s.request(cmd="reboot", host="worker-0")["ok"]
+    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == [Cmd.REBOOT]
+
+
+def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim):
+    """Issue 11 item 8, agent.md §7.3 (`M/mtcCtrlMsg.cpp:814-838`): LOCK_PERSIST and the
+    pxeboot LOCKED only while `<platform_dir>/simplex` is absent, read at the send."""
+    s = sim(clients=[]).start()
+    assert s.request(cmd="lock", host="worker-0")["ok"]
+    first = to_client(s, "worker-0", Net.MGMT)[-1]
+    assert (first.cmd, first.num, first.parm[0]) == (Cmd.LOCKED, 1, 1)
+    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == [Cmd.LOCKED]
+    open(os.path.join(s.path("controller-0", "platform_dir"), "simplex"), "w").close()
+    assert s.request(cmd="lock", host="worker-1")["ok"]
+    second = to_client(s, "worker-1", Net.MGMT)[-1]
+    assert (second.cmd, second.num, second.parm[0]) == (Cmd.LOCKED, 0, 0)
+    assert to_client(s, "worker-1", Net.PXEBOOT) == []
+
+
+# -- item 10: nothing in the loop blocks --------------------------------------------------------
+
+def test_item10_a_persistent_receive_error_re_creates_the_socket(sim):
+    s = sim(clients=[]).start()
+    old = s.agent.socks["mgmt_rx"]
+    old.recv_error = OSError(5, "Input/output error")
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 1))
+    assert old.closed and s.agent.socks["mgmt_rx"] is not None
+    assert s.agent.socks["mgmt_rx"] is not old
+    assert s.agent_capture.count("Mgmnt receive failed (5:Input/output error) ; socket "
+                                 "re-created") == 1
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 2))
+    assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == 2
+
+
+def test_item10_sighup_applies_a_port_change_and_names_what_needs_a_restart(sim):
+    s = sim(clients=[]).start()
+    c0 = s.files.controller
+    c0.values["agent"]["mtc_agent_port"] = 3101
+    c0.values["paths"]["log_dir"] = os.path.join(c0.root, "elsewhere")
+    c0.write_ini()
+    s.agent.reload()
+    s.settle()
+    lines = s.agent_capture.lines()
+    assert "config change: [agent] mtc_agent_port: 2101 -> 3101 ; receive sockets re-created" \
+        in lines
+    assert any(line.startswith("config change: [paths] log_dir:") and
+               line.endswith("needs a restart of mtcAgent to take effect") for line in lines)
+    assert (c0.controller, 3101) in s.net.bound and (c0.controller, 2101) not in s.net.bound
+    s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, 1), (s.files.host("worker-0").mgmt_ip, 1),
+                   (c0.controller, 3101))
+    s.settle()
+    assert s.hosts()["worker-0"]["availability"] == "online"
+
+
+def test_item10_dnsmasq_hosts_is_read_on_every_ready_event(sim):
+    """Issue 11 item 10, agent.md §2 "When the file is (re)read": on every ready event (the
+    pxeboot request it makes). A host whose lease line came after the agent started is
+    learned at its next ready event, and gets its pxeboot mtcAlive request."""
+    s = sim(clients=[])
+    lines = open(s.files.dnsmasq).read().splitlines()
+    w1 = s.files.host("worker-1")
+    open(s.files.dnsmasq, "w").write("\n".join(l for l in lines if w1.mac not in l) + "\n")
+    s.start()
+    assert s.hosts()["worker-1"]["pxeboot_ip"] == ""
+    open(s.files.dnsmasq, "w").write("\n".join(lines) + "\n")     # sysinv adds the lease
+    send(s, "worker-1", Net.MGMT, alive.ready_event("worker-1", ""))
+    assert s.hosts()["worker-1"]["pxeboot_ip"] == w1.pxeboot_ip
+    assert [m.cmd for m in to_client(s, "worker-1", Net.PXEBOOT)] == [Cmd.REQ_MTCALIVE]
+
+
+def test_item10_many_alarms_in_one_audit_are_one_state_file_write(sim):
+    """fsync off the hot path: every 200.003 raised in one audit tick costs one write."""
+    s = sim(clients=[]).start()
+    saves = s.agent.alarms.saves
+    now = s.clock.now()
+    for name in s.files.names:
+        s.agent._raise(hosts.RaiseAlarm(name, "200.003", "minor",
+                                        f"{name} pxeboot network communication failure"))
+    assert s.agent.alarms.saves == saves, "not written in the middle of the audit"
+    s.run(0.2)
+    assert s.agent.alarms.saves == saves + 1
+    assert len(json.load(open(s.agent.alarms.path))["alarms"]) == len(s.files.names)
+    assert now < s.clock.now()
+
+
+def test_item10_a_large_host_table_is_sent_without_blocking_the_loop(tmp_path):
+    """A 2,000-host reply (about 1 MB) to a client that does not read: the loop goes on."""
+    import time
+
+    from mtce.clock import FakeClock
+    from mtce.loop import Loop
+
+    path = f"/tmp/mtce-ctl-{os.getpid()}.sock"
+    clock = FakeClock()
+    loop = Loop(clock)
+    big = {"ok": True, "hosts": [{"hostname": f"h{i}", "pad": "x" * 500} for i in range(2000)]}
+    server = ctl.Server(path, loop, lambda req: big, logging.getLogger("t"), clock)
+    try:
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(path)
+        peer.sendall(b'{"cmd":"hosts"}\n')
+        t0 = time.monotonic()
+        for _ in range(50):
+            loop.run_once(0)
+        assert time.monotonic() - t0 < 1.0, "the loop turned while the reply waited"
+        assert server.pending_bytes() > 0, "the reply waits for the reader, in the loop"
+        got = bytearray()
+        peer.settimeout(5)
+        while not got.endswith(b"\n"):
+            for _ in range(5):
+                loop.run_once(0)
+            got += peer.recv(1 << 20)
+        assert json.loads(got) == big
+    finally:
+        server.close()
+        loop.close()

@@ -1,0 +1,418 @@
+"""The real Client in one process on a FakeNetwork (tests/sim.py), the test playing the agent:
+what a C agent, a controller that moved, or an attacker can send it. Issue 11's client items,
+each named."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import struct
+
+import pytest
+
+import soak
+from mtce import alive, auth
+from mtce.states import ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
+from sim import Sim
+
+CLIENT_PORT = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
+AGENT_PORT = {Net.MGMT: 2101, Net.CLSTR: 2101, Net.PXEBOOT: 2102}
+
+
+@pytest.fixture
+def sim(tmp_path):
+    made = []
+
+    def make(**kw):
+        kw.setdefault("clients", ["worker-0"])
+        kw.setdefault("agent", False)
+        s = Sim(tmp_path / f"sim{len(made)}", **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        errors = s.errors()
+        s.stop()
+        assert not errors, errors
+
+
+class Controller:
+    """The test as the agent, talking to worker-0's client over the FakeNetwork."""
+
+    def __init__(self, s: Sim, name: str = "worker-0"):
+        self.s, self.name = s, name
+        self.host = s.files.host(name)
+        c = s.files.controller
+        self.src = {Net.MGMT: c.c_mgmt[0], Net.CLSTR: c.c_clstr[0], Net.PXEBOOT: c.c_pxeboot[0]}
+
+    def dest(self, net: Net) -> tuple:
+        h = self.host
+        return ({Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip,
+                 Net.PXEBOOT: h.pxeboot_ip}[net], CLIENT_PORT[net])
+
+    def command(self, net: Net, cmd: int, *, src=None, mac=None, num=0, parm=(), data=None):
+        sent = alive.command(cmd, mac or self.host.mac, data or alive.default_data(
+            self.src[Net.MGMT], net), num=num, parm=parm)
+        self.send(net, sent, src)
+        return sent
+
+    def send(self, net: Net, data: bytes, src=None) -> None:
+        self.s.net.transmit(data, (src or self.src[net], 41000), self.dest(net))
+        self.s.settle()
+
+    def request(self, info: dict, src=None) -> None:
+        """An mtcAlive request over pxeboot with this pxebootInfo."""
+        self.command(Net.PXEBOOT, Cmd.REQ_MTCALIVE, src=src, data=alive.pxeboot_info(
+            info.get("controller", ""), info.get("controller-0", ""),
+            info.get("controller-1", "")))
+
+    def to_agent(self, addr: str, net: Net) -> list:
+        return [d for d in self.s.net.sent + self.s.net.lost
+                if d.dst == (addr, AGENT_PORT[net]) and d.src[0] in (
+                    self.host.mgmt_ip, self.host.cluster_host_ip, self.host.pxeboot_ip)]
+
+    def acks(self, addr: str, net: Net) -> list:
+        return [alive.decode(d.data) for d in self.to_agent(addr, net)
+                if d.data[:17] == alive.SIG_CMD_RSP]
+
+    def listen(self, *addrs) -> None:
+        """Bind the agent's receive addresses, so that what goes there is recorded as sent."""
+        for addr, port in addrs:
+            if (addr, port) not in self.s.net.bound:
+                self.s.net.udp(addr, port)
+
+
+def log(s, name="worker-0"):
+    return s.captures[name]
+
+
+# -- item 5: trusted sources follow the hosts file and the latest pxebootInfo -------------------
+
+def test_item5_a_swact_moves_the_controller_address_and_commands_keep_working(sim):
+    """Issue 11 item 5: after a swact or a readdress the hosts file names new controller
+    addresses; within one tick the client takes commands from them, ACKs to them, and no
+    longer from the old ones (client.md §5.3 for where ACKs go)."""
+    s = sim().start()
+    c = Controller(s)
+    w0, old = c.host, dict(c.src)
+    new = {"controller": s.files.net + "201", "controller-0": s.files.net + "202",
+           "controller-1": s.files.net + "203"}
+    c.listen((w0.controller, 2101), (new["controller"], 2101))
+    s.run(1.5)
+    c.command(Net.MGMT, Cmd.LOCKED)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert [m.cmd for m in c.acks(w0.controller, Net.MGMT)] == [Cmd.LOCKED]
+    # The swact: the floating name and the units move (the hosts file is rewritten).
+    w0.controller = new["controller"]
+    w0.c_mgmt = [new["controller-0"], new["controller-1"]]
+    w0.write_hosts()
+    s.run(1.2)                                                     # one tick
+    c.command(Net.MGMT, Cmd.UNLOCKED, src=new["controller-1"])
+    assert not s.exists("worker-0", "run_dir", ".node_locked"), "the new controller is obeyed"
+    assert [m.cmd for m in c.acks(new["controller"], Net.MGMT)] == [Cmd.UNLOCKED]
+    assert log(s).count(f"Controller  : {new['controller']} ; was") == 1
+    c.command(Net.MGMT, Cmd.LOCKED, src=old[Net.MGMT])
+    assert not s.exists("worker-0", "run_dir", ".node_locked"), "the old address is not"
+    assert log(s).count(f"command from {old[Net.MGMT]} on Mgmnt network refused") == 1
+    # and mtcAlive follow the floating address
+    s.run(1.2)
+    assert c.to_agent(new["controller"], Net.MGMT)[-1].data[:17] == alive.SIG_MESSAGE
+
+
+def test_item5_the_agents_pxeboot_source_is_trusted_whatever_its_pxebootinfo_says(sim):
+    """Issue 11 item 5: the C agent's pxeboot transmit socket is unbound (agent.md §1.2), so
+    its requests may come from an address its pxebootInfo does not list (the pxecontroller
+    floating address). The client used to take the first such request and refuse every later
+    one, its reboots and locks too; the source of the latest valid request is trusted."""
+    s = sim().start()
+    c = Controller(s)
+    c0, floating = s.files.controller.c_pxeboot[0], s.files.net + "8"
+    c.listen((c0, 2102), (floating, 2102))
+    s.run(1.5)
+    for _ in range(3):
+        c.request({"controller": c0, "controller-0": c0, "controller-1": ""}, src=floating)
+        s.run(5)
+    assert s.clients["worker-0"].counters["refused"] == 0
+    c.command(Net.PXEBOOT, Cmd.LOCKED, src=floating)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert [m.cmd for m in c.acks(floating, Net.PXEBOOT)] == [Cmd.LOCKED]
+
+
+def test_item5_a_swact_to_the_other_controller_is_followed_within_one_request(sim):
+    s = sim().start()
+    c = Controller(s)
+    c0, c1 = s.files.controller.c_pxeboot
+    c.listen((c0, 2102), (c1, 2102))
+    s.run(1.5)
+    c.request({"controller": c0, "controller-0": c0, "controller-1": ""}, src=c0)
+    c.request({"controller": c0, "controller-0": c0, "controller-1": c1}, src=c0)  # c1 added
+    s.run(2)
+    c.request({"controller": c1, "controller-0": c0, "controller-1": c1}, src=c1)  # the swact
+    assert log(s).count(f"controller pxeboot address: {c1} ; was {c0}") == 1
+    c.command(Net.PXEBOOT, Cmd.LOCKED, src=c1)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert [m.cmd for m in c.acks(c1, Net.PXEBOOT)] == [Cmd.LOCKED]
+
+
+def test_item5_a_readdressed_controller_pair_is_followed_once_the_old_one_is_silent(sim):
+    """Issue 11 item 5: after a readdress nothing the client knows speaks any more; once no
+    known controller has sent a pxeboot request for TRUST_STALE_S, the next valid request is
+    followed (a live agent sends one at every ready event, about a minute apart)."""
+    from mtce.schedule import TRUST_STALE_S
+    s = sim().start()
+    c = Controller(s)
+    c0, new = s.files.controller.c_pxeboot[0], s.files.net + "160"
+    c.listen((c0, 2102), (new, 2102))
+    s.run(1.5)
+    c.request({"controller": c0, "controller-0": c0, "controller-1": ""}, src=c0)
+    s.run(60)
+    c.request({"controller": new, "controller-0": new, "controller-1": ""}, src=new)
+    assert s.clients["worker-0"].counters["refused"] == 1, "a stranger, while c0 is alive"
+    s.run(TRUST_STALE_S)
+    c.request({"controller": new, "controller-0": new, "controller-1": ""}, src=new)
+    assert log(s).count("no request from the known controllers for") == 1
+    s.run(6)
+    assert c.to_agent(new, Net.PXEBOOT), "pxeboot mtcAlive go to the new address"
+
+
+def test_item5_a_stranger_cannot_command_without_teaching_first(sim):
+    """Keys off (README, Security): a command from an address that is neither a controller's
+    name nor a pxebootInfo's is refused, on every network."""
+    s = sim().start()
+    c = Controller(s)
+    s.run(1.5)
+    for net in Net:
+        c.command(net, Cmd.REBOOT, src=s.files.net + "66")
+    assert not c.host.actions() and log(s).count("refused: not a controller address") >= 1
+    assert s.clients["worker-0"].counters["refused"] == 3
+
+
+def test_item5_with_keys_a_valid_tag_decides_not_the_source(sim, tmp_path):
+    """Issue 11 item 5: with message authentication on, a command with a valid tag is obeyed
+    from any address (a controller that moved); an untagged one is refused with require."""
+    keys = tmp_path / "keys"
+    keys.write_text("k1 " + "ab" * 32 + "\n")
+    keys.chmod(0o600)
+    s = sim(client_extra={"security": {"key_file": str(keys), "require": "yes"}}).start()
+    c = Controller(s)
+    s.run(1.5)
+    signer = auth.Authenticator([("k1", bytes.fromhex("ab" * 32))], True, s.clock.wall)
+    stranger = s.files.net + "99"
+    c.send(Net.MGMT, signer.sign(alive.command(Cmd.LOCKED, c.host.mac, "{}")), src=stranger)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    c.send(Net.MGMT, alive.command(Cmd.UNLOCKED, c.host.mac, "{}"))    # untagged, from c0
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert log(s).count("no authentication tag") == 1
+
+
+# -- item 6: the host-services ACK is the original's --------------------------------------------
+
+@pytest.mark.parametrize("cmd", range(Cmd.STOP_CONTROL_SVCS, Cmd.START_STORAGE_SVCS + 1))
+def test_item6_host_services_ack_carries_num_2_the_result_and_the_enhanced_flag(sim, cmd):
+    """Issue 11 item 6, client.md §5.2 / protocol.md §1.4 (`M/mtcCompMsg.cpp:461-464`): the
+    echo with num 2, parm[0] the result (0), parm[1] 0x1B0000B1; 100 bytes, the MAC remnant."""
+    s = sim().start()
+    c = Controller(s)
+    c.listen((c.host.controller, 2101))
+    s.run(1.5)
+    sent = c.command(Net.MGMT, cmd, num=0, parm=(0, 0, 7, 8, 9))
+    [ack] = [d.data for d in c.to_agent(c.host.controller, Net.MGMT)
+             if d.data[:17] == alive.SIG_CMD_RSP]
+    want = bytearray(sent[:100])
+    want[0:18] = alive.SIG_CMD_RSP + b"\0"
+    struct.pack_into("<III", want, 76, 2, 0, ENHANCED_HOST_SERVICES)
+    assert ack == bytes(want)
+    assert log(s).count(f"{cmd_name(cmd)} request from Mgmnt network") == 1
+
+
+def test_item6_host_services_fit_failure_and_no_ack(sim):
+    s = sim().start()
+    c = Controller(s)
+    c.listen((c.host.controller, 2101))
+    s.run(1.5)
+    fit = os.path.join(s.path("worker-0", "run_dir"), "fit")
+    os.makedirs(fit)
+    open(os.path.join(fit, "host_services"), "w").close()
+    c.command(Net.MGMT, Cmd.START_WORKER_SVCS)
+    [ack] = c.acks(c.host.controller, Net.MGMT)
+    assert (ack.num, ack.parm[0], ack.parm[1]) == (2, 254, ENHANCED_HOST_SERVICES)
+    open(os.path.join(fit, "no_hs_ack"), "w").close()
+    c.command(Net.MGMT, Cmd.STOP_WORKER_SVCS)
+    assert len(c.acks(c.host.controller, Net.MGMT)) == 1, "no ACK with fit/no_hs_ack"
+
+
+def test_other_acks_stay_the_plain_echo(sim):
+    s = sim().start()
+    c = Controller(s)
+    c.listen((c.host.controller, 2101))
+    s.run(1.5)
+    sent = c.command(Net.MGMT, Cmd.LOOPBACK, num=3, parm=(1, 2, 3))
+    [ack] = [d.data for d in c.to_agent(c.host.controller, Net.MGMT)
+             if d.data[:17] == alive.SIG_CMD_RSP]
+    assert ack == alive.SIG_CMD_RSP + b"\0" + sent[18:100]
+
+
+# -- item 7: wipedisk and the subfunction-failed flag ------------------------------------------
+
+def test_item7_wipedisk_runs_the_wipedisk_action_after_its_ack_with_a_failsafe(sim):
+    """Issue 11 item 7, client.md §5.5 (`M/mtcCompMsg.cpp:714-742`): ACK, failsafe at half
+    the delay, `.node_reset` says "wipedisk command", then `[actions] wipedisk`."""
+    s = sim().start()
+    c = Controller(s)
+    c.listen((c.host.controller, 2101))
+    s.run(1.5)
+    c.command(Net.MGMT, Cmd.WIPEDISK)
+    assert [m.cmd for m in c.acks(c.host.controller, Net.MGMT)] == [Cmd.WIPEDISK]
+    s.clients["worker-0"].actions.children[-1].wait(5)
+    assert "wipedisk" in c.host.actions()
+    assert log(s).count("Reload command received from Mgmnt network") == 1
+    assert log(s).count("Disk wipe in progress (Mgmnt)") == 1
+    assert log(s).count("failsafe reboot script launched ; reboot in 1 seconds") == 1
+    with open(os.path.join(s.path("worker-0", "run_dir"), ".node_reset")) as f:
+        assert f.read() == "wipedisk command\n"
+
+
+def test_item7_wipedisk_fit_bypass(sim):
+    s = sim().start()
+    c = Controller(s)
+    s.run(1.5)
+    fit = os.path.join(s.path("worker-0", "run_dir"), "fit")
+    os.makedirs(fit)
+    open(os.path.join(fit, "no_wipedisk"), "w").close()
+    c.command(Net.MGMT, Cmd.WIPEDISK)
+    assert log(s).count("Wipedisk - fit bypass (Mgmnt)") == 1
+    assert not s.clients["worker-0"].actions.children and "wipedisk" not in c.host.actions()
+
+
+def test_item7_subf_goenabled_failed_writes_its_flag_as_the_original(sim):
+    """Issue 11 item 7, `M/mtcCompMsg.cpp:310-316`: goenabled_subf removed,
+    goenabled_subf_failed written; no ACK. The next mtcAlive no longer says SUBF_GOENABLED."""
+    s = sim().start()
+    c = Controller(s)
+    c.listen((c.host.controller, 2101))
+    run = s.path("worker-0", "run_dir")
+    open(os.path.join(run, "goenabled_subf"), "w").close()
+    s.run(1.5)
+    c.command(Net.MGMT, Cmd.SUBF_GOENABLED_FAILED)
+    assert not os.path.exists(os.path.join(run, "goenabled_subf"))
+    with open(os.path.join(run, "goenabled_subf_failed")) as f:
+        assert f.read() == "host subfunction has failed as instructed by maintenance.\n"
+    assert c.acks(c.host.controller, Net.MGMT) == []
+
+
+def test_item10_sync_is_not_run_in_the_loop(sim):
+    s = sim().start()
+    c = Controller(s)
+    s.run(1.5)
+    for _ in range(20):
+        c.command(Net.MGMT, Cmd.SYNC)
+    syncs = [p for p in s.clients["worker-0"].actions.children
+             if getattr(p, "action_name", "") == "sync"]
+    assert len(syncs) <= 1, "one sync at a time, in a child"
+
+
+# -- item 2: no log flood --------------------------------------------------------------------
+
+def hostile_client_mix(s, c: Controller, rng: random.Random):
+    """(source, net, datagram): the soak's mutations of what a client receives, from unknown
+    addresses and from the controllers' own (only what changes nothing), with the ACK-only
+    and log-only command codes from the controllers."""
+    w0 = c.host
+    info = soak.HostInfo("worker-0", w0.mac, w0.mgmt_ip, w0.cluster_host_ip, w0.pxeboot_ip)
+    mut = soak.Mutator(soak.client_seeds(info, w0.controller, tuple(w0.c_pxeboot)), rng)
+    trusted = [w0.controller] + w0.c_mgmt + w0.c_clstr + w0.c_pxeboot
+    unknown = [s.files.net + str(i) for i in range(100, 140)]
+    codes = list(soak.ACK_ONLY + soak.LOG_ONLY)
+    while True:
+        net = rng.choice(list(Net))
+        r = rng.random()
+        if r < 0.35:
+            cmd = rng.choice(codes + [rng.getrandbits(32)])
+            yield c.src[net], net, alive.command(cmd, w0.mac, "{}", num=1, parm=(cmd,))
+            continue
+        _, data = mut.next()
+        src = rng.choice(trusted)
+        if r < 0.7 and soak.client_safe_from_trusted(data, src, (w0.mgmt_ip,), w0.mac):
+            yield src, net, data
+        else:
+            yield rng.choice(unknown), net, data
+
+
+def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_client_lines(sim):
+    """Issue 11 item 2, style P9: 200,000 datagrams at 2,000/s to the client's three ports,
+    most from the controllers' own addresses (commands it only ACKs, unknown signatures, bad
+    JSON, wrong MAC, ACK-only codes): at most 60 lines, with the suppressed counts, nothing
+    done to the host, and a real command in the middle is still logged and obeyed."""
+    s = sim().start()
+    c = Controller(s)
+    s.run(1.5)
+    c.request({"controller": c.src[Net.PXEBOOT], "controller-0": c.src[Net.PXEBOOT]})
+    s.run(1)
+    log(s).clear()
+    rng = random.Random(12)
+    mix = hostile_client_mix(s, c, rng)
+    t0 = s.clock.now()
+    for batch in range(10_000):                      # 20 every 10 ms: 2,000/s for 100 s
+        for _ in range(20):
+            src, net, data = next(mix)
+            s.net.transmit(data, (src, 41000), c.dest(net))
+        if batch == 5000:
+            c.command(Net.MGMT, Cmd.LOCKED, num=1, parm=(1,))
+        s.clock.advance(0.01)
+        s.settle()
+    assert 99 <= s.clock.now() - t0 <= 101
+    lines = log(s).lines(logging.INFO)
+    assert len(lines) <= 60, "\n".join(lines)
+    assert any("repeated log lines suppressed" in line for line in lines), lines
+    assert any(line.startswith("worker-0 locked (Mgmnt)") for line in lines), \
+        "the real command's line is not hidden by the flood"
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+    assert c.host.actions() == [], "no reboot, reset or wipedisk was run"
+    assert s.clients["worker-0"].counters["rx"] >= 200_000
+
+
+# -- item 9: no two datagrams of one sender share a tag -----------------------------------------
+
+def test_item9_with_keys_ten_minutes_of_normal_traffic_have_no_replay_drops(tmp_path):
+    """Issue 11 item 9: the client sends identical bytes on two networks in the same
+    millisecond (the ready event on mgmt and pxeboot; an ACK to two cluster-host addresses),
+    and the agent replies to the same host on three networks at once. With the protocol clock
+    frozen between events (every send of a turn in one millisecond), ten minutes of a whole
+    cluster's normal traffic, commands included, give no replay drop anywhere."""
+    keys = tmp_path / "keys"
+    keys.write_text("k1 " + "cd" * 32 + "\n")
+    keys.chmod(0o600)
+    sec = {"security": {"key_file": str(keys), "require": "yes"}}
+    s = Sim(tmp_path / "sim", workers=2, agent_extra=sec, client_extra=sec)
+    try:
+        s.start()
+        s.run(5)
+        for i in range(120):                          # 10 minutes, in 5 s steps
+            if i % 20 == 10:
+                assert s.request(cmd="lock", host="worker-0")["ok"]
+            if i % 20 == 15:
+                assert s.request(cmd="unlock", host="worker-0")["ok"]
+            s.run(5, step=0.1)
+        assert s.all_ok()
+        replays = {"agent": s.agent.wire.auth.counters["replayed"]}
+        replays.update({n: c.wire.auth.counters["replayed"] for n, c in s.clients.items()})
+        assert replays == {n: 0 for n in replays}
+        assert s.agent.wire.auth.counters["accepted"] > 4000
+        assert not s.errors()
+    finally:
+        s.stop()
+
+
+def test_item9_identical_bytes_signed_in_one_millisecond_get_two_tags():
+    wall = [1_780_000_000.0]
+    a = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0])
+    b = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0])
+    data = alive.ready_event("worker-0", "")
+    first, second, other = a.sign(data), a.sign(data), a.sign(alive.ready_event("worker-1"))
+    assert first != second
+    assert b.check(first)[1] is None and b.check(second)[1] is None and \
+        b.check(other)[1] is None
+    assert int(other.split(b" ")[-2]) == int(wall[0] * 1000), \
+        "different bytes keep the clock's time: no drift however many are signed"
