@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Union
 
+from mtce.budget import Budget
 from mtce.states import (
     ALARM_MTCALIVE, FEATURE_PXEBOOT_MTCALIVE, PARM_LOCK_PERSIST, Admin, Availability, Cmd, Flag,
     Net, NetState,
@@ -36,6 +37,10 @@ WARN_THROTTLE_S = 60.0          # other per-host warnings: first, then one a min
 # one summary line tells how many were not logged.
 SEQ_LOG_BUDGET = 10
 SEQ_LOG_WINDOW_S = 60.0
+# ... and all hosts together SEQ_TABLE_BURST, then SEQ_TABLE_PER_MIN a minute: when every host
+# has gaps at once (the agent's own receive buffer overflowed) the log gets a few lines and
+# one line of totals, not ten per host and network.
+SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN = 100, 100
 ALARM_SEVERITY = "minor"
 _LOCKED_BIT = int(Flag.I_AM_LOCKED)   # plain int: IntFlag arithmetic is slow on the hot path
 _NO_ACTIONS: tuple = ()
@@ -80,10 +85,11 @@ class Facts:
     `<platform_dir>/simplex` file, which the original checks at each locked correction
     (no pxeboot send and no LOCK_PERSIST while it exists, agent.md §7.3)."""
 
-    __slots__ = ("still_simplex",)
+    __slots__ = ("still_simplex", "seq_budget")
 
     def __init__(self, still_simplex: bool = False):
         self.still_simplex = still_simplex
+        self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)   # sequence lines, all
 
 
 @dataclass(frozen=True)
@@ -529,10 +535,20 @@ class HostMonitor:
         n = self.nets[net]
         n.last_seen = now
         n.count += 1
-        if n.ok and self._steady and (flags & _LOCKED_BIT) == self._lock_bit and \
-                (seq - n.last_seq) & SEQ_MASK == 1:
-            n.last_seq = seq
-            return _NO_ACTIONS
+        if n.ok and self._steady and (flags & _LOCKED_BIT) == self._lock_bit:
+            ahead = (seq - n.last_seq) & SEQ_MASK
+            if ahead == 1:
+                n.last_seq = seq
+                return _NO_ACTIONS
+            if n.unlogged and 1 < ahead < SEQ_HALF and seq > RESTART_SEQ_MAX and \
+                    now - n.log_from < SEQ_LOG_WINDOW_S:
+                # A gap while this window's log budget is spent (an overload drops many):
+                # counted here as the slow path would count it, without building a list.
+                n.missed += ahead - 1
+                n.unlogged += 1
+                n.unlogged_missed += ahead - 1
+                n.last_seq = seq
+                return _NO_ACTIONS
         return self._mtcalive_slow(n, seq, flags, uptime, now)
 
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:
@@ -598,9 +614,9 @@ class HostMonitor:
         """Each gap and out-of-sequence is logged (agent.md §6), SEQ_LOG_BUDGET a window per
         host and network; past it, counted for the window's summary line."""
         if now - n.log_from >= SEQ_LOG_WINDOW_S:
-            self._seq_summary(n, out)
+            self._seq_summary(n, now, out)
             n.log_from, n.logged = now, 0
-        if n.logged < SEQ_LOG_BUDGET:
+        if n.logged < SEQ_LOG_BUDGET and self.facts.seq_budget.take(now):
             n.logged += 1
             out.append(Log("warning", text))
             return
@@ -610,23 +626,31 @@ class HostMonitor:
         n.unlogged_missed += missed
         n.unlogged_oos += oos
 
-    def _seq_summary(self, n: NetTrack, out: list) -> None:
+    def _seq_summary(self, n: NetTrack, now: float, out: list, totals: list | None = None):
+        """The window's summary line; past the table's budget, added to `totals` (events,
+        missed, out-of-sequence, host-networks) for one line of all hosts instead."""
         if not n.unlogged:
             return
-        out.append(Log("warning", f"{self.hostname} mtcAlive received from {n.net.iface} "
-                                  f"network ; {n.unlogged} more sequence events in "
-                                  f"{SEQ_LOG_WINDOW_S:g} secs not logged (missed "
-                                  f"{n.unlogged_missed} mtcAlive msgs ; {n.unlogged_oos} "
-                                  f"out-of-sequence)"))
+        if totals is None or self.facts.seq_budget.take(now):
+            out.append(Log("warning", f"{self.hostname} mtcAlive received from {n.net.iface} "
+                                      f"network ; {n.unlogged} more sequence events in "
+                                      f"{SEQ_LOG_WINDOW_S:g} secs not logged (missed "
+                                      f"{n.unlogged_missed} mtcAlive msgs ; {n.unlogged_oos} "
+                                      f"out-of-sequence)"))
+        else:
+            totals[0] += n.unlogged
+            totals[1] += n.unlogged_missed
+            totals[2] += n.unlogged_oos
+            totals[3] += 1
         n.unlogged = n.unlogged_missed = n.unlogged_oos = 0
 
-    def sequence_summaries(self, now: float, out: list) -> bool:
+    def sequence_summaries(self, now: float, out: list, totals: list | None = None) -> bool:
         """The summary of every window that has ended; True while one is still open."""
         pending = False
         for n in self.nets:
             if n.unlogged:
                 if now - n.log_from >= SEQ_LOG_WINDOW_S:
-                    self._seq_summary(n, out)
+                    self._seq_summary(n, now, out, totals)
                     n.log_from, n.logged = -INF, 0
                 else:
                     pending = True
@@ -1144,9 +1168,15 @@ class HostTable:
         """The summary lines of sequence-event windows that ended (the agent asks once a
         minute, so that no count waits for a next event to be told)."""
         out: list = []
+        totals = [0, 0, 0, 0]
         for host in list(self._seq_pending):
-            if not host.sequence_summaries(now, out):
+            if not host.sequence_summaries(now, out, totals):
                 self._seq_pending.discard(host)
+        if totals[0]:
+            out.append(Log("warning", f"{totals[0]} more sequence events of {totals[3]} host "
+                                      f"networks not logged in {SEQ_LOG_WINDOW_S:g} secs "
+                                      f"(missed {totals[1]} mtcAlive msgs ; {totals[2]} "
+                                      f"out-of-sequence) ; counts in mtce hosts"))
         return out
 
     def forget_texts(self) -> None:

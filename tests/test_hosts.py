@@ -181,6 +181,31 @@ def test_item3_past_the_budget_events_are_counted_and_summarised_once():
         "a new window logs again"
 
 
+def test_item3_when_every_host_has_gaps_at_once_the_log_gets_a_line_of_totals():
+    """Issue 11 item 3: the per-host budget, and a table-wide one (SEQ_TABLE_BURST, then
+    SEQ_TABLE_PER_MIN): 300 hosts x 3 networks with a gap each (the agent's own receive
+    buffer overflowed) give at most the table's burst of lines, then one line of totals."""
+    n_hosts = 300
+    table = HostTable(Settings())
+    table.apply_inventory(Inventory("inv", {f"w{i}": HostEntry(
+        f"w{i}", "worker", f"08:00:27:{i // 256:02x}:{i % 256:02x}:01", f"10.1.{i // 250}.{i % 250}",
+        f"10.2.{i // 250}.{i % 250}", "unlocked") for i in range(n_hosts)}), T0)
+    out = []
+    for host in table:
+        for net in Net:
+            host.on_mtcalive(net, 10, 0, 12, T0)
+            out += host.on_mtcalive(net, 15, 0, 12, T0 + 1)
+    gaps = [t for t in texts(out) if "missed 4 mtcAlive msgs" in t]
+    assert len(gaps) == H.SEQ_TABLE_BURST
+    assert sum(h.nets[net].missed for h in table for net in Net) == 4 * 3 * n_hosts
+    summary = texts(table.sequence_summaries(T0 + 61))
+    assert len(summary) <= H.SEQ_TABLE_BURST + 1, "the summaries share the budget"
+    told = sum(1 for t in summary[:-1] if "1 more sequence events in 60 secs" in t)
+    assert summary[-1].startswith(f"{3 * n_hosts - H.SEQ_TABLE_BURST - told} more sequence "
+                                  f"events of {3 * n_hosts - H.SEQ_TABLE_BURST - told} host "
+                                  f"networks not logged"), summary[-1]
+
+
 def test_duplicate_and_reorder_count_out_of_sequence():
     host = make()
     for seq in (10, 11):
