@@ -62,8 +62,8 @@ class Sim:
 
     def __init__(self, root, workers: int = 2, timers=None, agent_extra: dict | None = None,
                  client_extra: dict | None = None, period: float = 1.0, clients=None,
-                 level: int = logging.INFO, agent: bool = True):
-        self.files = Cluster(root, workers=workers, net=loopback_block(),
+                 level: int = logging.INFO, agent: bool = True, net: str | None = None):
+        self.files = Cluster(root, workers=workers, net=net or loopback_block(),
                              timers=timers or FAST_TIMERS, agent_extra=agent_extra,
                              period=period)
         for host in self.files.hosts.values():
