@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from mtce.children import Children
 from mtce.states import PARM_LOCK_PERSIST, Net
 
 LOCKED_FILE = ".node_locked"
@@ -39,7 +40,7 @@ class HostActions:
         self.noise = noise or throttle
         self.events = events or throttle
         self.hostname = hostname
-        self.children: list = []                 # subprocess.Popen of running actions
+        self.kids = Children(log, clock)         # the running actions
         self.in_progress: str | None = None      # one of SHUTDOWNS
 
     def reconfigure(self, cfg, hostname: str) -> None:
@@ -99,7 +100,7 @@ class HostActions:
 
     def sync(self, net: Net) -> None:
         """MTC_CMD_SYNC: `sync` in a child process, never in the loop; one at a time."""
-        if any(getattr(p, "action_name", "") == "sync" for p in self.children):
+        if self.kids.running("sync"):
             return
         self._spawn("sync", "sync")
 
@@ -192,25 +193,14 @@ class HostActions:
         self._spawn(name, command)
 
     def _spawn(self, name: str, command: str) -> None:
-        import subprocess       # only when an action runs: the client stays smaller
-        try:
-            proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True, close_fds=True)
-        except OSError as err:
-            self.log.error("cannot run [actions] %s (%s)", name, err.strerror)
-            return
-        proc.action_name = name
-        self.children.append(proc)
+        self.kids.spawn(name, command)
 
     def reap(self) -> None:
-        for proc in list(self.children):
-            rc = proc.poll()
-            if rc is None:
-                continue
-            self.children.remove(proc)
-            if rc != 0:
-                self.log.warning("[actions] %s exited with status %d", proc.action_name, rc)
+        self.kids.reap()
+
+    @property
+    def children(self) -> list:
+        return self.kids.procs
 
     # -- locked/reset housekeeping at start (client.md §5.4) ---------------------------------
     def housekeeping(self) -> None:

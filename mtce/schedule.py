@@ -1,10 +1,12 @@
-"""The client's pure decisions: what each command code does, who may send commands, and what
-an mtcAlive request's pxebootInfo teaches.
+"""The client's pure core: its gates, the tick and ready-event cadence, which network gets
+an mtcAlive, what each command code does, who may send commands, what a pxebootInfo teaches.
 
-No I/O: `client.py` carries out the rows (files, ACK sends, `[actions]`) and logs. The rows
-follow `M/mtcCompMsg.cpp:245-745` (client.md §5.2): which codes are ACKed and how, what each
-logs, and whether its action comes before the ACK (the locked files) or after it (reboot,
-reset, wipedisk). Imports only `states`.
+Events and `now` in, actions out (`SendAlive`, `SendReady`, `SendAck`, `RunAction`, `Say`), as
+hosts.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
+The command rows follow `M/mtcCompMsg.cpp:245-745` (client.md §5.2): which codes are ACKed and
+how, what each logs, and whether its action comes before the ACK (the locked files) or after
+it (reboot, reset, wipedisk). No I/O: what only files can tell (a lock file there, a fit file)
+comes in through a `facts` object. Imports `states` and `alive`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import enum
 import ipaddress
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
-from mtce.states import CONTROLLERS, ENHANCED_HOST_SERVICES, Cmd, Net
+from mtce import alive
+from mtce.states import CONTROLLERS, ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
 
 FAIL_FIT = 254                  # returnCodes.h FAIL_FIT: the host-services fit failure
 HOST_SERVICES_NUM = 2           # a host-services ACK carries num 2: parm[0] rc, parm[1] flag
@@ -206,3 +210,288 @@ def learn_pxeboot_info(stored: dict, info: dict, text: str) -> Lesson:
         else:
             lines.append(("debug", "debug", f"{ctl} pxeboot ip {value} ; unchanged"))
     return Lesson(new, tuple(lines))
+
+
+# -- the gates (client.md §1.3) ----------------------------------------------------------------
+
+SYSTEM_TYPES = {"standard": "Standard System", "duplex": "All-in-one Duplex",
+                "duplex-direct": "All-in-one Duplex Direct Connect",
+                "simplex": "All-in-one Simplex "}
+
+
+@dataclass(frozen=True)
+class Gates:
+    """What platform.conf and `<platform_dir>` decide, once per process: pxeboot is
+    provisioned unless the mgmt interface is `lo`, controller-0's first install is not over
+    (`.first_controller` without `.initial_config_complete`) or the system is simplex;
+    cluster-host unless its interface is absent or the mgmt one (`M/mtcNodeComp.cpp:1305-1336`).
+    """
+    mgmt_iface: str
+    clstr_iface: str
+    system_mode: str
+    personality: str
+    first_install: bool = False
+
+    @property
+    def simplex(self) -> bool:
+        return self.system_mode == "simplex"
+
+    @property
+    def pxeboot(self) -> bool:
+        return self.mgmt_iface != "lo" and not self.first_install and not self.simplex
+
+    @property
+    def clstr(self) -> bool:
+        return bool(self.clstr_iface) and self.clstr_iface != self.mgmt_iface
+
+    @property
+    def controllers(self) -> tuple:
+        """Where cluster-host and pxeboot mtcAlive go: controller-1 is skipped on simplex."""
+        return CONTROLLERS[:1] if self.simplex else CONTROLLERS
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(level, text) the original logs for these gates."""
+        out = [("info", f"System Type : {SYSTEM_TYPES[self.system_mode]}"),
+               ("info", f"Node Type   : {self.personality}")]
+        if self.mgmt_iface == "lo":
+            return out
+        if self.first_install:
+            return out + [("debug", "pxeboot network not provisionable yet")]
+        out.append(("info", f"Mgmnt iface : {self.mgmt_iface}"))
+        if self.simplex:
+            out.append(("info", "Simplex Mode: Pxeboot network not provisioned"))
+        return out
+
+
+# -- actions of the core -----------------------------------------------------------------------
+
+class SendAlive(NamedTuple):
+    """Build the network's next mtcAlive (a sequence number is consumed) and send it."""
+    net: Net
+
+
+class SendReady(NamedTuple):
+    """The ready event, over mgmt and (when the active controller is known) pxeboot."""
+
+
+class SendAck(NamedTuple):
+    """The ACK of `msg` on `net`; `log`: its send line is logged only if the command's own
+    line just before it was (a command and its ACK are told together, or not at all)."""
+    msg: alive.Message
+    src: str
+    net: Net
+    num: int
+    parm: tuple
+    log: bool
+
+
+class RunAction(NamedTuple):
+    do: Do
+    net: Net
+    num: int
+    parm: tuple
+
+
+class Say(NamedTuple):
+    """A log line: `kind` "noise" (a datagram can repeat it at will: throttled and within the
+    noise budget), "change" (a change a datagram made: the events budget), "log" (plain)."""
+    kind: str
+    level: str
+    key: tuple
+    text: str
+
+
+class Facts(Protocol):
+    """What the core asks of the host (client.py answers from files)."""
+
+    hostname: str
+
+    def would_change(self, kind: str, num: int, parm: tuple) -> bool: ...
+
+    def fit(self, name: str) -> bool: ...
+
+
+READY_EVERY_S = 60.0           # MTC_MINS_1: the ready event about once a minute
+
+
+class ClientCore:
+    """One client's decisions across time (no I/O): call `tick_nets`, then `tick_done`, each
+    tick; `on_command` for each command that passed the MAC check; `set_names` when the
+    controllers' names resolve to new addresses."""
+
+    def __init__(self, period_s: float, now: float, counters):
+        self.counters = counters          # rx_bad, commands, refused (transport.Counters)
+        self.gates: Gates | None = None
+        self.period_s = period_s
+        self.ticks = 0
+        self.ctrl_pxeboot = {k: "" for k in PXEBOOT_KEYS}
+        self._announced = {c: True for c in CONTROLLERS}    # the learned-flag logs
+        self._names = Sources()
+        self.sources = Sources()
+        self.request_src = ""
+        self.trust_at = now               # the last pxeboot request from a trusted source
+
+    def reconfigure(self, period_s: float) -> None:
+        self.period_s = period_s
+
+    # -- the tick ---------------------------------------------------------------------------
+    def tick_nets(self, mgmt_ready: bool, clstr_rx_ok: bool) -> list[SendAlive]:
+        """The mtcAlive of this tick, in the original's order (client.md §4.2): pxeboot if
+        provisioned, mgmt, cluster-host if provisioned and its receive socket is up."""
+        g = self.gates
+        out = []
+        if g is not None and g.pxeboot:
+            out.append(SendAlive(Net.PXEBOOT))
+        if mgmt_ready:
+            out.append(SendAlive(Net.MGMT))
+        if g is not None and g.clstr and clstr_rx_ok:
+            out.append(SendAlive(Net.CLSTR))
+        return out
+
+    def tick_done(self) -> bool:
+        """Count the tick; True when the ready event is due (every 12 ticks of 5 s)."""
+        self.ticks += 1
+        if self.ticks >= max(1, round(READY_EVERY_S / self.period_s)):
+            self.ticks = 0
+            return True
+        return False
+
+    def pxeboot_destinations(self) -> list[tuple[str, str]]:
+        """(controller, learned address or "") where pxeboot mtcAlive go."""
+        ctls = self.gates.controllers if self.gates is not None else CONTROLLERS
+        return [(ctl, self.ctrl_pxeboot.get(ctl, "")) for ctl in ctls]
+
+    def not_learned(self, ctl: str) -> Say | None:
+        """The once-per-transition warning of `M/mtcCompMsg.cpp:1192-1212`."""
+        if not self._announced[ctl]:
+            return None
+        self._announced[ctl] = False
+        return Say("log", "warning", ("pxeboot", ctl), f"{ctl} pxeboot address not learned ; "
+                                                      f"unable to send pxeboot mtcAlive")
+
+    def sent_to(self, ctl: str, addr: str, port: int) -> Say | None:
+        if self._announced[ctl]:
+            return None
+        self._announced[ctl] = True
+        return Say("log", "info", ("pxeboot", ctl), f"sending pxeboot network mtcAlive msg on "
+                                                   f"port {port} to {ctl} at {addr}")
+
+    # -- who may command ----------------------------------------------------------------------
+    def set_names(self, own=(), mgmt=(), clstr=()) -> None:
+        """The client's own addresses and the controllers' by name (hosts file, resolver)."""
+        self._names = Sources(frozenset(a for a in own if a), frozenset(mgmt),
+                              frozenset(clstr))
+        self._update_sources()
+
+    def _update_sources(self) -> None:
+        pxe = {a for a in self.ctrl_pxeboot.values() if a}
+        if self.request_src:
+            pxe.add(self.request_src)
+        n = self._names
+        self.sources = Sources(n.own, n.mgmt, n.clstr, frozenset(pxe))
+
+    # -- what arrives ------------------------------------------------------------------------
+    def on_undecodable(self, reason: str, src: str, net: Net) -> list:
+        self.counters.rx_bad += 1
+        kind = reason.split(" (")[0]
+        if kind == "unknown header signature":
+            return [Say("noise", "warning", ("unsupported", net),
+                        f"unsupported message from {src} from {net.iface} network")]
+        return [Say("noise", "warning", ("malformed", net, kind), f"malformed message from "
+                    f"{src} from {net.iface} network ({reason}) ; dropping")]
+
+    def on_message(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
+                   facts: Facts, own_ips: tuple, own_mac: str) -> list:
+        """A decoded datagram: the target-MAC check (protocol.md §1.4; a message from this
+        host's own mgmt or cluster-host address is "self"), then by signature."""
+        if src not in own_ips and msg.ver >= 1:
+            mine, theirs = own_mac.lower(), msg.mac
+            if theirs.lower() != mine or not mine:
+                self.counters.rx_bad += 1
+                return [Say("noise", "warning", ("mac", net), f"{cmd_name(msg.cmd)} req command "
+                            f"from {net.iface} network not for this host (exp:{mine} "
+                            f"det:{theirs}) ; ignoring ...")]
+        if msg.sig == alive.SIG_CMD_REQ:
+            self.counters.commands += 1
+            return self.on_command(msg, src, net, tagged, now, facts)
+        if msg.sig == alive.SIG_REP_MSG:
+            which = "main function" if msg.cmd == Cmd.MAIN_GOENABLED else "sub-function"
+            return [Say("noise", "info", ("rep", net), f"{which} goEnabled results "
+                        f"acknowledged from {net.iface} network")]
+        self.counters.rx_bad += 1
+        if msg.sig == alive.SIG_MESSAGE:
+            return [Say("noise", "warning", ("unexpected", net), f"unexpected mtcAlive message "
+                        f"from {src} from {net.iface} network ; WARNING: mtcClient is receiving "
+                        f"mtcAgent bound mtcAlive messages")]
+        return [Say("noise", "warning", ("unsupported", net),
+                    f"unsupported message from {src} from {net.iface} network")]
+
+    # -- commands ----------------------------------------------------------------------------
+    def on_command(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
+                   facts: Facts) -> list:
+        """Trusted? Look the code up, act before or after the ACK as its row says, ACK."""
+        cmd = msg.cmd
+        out: list = []
+        if not may_command(self.sources, src, net, tagged):
+            if not may_teach(cmd, net, self.sources, now - self.trust_at):
+                self.counters.refused += 1
+                return [Say("noise", "warning", ("refused", net), f"{cmd_name(cmd)} command "
+                            f"from {src} on {net.iface} network refused: not a controller "
+                            f"address")]
+            if self.sources.pxeboot:
+                out.append(Say("log", "warning", ("teach",), f"pxeboot mtcAlive request from "
+                               f"{src}, no request from the known controllers for "
+                               f"{now - self.trust_at:.0f} secs ; following it"))
+        if cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT:
+            self.trust_at = now
+        row = row_for(cmd)
+        changes = facts.would_change(row.do.value, msg.num, msg.parm)
+        if row.text is not None:
+            text = row.text.format(iface=net.iface, delay=msg.parm[0] if msg.num >= 1 else 0,
+                                   code=cmd, size=msg.size, name=cmd_name(cmd),
+                                   host=facts.hostname)
+            out.append(Say("change" if changes else "noise", row.level,
+                           ("command", row.do.value, net), text))
+        if row.do is Do.PXEBOOT_INFO:
+            if net is Net.PXEBOOT:
+                out += self.learn(msg.buf, src)
+                out.append(SendAlive(Net.PXEBOOT))
+            return out
+        rc = 0
+        if row.do is Do.HOST_SERVICES:
+            if facts.fit("host_services"):
+                rc = FAIL_FIT
+                out.append(Say("noise", "warning", ("command", "hs fit", net),
+                               f"{cmd_name(cmd)} Start Services - fit failure ({net.iface})"))
+            if facts.fit("no_hs_ack"):
+                out.append(Say("noise", "warning", ("command", "hs no ack", net),
+                               f"{cmd_name(cmd)} Start Services - fit no ACK ({net.iface})"))
+                return out
+        elif row.do not in AFTER_ACK and row.do is not Do.NOTHING:
+            out.append(RunAction(row.do, net, msg.num, msg.parm))
+        if row.ack is not Ack.NONE:
+            num, parm = ack_fields(row, msg.num, msg.parm, rc)
+            out.append(SendAck(msg, src, net, num, parm, row.text is not None and row.log_ack))
+        if row.do in AFTER_ACK:
+            out.append(RunAction(row.do, net, msg.num, msg.parm))
+        return out
+
+    def learn(self, buf: bytes, src: str) -> list[Say]:
+        """An mtcAlive request's pxebootInfo (client.md §2.6); its source joins the trusted
+        pxeboot sources (the active controller's address, whatever the info says)."""
+        try:
+            info = alive.parse_pxeboot_info(buf)
+        except alive.DecodeError as err:
+            return [Say("noise", "error", ("pxebootInfo", err.reason),
+                        f"{err.reason}: {buf[:200].decode('utf-8', 'replace')}")]
+        lesson = learn_pxeboot_info(self.ctrl_pxeboot, info,
+                                    buf[:200].decode("utf-8", "replace"))
+        out = []
+        for kind, level, line in lesson.lines:
+            key = ("pxebootInfo", line.split(" ")[0]) + (("fault",) if kind == "fault" else ())
+            out.append(Say({"change": "change", "fault": "noise"}.get(kind, "log"), level, key,
+                           line))
+        self.ctrl_pxeboot = lesson.addresses
+        self.request_src = src
+        self._update_sources()
+        return out

@@ -115,6 +115,35 @@ class OperatorStates:
         self._save()
         return True
 
+    def restore(self, table, now: float, log, run) -> None:
+        """At the agent's start: an operator's lock or unlock stays, unless the inventory's
+        `administrative` of that host changed while the agent was down (the file wins)."""
+        for name in self.hosts():
+            kept = self.get(name)
+            host = table.get(name)
+            if host is None:
+                log.info("%s not in inventory ; its operator %s is forgotten", name,
+                         kept["administrative"])
+                self.drop(name)
+            elif host.entry.administrative != kept["inventory"]:
+                log.info("%s inventory administrative changed from %s to %s while the agent "
+                         "was stopped ; the inventory's %s applies, not the operator's %s",
+                         name, kept["inventory"], host.entry.administrative,
+                         host.entry.administrative, kept["administrative"])
+                self.drop(name)
+            else:
+                run(host.set_admin(kept["administrative"], now, "operator"))
+                log.info("%s %s by the operator (%s) ; kept from %s", name,
+                         kept["administrative"], kept.get("at") or "earlier", self.path)
+
+    def sync(self, table) -> None:
+        """After a reload: a host whose inventory `administrative` changed is the file's
+        again; its kept operator value goes."""
+        for name in self.hosts():
+            host = table.get(name)
+            if host is None or host.admin_source != "operator":
+                self.drop(name)
+
     def _save(self) -> None:
         text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
                           sort_keys=True) + "\n"

@@ -7,11 +7,13 @@ larger) so that it can be rejected rather than silently truncated.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
 import socket
 import struct
+from dataclasses import dataclass
 
 from mtce.alive import MSG_SIZE
 
@@ -132,11 +134,31 @@ def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> 
     return None
 
 
+@dataclass
+class Counters:
+    """What a daemon counts of its traffic (the agent's `status`, `mtce bench`): one typed
+    object, written only by the daemon that owns it and its Wire."""
+    rx: int = 0                  # datagrams received
+    rx_bad: int = 0              # dropped: undecodable, not authentic, not for this host
+    unknown_source: int = 0      # agent: from an address no host owns
+    mtcalive: int = 0            # agent: valid mtcAlive taken
+    acks: int = 0
+    events: int = 0
+    tx: int = 0
+    tx_errors: int = 0
+    kernel_drops: int = 0
+    commands: int = 0            # client: commands that passed the MAC check
+    refused: int = 0             # client: commands from an address it does not trust
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 class Wire:
     """Every datagram into and out of a daemon: tagged and checked when `[security]` has keys
     (mtce.auth), as is otherwise. One place for what agent and client both need."""
 
-    def __init__(self, authenticator, warnings, log, throttle, counters: dict):
+    def __init__(self, authenticator, warnings, log, throttle, counters: Counters):
         self.log, self.throttle, self.counters = log, throttle, counters
         self.auth = None
         self.use(authenticator, warnings)
@@ -165,7 +187,7 @@ class Wire:
             return data, False
         payload, why, tagged = self.auth.verify(data)
         if payload is None:
-            self.counters["rx_bad"] += 1
+            self.counters.rx_bad += 1
             self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
                                   "on %s network: %s", src, net.iface, why)
         return payload, tagged

@@ -778,7 +778,7 @@ def test_agent_handle_request_answers_any_object(tmp_path):
     clock = FakeClock()
     log = logging.getLogger("mtce.test.fuzz.agent")
     a = agent.Agent(config.load(c.agent_ini), loop.Loop(clock, log), clock, log)
-    a._run(a.table.apply_inventory(a.inventory, clock.now())[3])     # start() without sockets
+    a.run(a.table.apply_inventory(a.inventory, clock.now())[3])     # start() without sockets
 
     @FUZZ
     @given(requests)

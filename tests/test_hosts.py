@@ -8,9 +8,10 @@ import pytest
 
 from mtce import config
 from mtce import hosts as H
+from mtce.table import HostTable
 from mtce.config import HostEntry, Inventory
 from mtce.hosts import (
-    ClearAlarm, HostMonitor, HostTable, Log, PxeStage, RaiseAlarm, Send, SeqResult, Settings,
+    ClearAlarm, HostMonitor, Log, PxeStage, RaiseAlarm, Send, SeqResult, Settings,
     INF, TransitionError, classify_seq,
 )
 from mtce.states import ALARM_MTCALIVE, Admin, Availability, Cmd, Flag, Net, NetState
@@ -295,7 +296,7 @@ def test_offline_edges_and_audit_requests():
     for net in Net:
         assert host.nets[net].last_seq == 0 and not host.nets[net].received
     assert host.next_deadline() == H.INF
-    doc = host.to_json(t)
+    doc = H.host_json(host, t)
     assert doc["availability"] == "offline"
     assert doc["networks"]["mgmt"]["state"] == "lost"
     assert doc["networks"]["mgmt"]["last_seq"] == 0
@@ -574,7 +575,7 @@ def test_ready_without_features_leaves_pxeboot_unprovisioned():
     out = host.on_ready(None, T0)
     assert texts(out) == ["worker-0 mtcClient ready"] and sends(out) == []
     assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
-    assert host.to_json(T0)["networks"]["pxeboot"]["state"] == "unprovisioned"
+    assert H.host_json(host, T0)["networks"]["pxeboot"]["state"] == "unprovisioned"
     for t in range(1, 200, 5):
         host.on_mtcalive(Net.MGMT, 1 + t, 0, 12, T0 + t)
         host.on_mtcalive(Net.CLSTR, 1 + t, 0, 12, T0 + t)
@@ -680,16 +681,16 @@ def test_ack_is_recorded():
 
 def test_to_json_has_the_contract_keys():
     host = make()
-    doc = host.to_json(T0)
+    doc = H.host_json(host, T0)
     assert {"hostname", "personality", "administrative", "availability", "mgmt_ip",
             "cluster_host_ip", "pxeboot_ip", "networks"} <= set(doc)
     assert set(doc["networks"]) == {"mgmt", "cluster-host", "pxeboot"}
     assert doc["networks"]["mgmt"]["last_seen_s"] is None
     host.on_mtcalive(Net.MGMT, 7, 0, 12, T0)
-    net = host.to_json(T0 + 2.5)["networks"]["mgmt"]
+    net = H.host_json(host, T0 + 2.5)["networks"]["mgmt"]
     assert {"state", "last_seq", "missed", "out_of_sequence", "last_seen_s"} <= set(net)
     assert (net["state"], net["last_seq"], net["last_seen_s"]) == ("ok", 7, 2.5)
-    assert make(clstr=False).to_json(T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
+    assert H.host_json(make(clstr=False), T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
 
 
 # -- stalls -----------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""The actions the agent's host state machines return, and what they share: `Send`,
+`RaiseAlarm`, `ClearAlarm`, `Log` (carried out by agent.py), the timer `Settings`, the `Facts`
+the wiring refreshes, and the pure timing arithmetic. Stdlib and `states` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Union
+
+from mtce.budget import Budget
+from mtce.states import Cmd, Net
+
+INF = float("inf")
+NO_ACTIONS: tuple = ()
+ALARM_SEVERITY = "minor"
+# All hosts' sequence-event lines together: SEQ_TABLE_BURST, then SEQ_TABLE_PER_MIN a minute
+# (when every host has gaps at once, the agent's own receive buffer overflowed: a few lines
+# and one line of totals, not ten per host and network).
+SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN = 100, 100
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+class Send(NamedTuple):
+    """Send command `cmd` to `host` over `net` (the wiring picks address, port and MAC)."""
+    host: str
+    net: Net
+    cmd: Cmd
+    num: int = 0
+    parm: tuple = ()
+
+
+class RaiseAlarm(NamedTuple):
+    host: str
+    alarm_id: str
+    severity: str
+    reason: str
+
+
+class ClearAlarm(NamedTuple):
+    host: str
+    alarm_id: str
+
+
+class Log(NamedTuple):
+    level: str          # "debug", "info", "warning"
+    text: str
+
+
+Action = Union[Send, RaiseAlarm, ClearAlarm, Log]
+
+
+# -- settings and the pure timing arithmetic -------------------------------------------------
+
+class Facts:
+    """Facts about the agent's own host that can change while it runs, shared by every host
+    and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
+    `<platform_dir>/simplex` file, which the original checks at each locked correction
+    (no pxeboot send and no LOCK_PERSIST while it exists, agent.md §7.3)."""
+
+    __slots__ = ("still_simplex", "seq_budget")
+
+    def __init__(self, still_simplex: bool = False):
+        self.still_simplex = still_simplex
+        self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Agent timers and facts about the agent itself, converted once to seconds."""
+    online_period_s: float = 7.0
+    offline_period_s: float = 0.1
+    offline_threshold: int = 90
+    pxeboot_window_s: float = 10.0
+    simplex: bool = False
+    pxeboot_provisioned: bool = True    # the agent's own pxeboot network
+    lost_windows: int = 3               # interface.md §8: mgmt/cluster-host lost after 3 windows
+    debug: bool = False                 # emit the original's clog/alog detail as debug Logs
+
+    def __post_init__(self):
+        for name in ("online_period_s", "offline_period_s", "pxeboot_window_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above 0")
+        if self.offline_threshold < 1 or self.lost_windows < 1:
+            raise ValueError("offline_threshold and lost_windows must be 1 or more")
+
+    @classmethod
+    def from_config(cls, config, *, simplex: bool, pxeboot_provisioned: bool) -> "Settings":
+        """From a `config.Config` (interface.md §2 keys), unclamped (interface.md §8)."""
+        return cls(online_period_s=float(config.get("timeouts", "online_period")),
+                   offline_period_s=config.offline_period_s,
+                   offline_threshold=int(config.get("agent", "offline_threshold")),
+                   pxeboot_window_s=float(config.get("timeouts", "pxeboot_mtcalive_window")),
+                   simplex=simplex, pxeboot_provisioned=pxeboot_provisioned and not simplex)
+
+
+def offline_after_s(s: Settings) -> float:
+    """Seconds from a host's last mtcAlive to `offline` with a timely audit (contract §8)."""
+    return s.online_period_s + s.offline_period_s * s.offline_threshold
+
+
+def lost_after_s(s: Settings) -> float:
+    """Seconds without mtcAlive on mgmt/cluster-host, host online, before that net is lost."""
+    return s.online_period_s * s.lost_windows

@@ -1,0 +1,161 @@
+"""What the agent does with each datagram it receives (agent.md §3.3, §4.1, §5.7): decode,
+find the host by source address, validate an mtcAlive, and hand it to the host table; ready
+events, ACKs, and everything that must be dropped, counted and logged within the noise
+budget. The decisions about hosts are hosts.py's; the actions they return go to `run`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mtce import alive
+from mtce.states import Cmd, Net, cmd_name
+
+
+class Inbox:
+    """The agent's receive path. `agent` gives the table, counters, clock, logs, `run`
+    (carry out actions), `load_dnsmasq_hosts`, the `commands` waiting for ACKs and whether
+    the agent has a cluster-host network (`net.clstr_ip`)."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.table, self.counters, self.clock = agent.table, agent.counters, agent.clock
+        self.log, self.noise = agent.log, agent.noise
+
+    def on_datagram(self, data, src: str, net: Net) -> None:
+        """One datagram; `data` is a memoryview valid only during the call.
+
+        An mtcAlive changes a host only if its JSON parses and has a valid personality
+        (contract §8, agent.md §4.1). A host's mtcAlive text differs from its last valid one
+        only in `"sequence"`, so the hot path is a byte comparison with that text
+        (`alive.text_matches`); any other text takes the full parse.
+        """
+        counters = self.counters
+        counters.rx += 1
+        wire = self.agent.wire
+        if wire.auth is not None:
+            data = wire.admit(data, src, net)[0]
+            if data is None:
+                return
+        fields = alive.mtcalive_fields(data)
+        if fields is not None:
+            host = self.table.lookup(src)
+            if host is not None:
+                prefix = host.nets[net].text_prefix
+                if prefix is not None and alive.text_matches(data, prefix):
+                    counters.mtcalive += 1
+                    actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
+                                               self.clock.now())
+                    if actions:
+                        self.agent.run(actions)
+                    return
+        msg, reason = alive.try_decode(data)
+        if msg is None:
+            self.bad(net, src, reason)
+            return
+        host = self.table.lookup(src)
+        if msg.sig == alive.SIG_MESSAGE:
+            if msg.cmd != Cmd.MTCALIVE:
+                self.noise.info(("goenabled", net), "%s from %s on %s network ; not handled "
+                                "by mtce", cmd_name(msg.cmd), src, net.iface)
+                return
+            self.on_mtcalive_text(host, msg, src, net)
+            return
+        if host is None:
+            self.unknown(src, net, msg)
+            return
+        if msg.sig == alive.SIG_CMD_RSP:
+            self.on_ack(host, msg, net)
+        elif msg.sig == alive.SIG_EVENT:
+            self.on_event(host, msg, net)
+        else:
+            self.noise.warning(("unsupported", net), "Received unsupported or badly formed "
+                               "message from %s on %s network", src, net.iface)
+
+    def on_mtcalive_text(self, host, msg: alive.Message, src: str, net: Net) -> None:
+        """An mtcAlive whose text is not the host's last one: parse and validate it first."""
+        try:
+            text = alive.parse_mtcalive(msg.buf)
+        except alive.DecodeError as err:
+            self.bad(net, src, f"mtcAlive: {err.reason}")
+            return
+        if host is None:
+            host = self.learn_source(text, src, net, msg)
+            if host is None:
+                return
+        now = self.clock.now()
+        actions = self.table.on_identity(host, text.personality, text.cluster_host_ip
+                                         if self.agent.net.clstr_ip else None, now)
+        if actions:
+            self.agent.run(actions)
+        host.nets[net].text_prefix = alive.sequence_prefix(msg.buf)
+        self.counters.mtcalive += 1
+        p = msg.parm
+        actions = host.on_mtcalive(net, p[3], p[2], p[0], now)
+        if actions:
+            self.agent.run(actions)
+
+    def bad(self, net: Net, src: str, reason: str) -> None:
+        self.counters.rx_bad += 1
+        self.noise.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
+                           "network: %s ; dropping", src, net.iface, reason)
+
+    def unknown(self, src: str, net: Net, msg: alive.Message | None) -> None:
+        self.counters.unknown_source += 1
+        self.noise.warning(("unknown", net), "unknown hostname message from %s on %s network "
+                           "... dropping (%s)", src, net.iface,
+                           alive.describe(msg) if msg else "")
+
+    def learn_source(self, text: alive.AliveText, src: str, net: Net, msg: alive.Message):
+        """A valid mtcAlive from an address no host owns: the original takes the JSON hostname
+        and stores the source as that host's pxeboot address (agent.md §2). Here only on the
+        pxeboot network, and only for a host that has no pxeboot address yet, so that a
+        spoofed message cannot move a known address."""
+        name = text.hostname
+        host = self.table.get(name) if name else None
+        if host is None or net != Net.PXEBOOT or host.pxeboot_ip:
+            self.unknown(src, net, msg)
+            return None
+        self.log.info("%s hostname learned from %s mtcAlive ; hostaddr:%s was:%s", name,
+                      net.iface, src, host.pxeboot_ip or "none")
+        self.agent.run(self.table.set_pxeboot_ip(name, src, self.clock.now()))
+        return self.table.lookup(src)
+
+    def on_event(self, host, msg: alive.Message, net: Net) -> None:
+        self.counters.events += 1
+        if msg.cmd != alive.EVENT_MONITOR_READY:
+            self.log.debug("%s event 0x%x from %s network", host.hostname, msg.cmd, net.iface)
+            return
+        try:
+            name, features = alive.parse_ready_event(msg)
+        except alive.DecodeError as err:
+            self.bad(net, host.hostname, f"ready event: {err.reason}")
+            return
+        if name != host.hostname:
+            self.noise.warning(("ready-name", net), "ready event names %s but comes from %s's "
+                               "address on %s network ; dropping", name, host.hostname,
+                               net.iface)
+            return
+        if features is None:
+            self.noise.info(("ready-old", net), "%s mtcClient not offering feature list ; "
+                            "node may have upgrade pending", host.hostname)
+        # agent.md §2 "When the file is (re)read": on every ready event (its pxeboot request).
+        self.agent.load_dnsmasq_hosts()
+        self.agent.run(host.on_ready(features, self.clock.now()))
+
+    def on_ack(self, host, msg: alive.Message, net: Net) -> None:
+        """`<host> <cmd> request ACK (<net>)` for a command this agent sent; any other ACK
+        (unsolicited, or for a code we never send) is a repeatable datagram: noise."""
+        self.counters.acks += 1
+        now = self.clock.now()
+        host.on_ack(msg.cmd, net, now)
+        level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
+        pending, lines = self.agent.outbox.commands.on_ack(host.hostname, msg.cmd, net, now)
+        if not pending:
+            self.noise.log(level, ("ack", host.hostname, net), "%s %s request ACK (%s)",
+                           host.hostname, cmd_name(msg.cmd), net.iface)
+            return
+        self.log.log(level, "%s", lines[0])
+        for line in lines[1:]:
+            self.log.info("%s", line)
+        self.agent.outbox.rearm()

@@ -1,0 +1,170 @@
+"""A host's availability (agent.md §4.3, contract §8): `Presence` takes it online, marks
+mgmt and cluster-host lost, runs the offline audit and declares offline; `OfflineAudit` is
+the audit's pure timing: once a host has been silent on every network for one
+`online_period`, an mtcAlive request every `offline_period` on slots start + k x period (a
+late loop skips slots, it never bursts), offline after `offline_threshold` periods.
+"""
+
+from __future__ import annotations
+
+from mtce.acts import INF, Log, Send, lost_after_s
+from mtce.states import Availability, Cmd, Net, NetState
+
+
+class OfflineAudit:
+    __slots__ = ("start", "sends", "slot", "send_at", "offline_at")
+
+    def __init__(self):
+        self.start: float | None = None      # running since (None: not running)
+        self.sends = 0
+        self.slot = 0
+        self.send_at = INF
+        self.offline_at = INF
+
+    @property
+    def running(self) -> bool:
+        return self.start is not None
+
+    def begin(self, silent_until: float, now: float, period_s: float, threshold: int) -> None:
+        """It starts when the silent period ended, not when the agent noticed (at most one
+        period earlier, in case the agent's call is late): the audit tick's granularity is
+        not counted twice in the time to offline."""
+        start = max(silent_until, now - period_s)
+        self.start, self.sends, self.slot = start, 0, 0
+        self.send_at = start
+        self.offline_at = start + period_s * threshold
+
+    def end(self) -> None:
+        self.start = None
+        self.send_at = self.offline_at = INF
+
+    def due(self, now: float, period_s: float) -> str | None:
+        """"offline", "send" (a request now; the next slot is set), or None."""
+        if now >= self.offline_at:
+            return "offline"
+        if now < self.send_at:
+            return None
+        self.sends += 1
+        late = int((now - self.start) / period_s) + 1
+        self.slot = max(self.slot + 1, late)
+        self.send_at = self.start + self.slot * period_s
+        return "send"
+
+    def deadline(self) -> float:
+        return min(self.send_at, self.offline_at)
+
+
+class Presence:
+    """One host's availability from its mtcAlive (agent.md §4.3, contract §8): online at the
+    first valid one; mgmt/cluster-host `lost` after `lost_windows` silent online periods;
+    the offline audit once every network was silent for one; `offline` at its end. It sets
+    `host.availability` and the host's network states; `host` gives hostname, settings,
+    nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts in audit."""
+
+    __slots__ = ("host", "window_from", "audit")
+
+    def __init__(self, host, now: float):
+        self.host = host
+        self.window_from = now               # windows never start before this (stalls)
+        self.audit = OfflineAudit()
+
+    def heard(self, now: float, iface: str, seq: int, out: list) -> bool:
+        """A valid mtcAlive: online if it was not; the audit ends. True when it went online."""
+        h = self.host
+        woke = False
+        if h.availability is Availability.OFFLINE:
+            h.availability = Availability.ONLINE
+            self.window_from = now
+            out.append(Log("info", f"{h.hostname} mtcAlive ; going 'online'"))
+            woke = True
+        if self.audit.running:
+            out.append(Log("info", f"{h.hostname} still seeing mtcAlive ({iface} seq:{seq}) "
+                                   f"after {self.audit.sends} of {h.settings.offline_threshold} "
+                                   f"offline audits ; exiting offline handling"))
+            self.end_audit()
+        return woke
+
+    def last_heard(self) -> float:
+        last = self.window_from
+        for n in self.host.nets:
+            if n.last_seen is not None and n.last_seen > last:
+                last = n.last_seen
+        return last
+
+    def end_audit(self) -> None:
+        self.audit.end()
+        registry = self.host._auditing
+        if registry is not None:
+            registry.discard(self.host)
+
+    def note_stall(self, now: float) -> bool:
+        """The loop was stalled: every window starts again; True if an audit was ended."""
+        self.window_from = now
+        if not self.audit.running:
+            return False
+        self.end_audit()
+        return True
+
+    def check(self, now: float, out: list) -> None:
+        """What is due at `now` for an online host: lost windows, the offline audit."""
+        h = self.host
+        s = h.settings
+        lost_s = lost_after_s(s)
+        for net in (Net.MGMT, Net.CLSTR):
+            n = h.nets[net]
+            if n.state is NetState.OK and h.provisioned(net) and \
+                    now >= max(n.last_seen, self.window_from) + lost_s:
+                n.state = NetState.LOST
+                n.ok = False
+                out.append(Log("info", f"{h.hostname} {n.net.iface} network mtcAlive lost ; "
+                                       f"none for {s.lost_windows} x {s.online_period_s:g} secs"))
+        if not self.audit.running:
+            silent_until = self.last_heard() + s.online_period_s
+            if now < silent_until:
+                return
+            # contract §8: one silent online_period on every network starts the offline audit.
+            self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
+            if h._auditing is not None:
+                h._auditing.add(h)
+            h._update_steady()
+            out.append(Log("info", f"{h.hostname} starting {_ms(s.offline_period_s)} msec "
+                                   f"offline audit ({h.admin.value}-{h.availability.value})"))
+        due = self.audit.due(now, s.offline_period_s)
+        if due == "offline":
+            self.declare_offline(out)
+        elif due == "send":
+            out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
+            if h.clstr_ip:
+                out.append(Send(h.hostname, Net.CLSTR, Cmd.REQ_MTCALIVE))
+
+    def declare_offline(self, out: list) -> None:
+        h = self.host
+        s = h.settings
+        h.availability = Availability.OFFLINE
+        self.end_audit()
+        h.client_ready = False
+        for n in h.nets:               # agent.md §4.3: sequence numbers reset on offline
+            n.last_seq = 0
+            n.received = n.ok = False
+            n.state = NetState.LOST
+        h.locks.reset()
+        h._update_steady()
+        out.append(Log("info", f"{h.hostname} going offline ; (threshold "
+                               f"({_ms(s.offline_period_s)} msec * {s.offline_threshold})"))
+
+    def deadline(self) -> float:
+        """When `check` next has work for an online host."""
+        h = self.host
+        s = h.settings
+        at = self.audit.deadline() if self.audit.running else \
+            self.last_heard() + s.online_period_s
+        lost_s = lost_after_s(s)
+        for net in (Net.MGMT, Net.CLSTR):
+            n = h.nets[net]
+            if n.state is NetState.OK and h.provisioned(net):
+                at = min(at, max(n.last_seen, self.window_from) + lost_s)
+        return at
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))

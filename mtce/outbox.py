@@ -1,0 +1,154 @@
+"""Commands from the agent to hosts (agent.md §7): what each carries (the default data, the
+pxebootInfo of a pxeboot mtcAlive request), where it goes on each network, and the operator's
+commands (`mtce lock`, `reboot`, ...) with their retries until ACKed (commands.Commands).
+"""
+
+from __future__ import annotations
+
+from mtce import alive
+from mtce.commands import CMD_ATTEMPTS, Commands
+from mtce.states import PARM_LOCK_PERSIST, Admin, Cmd, Net, cmd_name
+
+
+class Outbox:
+    """`agent` gives the table, the sockets (`net`), the clock, the log, `run`,
+    `load_dnsmasq_hosts`, `refresh_facts`, the operator states and `pxeboot_provisioned`."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.commands = Commands()
+        self._timer = None
+
+    # -- one command, one host, one network -----------------------------------------------------
+    def command_data(self, net: Net, cmd: Cmd) -> str:
+        a = self.agent
+        if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
+            c0, c1 = a.table.get("controller-0"), a.table.get("controller-1")
+            return alive.pxeboot_info(a.net.pxeboot_ip, c0.pxeboot_ip if c0 else "",
+                                      c1.pxeboot_ip if c1 else "")
+        sender = {Net.MGMT: a.net.float_ip, Net.CLSTR: "", Net.PXEBOOT: a.net.pxeboot_ip}[net]
+        return alive.default_data(sender, net)
+
+    def send(self, hostname: str, net: Net, cmd: Cmd, num: int = 0, parm: tuple = ()) -> bool:
+        """Send one command to one host over one network (agent.md §7.0)."""
+        a = self.agent
+        host = a.table.get(hostname)
+        if host is None:
+            return False
+        if net == Net.MGMT:
+            dest = host.entry.mgmt_ip
+        elif net == Net.CLSTR:
+            dest = host.clstr_ip
+        else:
+            if not a.pxeboot_provisioned:
+                return False
+            if cmd == Cmd.REQ_MTCALIVE:
+                a.load_dnsmasq_hosts()
+            dest = host.pxeboot_ip
+        if not dest:
+            if net == Net.PXEBOOT and cmd == Cmd.REBOOT:
+                a.log.info("%s Pxeboot network address not learned yet ; can't reboot",
+                           hostname)
+            return False
+        data = alive.command(cmd, host.entry.mgmt_mac, self.command_data(net, cmd),
+                             num=num, parm=parm)
+        return a.net.send(hostname, net, cmd, dest, data)
+
+    # -- the operator's commands -------------------------------------------------------------
+    def operator(self, request: str, hostname: str) -> tuple[bool, str]:
+        """lock, unlock, reboot, reset, lazy-reboot or alive for one host, from the CLI."""
+        a = self.agent
+        host = a.table.get(hostname)
+        if host is None:
+            return False, f"no such host: {hostname}"
+        now = a.clock.now()
+        if request == "alive":
+            if not a.pxeboot_provisioned:
+                return False, "pxeboot is not provisioned on this controller"
+            if not host.pxeboot_ip:
+                return False, f"{hostname} has no pxeboot address (dnsmasq.hosts)"
+            sent = self.send(hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
+            return sent, (f"mtcAlive request sent to {hostname} on pxeboot" if sent
+                          else "send failed (see the agent's log)")
+        if request in ("lock", "unlock"):
+            state = Admin.LOCKED if request == "lock" else Admin.UNLOCKED
+            a.run(host.set_admin(state, now, "operator"))
+            # contract §4: kept in state_dir, winning over the inventory across reloads and
+            # restarts until the file's `administrative` itself changes.
+            a.operator_states.set(host.hostname, state.value, host.entry.administrative,
+                                  a.clock.wall())
+            a.check_store()
+            if request == "lock":
+                return self.start(host, Cmd.LOCKED, *self.lock_persist())
+            return self.start(host, Cmd.UNLOCKED)
+        if request == "reboot":
+            return self.start(host, Cmd.REBOOT)
+        if request == "reset":
+            return self.start(host, Cmd.RESET)
+        if request == "lazy-reboot":
+            return self.start(host, Cmd.LAZY_REBOOT, 1, (a.cfg.agent.lazy_reboot_delay,))
+        return False, f"unknown request {request!r}"
+
+    def lock_persist(self) -> tuple[int, tuple]:
+        """num/parm of LOCKED: LOCK_PERSIST unless `<platform_dir>/simplex` exists
+        (`M/mtcCtrlMsg.cpp:814-838`, read at the send as the original does)."""
+        a = self.agent
+        a.refresh_facts()
+        if a.table.facts.still_simplex:
+            return 0, ()
+        return 1, tuple(int(i == PARM_LOCK_PERSIST) for i in range(PARM_LOCK_PERSIST + 1))
+
+    def nets_for(self, host, cmd: Cmd) -> list[Net]:
+        """Where an operator command goes, first to last (agent.md §7.2-7.3): REBOOT and LAZY
+        REBOOT over pxeboot first; LOCKED over pxeboot unless the simplex file exists; RESET
+        never over pxeboot (the original sends no RESET there)."""
+        a = self.agent
+        nets = []
+        pxeboot = a.pxeboot_provisioned and host.pxeboot_ip and not a.simplex
+        if pxeboot and (cmd in (Cmd.REBOOT, Cmd.LAZY_REBOOT) or
+                        (cmd == Cmd.LOCKED and not a.table.facts.still_simplex)):
+            nets.append(Net.PXEBOOT)
+        nets.append(Net.MGMT)
+        if host.clstr_ip and cmd != Cmd.LAZY_REBOOT:
+            nets.append(Net.CLSTR)
+        return nets
+
+    def start(self, host, cmd: Cmd, num: int = 0, parm: tuple = ()) -> tuple[bool, str]:
+        attempt = self.commands.start(host.hostname, cmd, num, parm, self.agent.clock.now())
+        sent = self._attempt(attempt)
+        self.rearm()
+        if not sent:
+            return False, f"{cmd_name(cmd)} to {host.hostname} not sent (no usable network)"
+        nets = ",".join(n.iface for n in sent)
+        return True, f"{cmd_name(cmd)} sent to {host.hostname} ({nets}) ; waiting for ACK"
+
+    def _attempt(self, at) -> list[Net]:
+        a = self.agent
+        host = a.table.get(at.host)
+        if host is None:
+            self.commands.forget_host(at.host)
+            return []
+        sent = [net for net in self.nets_for(host, at.cmd)
+                if self.send(at.host, net, at.cmd, at.num, at.parm)]
+        a.log.info("%s sending '%s' request (%s) ; attempt %d of %d", at.host,
+                   cmd_name(at.cmd), ",".join(n.iface for n in sent) or "none", at.attempt,
+                   CMD_ATTEMPTS)
+        return sent
+
+    def rearm(self) -> None:
+        """One timer, at the next command due (a retry, a give-up, an ACKed one forgotten)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        at = self.commands.next_deadline()
+        if at != float("inf"):
+            self._timer = self.agent.loop.call_at(at, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        attempts, lines = self.commands.due(self.agent.clock.now())
+        for line in lines:
+            self.agent.log.error("%s", line)
+        for attempt in attempts:
+            self._attempt(attempt)
+        self.rearm()

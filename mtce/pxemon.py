@@ -1,0 +1,251 @@
+"""One host's pxeboot mtcAlive monitor (agent.md §5.1-5.6): the stages with an enforced
+transition table, the miss and loss counters, alarm 200.003. Pure: `now` comes in, actions
+(`Send`, `Log`, `RaiseAlarm`, `ClearAlarm`) go out.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from mtce.acts import ALARM_SEVERITY, INF, ClearAlarm, Log, RaiseAlarm, Send, Settings
+from mtce.seqs import SEQ_HALF, SEQ_MASK, NetTrack
+from mtce.states import ALARM_MTCALIVE, Cmd, Net
+
+PXEBOOT_MISS_THRESHOLD = 6      # PXEBOOT_MTCALIVE_LOSS_THRESHOLD (C/nodeClass.h:344)
+PXEBOOT_LOSS_THRESHOLD = 2      # PXEBOOT_MTCALIVE_LOSS_ALARM_THRESHOLD (C/nodeClass.h:345)
+PXEBOOT_LOG_THROTTLE = 60       # lost / not-seen-yet logs: 1 in 60 CHECKs (C/nodeClass.h:346)
+
+
+def pxeboot_alarm_after_s(s: Settings) -> float:
+    """Seconds of total pxeboot loss, from a clean monitor start, to 200.003 (agent.md §5.3)."""
+    return s.pxeboot_window_s * PXEBOOT_MISS_THRESHOLD * PXEBOOT_LOSS_THRESHOLD
+
+
+class PxeStage(str, enum.Enum):
+    START = "start"
+    SEND = "send"
+    MONITOR = "monitor"
+    WAIT = "wait"
+    CHECK = "check"
+    FAIL = "fail"
+
+    @property
+    def label(self) -> str:
+        """The original's stage name (`CC/nodeBase.cpp:533-539`), for debug logs."""
+        return "mtcAlive-" + self.value.capitalize()
+
+
+# agent.md §5.1. Every stage may go back to START: blocking, support or address changes.
+PXE_TRANSITIONS = {
+    PxeStage.START: frozenset({PxeStage.SEND}),
+    PxeStage.SEND: frozenset({PxeStage.MONITOR, PxeStage.START}),
+    PxeStage.MONITOR: frozenset({PxeStage.WAIT, PxeStage.START}),
+    PxeStage.WAIT: frozenset({PxeStage.CHECK, PxeStage.START}),
+    PxeStage.CHECK: frozenset({PxeStage.MONITOR, PxeStage.SEND, PxeStage.FAIL, PxeStage.START}),
+    PxeStage.FAIL: frozenset({PxeStage.START}),
+}
+
+
+class TransitionError(RuntimeError):
+    """A pxeboot monitor stage change that PXE_TRANSITIONS does not allow (a bug)."""
+
+
+class _Check(enum.Enum):
+    GOOD = 1
+    MISS = 2
+    OUT_OF_SEQUENCE = 3
+
+
+
+class PxebootMonitor:
+    """One host's pxeboot mtcAlive monitor (agent.md §5.1-5.6): stages, miss/loss, 200.003.
+
+    Pure FSM; its owner `HostMonitor` decides when it may run (§5.0 gating) and hands it the
+    pxeboot `NetTrack` to judge. Stage changes go through `stage_to`, which enforces
+    PXE_TRANSITIONS.
+    """
+
+    def __init__(self, hostname: str, settings: Settings, now: float):
+        self.hostname = hostname
+        self.settings = settings
+        self.stage = PxeStage.START
+        self.miss = 0
+        self.loss = 0
+        self.alarm = False
+        self.start_at = now                  # when START was entered: due from then on
+        self.timer = INF                     # the WAIT deadline
+        self._save: int | None = None        # seq at the last CHECK; None: none since START
+        self._count_saved = 0                # pxeboot count at START / the last CHECK
+        self._lost_logs = 0                  # the two 1-in-60 throttles
+        self._not_seen_logs = 0
+
+    @property
+    def in_loss(self) -> bool:
+        return self.loss > 0 or self.alarm
+
+    def stage_to(self, new: PxeStage) -> None:
+        if new not in PXE_TRANSITIONS[self.stage]:
+            raise TransitionError(f"{self.hostname} pxeboot monitor: illegal stage change "
+                                  f"{self.stage.label} -> {new.label}")
+        self.stage = new
+
+    def to_start(self, now: float) -> None:
+        """Back to START (blocked, restarted): the next run begins with a request."""
+        if self.stage is not PxeStage.START:
+            self.stage_to(PxeStage.START)
+        self.start_at = now
+        self.timer = INF
+
+    def deadline(self) -> float:
+        return self.timer if self.stage is PxeStage.WAIT else self.start_at
+
+    def restart_window(self, now: float) -> None:
+        """After a loop stall: the window in progress starts again from `now`."""
+        if self.stage is PxeStage.WAIT:
+            self.timer = now + self.settings.pxeboot_window_s
+
+    def restore(self) -> None:
+        """200.003 found active at agent start: the loss state (agent.md §5.3)."""
+        self.alarm = True
+        self.loss = PXEBOOT_LOSS_THRESHOLD
+        self.miss = PXEBOOT_MISS_THRESHOLD
+
+    def run(self, now: float, pxe: NetTrack, out: list) -> None:
+        """Pass through the stages until the monitor waits (one window) again."""
+        debug = self.settings.debug
+        while True:
+            stage = self.stage
+            if stage is PxeStage.WAIT:
+                if now < self.timer:
+                    return
+                self.stage_to(PxeStage.CHECK)
+                self._check(pxe, out)
+            elif stage is PxeStage.START:
+                # agent.md §6 "When last is zeroed": every START, pxeboot only. The next
+                # pxeboot mtcAlive is then not a gap (a restart, an unlock, a re-learn).
+                pxe.last_seq = 0
+                self._save = None
+                self._count_saved = pxe.count
+                self.timer = INF
+                self.stage_to(PxeStage.SEND)
+            elif stage is PxeStage.SEND:
+                out.append(Send(self.hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
+                self.stage_to(PxeStage.MONITOR)
+            elif stage is PxeStage.MONITOR:
+                self.timer = now + self.settings.pxeboot_window_s
+                self.stage_to(PxeStage.WAIT)
+            elif stage is PxeStage.FAIL:
+                self._fail(out)
+                self.to_start(now)
+            else:   # CHECK never rests: _check always leaves it
+                raise TransitionError(f"{self.hostname} pxeboot monitor resting in {stage}")
+            if debug:
+                out.append(Log("debug", f"{self.hostname} stage {stage.label} -> "
+                                        f"{self.stage.label}"))
+
+    def _check(self, pxe: NetTrack, out: list) -> None:
+        h = self.hostname
+        save = self._save
+        if pxe.count == self._count_saved:
+            result, cur = _Check.MISS, save
+        else:
+            cur = pxe.last_seq
+            if save is None:
+                result = _Check.GOOD              # START zeroed both: anything is newer
+            else:
+                ahead = (cur - save) & SEQ_MASK
+                result = (_Check.MISS if ahead == 0 else
+                          _Check.GOOD if ahead < SEQ_HALF else _Check.OUT_OF_SEQUENCE)
+        self._count_saved = pxe.count
+        if result is _Check.GOOD:
+            if self.miss > 0:
+                if not self.alarm and self.loss > 0:
+                    # Recovering from loss 1: start the debounce over (agent.md §5.3).
+                    self.miss = PXEBOOT_MISS_THRESHOLD
+                    self.loss = 0
+                tail = "; alarm clear when 0 " if self.alarm else ""
+                out.append(Log("info", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
+                                       f"decrement {tail}; recovery"))
+                self.miss -= 1
+            else:
+                self.loss = 0
+                self.clear_alarm(out)
+            self._lost_logs = self._not_seen_logs = 0
+            self.stage_to(PxeStage.MONITOR)
+        elif result is _Check.OUT_OF_SEQUENCE:
+            # The mtcClient restarted (its sequence went back): one miss and a request.
+            self.miss += 1
+            out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; loss "
+                                      f"count {self.loss} ; out-of-sequence ; this:{cur}  "
+                                      f"last:{save}"))
+            self.stage_to(PxeStage.SEND if self.miss < PXEBOOT_MISS_THRESHOLD
+                          else PxeStage.FAIL)
+        else:
+            self.miss += 1
+            if self.miss < PXEBOOT_MISS_THRESHOLD:
+                out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
+                                          f"loss count {self.loss} ; sending request"))
+                self.stage_to(PxeStage.SEND)
+            else:
+                if pxe.received:
+                    self._lost_logs += 1
+                    if self._lost_logs == 1:
+                        out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; missed: "
+                                                  f"{self.miss} ; last: count:{pxe.count} "
+                                                  f"seq: {pxe.last_seq} ; sending request"))
+                    if self._lost_logs >= PXEBOOT_LOG_THROTTLE:
+                        self._lost_logs = 0
+                else:
+                    self._not_seen_logs += 1
+                    if self._not_seen_logs == 1:
+                        out.append(Log("info", f"{h} pxeboot mtcAlive not seen yet ; "
+                                               f"sending request"))
+                    if self._not_seen_logs >= PXEBOOT_LOG_THROTTLE:
+                        self._not_seen_logs = 0
+                self.stage_to(PxeStage.FAIL)
+        if self.miss > PXEBOOT_MISS_THRESHOLD:
+            self.miss = PXEBOOT_MISS_THRESHOLD
+        self._save = cur
+        if self.settings.debug and (self.miss or self.loss):
+            out.append(Log("debug", f"{h} pxeboot mtcAlive: Miss: {self.miss} of "
+                                    f"{PXEBOOT_MISS_THRESHOLD}  ,  Loss: {self.loss} of "
+                                    f"{PXEBOOT_LOSS_THRESHOLD}"))
+
+    def _fail(self, out: list) -> None:
+        if self.alarm:
+            return                       # already asserted: counters stay, START re-requests
+        self.loss += 1
+        h = self.hostname
+        if self.loss < PXEBOOT_LOSS_THRESHOLD:
+            out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; "
+                                      f"{PXEBOOT_LOSS_THRESHOLD - self.loss} more loss "
+                                      f"before alarm assertion"))
+            self.miss = 0
+        else:
+            out.append(Log("info", f"{h} pxeboot mtcAlive alarm assert ({self.loss})"))
+            self.raise_alarm(out)
+
+    def raise_alarm(self, out: list) -> None:
+        if self.alarm:
+            return
+        h = self.hostname
+        self.alarm = True
+        out.append(Log("warning", f"{h} {ALARM_SEVERITY} Pxeboot mtcAlive messaging failure"))
+        out.append(Log("info", f"{h} setting {ALARM_SEVERITY} 'mtcAlive' failure alarm "
+                               f"({ALARM_MTCALIVE} )"))
+        out.append(RaiseAlarm(h, ALARM_MTCALIVE, ALARM_SEVERITY,
+                              f"{h} pxeboot network communication failure"))
+
+    def clear_alarm(self, out: list) -> None:
+        if not self.alarm:
+            return
+        h = self.hostname
+        self.alarm = False
+        self.loss = 0
+        # agent.md §5.6: the clear logs the raise's text, at info (a copy-paste kept on purpose).
+        out.append(Log("info", f"{h} {ALARM_SEVERITY} Pxeboot mtcAlive messaging failure"))
+        out.append(Log("info", f"{h} clearing 'mtcAlive' alarm ({ALARM_MTCALIVE})"))
+        out.append(ClearAlarm(h, ALARM_MTCALIVE))
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage.value, "miss": self.miss, "loss": self.loss}

@@ -1,0 +1,270 @@
+"""Every host the agent maintains (`HostTable`): found by name and by any of its addresses,
+audited from a heap of deadlines, applied an inventory as a diff, asked for the summaries of
+sequence events. The per-host state machine is hosts.HostMonitor. Pure, as hosts.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from mtce.acts import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Settings
+from mtce.hosts import HostMonitor, host_json
+from mtce.seqs import SEQ_LOG_WINDOW_S
+from mtce.states import ALARM_MTCALIVE
+
+if TYPE_CHECKING:
+    from mtce.config import Inventory
+
+_INVENTORY_FIELDS = ("personality", "mgmt_mac", "mgmt_ip", "cluster_host_ip", "administrative")
+
+
+class HostTable:
+    """Every maintained host, by name and by address, audited from a heap of deadlines.
+
+    Hosts tell the table when their deadline may have moved earlier (going online, unlock,
+    ready...), so `audit` only visits hosts that are due. Later-moving deadlines need no
+    notice: a stale heap entry just costs one idle `audit` call (lazy invalidation).
+    """
+
+    def __init__(self, settings: Settings,
+                 host_factory: Callable[..., HostMonitor] = HostMonitor):
+        self.settings = settings
+        self.hosts: dict[str, HostMonitor] = {}
+        self._factory = host_factory
+        self._by_addr: dict[str, HostMonitor] = {}
+        self._claims: dict[str, list[HostMonitor]] = {}
+        self._heap: list = []
+        self._tok = itertools.count()
+        self._woken: list[HostMonitor] = []
+        self._auditing: set[HostMonitor] = set()     # hosts in an offline audit (few)
+        self._seq_pending: set[HostMonitor] = set()  # hosts with sequence events not logged
+        self.facts = Facts()
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __iter__(self):
+        return iter(self.hosts.values())
+
+    def __contains__(self, hostname: str) -> bool:
+        return hostname in self.hosts
+
+    def get(self, hostname: str) -> HostMonitor | None:
+        return self.hosts.get(hostname)
+
+    def lookup(self, addr: str) -> HostMonitor | None:
+        """The host owning a source address (mgmt, cluster-host or pxeboot)."""
+        host = self._by_addr.get(addr)
+        if host is None and ("%" in addr or addr.startswith("::ffff:")):
+            host = self._by_addr.get(addr.split("%", 1)[0].removeprefix("::ffff:"))
+        return host
+
+    # -- address index: first claimant wins, later ones are remembered for when it leaves --
+
+    def _claim(self, addr: str, host: HostMonitor, out: list) -> None:
+        if not addr:
+            return
+        claims = self._claims.setdefault(addr, [])
+        if host in claims:
+            return
+        if claims:
+            out.append(Log("warning", f"{host.hostname} address {addr} is also "
+                                      f"{claims[0].hostname}'s ; keeping {claims[0].hostname}"))
+        claims.append(host)
+        self._by_addr[addr] = claims[0]
+
+    def _unclaim(self, addr: str, host: HostMonitor) -> None:
+        claims = self._claims.get(addr)
+        if not addr or not claims or host not in claims:
+            return
+        claims.remove(host)
+        if claims:
+            self._by_addr[addr] = claims[0]
+        else:
+            del self._claims[addr]
+            del self._by_addr[addr]
+
+    @staticmethod
+    def _addrs(host: HostMonitor) -> tuple:
+        return (host.entry.mgmt_ip, host.clstr_ip, host.pxeboot_ip)
+
+    # -- inventory ----------------------------------------------------------------------------
+
+    def apply_inventory(self, inventory: "Inventory", now: float) -> tuple[list, list, list, list]:
+        """Make the table match `inventory`: (added, removed, changed, actions)."""
+        added, removed, changed, out = [], [], [], []
+        initial = not self.hosts
+        new = inventory.hosts
+        for name in [n for n in self.hosts if n not in new]:
+            host = self.hosts.pop(name)
+            for addr in self._addrs(host):
+                self._unclaim(addr, host)
+            host._waker = None
+            host.presence.end_audit()
+            host._auditing = None
+            host._seq_pending = None
+            self._seq_pending.discard(host)
+            host._sched_tok = -1
+            removed.append(name)
+            out.append(Log("info", f"{name} removed from inventory"))
+            host.pxe.clear_alarm(out)
+        for name, entry in new.items():
+            host = self.hosts.get(name)
+            if host is None:
+                host = self._factory(entry, self.settings, now)
+                host.facts = self.facts
+                self.hosts[name] = host
+                host._waker = self._woken.append
+                host._auditing = self._auditing
+                host._seq_pending = self._seq_pending
+                self._woken.append(host)
+                for addr in self._addrs(host):
+                    self._claim(addr, host, out)
+                added.append(name)
+                if not initial:
+                    out.append(Log("info", f"{name} added to inventory ({entry.personality})"))
+                continue
+            old = host.entry
+            diffs = [f"{k} {getattr(old, k) or 'none'} -> {getattr(entry, k) or 'none'}"
+                     for k in _INVENTORY_FIELDS if getattr(old, k) != getattr(entry, k)]
+            if not diffs:
+                continue
+            changed.append(name)
+            out.append(Log("info", f"{name} inventory change: " + ", ".join(diffs)))
+            for addr in self._addrs(host):
+                self._unclaim(addr, host)
+            out.extend(host.update_entry(entry, now))
+            for n in host.nets:
+                n.text_prefix = None
+            for addr in self._addrs(host):
+                self._claim(addr, host, out)
+        if initial and added:
+            out.append(Log("info", f"inventory: {len(added)} hosts"))
+        return added, removed, changed, out
+
+    def on_identity(self, host: HostMonitor, personality: str, cluster_host_ip: str | None,
+                    now: float) -> list:
+        """A valid mtcAlive's personality and cluster-host address (HostMonitor.on_identity);
+        a learned cluster-host address joins the address index."""
+        old = host.clstr_ip
+        out = host.on_identity(personality, cluster_host_ip, now)
+        if host.clstr_ip != old:
+            self._unclaim(old, host)
+            self._claim(host.clstr_ip, host, out)
+        return out
+
+    def sequence_summaries(self, now: float) -> list:
+        """The summary lines of sequence-event windows that ended (the agent asks once a
+        minute, so that no count waits for a next event to be told)."""
+        out: list = []
+        totals = [0, 0, 0, 0]
+        for host in list(self._seq_pending):
+            if not host.sequence_summaries(now, out, self.facts.seq_budget, totals):
+                self._seq_pending.discard(host)
+        if totals[0]:
+            out.append(Log("warning", f"{totals[0]} more sequence events of {totals[3]} host "
+                                      f"networks not logged in {SEQ_LOG_WINDOW_S:g} secs "
+                                      f"(missed {totals[1]} mtcAlive msgs ; {totals[2]} "
+                                      f"out-of-sequence) ; counts in mtce hosts"))
+        return out
+
+    def forget_texts(self) -> None:
+        """A reload may change what makes an mtcAlive valid: every text is parsed again."""
+        for host in self.hosts.values():
+            for n in host.nets:
+                n.text_prefix = None
+
+    def set_pxeboot_ip(self, hostname: str, ip: str | None, now: float):
+        """A host's pxeboot address from dnsmasq.hosts; unknown hosts are ignored."""
+        host = self.hosts.get(hostname)
+        if host is None or (ip or "") == host.pxeboot_ip:
+            return NO_ACTIONS
+        out: list = []
+        self._unclaim(host.pxeboot_ip, host)
+        out.extend(host.set_pxeboot_ip(ip, now))
+        self._claim(host.pxeboot_ip, host, out)
+        return out
+
+    def restore_alarms(self, hostnames: Iterable[str], now: float) -> list:
+        """Active 200.003 alarms found at start; one for a host no longer listed is cleared."""
+        out: list = []
+        for name in hostnames:
+            host = self.hosts.get(name)
+            if host is None:
+                out.append(Log("info", f"{name} not in inventory ; clearing 'mtcAlive' alarm "
+                                       f"({ALARM_MTCALIVE})"))
+                out.append(ClearAlarm(name, ALARM_MTCALIVE))
+            else:
+                out.extend(host.restore_alarm(now))
+        return out
+
+    def apply_settings(self, settings: Settings, now: float) -> None:
+        """New timers after a reload; every host is rescheduled."""
+        self.settings = settings
+        for host in self.hosts.values():
+            host.settings = host.pxe.settings = settings
+            self._woken.append(host)
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _schedule(self, host: HostMonitor) -> None:
+        at = host.next_deadline()
+        if at < host._sched_at:
+            tok = next(self._tok)
+            host._sched_tok, host._sched_at = tok, at
+            heapq.heappush(self._heap, (at, tok, host))
+
+    def _drain_woken(self) -> None:
+        woken = self._woken
+        while woken:
+            host = woken.pop()
+            if host._waker is not None:
+                self._schedule(host)
+
+    def next_offline_at(self) -> float:
+        """The earliest moment a host in an offline audit is due to go offline (INF: none).
+
+        The agent audits on an offline_period grid; it also wakes at this moment, so that
+        offline is declared on time and not up to one grid step late."""
+        return min((h.presence.audit.offline_at for h in self._auditing), default=INF)
+
+    def next_deadline(self) -> float:
+        """When `audit` next has work (INF: none until an event)."""
+        self._drain_woken()
+        heap = self._heap
+        while heap and heap[0][1] != heap[0][2]._sched_tok:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else INF
+
+    def audit(self, now: float) -> list:
+        """Audit the hosts that are due at `now`; actions of all of them."""
+        self._drain_woken()
+        heap = self._heap
+        out: list = []
+        due: list[HostMonitor] = []
+        while heap and heap[0][0] <= now:
+            _, tok, host = heapq.heappop(heap)
+            if tok != host._sched_tok:
+                continue                       # superseded or removed
+            host._sched_tok, host._sched_at = -1, INF
+            actions = host.audit(now)
+            if actions:
+                out.extend(actions)
+            due.append(host)
+        for host in due:                       # after the loop: a host is audited once per call
+            self._schedule(host)
+        self._drain_woken()
+        return out
+
+    def note_stall(self, gap_s: float, now: float) -> list:
+        """The loop noticed it was stalled `gap_s` seconds: fresh windows for every host."""
+        for host in self.hosts.values():
+            host.note_stall(now)
+            self._woken.append(host)
+        return [Log("warning", f"main loop stalled for {gap_s:.1f} secs ; restarting the "
+                               f"mtcAlive audit windows of {len(self.hosts)} hosts")]
+
+    def to_json(self, now: float) -> list:
+        return [host_json(host, now) for host in self.hosts.values()]
