@@ -66,13 +66,19 @@ class Facts:
         self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)
 
 
+def _default(section: str, key: str):
+    """The one home of every default (config.OPTIONS)."""
+    from mtce.config import OPTION_INDEX
+    return OPTION_INDEX[(section, key)].default
+
+
 @dataclass(frozen=True)
 class Settings:
     """Agent timers and facts about the agent itself, converted once to seconds."""
-    online_period_s: float = 7.0
-    offline_period_s: float = 0.1
-    offline_threshold: int = 90
-    pxeboot_window_s: float = 10.0
+    online_period_s: float = float(_default("timeouts", "online_period"))
+    offline_period_s: float = _default("agent", "offline_period") / 1000.0
+    offline_threshold: int = int(_default("agent", "offline_threshold"))
+    pxeboot_window_s: float = float(_default("timeouts", "pxeboot_mtcalive_window"))
     simplex: bool = False
     pxeboot_provisioned: bool = True    # the agent's own pxeboot network
     lost_windows: int = 3               # interface.md §8: mgmt/cluster-host lost after 3 windows

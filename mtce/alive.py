@@ -71,6 +71,7 @@ _UINT32 = 1 << 32
 # The fields an agent needs from an mtcAlive, in one unpack: signature, cmd, parm[0..3].
 _MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
 assert _MTCALIVE_FIELDS.size == HEADER_SIZE
+_MTCALIVE = int(Cmd.MTCALIVE)      # a plain int: compared on the hot path
 _SEQ_KEY = b',"sequence":'
 # What may follow an accepted text's prefix for the next one to be valid as it is: a JSON
 # integer (no leading zero, as json.loads demands), the closing brace and the NUL, nothing
@@ -89,7 +90,7 @@ def mtcalive_fields(data) -> tuple | None:
     if size <= HEADER_SIZE + 2 or size > MSG_SIZE - 1 or data[size - 1] != 0:
         return None
     sig, cmd, uptime, _, flags, seq = _MTCALIVE_FIELDS.unpack_from(data)
-    if sig != SIG_MESSAGE or cmd != 5:
+    if sig != SIG_MESSAGE or cmd != _MTCALIVE:
         return None
     return uptime, flags, seq
 

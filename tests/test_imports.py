@@ -23,6 +23,14 @@ PURE = {
     "mtce.auth": NO_IO | {"time"},        # reads the key file; the clock comes in
     "mtce.status": NO_IO | {"time"},      # stats flag files
     "mtce.schedule": NO_IO | {"os", "time"},
+    "mtce.acts": NO_IO | {"os", "time"},
+    "mtce.seqs": NO_IO | {"os", "time"},
+    "mtce.pxemon": NO_IO | {"os", "time"},
+    "mtce.locks": NO_IO | {"os", "time"},
+    "mtce.offline": NO_IO | {"os", "time"},
+    "mtce.table": NO_IO | {"os", "time"},
+    "mtce.commands": NO_IO | {"os", "time"},
+    "mtce.budget": NO_IO | {"os", "time"},
     "mtce.store": NO_IO | {"time"},       # reads and writes the state files
 }
 

@@ -14,7 +14,7 @@ import pytest
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from mtce import netif
+from mtce import netif, netlink
 from mtce.netif import NetlinkLinks
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -427,7 +427,7 @@ class FakeIPRoute:
 
 
 def test_from_kernel_closes_socket(monkeypatch):
-    monkeypatch.setattr(netif, "iproute_class", lambda: FakeIPRoute)
+    monkeypatch.setattr(netlink, "iproute_class", lambda: FakeIPRoute)
     FakeIPRoute.instances, FakeIPRoute.fail = [], False
     links = NetlinkLinks.from_kernel()
     assert links.get("lo").index == 1
