@@ -1,0 +1,135 @@
+"""`mtce bench`'s targets and its report: what each figure must reach, the table printed,
+and which targets a run met."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BUSY_WARN_PCT = 20.0            # other processes' share of the agent's core worth a warning
+
+
+# -- targets (issue 7) -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    figure: str
+    target: str
+    met: object                 # callable(result) -> bool
+
+
+TARGETS = (
+    Target("agent_rate", "agent mtcAlive fully processed /s", ">= 50,000/s",
+           lambda r: r["agent_rate"] >= 50000),
+    Target("ratio", "agent / bare recvfrom_into loop", ">= 50%",
+           lambda r: r["ratio"] >= 0.5),
+    Target("lost", "lost at sustained rate (sequence numbers)", "0",
+           lambda r: r["lost"] == 0 and r["sustained_offered_rate"] >= 0.98 * r["sustained_rate"]),
+    Target("kernel_drops", "kernel receive-buffer drops, same phase", "0",
+           lambda r: r["kernel_drops"] == 0),
+    Target("cpu_pct_2000_hosts", "agent CPU at steady load", "< 3% of a core",
+           lambda r: r["cpu_pct_2000_hosts"] < 3.0),
+    Target("offline_detect_error", "offline detection, measured - configured",
+           "within one audit period", lambda r: abs(r["offline_detect_error"])
+           <= r["offline_audit_period"]),
+    Target("pxeboot_detect_error", "pxeboot loss (200.003), measured - configured",
+           "within one audit period", lambda r: abs(r["pxeboot_detect_error"])
+           <= r["pxeboot_audit_period"]),
+    Target("false_offline", "hosts falsely declared offline", "0",
+           lambda r: r["false_offline"] == 0),
+    Target("client_rss_mib", "client RSS", "< 25 MiB", lambda r: r["client_rss_mib"] < 25),
+    Target("client_idle_cpu_pct", "client idle CPU", "< 0.1% of a core",
+           lambda r: r["client_idle_cpu_pct"] < 0.1),
+    Target("first_mtcalive", "client start to first mtcAlive", "<= 1.2 s",
+           lambda r: r["first_mtcalive"] <= 1.2),
+    Target("pyz_startup", "zipapp `--version`", "< 150 ms",
+           lambda r: r["pyz_startup"] is not None and r["pyz_startup"] < 0.150),
+)
+
+
+# -- report -----------------------------------------------------------------------------------
+
+CONTRACT_KEYS = ("agent_rate", "baseline_rate", "ratio", "offered_rate", "lost", "kernel_drops",
+                 "cpu_pct_2000_hosts", "offline_detect_error", "pxeboot_detect_error",
+                 "false_offline", "client_rss_mib", "client_idle_cpu_pct", "first_mtcalive",
+                 "pyz_startup", "duration")
+
+
+def met(r: dict) -> dict:
+    return {t.key: bool(t.met(r)) for t in TARGETS}
+
+
+def _measured(key: str, r: dict) -> str:
+    if key == "agent_rate":
+        return (f"{r['agent_rate']:,.0f}/s of {r['offered_rate']:,.0f}/s offered "
+                f"({_bound(r['capacity_lost'])}; agent CPU {r['capacity_agent_cpu_pct']:.0f}%, "
+                f"{r['agent_rate_per_cpu_s'] or 0:,.0f} per CPU-second)")
+    if key == "ratio":
+        return (f"{100 * r['ratio']:.0f}% (bare loop {r['baseline_rate']:,.0f}/s of "
+                f"{r['baseline_offered_rate']:,.0f}/s offered, {_bound(r['baseline_lost'])}; "
+                f"its CPU {r['baseline_cpu_pct']:.0f}%, "
+                f"{r['baseline_rate_per_cpu_s'] or 0:,.0f} per CPU-second)")
+    if key == "lost":
+        return (f"{r['lost']:,} (by sequence {r['lost_by_seq']:,}) of {r['sustained_sent']:,} at "
+                f"{r['sustained_offered_rate']:,.0f}/s for {r['sustained_s']:g} s")
+    if key == "kernel_drops":
+        return f"{r['kernel_drops']:,}"
+    if key == "cpu_pct_2000_hosts":
+        return (f"{r['cpu_pct_2000_hosts']:.2f}% ({r['cpu_s_per_1000']} CPU-s per 1,000 over "
+                f"{r['steady_window_s']:g} s, {r['hosts']} hosts x 3 every {r['period_s']:g} s)")
+    if key == "offline_detect_error":
+        return (f"{r['offline_detect_error']:+.3f} s ({r['offline_detect']:.3f} vs "
+                f"{r['offline_configured']:g}; audit {r['offline_audit_period']:g} s)")
+    if key == "pxeboot_detect_error":
+        return (f"{r['pxeboot_detect_error']:+.3f} s ({r['pxeboot_detect']:.3f} vs "
+                f"{r['pxeboot_configured']:g}; window {r['pxeboot_audit_period']:g} s)")
+    if key == "false_offline":
+        return f"{r['false_offline']} (false pxeboot loss {r['false_pxeboot_loss']})"
+    if key == "client_rss_mib":
+        return f"{r['client_rss_mib']:.1f} MiB (peak {r['client_rss_peak_mib']:.1f})"
+    if key == "client_idle_cpu_pct":
+        return (f"{r['client_idle_cpu_pct']:.3f}% ({r['client_cpu_s_10min']:.2f} CPU-s per 10 "
+                f"min, from a {r['client_idle_sample_s']:g} s sample)")
+    if key == "first_mtcalive":
+        nets = ", ".join(f"{k} {v:.2f}" for k, v in r["first_mtcalive_by_network"].items())
+        return f"{r['first_mtcalive']:.3f} s (first per network: {nets})"
+    if key == "pyz_startup":
+        if r["pyz_startup"] is None:
+            return f"n/a: {r['pyz_startup_note']}"
+        return (f"{1000 * r['pyz_startup']:.0f} ms (bare python "
+                f"{1000 * r['python_startup']:.0f} ms)")
+    return str(r.get(key))
+
+
+def _bound(lost: int) -> str:
+    """Who set the pace: a receiver that lost nothing was held back by the generator."""
+    return f"lost {lost:,}: receiver-bound" if lost else "lost 0: generator-bound"
+
+
+def table(r: dict) -> str:
+    ok = met(r)
+    rows = [("figure", "target", "measured", "met")]
+    for t in TARGETS:
+        rows.append((t.figure, t.target, _measured(t.key, r), "yes" if ok[t.key] else "NO"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [(f"mtce bench: {r['hosts']} simulated hosts, {r['cpus']} CPUs, Python "
+              f"{r['python']}, run took {r['duration']:g} s")]
+    for n, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3])
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  ---")
+    lines.append(f"generator: {r['sustained_generator_cpu_pct']:.0f}% CPU at "
+                 f"{r['sustained_rate']:,}/s, {r['capacity_generator_cpu_pct']:.0f}% flat out "
+                 f"({r['offered_rate']:,.0f}/s); steady schedule at most "
+                 f"{1000 * r['generator_max_late_s']:.0f} ms late")
+    lines.append(f"other processes on the agent's core: steady {r['steady_others_pct']:.0f}%, "
+                 f"sustained {r['sustained_others_pct']:.0f}%, capacity "
+                 f"{r['capacity_others_pct']:.0f}%, bare loop {r['baseline_others_pct']:.0f}%")
+    busiest = max(r[k] for k in ("steady_others_pct", "sustained_others_pct",
+                                  "capacity_others_pct", "baseline_others_pct"))
+    if busiest > BUSY_WARN_PCT:
+        lines.append(f"WARNING: other processes took up to {busiest:.0f}% of the agent's core: "
+                     f"rates, losses and times above are not the agent's own")
+    return "\n".join(lines)
+
+
