@@ -18,28 +18,39 @@ def mac_of(i: int) -> str:
     return f"08:00:27:5e:00:{i + 1:02x}"
 
 
+def personality_of(name: str) -> str:
+    """controller-0 -> controller, storage-0 -> storage, anything else -> worker."""
+    word = name.split("-")[0]
+    return word if word in ("controller", "storage") else "worker"
+
+
 class Cluster:
     """controller-0 at index 0, workers after it. Addresses in one /24 block:
     .1 floating mgmt, .2+ unit mgmt, .4/.5 controller cluster-host, .6/.7 controller pxeboot,
     workers: mgmt .10+i, cluster-host .20+i, pxeboot .30+i."""
 
     def __init__(self, root, workers: int = 2, net: str | None = None, timers=None,
-                 period: float = 1.0, agent_extra: dict | None = None, addrs=None):
+                 period: float = 1.0, agent_extra: dict | None = None, addrs=None,
+                 names=None):
         self.root = str(root)
         self.net = net or loopback_block()
         n = self.net
-        self.names = ["controller-0"] + [f"worker-{i}" for i in range(workers)]
+        # `names`: any hosts, controller-0 first (it runs the agent); personality from the
+        # name's first word (controller-N, worker-N, storage-N).
+        self.names = list(names or ["controller-0"] + [f"worker-{i}" for i in range(workers)])
+        assert self.names[0] == "controller-0", "controller-0 runs the agent"
         self.addrs = addrs or {}
         self.hosts: dict[str, FakeHost] = {}
         for i, name in enumerate(self.names):
-            controller = i == 0
+            unit = int(name.split("-")[1]) if name.startswith("controller-") else None
             a = self.addrs.get(name, {})
             self.hosts[name] = FakeHost(
                 os.path.join(self.root, name), hostname=name, net=n,
-                subfunction="controller" if controller else "worker", mac=mac_of(i),
-                mgmt_ip=a.get("mgmt", n + ("2" if controller else str(9 + i))),
-                cluster_host_ip=a.get("clstr", n + ("4" if controller else str(19 + i))),
-                pxeboot_ip=a.get("pxeboot", n + ("6" if controller else str(29 + i))),
+                subfunction=personality_of(name), mac=mac_of(i),
+                mgmt_ip=a.get("mgmt", n + str(2 + unit if unit is not None else 9 + i)),
+                cluster_host_ip=a.get("clstr", n + str(4 + unit if unit is not None
+                                                       else 19 + i)),
+                pxeboot_ip=a.get("pxeboot", n + str(6 + unit if unit is not None else 29 + i)),
                 period=period, controllers=self.addrs.get("controllers"))
             os.makedirs(os.path.join(self.root, name), exist_ok=True)
         c0 = self.controller
@@ -74,8 +85,7 @@ class Cluster:
         for name, h in self.hosts.items():
             if name in skip:
                 continue
-            personality = "controller" if name.startswith("controller") else "worker"
-            out += [f"[{name}]", f"personality = {personality}",
+            out += [f"[{name}]", f"personality = {personality_of(name)}",
                     f"mgmt_mac = {h.mac}", f"mgmt_ip = {h.mgmt_ip}",
                     f"cluster_host_ip = {h.cluster_host_ip}",
                     f"administrative = {admin.get(name, 'unlocked')}", ""]

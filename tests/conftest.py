@@ -7,6 +7,7 @@ Tests that need root or network namespaces fail instead of skipping under CI=tru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shlex
@@ -39,6 +40,70 @@ elif REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- no test may hang: a per-test time limit, and a sweep of what killed runs left ------------
+
+def pytest_addoption(parser):
+    parser.addini("test_timeout", "seconds each test phase (setup, call, teardown) may take; "
+                  "@pytest.mark.timeout(s) changes it for one test", default="120")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout(seconds): this test's own time limit")
+
+
+def pytest_sessionstart(session):
+    import sweep
+    for what in sweep.sweep():
+        sys.stderr.write(f"conftest: removed a stale {what}\n")
+
+
+class TestTimedOut(Exception):
+    """A test phase ran past its limit (raised from SIGALRM in the main thread)."""
+
+
+def _limit(item) -> float:
+    mark = item.get_closest_marker("timeout")
+    if mark:
+        return float(mark.args[0])
+    return float(item.config.getini("test_timeout"))
+
+
+@contextlib.contextmanager
+def _time_limit(item, phase: str):
+    limit = _limit(item)
+
+    def expire(signum, frame):
+        import faulthandler
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        raise TestTimedOut(f"{item.nodeid}: {phase} ran past {limit:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _time_limit(item, "setup"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _time_limit(item, "the test"):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with _time_limit(item, "teardown"):
+        yield
 
 
 def need(condition: bool, why: str) -> None:

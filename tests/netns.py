@@ -14,15 +14,17 @@ import shutil
 import subprocess
 
 from conftest import need
+from sweep import namespace_name
 
 
 def require_netns() -> None:
     need(os.geteuid() == 0, "needs root for network namespaces")
     need(shutil.which("ip") is not None, "needs iproute2 (ip)")
-    probe = f"mtce-probe-{os.getpid()}-{random.randint(0, 99999)}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    probe = namespace_name("probe", str(random.randint(0, 99999)))
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True,
+                       timeout=20)
     need(r.returncode == 0, f"ip netns add failed: {r.stderr.strip()}")
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=20)
 
 
 def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,7 +43,7 @@ class Topology:
         self.namespaces: list[str] = []
 
     def ns(self, short: str) -> str:
-        name = f"mtce-{short}-{self.tag}"
+        name = namespace_name(short, self.tag)
         ip("netns", "add", name)
         self.namespaces.append(name)
         ip("link", "set", "lo", "up", ns=name)
@@ -86,9 +88,8 @@ class Topology:
 
     def close(self) -> None:
         for name in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "pids", name], capture_output=True)
             pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                  text=True).stdout.split()
+                                  text=True, timeout=20).stdout.split()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)

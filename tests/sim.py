@@ -10,6 +10,7 @@ address can be spoofed; nothing binds a real port or sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -18,10 +19,11 @@ from conftest import loopback_block
 
 from mtce import agent as agent_mod
 from mtce import client as client_mod
-from mtce import config, netif
+from mtce import alive, config, netif
 from mtce.clock import FakeClock
 from mtce.fakenet import FakeNetwork
 from mtce.loop import Loop
+from mtce.states import Cmd, Net
 
 
 class Capture(logging.Handler):
@@ -62,10 +64,11 @@ class Sim:
 
     def __init__(self, root, workers: int = 2, timers=None, agent_extra: dict | None = None,
                  client_extra: dict | None = None, period: float = 1.0, clients=None,
-                 level: int = logging.INFO, agent: bool = True, net: str | None = None):
+                 level: int = logging.INFO, agent: bool = True, net: str | None = None,
+                 names=None):
         self.files = Cluster(root, workers=workers, net=net or loopback_block(),
                              timers=timers or FAST_TIMERS, agent_extra=agent_extra,
-                             period=period)
+                             period=period, names=names)
         for host in self.files.hosts.values():
             for section, kv in (client_extra or {}).items():
                 host.values.setdefault(section, {}).update(kv)
@@ -183,3 +186,79 @@ class Sim:
             self.agent.stop()
         self.loop.close()
         self.net.close()
+
+
+@contextlib.contextmanager
+def sims(tmp_path, **defaults):
+    """For a fixture: `make(**kw)` builds a Sim (with `defaults`); at the end every one is
+    stopped, and a traceback any of them caught fails the test."""
+    made = []
+
+    def make(**kw):
+        s = Sim(tmp_path / f"sim{len(made)}", **{**defaults, **kw})
+        made.append(s)
+        return s
+
+    yield make
+    errors = []
+    for s in made:
+        errors += s.errors()
+        s.stop()
+    assert not errors, errors
+
+
+# -- the test as the agent, for a Sim of clients alone ---------------------------------------------
+
+CLIENT_PORT = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
+AGENT_PORT = {Net.MGMT: 2101, Net.CLSTR: 2101, Net.PXEBOOT: 2102}
+
+
+class Controller:
+    """The test as the agent, talking to worker-0's client over the FakeNetwork."""
+
+    def __init__(self, s: Sim, name: str = "worker-0"):
+        self.s, self.name = s, name
+        self.host = s.files.host(name)
+        c = s.files.controller
+        self.src = {Net.MGMT: c.c_mgmt[0], Net.CLSTR: c.c_clstr[0], Net.PXEBOOT: c.c_pxeboot[0]}
+
+    def dest(self, net: Net) -> tuple:
+        h = self.host
+        return ({Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip,
+                 Net.PXEBOOT: h.pxeboot_ip}[net], CLIENT_PORT[net])
+
+    def command(self, net: Net, cmd: int, *, src=None, mac=None, num=0, parm=(), data=None):
+        sent = alive.command(cmd, mac or self.host.mac, data or alive.default_data(
+            self.src[Net.MGMT], net), num=num, parm=parm)
+        self.send(net, sent, src)
+        return sent
+
+    def send(self, net: Net, data: bytes, src=None) -> None:
+        self.s.net.transmit(data, (src or self.src[net], 41000), self.dest(net))
+        self.s.settle()
+
+    def request(self, info: dict, src=None) -> None:
+        """An mtcAlive request over pxeboot with this pxebootInfo."""
+        self.command(Net.PXEBOOT, Cmd.REQ_MTCALIVE, src=src, data=alive.pxeboot_info(
+            info.get("controller", ""), info.get("controller-0", ""),
+            info.get("controller-1", "")))
+
+    def to_agent(self, addr: str, net: Net) -> list:
+        return [d for d in self.s.net.sent + self.s.net.lost
+                if d.dst == (addr, AGENT_PORT[net]) and d.src[0] in (
+                    self.host.mgmt_ip, self.host.cluster_host_ip, self.host.pxeboot_ip)]
+
+    def acks(self, addr: str, net: Net) -> list:
+        return [alive.decode(d.data) for d in self.to_agent(addr, net)
+                if d.data[:17] == alive.SIG_CMD_RSP]
+
+    def listen(self, *addrs) -> None:
+        """Bind the agent's receive addresses, so that what goes there is recorded as sent."""
+        for addr, port in addrs:
+            if (addr, port) not in self.s.net.bound:
+                self.s.net.udp(addr, port)
+
+
+def log(s, name="worker-0") -> Capture:
+    """What one daemon of a Sim logged."""
+    return s.captures[name]

@@ -59,5 +59,5 @@ def test_version_does_not_import_pyroute2_or_the_daemons():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('pyroute2', 'daemon', 'lockfile', 'configobj')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, env={"PYTHONPATH": ":".join(sys.path)}).stdout
+                         cwd=REPO, env={"PYTHONPATH": ":".join(sys.path)}, timeout=60).stdout
     assert out.strip().splitlines()[-1] == "[]"

@@ -203,7 +203,7 @@ def test_garbage_and_spoofed_datagrams_change_nothing(lab, mtce_cmd):
 
     def counted():
         st = json.loads(subprocess.run(mtce_cmd + ["hosts", "--json", "-c", c.agent_ini],
-                                       capture_output=True, text=True).stdout)
+                                       capture_output=True, text=True, timeout=20).stdout)
         return st
     hosts = wait_until(counted, 10)
     w0 = {h["hostname"]: h for h in hosts}["worker-0"]

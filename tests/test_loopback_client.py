@@ -14,7 +14,7 @@ from peer import AgentPeer
 
 pytestmark = pytest.mark.loopback
 
-LOCKED, UNLOCKED, REBOOT, RESET, LAZY_REBOOT, REQ_MTCALIVE = 13, 24, 2, 4, 20, 6
+LOOPBACK, LOCKED, UNLOCKED, REBOOT, RESET, LAZY_REBOOT, REQ_MTCALIVE = 1, 13, 24, 2, 4, 20, 6
 I_AM_LOCKED = 0x8
 
 
@@ -129,12 +129,12 @@ def test_command_for_another_mac_is_ignored(cluster):
     peer.command("mgmt", LOCKED, mac="08:00:27:00:00:99", num=1, parm=(1,))
     client.wait_log("locked msg req command from Mgmnt network not for this host "
                     f"(exp:{host.mac} det:08:00:27:00:00:99) ; ignoring ...")
-    peer.drain(0.5)
-    assert not peer.of("ack")
     assert not os.path.exists(os.path.join(host.paths["run_dir"], ".node_locked"))
-    # Upper-case MAC text is the same host (contract §8: compared case-insensitively).
-    peer.command("mgmt", LOCKED, mac=host.mac.upper(), num=1, parm=(1,))
+    # Upper-case MAC text is the same host (contract §8: compared case-insensitively). Its ACK
+    # is also the marker: the one before it was read and not ACKed.
+    peer.command("mgmt", LOOPBACK, mac=host.mac.upper())
     peer.wait_for(lambda: peer.of("ack", "mgmt"), what="ACK for the upper-case MAC")
+    assert [a.cmd for a in peer.of("ack")] == [LOOPBACK]
 
 
 def test_reboot_over_three_networks_acks_each_and_acts_once(cluster):
@@ -217,40 +217,15 @@ def test_mgmt_transmit_fit_file_stops_mgmt_until_removed(cluster):
     client.wait_log("failed to init 'management tx' socket (rc:1)")
     peer.drain(0.3)
     n = len(peer.of("mtcalive", "mgmt"))
-    peer.drain(2.5)
+    # Two more ticks (their cluster-host mtcAlive arrive) without a mgmt one.
+    k = len(peer.of("mtcalive", "cluster-host"))
+    peer.wait_for(lambda: len(peer.of("mtcalive", "cluster-host")) >= k + 4, what="two ticks")
     assert len(peer.of("mtcalive", "mgmt")) == n, "no mgmt mtcAlive while the fit file exists"
     os.unlink(os.path.join(fit, "mgmnt_txsock"))
     got = peer.wait_for(lambda: peer.of("mtcalive", "mgmt")[n:], what="mgmt back")
     # Sequence numbers were consumed while the socket was down: the agent sees a gap.
     assert got[0].parm[3] > peer.of("mtcalive", "mgmt")[n - 1].parm[3] + 1
     peer.errors = [e for e in peer.errors if "mgmt: sequence" not in e]
-
-
-def test_pxeboot_receive_fit_file_kills_reception_until_removed(cluster):
-    host, peer, client = cluster()
-    peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="running")
-    peer.request_mtcalive()
-    peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot learned")
-    fit = os.path.join(host.paths["run_dir"], "fit")
-    os.makedirs(fit)
-    open(os.path.join(fit, "pxeboot_rxsock"), "w").close()
-    client.wait_log("fault insertion: closing pxeboot_rx socket")
-    client.wait_log("calling setup_pxeboot_rx_socket (auto-recovery)")
-    # Periodic pxeboot mtcAlive keeps flowing; requests are no longer received.
-    n = len(peer.of("mtcalive", "pxeboot"))
-    peer.drain(2.2)
-    assert len(peer.of("mtcalive", "pxeboot")) > n
-    peer.request_mtcalive(c1=host.net + "8")
-    peer.drain(1.2)
-    assert f"controller-1 pxeboot ip: {host.net}8" not in client.text()
-    os.unlink(os.path.join(fit, "pxeboot_rxsock"))
-    client.wait_log("setup pxeboot receive socket on", count=3)
-
-    def learned():
-        peer.request_mtcalive(c1=host.net + "8")
-        return f"controller-1 pxeboot ip: {host.net}8 ; change from" in client.text()
-
-    wait_until(learned, 10, interval=0.5, what="a request received again")
 
 
 def test_sigterm_exits_zero_and_removes_the_pidfile(cluster):
@@ -330,7 +305,9 @@ def test_pxeboot_gates(cluster, daemons, case):
     client = daemons("client", host.ini)
     peer.wait_for(lambda: len(peer.of("mtcalive", "mgmt")) >= 2, what="mgmt mtcAlive")
     peer.request_mtcalive()
-    peer.drain(1.5)
+    # Two more ticks: a pxeboot mtcAlive would go out in the same tick, before the mgmt one.
+    n = len(peer.of("mtcalive", "mgmt"))
+    peer.wait_for(lambda: len(peer.of("mtcalive", "mgmt")) >= n + 2, what="two ticks")
     assert not peer.of("mtcalive", "pxeboot")
     assert "setup pxeboot receive socket" not in client.text()
     if case == "simplex":
@@ -412,31 +389,3 @@ def test_without_f_the_client_detaches_logs_to_its_file_and_stops_on_sigterm(fak
         assert "SIGTERM: exiting" in host.log_text()
     finally:
         peer.close()
-
-
-@pytest.mark.slow
-def test_every_socket_fault_insertion_file_then_recovery(cluster):
-    host, peer, client = cluster()
-    peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="running")
-    peer.request_mtcalive()
-    peer.wait_for(lambda: peer.of("mtcalive", "pxeboot"), what="pxeboot learned")
-    fit = os.path.join(host.paths["run_dir"], "fit")
-    os.makedirs(fit)
-    names = {"mgmnt_rxsock": "mgmt_rx", "mgmnt_txsock": "mgmt_tx", "clstr_rxsock": "clstr_rx",
-             "clstr_txsock": "clstr_tx", "pxeboot_rxsock": "pxeboot_rx",
-             "pxeboot_txsock": "pxeboot_tx"}
-    setup = {"mgmt_rx": "mgmt_rx", "mgmt_tx": "mgmt_tx", "clstr_rx": "clstr_rx",
-             "clstr_tx": "clstr_tx_sockets", "pxeboot_rx": "pxeboot_rx",
-             "pxeboot_tx": "pxeboot_tx"}
-    for fname, sock in names.items():
-        path = os.path.join(fit, fname)
-        open(path, "w").close()
-        client.wait_log(f"fault insertion: closing {sock} socket (fit/{fname})")
-        client.wait_log(f"calling setup_{setup[sock]}_socket (auto-recovery)")
-        os.unlink(path)
-        # Back to sending on every network with the file gone.
-        n = {net: len(peer.of("mtcalive", net)) for net in ("mgmt", "cluster-host", "pxeboot")}
-        peer.wait_for(lambda n=n: all(len(peer.of("mtcalive", net)) > n[net] for net in n),
-                      timeout=10, what=f"every network back after fit/{fname}")
-    assert client.proc.poll() is None
-    peer.errors = [e for e in peer.errors if ": sequence " not in e]

@@ -61,6 +61,7 @@ def test_a_stalled_agent_gives_hosts_a_fresh_window_and_counts_kernel_drops(
 
 
 def test_agent_fit_files_close_its_sockets_until_removed(tmp_path, daemons, mtce_cmd):
+    """One file on real sockets; every file is in test_sim_agent (in-process)."""
     c = start(Cluster(tmp_path / "c", workers=1), daemons)
     wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
     fit = os.path.join(c.controller.paths["run_dir"], "fit")
@@ -89,7 +90,6 @@ def test_kill_9_at_random_moments_then_restart(tmp_path, daemons, mtce_cmd):
         proc = c.agent if victim == "agent" else c.clients[victim]
         proc.proc.kill()
         proc.proc.wait(5)
-        restarted = time.monotonic()
         if victim == "agent":
             c.agent = daemons("agent", c.agent_ini, name=f"agent-{round_}")
             c.agent.wait_log("removed stale pidfile")
@@ -99,7 +99,6 @@ def test_kill_9_at_random_moments_then_restart(tmp_path, daemons, mtce_cmd):
         # Back within a few windows; no host declared offline by the restarted agent.
         wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3,
                    what=f"all ok after kill -9 of {victim} (round {round_})")
-        assert time.monotonic() - restarted < 20
         assert "going offline" not in c.agent.text(), f"round {round_}: false offline"
         for h in hosts_json(mtce_cmd, c).values():
             for name, net in h["networks"].items():
@@ -131,23 +130,3 @@ def test_repeated_sighup_under_load_loses_nothing(tmp_path, daemons, mtce_cmd):
     h = wait_until(done, 10, what="the 6,000th mtcAlive")
     assert h["networks"]["mgmt"]["missed"] == 0 and h["networks"]["mgmt"]["out_of_sequence"] == 0
     assert c.agent.text().count("SIGHUP: reloading") == 10
-
-
-def test_every_agent_socket_fault_insertion_file_then_recovery(tmp_path, daemons, mtce_cmd):
-    c = start(Cluster(tmp_path / "c", workers=1), daemons)
-    wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
-    fit = os.path.join(c.controller.paths["run_dir"], "fit")
-    os.makedirs(fit, exist_ok=True)
-    for sock in ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboot_tx"):
-        fname = "agent_" + sock.replace("mgmt", "mgmnt") + "sock"
-        open(os.path.join(fit, fname), "w").close()
-        c.agent.wait_log(f"fault insertion: closing {sock} socket (fit/{fname})")
-        c.agent.wait_log(f"failed to init '{sock}' socket (rc:1) (fit/{fname})")
-        os.unlink(os.path.join(fit, fname))
-        # Re-created on the next retry; every host is heard on every network again.
-        marker = len(c.agent.text())
-        wait_until(lambda m=marker: "Listening On" in c.agent.text()[m:] if sock.endswith("rx")
-                   else True, 10, what=f"{sock} bound again")
-        wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3,
-                   what=f"all ok after fit/{fname}")
-    assert c.agent.proc.poll() is None

@@ -60,11 +60,11 @@ def test_signed_cluster_works_and_an_unsigned_client_is_not_heard(tmp_path, daem
         daemons("client", c.host(name).ini, name=name)
     wait_until(lambda: all_ok(mtce_cmd, c, ["controller-0", "worker-0"]), 20, interval=0.3,
                what="the signed hosts ok on every network")
-    time_ = time.monotonic()
-    while time.monotonic() - time_ < 3:
-        time.sleep(0.3)
+    # The marker that the agent read worker-1's untagged mtcAlive (and dropped them).
+    agent.wait_log("no authentication tag")
     w1 = hosts_json(mtce_cmd, c)["worker-1"]
     assert w1["availability"] == "offline", "require = yes drops untagged mtcAlive"
+    assert {n["last_seq"] for n in w1["networks"].values()} == {0}
     text = agent.text()
     assert "message authentication on: 1 key(s), signing with k1 ; require yes" in text
     assert 1 <= text.count("no authentication tag") <= 3
@@ -88,9 +88,18 @@ def test_rotation_in_steps_without_a_lost_message(tmp_path, daemons, mtce_cmd):
     for step in ((K1, K2), (K2, K1), (K2,)):
         for name in c.names:
             write_keys(keyfiles[name], *step)
-        for p in procs.values():
+        seen = {n: h["networks"]["mgmt"]["last_seq"] for n, h in hosts_json(mtce_cmd, c).items()}
+        for name, p in procs.items():
+            reloads = p.text().count("SIGHUP: reloading")
             p.signal(signal.SIGHUP)
-        time.sleep(1.5)
+            p.wait_log("SIGHUP: reloading", count=reloads + 1)
+
+        def two_more():
+            # Two mtcAlive of every host taken since the reload: signed with the new keys.
+            hosts = hosts_json(mtce_cmd, c)
+            return hosts if all(hosts[n]["networks"]["mgmt"]["last_seq"] >= seen[n] + 2
+                                for n in c.names) else None
+        wait_until(two_more, 10, interval=0.2, what=f"mtcAlive with the keys of step {step}")
         hosts = all_ok(mtce_cmd, c)
         assert hosts, f"a host went lost or offline during step {step}"
     assert "authentication tag does not verify" not in procs["agent"].text()
@@ -138,6 +147,8 @@ def test_commands_from_a_non_controller_address_are_refused(fakehost, daemons):
         intruder.sendto(peer.command_bytes(2, "{}"), (host.pxeboot_ip, 2119))
         intruder.close()
         client.wait_log(f"locked msg command from {host.net}66 on Mgmnt network refused: "
+                        "not a controller address")
+        client.wait_log(f"reboot command from {host.net}66 on Pxeboot network refused: "
                         "not a controller address")
         peer.drain(0.5)
         assert not peer.of("ack")

@@ -16,85 +16,10 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from mtce import netif, netlink
 from mtce.netif import NetlinkLinks
+from sysnet import NICS, bond, build_netlink, build_sysfs, vlan
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-
-
-# --------------------------------------------------------------------------------------------
-# Topologies, rendered either as a sysfs tree (no netlink) or as netlink messages plus a sysfs
-# tree that holds only what netlink lacks (bonding/mode).
-#
-# Per interface: index, kind ("vlan"/"bond"/""), link (vlan lower ifindex), mode (None: no
-# file), slaves (None: no file), uevent (False: sysfs has no uevent and netlink does not know
-# it), iflink ("auto", "missing", "dir").
-
-NICS = {"enp0s8": {"index": 2}, "enp0s9": {"index": 3}, "enp0s10": {"index": 6}}
-
-
-def bond(slaves=("enp0s8", "enp0s9"), mode="802.3ad 4", **extra):
-    return {"index": 4, "kind": "bond", "mode": mode,
-            "slaves": None if slaves is None else list(slaves), **extra}
-
-
-def vlan(link, **extra):
-    return {"index": 5, "kind": "vlan", "link": link, **extra}
-
-
-def build_sysfs(root: Path, topo: dict) -> tuple[str, NetlinkLinks]:
-    for name, spec in topo.items():
-        d = root / name
-        d.mkdir(parents=True)
-        (d / "ifindex").write_text(f"{spec['index']}\n")
-        if spec.get("uevent", True):
-            devtype = {"vlan": "DEVTYPE=vlan\n", "bond": "DEVTYPE=bond\n"}.get(
-                spec.get("kind", ""), "")
-            (d / "uevent").write_text(f"{devtype}INTERFACE={name}\nIFINDEX={spec['index']}\n")
-        iflink = spec.get("iflink", "auto")
-        if spec.get("kind") == "vlan" and iflink == "auto":
-            (d / "iflink").write_text(f"{spec['link']}\n")
-        elif iflink == "dir":
-            (d / "iflink").mkdir()
-        elif iflink not in ("auto", "missing"):
-            (d / "iflink").write_text(iflink)
-        if spec.get("kind") == "bond":
-            (d / "bonding").mkdir()
-            if spec.get("mode") is not None:
-                (d / "bonding" / "mode").write_text(spec["mode"] + "\n")
-            if spec.get("slaves") is not None:
-                (d / "bonding" / "slaves").write_text(" ".join(spec["slaves"]) + "\n")
-    return str(root), NetlinkLinks([])
-
-
-def build_netlink(root: Path, topo: dict) -> tuple[str, NetlinkLinks]:
-    root.mkdir(parents=True, exist_ok=True)
-    masters = {}
-    for name, spec in topo.items():
-        for slave in spec.get("slaves") or ():
-            masters[slave] = spec["index"]
-    msgs = []
-    for name, spec in topo.items():
-        if not spec.get("uevent", True):
-            # unknown to netlink: sysfs names its index, nothing more
-            (root / name).mkdir()
-            (root / name / "ifindex").write_text(f"{spec['index']}\n")
-            continue
-        m = ifinfmsg()
-        m["index"] = spec["index"]
-        attrs = [("IFLA_IFNAME", name), ("IFLA_OPERSTATE", "UP"),
-                 ("IFLA_ADDRESS", f"08:00:27:AA:00:{spec['index']:02X}")]
-        if spec.get("kind") == "vlan" and spec.get("iflink", "auto") == "auto":
-            attrs.append(("IFLA_LINK", spec["link"]))
-        if name in masters:
-            attrs.append(("IFLA_MASTER", masters[name]))
-        if spec.get("kind"):
-            attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", spec["kind"])]}))
-        m["attrs"] = attrs
-        msgs.append(m)
-        if spec.get("kind") == "bond" and spec.get("mode") is not None:
-            (root / name / "bonding").mkdir(parents=True)
-            (root / name / "bonding" / "mode").write_text(spec["mode"] + "\n")
-    return str(root), NetlinkLinks(msgs)
 
 
 @pytest.fixture(params=["sysfs", "netlink"])
@@ -451,14 +376,14 @@ def test_iproute_without_the_package_init_in_a_fresh_process():
             "print(links.get('lo') is not None, 'pyroute2.ndb' in sys.modules, "
             "'sqlite3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONPATH": ":".join(sys.path)})
+                         env={"PYTHONPATH": ":".join(sys.path)}, timeout=60)
     assert out.stdout.split() == ["True", "False", "False"], out.stderr
 
 
 def test_import_does_not_load_pyroute2():
     code = "import sys, mtce.netif; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
 
 

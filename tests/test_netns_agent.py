@@ -183,7 +183,7 @@ def test_ten_thousand_mtcalive_at_burst_rate_are_all_processed(netlab, mtce_cmd)
     h = wait_until(done, 15, what="the 10,000th mtcAlive")
     mgmt = h["networks"]["mgmt"]
     assert mgmt["missed"] == 0 and mgmt["out_of_sequence"] == 0, mgmt
-    assert mgmt.get("received", 10000) >= 10000
+    assert mgmt["received"] >= 10000, "every one of the burst counted"
     added = c.agent.text().count("\n") - lines_before
     assert added < 40, f"{added} log lines for a 10,000 message burst"
 

@@ -52,10 +52,8 @@ def test_a_flapping_link_recovers_within_5_s_and_the_others_stay_ok(netlab, mtce
             assert all(st[o] == "ok" for o in others), f"cycle {cycle}: false loss {st}"
             time.sleep(0.2)
         c.topo.link(ns, iface, "up")
-        up = time.monotonic()
         wait_until(lambda: fresh(mtce_cmd, c, "worker-0", net), 5, interval=0.1,
                    what=f"{net} mtcAlive within 5 s of link up (cycle {cycle})")
-        assert time.monotonic() - up < 5
     text = c.clients["worker-0"].text()
     assert "Traceback" not in text
     assert "network change" in text, "recovery was driven by netlink"
@@ -71,10 +69,8 @@ def test_an_address_removed_and_readded_recovers_within_5_s(netlab, mtce_cmd):
     client.wait_log(f"{w0.mgmt_ip} is gone from this host ; mgmt_rx socket closed")
     time.sleep(1.0)
     c.topo.addr(ns, "eth0", w0.mgmt_ip + "/24")
-    back = time.monotonic()
     wait_until(lambda: fresh(mtce_cmd, c, "worker-0", "mgmt", 1.0), 5, interval=0.1,
                what="mgmt mtcAlive within 5 s of the address returning")
-    assert time.monotonic() - back < 5
     client.wait_log("calling setup_mgmt_rx_socket (auto-recovery)")
     h, st = states(mtce_cmd, c, "worker-0")
     assert st["cluster-host"] == "ok" and st["pxeboot"] == "ok"
@@ -111,10 +107,8 @@ def test_the_floating_address_leaving_and_returning(netlab, mtce_cmd):
     c.agent.wait_log(f"{M}1 is gone from this host ; mgmt_rx socket closed until it returns")
     time.sleep(1.0)
     c.topo.addr(ns, "eth0", M + "1/24")
-    back = time.monotonic()
     c.agent.wait_log(f"Listening On: 'mtc client receive' socket {M}1:2101", count=2,
                      timeout=5)
-    assert time.monotonic() - back < 5
     wait_until(lambda: fresh(mtce_cmd, c, "worker-0", "mgmt", 1.0), 5, interval=0.1,
                what="mgmt heard again")
     h, st = states(mtce_cmd, c, "worker-0")

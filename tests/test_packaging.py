@@ -132,7 +132,7 @@ def test_pyz_version_starts_fast(pyz):
     for _ in range(7):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-I", "-S", pyz, "--version"], check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, timeout=30)
         times.append(time.perf_counter() - t)
     assert statistics.median(times) < 0.150, times
 
@@ -220,7 +220,7 @@ def test_init_script_is_lsb_and_has_every_action(name):
     path = os.path.join(REPO, "debian", "init.d", name)
     text = open(path, encoding="utf-8").read()
     assert os.access(path, os.X_OK)
-    subprocess.run(["sh", "-n", path], check=True)
+    subprocess.run(["sh", "-n", path], check=True, timeout=30)
     header = text[text.index("### BEGIN INIT INFO"):text.index("### END INIT INFO")]
     assert f"# Provides:          {name}\n" in header
     for field in ("Required-Start", "Required-Stop", "Default-Start", "Default-Stop",
@@ -249,7 +249,7 @@ def test_systemd_unit_is_notify_and_stops_on_config_errors(unit):
 def test_maintainer_scripts_parse():
     for name in ("preinst", "postinst", "prerm", "postrm"):
         path = os.path.join(REPO, "debian", f"mtce.{name}")
-        subprocess.run(["sh", "-n", path], check=True)
+        subprocess.run(["sh", "-n", path], check=True, timeout=30)
         assert "#DEBHELPER#" in open(path, encoding="utf-8").read()
 
 
@@ -266,7 +266,8 @@ DEB = os.environ.get("MTCE_DEB")
 
 if DEB:
     def dpkg_deb(*args) -> bytes:
-        return subprocess.run(["dpkg-deb", *args, DEB], check=True, capture_output=True).stdout
+        return subprocess.run(["dpkg-deb", *args, DEB], check=True, capture_output=True,
+                              timeout=120).stdout
 
     @pytest.fixture(scope="module")
     def data():
@@ -275,7 +276,7 @@ if DEB:
     @pytest.fixture(scope="module")
     def control(tmp_path_factory):
         where = tmp_path_factory.mktemp("control")
-        subprocess.run(["dpkg-deb", "-e", DEB, str(where)], check=True)
+        subprocess.run(["dpkg-deb", "-e", DEB, str(where)], check=True, timeout=120)
         return where
 
     def test_deb_is_named_and_versioned_from_the_tree():

@@ -32,3 +32,79 @@ def test_the_guard_refuses_an_ini_without_actions(tmp_path):
                    "failsafe = true\n")
     with pytest.raises(AssertionError, match="systemctl"):
         assert_harmless(str(ini))
+
+
+# -- no test may hang (issue 12) -----------------------------------------------------------------
+
+def _calls_without_timeout(path: str) -> list[str]:
+    """`subprocess.run/call/check_*` and argument-less `.wait()`/`.communicate()` calls that
+    name no timeout: any of them can hang a test run for ever."""
+    import ast
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name, base = node.func.attr, node.func.value
+        kwargs = {k.arg for k in node.keywords}
+        if "timeout" in kwargs:
+            continue
+        if name in ("run", "call", "check_call", "check_output") and \
+                isinstance(base, ast.Name) and base.id == "subprocess":
+            found.append(f"{path}:{node.lineno}: subprocess.{name}")
+        elif name in ("wait", "communicate") and not node.args:
+            found.append(f"{path}:{node.lineno}: .{name}()")
+    return found
+
+
+def test_every_subprocess_call_has_a_timeout():
+    import glob
+    import os
+    from conftest import REPO
+    files = sorted(glob.glob(os.path.join(REPO, "tests", "*.py"))
+                   + glob.glob(os.path.join(REPO, "mtce", "*.py"))
+                   + glob.glob(os.path.join(REPO, "tools", "*.py")))
+    assert len(files) > 20
+    offenders = [c for path in files for c in _calls_without_timeout(path)]
+    assert offenders == []
+
+
+def test_the_timeout_check_sees_a_call_without_one(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import subprocess\nsubprocess.run(['true'])\np.wait()\n"
+                   "subprocess.run(['true'], timeout=5)\np.wait(3)\n")
+    assert [c.split(": ", 1)[1] for c in _calls_without_timeout(str(bad))] == \
+        ["subprocess.run", ".wait()"]
+
+
+def test_a_test_that_runs_too_long_is_stopped_with_a_failure():
+    import time
+    from types import SimpleNamespace
+    from conftest import TestTimedOut, _time_limit
+    mark = SimpleNamespace(args=(0.2,))
+    item = SimpleNamespace(nodeid="tests/x.py::t", get_closest_marker=lambda name: mark,
+                           config=None)
+    started = time.monotonic()
+    with pytest.raises(TestTimedOut, match=r"tests/x.py::t: the test ran past 0.2 s"):
+        with _time_limit(item, "the test"):
+            for _ in range(100):        # bounded: 5 s at most if the limit did not work
+                time.sleep(0.05)
+    assert time.monotonic() - started < 2
+
+
+def test_the_session_sweep_touches_only_what_is_stale():
+    import os
+    import subprocess
+    import sweep
+    dead = subprocess.Popen(["true"])
+    dead.wait(10)
+    names = [f"mtce-t{dead.pid}-worker-0-1", f"mtce-t{os.getpid()}-worker-0-2",
+             "mtce-lab-abc_1234-controller-0", "mtce-lab-live5678-sw", "other-ns"]
+    assert sweep.stale_namespaces(names, {"mtce-lab-live5678"}) == \
+        [f"mtce-t{dead.pid}-worker-0-1", "mtce-lab-abc_1234-controller-0"]
+    ini = "/tmp/pytest-of-root/pytest-3/test_x0/host/mtc.ini"
+    assert sweep.stale_daemon(1, ["python3", "/r/mtce.py", "client", "-c", ini, "-f"])
+    assert not sweep.stale_daemon(4242, ["python3", "/r/mtce.py", "client", "-c", ini])
+    assert not sweep.stale_daemon(1, ["/usr/bin/mtce", "agent", "-c", "/etc/mtc.ini"])
+    assert not sweep.stale_daemon(1, ["sleep", "-c", ini])

@@ -12,9 +12,13 @@ import socket
 import pytest
 
 import soak
-from mtce import alive, ctl, hosts
+from cluster import Cluster
+from mtce import agent as agent_mod
+from mtce import alive, config, ctl, hosts, transport
+from mtce.clock import FakeClock
+from mtce.loop import Loop
 from mtce.states import Cmd, Net
-from sim import Sim
+from sim import daemon_logger, sims
 
 AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
 CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
@@ -22,18 +26,8 @@ CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
 
 @pytest.fixture
 def sim(tmp_path):
-    made = []
-
-    def make(**kw):
-        s = Sim(tmp_path / f"sim{len(made)}", **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        errors = s.errors()
-        s.stop()
-        assert not errors, errors
+    with sims(tmp_path) as make:
+        yield make
 
 
 def ident(sim, name):
@@ -470,3 +464,104 @@ def test_item10_a_large_host_table_is_sent_without_blocking_the_loop(tmp_path):
     finally:
         server.close()
         loop.close()
+
+
+# -- the agent's fault-insertion files (docs/design.md: the client's names, `agent_` first) --------
+
+AGENT_FIT = ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboot_tx")
+
+
+@pytest.mark.parametrize("sock", AGENT_FIT)
+def test_every_agent_fit_file_closes_its_socket_until_removed_then_all_recover(sim, sock):
+    """The file closes that socket and fails its set-up with the client's words (client.md
+    §6.3: `failed to init '<x>' socket (rc:1)`) while it exists: a receive file makes that
+    network of every host go lost while the others stay ok; once it is removed the socket
+    is re-created and every host is ok on every network again, the agent still running."""
+    s = sim(workers=1).start()
+    s.run_until(s.all_ok, 10, what="all ok")
+    fname = "agent_" + sock.replace("mgmt", "mgmnt") + "sock"
+    fit = os.path.join(s.path("controller-0", "run_dir"), "fit", fname)
+    os.makedirs(os.path.dirname(fit), exist_ok=True)
+    open(fit, "w").close()
+    s.run_until(lambda: s.agent_capture.count(f"fault insertion: closing {sock} socket "
+                                              f"(fit/{fname})"), 3, what="closed")
+    s.run_until(lambda: s.agent_capture.count(f"failed to init '{sock}' socket (rc:1) "
+                                              f"(fit/{fname})"), 10, what="set-up failed")
+    if sock.endswith("_rx"):
+        net = {"mgmt_rx": "mgmt", "clstr_rx": "cluster-host", "pxeboot_rx": "pxeboot"}[sock]
+        s.run_until(lambda: s.hosts()["worker-0"]["networks"][net]["state"] == "lost", 30,
+                    what=f"{net} lost while the file exists")
+        others = {n: v["state"] for n, v in s.hosts()["worker-0"]["networks"].items()
+                  if n != net}
+        assert set(others.values()) == {"ok"}, others
+    else:
+        s.run(6)                                   # past a retry of the sockets
+        assert s.agent.socks[sock] is None, "not re-created while the file exists"
+    assert s.agent_capture.count(f"fault insertion: closing {sock} socket") == 1
+    os.unlink(fit)
+    s.run_until(lambda: s.agent.socks[sock] is not None, 10, what=f"{sock} re-created")
+    s.run_until(s.all_ok, 30, what=f"all ok after fit/{fname} is removed")
+
+
+# -- the original's test plan: batch handling and logging; the pxeboot receive socket ----------
+
+def test_a_batch_of_more_than_25_is_logged_once_and_every_message_counted(sim):
+    """Test plan: "stress soaking of sustained incoming 500+ msgs/sec ; batch handling and
+    logging" (agent.md §3.2: at most 50 a socket per turn; more than 25 serviced in one batch
+    logs `serviced %d messages in one batch (Mgmnt)`)."""
+    s = sim(clients=[]).start()
+    dest = agent_dest(s, Net.MGMT)
+    src = (source(s, "worker-0", Net.MGMT), 40999)
+
+    def burst(first, count):
+        for seq in range(first, first + count):
+            s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, dest)
+        s.settle()
+    burst(1, 20)
+    assert s.agent_capture.count("in one batch") == 0
+    burst(21, 40)
+    assert s.agent_capture.lines().count("serviced 40 messages in one batch (Mgmnt)") == 1
+    burst(61, 140)                       # batches of 50, 50 and 40: throttled, not three lines
+    assert s.agent_capture.count("in one batch") == 1
+    net = s.hosts()["worker-0"]["networks"]["mgmt"]
+    assert (net["last_seq"], net["missed"], net["out_of_sequence"]) == (200, 0, 0)
+
+
+def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):
+    """Test plan: "pxeboot rx socket binding and non-blocking attribute" (agent.md §1: the
+    agent's pxeboot receive socket is non-blocking; a wake-up with nothing to read, as after
+    a datagram the kernel dropped for its checksum, must not stall the loop). Real sockets
+    on 127.x, the agent in this process."""
+    files = Cluster(tmp_path / "c", workers=1)
+    log, _ = daemon_logger("agent", logging.DEBUG)
+    clock = FakeClock()
+    loop = Loop(clock, log)
+    a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
+                        sockets=transport.SYSTEM, netlink_watch=False)
+    a.start()
+    try:
+        sock = a.socks["pxeboot_rx"]
+        assert sock.getsockname() == (files.controller.pxeboot_ip, 2102)
+        assert sock.getblocking() is False
+        a.net.set._readable(sock)        # readable, nothing there: returns at once
+        assert a.net.set.last_count == 0
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            peer.bind((files.host("worker-0").pxeboot_ip, 0))
+            peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.PXEBOOT, 1),
+                        (files.controller.pxeboot_ip, 2102))
+            for _ in range(200):          # bounded: the datagram is on loopback
+                loop.run_once(0.01)
+                if a.net.set.last_count:
+                    break
+            assert a.net.set.last_count == 1
+        finally:
+            peer.close()
+    finally:
+        a.stop()
+        loop.close()
+
+
+def ident_of(files, name):
+    h = files.host(name)
+    return alive.Identity(name, "worker", h.pxeboot_ip, h.mgmt_ip, h.cluster_host_ip, h.mac)

@@ -14,78 +14,14 @@ import pytest
 import soak
 from mtce import alive, auth
 from mtce.states import ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
-from sim import Sim
-
-CLIENT_PORT = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
-AGENT_PORT = {Net.MGMT: 2101, Net.CLSTR: 2101, Net.PXEBOOT: 2102}
+from sim import AGENT_PORT, Controller, Sim, log, sims
 
 
 @pytest.fixture
 def sim(tmp_path):
-    made = []
-
-    def make(**kw):
-        kw.setdefault("clients", ["worker-0"])
-        kw.setdefault("agent", False)
-        s = Sim(tmp_path / f"sim{len(made)}", **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        errors = s.errors()
-        s.stop()
-        assert not errors, errors
-
-
-class Controller:
-    """The test as the agent, talking to worker-0's client over the FakeNetwork."""
-
-    def __init__(self, s: Sim, name: str = "worker-0"):
-        self.s, self.name = s, name
-        self.host = s.files.host(name)
-        c = s.files.controller
-        self.src = {Net.MGMT: c.c_mgmt[0], Net.CLSTR: c.c_clstr[0], Net.PXEBOOT: c.c_pxeboot[0]}
-
-    def dest(self, net: Net) -> tuple:
-        h = self.host
-        return ({Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip,
-                 Net.PXEBOOT: h.pxeboot_ip}[net], CLIENT_PORT[net])
-
-    def command(self, net: Net, cmd: int, *, src=None, mac=None, num=0, parm=(), data=None):
-        sent = alive.command(cmd, mac or self.host.mac, data or alive.default_data(
-            self.src[Net.MGMT], net), num=num, parm=parm)
-        self.send(net, sent, src)
-        return sent
-
-    def send(self, net: Net, data: bytes, src=None) -> None:
-        self.s.net.transmit(data, (src or self.src[net], 41000), self.dest(net))
-        self.s.settle()
-
-    def request(self, info: dict, src=None) -> None:
-        """An mtcAlive request over pxeboot with this pxebootInfo."""
-        self.command(Net.PXEBOOT, Cmd.REQ_MTCALIVE, src=src, data=alive.pxeboot_info(
-            info.get("controller", ""), info.get("controller-0", ""),
-            info.get("controller-1", "")))
-
-    def to_agent(self, addr: str, net: Net) -> list:
-        return [d for d in self.s.net.sent + self.s.net.lost
-                if d.dst == (addr, AGENT_PORT[net]) and d.src[0] in (
-                    self.host.mgmt_ip, self.host.cluster_host_ip, self.host.pxeboot_ip)]
-
-    def acks(self, addr: str, net: Net) -> list:
-        return [alive.decode(d.data) for d in self.to_agent(addr, net)
-                if d.data[:17] == alive.SIG_CMD_RSP]
-
-    def listen(self, *addrs) -> None:
-        """Bind the agent's receive addresses, so that what goes there is recorded as sent."""
-        for addr, port in addrs:
-            if (addr, port) not in self.s.net.bound:
-                self.s.net.udp(addr, port)
-
-
-def log(s, name="worker-0"):
-    return s.captures[name]
+    """Sims of worker-0's client alone: the test plays the agent."""
+    with sims(tmp_path, clients=["worker-0"], agent=False) as make:
+        yield make
 
 
 # -- item 5: trusted sources follow the hosts file and the latest pxebootInfo -------------------
@@ -416,3 +352,70 @@ def test_item9_identical_bytes_signed_in_one_millisecond_get_two_tags():
         b.check(other)[1] is None
     assert int(other.split(b" ")[-2]) == int(wall[0] * 1000), \
         "different bytes keep the clock's time: no drift however many are signed"
+
+
+# -- the fault-insertion files, every one (client.md §6.3), in-process ---------------------------
+
+# file: (socket, its recovery label, what stops while the file exists)
+CLIENT_FIT = {
+    "mgmnt_rxsock": ("mgmt_rx", "mgmt_rx", "mgmt commands"),
+    "mgmnt_txsock": ("mgmt_tx", "mgmt_tx", "mgmt mtcAlive"),
+    "clstr_rxsock": ("clstr_rx", "clstr_rx", "cluster-host mtcAlive"),
+    "clstr_txsock": ("clstr_tx", "clstr_tx_sockets", None),
+    "pxeboot_rxsock": ("pxeboot_rx", "pxeboot_rx", "pxeboot commands"),
+    "pxeboot_txsock": ("pxeboot_tx", "pxeboot_tx", None),
+}
+
+
+def alives(c: Controller, net: Net) -> int:
+    src = {Net.MGMT: c.host.mgmt_ip, Net.CLSTR: c.host.cluster_host_ip,
+           Net.PXEBOOT: c.host.pxeboot_ip}[net]
+    return sum(1 for d in c.s.net.sent + c.s.net.lost
+               if d.src[0] == src and d.dst[1] == AGENT_PORT[net]
+               and d.data[:17] == alive.SIG_MESSAGE)
+
+
+def loopback_acked(c: Controller, net: Net) -> bool:
+    """A loopback command over `net` is ACKed (the client receives on it)."""
+    before = len(c.s.net.sent + c.s.net.lost)
+    c.command(net, Cmd.LOOPBACK)
+    return any(d.data[:17] == alive.SIG_CMD_RSP for d in (c.s.net.sent + c.s.net.lost)[before:])
+
+
+@pytest.mark.parametrize("fname", sorted(CLIENT_FIT))
+def test_every_fit_file_closes_its_socket_while_it_exists_then_every_network_is_back(sim, fname):
+    """client.md §6.3, the table row of each file: what it closes, what stops while it exists
+    (mgmnt_rxsock: mgmt reception; mgmnt_txsock: mgmt mtcAlive; clstr_rxsock: cluster-host
+    mtcAlive, gated on its receive socket; pxeboot_rxsock: pxeboot reception, though pxeboot
+    mtcAlive still goes out; the transmit files: re-created each tick, so mtcAlive flows), the
+    tick's recovery line, and every network back once the file is gone."""
+    sock, label, stops = CLIENT_FIT[fname]
+    s = sim().start()
+    c = Controller(s)
+    c0 = s.files.controller.c_pxeboot[0]
+    c.request({"controller": c0, "controller-0": c0, "controller-1": ""})
+    s.run(2)
+    assert all(alives(c, net) for net in Net), "every network sends before the file"
+    fit = os.path.join(c.host.paths["run_dir"], "fit", fname)
+    os.makedirs(os.path.dirname(fit), exist_ok=True)
+    open(fit, "w").close()
+    s.run_until(lambda: log(s).count(f"fault insertion: closing {sock} socket (fit/{fname})"),
+                3, what="the fault insertion line")
+    s.run(1.05)
+    assert log(s).count(f"calling setup_{label}_socket (auto-recovery)") >= 1
+    counts = {net: alives(c, net) for net in Net}
+    s.run(3)
+    moved = {net: alives(c, net) > counts[net] for net in Net}
+    assert moved == {Net.MGMT: stops != "mgmt mtcAlive", Net.CLSTR: stops !=
+                     "cluster-host mtcAlive", Net.PXEBOOT: True}, moved
+    if stops == "mgmt commands":
+        assert not loopback_acked(c, Net.MGMT)
+    if stops == "pxeboot commands":
+        assert not loopback_acked(c, Net.PXEBOOT)
+    assert log(s).count(f"fault insertion: closing {sock} socket") == 1, "not one a tick"
+    os.unlink(fit)
+    s.run(2.1)
+    counts = {net: alives(c, net) for net in Net}
+    s.run(2)
+    assert all(alives(c, net) > counts[net] for net in Net), "every network back"
+    assert all(loopback_acked(c, net) for net in Net), "every network receives again"

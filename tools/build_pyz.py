@@ -33,6 +33,7 @@ DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip membe
 NATIVE = re.compile(r"\.(so|pyd|dll|dylib)(\.[0-9.]+)?$", re.IGNORECASE)
 SKIP_FILE = re.compile(r"(\.py[co]|~|\.swp|\.orig|\.rej)$")
 COMPRESSION = {"deflate": zipfile.ZIP_DEFLATED, "stored": zipfile.ZIP_STORED}
+PIP_TIMEOUT_S = 900     # a pip install that takes longer is stuck (a dead mirror), not slow
 
 
 class BuildError(Exception):
@@ -76,7 +77,7 @@ def install_deps(requirements: Path, target: Path, python: str) -> None:
            "--no-warn-script-location", "--target", str(target), "-r", str(requirements)]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PIP_ROOT_USER_ACTION="ignore")
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+                          text=True, timeout=PIP_TIMEOUT_S)
     if proc.returncode:
         raise BuildError("pip install failed:\n  " + " ".join(cmd) + "\n" + proc.stdout)
     for info in target.glob("*.dist-info"):

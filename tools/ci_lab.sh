@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tools/ci_lab.sh: `mtce lab --duration` for every scenario, as the end-to-end test of CI.
 #
-# Each scenario runs on loopback (on its own 127.N block, all at once), then, as root, in
-# network namespaces (--netns). A lab exits 0 only when every host came online on every
-# network and its scenario reached its end; this script exits 1 if any lab did not, after
+# Each scenario runs on loopback (on its own 127.N block), then, as root, in network
+# namespaces (--netns); never more than two labs at once (two cores). A lab exits 0 only
+# when every host came online on every network and its scenario reached its end; this script exits 1 if any lab did not, after
 # printing every lab's output. Under CI=true the --netns runs are required (not root: fail).
 #
 # Environment: PYTHON (default .venv/bin/python if present, else python3),
@@ -20,50 +20,60 @@ SCENARIOS=${CI_LAB_SCENARIOS:-none pxeboot-loss restart burst}
 declare -A DURATION=([none]=15 [pxeboot-loss]=75 [restart]=30 [burst]=30)
 
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/ci-lab.XXXXXX")
-PIDS=()
+LANES=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null; done
+    local f
+    for f in "$OUT"/*.pid; do [ -e "$f" ] && kill -INT "$(cat "$f")" 2>/dev/null; done
     wait
     rm -rf "$OUT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start NAME ARGS...: one lab in the background, its output in $OUT/NAME.
-start() {
-    local name=$1; shift
-    echo "ci_lab: mtce lab $* &"
-    "${MTCE[@]}" lab "$@" > "$OUT/$name" 2>&1 &
-    PIDS+=($!)
-    NAMES+=("$name")
+# lane KIND BLOCK SCENARIO...: run labs one after the other (in the background); each lab's
+# output goes to $OUT/KIND-SCENARIO and its exit status to $OUT/KIND-SCENARIO.rc.
+lane() {
+    local kind=$1 block=$2 s args; shift 2
+    for s in "$@"; do
+        args=(--scenario "$s" --duration "${DURATION[$s]}")
+        if [ "$kind" = netns ]; then args=(--netns "${args[@]}"); fi
+        echo "ci_lab: mtce lab ${args[*]}"
+        MTCE_LAB_BLOCK=127.$block "${MTCE[@]}" lab "${args[@]}" > "$OUT/$kind-$s" 2>&1 &
+        echo $! > "$OUT/$kind-$s.pid"
+        wait $!
+        echo $? > "$OUT/$kind-$s.rc"
+        rm -f "$OUT/$kind-$s.pid"
+        block=$((block + 1))
+    done
 }
 
-# collect: wait for every lab started since the last collect; report each.
-collect() {
-    local i rc
-    for i in "${!PIDS[@]}"; do
-        wait "${PIDS[$i]}"; rc=$?
-        echo "---- ${NAMES[$i]}: exit $rc"
-        cat "$OUT/${NAMES[$i]}"
-        if [ "$rc" != 0 ]; then FAILED+=("${NAMES[$i]} (exit $rc)"); fi
+# phase KIND: at most two labs at once on two cores: the longest scenario in one lane, the
+# others one after another in the second; then report every lab.
+phase() {
+    local kind=$1 s longest="" rest=() rc
+    for s in $SCENARIOS; do
+        if [ -z "$longest" ] || [ "${DURATION[$s]}" -gt "${DURATION[$longest]}" ]; then
+            longest=$s
+        fi
     done
-    PIDS=(); NAMES=()
+    for s in $SCENARIOS; do [ "$s" = "$longest" ] || rest+=("$s"); done
+    lane "$kind" 61 "$longest" & LANES+=($!)
+    lane "$kind" 71 "${rest[@]}" & LANES+=($!)
+    wait "${LANES[@]}"
+    LANES=()
+    for s in $SCENARIOS; do
+        rc=$(cat "$OUT/$kind-$s.rc" 2>/dev/null || echo "none")
+        echo "---- $kind $s: exit $rc"
+        cat "$OUT/$kind-$s" 2>/dev/null
+        if [ "$rc" != 0 ]; then FAILED+=("$kind $s (exit $rc)"); fi
+    done
 }
 
 FAILED=()
-NAMES=()
-block=60
-for s in $SCENARIOS; do
-    block=$((block + 1))
-    MTCE_LAB_BLOCK=127.$block start "loopback-$s" --scenario "$s" --duration "${DURATION[$s]}"
-done
-collect
+phase loopback
 
 if [ "$(id -u)" = 0 ] && command -v ip > /dev/null; then
-    for s in $SCENARIOS; do
-        start "netns-$s" --netns --scenario "$s" --duration "${DURATION[$s]}"
-    done
-    collect
+    phase netns
 elif [ "${CI:-}" = true ]; then
     FAILED+=("--netns (needs root and iproute2; required under CI=true)")
 else

@@ -1,0 +1,371 @@
+"""The client's pure core (schedule.py), table-driven from the reference, in milliseconds: the
+gates (client.md §1.3), the tick (§4.2), the ready-event cadence (§7), the command table
+(§5.2, §5.3), the MAC check and dispatch (§5.1), who may command (README, Security) and what a
+pxebootInfo teaches (§2.6). Every input here is one a C agent or a stranger can send."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtce import alive, schedule
+from mtce.schedule import Ack, ClientCore, Do, Gates, RunAction, Say, SendAck, SendAlive
+from mtce.states import Cmd, Net
+from mtce.transport import Counters
+
+MAC = "08:00:27:aa:bb:01"
+CTL = "10.0.0.2"           # controller-0 mgmt
+OWN = "10.0.0.10"
+
+
+class Facts:
+    hostname = "worker-0"
+
+    def __init__(self, fits=(), changes=True):
+        self.fits, self.changes = set(fits), changes
+
+    def would_change(self, kind, num, parm):
+        return self.changes
+
+    def fit(self, name):
+        return name in self.fits
+
+
+def core(now=0.0, period=5.0) -> ClientCore:
+    c = ClientCore(period, now, Counters())
+    c.gates = Gates("eth0", "eth1", "duplex", "worker")
+    c.set_names(own=(OWN,), mgmt=("10.0.0.1", CTL, "10.0.0.3"), clstr=("10.1.0.4", "10.1.0.5"))
+    return c
+
+
+def cmd(code, *, mac=MAC, data="", num=0, parm=()) -> alive.Message:
+    return alive.decode(alive.command(code, mac, data, num=num, parm=parm))
+
+
+def kinds(actions) -> list:
+    return [type(a).__name__ for a in actions]
+
+
+# -- gates (client.md §1.3) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("mgmt, clstr, mode, first, pxeboot, has_clstr, ctls, last_line", [
+    # management on lo (USB-installed controller-0 before config): no pxeboot, no log
+    ("lo", "", "duplex", False, False, False, 2, "Node Type   : controller"),
+    # controller-0's first install: not provisionable yet (debug)
+    ("eth0", "eth1", "duplex", True, False, True, 2, "pxeboot network not provisionable yet"),
+    # simplex: not provisioned, said so; controller-1 not a destination
+    ("eth0", "eth1", "simplex", False, False, True, 1,
+     "Simplex Mode: Pxeboot network not provisioned"),
+    # otherwise provisioned
+    ("eth0", "eth1", "duplex", False, True, True, 2, "Mgmnt iface : eth0"),
+    ("eth0", "", "standard", False, True, False, 2, "Mgmnt iface : eth0"),
+    # cluster-host combined with mgmt: no separate cluster-host network
+    ("eth0", "eth0", "standard", False, True, False, 2, "Mgmnt iface : eth0"),
+])
+def test_gates_from_the_platform_facts(mgmt, clstr, mode, first, pxeboot, has_clstr, ctls,
+                                       last_line):
+    g = Gates(mgmt, clstr, mode, "controller", first_install=first)
+    assert (g.pxeboot, g.clstr, len(g.controllers)) == (pxeboot, has_clstr, ctls)
+    assert g.lines()[-1][1] == last_line
+    assert g.lines()[0] == ("info", f"System Type : {schedule.SYSTEM_TYPES[mode]}")
+
+
+# -- the tick (client.md §4.2, §4.3) -----------------------------------------------------------
+
+@pytest.mark.parametrize("gates, mgmt_ready, clstr_rx_ok, nets", [
+    (Gates("eth0", "eth1", "duplex", "worker"), True, True, [Net.PXEBOOT, Net.MGMT, Net.CLSTR]),
+    # cluster-host mtcAlive is gated on the cluster-host *receive* socket (§6.3 clstr_rxsock)
+    (Gates("eth0", "eth1", "duplex", "worker"), True, False, [Net.PXEBOOT, Net.MGMT]),
+    (Gates("eth0", "eth1", "duplex", "worker"), False, True, [Net.PXEBOOT, Net.CLSTR]),
+    (Gates("eth0", "eth1", "simplex", "controller"), True, True, [Net.MGMT, Net.CLSTR]),
+    (Gates("eth0", "eth0", "standard", "worker"), True, True, [Net.PXEBOOT, Net.MGMT]),
+    (None, True, True, [Net.MGMT]),          # platform.conf not read yet
+])
+def test_each_tick_sends_in_the_originals_order(gates, mgmt_ready, clstr_rx_ok, nets):
+    c = core()
+    c.gates = gates
+    assert c.tick_nets(mgmt_ready, clstr_rx_ok) == [SendAlive(n) for n in nets]
+
+
+@pytest.mark.parametrize("period, every", [(5.0, 12), (1.0, 60), (0.5, 120), (120.0, 1)])
+def test_the_ready_event_is_due_about_once_a_minute(period, every):
+    """client.md §7: on every 12th tick of 5 s; a faster tick keeps about a minute."""
+    c = core(period=period)
+    due = [i for i in range(1, 3 * every + 1) if c.tick_done()]
+    assert due == [every, 2 * every, 3 * every]
+
+
+def test_pxeboot_destinations_and_the_once_per_transition_logs():
+    """client.md §2.6 step 1 and 4: 'not learned' once per controller until a send succeeds,
+    then 'sending pxeboot network mtcAlive msg on port 2102 ...' once."""
+    c = core()
+    assert c.pxeboot_destinations() == [("controller-0", ""), ("controller-1", "")]
+    first = c.not_learned("controller-0")
+    assert first.level == "warning" and first.text == \
+        "controller-0 pxeboot address not learned ; unable to send pxeboot mtcAlive"
+    assert c.not_learned("controller-0") is None
+    sent = c.sent_to("controller-0", "10.2.0.6", 2102)
+    assert sent.text == "sending pxeboot network mtcAlive msg on port 2102 to controller-0 at " \
+                        "10.2.0.6"
+    assert c.sent_to("controller-0", "10.2.0.6", 2102) is None
+    # The flags start true: learning before the first tick logs neither line.
+    assert c.sent_to("controller-1", "10.2.0.7", 2102) is None
+    c.gates = Gates("eth0", "eth1", "simplex", "controller")
+    assert [ctl for ctl, _ in c.pxeboot_destinations()] == ["controller-0"]
+
+
+# -- the command table (client.md §5.2, §5.3) ----------------------------------------------------
+
+# code: (ACKed?, what is done, done before the ACK?, the words logged on receipt or None)
+REFERENCE_TABLE = {
+    Cmd.REQ_MTCALIVE: (False, Do.PXEBOOT_INFO, None, "mtcAlive request received from Mgmnt"),
+    Cmd.INFO: (False, Do.NOTHING, None, "mtc 'info' message received from Mgmnt network"),
+    Cmd.SYNC: (False, Do.SYNC, True, "mtc 'sync' message received from Mgmnt network"),
+    Cmd.LOCKED: (True, Do.LOCK, True, None),
+    Cmd.UNLOCKED: (True, Do.UNLOCK, True, "worker-0 unlocked received from Mgmnt network"),
+    Cmd.SUBF_GOENABLED_FAILED: (False, Do.SUBF_FAILED, True, "goEnabled subf failed message"),
+    Cmd.REQ_MAIN_GOENABLED: (True, Do.NOTHING, None, "received from Mgmnt network"),
+    Cmd.REQ_SUBF_GOENABLED: (True, Do.NOTHING, None, "received from Mgmnt network"),
+    Cmd.REBOOT: (True, Do.REBOOT, False, "reboot command received from Mgmnt network"),
+    Cmd.LAZY_REBOOT: (True, Do.LAZY_REBOOT, False,
+                      "lazy reboot command received from Mgmnt network ; delay:30 seconds"),
+    Cmd.WIPEDISK: (True, Do.WIPEDISK, False, "Reload command received from Mgmnt network"),
+    Cmd.RESET: (True, Do.RESET, False, "Reset command received from Mgmnt network"),
+    Cmd.LOOPBACK: (True, Do.NOTHING, None, "Loopback command received from Mgmnt network"),
+    # Any other code is still ACKed (FAIL_BAD_CASE is not put in the ACK).
+    77: (True, Do.NOTHING, None, "Unsupported maintenance command (77) with 101 bytes "
+                                 "received from Mgmnt network"),
+}
+for _code in range(Cmd.STOP_CONTROL_SVCS, Cmd.START_STORAGE_SVCS + 1):
+    REFERENCE_TABLE[Cmd(_code)] = (True, Do.HOST_SERVICES, None, "request from Mgmnt network")
+
+
+@pytest.mark.parametrize("code", sorted(REFERENCE_TABLE, key=int))
+def test_every_command_code_over_mgmt_as_the_reference_table_says(code):
+    acked, do, before_ack, words = REFERENCE_TABLE[code]
+    c = core()
+    out = c.on_command(cmd(code, num=1, parm=(30, 0, 0, 0, 0)), CTL, Net.MGMT, False, 1.0,
+                       Facts())
+    acks = [a for a in out if isinstance(a, SendAck)]
+    runs = [a for a in out if isinstance(a, RunAction)]
+    assert len(acks) == (1 if acked else 0)
+    if do in (Do.NOTHING, Do.PXEBOOT_INFO, Do.HOST_SERVICES):
+        assert runs == []
+    else:
+        assert [r.do for r in runs] == [do]
+        ack_at = out.index(acks[0]) if acks else len(out)
+        assert (out.index(runs[0]) < ack_at) == before_ack
+    said = [a.text for a in out if isinstance(a, Say)]
+    if words is None:
+        assert said == []
+    else:
+        assert any(words in s for s in said), said
+    if acked:
+        # The ACK echoes the command: cmd unchanged, to its source on its network.
+        assert (acks[0].msg.cmd, acks[0].src, acks[0].net) == (int(code), CTL, Net.MGMT)
+        # The locked ACK is not logged; others are, with their command line.
+        assert acks[0].log == (code != Cmd.LOCKED)
+
+
+def test_the_locked_message_logs_nothing_on_receipt():
+    """client.md §5.2: `<host> locked (<Iface>)` only when it creates the file (client.py
+    carries that out); the ACK is sent and not logged."""
+    out = core().on_command(cmd(Cmd.LOCKED), CTL, Net.MGMT, False, 1.0, Facts())
+    assert kinds(out) == ["RunAction", "SendAck"]
+    assert out[1].log is False
+
+
+def test_a_host_services_ack_carries_num_2_the_rc_and_the_flag():
+    """client.md §5.2: parm[0] = rc, parm[1] = 0x1B0000B1, num = 2."""
+    out = core().on_command(cmd(Cmd.START_WORKER_SVCS, num=0), CTL, Net.MGMT, False, 1.0,
+                            Facts())
+    ack = next(a for a in out if isinstance(a, SendAck))
+    assert (ack.num, ack.parm[:2]) == (2, (0, 0x1B0000B1))
+    wire = alive.decode(alive.ack(ack.msg, ack.num, ack.parm))
+    assert (wire.sig, wire.num, wire.parm[:2]) == (alive.SIG_CMD_RSP, 2, (0, 0x1B0000B1))
+
+
+def test_host_services_fit_files_fail_the_rc_or_withhold_the_ack():
+    out = core().on_command(cmd(Cmd.START_WORKER_SVCS), CTL, Net.MGMT, False, 1.0,
+                            Facts(fits={"host_services"}))
+    ack = next(a for a in out if isinstance(a, SendAck))
+    assert ack.parm[0] == schedule.FAIL_FIT
+    out = core().on_command(cmd(Cmd.START_WORKER_SVCS), CTL, Net.MGMT, False, 1.0,
+                            Facts(fits={"no_hs_ack"}))
+    assert not any(isinstance(a, SendAck) for a in out)
+
+
+@pytest.mark.parametrize("net", list(Net))
+def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
+    """client.md §2.6, §5.2: over pxeboot the request's pxebootInfo is learned and one pxeboot
+    mtcAlive goes out at once, with no ACK; over mgmt or cluster-host nothing is done."""
+    c = core()
+    src = "10.2.0.6" if net is Net.PXEBOOT else CTL
+    info = alive.pxeboot_info("10.2.0.6", "10.2.0.6", "10.2.0.7")
+    out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), src, net, False, 1.0, Facts())
+    assert not any(isinstance(a, SendAck) for a in out)
+    if net is Net.PXEBOOT:
+        assert out[-1] == SendAlive(Net.PXEBOOT)
+        assert c.ctrl_pxeboot == {"controller": "10.2.0.6", "controller-0": "10.2.0.6",
+                                  "controller-1": "10.2.0.7"}
+    else:
+        assert not any(isinstance(a, SendAlive) for a in out)
+        assert c.ctrl_pxeboot == dict.fromkeys(schedule.PXEBOOT_KEYS, "")
+
+
+# -- the MAC check and dispatch (client.md §5.1) ---------------------------------------------
+
+def test_a_command_for_another_mac_is_dropped_with_the_originals_words():
+    c = core()
+    msg = cmd(Cmd.REBOOT, mac="08:00:27:aa:bb:99")
+    out = c.on_message(msg, CTL, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
+    assert [a.text for a in out] == ["reboot req command from Mgmnt network not for this host "
+                                     "(exp:08:00:27:aa:bb:01 det:08:00:27:aa:bb:99) ; "
+                                     "ignoring ..."]
+    assert c.counters.rx_bad == 1 and c.counters.commands == 0
+
+
+def test_the_mac_check_is_skipped_for_self_and_for_version_0():
+    c = core()
+    other = cmd(Cmd.LOOPBACK, mac="08:00:27:aa:bb:99")
+    out = c.on_message(other, OWN, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
+    assert any(isinstance(a, SendAck) for a in out), "from this host itself"
+    v0 = alive.decode(alive.pack(alive.SIG_CMD_REQ, cmd=Cmd.LOOPBACK, ver=0))
+    out = c.on_message(v0, CTL, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
+    assert any(isinstance(a, SendAck) for a in out), "version 0 carries no MAC"
+
+
+def test_a_host_without_a_mac_accepts_no_command_from_a_controller():
+    out = core().on_message(cmd(Cmd.REBOOT, mac=""), CTL, Net.MGMT, False, 1.0, Facts(),
+                            (OWN,), "")
+    assert kinds(out) == ["Say"] and "not for this host" in out[0].text
+
+
+@pytest.mark.parametrize("sig, words", [
+    (alive.SIG_REP_MSG, "main function goEnabled results acknowledged from Mgmnt network"),
+    (alive.SIG_MESSAGE, "unexpected mtcAlive message from 10.0.0.2 from Mgmnt network ; "
+                        "WARNING: mtcClient is receiving mtcAgent bound mtcAlive messages"),
+    (alive.SIG_EVENT, "unsupported message from 10.0.0.2 from Mgmnt network"),
+    (alive.SIG_CMD_RSP, "unsupported message from 10.0.0.2 from Mgmnt network"),
+])
+def test_other_signatures_are_told_and_never_acted_on(sig, words):
+    c = core()
+    msg = alive.decode(alive.pack(sig, cmd=Cmd.MAIN_GOENABLED, ver=0))
+    out = c.on_message(msg, CTL, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
+    assert [(a.kind, a.text) for a in out] == [("noise", words)]
+
+
+def test_undecodable_datagrams_are_noise_counted_as_bad():
+    c = core()
+    out = c.on_undecodable("unknown header signature", "192.0.2.9", Net.PXEBOOT)
+    assert out[0].text == "unsupported message from 192.0.2.9 from Pxeboot network"
+    out = c.on_undecodable("short datagram (12 bytes)", "192.0.2.9", Net.MGMT)
+    assert out[0].text == ("malformed message from 192.0.2.9 from Mgmnt network (short "
+                           "datagram (12 bytes)) ; dropping")
+    assert {a.kind for a in out} == {"noise"} and c.counters.rx_bad == 2
+
+
+# -- who may command (README, Security) ----------------------------------------------------------
+
+@pytest.mark.parametrize("src, net, tagged, carried_out", [
+    (CTL, Net.MGMT, False, True),               # controller-0's mgmt address
+    ("10.0.0.1", Net.MGMT, False, True),        # the floating `controller`
+    ("10.1.0.4", Net.CLSTR, False, True),       # controller-0-cluster-host
+    ("10.1.0.4", Net.MGMT, False, False),       # a cluster-host address is not trusted on mgmt
+    ("192.0.2.66", Net.MGMT, False, False),     # a stranger
+    ("192.0.2.66", Net.MGMT, True, True),       # a stranger with a valid tag (moved controller)
+    (OWN, Net.MGMT, False, True),               # this host itself
+    ("10.2.0.6", Net.PXEBOOT, False, False),    # pxeboot: nothing learned yet
+])
+def test_a_reboot_is_carried_out_only_from_a_trusted_source(src, net, tagged, carried_out):
+    c = core()
+    out = c.on_command(cmd(Cmd.REBOOT), src, net, tagged, 1.0, Facts())
+    assert any(isinstance(a, RunAction) for a in out) == carried_out
+    if not carried_out:
+        assert out == [Say("noise", "warning", ("refused", net), f"reboot command from {src} "
+                           f"on {net.iface} network refused: not a controller address")]
+        assert c.counters.refused == 1
+
+
+def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair():
+    """The first mtcAlive request over pxeboot teaches (trust on first use); a second source
+    is refused while the known controllers keep asking, and followed once they have been
+    silent for TRUST_STALE_S (a readdressed pair)."""
+    c = core(now=0.0)
+    info = alive.pxeboot_info("10.2.0.6", "10.2.0.6", "10.2.0.7")
+    c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), "10.2.0.6", Net.PXEBOOT, False, 1.0, Facts())
+    assert c.sources.pxeboot == {"10.2.0.6", "10.2.0.7"}
+    assert any(isinstance(a, RunAction) for a in c.on_command(
+        cmd(Cmd.REBOOT), "10.2.0.7", Net.PXEBOOT, False, 2.0, Facts())), "controller-1 trusted"
+    rogue = alive.pxeboot_info("10.9.9.9", "10.9.9.9", "10.9.9.8")
+    stale = schedule.TRUST_STALE_S
+    out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
+                       1.0 + stale - 1, Facts())
+    assert kinds(out) == ["Say"] and "refused" in out[0].text
+    assert c.ctrl_pxeboot["controller-0"] == "10.2.0.6"
+    # The known pair asks again: the clock of trust restarts.
+    c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), "10.2.0.6", Net.PXEBOOT, False, 100.0,
+                 Facts())
+    out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
+                       100.0 + stale - 1, Facts())
+    assert "refused" in out[0].text
+    out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
+                       100.0 + stale + 1, Facts())
+    assert "following it" in out[0].text and out[-1] == SendAlive(Net.PXEBOOT)
+    assert c.sources.pxeboot == {"10.9.9.9", "10.9.9.8"}
+    # Only a request teaches: a stale pair does not open the door to other commands.
+    c2 = core()
+    assert not any(isinstance(a, RunAction) for a in c2.on_command(
+        cmd(Cmd.REBOOT), "10.9.9.9", Net.PXEBOOT, False, 10 * stale, Facts()))
+
+
+# -- learning the controllers' pxeboot addresses (client.md §2.6) --------------------------------
+
+A, B, C = "10.2.0.6", "10.2.0.7", "10.2.0.8"
+
+
+@pytest.mark.parametrize("stored, info, learned, lines", [
+    # first request: everything learned
+    ({}, {"controller": A, "controller-0": A, "controller-1": B},
+     {"controller": A, "controller-0": A, "controller-1": B},
+     [f"controller pxeboot address: {A}", f"controller-0 pxeboot ip: {A}",
+      f"controller-1 pxeboot ip: {B}"]),
+    # a swact: the active one moves, a unit address changes
+    ({"controller": A, "controller-0": A, "controller-1": B},
+     {"controller": B, "controller-0": A, "controller-1": C},
+     {"controller": B, "controller-0": A, "controller-1": C},
+     [f"controller pxeboot address: {B} ; was {A}", f"controller-0 pxeboot ip {A} ; unchanged",
+      f"controller-1 pxeboot ip: {C} ; change from {B}"]),
+    # now empty: the active one is emptied; a unit address is kept, and the warning says so
+    ({"controller": A, "controller-0": A, "controller-1": B},
+     {"controller": "", "controller-0": A, "controller-1": ""},
+     {"controller": "", "controller-0": A, "controller-1": B},
+     [f"controller pxeboot address:  ; was {A}", f"controller-0 pxeboot ip {A} ; unchanged",
+      f"controller-1 pxeboot address now null ; was {B}"]),
+    # a missing key, and a value that is not an IPv4 address
+    ({}, {"controller": A, "controller-0": "not-an-ip"},
+     {"controller": A},
+     [f"controller pxeboot address: {A}",
+      "Failed to parse controller-0 pxeboot ip from 'pxebootInfo' : TEXT",
+      "Failed to parse controller-1 pxeboot ip from 'pxebootInfo' : TEXT"]),
+])
+def test_pxeboot_info_learning_as_load_pxebootinfo_msg(stored, info, learned, lines):
+    lesson = schedule.learn_pxeboot_info(stored, info, "TEXT")
+    assert lesson.addresses == learned
+    assert [text for _, _, text in lesson.lines] == lines
+
+
+@pytest.mark.parametrize("data", ["not json", '{"other":{}}', '{"pxebootInfo":"x"}', "{" * 500])
+def test_a_bad_pxeboot_info_teaches_nothing_and_is_noise(data):
+    c = core()
+    c.ctrl_pxeboot = {"controller": "10.2.0.6", "controller-0": "10.2.0.6",
+                      "controller-1": "10.2.0.7"}
+    before = dict(c.ctrl_pxeboot)
+    out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=data), "10.2.0.6", Net.PXEBOOT, False, 1.0,
+                       Facts())
+    assert c.ctrl_pxeboot == before
+    errors = [a for a in out if isinstance(a, Say) and a.level == "error"]
+    assert len(errors) == 1 and errors[0].kind == "noise"
+
+
+def test_only_ack_forms_the_table_knows():
+    assert {row.ack for row in schedule.COMMANDS.values()} == set(Ack)
