@@ -19,6 +19,7 @@ from mtce.table import HostTable
 from mtce.children import Children
 from mtce.inbox import Inbox
 from mtce.outbox import Outbox
+from mtce.pacing import Pacer
 from mtce.pxeinfo import PxebootAddresses
 from mtce.states import ALARM_MTCALIVE, Net
 
@@ -29,8 +30,6 @@ RATE_LOG_ABOVE = 20.0           # MSGS_PER_SEC_THRESHOLD
 STALL_S = 2.0                   # a loop turn this late means the process was stalled
 DROPS_CHECK_S = 5.0
 ALARM_HOOK_TIMEOUT_S = 30.0
-COALESCE_S = 0.02               # at light load, let datagrams gather this long between reads
-COALESCE_MAX_PILE = 256         # ... unless that many would pile up in the meantime
 # What received datagrams may log, whatever their number or mix (issue 11): every line a
 # datagram can cause that is not a host's state change shares this budget.
 NOISE_BURST, NOISE_PER_MIN = 10, 6
@@ -95,9 +94,7 @@ class Agent:
         self._rate_count = 0
         self._rate_logged = 0.0
         self._last_turn = clock.now()
-        self._saturated = False
-        self._recent_rate = 0.0
-        self._rate_mark = (clock.now(), 0)
+        self.pacer = Pacer(self.table.settings.offline_period_s, clock.now())
 
     @property
     def socks(self) -> dict:
@@ -144,7 +141,7 @@ class Agent:
         self._start_ctl()
         self.net.watch()
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
-        self.loop.call_later(self.table.settings.offline_period_s, self.audit)
+        self.loop.call_at(self.pacer.next_tick(now), self.audit)
         self.loop.pause_hint = self.pause_hint
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
 
@@ -201,30 +198,20 @@ class Agent:
     def _drained(self, net: Net, count: int) -> None:
         self._rate_count += count
         if count >= agentnet.RX_BATCH:
-            self._saturated = True
+            self.pacer.saturated = True
         if count > BATCH_LOG_ABOVE:
             self.noise.info(("batch", net), "serviced %d messages in one batch (%s)", count,
                             _BATCH_NAME[net])
 
     def pause_hint(self) -> float:
-        """Seconds the loop may sleep before its next wait. At light load a short pause lets
-        datagrams gather so that one wake-up reads many (steady CPU at 2,000 hosts drops by
-        half, docs/bench.md); never when a socket had a full batch waiting or when the recent
-        rate would pile up more than COALESCE_MAX_PILE meanwhile."""
-        if self._saturated:
-            self._saturated = False
-            return 0.0
-        if self._recent_rate * COALESCE_S > COALESCE_MAX_PILE:
-            return 0.0
-        return COALESCE_S
+        """How long the loop may let datagrams gather before it reads (mtce/pacing.py)."""
+        return self.pacer.pause(self.clock.now())
 
     def audit(self) -> None:
-        """Every offline_period: stall check, then the hosts that are due."""
+        """Every tick (the offline_period or a fraction of it): stall check, then the hosts
+        that are due."""
         now = self.clock.now()
-        then, count = self._rate_mark
-        if now - then >= 0.5:
-            self._recent_rate = (self.counters.rx - count) / (now - then)
-            self._rate_mark = (now, self.counters.rx)
+        self.pacer.count(now, self.counters.rx)
         period = self.table.settings.offline_period_s
         gap = now - self._last_turn
         self._last_turn = now
@@ -236,10 +223,11 @@ class Agent:
         if self.alarms.dirty:
             self.alarms.flush()            # one write for every alarm change of this tick
             self.check_store()
-        # The next audit on the offline_period grid, or earlier when a host in an offline
-        # audit is due to go offline before that (offline on time, not one grid step late).
+        # The next audit on the tick grid (pause_hint wakes on it too), or earlier when a
+        # host in an offline audit is due to go offline before that (offline on time, not
+        # one grid step late).
         due = self.table.next_offline_at()
-        self.loop.call_at(min(now + period, max(due, now + 0.001)), self.audit)
+        self.loop.call_at(min(self.pacer.next_tick(now), max(due, now + 0.001)), self.audit)
 
     def drops_tick(self) -> None:
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
@@ -313,6 +301,7 @@ class Agent:
         now = self.clock.now()
         self.table.apply_settings(hosts.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
+        self.pacer.reconfigure(self.table.settings.offline_period_s)
         self.table.forget_texts()
         added, removed, changed, actions = self.table.apply_inventory(inventory, now)
         self.run(actions)

@@ -127,6 +127,7 @@ class Bench:
         r["period_s"] = p.period_s
         r["cpus"] = self.cpus
         r["python"] = sys.version.split()[0]
+        r["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
         self.pyz_startup()
         self.start_agent()
         self.client_start()
@@ -161,13 +162,15 @@ class Bench:
         if os.path.isfile(here) and zipfile.is_zipfile(here):
             return here, ""
         built = os.path.join(here, "dist", "mtce.pyz")
-        if os.path.isfile(built):
+        stale = os.path.isfile(built) and os.path.getmtime(built) < _newest_source(here)
+        if os.path.isfile(built) and not stale:
             return built, ""
         tool = os.path.join(here, "tools", "build_pyz.py")
         if not os.path.isfile(tool):
             return None, "no dist/mtce.pyz and no tools/build_pyz.py to build it"
         out = os.path.join(self.root, "mtce.pyz")
-        _say("building a zipapp with tools/build_pyz.py")
+        _say("building a zipapp with tools/build_pyz.py"
+             + (" (dist/mtce.pyz is older than the source)" if stale else ""))
         try:
             proc = subprocess.run([sys.executable, tool, "-o", out], capture_output=True,
                                   text=True, timeout=300, check=False)
@@ -288,6 +291,10 @@ class Phases:
         r["client_idle_sample_s"] = round(client_wall, 1)
         r["client_cpu_s_10min"] = round(client_cpu * 600.0 / client_wall, 3)
         r["steady_offered_rate"] = round(3 * p.hosts / p.period_s, 1)
+        # What must arrive: every network of every host but the silenced ones (4 streams),
+        # plus the real client's 3. The CPU figure counts only if it did.
+        r["steady_expected_rate"] = round((3 * p.hosts - 4 + 3) / p.period_s, 1)
+        r["steady_rate"] = round(count / wall, 1)
         r["steady_window_s"] = round(wall, 1)
         r["steady_processed"] = count
         r["cpu_pct_2000_hosts"] = round(100.0 * cpu / wall, 3)
@@ -370,6 +377,10 @@ class Phases:
         r["lost_by_seq"] = ph["lost_by_seq"]
         r["kernel_drops"] = ph["kernel_drops"]
         r["sustained_cpu_pct"] = round(100.0 * ph["agent_cpu_s"] / ph["elapsed"], 1)
+        r["sustained_agent_cpu_s"] = round(ph["agent_cpu_s"], 3)
+        r["agent_cost_us"] = _cost_us(ph["agent_cpu_s"], ph["processed"])
+        r["agent_capacity"] = round(1e6 / r["agent_cost_us"], 1) if r["agent_cost_us"] else 0.0
+        r["loss_counts_agree"] = ph["lost"] == ph["lost_by_seq"] == ph["kernel_drops"]
         r["sustained_others_pct"] = ph["others_pct"]
         r["sustained_generator_cpu_pct"] = round(100.0 * ph["gen_cpu_s"] / ph["elapsed"], 1)
         self._check_false_offline()
@@ -406,6 +417,16 @@ class Phases:
         r["capacity_others_pct"] = ph["others_pct"]
         r["capacity_generator_cpu_pct"] = round(100.0 * ph["gen_cpu_s"] / ph["elapsed"], 1)
         self.b._stop(self.b.agent)
+        _say(f"bare recvfrom_into loop at {p.sustained_rate:,}/s, {p.baseline_s:g} s")
+        same = self._baseline(p.baseline_s, p.sustained_rate)
+        r["baseline_cost_offered_rate"] = round(same["sent"] / same["elapsed"], 1)
+        r["baseline_cost_lost"] = same["sent"] - same["received"]
+        r["baseline_cost_us"] = _cost_us(same["cpu_s"], same["received"])
+        r["baseline_cost_others_pct"] = round(max(0.0, 100.0 * (
+            same["core_busy_s"] - same["cpu_s"]) / same["elapsed"]), 1)
+        # ratio = bare cost / agent cost at the same offered load (interface.md §7)
+        r["ratio"] = round(r["baseline_cost_us"] / r["agent_cost_us"], 4) \
+            if r["agent_cost_us"] else 0.0
         _say(f"capacity: bare recvfrom_into loop, {p.capacity_s:g} s")
         base = self._baseline(p.capacity_s)
         r["baseline_offered_rate"] = round(base["sent"] / base["elapsed"], 1)
@@ -416,9 +437,13 @@ class Phases:
                                              / base["elapsed"]), 1)
         r["baseline_rate_per_cpu_s"] = round(base["received"] / base["cpu_s"], 1) \
             if base["cpu_s"] else None
-        r["ratio"] = round(r["agent_rate"] / r["baseline_rate"], 4) if r["baseline_rate"] else 0.0
+        # The flat-out rates, as a second figure: when the bare loop lost nothing, the
+        # generator set its pace, so this is agent / offered rather than agent / bare loop.
+        r["flat_out_ratio"] = round(r["agent_rate"] / r["baseline_rate"], 4) \
+            if r["baseline_rate"] else 0.0
+        r["baseline_generator_bound"] = r["baseline_lost"] == 0
 
-    def _baseline(self, duration: float) -> dict:
+    def _baseline(self, duration: float, rate: float = 0) -> dict:
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
         rx = self.b.layout.agent_rx
@@ -431,7 +456,7 @@ class Phases:
             if not parent.poll(10) or parent.recv() != "ready":
                 raise BenchError("the baseline loop did not start")
             core = CoreMeter(min(self.b.agent_cpus))
-            gen = self.b.gen.rate(0, duration)
+            gen = self.b.gen.rate(rate, duration)
             busy = core.busy_s()
             time.sleep(0.5)
             parent.send("stop")
@@ -445,9 +470,22 @@ class Phases:
         return {"sent": gen["sent"], "elapsed": gen["elapsed"], "core_busy_s": busy, **got}
 
 
+def _newest_source(tree: str) -> float:
+    """The mtime of the newest Python source the zipapp is built from."""
+    paths = [os.path.join(tree, "mtce.py")] + [
+        os.path.join(tree, "mtce", n) for n in os.listdir(os.path.join(tree, "mtce"))
+        if n.endswith(".py")]
+    return max((os.path.getmtime(p) for p in paths if os.path.isfile(p)), default=0.0)
+
+
 def _all_ok(h: dict | None) -> bool:
     return bool(h) and h["availability"] == "online" and all(
         n["state"] == "ok" for n in h["networks"].values())
+
+
+def _cost_us(cpu_s: float, handled: int) -> float:
+    """CPU microseconds (user + system) per datagram handled."""
+    return round(1e6 * cpu_s / handled, 3) if handled else 0.0
 
 
 def _median_run(argv: list, runs: int) -> float:
@@ -469,6 +507,9 @@ def _tail(path: str, lines: int = 25) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "scale", False):
+        from mtce import benchscale
+        return benchscale.main(args)
     plan = QUICK if getattr(args, "quick", False) else FULL
     root = tempfile.mkdtemp(prefix="mtce-bench-")
     bench = None

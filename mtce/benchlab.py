@@ -48,6 +48,7 @@ class Plan:
     sustained_s: float
     capacity_s: float
     pyz_runs: int
+    baseline_s: float = 20.0    # the bare loop at the sustained rate (its cost per datagram)
     ready_every: int = 12       # ready event every 12 periods (60 s at 5 s), as the client
 
 
@@ -56,7 +57,7 @@ FULL = Plan(hosts=2000, period_s=5.0, online_period_s=7.0, offline_period_ms=100
             capacity_s=10.0, pyz_runs=7)
 QUICK = Plan(hosts=200, period_s=0.5, online_period_s=2.0, offline_period_ms=100,
              offline_threshold=5, pxeboot_window_s=0.75, sustained_rate=20000, sustained_s=2.0,
-             capacity_s=2.0, pyz_runs=3)
+             capacity_s=2.0, pyz_runs=3, baseline_s=2.0)
 
 
 # -- addresses and files -----------------------------------------------------------------------

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("bench", "the performance benchmark (loopback only, bounded time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="shorter runs (for tests)")
+    p.add_argument("--scale", action="store_true", help="only the agent's steady cost at "
+                   "500, 2,000 and 10,000 hosts (docs/bench.md)")
     return top
 
 

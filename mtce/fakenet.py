@@ -87,10 +87,8 @@ class FakeSocket:
         if not self.queue:
             raise BlockingIOError(errno.EAGAIN, "no datagram")
         data, src = self.queue.popleft()
-        try:
-            self._r.recv(1)
-        except BlockingIOError:
-            pass
+        if not self.queue:
+            self._unsignal()
         n = min(len(data), len(buffer))
         buffer[:n] = data[:n]
         return n, src
@@ -109,11 +107,25 @@ class FakeSocket:
             self.drops += 1
             return False
         self.queue.append((data, src))
+        if len(self.queue) == 1:
+            self._signal()
+        return True
+
+    # Readiness is level-triggered: one byte in the socketpair while the queue holds
+    # anything (a byte per datagram would fill the socketpair past a few hundred and lose
+    # the readiness of the rest).
+    def _signal(self) -> None:
         try:
             self._w.send(b"\0")
         except BlockingIOError:
             pass
-        return True
+
+    def _unsignal(self) -> None:
+        try:
+            while self._r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
 
 
 class FakeNetwork(Sockets):

@@ -65,6 +65,7 @@ class HostMonitor:
         self.client_ready = False
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
+        self.heard_at = -INF                     # the latest `last_seen` of any network
         self.pxe = PxebootMonitor(self.hostname, settings, now)
         # online/offline (agent.md §4.3, interface.md §8)
         self.presence = Presence(self, now)
@@ -79,6 +80,7 @@ class HostMonitor:
         self._seq_pending: set | None = None     # the table's hosts with unlogged events
         self._sched_tok = -1
         self._sched_at = INF
+        self.next_at = INF                       # next_deadline() as the last audit left it
 
     # -- derived state ---------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class HostMonitor:
         anything: this is the 50,000 messages a second path.
         """
         n = self.nets[net]
-        n.last_seen = now
+        n.last_seen = self.heard_at = now
         n.count += 1
         if n.ok and self._steady and (flags & LOCKED_BIT) == self._lock_bit:
             ahead = (seq - n.last_seq) & SEQ_MASK
@@ -297,6 +299,8 @@ class HostMonitor:
 
     def _reset_net(self, net: Net) -> None:
         self.nets[net].reset()
+        self.heard_at = max((n.last_seen for n in self.nets if n.last_seen is not None),
+                            default=-INF)
 
     def restore_alarm(self, now: float):
         """200.003 found active at agent start: resume in the loss state (agent.md §5.3)."""
@@ -319,11 +323,18 @@ class HostMonitor:
     # -- audit ----------------------------------------------------------------------------------
 
     def audit(self, now: float):
-        """Run whatever is due at `now`: offline audit, lost windows, the pxeboot monitor."""
+        """Run whatever is due at `now`: offline audit, lost windows, the pxeboot monitor.
+        Leaves in `next_at` what `next_deadline()` would then say (computed once)."""
         out: list = []
-        if self.availability is Availability.ONLINE:
-            self.presence.check(now, out)
-        self._audit_pxeboot(now, out)
+        at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
+            else INF
+        if self.pxeboot_monitored and not self._held():
+            self.pxe.run(now, self.nets[Net.PXEBOOT], out)
+            pxe = self.pxe.deadline()
+            self.next_at = pxe if pxe < at else at
+        else:
+            self._audit_pxeboot(now, out)
+            self.next_at = self._pxeboot_deadline(at)
         return out if out else NO_ACTIONS
 
     # -- the pxeboot monitor's gate (agent.md §5.0) --------------------------------------
@@ -364,11 +375,16 @@ class HostMonitor:
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `audit` has something to do (INF: nothing until an event)."""
-        at = self.presence.deadline() if self.availability is Availability.ONLINE else INF
+        return self._pxeboot_deadline(
+            self.presence.deadline() if self.availability is Availability.ONLINE else INF)
+
+    def _pxeboot_deadline(self, at: float) -> float:
+        """`at`, or the pxeboot monitor's deadline if that is earlier."""
         if self.pxeboot_monitored and not self._held():
-            at = min(at, self.pxe.deadline())
-        elif self.pxe.alarm and self.admin is Admin.LOCKED:
-            at = min(at, self.pxe.start_at)
+            pxe = self.pxe.deadline()
+            return pxe if pxe < at else at
+        if self.pxe.alarm and self.admin is Admin.LOCKED:
+            return min(at, self.pxe.start_at)
         return at
 
 

@@ -85,11 +85,8 @@ class Presence:
         return woke
 
     def last_heard(self) -> float:
-        last = self.window_from
-        for n in self.host.nets:
-            if n.last_seen is not None and n.last_seen > last:
-                last = n.last_seen
-        return last
+        heard = self.host.heard_at
+        return heard if heard > self.window_from else self.window_from
 
     def end_audit(self) -> None:
         self.audit.end()
@@ -105,23 +102,29 @@ class Presence:
         self.end_audit()
         return True
 
-    def check(self, now: float, out: list) -> None:
-        """What is due at `now` for an online host: lost windows, the offline audit."""
+    def check(self, now: float, out: list) -> float:
+        """What is due at `now` for an online host: lost windows, the offline audit. Returns
+        when it next has work (what `deadline` would say after it)."""
         h = self.host
         s = h.settings
         lost_s = lost_after_s(s)
-        for net in (Net.MGMT, Net.CLSTR):
-            n = h.nets[net]
-            if n.state is NetState.OK and h.provisioned(net) and \
-                    now >= max(n.last_seen, self.window_from) + lost_s:
+        at = INF
+        for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
+            if n.state is not NetState.OK:
+                continue
+            lost_at = (n.last_seen if n.last_seen > self.window_from else self.window_from) \
+                + lost_s
+            if now >= lost_at:
                 n.state = NetState.LOST
                 n.ok = False
                 out.append(Log("info", f"{h.hostname} {n.net.iface} network mtcAlive lost ; "
                                        f"none for {s.lost_windows} x {s.online_period_s:g} secs"))
+            elif lost_at < at:
+                at = lost_at
         if not self.audit.running:
             silent_until = self.last_heard() + s.online_period_s
             if now < silent_until:
-                return
+                return silent_until if silent_until < at else at
             # contract §8: one silent online_period on every network starts the offline audit.
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h._auditing is not None:
@@ -132,10 +135,12 @@ class Presence:
         due = self.audit.due(now, s.offline_period_s)
         if due == "offline":
             self.declare_offline(out)
-        elif due == "send":
+            return INF
+        if due == "send":
             out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
             if h.clstr_ip:
                 out.append(Send(h.hostname, Net.CLSTR, Cmd.REQ_MTCALIVE))
+        return min(at, self.audit.deadline())
 
     def declare_offline(self, out: list) -> None:
         h = self.host
@@ -159,10 +164,11 @@ class Presence:
         at = self.audit.deadline() if self.audit.running else \
             self.last_heard() + s.online_period_s
         lost_s = lost_after_s(s)
-        for net in (Net.MGMT, Net.CLSTR):
-            n = h.nets[net]
-            if n.state is NetState.OK and h.provisioned(net):
-                at = min(at, max(n.last_seen, self.window_from) + lost_s)
+        for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
+            if n.state is NetState.OK:
+                seen = n.last_seen if n.last_seen > self.window_from else self.window_from
+                if seen + lost_s < at:
+                    at = seen + lost_s
         return at
 
 

@@ -112,6 +112,11 @@ class PxebootMonitor:
 
     def run(self, now: float, pxe: NetTrack, out: list) -> None:
         """Pass through the stages until the monitor waits (one window) again."""
+        if self.stage is PxeStage.WAIT:
+            if now < self.timer:
+                return
+            if self._good_quiet_window(now, pxe):
+                return
         debug = self.settings.debug
         while True:
             stage = self.stage
@@ -142,6 +147,24 @@ class PxebootMonitor:
             if debug:
                 out.append(Log("debug", f"{self.hostname} stage {stage.label} -> "
                                         f"{self.stage.label}"))
+
+    def _good_quiet_window(self, now: float, pxe: NetTrack) -> bool:
+        """The common CHECK in one step: the window held a newer pxeboot mtcAlive and there
+        is no miss, loss, alarm or debug line to tell; WAIT -> CHECK -> MONITOR -> WAIT as
+        the stages below would go, with nothing to say (a 2,000-host agent does this 200
+        times a second)."""
+        save = self._save
+        if save is None or self.miss or self.loss or self.alarm or self.settings.debug or \
+                pxe.count == self._count_saved:
+            return False
+        cur = pxe.last_seq
+        if not 0 < ((cur - save) & SEQ_MASK) < SEQ_HALF:
+            return False
+        self._count_saved = pxe.count
+        self._save = cur
+        self._lost_logs = self._not_seen_logs = 0
+        self.timer = now + self.settings.pxeboot_window_s
+        return True
 
     def _check(self, pxe: NetTrack, out: list) -> None:
         h = self.hostname

@@ -209,8 +209,9 @@ class HostTable:
 
     # -- scheduling ---------------------------------------------------------------------------
 
-    def _schedule(self, host: HostMonitor) -> None:
-        at = host.next_deadline()
+    def _schedule(self, host: HostMonitor, at: float | None = None) -> None:
+        if at is None:
+            at = host.next_deadline()
         if at < host._sched_at:
             tok = next(self._tok)
             host._sched_tok, host._sched_at = tok, at
@@ -254,7 +255,7 @@ class HostTable:
                 out.extend(actions)
             due.append(host)
         for host in due:                       # after the loop: a host is audited once per call
-            self._schedule(host)
+            self._schedule(host, host.next_at)
         self._drain_woken()
         return out
 

@@ -14,10 +14,12 @@ import pytest
 
 pytestmark = pytest.mark.loopback
 
-CONTRACT_KEYS = ("agent_rate", "baseline_rate", "ratio", "offered_rate", "lost", "kernel_drops",
-                 "cpu_pct_2000_hosts", "offline_detect_error", "pxeboot_detect_error",
-                 "false_offline", "client_rss_mib", "client_idle_cpu_pct", "first_mtcalive",
-                 "pyz_startup", "duration")
+# interface.md §7, in its order
+CONTRACT_KEYS = ("agent_rate", "agent_capacity", "agent_cost_us", "baseline_cost_us",
+                 "baseline_rate", "ratio", "offered_rate", "lost", "kernel_drops",
+                 "cpu_pct_2000_hosts", "steady_rate", "offline_detect_error",
+                 "pxeboot_detect_error", "false_offline", "client_rss_mib",
+                 "client_idle_cpu_pct", "first_mtcalive", "pyz_startup", "duration")
 COUNTS = ("lost", "kernel_drops", "false_offline", "sustained_sent", "sustained_processed",
           "lost_by_seq", "capacity_sent", "capacity_processed", "capacity_lost",
           "capacity_lost_by_seq", "capacity_kernel_drops", "baseline_lost")
@@ -57,15 +59,32 @@ def test_loss_is_sent_minus_processed_and_agrees_with_sequence_numbers_and_kerne
     assert r["capacity_kernel_drops"] == r["capacity_lost"]
 
 
+def test_the_ratio_is_bare_cost_over_agent_cost_at_the_same_offered_load(result):
+    """interface.md §7: CPU cost per datagram of both at the sustained rate; ratio = bare
+    cost / agent cost; capacity = 1 / agent cost. The flat-out rates are a second figure."""
+    r = result
+    assert r["agent_cost_us"] == pytest.approx(
+        1e6 * r["sustained_agent_cpu_s"] / r["sustained_processed"], rel=0.01)
+    assert r["agent_capacity"] == pytest.approx(1e6 / r["agent_cost_us"], rel=0.01)
+    assert r["ratio"] == pytest.approx(r["baseline_cost_us"] / r["agent_cost_us"], rel=0.01)
+    assert r["baseline_cost_offered_rate"] == pytest.approx(r["sustained_offered_rate"],
+                                                            rel=0.1)
+    assert r["flat_out_ratio"] == pytest.approx(r["agent_rate"] / r["baseline_rate"], abs=1e-3)
+    assert r["baseline_generator_bound"] == (r["baseline_lost"] == 0)
+    assert r["loss_counts_agree"] == (r["lost"] == r["lost_by_seq"] == r["kernel_drops"])
+    assert len(r["loadavg_before"]) == 3
+
+
 def test_rates_follow_from_the_counts(result):
     r = result
-    assert r["ratio"] == pytest.approx(r["agent_rate"] / r["baseline_rate"], abs=1e-3)
     assert r["agent_rate"] == pytest.approx(r["capacity_processed"] / r["capacity_s"], rel=0.01)
     assert r["offered_rate"] == pytest.approx(r["capacity_sent"] / r["capacity_s"], rel=0.01)
     assert 0 < r["agent_rate"] <= r["offered_rate"]
     assert 0 < r["baseline_rate"] <= r["baseline_offered_rate"]
     assert r["sustained_offered_rate"] == pytest.approx(r["sustained_sent"] / r["sustained_s"],
                                                         rel=0.01)
+    assert r["steady_rate"] == pytest.approx(r["steady_processed"] / r["steady_window_s"],
+                                             rel=0.02)
     assert r["cpu_s_per_1000"] == pytest.approx(
         r["cpu_pct_2000_hosts"] / 100 * r["steady_window_s"] / (r["steady_processed"] / 1000),
         rel=0.05, abs=1e-4)
@@ -95,3 +114,17 @@ def test_targets_and_table(result):
     for t in bench.TARGETS:
         assert t.figure in text
     assert text.count("\n") >= len(bench.TARGETS) + 2
+
+
+def test_scale_rows_divide_by_the_inventory_size():
+    """`mtce bench --scale` (docs/bench.md, "Scale on paper"): each size's figures come from
+    its totals, per 1,000 hosts by division, and the table shows them."""
+    from mtce import benchscale
+    r = benchscale.row(2000, 5.0, 30.0, 0.45, 36000, 40.0, 0, 1_200_000, 0.2, 1.0, 0.1)
+    assert (r["offered_rate"], r["processed_rate"]) == (1200.0, 1200.0)
+    assert (r["cpu_pct"], r["cpu_pct_per_1000_hosts"]) == (1.5, 0.75)
+    assert r["rss_mib_per_1000_hosts"] == 20.0
+    text = benchscale.table([r, benchscale.row(500, 5.0, 30.0, 0.15, 9000, 30.0, 3, 300_000,
+                                                0.05, 0.0, 0.1)])
+    assert "2,000" in text and "1.50%" in text and "0.75%" in text and "1.20 MB" in text
+    assert len(text.splitlines()) == 3

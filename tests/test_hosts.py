@@ -380,6 +380,50 @@ def monitored(start=T0, **kw):
     return host
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_the_one_step_quiet_window_is_what_the_stages_would_do(seed):
+    """agent.md §5.1: WAIT -> CHECK -> MONITOR -> WAIT for a good window. The agent takes a
+    quiet good window (no miss, loss, alarm or debug) in one step (issue 13: 200 of them a
+    second at 2,000 hosts); under random pxeboot arrivals, gaps, client restarts and
+    losses, a host that takes it and one that always goes through the stages say and do
+    exactly the same."""
+    import random
+    rng = random.Random(seed)
+    fast, slow = monitored(T0), monitored(T0)
+    slow.pxe._good_quiet_window = lambda now, pxe: False
+    taken = []
+    quiet = fast.pxe._good_quiet_window
+    fast.pxe._good_quiet_window = lambda now, pxe: taken.append(quiet(now, pxe)) or taken[-1]
+    seq = 0
+    for step in range(1, 600):
+        now = T0 + step
+        if step % 5 == 0:                           # each client's 5 s tick
+            for h in (fast, slow):
+                for net in (Net.MGMT, Net.CLSTR):
+                    h.on_mtcalive(net, step // 5 + 1, 0, 12, now)
+            roll = rng.random()
+            if roll < 0.75 or step < 50:
+                seq += 1                             # in order
+            elif roll < 0.85:
+                seq += rng.randint(2, 5)             # a gap
+            elif roll < 0.9:
+                seq = rng.randint(1, 2)              # the client restarted
+            else:
+                seq = None                           # lost on the way
+            if seq is not None:
+                out = [h.on_mtcalive(Net.PXEBOOT, seq, 0, 12, now) for h in (fast, slow)]
+                assert out[0] == out[1]
+            seq = seq or 0
+        got = [list(h.audit(now)) for h in (fast, slow)]
+        assert got[0] == got[1], (step, got)
+        assert [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
+                for h in (fast, slow)][0] == \
+            [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
+             for h in (fast, slow)][1]
+        assert fast.next_at == fast.next_deadline(), "the audit leaves next_deadline()"
+    assert True in taken and False in taken, "both ways were taken"
+
+
 def test_pxeboot_timeline_loss_alarm_and_clear():
     S = T0
     host = monitored(S)

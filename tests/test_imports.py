@@ -31,6 +31,7 @@ PURE = {
     "mtce.table": NO_IO | {"os", "time"},
     "mtce.commands": NO_IO | {"os", "time"},
     "mtce.budget": NO_IO | {"os", "time"},
+    "mtce.pacing": NO_IO | {"os", "time"},
     "mtce.store": NO_IO | {"time"},       # reads and writes the state files
 }
 

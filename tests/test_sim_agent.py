@@ -14,11 +14,13 @@ import pytest
 import soak
 from cluster import Cluster
 from mtce import agent as agent_mod
-from mtce import alive, config, ctl, hosts, transport
+from mtce import alive, config, ctl, hosts, pacing, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
 from sim import daemon_logger, sims
+
+COALESCE_PILE = pacing.COALESCE_MAX_PILE
 
 AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
 CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
@@ -525,6 +527,48 @@ def test_a_batch_of_more_than_25_is_logged_once_and_every_message_counted(sim):
     assert s.agent_capture.count("in one batch") == 1
     net = s.hosts()["worker-0"]["networks"]["mgmt"]
     assert (net["last_seq"], net["missed"], net["out_of_sequence"]) == (200, 0, 0)
+
+
+@pytest.mark.parametrize("offline_ms, tick", [(50, 0.05), (100, 0.1), (250, 0.25 / 3),
+                                               (1000, 0.1)])
+def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offline_ms, tick):
+    """Issue 13 (docs/bench.md: the steady cost is per wake-up, not per message): at light
+    load the agent sleeps to the next point of its audit grid (the offline_period, or the
+    largest fraction of it not above 100 ms), reads every socket there, then audits, so a
+    datagram waits at most one tick and the audit always sees it. No pause after a full
+    batch; at a rate that would pile more than 256 datagrams up in one tick, the pause is
+    the time 256 take to come."""
+    s = sim(clients=[], agent_extra={"agent": {"offline_period": offline_ms}}).start()
+    a = s.agent
+    assert a.pacer.tick_s() == pytest.approx(tick)
+    for _ in range(3):
+        now = s.clock.now()
+        pause = a.pause_hint()
+        assert 0 < pause <= tick + 1e-9
+        assert (now + pause) / tick == pytest.approx(round((now + pause) / tick), abs=1e-6)
+        assert s.loop.next_deadline() == pytest.approx(now + pause), "the audit is on the grid"
+        s.run(pause + tick / 3)
+
+    dest, src = agent_dest(s, Net.MGMT), (source(s, "worker-0", Net.MGMT), 40999)
+    seq = 0
+
+    def burst(count):
+        nonlocal seq
+        for _ in range(count):
+            seq += 1
+            s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, dest)
+        s.settle()
+    burst(60)                               # a full batch of 50 was waiting
+    assert a.pause_hint() == 0.0
+    assert a.pause_hint() > 0, "one turn without a pause, then back on the grid"
+    for _ in range(round(1.2 / tick)):     # twice what one tick may pile up, each tick
+        burst(2 * COALESCE_PILE)
+        s.run(tick)
+    a.pause_hint()                          # (the last burst's full batch)
+    pause = a.pause_hint()
+    assert pause == pytest.approx(tick / 2, rel=0.25), "as long as 256 datagrams take to come"
+    assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == seq
+    assert s.hosts()["worker-0"]["networks"]["mgmt"]["missed"] == 0
 
 
 def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):

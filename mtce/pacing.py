@@ -1,0 +1,57 @@
+"""When the agent reads its sockets (docs/bench.md, issue 13): the cost at a steady load is
+per wake-up as much as per datagram, so datagrams are let gather and read in batches.
+
+Pure: the clock's `now` comes in. At light load every socket is read once a tick of the audit
+grid (the `offline_period`, or the largest fraction of it not above COALESCE_MAX_S), and the
+audit that runs on the same tick sees what gathered before it decides; a datagram waits at most
+one tick. At a higher rate the pause is the time COALESCE_MAX_PILE datagrams take to arrive;
+after a full batch, or when that time is under COALESCE_MIN_S, there is none.
+"""
+
+from __future__ import annotations
+
+import math
+
+COALESCE_MAX_S = 0.1            # at light load, sockets are read on a grid this fine at most
+COALESCE_MAX_PILE = 256         # a pause never lets more pile up (far below a receive buffer)
+COALESCE_MIN_S = 0.005          # no shorter pause: above 51,200/s the agent is busy anyway,
+                                # and a pause would only cost it reading time
+RATE_SAMPLE_S = 0.5             # the recent receive rate is measured over at least this long
+
+
+class Pacer:
+    def __init__(self, period_s: float, now: float):
+        self.period_s = period_s
+        self.saturated = False          # a drain of this turn read a full batch
+        self.rate = 0.0                 # datagrams a second, recently
+        self._mark = (now, 0)
+
+    def reconfigure(self, period_s: float) -> None:
+        """A reload's offline_period (the audit already scheduled keeps its time)."""
+        self.period_s = period_s
+
+    def tick_s(self) -> float:
+        """The grid: the offline audit period, or its largest fraction not above
+        COALESCE_MAX_S, so that the audit is on the grid too."""
+        return self.period_s / math.ceil(self.period_s / COALESCE_MAX_S - 1e-9)
+
+    def next_tick(self, now: float) -> float:
+        tick = self.tick_s()
+        return (math.floor(now / tick + 1e-9) + 1) * tick
+
+    def count(self, now: float, received: int) -> None:
+        """The receive counter, at each audit: the recent rate."""
+        then, before = self._mark
+        if now - then >= RATE_SAMPLE_S:
+            self.rate = (received - before) / (now - then)
+            self._mark = (now, received)
+
+    def pause(self, now: float) -> float:
+        """Seconds the loop may sleep before its next wait."""
+        if self.saturated:
+            self.saturated = False
+            return 0.0
+        pause = self.next_tick(now) - now
+        if self.rate * pause > COALESCE_MAX_PILE:
+            pause = COALESCE_MAX_PILE / self.rate
+        return pause if pause >= COALESCE_MIN_S else 0.0
