@@ -16,15 +16,28 @@ include mk/soak.mk
 
 all: test
 
-# System tools the tests and the lab use: iproute2 (ip netns, veth) and procps.
+# System tools the tests and the lab use: iproute2 (ip netns, veth), procps, prometheus
+# (the metrics test runs the real server and promtool), resource-agents (ocf-tester) and
+# pacemaker-cli-utils (crm_simulate) for the HA tests. Services the packages bring are not
+# started: a policy-rc.d that says so is in place while apt runs, if there is none already.
 sysdeps:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v pkill >/dev/null 2>&1 || missing="$$missing procps"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v ocf-tester >/dev/null 2>&1 || missing="$$missing resource-agents"; \
+	command -v crm_simulate >/dev/null 2>&1 || missing="$$missing pacemaker-cli-utils"; \
+	command -v xmllint >/dev/null 2>&1 || missing="$$missing libxml2-utils"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make: needs$$missing (run as root to install)"; exit 1; fi; \
-	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; \
+	  made=""; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made=1; \
+	  fi; \
+	  $(APT_GET) update && $(APT_GET) install --no-install-recommends $$missing; rc=$$?; \
+	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; \
+	  exit $$rc; \
 	fi
 
 $(VPY): requirements.txt requirements-dev.txt | sysdeps

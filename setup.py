@@ -99,6 +99,13 @@ setup(
         ("/etc/mtce", ["debian/inventory.ini"]),
         ("/etc/init.d", ["debian/init.d/mtcAgent", "debian/init.d/mtcClient"]),
         ("/lib/systemd/system", ["debian/mtcagent.service", "debian/mtcclient.service"]),
+        # Prometheus alert rules (with their promtool tests) and a Grafana dashboard
+        ("/usr/share/doc/mtce/examples", ["etc/prometheus/mtce-rules.yml",
+                                          "etc/prometheus/mtce-rules.test.yml",
+                                          "etc/prometheus/mtce-dashboard.json",
+                                          "etc/pacemaker/mtce-cib.xml"]),
+        # the Pacemaker resource agent ocf:mtce:mtcAgent (docs/ha.md)
+        ("/usr/lib/ocf/resource.d/mtce", ["debian/ocf/mtcAgent"]),
     ],
     cmdclass={"install_data": InstallData, "install_egg_info": NoEggInfo},
     zip_safe=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import agentnet, alarms, auth, config, hosts, logs, netif, store, transport
+from mtce import agentnet, alarms, auth, config, hosts, logs, metrics, netif, store, transport
 from mtce.table import HostTable
 from mtce.children import Children
 from mtce.inbox import Inbox
@@ -46,6 +46,7 @@ SOCKET_KEYS = {("agent", "mtc_agent_port"): ("mgmt_rx", "clstr_rx"),
 RESTART_KEYS = {("paths", "pid_dir"), ("paths", "log_dir"), ("paths", "hostname_file"),
                 ("paths", "platform_conf"), ("paths", "state_dir")}
 UNUSED_KEYS = {("client", k) for k in ("mtcalive_period", "mgmt_ip", "cluster_host_ip")} | \
+    {("metrics", "client_listen")} | \
     {("actions", k) for k in ("reboot", "reset", "lazy_reboot", "failsafe", "wipedisk")} | \
     {("paths", k) for k in ("dhcp_leases_dir", "ifcfg_dir", "sys_class_net", "persist_dir")} | \
     {("timeouts", "failsafe_shutdown_delay")}
@@ -95,6 +96,10 @@ class Agent:
         self._rate_logged = 0.0
         self._last_turn = clock.now()
         self.pacer = Pacer(self.table.settings.offline_period_s, clock.now())
+        self.started_at = clock.wall()
+        self.stopped = False
+        self.metrics = metrics.Endpoint(loop, lambda: metrics.agent_series(self, clock.now()),
+                                        log, clock)
 
     @property
     def socks(self) -> dict:
@@ -138,8 +143,10 @@ class Agent:
         if active:
             self.run(self.table.restore_alarms(active, now))
         self.net.setup()
+        self.run(self.table.takeover_requests())
         self._start_ctl()
         self.net.watch()
+        self.metrics.use(self.cfg.metrics.listen)
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
         self.loop.call_at(self.pacer.next_tick(now), self.audit)
         self.loop.pause_hint = self.pause_hint
@@ -210,12 +217,15 @@ class Agent:
     def audit(self) -> None:
         """Every tick (the offline_period or a fraction of it): stall check, then the hosts
         that are due."""
+        if self.stopped:
+            return
         now = self.clock.now()
         self.pacer.count(now, self.counters.rx)
         period = self.table.settings.offline_period_s
         gap = now - self._last_turn
         self._last_turn = now
         if gap > max(STALL_S, 10 * period):
+            self.counters.stalls += 1
             self.run(self.table.note_stall(gap, now))
         self.refresh_facts()
         self.run(self.table.audit(now))
@@ -230,11 +240,16 @@ class Agent:
         self.loop.call_at(min(self.pacer.next_tick(now), max(due, now + 0.001)), self.audit)
 
     def drops_tick(self) -> None:
+        if self.stopped:
+            return
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
         self.counters.kernel_drops = self.net.set.check_drops()
+        self.counters.drops_net = self.net.set.drops_by_net()
 
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (agent.md §3.4)."""
+        if self.stopped:
+            return
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
         count, self._rate_count = self._rate_count, 0
         rate = count / RATE_PERIOD_S
@@ -327,8 +342,14 @@ class Agent:
             self._start_ctl()
         self.load_dnsmasq_hosts(force=True)
         self.net.setup()
+        self.metrics.use(new.metrics.listen)
 
     def stop(self) -> None:
+        """Close everything; the periodic work ends too (an agent stopped in a process that
+        goes on, as in the in-process tests, must not keep auditing its old table)."""
+        self.stopped = True
+        self.outbox.cancel()
+        self.metrics.close()
         if self.ctl is not None:
             self.ctl.close()
         self.net.set.close_all()

@@ -272,8 +272,12 @@ class Phases:
         alarm_rx = rf"{re.escape(names[pxe_gone])} setting \S+ 'mtcAlive' failure alarm"
         deadline = time.monotonic() + max(offline_cfg, pxeboot_cfg) + 2 * p.pxeboot_window_s + 10
         off = alarm = None
+        scrapes, next_scrape = [], time.monotonic()
         while (off is None or alarm is None) and time.monotonic() < deadline:
             time.sleep(0.1)
+            if time.monotonic() >= next_scrape:       # as a Prometheus server would
+                next_scrape += p.scrape_every_s
+                scrapes.append(self._scrape(pid))
             self.b.log.poll()
             off = off or next(iter(self.b.log.find(off_rx, mark)), None)
             alarm = alarm or next(iter(self.b.log.find(alarm_rx, mark)), None)
@@ -290,6 +294,7 @@ class Phases:
         r["client_idle_cpu_pct"] = round(100.0 * client_cpu / client_wall, 4)
         r["client_idle_sample_s"] = round(client_wall, 1)
         r["client_cpu_s_10min"] = round(client_cpu * 600.0 / client_wall, 3)
+        self._scrape_figures(scrapes)
         r["steady_offered_rate"] = round(3 * p.hosts / p.period_s, 1)
         # What must arrive: every network of every host but the silenced ones (4 streams),
         # plus the real client's 3. The CPU figure counts only if it did.
@@ -328,6 +333,28 @@ class Phases:
             table[n]["networks"]["pxeboot"]["state"] != "ok")
         self.b.false_offline = false_off
         self.b._stop(self.b.client)
+
+    def _scrape(self, pid: int) -> tuple:
+        """One GET /metrics of the agent: (bytes, seconds, agent CPU seconds meanwhile)."""
+        import urllib.request
+        cpu0, t0 = proc_cpu_s(pid), time.monotonic()
+        try:
+            with urllib.request.urlopen(f"http://{self.b.layout.metrics_at}/metrics",
+                                        timeout=10) as reply:
+                size = len(reply.read())
+        except OSError:
+            return (0, time.monotonic() - t0, proc_cpu_s(pid) - cpu0)
+        return (size, time.monotonic() - t0, proc_cpu_s(pid) - cpu0)
+
+    def _scrape_figures(self, scrapes: list) -> None:
+        r, p = self.b.r, self.b.plan
+        good = [s for s in scrapes if s[0]]
+        r["scrape_every_s"] = p.scrape_every_s
+        r["scrapes"] = len(scrapes)
+        r["scrapes_failed"] = len(scrapes) - len(good)
+        r["scrape_bytes"] = max((s[0] for s in good), default=0)
+        r["scrape_s"] = round(statistics.median(s[1] for s in good), 4) if good else None
+        r["scrape_cpu_s"] = round(statistics.median(s[2] for s in good), 4) if good else None
 
     def _seq_totals(self, table: dict) -> tuple[int, dict]:
         missed, last = 0, {}

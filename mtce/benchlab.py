@@ -27,6 +27,7 @@ MIB = 1024 * 1024
 AGENT_HOST = "controller-0"
 CLIENT_HOST = "bench-client"
 AGENT_PORT, AGENT_PXEBOOT_PORT = 2101, 2102
+METRICS_PORT = 9479               # the agent's metrics endpoint in the bench
 _NET_ORDER = (Net.PXEBOOT, Net.MGMT, Net.CLSTR)     # the client's order within one tick
 
 
@@ -49,6 +50,7 @@ class Plan:
     capacity_s: float
     pyz_runs: int
     baseline_s: float = 20.0    # the bare loop at the sustained rate (its cost per datagram)
+    scrape_every_s: float = 15.0    # the metrics endpoint is scraped this often, steady phase
     ready_every: int = 12       # ready event every 12 periods (60 s at 5 s), as the client
 
 
@@ -56,8 +58,8 @@ FULL = Plan(hosts=2000, period_s=5.0, online_period_s=7.0, offline_period_ms=100
             offline_threshold=20, pxeboot_window_s=6.0, sustained_rate=20000, sustained_s=60.0,
             capacity_s=10.0, pyz_runs=7)
 QUICK = Plan(hosts=200, period_s=0.5, online_period_s=2.0, offline_period_ms=100,
-             offline_threshold=5, pxeboot_window_s=0.75, sustained_rate=20000, sustained_s=2.0,
-             capacity_s=2.0, pyz_runs=3, baseline_s=2.0)
+             offline_threshold=5, pxeboot_window_s=0.6, sustained_rate=20000, sustained_s=1.5,
+             capacity_s=1.5, pyz_runs=3, baseline_s=1.5, scrape_every_s=1.0)
 
 
 # -- addresses and files -----------------------------------------------------------------------
@@ -109,6 +111,7 @@ class Layout:
         self.c0_clstr, self.c1_clstr, self.c0_pxeboot, self.c1_pxeboot = \
             b + "4", b + "5", b + "6", b + "7"
         self.client_ips = (b + "10", b + "11", b + "12")
+        self.metrics_at = f"{self.c0_mgmt}:{METRICS_PORT}"     # the agent's [metrics] listen
         self.client_mac = "02:00:be:ff:00:01"
         self.names = [f"worker-{i}" for i in range(plan.hosts)]
         self.agent_dir = os.path.join(root, "agent")
@@ -174,6 +177,7 @@ class Layout:
                                "pxeboot_ip": self.c0_pxeboot}
             values["timeouts"] = {"online_period": p.online_period_s,
                                   "pxeboot_mtcalive_window": p.pxeboot_window_s}
+            values["metrics"] = {"listen": self.metrics_at}
             self._inventory(os.path.join(d, "inventory.ini"), paths["dnsmasq_hosts"], mac)
         return _write(os.path.join(d, "mtc.ini"), _ini_text(values))
 

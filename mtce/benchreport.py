@@ -135,6 +135,12 @@ def table(r: dict) -> str:
                  f"{r['sustained_rate']:,}/s, {r['capacity_generator_cpu_pct']:.0f}% flat out "
                  f"({r['offered_rate']:,.0f}/s); steady schedule at most "
                  f"{1000 * r['generator_max_late_s']:.0f} ms late")
+    if r.get("scrapes"):
+        lines.append(f"metrics endpoint on: scraped every {r['scrape_every_s']:g} s in the "
+                     f"steady window ({r['scrapes']} scrapes, {r['scrapes_failed']} failed, "
+                     f"included in its CPU); one scrape of {r['hosts']:,} hosts: "
+                     f"{r['scrape_bytes'] / 1e6:.2f} MB in {1000 * (r['scrape_s'] or 0):.0f} ms,"
+                     f" {1000 * (r['scrape_cpu_s'] or 0):.0f} ms of agent CPU")
     lines.append(f"other processes on the agent's core: steady {r['steady_others_pct']:.0f}%, "
                  f"sustained {r['sustained_others_pct']:.0f}%, capacity "
                  f"{r['capacity_others_pct']:.0f}%, bare loop at the sustained rate "

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="stay in the foreground and log to stderr")
     p = command("hosts", "the running agent's host table")
     p.add_argument("--json", action="store_true", help="print JSON (interface.md §5)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None,
+                   metavar="SECONDS", help="redraw the table (and the alarms) every SECONDS "
+                   "(default 2) until Ctrl-C")
     p = command("alarms", "active alarms held by the running agent")
     p.add_argument("--json", action="store_true", help="print JSON")
     for name, what in (("lock", "lock a host"), ("unlock", "unlock a host"),

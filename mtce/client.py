@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import alive, auth, config, logs, netif, schedule, transport
+from mtce import alive, auth, config, logs, metrics, netif, schedule, transport
 from mtce.actions import HostActions
 from mtce.clientnet import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.ownaddr import AddressBook
@@ -38,7 +38,7 @@ UNUSED_KEYS = {("agent", k) for k in ("offline_period", "offline_threshold",
                                       "cluster_host_ip", "pxeboot_ip")} | \
     {("timeouts", k) for k in ("online_period", "pxeboot_mtcalive_window")} | \
     {("paths", k) for k in ("dnsmasq_hosts", "build_info", "state_dir", "agent_socket")} | \
-    {("actions", "alarm")}
+    {("actions", "alarm")} | {("metrics", "listen")}
 
 
 class Client:
@@ -55,6 +55,7 @@ class Client:
                                     budget=logs.Budget(EVENTS_BURST, EVENTS_PER_MIN))
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
+        self.metrics = metrics.Endpoint(loop, lambda: metrics.client_series(self), log, clock)
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), log, self.noise,
                                    self.counters)
         self.book = AddressBook(cfg, log, self.throttle,
@@ -92,6 +93,7 @@ class Client:
         self.net.set.watch(self.on_network_change, self._relevant,
                            f"relying on the {c.client.mtcalive_period:g} s tick")
         self.send_ready_event()
+        self.metrics.use(c.metrics.client_listen)
         self.tick_timer = self.loop.call_later(FIRST_TICK_S, self.tick)
 
     def _load_platform(self) -> bool:
@@ -300,6 +302,7 @@ class Client:
                 said = self._say(action)
             elif kind is SendAck:
                 data = alive.ack(action.msg, num=action.num, parm=action.parm)
+                self.counters.acks_sent += 1
                 self.net.send_ack(data, cmd_name(action.msg.cmd), action.src, action.net,
                                   action.log and said)
             elif kind is SendAlive:
@@ -350,8 +353,13 @@ class Client:
         for name in SETUP_ORDER:
             self.net.set.close(name)
         self._setup_all()
+        self.metrics.use(new.metrics.client_listen)
 
     def stop(self) -> None:
+        if self.tick_timer is not None:          # no more ticks from a stopped client
+            self.tick_timer.cancel()
+            self.tick_timer = None
+        self.metrics.close()
         self.net.set.close_all()
         self.actions.reap()
 

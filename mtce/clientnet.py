@@ -139,16 +139,19 @@ class ClientNet:
         sock = self.set[sock_name]
         if sock is None or not addr:
             self.counters.tx_errors += 1
+            self.counters.tx_errors_net[net] += 1
             self.throttle.error(("notok", sock_name), "%s", not_ok)
             return False
         err = self.wire.send(sock, data, addr, port)
         if err is not None:
             self.counters.tx_errors += 1
+            self.counters.tx_errors_net[net] += 1
             self.throttle.error(("send", sock_name, err.errno), "message send failed on %s "
                                 "network to %s:%d (%s)", net.iface, addr, port,
                                 transport.describe_error(err))
             return False
         self.counters.tx += 1
+        self.counters.tx_net[net] += 1
         self.throttle.clear(("notok", sock_name))
         self.throttle.clear(("send", sock_name, None))
         return True
@@ -157,16 +160,19 @@ class ClientNet:
         port = self.cfg.agent.mtc_rx_pxeboot_port
         sock = self.set["pxeboot_tx"]
         if sock is None:
+            self.counters.tx_errors_net[Net.PXEBOOT] += 1
             self.throttle.error(("notok", "pxeboot_tx"), "pxeboot_tx_socket not ok (0)")
             return False
         err = self.wire.send(sock, data, addr, port)
         if err is not None:
             self.counters.tx_errors += 1
+            self.counters.tx_errors_net[Net.PXEBOOT] += 1
             self.throttle.error(("send", "pxeboot", ctl, err.errno), "failed to send mtcAlive "
                                 "to %s using %s:%d (pxeboot) (rc:-1) (%s)", ctl, addr, port,
                                 transport.describe_error(err))
             return False
         self.counters.tx += 1
+        self.counters.tx_net[Net.PXEBOOT] += 1
         return True
 
     def send_ready(self, data: bytes, active: str) -> None:

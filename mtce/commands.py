@@ -43,6 +43,7 @@ class Commands:
 
     def __init__(self):
         self.pending: dict[tuple[str, int], Pending] = {}
+        self.counts = {"sent": 0, "acked": 0, "given_up": 0}    # the metrics endpoint's
 
     def start(self, host: str, cmd: Cmd, num: int, parm: tuple, now: float) -> Attempt:
         """A new operator command: its first attempt, now."""
@@ -51,6 +52,7 @@ class Commands:
 
     def _attempt(self, p: Pending, now: float) -> Attempt:
         p.attempts += 1
+        self.counts["sent"] += 1
         p.due_at = now + CMD_RETRY_S
         return Attempt(p.host, p.cmd, p.num, p.parm, p.attempts)
 
@@ -67,6 +69,7 @@ class Commands:
         p.acked.append(net)
         lines = [f"{host} {cmd_name(cmd)} request ACK ({net.iface})"]
         if len(p.acked) == 1:
+            self.counts["acked"] += 1
             lines.append(f"{host} {cmd_name(cmd)} request succeeded ({net.iface})")
             p.due_at = now + ACK_FORGET_S
         return True, lines
@@ -82,6 +85,7 @@ class Commands:
                 del self.pending[key]
             elif p.attempts >= CMD_ATTEMPTS:
                 del self.pending[key]
+                self.counts["given_up"] += 1
                 lines.append(f"{p.host} {cmd_name(p.cmd)} request failed ; no ACK after "
                              f"{CMD_ATTEMPTS} attempts")
             else:

@@ -114,6 +114,11 @@ OPTIONS = (
        "the first signs, all verify; empty: off (wire as the original)"),
     _o("security", "require", "bool", False,
        "yes: drop every datagram without a valid tag; no: accept untagged ones"),
+    _o("metrics", "listen", "listen", "",
+       "agent: ADDRESS:PORT ([IPv6]:PORT) serving Prometheus text format at GET /metrics; "
+       "empty: off"),
+    _o("metrics", "client_listen", "listen", "",
+       "client: the same for the client's own series; empty: off"),
 )
 
 OPTION_INDEX = {(o.section, o.key): o for o in OPTIONS}
@@ -205,6 +210,7 @@ def _spec_for(opt: Option) -> str:
         "command": "string()",
         "ip": "ip_or_empty()",
         "bool": "yes_no()",
+        "listen": "listen_or_empty()",
     }
     return kinds[opt.kind]
 
@@ -217,6 +223,19 @@ def _check_ip(value, *args, **kwargs):
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise VdtValueError(value) from None
+
+
+def _check_listen(value, *args, **kwargs):
+    from validate import VdtValueError
+    value = str(value).strip()
+    if value == "":
+        return ""
+    from mtce.metrics import parse_listen
+    try:
+        parse_listen(value)
+    except ValueError:
+        raise VdtValueError(value) from None
+    return value
 
 
 def _check_seconds(value, *args, **kwargs):
@@ -262,6 +281,7 @@ def _explain(opt: Option, err: Exception) -> str:
         "seconds": "seconds, a finite number above 0",
         "ip": "an IPv4 or IPv6 address, or empty",
         "bool": "yes or no",
+        "listen": "ADDRESS:PORT or [IPv6]:PORT, or empty",
     }.get(opt.kind, "a string")
     return f"{_WHY.get(type(err).__name__, 'invalid')}, expected {what}"
 
@@ -285,7 +305,7 @@ def _typed(values: dict, lines: dict, path: str) -> dict:
         raw[section][key] = value
     conf = ConfigObj(raw, configspec=spec, interpolation=False, list_values=False)
     validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no,
-                           "seconds": _check_seconds})
+                           "seconds": _check_seconds, "listen_or_empty": _check_listen})
     result = conf.validate(validator, preserve_errors=True)
     if result is not True:
         for sections, key, err in flatten_errors(conf, result):

@@ -15,6 +15,8 @@ import socket
 import struct
 import sys
 
+from mtce.streams import StreamServer
+
 MAX_REQUEST = 64 * 1024
 IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
@@ -22,12 +24,15 @@ MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them
 NETS = ("mgmt", "cluster-host", "pxeboot")
 
 
-class Server:
+class Server(StreamServer):
+    """The agent's control socket: a JSON object per line in, a JSON object out."""
+
+    max_request, idle_s, reply_timeout_s, max_connections = (
+        MAX_REQUEST, IDLE_S, REPLY_TIMEOUT_S, MAX_CONNECTIONS)
+    what = "control"
+
     def __init__(self, path: str, loop, handler, log: logging.Logger, clock):
-        from mtce import logs
-        self.path, self.loop, self.handler, self.log, self.clock = path, loop, handler, log, \
-            clock
-        self.throttle = logs.Throttle(log, clock)
+        self.path, self.handler = path, handler
         if len(os.fsencode(path)) > 107:
             raise OSError(errno.ENAMETOOLONG, f"a Unix socket path has at most 107 bytes; "
                                               f"this one has {len(os.fsencode(path))}")
@@ -44,11 +49,7 @@ class Server:
             os.umask(old)
         os.chmod(path, 0o600)
         sock.listen(16)
-        sock.setblocking(False)
-        self.sock = sock
-        self.conns: dict = {}
-        self._writing: dict = {}                    # conn -> [memoryview left, timer]
-        loop.add_reader(sock, self._accept)
+        super().__init__(sock, loop, log, clock)
 
     def _remove_stale(self) -> None:
         if not os.path.exists(self.path):
@@ -65,50 +66,24 @@ class Server:
             probe.close()
         raise OSError(errno.EADDRINUSE, f"another agent is serving {self.path}")
 
-    def _accept(self, sock) -> None:
-        try:
-            conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        conn.setblocking(False)
-        if len(self.conns) + len(self._writing) >= MAX_CONNECTIONS:
-            self.throttle.warning(("ctl", "busy"), "control request refused: %d connections "
-                                  "already open", MAX_CONNECTIONS)
-            conn.close()
-            return
+    def accepted(self, conn) -> bool:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", creds)
         if uid not in (0, os.getuid()):
             self.throttle.warning(("ctl", "uid", uid), "control request from uid %d (pid %d) "
                                   "refused: root only", uid, pid)
-            self._reply(conn, {"ok": False, "error": "permission denied: root only"})
-            return
-        self.conns[conn] = [bytearray(), self.loop.call_later(IDLE_S, lambda: self._drop(conn))]
-        self.loop.add_reader(conn, self._read)
+            self.reply(conn, _encode({"ok": False, "error": "permission denied: root only"}))
+            return False
+        return True
 
-    def _drop(self, conn) -> None:
-        entry = self.conns.pop(conn, None)
-        if entry is not None:
-            entry[1].cancel()
-            self.loop.remove_reader(conn)
-            conn.close()
+    def complete(self, buf: bytearray, chunk: bytes) -> bool:
+        return b"\n" in chunk
 
-    def _read(self, conn) -> None:
-        buf = self.conns[conn][0]
-        try:
-            chunk = conn.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(conn)
-            return
-        buf += chunk
-        if chunk and b"\n" not in chunk and len(buf) <= MAX_REQUEST:
-            return
-        entry = self.conns.pop(conn)
-        entry[1].cancel()
-        self.loop.remove_reader(conn)
-        self._reply(conn, self._answer(bytes(buf)))
+    def answer(self, raw: bytes) -> bytes:
+        return _encode(self._answer(raw))
+
+    def too_large(self) -> bytes:
+        return _encode(self._bad("request too large"))
 
     def _answer(self, raw: bytes) -> dict:
         if len(raw) > MAX_REQUEST:
@@ -129,52 +104,16 @@ class Server:
         self.throttle.warning(("ctl", why), "bad control request: %s", why)
         return {"ok": False, "error": f"bad request: {why}"}
 
-    def _reply(self, conn, reply: dict) -> None:
-        """Send what the socket takes now; the rest is written from the loop as the reader
-        reads it (a 2,000-host table is about 1 MB): the agent never waits for a reader."""
-        data = memoryview(json.dumps(reply).encode() + b"\n")
-        self._writing[conn] = [data, self.loop.call_later(REPLY_TIMEOUT_S,
-                                                          lambda: self._finish(conn))]
-        self._write(conn)
-        if conn in self._writing:
-            self.loop.add_writer(conn, self._write)
-
-    def _write(self, conn) -> None:
-        entry = self._writing.get(conn)
-        if entry is None:
-            return
-        try:
-            while entry[0]:
-                entry[0] = entry[0][conn.send(entry[0][:1 << 16]):]
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            pass
-        self._finish(conn)
-
-    def _finish(self, conn) -> None:
-        entry = self._writing.pop(conn, None)
-        if entry is None:
-            return
-        entry[1].cancel()
-        self.loop.remove_writer(conn)
-        conn.close()
-
-    def pending_bytes(self) -> int:
-        """Reply bytes still waiting for their readers."""
-        return sum(len(e[0]) for e in self._writing.values())
-
     def close(self) -> None:
-        for conn in list(self.conns):
-            self._drop(conn)
-        for conn in list(self._writing):
-            self._finish(conn)
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
+        super().close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _encode(reply: dict) -> bytes:
+    return json.dumps(reply).encode() + b"\n"
 
 
 class CtlError(Exception):
@@ -268,8 +207,57 @@ def format_alarms(alarms: list) -> str:
                      f"{a.get('raised_at')}  {a.get('reason')}" for a in alarms)
 
 
+def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None) -> int:
+    """`mtce hosts --watch [SECONDS]`: the host table and the alarms under it, again every
+    `interval` seconds until Ctrl-C (exit 0). On a terminal the block is redrawn in place; on
+    a pipe one block per interval, each under a time stamp. An agent that does not answer is
+    said in the block, and asked again at the next interval."""
+    import time
+    out = out or sys.stdout
+    ask = ask or (lambda req: request(path, req))
+    sleep = sleep or time.sleep
+    screen = None
+    if out.isatty():
+        from mtce.labview import Screen
+        screen = Screen(out)
+        screen.hide_cursor()
+    try:
+        n = 0
+        while turns is None or n < turns:
+            n += 1
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            try:
+                hosts, alarms = ask({"cmd": "hosts"}), ask({"cmd": "alarms"})
+                if not hosts.get("ok") or not alarms.get("ok"):
+                    raise CtlError(hosts.get("error") or alarms.get("error") or "refused")
+                body = (format_hosts(hosts["hosts"]) + "\n\nalarms:\n"
+                        + format_alarms(alarms["alarms"]))
+            except CtlError as err:
+                body = f"mtce: {err} ; asking again in {interval:g} s"
+            lines = [f"mtce hosts --watch {interval:g}   {stamp}   (Ctrl-C to stop)", ""] + \
+                body.splitlines()
+            if screen is not None:
+                screen.draw(lines)
+            else:
+                out.write("\n".join(lines) + "\n\n")
+                out.flush()
+            if turns is None or n < turns:
+                sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if screen is not None:
+            screen.restore()
+    return 0
+
+
 def cli(args, cfg) -> int:
     """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line."""
+    if args.command == "hosts" and getattr(args, "watch", None) is not None:
+        if args.watch <= 0:
+            print("mtce: --watch SECONDS must be above 0", file=sys.stderr)
+            return 2
+        return watch(cfg.paths.agent_socket, args.watch)
     req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
     if getattr(args, "host", None):
         req["host"] = args.host

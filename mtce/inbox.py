@@ -32,6 +32,7 @@ class Inbox:
         """
         counters = self.counters
         counters.rx += 1
+        counters.rx_net[net] += 1
         wire = self.agent.wire
         if wire.auth is not None:
             data = wire.admit(data, src, net)[0]
@@ -97,11 +98,13 @@ class Inbox:
 
     def bad(self, net: Net, src: str, reason: str) -> None:
         self.counters.rx_bad += 1
+        self.counters.bad_net[net] += 1
         self.noise.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
                            "network: %s ; dropping", src, net.iface, reason)
 
     def unknown(self, src: str, net: Net, msg: alive.Message | None) -> None:
         self.counters.unknown_source += 1
+        self.counters.unknown_net[net] += 1
         self.noise.warning(("unknown", net), "unknown hostname message from %s on %s network "
                            "... dropping (%s)", src, net.iface,
                            alive.describe(msg) if msg else "")

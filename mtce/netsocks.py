@@ -54,6 +54,7 @@ class SocketSet:
         self._drops: dict[str, int] = {}
         self.kernel_drops = 0
         self.last_count = 0                    # datagrams of the last drain
+        self.recoveries = 0                    # sockets recover() set up again
 
     # -- slots ---------------------------------------------------------------------------------
     def __getitem__(self, name: str):
@@ -116,8 +117,10 @@ class SocketSet:
             if announce:
                 self.throttle.warning(("recover", name), "calling setup_%s_socket "
                                       "(auto-recovery)", self.slots[name].label or name)
-            if self.open(name, lambda name=name: build(name)) and announce:
-                self.throttle.clear(("recover", name))
+            if self.open(name, lambda name=name: build(name)):
+                self.recoveries += 1
+                if announce:
+                    self.throttle.clear(("recover", name))
         return retried
 
     # -- fault insertion -------------------------------------------------------------------------
@@ -171,6 +174,13 @@ class SocketSet:
             self._drops[name] = drops
         self.kernel_drops = sum(self._drops.values())
         return self.kernel_drops
+
+    def drops_by_net(self) -> list[int]:
+        """Kernel drops of the receive sockets, per network (as of the last check)."""
+        out = [0, 0, 0]
+        for name, drops in self._drops.items():
+            out[self.slots[name].net] += drops
+        return out
 
     # -- addresses coming and going ------------------------------------------------------------
     def watch(self, on_change: Callable[[], None], relevant=None, no_watch_note: str = "") -> bool:

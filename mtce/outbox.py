@@ -135,6 +135,12 @@ class Outbox:
                    CMD_ATTEMPTS)
         return sent
 
+    def cancel(self) -> None:
+        """No more retries (the agent stops)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def rearm(self) -> None:
         """One timer, at the next command due (a retry, a give-up, an ACKed one forgotten)."""
         if self._timer is not None:

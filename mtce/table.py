@@ -9,10 +9,10 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from mtce.acts import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Settings
+from mtce.acts import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
 from mtce.hosts import HostMonitor, host_json
 from mtce.seqs import SEQ_LOG_WINDOW_S
-from mtce.states import ALARM_MTCALIVE
+from mtce.states import ALARM_MTCALIVE, Cmd, Net
 
 if TYPE_CHECKING:
     from mtce.config import Inventory
@@ -257,6 +257,24 @@ class HostTable:
         for host in due:                       # after the loop: a host is audited once per call
             self._schedule(host, host.next_at)
         self._drain_woken()
+        return out
+
+    def takeover_requests(self) -> list:
+        """contract §8 Takeover: an agent that starts (a restart, or the other controller
+        taking over) asks every host for an mtcAlive on each of its networks, pxeboot
+        included, so that clients learn this controller's pxeboot address at once instead of
+        at their next ready event; the first answers re-baseline the sequence numbers."""
+        s = self.settings
+        out: list = []
+        for h in self.hosts.values():
+            out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
+            if h.clstr_ip:
+                out.append(Send(h.hostname, Net.CLSTR, Cmd.REQ_MTCALIVE))
+            if h.pxeboot_ip and s.pxeboot_provisioned and not s.simplex:
+                out.append(Send(h.hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
+        if self.hosts:
+            out.append(Log("info", f"agent start: mtcAlive request sent to {len(self.hosts)} "
+                                   f"hosts"))
         return out
 
     def note_stall(self, gap_s: float, now: float) -> list:

@@ -149,6 +149,15 @@ class Counters:
     kernel_drops: int = 0
     commands: int = 0            # client: commands that passed the MAC check
     refused: int = 0             # client: commands from an address it does not trust
+    acks_sent: int = 0           # client: ACKs sent
+    stalls: int = 0              # agent: loop stalls noticed
+    # per network (index Net): for the metrics endpoint
+    rx_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    bad_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    unknown_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    drops_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    tx_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    tx_errors_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -75,6 +75,15 @@ def test_the_ratio_is_bare_cost_over_agent_cost_at_the_same_offered_load(result)
     assert len(r["loadavg_before"]) == 3
 
 
+def test_the_steady_phase_scrapes_the_metrics_endpoint(result):
+    """Issue 14: the steady CPU figure is taken with the endpoint on and scraped; the cost of
+    one scrape of every host is reported."""
+    r = result
+    assert r["scrapes"] >= 2 and r["scrapes_failed"] == 0
+    assert r["scrape_bytes"] > 200 * r["hosts"], "every host's series in one scrape"
+    assert r["scrape_s"] > 0 and r["scrape_cpu_s"] >= 0
+
+
 def test_rates_follow_from_the_counts(result):
     r = result
     assert r["agent_rate"] == pytest.approx(r["capacity_processed"] / r["capacity_s"], rel=0.01)

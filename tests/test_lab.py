@@ -174,7 +174,7 @@ def ctl(ini: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_default_lab_comes_up_and_answers_a_second_terminal(tmp_path):
-    run = start(tmp_path / "lab", ["--duration", "20"])
+    run = start(tmp_path / "lab", ["--duration", "16"])
     text = run.wait_line("second terminal: ")
     ini = re.search(r"second terminal: .* -c (\S+) hosts", text).group(1)
     lab_dir = run.lab_dir()
@@ -220,7 +220,7 @@ def test_default_lab_comes_up_and_answers_a_second_terminal(tmp_path):
 
 @pytest.mark.slow
 def test_restart_scenario_reaches_its_end(tmp_path):
-    run = start(tmp_path / "lab", ["--scenario", "restart", "--duration", "20"])
+    run = start(tmp_path / "lab", ["--scenario", "restart", "--duration", "15"])
     assert run.wait(90) == 0, run.out() + run.err()
     out = run.out()
     verdict = out.splitlines()[-1]

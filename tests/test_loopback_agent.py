@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -77,7 +78,21 @@ def test_every_host_online_on_every_network(lab, mtce_cmd):
     table = ctl(mtce_cmd, c, "hosts").stdout
     assert table.splitlines()[0].split()[:4] == ["HOST", "PERSONALITY", "ADMIN", "AVAIL"]
     assert any(line.startswith("worker-1") and "online" in line for line in table.splitlines())
-    assert "Traceback" not in c.agent.text()
+    # contract §1: `--watch` against the real agent, over a pipe; Ctrl-C (SIGINT) exits 0.
+    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.2", "-c", c.agent_ini],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: watch.poll() is None and os.path.getsize(c.agent.log_path) > 0, 5)
+        time.sleep(1.0)                     # several intervals of the watch, on the real clock
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate(timeout=5)
+    assert watch.returncode == 0, err
+    assert out.count("mtce hosts --watch 0.2") >= 2 and "worker-1" in out and "alarms:" in out
+    assert "Traceback" not in c.agent.text() and "Traceback" not in err
 
 
 def test_lock_from_the_cli_reaches_the_client_which_acks_and_reports_locked(lab, mtce_cmd):

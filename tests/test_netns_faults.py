@@ -35,25 +35,30 @@ def fresh(mtce_cmd, c, name, net, within=1.5):
     return seen is not None and seen < within
 
 
-@pytest.mark.parametrize("iface,net", [("eth1", "cluster-host"), ("eth2", "pxeboot"),
-                                       ("eth0", "mgmt")])
-def test_a_flapping_link_recovers_within_5_s_and_the_others_stay_ok(netlab, mtce_cmd, iface,
-                                                                    net):
+def test_a_flapping_link_recovers_within_5_s_and_the_others_stay_ok(netlab, mtce_cmd):
+    """Each of worker-0's three links in turn, down and up twice: the host stays online, the
+    other networks stay ok, and mtcAlive flows again over that link within 5 s of link up,
+    driven by netlink (one cluster for the three, so that the test takes seconds, not a
+    cluster per link)."""
     c = netlab(workers=1)
     wait_all_ok(mtce_cmd, c, c.names[:2])
     ns = c.ns["worker-0"]
-    others = [n for n in NETS if n != net]
-    for cycle in range(3):
-        c.topo.link(ns, iface, "down")
-        t = time.monotonic()
-        while time.monotonic() - t < 1.5:
-            h, st = states(mtce_cmd, c, "worker-0")
-            assert h["availability"] == "online", f"cycle {cycle}: went offline"
-            assert all(st[o] == "ok" for o in others), f"cycle {cycle}: false loss {st}"
-            time.sleep(0.2)
-        c.topo.link(ns, iface, "up")
-        wait_until(lambda: fresh(mtce_cmd, c, "worker-0", net), 5, interval=0.1,
-                   what=f"{net} mtcAlive within 5 s of link up (cycle {cycle})")
+    for iface, net in (("eth1", "cluster-host"), ("eth2", "pxeboot"), ("eth0", "mgmt")):
+        others = [n for n in NETS if n != net]
+        for cycle in range(2):
+            c.topo.link(ns, iface, "down")
+            t = time.monotonic()
+            while time.monotonic() - t < 1.5:
+                h, st = states(mtce_cmd, c, "worker-0")
+                assert h["availability"] == "online", f"{iface} cycle {cycle}: went offline"
+                assert all(st[o] == "ok" for o in others), \
+                    f"{iface} cycle {cycle}: false loss {st}"
+                time.sleep(0.2)
+            c.topo.link(ns, iface, "up")
+            wait_until(lambda: fresh(mtce_cmd, c, "worker-0", net), 5, interval=0.1,
+                       what=f"{net} mtcAlive within 5 s of link up (cycle {cycle})")
+            wait_until(lambda: all(v == "ok" for v in states(mtce_cmd, c, "worker-0")[1].values()),
+                       10, interval=0.1, what=f"every network ok again after {iface} up")
     text = c.clients["worker-0"].text()
     assert "Traceback" not in text
     assert "network change" in text, "recovery was driven by netlink"

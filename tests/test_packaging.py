@@ -310,8 +310,14 @@ if DEB:
         for path in ("lib/systemd/system/mtcagent.service", "lib/systemd/system/mtcclient.service",
                      "etc/init.d/mtcAgent", "etc/init.d/mtcClient", "etc/logrotate.d/mtce",
                      "etc/mtc.ini", "etc/mtce/inventory.ini", "usr/share/man/man1/mtce.1.gz",
-                     "usr/share/doc/mtce/copyright"):
+                     "usr/share/doc/mtce/copyright",
+                     "usr/share/doc/mtce/examples/mtce-rules.yml",
+                     "usr/share/doc/mtce/examples/mtce-rules.test.yml",
+                     "usr/share/doc/mtce/examples/mtce-dashboard.json",
+                     "usr/share/doc/mtce/examples/mtce-cib.xml",
+                     "usr/lib/ocf/resource.d/mtce/mtcAgent"):
             assert "./" + path in names, path
+        assert data.getmember("./usr/lib/ocf/resource.d/mtce/mtcAgent").mode == 0o755
         for alias, unit in (("mtcAgent", "mtcagent"), ("mtcClient", "mtcclient")):
             link = data.getmember(f"./lib/systemd/system/{alias}.service")
             assert link.issym() and link.linkname == f"{unit}.service"

@@ -344,14 +344,19 @@ def test_item4_the_table_says_where_administrative_came_from():
 
 # -- item 8: RESET not over pxeboot; the simplex file -------------------------------------------
 
+def operator_cmds(s, name, net) -> list:
+    """The commands the agent sent `name` on `net`, but the mtcAlive requests of its start."""
+    return [m.cmd for m in to_client(s, name, net) if m.cmd != Cmd.REQ_MTCALIVE]
+
+
 def test_item8_reset_is_not_sent_over_pxeboot(sim):
     """Issue 11 item 8, agent.md §7.2: the original sends reboot over pxeboot, never reset."""
     s = sim(clients=[]).start()
     assert s.request(cmd="reset", host="worker-0")["ok"]
-    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == []
-    assert [m.cmd for m in to_client(s, "worker-0", Net.MGMT)] == [Cmd.RESET]
+    assert operator_cmds(s, "worker-0", Net.PXEBOOT) == []
+    assert operator_cmds(s, "worker-0", Net.MGMT) == [Cmd.RESET]
     assert s.request(cmd="reboot", host="worker-0")["ok"]
-    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == [Cmd.REBOOT]
+    assert operator_cmds(s, "worker-0", Net.PXEBOOT) == [Cmd.REBOOT]
 
 
 def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim):
@@ -361,12 +366,12 @@ def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim)
     assert s.request(cmd="lock", host="worker-0")["ok"]
     first = to_client(s, "worker-0", Net.MGMT)[-1]
     assert (first.cmd, first.num, first.parm[0]) == (Cmd.LOCKED, 1, 1)
-    assert [m.cmd for m in to_client(s, "worker-0", Net.PXEBOOT)] == [Cmd.LOCKED]
+    assert operator_cmds(s, "worker-0", Net.PXEBOOT) == [Cmd.LOCKED]
     open(os.path.join(s.path("controller-0", "platform_dir"), "simplex"), "w").close()
     assert s.request(cmd="lock", host="worker-1")["ok"]
     second = to_client(s, "worker-1", Net.MGMT)[-1]
     assert (second.cmd, second.num, second.parm[0]) == (Cmd.LOCKED, 0, 0)
-    assert to_client(s, "worker-1", Net.PXEBOOT) == []
+    assert operator_cmds(s, "worker-1", Net.PXEBOOT) == []
 
 
 # -- item 10: nothing in the loop blocks --------------------------------------------------------
@@ -609,3 +614,61 @@ def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):
 def ident_of(files, name):
     h = files.host(name)
     return alive.Identity(name, "worker", h.pxeboot_ip, h.mgmt_ip, h.cluster_host_ip, h.mac)
+
+
+def test_hosts_watch_redraws_the_table_and_alarms_until_ctrl_c(sim):
+    """contract §1 `mtce hosts --watch [SECONDS]`: over a pipe one block per interval (the
+    table, the alarms under it); an agent that stops answering is said and asked again;
+    Ctrl-C ends it with exit 0."""
+    import io
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    out, turns = io.StringIO(), []
+    down = ctl.CtlError("the agent is not running (no control socket /x)")
+
+    def ask(req):
+        if len(turns) == 2:
+            raise down
+        return s.agent.handle_request(req)
+
+    def sleep(seconds):
+        turns.append(seconds)
+        if len(turns) == 4:
+            raise KeyboardInterrupt
+    assert ctl.watch("/x", 0.5, out=out, ask=ask, sleep=sleep) == 0
+    blocks = out.getvalue().split("mtce hosts --watch 0.5")[1:]
+    assert len(blocks) == 4 and turns == [0.5] * 4
+    assert all("worker-1" in b and "alarms:" in b for i, b in enumerate(blocks) if i != 2)
+    assert "the agent is not running" in blocks[2] and "asking again in 0.5 s" in blocks[2]
+    assert "\x1b[" not in out.getvalue(), "no terminal codes on a pipe"
+
+
+def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
+    """contract §8 Takeover, issue 15: an agent that starts (restarted, or the other
+    controller taking over) sends an mtcAlive request to every host on each of its networks;
+    over pxeboot it carries this agent's pxebootInfo, so clients send pxeboot mtcAlive to it
+    at once (not at their next ready event, up to a minute later); no host is declared
+    offline or lost while the hosts are learned again."""
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    sent_before = len(s.net.sent)
+    s.agent_capture.clear()
+    s.restart_agent()
+    new = s.net.sent[sent_before:]
+    c0 = s.files.controller
+    for name in s.client_names:
+        h = s.files.host(name)
+        for net, addr in ((Net.MGMT, h.mgmt_ip), (Net.CLSTR, h.cluster_host_ip),
+                          (Net.PXEBOOT, h.pxeboot_ip)):
+            reqs = [alive.decode(d.data) for d in new if d.dst == (addr, CLIENT_PORTS[net])
+                    and alive.decode(d.data).cmd == Cmd.REQ_MTCALIVE]
+            assert len(reqs) >= 1, (name, net)
+            if net is Net.PXEBOOT:
+                info = json.loads(reqs[0].buf)["pxebootInfo"]
+                assert info["controller"] == c0.pxeboot_ip
+    assert s.agent_capture.count(f"agent start: mtcAlive request sent to "
+                                 f"{len(s.client_names)} hosts") == 1
+    s.run_until(s.all_ok, 1.5, what="every host ok on every network again, pxeboot included")
+    s.run(10)
+    assert s.agent_capture.count("going offline") == 0
+    assert s.agent_capture.count("mtcAlive lost") == 0

@@ -30,7 +30,8 @@
 # Environment: MTCE_CHROOT_DIR (default build/chroot), MTCE_DEBIAN_MIRROR,
 # MTCE_CHROOT_TEST_DEPS (pinned | debian), MTCE_PIP_PYTHON (default .venv/bin/python: a
 # python with pip, for "pinned"), MTCE_CHROOT_MARKERS (pytest -m expression, default
-# "not netns and not soak"), MTCE_CHROOT_PYTEST_ARGS (extra pytest arguments).
+# "not netns and not soak and not prometheus and not ha": Prometheus, ocf-tester and
+# crm_simulate are the host's, where make test installs them), MTCE_CHROOT_PYTEST_ARGS (extra pytest arguments).
 
 set -euo pipefail
 
@@ -50,7 +51,7 @@ MIRROR=${MTCE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TEST_DEPS=${MTCE_CHROOT_TEST_DEPS:-pinned}
 TEST_PKGS="python3-pytest python3-hypothesis"
 PIP_PY=${MTCE_PIP_PYTHON:-$ROOT/.venv/bin/python}
-MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak}
+MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak and not prometheus and not ha}
 case "$TEST_DEPS" in pinned|debian) ;; *) die "MTCE_CHROOT_TEST_DEPS: pinned or debian" ;; esac
 BASE=$CACHE/base
 WORK=$CACHE/work

@@ -1,0 +1,295 @@
+"""The Prometheus endpoint: `GET /metrics` in the text exposition format 0.0.4, served from the
+daemon's own loop (`[metrics] listen` for the agent, `client_listen` for the client).
+
+No library: the format is a few lines of text, and the one well-kept Python library for it
+(prometheus_client) serves HTTP from a thread of its own, where a slow client holds a worker,
+and brings a registry the daemons do not need (docs/design.md). Here the HTTP side is a
+`StreamServer` (bounded request size, time and connections; never blocks the loop), and the
+daemons hand in a function that returns their series when a scrape comes.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+
+from mtce.streams import StreamServer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_HEADER = 8 * 1024
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`ADDRESS:PORT` or `[IPv6]:PORT` -> (address, port); raises ValueError."""
+    import ipaddress
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [IPv6]:PORT")
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError("brackets are for an IPv6 address")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected ADDRESS:PORT")
+        if ipaddress.ip_address(host).version != 4:
+            raise ValueError("an IPv6 address goes in brackets: [ADDRESS]:PORT")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r}: 1-65535")
+    return host, int(port)
+
+
+# -- the exposition format ------------------------------------------------------------------
+
+def _escape(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def labels(**kv) -> str:
+    """`{a="x",b="y"}` (values escaped), or "" for none."""
+    if not kv:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
+
+
+def number(value) -> str:
+    if value is None:
+        return "NaN"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(round(value, 6))
+    return str(int(value))
+
+
+class Exposition:
+    """Series by family, in the order they are declared; `text()` is the scrape's body."""
+
+    def __init__(self):
+        self._families: dict[str, list] = {}
+
+    def family(self, name: str, kind: str, help_text: str) -> list:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = self._families[name] = [kind, help_text, []]
+        return fam[2]
+
+    def add(self, name: str, kind: str, help_text: str, value, label_text: str = "") -> None:
+        self.family(name, kind, help_text).append(f"{name}{label_text} {number(value)}")
+
+    def text(self) -> str:
+        out = []
+        for name, (kind, help_text, lines) in self._families.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(lines)
+        return "\n".join(out) + "\n"
+
+
+# -- the HTTP side --------------------------------------------------------------------------
+
+def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+              head: bool = False) -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + \
+        (b"" if head else body)
+
+
+class MetricsServer(StreamServer):
+    """`GET /metrics` (or `/metrics?...`) -> the series; anything else 404 (a request that is
+    not HTTP: 400; larger than MAX_HEADER: 431)."""
+
+    max_request = MAX_HEADER
+    idle_s = 5.0
+    reply_timeout_s = 10.0
+    max_connections = 8
+    what = "metrics"
+
+    def __init__(self, listen: str, loop, collect, log, clock):
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.listen(16)
+        except OSError:
+            sock.close()
+            raise
+        self.collect = collect
+        self.address = sock.getsockname()[:2]
+        self.scrapes = 0
+        super().__init__(sock, loop, log, clock)
+
+    def complete(self, buf: bytearray, chunk: bytes) -> bool:
+        return b"\r\n\r\n" in buf or b"\n\n" in buf
+
+    def too_large(self) -> bytes:
+        return _response("431 Request Header Fields Too Large", b"request too large\n")
+
+    def answer(self, raw: bytes) -> bytes:
+        line = raw.split(b"\n", 1)[0].rstrip(b"\r")
+        parts = line.split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            self.throttle.info(("metrics", "bad"), "metrics: not an HTTP request ; closed")
+            return _response("400 Bad Request", b"bad request\n")
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if target != b"/metrics" or method not in (b"GET", b"HEAD"):
+            return _response("404 Not Found", b"not found; the metrics are at /metrics\n")
+        try:
+            body = self.collect().encode("utf-8")
+        except Exception:   # noqa: BLE001 - a bug in a collector must not stop the daemon
+            self.log.exception("metrics: collecting failed")
+            return _response("500 Internal Server Error", b"internal error\n")
+        self.scrapes += 1
+        return _response("200 OK", body, CONTENT_TYPE, head=method == b"HEAD")
+
+
+# -- what the daemons export ------------------------------------------------------------------
+
+_NETS = ("mgmt", "cluster-host", "pxeboot")
+
+
+def agent_series(agent, now: float, version: str | None = None) -> str:
+    """Every series of the agent (README, Observability); one pass over the host table."""
+    from mtce import __version__
+    from mtce.states import Admin, Availability, NetState
+    version = version or __version__
+    e = Exposition()
+    up = e.family("mtce_host_network_up", "gauge",
+                  "1 while mtcAlive arrives on that network, 0 lost; absent: unprovisioned")
+    seq = e.family("mtce_host_network_last_sequence", "gauge",
+                   "the last mtcAlive sequence number received (0: none since start/offline)")
+    missed = e.family("mtce_host_network_missed_total", "counter",
+                      "mtcAlive messages missing from sequence gaps")
+    oos = e.family("mtce_host_network_out_of_sequence_total", "counter",
+                   "mtcAlive messages whose sequence number was not above the last")
+    seen = e.family("mtce_host_network_last_seen_seconds", "gauge",
+                    "seconds since the last mtcAlive on that network (NaN: never)")
+    avail = e.family("mtce_host_available", "gauge", "1 online, 0 offline")
+    locked = e.family("mtce_host_locked", "gauge", "administrative state: 1 locked, 0 unlocked")
+    stage = e.family("mtce_host_pxeboot_monitor_stage", "gauge",
+                     "1 for the stage the host's pxeboot mtcAlive monitor is in")
+    alarm = e.family("mtce_host_alarm_active", "gauge",
+                     "1 while alarm 200.003 (pxeboot mtcAlive messaging failure) is active")
+    for h in agent.table:
+        base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
+        for n, key in zip(h.nets, _NETS):
+            state = h.net_state(n.net)
+            if state is NetState.UNPROVISIONED:
+                continue
+            lab = f'{{{base},network="{key}"}}'
+            up.append(f"mtce_host_network_up{lab} {1 if state is NetState.OK else 0}")
+            seq.append(f"mtce_host_network_last_sequence{lab} {n.last_seq}")
+            missed.append(f"mtce_host_network_missed_total{lab} {n.missed}")
+            oos.append(f"mtce_host_network_out_of_sequence_total{lab} {n.out_of_sequence}")
+            ago = None if n.last_seen is None else now - n.last_seen
+            seen.append(f"mtce_host_network_last_seen_seconds{lab} {number(ago)}")
+        avail.append(f"mtce_host_available{{{base}}} "
+                     f"{1 if h.availability is Availability.ONLINE else 0}")
+        locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
+        if h.pxeboot_monitored:
+            stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.stage.value}"}} 1')
+        alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
+                     f'{1 if h.alarm else 0}')
+    c = agent.counters
+    for i, key in enumerate(_NETS):
+        lab = labels(network=key)
+        e.add("mtce_agent_datagrams_received_total", "counter", "datagrams received",
+              c.rx_net[i], lab)
+        e.add("mtce_agent_datagrams_bad_total", "counter",
+              "datagrams dropped: undecodable, invalid or not authentic", c.bad_net[i], lab)
+        e.add("mtce_agent_datagrams_unknown_source_total", "counter",
+              "datagrams from an address no host owns", c.unknown_net[i], lab)
+        e.add("mtce_agent_kernel_drops_total", "counter",
+              "datagrams the kernel dropped on a full receive buffer", c.drops_net[i], lab)
+    counts = agent.outbox.commands.counts
+    e.add("mtce_agent_commands_sent_total", "counter", "operator command attempts sent",
+          counts["sent"])
+    e.add("mtce_agent_commands_acked_total", "counter", "operator commands ACKed",
+          counts["acked"])
+    e.add("mtce_agent_commands_given_up_total", "counter",
+          "operator commands given up without an ACK", counts["given_up"])
+    e.add("mtce_agent_mtcalive_total", "counter", "valid mtcAlive messages taken", c.mtcalive)
+    e.add("mtce_agent_loop_stalls_total", "counter",
+          "times the main loop found itself stalled", c.stalls)
+    e.add("mtce_agent_receive_rate", "gauge", "datagrams received per second, recently",
+          float(agent.pacer.rate))
+    e.add("mtce_agent_start_time_seconds", "gauge", "when the agent started (unix time)",
+          float(agent.started_at))
+    e.add("mtce_agent_hosts", "gauge", "hosts in the inventory", len(agent.table))
+    e.add("mtce_build_info", "gauge", "the running mtce", 1,
+          labels(version=version, daemon="agent"))
+    return e.text()
+
+
+def client_series(client, version: str | None = None) -> str:
+    """Every series of the client (README, Observability)."""
+    from mtce import __version__
+    version = version or __version__
+    e = Exposition()
+    c = client.counters
+    for i, key in enumerate(_NETS):
+        lab = labels(network=key)
+        e.add("mtce_client_mtcalive_sent_total", "counter",
+              "mtcAlive datagrams sent (one per controller on cluster-host and pxeboot)",
+              c.tx_net[i], lab)
+        e.add("mtce_client_send_errors_total", "counter", "sends that failed or had no socket",
+              c.tx_errors_net[i], lab)
+    e.add("mtce_client_commands_received_total", "counter",
+          "commands for this host that passed the MAC check", c.commands)
+    e.add("mtce_client_commands_refused_total", "counter",
+          "commands from an address the client does not trust", c.refused)
+    e.add("mtce_client_commands_acked_total", "counter", "ACKs sent", c.acks_sent)
+    e.add("mtce_client_datagrams_bad_total", "counter", "datagrams dropped as malformed",
+          c.rx_bad)
+    e.add("mtce_client_socket_recoveries_total", "counter",
+          "sockets set up again after they failed or closed", client.net.set.recoveries)
+    learned = {"own pxeboot": client.book.own.pxeboot_ip}
+    learned.update({f"{ctl} pxeboot": client.core.ctrl_pxeboot.get(ctl)
+                    for ctl in ("controller", "controller-0", "controller-1")})
+    for what, present in learned.items():
+        e.add("mtce_client_address_learned", "gauge",
+              "1 when the address is known (own pxeboot, the controllers' pxeboot)",
+              1 if present else 0, labels(address=what))
+    e.add("mtce_build_info", "gauge", "the running mtce", 1,
+          labels(version=version, daemon="client"))
+    return e.text()
+
+
+class Endpoint:
+    """A daemon's endpoint, on or off by its `listen` key: started, moved by a reload, closed.
+    A failure to listen is logged and the daemon goes on without it."""
+
+    def __init__(self, loop, collect, log, clock):
+        self.loop, self.collect, self.log, self.clock = loop, collect, log, clock
+        self.listen = ""
+        self.server: MetricsServer | None = None
+
+    def use(self, listen: str) -> None:
+        listen = (listen or "").strip()
+        if listen == self.listen and (self.server is not None or not listen):
+            return
+        self.close()
+        self.listen = listen
+        if not listen:
+            return
+        try:
+            self.server = MetricsServer(listen, self.loop, self.collect, self.log, self.clock)
+        except (OSError, ValueError) as err:
+            self.log.error("metrics: cannot listen on %s (%s) ; no metrics endpoint", listen,
+                           getattr(err, "strerror", None) or err)
+            return
+        self.log.info("metrics: serving http://%s/metrics", listen)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None

@@ -1,0 +1,115 @@
+"""High availability under Pacemaker (issue 15, docs/ha.md): the OCF resource agent
+`ocf:mtce:mtcAgent` against a real agent (ocf-tester from Debian's resource-agents, and the
+OCF exit codes one by one), and the reference configuration replayed with `crm_simulate`
+(the group starts in order, moves in order behind fencing when its node fails, and stays
+where it runs when the node comes back).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from cluster import Cluster
+from conftest import REPO, need
+
+pytestmark = [pytest.mark.loopback, pytest.mark.ha]
+
+OCF_AGENT = os.path.join(REPO, "debian", "ocf", "mtcAgent")
+CIB = os.path.join(REPO, "etc", "pacemaker", "mtce-cib.xml")
+OCF_SUCCESS, OCF_ERR_CONFIGURED, OCF_NOT_RUNNING = 0, 6, 7
+
+
+@pytest.fixture
+def ocf(tmp_path, mtce_cmd):
+    """Run the OCF agent's actions for an agent configured under tmp_path."""
+    c = Cluster(tmp_path / "c", workers=0)
+    python, program = (mtce_cmd if len(mtce_cmd) == 2 else ["/usr/bin/python3", mtce_cmd[0]])
+    params = {"config": c.agent_ini, "binary": program, "python": python}
+
+    def run(action: str, **more) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        env.update({f"OCF_RESKEY_{k}": v for k, v in {**params, **more}.items()})
+        env["OCF_ROOT"] = "/usr/lib/ocf"
+        return subprocess.run([OCF_AGENT, action], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+    run.params, run.cluster = params, c
+    yield run
+    run("stop")
+
+
+def test_the_ocf_exit_codes_start_stop_monitor_validate(ocf):
+    """ra-dev-guide: start and stop are idempotent; monitor 7 when cleanly stopped, 0 when
+    running (the control socket answers); a bad configuration is 6."""
+    assert ocf("monitor").returncode == OCF_NOT_RUNNING
+    assert ocf("validate-all").returncode == OCF_SUCCESS
+    for _ in range(2):
+        r = ocf("start")
+        assert r.returncode == OCF_SUCCESS, r.stderr
+    assert ocf("monitor").returncode == OCF_SUCCESS
+    for _ in range(2):
+        assert ocf("stop").returncode == OCF_SUCCESS
+    assert ocf("monitor").returncode == OCF_NOT_RUNNING
+    bad = os.path.join(os.path.dirname(ocf.params["config"]), "bad.ini")
+    with open(bad, "w") as f:
+        f.write("[agent]\noffline_period = soon\n")
+    assert ocf("validate-all", config=bad).returncode == OCF_ERR_CONFIGURED
+    assert ocf("start", config=bad).returncode == OCF_ERR_CONFIGURED
+    assert ocf("validate-all", config=bad + ".missing").returncode == OCF_ERR_CONFIGURED
+    meta = ocf("meta-data")
+    assert meta.returncode == 0 and '<resource-agent name="mtcAgent"' in meta.stdout
+
+
+def test_ocf_tester_passes(ocf):
+    need(shutil.which("ocf-tester") is not None,
+         "ocf-tester (Debian's resource-agents) is not installed (make test installs it)")
+    p = ocf.params
+    r = subprocess.run(["ocf-tester", "-n", "p_mtcagent", "-o", f"config={p['config']}",
+                        "-o", f"binary={p['binary']}", "-o", f"python={p['python']}",
+                        OCF_AGENT], capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "passed all tests" in r.stdout
+
+
+def simulate(tmp_path, cib: str, *args) -> tuple[str, str]:
+    need(shutil.which("crm_simulate") is not None,
+         "crm_simulate (Debian's pacemaker-cli-utils) is not installed (make test installs it)")
+    out = str(tmp_path / f"cib-{len(os.listdir(tmp_path))}.xml")
+    r = subprocess.run(["crm_simulate", "-x", cib, "-S", "-O", out, *args],
+                       capture_output=True, text=True, timeout=60, check=False,
+                       env={**os.environ, "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout, out
+
+
+def actions(text: str) -> list[str]:
+    """`<action> <resource> on <node>` of the executed transition, in order."""
+    body = text.split("Executing Cluster Transition:", 1)[1].split("Revised Cluster Status", 1)[0]
+    out = []
+    for line in body.splitlines():
+        m = re.match(r"\s*\* Resource action:\s+(\S+)\s+(\S+) on (\S+)", line)
+        if m:
+            out.append(f"{m.group(2)} {m.group(1)} {m.group(3)}")
+        m = re.match(r"\s*\* Fencing (\S+)", line)
+        if m:
+            out.append(f"fence {m.group(1)}")
+    return out
+
+
+def test_crm_simulate_starts_the_group_in_order_and_moves_it_behind_fencing(tmp_path):
+    text, up = simulate(tmp_path, CIB)
+    starts = [a for a in actions(text) if a.startswith("start ") and "fence" not in a]
+    assert starts == ["start p_state controller-0", "start p_controller_ip controller-0",
+                      "start p_mtcagent controller-0"]
+    text, failed = simulate(tmp_path, up, "--node-fail", "controller-0")
+    moved = [a for a in actions(text) if not a.startswith("monitor")]
+    assert moved[0] == "fence controller-0", "fencing before anything moves"
+    assert moved[1:] == ["start p_state controller-1", "start p_controller_ip controller-1",
+                         "start p_mtcagent controller-1"]
+    text, _ = simulate(tmp_path, failed, "--node-up", "controller-0")
+    assert not [a for a in actions(text) if a.startswith(("start p_", "stop p_"))], \
+        "stickiness: the group stays on controller-1 when controller-0 returns"

@@ -1,0 +1,225 @@
+"""The metrics endpoint (issue 14, interface.md §2 `[metrics] listen`): the Prometheus text
+format 0.0.4 of the agent's and the client's series, checked by the real `promtool`, and the
+HTTP side under clients that an attacker or a broken scraper could be: slow, huge, many, not
+HTTP. Real TCP sockets on 127.x, the daemon's Loop in this process with a fake clock for the
+time limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from conftest import loopback_block, need
+from mtce import metrics
+from mtce.clock import FakeClock
+from mtce.loop import Loop
+from sim import sims
+
+
+@pytest.mark.parametrize("text, want", [
+    ("127.0.0.1:9100", ("127.0.0.1", 9100)),
+    ("[::1]:9100", ("::1", 9100)),
+    (" 10.1.2.3:1 ", ("10.1.2.3", 1)),
+])
+def test_listen_addresses(text, want):
+    assert metrics.parse_listen(text) == want
+
+
+@pytest.mark.parametrize("text", ["9100", ":9100", "127.0.0.1", "127.0.0.1:0",
+                                  "127.0.0.1:65536", "::1:9100", "[127.0.0.1]:9100",
+                                  "host:9100", "[::1]9100", "127.0.0.1:x"])
+def test_bad_listen_addresses_are_refused(text):
+    with pytest.raises(ValueError):
+        metrics.parse_listen(text)
+
+
+def test_exposition_format_help_type_labels_and_numbers():
+    e = metrics.Exposition()
+    e.add("mtce_x_total", "counter", "things", 3, metrics.labels(host='a"b\\c\nd'))
+    e.add("mtce_x_total", "counter", "things", 4, metrics.labels(host="e"))
+    e.add("mtce_y", "gauge", "a gauge", None)
+    e.add("mtce_z", "gauge", "a float", 0.5)
+    assert e.text() == (
+        "# HELP mtce_x_total things\n# TYPE mtce_x_total counter\n"
+        'mtce_x_total{host="a\\"b\\\\c\\nd"} 3\nmtce_x_total{host="e"} 4\n'
+        "# HELP mtce_y a gauge\n# TYPE mtce_y gauge\nmtce_y NaN\n"
+        "# HELP mtce_z a float\n# TYPE mtce_z gauge\nmtce_z 0.5\n")
+
+
+@pytest.fixture
+def sim(tmp_path):
+    with sims(tmp_path) as make:
+        yield make
+
+
+def promtool_check(text: str) -> str:
+    need(shutil.which("promtool") is not None, "promtool (Debian's prometheus) is not installed")
+    proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.prometheus
+def test_the_agents_series_of_a_running_cluster_pass_promtool(sim):
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    s.request(cmd="lock", host="worker-1")
+    s.run(3)
+    text = metrics.agent_series(s.agent, s.clock.now(), "9.9.9")
+    rc, out = promtool_check(text)
+    assert rc == 0, out
+    assert 'mtce_host_available{host="worker-0",personality="worker"} 1' in text
+    assert 'mtce_host_locked{host="worker-1",personality="worker"} 1' in text
+    assert 'mtce_host_network_up{host="worker-0",personality="worker",network="pxeboot"} 1' \
+        in text
+    assert 'mtce_build_info{version="9.9.9",daemon="agent"} 1' in text
+    sent = [ln for ln in text.splitlines() if ln.startswith("mtce_agent_commands_sent_total")]
+    assert sent and int(sent[0].split()[-1]) >= 1
+
+
+@pytest.mark.prometheus
+def test_the_clients_series_pass_promtool(sim):
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    text = metrics.client_series(s.clients["worker-0"], "9.9.9")
+    rc, out = promtool_check(text)
+    assert rc == 0, out
+    sent = {ln.split("{")[1].split("}")[0]: int(ln.split()[-1]) for ln in text.splitlines()
+            if ln.startswith("mtce_client_mtcalive_sent_total")}
+    assert all(v > 0 for v in sent.values()) and len(sent) == 3, sent
+    assert 'mtce_client_address_learned{address="own pxeboot"} 1' in text
+
+
+# -- the HTTP side, against hostile clients ---------------------------------------------------
+
+@pytest.fixture
+def server():
+    clock = FakeClock()
+    loop = Loop(clock, logging.getLogger("t.metrics"))
+    addr = loopback_block() + "1"
+    scrapes = []
+
+    def collect():
+        scrapes.append(1)
+        return "# HELP mtce_up up\n# TYPE mtce_up gauge\nmtce_up 1\n"
+    srv = metrics.MetricsServer(f"{addr}:9473", loop, collect, logging.getLogger("t.metrics"),
+                                clock)
+    socks = []
+
+    def connect():
+        c = socket.create_connection(srv.address, timeout=5)
+        socks.append(c)
+        return c
+
+    def turn(n=20):
+        for _ in range(n):
+            loop.run_once(0.01)
+    yield srv, loop, clock, connect, turn, scrapes
+    for c in socks:
+        c.close()
+    srv.close()
+    loop.close()
+
+
+def read_all(c, turn) -> bytes:
+    c.settimeout(0.05)
+    data = b""
+    for _ in range(200):
+        turn(2)
+        try:
+            chunk = c.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"no end of reply: {data[:200]!r}")
+
+
+def test_get_metrics_is_answered_and_anything_else_is_404(server):
+    srv, loop, clock, connect, turn, scrapes = server
+    c = connect()
+    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = read_all(c, turn)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n" in reply
+    assert reply.endswith(b"mtce_up 1\n")
+    for request in (b"GET / HTTP/1.1\r\n\r\n", b"POST /metrics HTTP/1.1\r\n\r\n",
+                    b"GET /metricsx HTTP/1.0\r\n\r\n"):
+        c = connect()
+        c.sendall(request)
+        assert read_all(c, turn).startswith(b"HTTP/1.1 404 Not Found\r\n"), request
+    c = connect()
+    c.sendall(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")             # TLS hello, not HTTP
+    assert read_all(c, turn).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert len(scrapes) == 1
+
+
+def test_a_slow_client_is_dropped_and_never_holds_the_loop(server):
+    srv, loop, clock, connect, turn, scrapes = server
+    slow = connect()
+    slow.sendall(b"GET /metr")                 # and then nothing: a slowloris
+    turn()
+    ok = connect()
+    ok.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    assert read_all(ok, turn).startswith(b"HTTP/1.1 200")   # served while the slow one waits
+    clock.advance(srv.idle_s + 0.1)
+    turn()
+    slow.settimeout(1)
+    assert slow.recv(100) == b"", "closed after the idle limit, with nothing sent"
+    assert not srv.conns
+
+
+def test_a_huge_request_gets_431_and_too_many_clients_are_refused(server):
+    srv, loop, clock, connect, turn, scrapes = server
+    big = connect()
+    big.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * (2 * metrics.MAX_HEADER))
+    assert read_all(big, turn).startswith(b"HTTP/1.1 431")
+    idle = [connect() for _ in range(srv.max_connections)]
+    turn()
+    extra = connect()
+    turn()
+    extra.settimeout(1)
+    assert extra.recv(100) == b"", "beyond the limit a connection is closed at once"
+    for c in idle:
+        c.close()
+    clock.advance(srv.idle_s + 0.1)
+    turn()
+    ok = connect()
+    ok.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    assert read_all(ok, turn).startswith(b"HTTP/1.1 200"), "the limit frees up again"
+
+
+def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(caplog):
+    """SIGHUP applies `[metrics] listen` (agent.reload / client.reload call `use`): a new
+    address moves the endpoint, empty stops it, one that cannot be had is logged and the
+    daemon goes on without it."""
+    clock = FakeClock()
+    log = logging.getLogger("t.metrics.endpoint")
+    loop = Loop(clock, log)
+    block = loopback_block()
+    ep = metrics.Endpoint(loop, lambda: "mtce_up 1\n", log, clock)
+    try:
+        ep.use(f"{block}1:9474")
+        first = ep.server.address
+        assert first == (f"{block}1", 9474)
+        ep.use(f"{block}1:9474")
+        assert ep.server.address == first, "the same address: the same server"
+        ep.use(f"{block}2:9474")
+        assert ep.server.address == (f"{block}2", 9474)
+        with pytest.raises(OSError):
+            socket.create_connection(first, timeout=1).close()
+        with caplog.at_level(logging.ERROR, logger="t.metrics.endpoint"):
+            ep.use("192.0.2.1:9474")              # not an address of this host
+        assert ep.server is None
+        assert "metrics: cannot listen on 192.0.2.1:9474" in caplog.text
+        ep.use("")
+        assert ep.server is None
+    finally:
+        ep.close()
+        loop.close()
