@@ -184,33 +184,12 @@ class HostMonitor:
             pending |= n.window_summary(self.hostname, now, out, budget, totals)
         return pending
 
-    def on_identity(self, personality: str, cluster_host_ip: str | None, now: float) -> list:
-        """What a valid mtcAlive says of the host (agent.md §4.1): its personality, and, where
-        the agent has a cluster-host network, its cluster-host address, learned when the
-        inventory has none (the original's `set_clstr_hostaddr`). Only when the text
-        changed: the hot path does not come here."""
-        out: list = []
-        h = self.hostname
-        if personality != self.reported_personality:
-            self.reported_personality = personality
-            if personality != self.entry.personality:
-                self._throttled(("personality",), now, "info",
-                                f"{h} mtcAlive reports personality '{personality}' ; the "
-                                f"inventory says '{self.entry.personality}'", out)
-        ip = cluster_host_ip or ""
-        if not ip or ip == "none" or ip == self.clstr_ip:
-            return out
-        if self.entry.cluster_host_ip:
-            self._throttled(("clstr-ip",), now, "warning",
-                            f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
-                            f"inventory's {self.entry.cluster_host_ip}", out)
-            return out
-        out.append(Log("info", f"{h} cluster address provision change from "
-                               f"{self.learned_clstr_ip or 'none'} to {ip}"))
+    def learn_clstr_ip(self, ip: str) -> None:
+        """A cluster-host address from a valid mtcAlive, the inventory having none (the
+        original's `set_clstr_hostaddr`; HostTable.on_identity decides)."""
         self.learned_clstr_ip = ip
         self._reset_net(Net.CLSTR)
         self._wake()
-        return out
 
     # -- other events ---------------------------------------------------------------------------
 

@@ -146,13 +146,32 @@ class HostTable:
 
     def on_identity(self, host: HostMonitor, personality: str, cluster_host_ip: str | None,
                     now: float) -> list:
-        """A valid mtcAlive's personality and cluster-host address (HostMonitor.on_identity);
-        a learned cluster-host address joins the address index."""
+        """What a valid mtcAlive says of its host (agent.md §4.1): its personality, and,
+        where the agent has a cluster-host network, its cluster-host address, learned when
+        the inventory has none (the original's `set_clstr_hostaddr`); a learned address joins
+        the address index. Only when the text changed: the hot path does not come here."""
+        out: list = []
+        h = host.hostname
+        if personality != host.reported_personality:
+            host.reported_personality = personality
+            if personality != host.entry.personality:
+                host._throttled(("personality",), now, "info",
+                                f"{h} mtcAlive reports personality '{personality}' ; the "
+                                f"inventory says '{host.entry.personality}'", out)
+        ip = cluster_host_ip or ""
+        if not ip or ip == "none" or ip == host.clstr_ip:
+            return out
+        if host.entry.cluster_host_ip:
+            host._throttled(("clstr-ip",), now, "warning",
+                            f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
+                            f"inventory's {host.entry.cluster_host_ip}", out)
+            return out
+        out.append(Log("info", f"{h} cluster address provision change from "
+                               f"{host.learned_clstr_ip or 'none'} to {ip}"))
         old = host.clstr_ip
-        out = host.on_identity(personality, cluster_host_ip, now)
-        if host.clstr_ip != old:
-            self._unclaim(old, host)
-            self._claim(host.clstr_ip, host, out)
+        host.learn_clstr_ip(ip)
+        self._unclaim(old, host)
+        self._claim(host.clstr_ip, host, out)
         return out
 
     def sequence_summaries(self, now: float) -> list:
