@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from mtce.store import atomic_write
+from mtce.store import atomic_write, remove_stale_temps
 
 FILE_NAME = "alarms.json"
 FORMAT_VERSION = 1
@@ -149,6 +149,7 @@ class AlarmStore:
     def load(self) -> str | None:
         """Read the state file. None if fine or absent (first start); else the problem text,
         and whatever could not be read is dropped."""
+        remove_stale_temps(self.state_dir, FILE_NAME)
         try:
             with open(self.path, encoding="utf-8") as f:
                 text = f.read()

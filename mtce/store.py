@@ -45,6 +45,25 @@ def atomic_write(directory: str, name: str, text: str) -> None:
         pass                # some file systems refuse fsync on a directory; the data is safe
 
 
+def remove_stale_temps(directory: str, name: str) -> int:
+    """Remove the temporary files of `atomic_write(directory, name, ...)` that a writer
+    killed before its rename left behind (at load, when no writer of this process runs).
+    Returns how many."""
+    prefix, removed = f".{name}.", 0
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, entry))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def read_json(path: str) -> tuple[object | None, str | None]:
     """(the file's JSON, None), (None, None) when absent, or (None, problem)."""
     try:
@@ -77,6 +96,7 @@ class OperatorStates:
 
     def load(self) -> list[str]:
         """Read the file; returns problems (bad entries are dropped, never raised)."""
+        remove_stale_temps(self.state_dir, ADMIN_FILE)
         obj, problem = read_json(self.path)
         self._by_host = {}
         if problem:

@@ -116,3 +116,48 @@ def test_hosts_actions_drive_the_store(tmp_path):
     clear = ClearAlarm("worker-0", "200.003")
     assert store.clear(clear.host, clear.alarm_id) == made
     assert store.to_json() == []
+
+
+def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state(tmp_path):
+    """Issue 15, contract §8 (writes to state_dir are atomic): a writer of alarms.json and
+    administrative.json killed with SIGKILL at random moments, eight times, over thousands of
+    writes, always leaves files that load whole, with no problem; the temporary files a
+    killed writer leaves are removed at the next load."""
+    import random
+    import signal
+    import time
+
+    from mtce.store import OperatorStates
+    rng = random.Random(3)
+    state = str(tmp_path / "state")
+    written = 0
+    for round_ in range(8):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                   # the writer
+            try:
+                os.close(r)
+                store, ops = AlarmStore(state), OperatorStates(state)
+                i = round_ * 100000
+                while True:
+                    i += 1
+                    host = f"worker-{i % 40}"
+                    store.raise_(Alarm.new("200.003", host, "minor", f"reason {i}", 1.78e9 + i))
+                    if i % 3 == 0:
+                        store.clear(f"worker-{(i + 7) % 40}", "200.003")
+                    ops.set(host, "locked" if i % 2 else "unlocked", "unlocked", 1.78e9 + i)
+                    os.write(w, b"xx")                 # two writes done
+            finally:
+                os._exit(0)
+        os.close(w)
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        with os.fdopen(r, "rb") as f:
+            written += len(f.read())
+        store, ops = AlarmStore(state), OperatorStates(state)
+        assert store.load() is None, f"round {round_}: alarms.json broken"
+        assert ops.load() == [], f"round {round_}: administrative.json broken"
+        assert all(a.id == "200.003" and a.host.startswith("worker-") for a in store.active())
+        assert not [n for n in os.listdir(state) if n.endswith(".tmp")], "temporaries left"
+    assert written >= 1000, f"only {written} writes"
