@@ -54,6 +54,16 @@ class ClientNet:
         return self.set.open(name, lambda: self.build(name, first))
 
     # -- building ----------------------------------------------------------------------------
+    def _bind_rx(self, name: str, ip: str, port: int, family=None):
+        """A receive socket bound to ip:port, or None after the original's throttled
+        `failed to bind` line."""
+        try:
+            return self.sockets.udp(ip, port, family=family)
+        except OSError as err:
+            self.throttle.error(("setup", name), "failed to bind %s:%d to socket (%s)", ip,
+                                port, transport.describe_error(err))
+            return None
+
     def _setup_pxeboot_rx(self, first=False):
         port = self.cfg.client.mtc_rx_pxeboot_port
         own = self.book.own
@@ -62,11 +72,8 @@ class ClientNet:
                                   "socket socket on %s port %d with no pxeboot address",
                                   own.pxeboot_iface, port)
             return None
-        try:
-            sock = self.sockets.udp(own.pxeboot_ip, port, family=socket.AF_INET)
-        except OSError as err:
-            self.throttle.error(("setup", "pxeboot_rx"), "failed to bind %s:%d to socket "
-                                "(%s)", own.pxeboot_ip, port, transport.describe_error(err))
+        sock = self._bind_rx("pxeboot_rx", own.pxeboot_ip, port, socket.AF_INET)
+        if sock is None:
             return None
         self.log.info("setup pxeboot receive socket on %s:%s:%d", own.pxeboot_iface,
                       own.pxeboot_ip, port)
@@ -97,12 +104,7 @@ class ClientNet:
         port, ip = self.cfg.client.mtc_rx_mgmnt_port, self.book.own.mgmt_ip
         self.log.info("Creating %s socket on port %d with address: %s", self._mgmt_iface(),
                       port, ip)
-        try:
-            return self.sockets.udp(ip, port)
-        except OSError as err:
-            self.throttle.error(("setup", "mgmt_rx"), "failed to bind %s:%d to socket (%s)",
-                                ip, port, transport.describe_error(err))
-            return None
+        return self._bind_rx("mgmt_rx", ip, port)
 
     def _setup_mgmt_tx(self, first=False):
         if not self.book.update_mgmt(first):
@@ -119,12 +121,7 @@ class ClientNet:
         self.log.info("setup of cluster-host receive socket")
         self.log.info("Cluster-host iface : %s", self.book.gates.clstr_iface)
         self.log.info("Cluster-host addr  : %s", ip)
-        try:
-            return self.sockets.udp(ip, port)
-        except OSError as err:
-            self.throttle.error(("setup", "clstr_rx"), "failed to bind %s:%d to socket (%s)",
-                                ip, port, transport.describe_error(err))
-            return None
+        return self._bind_rx("clstr_rx", ip, port)
 
     def _setup_clstr_tx(self, first=False):
         if not self.book.update_clstr():

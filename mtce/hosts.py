@@ -307,13 +307,8 @@ class HostMonitor:
         out: list = []
         at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
             else INF
-        if self.pxeboot_monitored and not self._held():
-            self.pxe.run(now, self.nets[Net.PXEBOOT], out)
-            pxe = self.pxe.deadline()
-            self.next_at = pxe if pxe < at else at
-        else:
-            self._audit_pxeboot(now, out)
-            self.next_at = self._pxeboot_deadline(at)
+        self._audit_pxeboot(now, out)
+        self.next_at = self._pxeboot_deadline(at)
         return out if out else NO_ACTIONS
 
     # -- the pxeboot monitor's gate (agent.md §5.0) --------------------------------------

@@ -104,27 +104,20 @@ class Presence:
 
     def check(self, now: float, out: list) -> float:
         """What is due at `now` for an online host: lost windows, the offline audit. Returns
-        when it next has work (what `deadline` would say after it)."""
+        `deadline()` after it (INF once offline)."""
         h = self.host
         s = h.settings
         lost_s = lost_after_s(s)
-        at = INF
         for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
-            if n.state is not NetState.OK:
-                continue
-            lost_at = (n.last_seen if n.last_seen > self.window_from else self.window_from) \
-                + lost_s
-            if now >= lost_at:
+            if n.state is NetState.OK and now >= max(n.last_seen, self.window_from) + lost_s:
                 n.state = NetState.LOST
                 n.ok = False
                 out.append(Log("info", f"{h.hostname} {n.net.iface} network mtcAlive lost ; "
                                        f"none for {s.lost_windows} x {s.online_period_s:g} secs"))
-            elif lost_at < at:
-                at = lost_at
         if not self.audit.running:
             silent_until = self.last_heard() + s.online_period_s
             if now < silent_until:
-                return silent_until if silent_until < at else at
+                return self.deadline()
             # contract §8: one silent online_period on every network starts the offline audit.
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h._auditing is not None:
@@ -140,7 +133,7 @@ class Presence:
             out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
             if h.clstr_ip:
                 out.append(Send(h.hostname, Net.CLSTR, Cmd.REQ_MTCALIVE))
-        return min(at, self.audit.deadline())
+        return self.deadline()
 
     def declare_offline(self, out: list) -> None:
         h = self.host

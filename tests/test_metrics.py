@@ -57,7 +57,7 @@ def sim(tmp_path):
         yield make
 
 
-def promtool_check(text: str) -> str:
+def promtool_check(text: str) -> tuple[int, str]:
     need(shutil.which("promtool") is not None, "promtool (Debian's prometheus) is not installed")
     proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60, check=False)
