@@ -18,7 +18,8 @@ all: test
 
 # System tools the tests and the lab use: iproute2 (ip netns, veth), procps, prometheus
 # (the metrics test runs the real server and promtool), resource-agents (ocf-tester) and
-# pacemaker-cli-utils (crm_simulate) for the HA tests. Services the packages bring are not
+# pacemaker-cli-utils (crm_simulate) for the HA tests, corosync, pacemaker and kmod (the
+# Filesystem resource agent wants modprobe) for `mtce lab --ha`. Services the packages bring are not
 # started: a policy-rc.d that says so is in place while apt runs, if there is none already.
 sysdeps:
 	@missing=""; \
@@ -28,6 +29,9 @@ sysdeps:
 	command -v ocf-tester >/dev/null 2>&1 || missing="$$missing resource-agents"; \
 	command -v crm_simulate >/dev/null 2>&1 || missing="$$missing pacemaker-cli-utils"; \
 	command -v xmllint >/dev/null 2>&1 || missing="$$missing libxml2-utils"; \
+	command -v corosync >/dev/null 2>&1 || missing="$$missing corosync"; \
+	command -v pacemakerd >/dev/null 2>&1 || missing="$$missing pacemaker"; \
+	command -v modprobe >/dev/null 2>&1 || missing="$$missing kmod"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make: needs$$missing (run as root to install)"; exit 1; fi; \

@@ -51,14 +51,19 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--lazy", action="store_true",
                            help="lazy reboot: the host waits [agent] lazy_reboot_delay seconds")
     p = command("lab", "a controller and N workers on this machine, with a live table")
-    p.add_argument("--hosts", type=int, default=3, metavar="N",
-                   help="number of hosts, the controller included (default 3)")
+    p.add_argument("--hosts", type=int, default=None, metavar="N",
+                   help="number of hosts, the controllers included (default 3; 4 with --ha)")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="exit after S seconds: 0 if every host came online on every network")
     p.add_argument("--netns", action="store_true",
                    help="(root) hosts in network namespaces joined by veth links")
-    p.add_argument("--scenario", choices=("none", "pxeboot-loss", "restart", "burst"),
-                   default="none", help="a fault to play out while the lab runs")
+    p.add_argument("--ha", action="store_true",
+                   help="(root) two controllers under corosync and Pacemaker, the agent a "
+                   "cluster resource (docs/ha.md)")
+    p.add_argument("--scenario", choices=("none", "pxeboot-loss", "restart", "burst",
+                                          "agent-kill", "node-kill", "swact", "split"),
+                   default="none", help="a fault to play out while the lab runs (the last "
+                   "four with --ha)")
     p = command("bench", "the performance benchmark (loopback only, bounded time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="shorter runs (for tests)")
@@ -108,6 +113,9 @@ def _main(argv=None) -> int:
             from mtce import ctl
             return ctl.cli(args, _load_config(args.config))
         if args.command == "lab":
+            if args.ha:
+                from mtce import labha
+                return labha.main(args)
             from mtce import lab
             return lab.main(args)
         if args.command == "bench":

@@ -27,15 +27,16 @@ import time
 from mtce import ctl
 from mtce.hosts import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
 from mtce.labplan import (
-    AGENT_START_S, BURST_COUNT, BURST_RATE, DEFAULT_BLOCK, ENV_TAG, MAX_HOSTS,
+    AGENT_START_S, BURST_COUNT, BURST_RATE, DEFAULT_BLOCK, ENV_TAG, HA_SCENARIOS, MAX_HOSTS,
     MTCALIVE_PERIOD_S, NETS, OFFLINE_AFTER_S, ONLINE_PERIOD_S, POLL_S, PORT, PXEBOOT_ALARM_S,
     PXEBOOT_CLEAR_S, PXEBOOT_WINDOW_S, REBOOT_DOWN_S, REBOOT_KINDS, RECENT_LINES, REFRESH_S,
     SCENARIOS, STEADY_S, STOP_GRACE_S, TICK_S, check_ports, cli_hint, package_root, program,
     HostPlan, Interrupted, LabError, Plan,
 )
 from mtce.labproc import (
-    PENDING_SIGNALS, STOP_SIGNALS, build_topology, check_stop, init_process, netns_problem,
-    signals_held, start_guardian, stop_all, sweep, Proc,
+    PENDING_SIGNALS, STOP_SIGNALS, build_topology, check_stop, ignore_stop_signals,
+    init_process, netns_problem, on_stop_signal, signals_held, start_guardian, stop_all,
+    stop_guardian, sweep, Proc,
 )
 from mtce.labview import (LogTail, Screen, View, parse_log_line)
 from mtce.labscen import (SCENARIO_CLASSES, Scenario)
@@ -193,7 +194,7 @@ class Lab:
         self.args = args
         self.out = out or sys.stdout
         self.tty = self.out.isatty() and os.environ.get("TERM", "") not in ("", "dumb")
-        self.hosts = args.hosts
+        self.hosts = 3 if args.hosts is None else args.hosts
         self.duration = args.duration
         self.netns = args.netns
         self.block = getattr(args, "block", None) or os.environ.get("MTCE_LAB_BLOCK") or \
@@ -249,6 +250,8 @@ class Lab:
         if self.duration is not None and self.duration <= 0:
             return "--duration must be more than 0 seconds"
         cls = SCENARIO_CLASSES.get(self.scenario_name)
+        if cls is None and self.scenario_name in HA_SCENARIOS:
+            return f"--scenario {self.scenario_name} needs --ha"
         if cls is None:
             return f"unknown scenario {self.scenario_name!r} (one of {', '.join(SCENARIOS)})"
         if cls.needs_workers and self.hosts - 1 < cls.needs_workers:
@@ -441,7 +444,7 @@ class Lab:
         return True, text
 
     def cleanup(self) -> None:
-        _ignore_signals()
+        ignore_stop_signals()
         if self.scenario is not None:
             try:
                 self.scenario.stop()
@@ -452,28 +455,7 @@ class Lab:
         stop_all([p for p in procs if p is not None])
         if self.tag:
             sweep(self.tag, self.root, self.tag + "-" if self.netns else None)
-        if self._guardian:
-            w, pid = self._guardian
-            try:
-                os.write(w, b"d")
-                os.close(w)
-            except OSError:
-                pass
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-
-
-def _on_signal(signum, frame):
-    PENDING_SIGNALS.append(signum)
-    raise Interrupted(signum)
-
-
-def _ignore_signals() -> None:
-    """From here on (clean-up) a second Ctrl-C must not cut the clean-up short."""
-    for s in STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+        stop_guardian(self._guardian)
 
 
 def main(args) -> int:
@@ -485,7 +467,7 @@ def main(args) -> int:
         print(f"mtce lab: {problem}", file=sys.stderr)
         return 2
     PENDING_SIGNALS.clear()
-    old = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
+    old = {s: signal.signal(s, on_stop_signal) for s in STOP_SIGNALS}
     interrupted = None
     failure = ""
     ok, text = False, ""
@@ -503,7 +485,7 @@ def main(args) -> int:
         except LabError as err:
             failure = str(err)
         finally:
-            _ignore_signals()
+            ignore_stop_signals()
             if lab.screen:
                 if lab.view is not None and lab.plan is not None and interrupted is None:
                     try:

@@ -45,6 +45,7 @@ NETNS_BLOCK = "198.18"         # --netns: the same layout in 198.18.0.0/15, insi
 NET_OCTET = {"mgmt": 204, "cluster-host": 206, "pxeboot": 202}
 NETS = ("mgmt", "cluster-host", "pxeboot")
 SCENARIOS = ("none", "pxeboot-loss", "restart", "burst")
+HA_SCENARIOS = ("none", "agent-kill", "node-kill", "swact", "split")   # with --ha
 REBOOT_KINDS = ("reboot", "reset", "lazy_reboot", "wipedisk")
 ENV_TAG = "MTCE_LAB_ID"        # every process the lab starts carries this (the cleanup sweep)
 MOVED_OCTET = 251              # pxeboot-loss (loopback): the address the lease moves to
@@ -103,18 +104,22 @@ class Plan:
     """Every file of an N-host lab under `root`: controller-0 (agent and client) + workers.
 
     Addresses, per network a /24 of `block`: mgmt .204, cluster-host .206, pxeboot .202;
-    .1 the floating mgmt address, .2 controller-0, .3 controller-1 (named in the hosts file
-    only), .10+k worker-k, .250 the burst host (mgmt only).
+    .1 the floating mgmt address, .2 controller-0, .3 controller-1 (a host with `ha`, else
+    named in the hosts file only), .10+k worker-k, .250 the burst host (mgmt only).
+
+    `ha` (mtce lab --ha): two controllers, each with the agent's configuration; their
+    state_dir is one path (`state`, where Pacemaker mounts the shared directory) and each has
+    its own control socket.
     """
 
     def __init__(self, root: str, hosts: int = 3, *, netns: bool = False,
-                 block: str = DEFAULT_BLOCK, burst: bool = False, ns_prefix: str = ""):
-        if not 1 <= hosts <= MAX_HOSTS:
-            raise ValueError(f"hosts must be 1 to {MAX_HOSTS}")
+                 block: str = DEFAULT_BLOCK, burst: bool = False, ns_prefix: str = "",
+                 ha: bool = False, pxeboot_window: int = PXEBOOT_WINDOW_S):
+        if not 1 + ha <= hosts <= MAX_HOSTS:
+            raise ValueError(f"hosts must be {1 + ha} to {MAX_HOSTS}")
         self.root = os.path.abspath(root)
-        if len(os.fsencode(self.agent_socket)) > SUN_PATH_MAX:
-            raise LabError(f"{self.agent_socket}: too long for a Unix socket path (the agent's "
-                           f"control socket); use a shorter TMPDIR, e.g. TMPDIR=/tmp")
+        self.ha = ha
+        self.pxeboot_window = pxeboot_window
         self.netns = netns
         self.block = NETNS_BLOCK if netns else block
         self.ns_prefix = ns_prefix
@@ -125,15 +130,22 @@ class Plan:
         self.requests = os.path.join(self.root, "requests")
         self.alarm_log = os.path.join(self.root, "alarm-hook.log")
         self.hosts: list[HostPlan] = []
+        controllers = 2 if ha else 1
         for i in range(hosts):
-            name = "controller-0" if i == 0 else f"worker-{i - 1}"
-            octet = 2 if i == 0 else 9 + i
-            self.hosts.append(self._host(name, "controller" if i == 0 else "worker", i, octet))
+            if i < controllers:
+                self.hosts.append(self._host(f"controller-{i}", "controller", i, 2 + i))
+            else:
+                k = i - controllers
+                self.hosts.append(self._host(f"worker-{k}", "worker", i, 10 + k))
         if burst:
             h = self._host("burst-0", "worker", hosts, 250)
             h.clstr_ip = h.pxeboot_ip = ""
             h.client = False
             self.hosts.append(h)
+        for h in self.controllers:
+            if len(os.fsencode(self.socket_of(h))) > SUN_PATH_MAX:
+                raise LabError(f"{self.socket_of(h)}: too long for a Unix socket path (the "
+                               f"agent's control socket); use a shorter TMPDIR, e.g. TMPDIR=/tmp")
 
     def _host(self, name: str, personality: str, index: int, octet: int) -> HostPlan:
         short = name.replace("controller-", "c").replace("worker-", "w").replace("burst-", "b")
@@ -158,7 +170,23 @@ class Plan:
 
     @property
     def agent_socket(self) -> str:
-        return os.path.join(self.root, "agent.sock")
+        return self.socket_of(self.controller)
+
+    def socket_of(self, h: HostPlan) -> str:
+        """The control socket of the agent that `h` runs: one per controller with `ha`."""
+        return h.path("agent.sock") if self.ha else os.path.join(self.root, "agent.sock")
+
+    @property
+    def controllers(self) -> list[HostPlan]:
+        return [h for h in self.hosts if h.personality == "controller"]
+
+    def runs_agent(self, h: HostPlan) -> bool:
+        return h is self.controller or (self.ha and h.personality == "controller")
+
+    @property
+    def state_dir(self) -> str:
+        """--ha: the controllers' state_dir, where Pacemaker mounts the shared directory."""
+        return os.path.join(self.root, "state")
 
     @property
     def agent_log(self) -> str:
@@ -209,7 +237,9 @@ class Plan:
             if h.client:
                 self._write_host(h)
         self._write(self.inventory, self._inventory_text())
-        self._write(self.controller.path("config", "dnsmasq.hosts"), self._dnsmasq_text())
+        for h in self.hosts:
+            if self.runs_agent(h):
+                self._write(h.path("config", "dnsmasq.hosts"), self._dnsmasq_text())
         if not os.path.lexists(self.lab_ini):
             os.symlink(os.path.relpath(self.agent_ini, self.root), self.lab_ini)
 
@@ -223,7 +253,9 @@ class Plan:
         m, c = self.net["mgmt"], self.net["cluster-host"]
         lines = [f"{self.floating} controller", f"{m}2 controller-0", f"{m}3 controller-1",
                  f"{c}2 controller-0-cluster-host", f"{c}3 controller-1-cluster-host"]
-        for h in self.hosts[1:]:
+        for h in self.hosts:
+            if h.personality == "controller":
+                continue
             lines.append(f"{h.mgmt_ip} {h.name}")
             if h.clstr_ip:
                 lines.append(f"{h.clstr_ip} {h.name}-cluster-host")
@@ -255,7 +287,6 @@ class Plan:
                                         f"  fixed-address {address};\n}}\n")
 
     def _ini_text(self, h: HostPlan) -> str:
-        c = self.controller
         req = shlex.quote(self.requests)
         paths = {"platform_conf": h.path("platform", "platform.conf"),
                  "platform_dir": h.path("platform"), "hosts_file": h.path("hosts"),
@@ -265,13 +296,14 @@ class Plan:
                  "sys_class_net": "/sys/class/net" if self.netns else h.path("sys", "class",
                                                                              "net"),
                  "run_dir": h.run_dir, "persist_dir": h.path("persist"),
-                 "state_dir": h.path("state"), "pid_dir": h.path("pid"),
-                 "log_dir": h.path("log"), "agent_socket": self.agent_socket}
+                 "state_dir": self.state_dir if self.runs_agent(h) and self.ha else
+                 h.path("state"), "pid_dir": h.path("pid"),
+                 "log_dir": h.path("log"), "agent_socket": self.socket_of(h)}
         out = ["; Generated by `mtce lab` for " + h.name + ": every [paths] key points into",
                "; this directory, and no [actions] command touches this machine.", ""]
-        if h is c:
+        if self.runs_agent(h):
             out += ["[agent]", f"mgmt_ip = {'' if self.netns else self.floating}",
-                    f"cluster_host_ip = {'' if self.netns else c.clstr_ip}",
+                    f"cluster_host_ip = {'' if self.netns else h.clstr_ip}",
                     f"inventory = {self.inventory}",
                     f"offline_period = {OFFLINE_PERIOD_MS}",
                     f"offline_threshold = {OFFLINE_THRESHOLD}", ""]
@@ -279,7 +311,7 @@ class Plan:
         if not self.netns:      # loopback: the addresses as is; netns: read over netlink
             out += [f"mgmt_ip = {h.mgmt_ip}", f"cluster_host_ip = {h.clstr_ip}"]
         out += ["", "[timeouts]", f"online_period = {ONLINE_PERIOD_S}",
-                f"pxeboot_mtcalive_window = {PXEBOOT_WINDOW_S}", "", "[paths]"]
+                f"pxeboot_mtcalive_window = {self.pxeboot_window}", "", "[paths]"]
         out += [f"{k} = {v}" for k, v in paths.items()]
         out += ["", "[actions]",
                 "; reboot, reset, lazy reboot and wipedisk ask the lab to restart this host's",
@@ -287,7 +319,7 @@ class Plan:
         for kind in REBOOT_KINDS:
             out.append(f"{kind} = echo {kind} > {req}/{h.name}.{kind}")
         out.append("failsafe =")
-        if h is c:
+        if self.runs_agent(h):
             log = shlex.quote(self.alarm_log)
             out.append(f"alarm = cat >> {log}; echo >> {log}")
         return "\n".join(out) + "\n"

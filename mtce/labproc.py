@@ -37,6 +37,18 @@ def signals_held():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def on_stop_signal(signum, frame):
+    """The labs' handler of the stop signals: remember it, raise Interrupted."""
+    PENDING_SIGNALS.append(signum)
+    raise Interrupted(signum)
+
+
+def ignore_stop_signals() -> None:
+    """From here on (clean-up) a second Ctrl-C must not cut the clean-up short."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def check_stop() -> None:
     """Raise Interrupted for a stop signal whose raise was swallowed somewhere."""
     if PENDING_SIGNALS:
@@ -199,6 +211,22 @@ def start_guardian(tag: str, root: str, ns_prefix: str | None) -> tuple[int, int
     return w, pid
 
 
+def stop_guardian(guardian: tuple[int, int] | None) -> None:
+    """After the lab's own clean-up: tell the guardian (b"d"), wait for it to sweep and end."""
+    if not guardian:
+        return
+    w, pid = guardian
+    try:
+        os.write(w, b"d")
+        os.close(w)
+    except OSError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 # == network namespaces (--netns) ============================================================
 
 def ip_cmd(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -262,7 +290,7 @@ def build_topology(plan: Plan) -> None:
             ip_cmd("link", "set", peer, "master", f"br-{br}", "up", ns=sw)
             ip_cmd("link", "set", ifname, "up", ns=h.ns)
             ip_cmd("addr", "add", f"{addr}/24", "dev", ifname, ns=h.ns)
-        if h is plan.controller:
+        if h is plan.controller and not plan.ha:     # --ha: Pacemaker's IPaddr2 adds it
             ip_cmd("addr", "add", f"{plan.floating}/24", "dev", "eth0", ns=h.ns)
 
 

@@ -18,6 +18,7 @@ class View:
 
     def __init__(self, plan: Plan):
         self.plan = plan
+        self.socket = plan.agent_socket      # --ha: the active controller's
         self.hosts: dict[str, dict] = {}
         self.order: list[str] = []
         self.alarms: list[dict] = []
@@ -31,8 +32,8 @@ class View:
 
     def poll(self, now: float) -> bool:
         try:
-            hosts = ctl.request(self.plan.agent_socket, {"cmd": "hosts"}, timeout=2.0)
-            alarms = ctl.request(self.plan.agent_socket, {"cmd": "alarms"}, timeout=2.0)
+            hosts = ctl.request(self.socket, {"cmd": "hosts"}, timeout=2.0)
+            alarms = ctl.request(self.socket, {"cmd": "alarms"}, timeout=2.0)
         except ctl.CtlError as err:
             self.error = str(err)
             self.all_ok_since = None

@@ -2,13 +2,17 @@
 # tools/ci_lab.sh: `mtce lab --duration` for every scenario, as the end-to-end test of CI.
 #
 # Each scenario runs on loopback (on its own 127.N block), then, as root, in network
-# namespaces (--netns); never more than two labs at once (two cores). A lab exits 0 only
-# when every host came online on every network and its scenario reached its end; this script exits 1 if any lab did not, after
-# printing every lab's output. Under CI=true the --netns runs are required (not root: fail).
+# namespaces (--netns); never more than two labs at once (two cores). Then, as root, each
+# --ha scenario once (docs/ha.md: two controllers under corosync and Pacemaker), one at a
+# time, alone: a cluster of two nodes keeps both cores busy. A lab exits 0 only when every
+# host came online on every network and its scenario's promise held; this script exits 1 if
+# any lab did not, after printing every lab's output. Under CI=true the --netns and --ha runs
+# are required (not root: fail).
 #
 # Environment: PYTHON (default .venv/bin/python if present, else python3),
 #              MTCE_BIN (default "$PYTHON mtce.py"; e.g. "python3 dist/mtce.pyz"),
-#              CI_LAB_SCENARIOS (default "none pxeboot-loss restart burst").
+#              CI_LAB_SCENARIOS (default "none pxeboot-loss restart burst"),
+#              CI_LAB_HA_SCENARIOS (default "agent-kill node-kill swact split"; "" for none).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,6 +21,8 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 read -r -a MTCE <<< "${MTCE_BIN:-$PYTHON mtce.py}"
 SCENARIOS=${CI_LAB_SCENARIOS:-none pxeboot-loss restart burst}
+HA_SCENARIOS=${CI_LAB_HA_SCENARIOS-agent-kill node-kill swact split}
+HA_DURATION=240                 # an upper bound: an --ha lab ends when its scenario does (~80 s)
 declare -A DURATION=([none]=15 [pxeboot-loss]=75 [restart]=30 [burst]=30)
 
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/ci-lab.XXXXXX")
@@ -78,6 +84,42 @@ elif [ "${CI:-}" = true ]; then
     FAILED+=("--netns (needs root and iproute2; required under CI=true)")
 else
     echo "ci_lab: not root: --netns runs skipped"
+fi
+
+# phase_ha: each --ha scenario once, one after the other, nothing else running.
+phase_ha() {
+    local s rc left
+    for s in $HA_SCENARIOS; do
+        echo "ci_lab: mtce lab --ha --scenario $s --duration $HA_DURATION"
+        "${MTCE[@]}" lab --ha --scenario "$s" --duration "$HA_DURATION" > "$OUT/ha-$s" 2>&1 &
+        echo $! > "$OUT/ha-$s.pid"
+        wait $!
+        rc=$?
+        rm -f "$OUT/ha-$s.pid"
+        echo "---- ha $s: exit $rc"
+        cat "$OUT/ha-$s"
+        grep '^measured: ' "$OUT/ha-$s" >> "$OUT/ha-measured"
+        if [ "$rc" != 0 ]; then FAILED+=("--ha $s (exit $rc)"); fi
+    done
+    # every --ha lab removes its namespaces and its cluster nodes' processes when it ends
+    left=$(ip netns list | grep -c '^mtce-ha-')
+    if [ "$left" != 0 ] || pgrep -x 'corosync|pacemakerd' > /dev/null; then
+        FAILED+=("--ha left $left namespaces or a corosync/pacemakerd process behind")
+    fi
+    if [ -s "$OUT/ha-measured" ]; then
+        echo "ci_lab: --ha measured on this machine:"
+        sed 's/^/  /' "$OUT/ha-measured"
+    fi
+}
+
+if [ -n "$HA_SCENARIOS" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        phase_ha
+    elif [ "${CI:-}" = true ]; then
+        FAILED+=("--ha (needs root; required under CI=true)")
+    else
+        echo "ci_lab: not root: --ha runs skipped"
+    fi
 fi
 
 if [ ${#FAILED[@]} -gt 0 ]; then
