@@ -251,6 +251,7 @@ def test_a_request_nobody_answers_fails_within_its_wait(fence_dir):
     assert (ok, why) == (False, "the lab did not answer in 0.3 s")
 
 
+@pytest.mark.ha
 def test_the_fence_executable_runs_as_hacluster_without_the_lab_python():
     """pacemaker-controld asks every fence agent for its metadata as hacluster, who cannot read
     root's virtualenv or tree: the executable the nodes see is self-contained."""
