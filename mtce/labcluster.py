@@ -28,7 +28,7 @@ from mtce.labplan import HostPlan, LabError, Plan, package_root, program
 from mtce.labproc import Proc
 
 RING = "198.19.1."             # the controllers' corosync link (ring0): .1 and .2
-TOKEN_MS = 3000                # corosync token: 3 s (default 1 s) for a loaded 2-core host
+TOKEN_MS = 3000                # corosync 3's default token (corosync 2: 1 s), kept for a 2-core host
 FENCE_DELAY_S = 3              # priority-fencing-delay: the active controller wins a split
 AGENT_MONITOR_S = 2            # the lab's monitor interval of the agent (reference: 10 s)
 OCF_SOURCE = os.path.join("debian", "ocf", "mtcAgent")
@@ -193,7 +193,7 @@ def corosync_conf(nodes: list[Node]) -> str:
     members = "".join(f"  node {{\n    ring0_addr: {n.ring_ip}\n    name: {n.name}\n"
                       f"    nodeid: {n.nodeid}\n  }}\n" for n in nodes)
     return (f"# corosync of `mtce lab --ha`: knet over ring0, two_node quorum (fencing\n"
-            f"# decides a split), token {TOKEN_MS} ms for a loaded 2-core host.\n"
+            f"# decides a split), token {TOKEN_MS} ms (a loaded 2-core host needs no less).\n"
             f"totem {{\n  version: 2\n  cluster_name: mtce-lab\n  transport: knet\n"
             f"  token: {TOKEN_MS}\n  crypto_cipher: none\n  crypto_hash: none\n}}\n"
             f"nodelist {{\n{members}}}\n"

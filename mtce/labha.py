@@ -52,6 +52,7 @@ ALARM_CLEAR_S = 30.0
 FORM_S = 90.0                   # both nodes online with a DC, and the group started, within
 HOSTS_OK_S = 60.0
 TAKEOVER_S = 60.0               # a scenario's move must end within this (else it failed)
+CONFIRM_S = 10.0                # then crm_mon must show the group there within this
 FAILOVER_BUDGET_S = 15.0        # node-kill: the survivor has the address and the agent within
 DETECT_WINDOW_S = OFFLINE_AFTER_S + 3 * ONLINE_PERIOD_S + 2   # no offline or lost meanwhile
 TICK_S, POLL_S, CLUSTER_POLL_S, COUNT_S = 0.1, 0.5, 1.0, 0.5
@@ -274,9 +275,21 @@ class HaLab:
         except ctl.CtlError:
             return {}
 
+    def agent_answers(self, name: str) -> bool:
+        return self.agent_status(name).get("hostname") == name
+
     def agent_up_on(self, name: str) -> bool:
-        return self.agent_status(name).get("hostname") == name and \
-            self.cluster.group_on(GROUP) == name
+        return self.agent_answers(name) and self.cluster.group_on(GROUP) == name
+
+    def took_over(self, name: str, ready=lambda: True) -> float:
+        """Tick until `name` holds the floating address and its agent answers (what clients
+        and operators see; timed to a tick, not to crm_mon's poll), then until crm_mon places
+        the group there too. The seconds of the first wait."""
+        took = self.wait_for(f"{name} has the address and the agent", lambda: ready() and
+                             self.agent_answers(name) and self.has_floating(name), TAKEOVER_S)
+        self.wait_for(f"crm_mon showing g_mtce on {name}",
+                      lambda: self.cluster.group_on(GROUP) == name, CONFIRM_S)
+        return took
 
     def has_floating(self, name: str) -> bool:
         r = ip_cmd("-o", "addr", "show", "dev", self.plan.ifaces[0], ns=self.plan.host(name).ns,
@@ -428,9 +441,8 @@ class HaLab:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         self.event(f"kill -9 the agent on {where} (pid {', '.join(map(str, pids))})")
-        took = self.wait_for(f"the agent restarted on {where}",
-                             lambda: bool(self.nodes[where].agent_pids()) and
-                             self.agent_up_on(where), TAKEOVER_S)
+        took = self.took_over(where, lambda: bool(self.nodes[where].agent_pids()) and
+                              not set(pids) & set(self.nodes[where].agent_pids()))
         if self.active != where:
             raise ScenarioFailed(f"the agent moved to {self.active} instead of restarting")
         text = f"the agent restarted in place on {where} {took:.1f} s after kill -9"
@@ -442,9 +454,7 @@ class HaLab:
         self.nodes[old].power_off()
         self.event(f"power off {old} (every process of its namespaces killed)")
         start = time.monotonic()
-        took = self.wait_for(f"{other} has the address and the agent",
-                             lambda: self.agent_up_on(other) and self.has_floating(other),
-                             TAKEOVER_S)
+        took = self.took_over(other)
         heard = self.wait_for("every surviving host on every network on the new agent",
                               lambda: self.hosts_ok(sorted(self.must_stay_online - {
                                   h.name for h in self.plan.workers[:1]})), HOSTS_OK_S)
@@ -468,9 +478,7 @@ class HaLab:
         if r.returncode != 0:
             raise ScenarioFailed(f"crm_resource --move: {r.stderr.strip()}")
         self.event(f"swact: crm_resource --move --resource g_mtce --node {other}")
-        took = self.wait_for(f"{other} has the address and the agent",
-                             lambda: self.agent_up_on(other) and self.has_floating(other),
-                             TAKEOVER_S)
+        took = self.took_over(other)
         self.nodes[other].run(["crm_resource", "--clear", "--resource", "g_mtce"], timeout=30)
         self.measured.append(f"swact: address and agent on {other} in {took:.1f} s")
         self.event(f"swact: {other} has {self.plan.floating} and the agent {took:.1f} s after "
