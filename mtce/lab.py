@@ -38,7 +38,7 @@ from mtce.labproc import (
     init_process, netns_problem, on_stop_signal, signals_held, start_guardian, stop_all,
     stop_guardian, sweep, Proc,
 )
-from mtce.labview import (LogTail, Screen, View, parse_log_line)
+from mtce.labview import (Lines, LogTail, Screen, View, parse_log_line)
 from mtce.labscen import (SCENARIO_CLASSES, Scenario)
 
 # == the lab =================================================================================
@@ -219,22 +219,14 @@ class Lab:
         self.report = Report(self)
         self._guardian: tuple[int, int] | None = None
         self.hint = ""
-        self.out_broken = False
+        self.lines = Lines(self.out)
 
     # -- output ----------------------------------------------------------------------------------
     def elapsed(self, now: float | None = None) -> float:
         return (now or time.monotonic()) - self.t0
 
     def say(self, text: str = "") -> None:
-        if self.out_broken:
-            return
-        try:
-            self.out.write(text + "\n")
-            self.out.flush()
-        except BrokenPipeError:
-            # `mtce lab | head`: the reader is gone; stop as for Ctrl-C.
-            self.out_broken = True
-            raise Interrupted(signal.SIGPIPE) from None
+        self.lines.say(text)
 
     def event(self, text: str) -> None:
         t = self.elapsed()

@@ -66,11 +66,10 @@ class Node:
     """One controller as a cluster node: starts, powers off, runs commands inside."""
 
     def __init__(self, plan: Plan, host: HostPlan, nodeid: int, env: dict):
-        self.plan, self.host, self.nodeid, self.env = plan, host, nodeid, env
+        self.host, self.nodeid, self.env = host, nodeid, env
         self.name = host.name
         self.dir = os.path.join(plan.root, "ha", host.name)
         self.proc: Proc | None = None
-        self.boots = 0
 
     @property
     def ring_ip(self) -> str:
@@ -125,7 +124,6 @@ class Node:
                 self.script(overlays)]
         self.proc = Proc(self.name, argv, self.log("node"), self.env)
         self.proc.start()
-        self.boots += 1
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.running()

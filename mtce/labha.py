@@ -43,7 +43,7 @@ from mtce.labproc import (
     init_process, ip_cmd, netns_problem, on_stop_signal, signals_held, start_guardian,
     stop_all, stop_guardian, sweep,
 )
-from mtce.labview import View
+from mtce.labview import Lines, View
 
 GROUP = ("p_state", "p_controller_ip", "p_mtcagent")
 PXEBOOT_WINDOW_S = 1            # --ha: 200.003 after ~12 s of loss, cleared ~7 s after it ends
@@ -64,7 +64,7 @@ class ScenarioFailed(Exception):
 
 class HaLab:
     def __init__(self, args, out=None):
-        self.out = out or sys.stdout
+        self.lines = Lines(out or sys.stdout)
         self.hosts = 4 if args.hosts is None else args.hosts
         self.duration = args.duration
         self.scenario = args.scenario
@@ -91,11 +91,7 @@ class HaLab:
         return time.monotonic() - self.t0
 
     def say(self, text: str = "") -> None:
-        try:
-            self.out.write(text + "\n")
-            self.out.flush()
-        except BrokenPipeError:
-            raise Interrupted(signal.SIGPIPE) from None
+        self.lines.say(text)
 
     def event(self, text: str) -> None:
         self.say(f"{self.elapsed():7.1f}s  {text}")
@@ -441,8 +437,7 @@ class HaLab:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         self.event(f"kill -9 the agent on {where} (pid {', '.join(map(str, pids))})")
-        took = self.took_over(where, lambda: bool(self.nodes[where].agent_pids()) and
-                              not set(pids) & set(self.nodes[where].agent_pids()))
+        took = self.took_over(where, lambda: _new_pids(self.nodes[where].agent_pids(), pids))
         if self.active != where:
             raise ScenarioFailed(f"the agent moved to {self.active} instead of restarting")
         text = f"the agent restarted in place on {where} {took:.1f} s after kill -9"
@@ -545,6 +540,11 @@ class HaLab:
         if self.tag:
             sweep(self.tag, self.root, self.tag + "-")
         stop_guardian(self._guardian)
+
+
+def _new_pids(now: list[int], killed: list[int]) -> bool:
+    """An agent runs again, and none of the killed ones."""
+    return bool(now) and not set(now) & set(killed)
 
 
 def main(args) -> int:

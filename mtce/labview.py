@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 
 from mtce import ctl
-from mtce.labplan import (NETS, Plan)
+from mtce.labplan import (NETS, Interrupted, Plan)
 
 # == what the agent says =====================================================================
 
@@ -145,6 +146,25 @@ def _colour(line: str) -> str:
     for pattern, code in _COLOURS:
         line = pattern.sub(lambda m, code=code: f"{code}{m.group(1)}\x1b[0m", line)
     return line
+
+
+class Lines:
+    """The labs' line output. `mtce lab | head`: the first write to a pipe whose reader is gone
+    stops the lab as Ctrl-C does (Interrupted, SIGPIPE); every later line is dropped."""
+
+    def __init__(self, out):
+        self.out = out
+        self.broken = False
+
+    def say(self, text: str = "") -> None:
+        if self.broken:
+            return
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.broken = True
+            raise Interrupted(signal.SIGPIPE) from None
 
 
 class Screen:

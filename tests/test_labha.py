@@ -389,8 +389,8 @@ def moved(plan):
     run once; every check of check_after_move passes until a test breaks one."""
     from mtce.labha import HaLab
     from mtce.labview import View
-    lab = HaLab(argparse.Namespace(hosts=4, duration=None, scenario="swact"), out=open(
-        os.devnull, "w"))
+    out = open(os.devnull, "w")
+    lab = HaLab(argparse.Namespace(hosts=4, duration=None, scenario="swact"), out=out)
     lab.plan, lab.view = plan, View(plan)
     lab.hold = lambda seconds: None
     v = lab.view
@@ -402,7 +402,7 @@ def moved(plan):
     with open(plan.alarm_log, "w", encoding="utf-8") as f:
         f.write(json.dumps({**v.alarms[0], "action": "raise"}) + "\n\n")
     yield lab
-    lab.out.close()
+    out.close()
 
 
 def check(lab):
@@ -449,3 +449,34 @@ def test_a_swact_that_lost_an_mtcalive_fails(moved, field, value):
     with pytest.raises(ScenarioFailed, match="mtcAlive lost across the swact: worker-1 "
                                              "cluster-host"):
         moved.check_no_loss("worker-0")
+
+
+# -- output to a closed pipe ----------------------------------------------------------------------
+
+class ClosedPipe:
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("kind", ["lab", "ha"])
+def test_a_closed_pipe_stops_the_lab_once_then_nothing_more_is_written(kind):
+    """`mtce lab --ha | head`: once the reader is gone the lab stops as for Ctrl-C
+    (Interrupted) and every later line (the table, the final verdict) is dropped, not a
+    traceback from a second broken write."""
+    from mtce.labplan import Interrupted
+    args = argparse.Namespace(hosts=None, duration=None, netns=False, scenario="none")
+    if kind == "ha":
+        from mtce.labha import HaLab
+        lab = HaLab(args, out=ClosedPipe())
+    else:
+        from mtce.lab import Lab
+        lab = Lab(args, out=ClosedPipe())
+    with pytest.raises(Interrupted):
+        lab.say("the first line")
+    lab.say("mtce lab: stopped (SIGPIPE)")

@@ -36,13 +36,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# lane KIND BLOCK SCENARIO...: run labs one after the other (in the background); each lab's
-# output goes to $OUT/KIND-SCENARIO and its exit status to $OUT/KIND-SCENARIO.rc.
+# lane KIND BLOCK SCENARIO...: run labs (KIND loopback, netns or ha) one after the other; each
+# lab's output goes to $OUT/KIND-SCENARIO and its exit status to $OUT/KIND-SCENARIO.rc.
 lane() {
     local kind=$1 block=$2 s args; shift 2
     for s in "$@"; do
-        args=(--scenario "$s" --duration "${DURATION[$s]}")
-        if [ "$kind" = netns ]; then args=(--netns "${args[@]}"); fi
+        case $kind in
+            ha) args=(--ha --scenario "$s" --duration "$HA_DURATION") ;;
+            netns) args=(--netns --scenario "$s" --duration "${DURATION[$s]}") ;;
+            *) args=(--scenario "$s" --duration "${DURATION[$s]}") ;;
+        esac
         echo "ci_lab: mtce lab ${args[*]}"
         MTCE_LAB_BLOCK=127.$block "${MTCE[@]}" lab "${args[@]}" > "$OUT/$kind-$s" 2>&1 &
         echo $! > "$OUT/$kind-$s.pid"
@@ -67,7 +70,13 @@ phase() {
     lane "$kind" 71 "${rest[@]}" & LANES+=($!)
     wait "${LANES[@]}"
     LANES=()
-    for s in $SCENARIOS; do
+    report "$kind" $SCENARIOS
+}
+
+# report KIND SCENARIO...: print each lab's output; a lab that did not exit 0 is a failure.
+report() {
+    local kind=$1 s rc; shift
+    for s in "$@"; do
         rc=$(cat "$OUT/$kind-$s.rc" 2>/dev/null || echo "none")
         echo "---- $kind $s: exit $rc"
         cat "$OUT/$kind-$s" 2>/dev/null
@@ -88,19 +97,10 @@ fi
 
 # phase_ha: each --ha scenario once, one after the other, nothing else running.
 phase_ha() {
-    local s rc left
-    for s in $HA_SCENARIOS; do
-        echo "ci_lab: mtce lab --ha --scenario $s --duration $HA_DURATION"
-        "${MTCE[@]}" lab --ha --scenario "$s" --duration "$HA_DURATION" > "$OUT/ha-$s" 2>&1 &
-        echo $! > "$OUT/ha-$s.pid"
-        wait $!
-        rc=$?
-        rm -f "$OUT/ha-$s.pid"
-        echo "---- ha $s: exit $rc"
-        cat "$OUT/ha-$s"
-        grep '^measured: ' "$OUT/ha-$s" >> "$OUT/ha-measured"
-        if [ "$rc" != 0 ]; then FAILED+=("--ha $s (exit $rc)"); fi
-    done
+    local s left
+    lane ha 0 $HA_SCENARIOS
+    report ha $HA_SCENARIOS
+    for s in $HA_SCENARIOS; do grep '^measured: ' "$OUT/ha-$s" >> "$OUT/ha-measured" 2>/dev/null; done
     # every --ha lab removes its namespaces and its cluster nodes' processes when it ends
     left=$(ip netns list | grep -c '^mtce-ha-')
     if [ "$left" != 0 ] || pgrep -x 'corosync|pacemakerd' > /dev/null; then
