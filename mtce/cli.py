@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "reboot":
             p.add_argument("--lazy", action="store_true",
                            help="lazy reboot: the host waits [agent] lazy_reboot_delay seconds")
+        p.add_argument("--wait", nargs="?", type=float, const=60.0, default=None,
+                       metavar="SECONDS", help="wait (default 60 s) for the host's ACK or the "
+                       "agent's give-up: exit 0 on the ACK (the networks printed), 1 otherwise")
     p = command("lab", "a controller and N workers on this machine, with a live table")
     p.add_argument("--hosts", type=int, default=None, metavar="N",
                    help="number of hosts, the controllers included (default 3; 4 with --ha)")

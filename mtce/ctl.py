@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import sys
@@ -21,7 +22,32 @@ MAX_REQUEST = 64 * 1024
 IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
+MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
+MAX_WAIT_S = 3600.0             # the longest `--wait`
+WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (contract §1)
+WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
 NETS = ("mgmt", "cluster-host", "pxeboot")
+
+
+class Wait:
+    """A handler's answer to a request that waits (`"wait": SECONDS`): its reply is sent
+    later, by `Server.tell(watch, reply)`, or when the agent stops."""
+
+    __slots__ = ("watch",)
+
+    def __init__(self, watch: int):
+        self.watch = watch
+
+
+def wait_seconds(req: dict) -> tuple[float | None, str | None]:
+    """(the request's `wait`, None), (None, None) without one, or (None, why it is bad)."""
+    value = req.get("wait")
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 < value <= MAX_WAIT_S:
+        return None, f"bad request: wait is seconds above 0, at most {MAX_WAIT_S:g}"
+    return float(value), None
 
 
 class Server(StreamServer):
@@ -31,8 +57,12 @@ class Server(StreamServer):
         MAX_REQUEST, IDLE_S, REPLY_TIMEOUT_S, MAX_CONNECTIONS)
     what = "control"
 
-    def __init__(self, path: str, loop, handler, log: logging.Logger, clock):
+    def __init__(self, path: str, loop, handler, log: logging.Logger, clock, forget=None):
         self.path, self.handler = path, handler
+        # Connections whose request waits for its outcome (`--wait`), by watch id: at most
+        # MAX_WAITING; one whose client goes away is closed, and `forget(watch)` told.
+        self.waiting: dict[int, object] = {}
+        self.forget = forget
         if len(os.fsencode(path)) > 107:
             raise OSError(errno.ENAMETOOLONG, f"a Unix socket path has at most 107 bytes; "
                                               f"this one has {len(os.fsencode(path))}")
@@ -80,12 +110,48 @@ class Server(StreamServer):
         return b"\n" in chunk
 
     def answer(self, raw: bytes) -> bytes:
-        return _encode(self._answer(raw))
+        return _encode(self._answer(raw, may_wait=False))
+
+    def respond(self, conn, raw: bytes) -> None:
+        reply = self._answer(raw, may_wait=len(self.waiting) < MAX_WAITING)
+        if not isinstance(reply, Wait):
+            self.reply(conn, _encode(reply))
+            return
+        self.waiting[reply.watch] = conn
+        # Readable while waiting means the client closed (or sent more than its request):
+        # the loop never blocks on it, and a gone client is forgotten at once.
+        self.loop.add_reader(conn, lambda c, watch=reply.watch: self._waiter_read(watch, c))
+
+    def _waiter_read(self, watch: int, conn) -> None:
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            return                      # beyond the request: ignored, as by _finish
+        if not _hung_up(conn):          # only its sending side shut (`nc -U`): it still
+            self.loop.remove_reader(conn)       # reads; the outcome or the deadline comes
+            return
+        self.waiting.pop(watch, None)
+        self.loop.remove_reader(conn)
+        conn.close()
+        if self.forget is not None:
+            self.forget(watch)
+
+    def tell(self, watch: int, reply: dict) -> None:
+        """The outcome a waiting request was waiting for (nothing if its client is gone)."""
+        conn = self.waiting.pop(watch, None)
+        if conn is None:
+            return
+        self.loop.remove_reader(conn)
+        self.reply(conn, _encode(reply))
 
     def too_large(self) -> bytes:
         return _encode(self._bad("request too large"))
 
-    def _answer(self, raw: bytes) -> dict:
+    def _answer(self, raw: bytes, may_wait: bool = True):
         if len(raw) > MAX_REQUEST:
             return self._bad("request too large")
         try:
@@ -94,6 +160,11 @@ class Server(StreamServer):
             return self._bad("not a JSON request")
         if not isinstance(req, dict):
             return self._bad("a request is a JSON object")
+        if req.get("wait") is not None and not may_wait:
+            self.throttle.warning(("ctl", "waiting"), "control request refused: %d requests "
+                                  "already wait for their outcome", MAX_WAITING)
+            return {"ok": False, "error": f"{MAX_WAITING} commands already wait for their "
+                    f"outcome ; nothing sent (try again later, or without --wait)"}
         try:
             return self.handler(req)
         except Exception:   # noqa: BLE001 - one bad request must not stop the agent
@@ -105,11 +176,21 @@ class Server(StreamServer):
         return {"ok": False, "error": f"bad request: {why}"}
 
     def close(self) -> None:
+        for watch in list(self.waiting):
+            self.tell(watch, {"ok": False, "error": "the agent stopped before the outcome"})
         super().close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _hung_up(conn) -> bool:
+    """Whether the peer closed the connection, not just its sending side (both read as
+    end-of-file; only a close sets POLLHUP on a Unix stream socket)."""
+    poller = select.poll()
+    poller.register(conn, select.POLLHUP)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _encode(reply: dict) -> bytes:
@@ -251,21 +332,35 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
     return 0
 
 
-def cli(args, cfg) -> int:
-    """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line."""
+def cli(args, cfg, ask=None) -> int:
+    """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line.
+    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout."""
     if args.command == "hosts" and getattr(args, "watch", None) is not None:
         if args.watch <= 0:
             print("mtce: --watch SECONDS must be above 0", file=sys.stderr)
             return 2
         return watch(cfg.paths.agent_socket, args.watch)
+    ask = ask or (lambda req, timeout: request(cfg.paths.agent_socket, req, timeout))
     req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
     if getattr(args, "host", None):
         req["host"] = args.host
+    timeout = 10.0
+    wait = getattr(args, "wait", None)
+    if wait is not None:
+        if not 0 < wait <= MAX_WAIT_S:
+            print(f"mtce: --wait SECONDS must be above 0, at most {MAX_WAIT_S:g}",
+                  file=sys.stderr)
+            return 2
+        req["wait"] = wait
+        timeout = wait + WAIT_MARGIN_S
     try:
-        reply = request(cfg.paths.agent_socket, req)
+        reply = ask(req, timeout)
     except CtlError as err:
         print(f"mtce: {err}", file=sys.stderr)
         return 1
+    if "outcome" in reply:              # --wait: the ACK, the give-up or the timeout
+        print(reply["outcome"], file=sys.stdout if reply.get("ok") else sys.stderr)
+        return 0 if reply.get("ok") else 1
     if not reply.get("ok"):
         print(f"mtce: {reply.get('error', 'the agent refused the request')}", file=sys.stderr)
         return 1
