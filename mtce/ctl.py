@@ -245,10 +245,11 @@ def _age(value) -> str:
     return f"{value / 3600:.0f}h"
 
 
-def format_hosts(hosts: list, compact: bool = False) -> str:
+def format_hosts(hosts: list, compact: int = 0) -> str:
     """The operator's table: one line per host; each network cell reads
     `state last-seq/missed age` (`-`: the host has no address on that network).
-    `compact` packs the cells and columns for a narrow terminal (the lab)."""
+    `compact`, for a narrow terminal (`fit_hosts`): 1 packs the cells and columns, 2 also
+    leaves PERSONALITY out, 3 shows each network's state alone."""
     head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
     rows = []
     by_operator = False
@@ -265,12 +266,16 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
             age = n.get("last_seen_s")
             if state == "unprovisioned":
                 row.append("-")
+            elif compact >= 3:
+                row.append(state)
             elif compact:
                 row.append(f"{state} {seq}/{missed} "
                            f"{'-' if age is None else format(age, '.0f') + 's'}")
             else:
                 row.append(f"{state:<4} {seq:>5}/{missed:<3} {_age(age):>5}")
         rows.append(row)
+    if compact >= 2:
+        head, rows = head[:1] + head[2:], [r[:1] + r[2:] for r in rows]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     gap = " " if compact else "  "
     table = "\n".join(gap.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
@@ -279,6 +284,35 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
         table += "\n* set by mtce lock/unlock (kept in state_dir ; the inventory's " \
                  "administrative applies again when it changes)"
     return table
+
+
+LEGENDS = {1: "(per network: state last_seq/missed age)",
+           3: "(per network: state ; mtce hosts --json has the counters)"}
+
+
+def fit_hosts(hosts: list, width: int) -> str:
+    """The host table in the widest form whose rows fit in `width` characters (a
+    terminal's), with a line telling how a packed form's cells read; the narrowest form when
+    none fits (mtce lab and `mtce hosts --watch`)."""
+    for form in range(4):
+        table = format_hosts(hosts, form)
+        if max(len(row) for row in table.splitlines()[:len(hosts) + 1]) <= width:
+            break
+    if form:
+        table += "\n" + LEGENDS[1 if form < 3 else 3]
+    return table
+
+
+def fit_lines(lines: list, width: int) -> list:
+    """`lines` with each one longer than `width` wrapped (nothing is cut off)."""
+    import textwrap
+    out = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+        else:
+            out += textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
+    return out
 
 
 def format_alarms(alarms: list) -> str:
@@ -290,46 +324,69 @@ def format_alarms(alarms: list) -> str:
 
 def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None) -> int:
     """`mtce hosts --watch [SECONDS]`: the host table and the alarms under it, again every
-    `interval` seconds until Ctrl-C (exit 0). On a terminal the block is redrawn in place; on
-    a pipe one block per interval, each under a time stamp. An agent that does not answer is
-    said in the block, and asked again at the next interval."""
+    `interval` seconds until Ctrl-C (exit 0). On a terminal the block is redrawn in place,
+    fitted to its width (`fit_hosts`); on a pipe one block per interval, each under a time
+    stamp, until the reader goes (`| head`: exit 0, quietly). An agent that does not answer
+    is said in the block, and asked again at the next interval."""
+    import shutil
     import time
+
+    from mtce.labplan import Interrupted
+    from mtce.labview import Lines, Screen
     out = out or sys.stdout
     ask = ask or (lambda req: request(path, req))
     sleep = sleep or time.sleep
-    screen = None
+    screen = lines_out = None
     if out.isatty():
-        from mtce.labview import Screen
         screen = Screen(out)
         screen.hide_cursor()
+    else:
+        lines_out = Lines(out)
     try:
         n = 0
         while turns is None or n < turns:
             n += 1
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            width = shutil.get_terminal_size((120, 40)).columns - 1 if screen else 0
             try:
                 hosts, alarms = ask({"cmd": "hosts"}), ask({"cmd": "alarms"})
                 if not hosts.get("ok") or not alarms.get("ok"):
                     raise CtlError(hosts.get("error") or alarms.get("error") or "refused")
-                body = (format_hosts(hosts["hosts"]) + "\n\nalarms:\n"
-                        + format_alarms(alarms["alarms"]))
+                table = fit_hosts(hosts["hosts"], width) if screen else \
+                    format_hosts(hosts["hosts"])
+                body = table + "\n\nalarms:\n" + format_alarms(alarms["alarms"])
             except CtlError as err:
                 body = f"mtce: {err} ; asking again in {interval:g} s"
             lines = [f"mtce hosts --watch {interval:g}   {stamp}   (Ctrl-C to stop)", ""] + \
                 body.splitlines()
             if screen is not None:
-                screen.draw(lines)
+                screen.draw(fit_lines(lines, width))
             else:
-                out.write("\n".join(lines) + "\n\n")
-                out.flush()
+                lines_out.say("\n".join(lines) + "\n")
             if turns is None or n < turns:
                 sleep(interval)
     except KeyboardInterrupt:
         pass
+    except Interrupted:                 # the pipe's reader is gone
+        _to_devnull(out)
     finally:
         if screen is not None:
             screen.restore()
     return 0
+
+
+def _to_devnull(out) -> None:
+    """What is left in `out`'s buffer goes nowhere: Python's flush at exit must not report a
+    BrokenPipeError once the reader of a pipe has gone."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def cli(args, cfg, ask=None) -> int:

@@ -7,10 +7,13 @@ as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and 18 (a fu
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
 import tempfile
 
 import pytest
@@ -325,3 +328,80 @@ def test_an_operator_state_change_not_saved_is_saved_when_there_is_room(sim):
     writer.full = False
     s.run(1.0)
     assert json.load(open(path))["hosts"] == {}
+
+
+# -- item 4: hosts --watch ----------------------------------------------------------------------
+
+def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
+    """contract §1: `mtce hosts --watch | head -1` ends without a traceback once `head`
+    has gone (exit 0)."""
+    from conftest import FakeHost
+    host = FakeHost(tmp_path / "h")
+    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.05", "-c", host.ini],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.Popen(["head", "-1"], stdin=watch.stdout, stdout=subprocess.PIPE)
+    watch.stdout.close()
+    try:
+        first, _ = head.communicate(timeout=20)
+        _, err = watch.communicate(timeout=20)
+    finally:
+        for p in (watch, head):
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=5)
+    assert first.startswith(b"mtce hosts --watch 0.05")
+    assert watch.returncode == 0, err
+    assert err == b""
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def drawn(text: str) -> list[str]:
+    """The lines a terminal shows after the last redraw (escape codes removed)."""
+    last = text.rsplit("\x1b[?25l", 1)[-1]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", last).replace("\r", "")
+    return [line for line in plain.split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize("columns", [100, 80, 60])
+def test_watch_on_a_narrow_terminal_fits_the_table_and_cuts_no_network(sim, monkeypatch,
+                                                                       columns):
+    """contract §1: below the full table's width, `--watch` draws a compact form (as the
+    lab's screen does) where every host's pxeboot state is still there; nothing is cut."""
+    s = sim(names=["controller-0", "controller-1", "worker-0", "worker-1"],
+            clients=["controller-1", "worker-0", "worker-1"]).start()
+    s.run_until(lambda: s.all_ok(["worker-0", "worker-1"]), 20, what="workers ok")
+    assert s.request(cmd="lock", host="controller-1")["ok"]     # the footnote line, too
+    s.run(2)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setenv("LINES", "40")
+    out = Tty()
+    ctl.watch("/x", 2.0, out=out, ask=s.agent.handle_request, sleep=lambda _: None, turns=1)
+    lines = drawn(out.getvalue())
+    assert all(len(line) < columns for line in lines), [ln for ln in lines if
+                                                         len(ln) >= columns]
+    header = next(line for line in lines if line.startswith("HOST"))
+    assert header.split()[-1] == "PXEBOOT"
+    states = {}
+    for line in lines:
+        word = line.split()[0]
+        if word in ("worker-0", "worker-1"):
+            states[word] = [w for w in line.split() if w in ("ok", "lost")]
+    assert states == {"worker-0": ["ok"] * 3, "worker-1": ["ok"] * 3}
+    text = " ".join(" ".join(lines).split())
+    assert "* set by mtce lock/unlock (kept in state_dir ; the inventory's administrative " \
+           "applies again when it changes)" in text
+
+
+def test_a_line_the_screen_must_cut_says_so(monkeypatch):
+    """What still does not fit (a terminal narrower than the narrowest form) is cut with a
+    visible mark, never silently (the lab's screen and `--watch` alike)."""
+    from mtce.labview import Screen
+    monkeypatch.setenv("COLUMNS", "20")
+    monkeypatch.setenv("LINES", "10")
+    out = Tty()
+    Screen(out).draw(["short", "x" * 40])
+    assert drawn(out.getvalue()) == ["short", "x" * 18 + ">"]
