@@ -215,17 +215,16 @@ class SaveRetry:
 
     def tick(self, now: float) -> None:
         for s in self.stores:
-            if not s.dirty:
-                continue
             failing = s.path in self._retry_at
-            if failing and now < self._retry_at[s.path]:
-                continue
-            s.flush()
-            if s.save_problem:
+            if s.dirty:
+                if failing and now < self._retry_at[s.path]:
+                    continue
+                s.flush()
+            if s.dirty:
                 self._retry_at[s.path] = now + SAVE_RETRY_S
                 self.throttle.error(("save", s.path), "%s ; kept in memory, written again "
                                     "when there is room", s.save_problem)
-            elif failing:
+            elif failing:               # written now, or by a later change meanwhile
                 del self._retry_at[s.path]
                 self.throttle.clear(("save", s.path))
                 self.log.info("%s written again ; what memory held is saved", s.path)
