@@ -24,7 +24,6 @@ REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dr
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
 MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
 MAX_WAIT_S = 3600.0             # the longest `--wait`
-WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (contract §1)
 WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
 NETS = ("mgmt", "cluster-host", "pxeboot")
 

@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from mtce import config, ctl
-from mtce.cli import _parser
+from mtce.cli import _parser, _wait_first
 from mtce.commands import CMD_ATTEMPTS, CMD_RETRY_S
 from mtce.states import Cmd, Net
 from sim import sims
@@ -87,7 +87,7 @@ class Asker:
 
 def mtce(s, *argv, ask=None):
     """`mtce ARGV` against the sim's agent: (exit code, Asker)."""
-    args = _parser().parse_args(list(argv))
+    args = _parser().parse_args(_wait_first(list(argv)))
     ask = ask or Asker(s)
     return ctl.cli(args, config.load(s.files.agent_ini), ask=ask), ask
 
@@ -111,6 +111,7 @@ def test_wait_on_an_offline_host_gives_up_after_five_attempts_at_10_s_and_exits_
 
 @pytest.mark.parametrize("argv, line", [
     (["reboot", "worker-1", "--wait"], "worker-1 reboot ACKed on "),
+    (["reboot", "--wait", "worker-1"], "worker-1 reboot ACKed on "),
     (["reboot", "worker-1", "--lazy", "--wait", "30"], "worker-1 lazy reboot ACKed on "),
     (["reset", "worker-1", "--wait"], "worker-1 reset ACKed on "),
     (["lock", "worker-1", "--wait"], "worker-1 lock ACKed on "),
