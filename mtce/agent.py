@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import agentnet, alarms, auth, config, hosts, logs, metrics, netif, store, transport
+from mtce import agentnet, alarms, auth, config, ctl, hosts, logs, metrics, netif, store, \
+    transport
 from mtce.table import HostTable
 from mtce.children import Children
 from mtce.inbox import Inbox
@@ -77,6 +78,7 @@ class Agent:
             cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
         self.alarms = alarms.AlarmStore(cfg.paths.state_dir, deferred=True)
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
+        self.saver = store.SaveRetry((self.alarms, self.operator_states), log, self.throttle)
         self.counters = transport.Counters()
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), log, self.noise,
                                    self.counters)
@@ -89,6 +91,7 @@ class Agent:
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.set.after_drain = self._drained
         self.outbox = Outbox(self)
+        self.outbox.on_outcome = self._tell_waiter
         self.pxeinfo = PxebootAddresses(self)
         self.hooks = Children(log, clock)
         self.ctl = None
@@ -191,10 +194,10 @@ class Agent:
         self.check_store()
 
     def check_store(self) -> None:
-        for name, problem in (("alarms", self.alarms.save_problem),
-                              ("administrative", self.operator_states.save_problem)):
-            if problem:
-                self.throttle.error((name, "save"), "%s", problem)
+        for s in (self.alarms, self.operator_states):
+            if s.save_problem:
+                self.throttle.error(("save", s.path), "%s ; kept in memory, written again "
+                                    "when there is room", s.save_problem)
 
     def _alarm_hook(self, alarm, action: str) -> None:
         if self.cfg.actions.alarm:
@@ -230,9 +233,8 @@ class Agent:
         self.refresh_facts()
         self.run(self.table.audit(now))
         self.hooks.reap()
-        if self.alarms.dirty:
-            self.alarms.flush()            # one write for every alarm change of this tick
-            self.check_store()
+        # One write for every alarm change of this tick; what a full disk refused, again.
+        self.saver.tick(now)
         # The next audit on the tick grid (pause_hint wakes on it too), or earlier when a
         # host in an offline audit is due to go offline before that (offline on time, not
         # one grid step late).
@@ -265,10 +267,9 @@ class Agent:
 
     # -- ctl ---------------------------------------------------------------------------------
     def _start_ctl(self) -> None:
-        from mtce import ctl
         try:
             self.ctl = ctl.Server(self.cfg.paths.agent_socket, self.loop, self.handle_request,
-                                  self.log, self.clock)
+                                  self.log, self.clock, forget=self.outbox.unwatch)
         except OSError as err:
             self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
                            "work", self.cfg.paths.agent_socket, err.strerror or err)
@@ -288,9 +289,21 @@ class Agent:
             host = req.get("host")
             if not isinstance(host, str) or not host:
                 return {"ok": False, "error": "a host name is required"}
+            wait, bad = ctl.wait_seconds(req)
+            if bad:
+                return {"ok": False, "error": bad}
             ok, message = self.outbox.operator(cmd, host)
+            if ok and wait is not None:
+                return ctl.Wait(self.outbox.watch(cmd, host, wait))
             return {"ok": ok, "message" if ok else "error": message}
         return {"ok": False, "error": f"unknown request {cmd!r}"}
+
+    def _tell_waiter(self, outcome) -> None:
+        """A `--wait` request's outcome (commands.Outcome), to its control connection."""
+        if self.ctl is not None:
+            self.ctl.tell(outcome.watch, {"ok": outcome.ok, "outcome": outcome.text(),
+                                          "result": outcome.result, "attempts": outcome.attempts,
+                                          "acked": [n.key for n in outcome.nets]})
 
     # -- reload and stop ---------------------------------------------------------------------
     def reload(self) -> None:
@@ -323,7 +336,7 @@ class Agent:
         self.operator_states.sync(self.table)
         self.check_store()
         for name in removed:
-            self.outbox.commands.forget_host(name)
+            self.outbox.forget_host(name)
             for a in [a for a in self.alarms.active() if a.host == name]:
                 self._clear(hosts.ClearAlarm(name, a.id))
         self.inventory = inventory

@@ -145,6 +145,7 @@ class AlarmStore:
         self.saves = 0
         self.deferred = deferred
         self.dirty = False
+        self.write = atomic_write       # the one writer; a test puts a failing one here
 
     def load(self) -> str | None:
         """Read the state file. None if fine or absent (first start); else the problem text,
@@ -214,5 +215,5 @@ class AlarmStore:
 
         Raises OSError.
         """
-        atomic_write(self.state_dir, FILE_NAME, self._set.dumps())
+        self.write(self.state_dir, FILE_NAME, self._set.dumps())
         self.saves += 1

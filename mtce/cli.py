@@ -12,6 +12,7 @@ import sys
 from mtce import __version__
 
 DEFAULT_CONFIG = "/etc/mtc.ini"
+WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (contract §1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "reboot":
             p.add_argument("--lazy", action="store_true",
                            help="lazy reboot: the host waits [agent] lazy_reboot_delay seconds")
+        p.add_argument("--wait", nargs="?", type=float, const=WAIT_DEFAULT_S, default=None,
+                       metavar="SECONDS", help="wait (default 60 s) for the host's ACK or the "
+                       "agent's give-up: exit 0 on the ACK (the networks printed), 1 otherwise")
     p = command("lab", "a controller and N workers on this machine, with a live table")
     p.add_argument("--hosts", type=int, default=None, metavar="N",
                    help="number of hosts, the controllers included (default 3; 4 with --ha)")
@@ -95,8 +99,21 @@ def main(argv=None) -> int:
         return 2
 
 
+def _wait_first(argv: list) -> list:
+    """`mtce reboot --wait HOST`: a `--wait` not followed by a number takes its default
+    (argparse would take HOST for SECONDS)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--wait":
+            try:
+                float(out[i + 1])
+            except (IndexError, ValueError):
+                out[i] = f"--wait={WAIT_DEFAULT_S:g}"
+    return out
+
+
 def _main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_wait_first(sys.argv[1:] if argv is None else argv))
     if not args.command:
         _parser().print_usage(sys.stderr)
         print("mtce: a command is required (try 'mtce --help')", file=sys.stderr)

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import select
 import socket
 import struct
 import sys
@@ -21,7 +22,31 @@ MAX_REQUEST = 64 * 1024
 IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
+MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
+MAX_WAIT_S = 3600.0             # the longest `--wait`
+WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
 NETS = ("mgmt", "cluster-host", "pxeboot")
+
+
+class Wait:
+    """A handler's answer to a request that waits (`"wait": SECONDS`): its reply is sent
+    later, by `Server.tell(watch, reply)`, or when the agent stops."""
+
+    __slots__ = ("watch",)
+
+    def __init__(self, watch: int):
+        self.watch = watch
+
+
+def wait_seconds(req: dict) -> tuple[float | None, str | None]:
+    """(the request's `wait`, None), (None, None) without one, or (None, why it is bad)."""
+    value = req.get("wait")
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 < value <= MAX_WAIT_S:
+        return None, f"bad request: wait is seconds above 0, at most {MAX_WAIT_S:g}"
+    return float(value), None
 
 
 class Server(StreamServer):
@@ -31,8 +56,12 @@ class Server(StreamServer):
         MAX_REQUEST, IDLE_S, REPLY_TIMEOUT_S, MAX_CONNECTIONS)
     what = "control"
 
-    def __init__(self, path: str, loop, handler, log: logging.Logger, clock):
+    def __init__(self, path: str, loop, handler, log: logging.Logger, clock, forget=None):
         self.path, self.handler = path, handler
+        # Connections whose request waits for its outcome (`--wait`), by watch id: at most
+        # MAX_WAITING; one whose client goes away is closed, and `forget(watch)` told.
+        self.waiting: dict[int, object] = {}
+        self.forget = forget
         if len(os.fsencode(path)) > 107:
             raise OSError(errno.ENAMETOOLONG, f"a Unix socket path has at most 107 bytes; "
                                               f"this one has {len(os.fsencode(path))}")
@@ -80,12 +109,48 @@ class Server(StreamServer):
         return b"\n" in chunk
 
     def answer(self, raw: bytes) -> bytes:
-        return _encode(self._answer(raw))
+        return _encode(self._answer(raw, may_wait=False))
+
+    def respond(self, conn, raw: bytes) -> None:
+        reply = self._answer(raw, may_wait=len(self.waiting) < MAX_WAITING)
+        if not isinstance(reply, Wait):
+            self.reply(conn, _encode(reply))
+            return
+        self.waiting[reply.watch] = conn
+        # Readable while waiting means the client closed (or sent more than its request):
+        # the loop never blocks on it, and a gone client is forgotten at once.
+        self.loop.add_reader(conn, lambda c, watch=reply.watch: self._waiter_read(watch, c))
+
+    def _waiter_read(self, watch: int, conn) -> None:
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            return                      # beyond the request: ignored, as by _finish
+        if not _hung_up(conn):          # only its sending side shut (`nc -U`): it still
+            self.loop.remove_reader(conn)       # reads; the outcome or the deadline comes
+            return
+        self.waiting.pop(watch, None)
+        self.loop.remove_reader(conn)
+        conn.close()
+        if self.forget is not None:
+            self.forget(watch)
+
+    def tell(self, watch: int, reply: dict) -> None:
+        """The outcome a waiting request was waiting for (nothing if its client is gone)."""
+        conn = self.waiting.pop(watch, None)
+        if conn is None:
+            return
+        self.loop.remove_reader(conn)
+        self.reply(conn, _encode(reply))
 
     def too_large(self) -> bytes:
         return _encode(self._bad("request too large"))
 
-    def _answer(self, raw: bytes) -> dict:
+    def _answer(self, raw: bytes, may_wait: bool = True):
         if len(raw) > MAX_REQUEST:
             return self._bad("request too large")
         try:
@@ -94,6 +159,11 @@ class Server(StreamServer):
             return self._bad("not a JSON request")
         if not isinstance(req, dict):
             return self._bad("a request is a JSON object")
+        if req.get("wait") is not None and not may_wait:
+            self.throttle.warning(("ctl", "waiting"), "control request refused: %d requests "
+                                  "already wait for their outcome", MAX_WAITING)
+            return {"ok": False, "error": f"{MAX_WAITING} commands already wait for their "
+                    f"outcome ; nothing sent (try again later, or without --wait)"}
         try:
             return self.handler(req)
         except Exception:   # noqa: BLE001 - one bad request must not stop the agent
@@ -105,11 +175,21 @@ class Server(StreamServer):
         return {"ok": False, "error": f"bad request: {why}"}
 
     def close(self) -> None:
+        for watch in list(self.waiting):
+            self.tell(watch, {"ok": False, "error": "the agent stopped before the outcome"})
         super().close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _hung_up(conn) -> bool:
+    """Whether the peer closed the connection, not just its sending side (both read as
+    end-of-file; only a close sets POLLHUP on a Unix stream socket)."""
+    poller = select.poll()
+    poller.register(conn, select.POLLHUP)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _encode(reply: dict) -> bytes:
@@ -164,10 +244,11 @@ def _age(value) -> str:
     return f"{value / 3600:.0f}h"
 
 
-def format_hosts(hosts: list, compact: bool = False) -> str:
+def format_hosts(hosts: list, compact: int = 0) -> str:
     """The operator's table: one line per host; each network cell reads
     `state last-seq/missed age` (`-`: the host has no address on that network).
-    `compact` packs the cells and columns for a narrow terminal (the lab)."""
+    `compact`, for a narrow terminal (`fit_hosts`): 1 packs the cells and columns, 2 also
+    leaves PERSONALITY out, 3 shows each network's state alone."""
     head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NETS]
     rows = []
     by_operator = False
@@ -184,12 +265,16 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
             age = n.get("last_seen_s")
             if state == "unprovisioned":
                 row.append("-")
+            elif compact >= 3:
+                row.append(state)
             elif compact:
                 row.append(f"{state} {seq}/{missed} "
                            f"{'-' if age is None else format(age, '.0f') + 's'}")
             else:
                 row.append(f"{state:<4} {seq:>5}/{missed:<3} {_age(age):>5}")
         rows.append(row)
+    if compact >= 2:
+        head, rows = head[:1] + head[2:], [r[:1] + r[2:] for r in rows]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     gap = " " if compact else "  "
     table = "\n".join(gap.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
@@ -198,6 +283,35 @@ def format_hosts(hosts: list, compact: bool = False) -> str:
         table += "\n* set by mtce lock/unlock (kept in state_dir ; the inventory's " \
                  "administrative applies again when it changes)"
     return table
+
+
+LEGENDS = {1: "(per network: state last_seq/missed age)",
+           3: "(per network: state ; mtce hosts --json has the counters)"}
+
+
+def fit_hosts(hosts: list, width: int) -> str:
+    """The host table in the widest form whose rows fit in `width` characters (a
+    terminal's), with a line telling how a packed form's cells read; the narrowest form when
+    none fits (mtce lab and `mtce hosts --watch`)."""
+    for form in range(4):
+        table = format_hosts(hosts, form)
+        if max(len(row) for row in table.splitlines()[:len(hosts) + 1]) <= width:
+            break
+    if form:
+        table += "\n" + LEGENDS[1 if form < 3 else 3]
+    return table
+
+
+def fit_lines(lines: list, width: int) -> list:
+    """`lines` with each one longer than `width` wrapped (nothing is cut off)."""
+    import textwrap
+    out = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+        else:
+            out += textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)
+    return out
 
 
 def format_alarms(alarms: list) -> str:
@@ -209,63 +323,100 @@ def format_alarms(alarms: list) -> str:
 
 def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None) -> int:
     """`mtce hosts --watch [SECONDS]`: the host table and the alarms under it, again every
-    `interval` seconds until Ctrl-C (exit 0). On a terminal the block is redrawn in place; on
-    a pipe one block per interval, each under a time stamp. An agent that does not answer is
-    said in the block, and asked again at the next interval."""
+    `interval` seconds until Ctrl-C (exit 0). On a terminal the block is redrawn in place,
+    fitted to its width (`fit_hosts`); on a pipe one block per interval, each under a time
+    stamp, until the reader goes (`| head`: exit 0, quietly). An agent that does not answer
+    is said in the block, and asked again at the next interval."""
+    import shutil
     import time
+
+    from mtce.labplan import Interrupted
+    from mtce.labview import Lines, Screen
     out = out or sys.stdout
     ask = ask or (lambda req: request(path, req))
     sleep = sleep or time.sleep
-    screen = None
+    screen = lines_out = None
     if out.isatty():
-        from mtce.labview import Screen
         screen = Screen(out)
         screen.hide_cursor()
+    else:
+        lines_out = Lines(out)
     try:
         n = 0
         while turns is None or n < turns:
             n += 1
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            width = shutil.get_terminal_size((120, 40)).columns - 1 if screen else 0
             try:
                 hosts, alarms = ask({"cmd": "hosts"}), ask({"cmd": "alarms"})
                 if not hosts.get("ok") or not alarms.get("ok"):
                     raise CtlError(hosts.get("error") or alarms.get("error") or "refused")
-                body = (format_hosts(hosts["hosts"]) + "\n\nalarms:\n"
-                        + format_alarms(alarms["alarms"]))
+                table = fit_hosts(hosts["hosts"], width) if screen else \
+                    format_hosts(hosts["hosts"])
+                body = table + "\n\nalarms:\n" + format_alarms(alarms["alarms"])
             except CtlError as err:
                 body = f"mtce: {err} ; asking again in {interval:g} s"
             lines = [f"mtce hosts --watch {interval:g}   {stamp}   (Ctrl-C to stop)", ""] + \
                 body.splitlines()
             if screen is not None:
-                screen.draw(lines)
+                screen.draw(fit_lines(lines, width))
             else:
-                out.write("\n".join(lines) + "\n\n")
-                out.flush()
+                lines_out.say("\n".join(lines) + "\n")
             if turns is None or n < turns:
                 sleep(interval)
     except KeyboardInterrupt:
         pass
+    except Interrupted:                 # the pipe's reader is gone
+        _to_devnull(out)
     finally:
         if screen is not None:
             screen.restore()
     return 0
 
 
-def cli(args, cfg) -> int:
-    """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line."""
+def _to_devnull(out) -> None:
+    """What is left in `out`'s buffer goes nowhere: Python's flush at exit must not report a
+    BrokenPipeError once the reader of a pipe has gone."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def cli(args, cfg, ask=None) -> int:
+    """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line.
+    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout."""
     if args.command == "hosts" and getattr(args, "watch", None) is not None:
         if args.watch <= 0:
             print("mtce: --watch SECONDS must be above 0", file=sys.stderr)
             return 2
         return watch(cfg.paths.agent_socket, args.watch)
+    ask = ask or (lambda req, timeout: request(cfg.paths.agent_socket, req, timeout))
     req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
     if getattr(args, "host", None):
         req["host"] = args.host
+    timeout = 10.0
+    wait = getattr(args, "wait", None)
+    if wait is not None:
+        if not 0 < wait <= MAX_WAIT_S:
+            print(f"mtce: --wait SECONDS must be above 0, at most {MAX_WAIT_S:g}",
+                  file=sys.stderr)
+            return 2
+        req["wait"] = wait
+        timeout = wait + WAIT_MARGIN_S
     try:
-        reply = request(cfg.paths.agent_socket, req)
+        reply = ask(req, timeout)
     except CtlError as err:
         print(f"mtce: {err}", file=sys.stderr)
         return 1
+    if "outcome" in reply:              # --wait: the ACK, the give-up or the timeout
+        print(reply["outcome"], file=sys.stdout if reply.get("ok") else sys.stderr)
+        return 0 if reply.get("ok") else 1
     if not reply.get("ok"):
         print(f"mtce: {reply.get('error', 'the agent refused the request')}", file=sys.stderr)
         return 1

@@ -49,6 +49,8 @@ class Inbox:
                                                self.clock.now())
                     if actions:
                         self.agent.run(actions)
+                    if net is Net.PXEBOOT and self.agent.outbox.commands.pending:
+                        self.on_answer(host)
                     return
         msg, reason = alive.try_decode(data)
         if msg is None:
@@ -95,6 +97,17 @@ class Inbox:
         actions = host.on_mtcalive(net, p[3], p[2], p[0], now)
         if actions:
             self.agent.run(actions)
+        if net is Net.PXEBOOT and self.agent.outbox.commands.pending:
+            self.on_answer(host)
+
+    def on_answer(self, host) -> None:
+        """A pxeboot mtcAlive: the answer to the operator's `alive`, if one is pending."""
+        answered, lines = self.agent.outbox.commands.on_answer(host.hostname, Net.PXEBOOT,
+                                                              self.clock.now())
+        if answered:
+            for line in lines:
+                self.log.info("%s", line)
+            self.agent.outbox.rearm()
 
     def bad(self, net: Net, src: str, reason: str) -> None:
         self.counters.rx_bad += 1

@@ -155,11 +155,7 @@ class Report:
             # Hosts that are not ok first; the rest is counted (mtce hosts lists them all).
             hosts = sorted(hosts, key=lambda h: v.host_ok(h["hostname"]))
             more, hosts = len(hosts) - (room - 1), hosts[:room - 1]
-        table = ctl.format_hosts(hosts)
-        width = shutil.get_terminal_size((120, 40)).columns
-        if max(len(line) for line in table.splitlines()) >= width:
-            table = ctl.format_hosts(hosts, compact=True) + \
-                "\n(per network: state last_seq/missed age)"
+        table = ctl.fit_hosts(hosts, shutil.get_terminal_size((120, 40)).columns - 1)
         lines += table.splitlines()
         if more:
             lines.append(f"... and {more} more hosts (mtce hosts lists them all)")

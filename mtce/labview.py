@@ -179,8 +179,10 @@ class Screen:
         size = shutil.get_terminal_size((120, 40))
         lines = lines[:max(3, size.lines - 1)]
         buf = [f"\x1b[{self.drawn}A\r" if self.drawn else "\r"]
-        for line in lines:
-            buf.append(_colour(line[:max(10, size.columns - 1)]) + "\x1b[K\n")
+        width = max(10, size.columns - 1)
+        for line in lines:        # a line cut to the width says so with its last character
+            line = line if len(line) <= width else line[:width - 1] + ">"
+            buf.append(_colour(line) + "\x1b[K\n")
         buf.append("\x1b[J")
         self.out.write("".join(buf))
         self.out.flush()

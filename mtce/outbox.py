@@ -9,6 +9,10 @@ from mtce import alive
 from mtce.commands import CMD_ATTEMPTS, Commands
 from mtce.states import PARM_LOCK_PERSIST, Admin, Cmd, Net, cmd_name
 
+# What each operator request sends (`mtce lock HOST` ...; `mtce reboot --lazy` is lazy-reboot).
+REQUESTS = {"lock": Cmd.LOCKED, "unlock": Cmd.UNLOCKED, "reboot": Cmd.REBOOT,
+            "reset": Cmd.RESET, "lazy-reboot": Cmd.LAZY_REBOOT, "alive": Cmd.REQ_MTCALIVE}
+
 
 class Outbox:
     """`agent` gives the table, the sockets (`net`), the clock, the log, `run`,
@@ -18,6 +22,7 @@ class Outbox:
         self.agent = agent
         self.commands = Commands()
         self._timer = None
+        self.on_outcome = None          # told each waiter's Outcome (the control socket)
 
     # -- one command, one host, one network -----------------------------------------------------
     def command_data(self, net: Net, cmd: Cmd) -> str:
@@ -67,27 +72,51 @@ class Outbox:
                 return False, "pxeboot is not provisioned on this controller"
             if not host.pxeboot_ip:
                 return False, f"{hostname} has no pxeboot address (dnsmasq.hosts)"
-            sent = self.send(hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
-            return sent, (f"mtcAlive request sent to {hostname} on pxeboot" if sent
-                          else "send failed (see the agent's log)")
+            ok, message = self.start(host, Cmd.REQ_MTCALIVE)
+            return ok, (f"mtcAlive request sent to {hostname} on pxeboot" if ok
+                        else "send failed (see the agent's log)")
         if request in ("lock", "unlock"):
             state = Admin.LOCKED if request == "lock" else Admin.UNLOCKED
-            a.run(host.set_admin(state, now, "operator"))
             # contract §4: kept in state_dir, winning over the inventory across reloads and
-            # restarts until the file's `administrative` itself changes.
-            a.operator_states.set(host.hostname, state.value, host.entry.administrative,
-                                  a.clock.wall())
-            a.check_store()
+            # restarts until the file's `administrative` itself changes. Saved first: a lock
+            # that cannot be kept is refused (nothing sent, nothing changed), or a restart
+            # would bring back the inventory's value behind the operator's back.
+            problem = a.operator_states.set(host.hostname, state.value,
+                                            host.entry.administrative, a.clock.wall())
+            if problem:
+                a.log.error("%s %s refused: %s", hostname, request, problem)
+                return False, (f"{hostname} not {request}ed: cannot save the operator state "
+                               f"({problem}) ; nothing changed")
+            a.run(host.set_admin(state, now, "operator"))
             if request == "lock":
                 return self.start(host, Cmd.LOCKED, *self.lock_persist())
             return self.start(host, Cmd.UNLOCKED)
-        if request == "reboot":
-            return self.start(host, Cmd.REBOOT)
-        if request == "reset":
-            return self.start(host, Cmd.RESET)
+        if request not in REQUESTS:
+            return False, f"unknown request {request!r}"
         if request == "lazy-reboot":
             return self.start(host, Cmd.LAZY_REBOOT, 1, (a.cfg.agent.lazy_reboot_delay,))
-        return False, f"unknown request {request!r}"
+        return self.start(host, REQUESTS[request])
+
+    def watch(self, request: str, hostname: str, seconds: float) -> int:
+        """A waiter for the command `operator(request, hostname)` just started; its id."""
+        watch = self.commands.watch(hostname, REQUESTS[request], self.agent.clock.now(),
+                                    seconds)
+        self.rearm()
+        return watch
+
+    def unwatch(self, watch: int) -> None:
+        self.commands.unwatch(watch)
+        self.rearm()
+
+    def forget_host(self, hostname: str) -> None:
+        """A host gone from the inventory: no more retries; its waiters are told."""
+        self._tell(self.commands.forget_host(hostname))
+        self.rearm()
+
+    def _tell(self, outcomes) -> None:
+        for outcome in outcomes:
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
 
     def lock_persist(self) -> tuple[int, tuple]:
         """num/parm of LOCKED: LOCK_PERSIST unless `<platform_dir>/simplex` exists
@@ -101,8 +130,10 @@ class Outbox:
     def nets_for(self, host, cmd: Cmd) -> list[Net]:
         """Where an operator command goes, first to last (agent.md §7.2-7.3): REBOOT and LAZY
         REBOOT over pxeboot first; LOCKED over pxeboot unless the simplex file exists; RESET
-        never over pxeboot (the original sends no RESET there)."""
+        never over pxeboot (the original sends no RESET there); `alive` only over pxeboot."""
         a = self.agent
+        if cmd == Cmd.REQ_MTCALIVE:
+            return [Net.PXEBOOT] if a.pxeboot_provisioned and host.pxeboot_ip else []
         nets = []
         pxeboot = a.pxeboot_provisioned and host.pxeboot_ip and not a.simplex
         if pxeboot and (cmd in (Cmd.REBOOT, Cmd.LAZY_REBOOT) or
@@ -114,7 +145,9 @@ class Outbox:
         return nets
 
     def start(self, host, cmd: Cmd, num: int = 0, parm: tuple = ()) -> tuple[bool, str]:
-        attempt = self.commands.start(host.hostname, cmd, num, parm, self.agent.clock.now())
+        attempt, outcomes = self.commands.start(host.hostname, cmd, num, parm,
+                                                self.agent.clock.now())
+        self._tell(outcomes)
         sent = self._attempt(attempt)
         self.rearm()
         if not sent:
@@ -152,9 +185,10 @@ class Outbox:
 
     def _due(self) -> None:
         self._timer = None
-        attempts, lines = self.commands.due(self.agent.clock.now())
-        for line in lines:
+        due = self.commands.due(self.agent.clock.now())
+        for line in due.lines:
             self.agent.log.error("%s", line)
-        for attempt in attempts:
+        for attempt in due.attempts:
             self._attempt(attempt)
+        self._tell(due.outcomes)
         self.rearm()

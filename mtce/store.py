@@ -16,6 +16,7 @@ import tempfile
 
 ADMIN_FILE = "administrative.json"
 FORMAT_VERSION = 1
+SAVE_RETRY_S = 1.0              # a state file that could not be written: try again after this
 _STATES = ("locked", "unlocked")
 
 
@@ -85,7 +86,8 @@ class OperatorStates:
     The inventory value is kept so that, after a restart, the agent can tell whether the
     file's `administrative` changed while it was down (then the file wins, contract §4).
     Writes are immediate: an operator's command is rare, and must not be lost to a crash
-    right after `mtce lock` said it was done.
+    right after `mtce lock` said it was done. `set` that cannot write changes nothing and
+    says why; a `drop` that cannot write stays `dirty` until a `flush` writes it.
     """
 
     def __init__(self, state_dir: str):
@@ -93,6 +95,8 @@ class OperatorStates:
         self.path = os.path.join(state_dir, ADMIN_FILE)
         self._by_host: dict[str, dict] = {}
         self.save_problem: str | None = None
+        self.dirty = False
+        self.write = atomic_write       # the one writer; a test puts a failing one here
 
     def load(self) -> list[str]:
         """Read the file; returns problems (bad entries are dropped, never raised)."""
@@ -122,12 +126,27 @@ class OperatorStates:
     def hosts(self) -> list[str]:
         return list(self._by_host)
 
-    def set(self, host: str, administrative: str, inventory: str, wall: float) -> None:
+    def set(self, host: str, administrative: str, inventory: str, wall: float) -> str | None:
+        """Keep the operator's value, written at once: None, or why it could not be written
+        (then nothing changed)."""
+        old = self._by_host.get(host)
         self._by_host[host] = {
             "administrative": administrative, "inventory": inventory,
             "at": datetime.datetime.fromtimestamp(wall, datetime.timezone.utc)
             .isoformat(timespec="seconds")}
+        dirty = self.dirty
         self._save()
+        problem = self.save_problem
+        if problem is None:
+            return None
+        if old is None:
+            del self._by_host[host]
+        else:
+            self._by_host[host] = old
+        self.dirty = dirty              # what was unsaved before still is; else memory is
+        if not dirty:                   # the file again
+            self.save_problem = None
+        return problem
 
     def drop(self, host: str) -> bool:
         if self._by_host.pop(host, None) is None:
@@ -164,12 +183,48 @@ class OperatorStates:
             if host is None or host.admin_source != "operator":
                 self.drop(name)
 
+    def flush(self) -> None:
+        """Write the file again if a change could not be written (`save_problem` says why)."""
+        if self.dirty:
+            self._save()
+
     def _save(self) -> None:
         text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
                           sort_keys=True) + "\n"
         try:
-            atomic_write(self.state_dir, ADMIN_FILE, text)
+            self.write(self.state_dir, ADMIN_FILE, text)
         except OSError as err:
             self.save_problem = f"{self.path}: cannot write ({err})"
+            self.dirty = True
         else:
             self.save_problem = None
+            self.dirty = False
+
+
+class SaveRetry:
+    """State that memory holds and `state_dir` could not take (a full disk) is written again
+    on the audit tick, once every SAVE_RETRY_S while it fails, so that it reaches the disk as
+    soon as there is room; the failure is logged rate-limited, the recovery once.
+
+    `stores` have `dirty`, `save_problem`, `path` and `flush()` (AlarmStore, OperatorStates).
+    """
+
+    def __init__(self, stores, log, throttle):
+        self.stores, self.log, self.throttle = list(stores), log, throttle
+        self._retry_at: dict[str, float] = {}
+
+    def tick(self, now: float) -> None:
+        for s in self.stores:
+            failing = s.path in self._retry_at
+            if s.dirty:
+                if failing and now < self._retry_at[s.path]:
+                    continue
+                s.flush()
+            if s.dirty:
+                self._retry_at[s.path] = now + SAVE_RETRY_S
+                self.throttle.error(("save", s.path), "%s ; kept in memory, written again "
+                                    "when there is room", s.save_problem)
+            elif failing:               # written now, or by a later change meanwhile
+                del self._retry_at[s.path]
+                self.throttle.clear(("save", s.path))
+                self.log.info("%s written again ; what memory held is saved", s.path)

@@ -90,7 +90,14 @@ class StreamServer:
         entry = self.conns.pop(conn)
         entry[1].cancel()
         self.loop.remove_reader(conn)
-        self.reply(conn, self.too_large() if large else self.answer(bytes(buf)))
+        if large:
+            self.reply(conn, self.too_large())
+        else:
+            self.respond(conn, bytes(buf))
+
+    def respond(self, conn, raw: bytes) -> None:
+        """Answer one whole request; a subclass may keep `conn` and `reply` later."""
+        self.reply(conn, self.answer(raw))
 
     def reply(self, conn, data: bytes) -> None:
         """Send what the socket takes now; the rest is written from the loop as the reader
