@@ -296,7 +296,7 @@ class Agent:
     def reload(self) -> None:
         """SIGHUP: the config, the inventory and dnsmasq.hosts, each applied as a diff."""
         try:
-            new = config.load(self.cfg.path)
+            new = self.cfg.reread()
             inventory = config.load_inventory(new.agent.inventory)
             new_auth, warnings = auth.from_config(new, self.clock.wall)
         except config.ConfigError as err:

@@ -349,6 +349,7 @@ class Config:
     values: dict
     lines: dict = field(default_factory=dict)
     warnings: tuple = ()
+    base: str = ""      # the directory relative paths were taken from: where mtce started
 
     def get(self, section: str, key: str):
         return self.values[(section, key)]
@@ -372,7 +373,12 @@ class Config:
         """A copy with one typed value replaced (the config itself stays immutable)."""
         values = dict(self.values)
         values[key] = value
-        return Config(self.path, values, self.lines, self.warnings)
+        return Config(self.path, values, self.lines, self.warnings, self.base)
+
+    def reread(self) -> "Config":
+        """The same file read again (SIGHUP), relative paths taken from the same directory as
+        at start: a daemon's own working directory is `/` by then (contract §1)."""
+        return load(self.path, base=self.base)
 
     def changed(self, other: "Config") -> list[tuple[str, str]]:
         """(section, key) of every value that differs, in OPTIONS order."""
@@ -400,12 +406,33 @@ def defaults() -> Config:
     return Config("<defaults>", {(o.section, o.key): o.default for o in OPTIONS})
 
 
-def load(path: str, overrides: dict | None = None) -> Config:
+def _current_dir() -> str:
+    try:
+        return os.getcwd()
+    except OSError:         # removed under us: only a relative path needs it
+        return ""
+
+
+def _from_base(base: str, path: str, where: str, line: int | None, key: str | None) -> str:
+    """`path` taken from `base` if relative (contract §1: from where the command started)."""
+    if not path or os.path.isabs(path):
+        return path
+    if not base:
+        raise ConfigError(where, line, key, f"{path!r} is relative and the current directory "
+                          "is unavailable")
+    return os.path.join(base, path)
+
+
+def load(path: str, overrides: dict | None = None, base: str | None = None) -> Config:
     """Read and type `path`; raises ConfigError (exit 2) for an unreadable file or bad value.
 
-    Unknown sections and keys, and lines inih would skip, become `warnings` (logged once by
-    the daemon, never fatal).
+    A relative `path`, and every relative path value in the file, is taken from `base`
+    (default: the current directory) once, here, so that a daemon reloading later from `/`
+    reads the same files (`Config.reread`). Unknown sections and keys, and lines inih would
+    skip, become `warnings` (logged once by the daemon, never fatal).
     """
+    base = _current_dir() if base is None else base
+    path = _from_base(base, path, path, None, None)
     entries, problems = read_ini(read_text(path))
     values, lines, warnings = {}, {}, []
     for lineno, why in problems:
@@ -420,7 +447,13 @@ def load(path: str, overrides: dict | None = None) -> Config:
             warnings.append(f"{path}:{e.line}: unknown key [{e.section}] {e.key}")
     for (section, key), value in (overrides or {}).items():
         values[(section, key)] = str(value)
-    return Config(path, _typed(values, lines, path), lines, tuple(dict.fromkeys(warnings)))
+    typed = _typed(values, lines, path)
+    for opt in OPTIONS:
+        if opt.kind == "path":
+            key = (opt.section, opt.key)
+            typed[key] = _from_base(base, typed[key], path, lines.get(key),
+                                    f"[{opt.section}] {opt.key}")
+    return Config(path, typed, lines, tuple(dict.fromkeys(warnings)), base)
 
 
 def render_ini() -> str:

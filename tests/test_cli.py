@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import signal
 import sys
+
+import pytest
 
 from conftest import PROGRAM, REPO
 
@@ -31,3 +34,74 @@ def test_item11_without_the_venv_one_line_says_what_to_run(tmp_path):
     version = subprocess.run([sys.executable, "-S", "-E", target, "--version"],
                              capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.startswith("mtce "), version
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode,foreground,inside", [
+    ("agent", True, "absolute"), ("agent", False, "absolute"), ("client", True, "absolute"),
+    ("client", False, "absolute"), ("agent", False, "relative"), ("client", True, "relative")])
+def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_reload(
+        tmp_path, mtce_cmd, mode, foreground, inside):
+    """Issue 23 item 2, contract §1: `mtce agent -c ag/mtc.ini` (and the client, with and
+    without -f) started in a directory, the paths inside the file absolute or relative
+    too: the daemon (whose working directory is `/` once it runs) still reads the same files
+    on SIGHUP, twice, and the ctl commands started there find its socket."""
+    from cluster import Cluster
+    from conftest import assert_harmless, wait_until
+    c = Cluster(tmp_path / "ag", workers=1)
+    host = c.controller if mode == "agent" else c.host("worker-0")
+    if inside == "relative":
+        host.values["paths"] = {k: os.path.relpath(v, tmp_path) for k, v in host.paths.items()}
+        if mode == "agent":
+            host.values["agent"]["inventory"] = os.path.relpath(c.inventory, tmp_path)
+        host.write_ini()
+    assert_harmless(host.ini)
+    ini = os.path.relpath(host.ini, tmp_path)
+    program = "mtcAgent" if mode == "agent" else "mtcClient"
+    argv = mtce_cmd + [mode, "-c", ini] + (["-f"] if foreground else [])
+    stderr = tmp_path / "stderr"
+    log = stderr if foreground else os.path.join(host.paths["log_dir"], f"{program}.log")
+    pidfile = os.path.join(host.paths["pid_dir"], f"{program}.pid")
+    ready = "Listening On: 'mtc client receive' socket" if mode == "agent" else "Identity    :"
+    reloaded = ("inventory reloaded: 0 added, 0 removed, 0 changed" if mode == "agent"
+                else "reload: configuration unchanged")
+
+    def text():
+        try:
+            with open(log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(argv, cwd=str(tmp_path), stdin=subprocess.DEVNULL,
+                                stdout=err, stderr=subprocess.STDOUT)
+    pid = None
+    try:
+        if not foreground:
+            assert proc.wait(20) == 0, stderr.read_text()
+        pid = int(wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                             10, what="the pidfile"))
+        wait_until(lambda: ready in text(), 15, what="the daemon up")
+        for n in (1, 2):
+            os.kill(pid, signal.SIGHUP)
+            wait_until(lambda: text().count(reloaded) >= n or "reload failed" in text(), 10,
+                       what="the reload")
+            assert "reload failed" not in text(), text()[-2000:]
+        assert f"starting (config {host.ini})" in text()     # the log names the file read
+        if mode == "agent":
+            r = subprocess.run(mtce_cmd + ["hosts", "--json", "-c", ini], cwd=str(tmp_path),
+                               capture_output=True, text=True, timeout=20)
+            assert r.returncode == 0, r.stderr
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            if not foreground:      # not our child: gone from /proc once it has exited
+                wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10,
+                           what="the daemon gone")
+        try:
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

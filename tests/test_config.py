@@ -303,3 +303,24 @@ def test_item23_1_the_shipped_inventory_and_its_example_parse():
     inv = config.parse_inventory(uncommented, path)
     assert list(inv.hosts) == ["controller-0", "worker-0"]
     assert inv.hosts["worker-0"].cluster_host_ip == "192.168.206.50"
+
+
+def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_path,
+                                                                           monkeypatch):
+    """Issue 23 item 2, contract §1: a relative `-c` and relative path values are taken from
+    the directory the command started in, and a reload (from `/`, as a daemon) reads the same
+    files; an absolute value is kept exactly as written."""
+    (tmp_path / "ag").mkdir()
+    (tmp_path / "ag" / "mtc.ini").write_text("[agent]\ninventory = ag/inventory.ini\n"
+                                             "[paths]\nstate_dir = st\nrun_dir = /var/run\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load("ag/mtc.ini")
+    assert cfg.path == str(tmp_path / "ag" / "mtc.ini")
+    assert cfg.agent.inventory == str(tmp_path / "ag" / "inventory.ini")
+    assert cfg.paths.state_dir == str(tmp_path / "st") and cfg.paths.run_dir == "/var/run"
+    assert cfg.security.key_file == ""                  # empty stays off
+    monkeypatch.chdir("/")
+    again = cfg.reread()
+    assert again.values == cfg.values and again.path == cfg.path
+    with pytest.raises(config.ConfigError, match="relative and the current directory"):
+        config.load("ag/mtc.ini", base="")
