@@ -105,3 +105,41 @@ def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_re
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+# Every command of contract §1's table, with arguments it accepts.
+EVERY_COMMAND = [["client"], ["agent", "-f"], ["hosts"], ["hosts", "--json"],
+                 ["hosts", "--watch", "1"], ["lock", "worker-0"], ["unlock", "worker-0"],
+                 ["reboot", "worker-0"], ["reset", "worker-0", "-c", "mtc.ini"],
+                 ["alive", "worker-0"], ["alarms", "--json"], ["lab", "--duration", "2"],
+                 ["bench", "--quick", "--json"]]
+
+
+def python_without_the_dependencies() -> list[str]:
+    """Debian's python3 as a fresh clone meets it, when it is 3.9+ and lacks the packages;
+    else this interpreter without site-packages."""
+    plain = "/usr/bin/python3"
+    probe = ("import importlib.util, sys; sys.exit(0 if sys.version_info >= (3, 9) and "
+             "importlib.util.find_spec('configobj') is None else 1)")
+    if os.path.exists(plain) and subprocess.run([plain, "-c", probe], capture_output=True,
+                                                timeout=30).returncode == 0:
+        return [plain]
+    return [sys.executable, "-S", "-E"]
+
+
+@pytest.mark.parametrize("argv", EVERY_COMMAND, ids=[" ".join(a) for a in EVERY_COMMAND])
+def test_item23_6_every_command_without_the_dependencies_says_what_to_run(tmp_path, argv):
+    """Issue 23 item 6, contract §1: plain `python3 mtce.py ARGS` from the source tree without
+    the dependencies (a Python that sees no site-packages, as Debian's python3 without the
+    venv) prints one line saying what to run and exits 2, for every command, before it
+    starts anything (today `lab` prints its header and exits 1); `--version` still works."""
+    (tmp_path / "mtc.ini").write_text("[client]\nmtcalive_period = 1\n")
+    python = python_without_the_dependencies()
+    r = subprocess.run(python + [os.path.join(REPO, "mtce.py")] + argv,
+                       capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert r.returncode == 2, r
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert "make venv" in r.stderr and "python3 dist/mtce.pyz" in r.stderr, r.stderr
+    version = subprocess.run(python + [os.path.join(REPO, "mtce.py"), "--version"],
+                             capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and version.stdout.startswith("mtce "), version
