@@ -16,22 +16,29 @@ include mk/soak.mk
 
 all: test
 
-# System tools the tests and the lab use: iproute2 (ip netns, veth), procps, prometheus
-# (the metrics test runs the real server and promtool), resource-agents (ocf-tester) and
-# pacemaker-cli-utils (crm_simulate) for the HA tests, corosync, pacemaker and kmod (the
-# Filesystem resource agent wants modprobe) for `mtce lab --ha`. Services the packages bring are not
-# started: a policy-rc.d that says so is in place while apt runs, if there is none already.
+# System packages each target needs, as package:command pairs. A command is looked up in PATH
+# and in /usr/local/sbin, /usr/sbin and /sbin, where Debian installs many of them and where a
+# normal user's PATH does not look. The test suite: iproute2 (ip netns, veth), procps,
+# prometheus (the metrics test runs the real server and promtool), resource-agents
+# (ocf-tester) and pacemaker-cli-utils (crm_simulate) for the HA tests, corosync, pacemaker
+# and kmod (the Filesystem resource agent wants modprobe) for `mtce lab --ha`. The loopback
+# demo and the benchmark need nothing beyond the venv (python3-venv, always checked).
+LAB_DEPS  =
+TEST_DEPS = iproute2:ip procps:pkill prometheus:promtool resource-agents:ocf-tester \
+            pacemaker-cli-utils:crm_simulate libxml2-utils:xmllint corosync:corosync \
+            pacemaker:pacemakerd kmod:modprobe
+SYSDEPS   = $(TEST_DEPS)
+# Inherited by the prerequisites ($(VPY), sysdeps) when these targets are made.
+lab bench: SYSDEPS = $(LAB_DEPS)
+
+# Missing packages are installed as root; a normal user is told which. Services the packages
+# bring are not started: a policy-rc.d that says so is in place while apt runs, if there is
+# none already.
 sysdeps:
-	@missing=""; \
-	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
-	command -v pkill >/dev/null 2>&1 || missing="$$missing procps"; \
-	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
-	command -v ocf-tester >/dev/null 2>&1 || missing="$$missing resource-agents"; \
-	command -v crm_simulate >/dev/null 2>&1 || missing="$$missing pacemaker-cli-utils"; \
-	command -v xmllint >/dev/null 2>&1 || missing="$$missing libxml2-utils"; \
-	command -v corosync >/dev/null 2>&1 || missing="$$missing corosync"; \
-	command -v pacemakerd >/dev/null 2>&1 || missing="$$missing pacemaker"; \
-	command -v modprobe >/dev/null 2>&1 || missing="$$missing kmod"; \
+	@missing=""; PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; \
+	for dep in $(SYSDEPS); do \
+	  command -v "$${dep#*:}" >/dev/null 2>&1 || missing="$$missing $${dep%%:*}"; \
+	done; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make: needs$$missing (run as root to install)"; exit 1; fi; \

@@ -309,7 +309,7 @@ class Agent:
     def reload(self) -> None:
         """SIGHUP: the config, the inventory and dnsmasq.hosts, each applied as a diff."""
         try:
-            new = config.load(self.cfg.path)
+            new = self.cfg.reread()
             inventory = config.load_inventory(new.agent.inventory)
             new_auth, warnings = auth.from_config(new, self.clock.wall)
         except config.ConfigError as err:
@@ -339,6 +339,9 @@ class Agent:
             self.outbox.forget_host(name)
             for a in [a for a in self.alarms.active() if a.host == name]:
                 self._clear(hosts.ClearAlarm(name, a.id))
+        for warning in inventory.warnings:
+            if warning not in self.inventory.warnings:
+                self.log.warning("%s", warning)
         self.inventory = inventory
         self.log.info("inventory reloaded: %d added, %d removed, %d changed", len(added),
                       len(removed), len(changed))

@@ -86,6 +86,21 @@ BUNDLED = {"configobj": "configobj", "validate": "configobj", "daemon": "python-
            "lockfile": "lockfile", "pyroute2": "pyroute2"}
 
 
+def _say_missing(packages) -> int:
+    names = ", ".join(repr(p) for p in packages)
+    what = f"the Python package {names} is" if len(packages) == 1 else \
+        f"the Python packages {names} are"
+    print(f"mtce: {what} missing: run `make venv`, then `.venv/bin/python mtce.py ...`, or run "
+          f"the zipapp: `python3 dist/mtce.pyz ...` (`make pyz` builds it)", file=sys.stderr)
+    return 2
+
+
+def missing_packages() -> list[str]:
+    """The bundled packages this interpreter cannot import (found, not imported)."""
+    import importlib.util
+    return sorted({pkg for mod, pkg in BUNDLED.items() if importlib.util.find_spec(mod) is None})
+
+
 def main(argv=None) -> int:
     try:
         return _main(argv)
@@ -93,10 +108,7 @@ def main(argv=None) -> int:
         top = (err.name or "").split(".")[0]
         if top not in BUNDLED:
             raise
-        print(f"mtce: the Python package {BUNDLED[top]!r} is missing: run `make venv`, then "
-              f"`.venv/bin/python mtce.py ...`, or run the zipapp: `python3 dist/mtce.pyz "
-              f"...` (`make pyz` builds it)", file=sys.stderr)
-        return 2
+        return _say_missing([BUNDLED[top]])
 
 
 def _wait_first(argv: list) -> list:
@@ -118,6 +130,11 @@ def _main(argv=None) -> int:
         _parser().print_usage(sys.stderr)
         print("mtce: a command is required (try 'mtce --help')", file=sys.stderr)
         return 2
+    # Every command needs them (the lab and the bench through the daemons they start): say
+    # so before anything starts, not after a lab's header (contract §1: one line, exit 2).
+    missing = missing_packages()
+    if missing:
+        return _say_missing(missing)
     from mtce.config import ConfigError
     try:
         if args.command == "client":

@@ -327,7 +327,7 @@ class Client:
     def reload(self) -> None:
         """SIGHUP: new config (or keep the old one), then re-learn and re-create sockets."""
         try:
-            new = config.load(self.cfg.path)
+            new = self.cfg.reread()
             new_auth, warnings = auth.from_config(new, self.clock.wall)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)

@@ -349,6 +349,7 @@ class Config:
     values: dict
     lines: dict = field(default_factory=dict)
     warnings: tuple = ()
+    base: str = ""      # the directory relative paths were taken from: where mtce started
 
     def get(self, section: str, key: str):
         return self.values[(section, key)]
@@ -372,7 +373,12 @@ class Config:
         """A copy with one typed value replaced (the config itself stays immutable)."""
         values = dict(self.values)
         values[key] = value
-        return Config(self.path, values, self.lines, self.warnings)
+        return Config(self.path, values, self.lines, self.warnings, self.base)
+
+    def reread(self) -> "Config":
+        """The same file read again (SIGHUP), relative paths taken from the same directory as
+        at start: a daemon's own working directory is `/` by then (contract §1)."""
+        return load(self.path, base=self.base)
 
     def changed(self, other: "Config") -> list[tuple[str, str]]:
         """(section, key) of every value that differs, in OPTIONS order."""
@@ -400,12 +406,33 @@ def defaults() -> Config:
     return Config("<defaults>", {(o.section, o.key): o.default for o in OPTIONS})
 
 
-def load(path: str, overrides: dict | None = None) -> Config:
+def _current_dir() -> str:
+    try:
+        return os.getcwd()
+    except OSError:         # removed under us: only a relative path needs it
+        return ""
+
+
+def _from_base(base: str, path: str, where: str, line: int | None, key: str | None) -> str:
+    """`path` taken from `base` if relative (contract §1: from where the command started)."""
+    if not path or os.path.isabs(path):
+        return path
+    if not base:
+        raise ConfigError(where, line, key, f"{path!r} is relative and the current directory "
+                          "is unavailable")
+    return os.path.join(base, path)
+
+
+def load(path: str, overrides: dict | None = None, base: str | None = None) -> Config:
     """Read and type `path`; raises ConfigError (exit 2) for an unreadable file or bad value.
 
-    Unknown sections and keys, and lines inih would skip, become `warnings` (logged once by
-    the daemon, never fatal).
+    A relative `path`, and every relative path value in the file, is taken from `base`
+    (default: the current directory) once, here, so that a daemon reloading later from `/`
+    reads the same files (`Config.reread`). Unknown sections and keys, and lines inih would
+    skip, become `warnings` (logged once by the daemon, never fatal).
     """
+    base = _current_dir() if base is None else base
+    path = _from_base(base, path, path, None, None)
     entries, problems = read_ini(read_text(path))
     values, lines, warnings = {}, {}, []
     for lineno, why in problems:
@@ -420,7 +447,13 @@ def load(path: str, overrides: dict | None = None) -> Config:
             warnings.append(f"{path}:{e.line}: unknown key [{e.section}] {e.key}")
     for (section, key), value in (overrides or {}).items():
         values[(section, key)] = str(value)
-    return Config(path, _typed(values, lines, path), lines, tuple(dict.fromkeys(warnings)))
+    typed = _typed(values, lines, path)
+    for opt in OPTIONS:
+        if opt.kind == "path":
+            key = (opt.section, opt.key)
+            typed[key] = _from_base(base, typed[key], path, lines.get(key),
+                                    f"[{opt.section}] {opt.key}")
+    return Config(path, typed, lines, tuple(dict.fromkeys(warnings)), base)
 
 
 def render_ini() -> str:
@@ -443,9 +476,20 @@ def render_ini() -> str:
 
 
 # -- inventory (interface.md §4) --------------------------------------------------------------
+#
+# Not inih: the inventory is mtce's own file, and a host taken wrongly is a host monitored,
+# locked or rebooted wrongly. So every line must be a comment, a `[hostname]` header or
+# `key = value` with a known key, once per section; anything else is refused with the line
+# of the fault itself (contract §4), and a reload that meets it keeps the running inventory.
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INVENTORY_KEYS = ("personality", "mgmt_mac", "mgmt_ip", "cluster_host_ip", "administrative")
+# The original's host functions and the subfunction word its platform.conf `subfunction=`
+# adds (`controller,worker,lowlatency` on an all-in-one); at least one function is named.
+PERSONALITY_WORDS = ("controller", "worker", "storage", "lowlatency")
+PERSONALITY_FUNCTIONS = ("controller", "worker", "storage")
 
 
 @dataclass(frozen=True)
@@ -482,36 +526,97 @@ def _same(a: HostEntry, b: HostEntry) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in INVENTORY_KEYS)
 
 
+def _inventory_sections(text: str, path: str,
+                        warnings: list) -> list[tuple[str, int, dict]]:
+    """(hostname, header line, {key: (value, line)}) in file order; ConfigError for any line
+    that is not exactly a comment, a header or `key = value`."""
+    sections: list[tuple[str, int, dict]] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if lineno == 1 and raw.startswith("\ufeff"):
+            raw = raw[1:]
+        line = raw.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line[0] == "[":
+            end = line.find("]")
+            if end < 0:
+                raise ConfigError(path, lineno, line, "section header without ']'")
+            rest = line[end + 1:].strip()
+            if rest and rest[0] not in ";#":
+                raise ConfigError(path, lineno, line[:end + 1],
+                                  f"{rest!r} after ']' (one [hostname] per line)")
+            name = line[1:end]
+            if name in seen:
+                raise ConfigError(path, lineno, f"[{name}]",
+                                  f"section given twice (first at line {seen[name]})")
+            seen[name] = lineno
+            sections.append((name, lineno, {}))
+            continue
+        where = f"[{sections[-1][0]}]" if sections else None
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise ConfigError(path, lineno, where, f"{line!r} is neither a [hostname] header, "
+                              "a comment nor key = value")
+        if not sections:
+            raise ConfigError(path, lineno, key, "key outside a [hostname] section")
+        kv = sections[-1][2]
+        if key not in INVENTORY_KEYS:
+            # Warned about once, never fatal, as in mtc.ini (contract §2): contract §4's
+            # list of refusals does not name it.
+            warnings.append(f"{path}:{lineno}: unknown key {where} {key} (keys: "
+                            f"{', '.join(INVENTORY_KEYS)})")
+            continue
+        if key in kv:
+            raise ConfigError(path, lineno, f"{where} {key}",
+                              f"given twice (first at line {kv[key][1]})")
+        kv[key] = (_strip_inline_comment(value).strip(), lineno)
+    return sections
+
+
+def _personality(value: str) -> str | None:
+    """The personality as a comma list without spaces, or None if it is not one."""
+    items = [i.strip() for i in value.split(",")]
+    if (not all(i in PERSONALITY_WORDS for i in items) or len(set(items)) != len(items)
+            or not any(i in PERSONALITY_FUNCTIONS for i in items)):
+        return None
+    return ",".join(items)
+
+
+def _same_address(text: str) -> str:
+    """The canonical form two spellings of one address share (an IPv4-mapped IPv6 address
+    is its IPv4 address)."""
+    addr = ipaddress.ip_address(text)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return str(mapped or addr)
+
+
 def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
-    """The inventory's hosts; raises ConfigError naming the line and key of a bad value."""
-    entries, problems = read_ini(text)
-    warnings = [f"{path}:{n}: ignoring line: {why}" for n, why in problems]
-    sections: dict[str, dict] = {}
-    first_line: dict[str, int] = {}
-    for e in entries:
-        if not e.section:
-            raise ConfigError(path, e.line, e.key, "key outside a [hostname] section")
-        sections.setdefault(e.section, {})[e.key] = (e.value, e.line)
-        first_line.setdefault(e.section, e.line)
+    """The inventory's hosts; raises ConfigError naming the line and key of the first fault
+    (a missing key: the line of its section's header)."""
     hosts = {}
     addresses: dict[str, str] = {}
     macs: dict[str, str] = {}
-    for name, kv in sections.items():
+    warnings: list[str] = []
+    for name, header, kv in _inventory_sections(text, path, warnings):
         def val(key, default="", kv=kv):
             return kv[key][0] if key in kv else default
 
-        def line(key, kv=kv, name=name):
-            return kv[key][1] if key in kv else first_line[name]
+        def line(key, kv=kv, header=header):
+            return kv[key][1] if key in kv else header
 
-        for key in kv:
-            if key not in INVENTORY_KEYS:
-                warnings.append(f"{path}:{kv[key][1]}: unknown key [{name}] {key}")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
-            raise ConfigError(path, first_line[name], f"[{name}]", "not a valid hostname")
-        personality = val("personality")
-        if not personality:
+        if not _HOSTNAME.fullmatch(name):
+            raise ConfigError(path, header, f"[{name}]", "not a valid hostname")
+        for key in ("personality", "mgmt_mac", "mgmt_ip"):
+            if key not in kv:
+                raise ConfigError(path, header, f"[{name}] {key}", "missing")
+        personality = _personality(val("personality"))
+        if personality is None:
             raise ConfigError(path, line("personality"), f"[{name}] personality",
-                              "missing: controller, worker, storage or a subfunction list")
+                              f"{val('personality')!r} is not a comma list of "
+                              f"{', '.join(PERSONALITY_WORDS)} naming at least one of "
+                              f"{', '.join(PERSONALITY_FUNCTIONS)}")
         mac = val("mgmt_mac")
         if not _MAC.match(mac):
             raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
@@ -528,20 +633,21 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
                 continue
             try:
                 ips[key] = str(ipaddress.ip_address(raw))
+                same = _same_address(raw)
             except ValueError:
                 raise ConfigError(path, line(key), f"[{name}] {key}",
                                   f"{raw!r} is not an IP address") from None
-            owner = addresses.get(ips[key])
+            owner = addresses.get(same)
             if owner:
                 raise ConfigError(path, line(key), f"[{name}] {key}",
-                                  f"{ips[key]} is already the address of {owner}")
-            addresses[ips[key]] = name
+                                  f"{raw} is already an address of {owner}")
+            addresses[same] = name
         admin = val("administrative", "unlocked")
         if admin not in ("locked", "unlocked"):
             raise ConfigError(path, line("administrative"), f"[{name}] administrative",
                               f"{admin!r} is not locked or unlocked")
         hosts[name] = HostEntry(name, personality, mac.lower(), ips["mgmt_ip"],
-                                ips["cluster_host_ip"], admin, first_line[name])
+                                ips["cluster_host_ip"], admin, header)
     return Inventory(path, hosts, tuple(warnings))
 
 

@@ -105,3 +105,35 @@ class Cluster:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+
+def issue23_bad_inventories(c: Cluster) -> list[tuple[str, str, int, str]]:
+    """Issue 23 item 1's inputs, made from `c`'s inventory (workers worker-0 and worker-1):
+    (id, the whole file text, the line of the fault, `[section] key` the message names)."""
+    with open(c.inventory) as f:
+        text = f.read()
+    lines = text.splitlines()
+
+    def line_of(needle: str, after: str) -> int:
+        start = lines.index(after)
+        return next(n for n, ln in enumerate(lines, start=1) if n > start and ln == needle)
+
+    w1, w3 = c.host("worker-1"), "10.255.0.3"
+    tail = len(lines) + 1 if text.endswith("\n") else len(lines) + 2
+    sep = "" if text.endswith("\n") else "\n"
+    return [
+        # A header without `]` after [worker-1]: its keys must not overwrite worker-1's.
+        ("header without ]", text + sep + f"[worker-3\npersonality = storage\n"
+         f"mgmt_mac = 08:00:27:5e:00:33\nmgmt_ip = {w3}\n", tail, "[worker-3"),
+        ("second [worker-0]", text + sep + "[worker-0]\npersonality = worker\n"
+         f"mgmt_mac = 08:00:27:5e:00:33\nmgmt_ip = {w3}\n", tail, "[worker-0]"),
+        ("personality = wroker", text.replace(
+            f"[worker-1]\npersonality = worker\n", "[worker-1]\npersonality = wroker\n"),
+         line_of("personality = worker", "[worker-1]"), "[worker-1] personality"),
+        ("line without =", text.replace(
+            f"[worker-1]\npersonality = worker\n", "[worker-1]\npersonality worker\n"),
+         line_of("personality = worker", "[worker-1]"), "[worker-1]"),
+        ("shared mgmt MAC", text.replace(f"mgmt_mac = {w1.mac}",
+                                         f"mgmt_mac = {c.host('worker-0').mac.upper()}"),
+         line_of(f"mgmt_mac = {w1.mac}", "[worker-1]"), "[worker-1] mgmt_mac"),
+    ]

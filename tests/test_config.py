@@ -159,3 +159,178 @@ def test_sw_version_path_expansion(tmp_path):
         == "/opt/platform/config/25.09/dnsmasq.hosts"
     assert config.expand_path("/opt/platform/config/{SW_VERSION}/dnsmasq.hosts",
                               str(tmp_path / "none")) == "/opt/platform/config/dnsmasq.hosts"
+
+
+# -- issue 23 item 1: an inventory that does not parse exactly is refused --------------------
+
+ISSUE_INVENTORY = """\
+[worker-0]
+personality = worker
+mgmt_mac = 08:00:27:1e:0b:00
+mgmt_ip = 192.168.204.50
+
+[worker-1]
+personality = worker
+mgmt_mac = 08:00:27:1e:0b:01
+mgmt_ip = 192.168.204.51
+
+[worker-2]
+personality = worker
+mgmt_mac = 08:00:27:1e:0b:02
+mgmt_ip = 192.168.204.52
+"""
+
+
+def _edit(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+# Each: (what an operator wrote, the line of the fault, its `[section] key`, words of the why).
+BAD_INVENTORIES = [
+    # `[worker-3` after `[worker-1]`: today skipped, worker-3's keys overwrite worker-1's.
+    ("header without ]", _edit(ISSUE_INVENTORY, "[worker-2]\npersonality = worker\n"
+                               "mgmt_mac = 08:00:27:1e:0b:02\nmgmt_ip = 192.168.204.52\n",
+                               "[worker-3\npersonality = storage\n"
+                               "mgmt_mac = 08:00:27:1e:0b:03\nmgmt_ip = 192.168.204.53\n"),
+     11, "[worker-3", "section header without ']'"),
+    ("section twice", _edit(ISSUE_INVENTORY, "[worker-2]", "[worker-0]"), 11, "[worker-0]",
+     "given twice (first at line 1)"),
+    ("personality typo", _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = "
+                               "08:00:27:1e:0b:01", "personality = wroker\nmgmt_mac = "
+                               "08:00:27:1e:0b:01"), 7, "[worker-1] personality", "'wroker'"),
+    # A line without `=` as the first line of a section: today reported against the next one.
+    ("line without =", _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = "
+                             "08:00:27:1e:0b:01", "personality worker\nmgmt_mac = "
+                             "08:00:27:1e:0b:01"), 7, "[worker-1]", "key = value"),
+    ("mac without =", _edit(ISSUE_INVENTORY, "mgmt_mac = 08:00:27:1e:0b:02",
+                            "mgmt_mac 08:00:27:1e:0b:02"), 13, "[worker-2]", "key = value"),
+    ("colon for =", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51", "mgmt_ip: 192.168.204.51"),
+     9, "[worker-1]", "key = value"),
+    ("indented continuation", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51\n",
+                                    "mgmt_ip = 192.168.204.51\n    192.168.204.61\n"),
+     10, "[worker-1]", "key = value"),
+    ("empty key", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.52", "= 192.168.204.52"),
+     14, "[worker-2]", "key = value"),
+    ("administrative typo", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
+                                  "mgmt_ip = 192.168.204.51\nadministrative = Locked"),
+     10, "[worker-1] administrative", "locked or unlocked"),
+    ("key twice", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
+                        "mgmt_ip = 192.168.204.51\nmgmt_ip = 192.168.204.61"),
+     10, "[worker-1] mgmt_ip", "given twice (first at line 9)"),
+    ("missing mgmt_mac", _edit(ISSUE_INVENTORY, "mgmt_mac = 08:00:27:1e:0b:01\n", ""),
+     6, "[worker-1] mgmt_mac", "missing"),
+    ("missing mgmt_ip", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.52\n", ""),
+     11, "[worker-2] mgmt_ip", "missing"),
+    ("empty section", ISSUE_INVENTORY + "\n[worker-9]\n", 16, "[worker-9] personality",
+     "missing"),
+    ("shared mac, other case", _edit(ISSUE_INVENTORY, "mgmt_mac = 08:00:27:1e:0b:02",
+                                     "mgmt_mac = 08:00:27:1E:0B:00"),
+     13, "[worker-2] mgmt_mac", "worker-0"),
+    ("shared mgmt_ip", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.52",
+                             "mgmt_ip = 192.168.204.050"), 14, "[worker-2] mgmt_ip",
+     "not an IP address"),
+    ("shared IPv6 spelt apart", _edit(_edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.50",
+                                            "mgmt_ip = fd00:0:0:0::a"),
+                                      "mgmt_ip = 192.168.204.52", "mgmt_ip = FD00::000A"),
+     14, "[worker-2] mgmt_ip", "worker-0"),
+    ("cluster_host_ip is another's mgmt_ip", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.52",
+                                                   "mgmt_ip = 192.168.204.52\n"
+                                                   "cluster_host_ip = 192.168.204.51"),
+     15, "[worker-2] cluster_host_ip", "worker-1"),
+    ("IPv4-mapped spelling", _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.52",
+                                   "mgmt_ip = ::ffff:192.168.204.51"),
+     14, "[worker-2] mgmt_ip", "worker-1"),
+    ("text after the header", _edit(ISSUE_INVENTORY, "[worker-2]", "[worker-2] worker"),
+     11, "[worker-2]", "after ']'"),
+]
+
+
+@pytest.mark.parametrize("text,line,key,why", [c[1:] for c in BAD_INVENTORIES],
+                         ids=[c[0] for c in BAD_INVENTORIES])
+def test_item23_1_an_inventory_that_does_not_parse_exactly_names_the_faulty_line(text, line,
+                                                                                 key, why):
+    """Issue 23 item 1, contract §4: each input the issue quotes (and the rest of §4's list:
+    a bad `administrative`, a missing `mgmt_mac`/`mgmt_ip`, an address or MAC two hosts share
+    in any spelling) is refused with one `FILE:LINE: [section] key: why` naming the line of
+    the fault itself, never a neighbour."""
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_inventory(text, "inv.ini")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"inv.ini:{line}: {key}: "), message
+    assert err.value.line == line
+    if why:
+        assert why in message, message
+
+
+def test_an_unknown_inventory_key_is_warned_about_with_its_line_never_fatal():
+    """Contract §2 (unknown keys warn once, never fatal), §4 (its refusals do not name an
+    unknown key): a misspelt key is reported with its file and line, and the host is kept as
+    the rest of its section says."""
+    text = _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
+                 "mgmt_ip = 192.168.204.51\nadminstrative = locked")
+    inv = config.parse_inventory(text, "inv.ini")
+    assert inv.hosts["worker-1"].administrative == "unlocked"
+    assert [w for w in inv.warnings if w.startswith("inv.ini:10: unknown key [worker-1] "
+                                                    "adminstrative")], inv.warnings
+    assert len(inv.warnings) == 1
+
+
+@pytest.mark.parametrize("personality", ["worker,", "worker,,storage", "lowlatency",
+                                         "Worker", "compute", "worker worker", "worker,worker",
+                                         "controller;worker"])
+def test_item23_1_a_personality_outside_the_originals_words_is_refused(personality):
+    """Contract §4: a comma list of controller, worker, storage and the original's
+    subfunction word lowlatency (platform.conf `subfunction=`, docs/design.md), naming at
+    least one of the three functions."""
+    text = _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = 08:00:27:1e:0b:02",
+                 f"personality = {personality}\nmgmt_mac = 08:00:27:1e:0b:02")
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_inventory(text, "inv.ini")
+    assert str(err.value).startswith("inv.ini:12: [worker-2] personality: ")
+
+
+@pytest.mark.parametrize("personality,kept", [
+    ("controller", "controller"), ("storage", "storage"), ("worker,lowlatency", "worker,lowlatency"),
+    ("controller,worker,lowlatency", "controller,worker,lowlatency"),
+    ("controller, worker", "controller,worker")])
+def test_item23_1_the_originals_subfunction_lists_are_taken(personality, kept):
+    text = _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = 08:00:27:1e:0b:02",
+                 f"personality = {personality}\nmgmt_mac = 08:00:27:1e:0b:02")
+    assert config.parse_inventory(text, "inv.ini").hosts["worker-2"].personality == kept
+
+
+def test_item23_1_the_shipped_inventory_and_its_example_parse():
+    """The shipped file (all commented out) parses to no hosts, and its example, uncommented
+    as its header says, parses exactly (README's Configure section shows the same)."""
+    path = os.path.join(REPO, "debian", "inventory.ini")
+    text = open(path, encoding="utf-8").read()
+    assert config.parse_inventory(text, path).hosts == {}
+    example = text.split("; Example (remove the leading '; ' to use it):\n", 1)[1]
+    uncommented = "\n".join(line[2:] if line.startswith("; ") else line.lstrip(";")
+                            for line in example.splitlines())
+    inv = config.parse_inventory(uncommented, path)
+    assert list(inv.hosts) == ["controller-0", "worker-0"]
+    assert inv.hosts["worker-0"].cluster_host_ip == "192.168.206.50"
+
+
+def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_path,
+                                                                           monkeypatch):
+    """Issue 23 item 2, contract §1: a relative `-c` and relative path values are taken from
+    the directory the command started in, and a reload (from `/`, as a daemon) reads the same
+    files; an absolute value is kept exactly as written."""
+    (tmp_path / "ag").mkdir()
+    (tmp_path / "ag" / "mtc.ini").write_text("[agent]\ninventory = ag/inventory.ini\n"
+                                             "[paths]\nstate_dir = st\nrun_dir = /var/run\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load("ag/mtc.ini")
+    assert cfg.path == str(tmp_path / "ag" / "mtc.ini")
+    assert cfg.agent.inventory == str(tmp_path / "ag" / "inventory.ini")
+    assert cfg.paths.state_dir == str(tmp_path / "st") and cfg.paths.run_dir == "/var/run"
+    assert cfg.security.key_file == ""                  # empty stays off
+    monkeypatch.chdir("/")
+    again = cfg.reread()
+    assert again.values == cfg.values and again.path == cfg.path
+    with pytest.raises(config.ConfigError, match="relative and the current directory"):
+        config.load("ag/mtc.ini", base="")

@@ -272,3 +272,21 @@ def test_lazy_reboot_from_the_cli_waits_the_configured_delay(tmp_path, daemons, 
     assert time.monotonic() - t0 >= 1.5
     clients["worker-0"].wait_log("lazy reboot command received from Pxeboot network ; "
                                  "delay:2 seconds")
+
+
+def test_item23_1_an_inventory_that_does_not_parse_exactly_stops_the_agent_at_start(tmp_path,
+                                                                                  mtce_cmd):
+    """Issue 23 item 1, contract §4 and §1: the issue's inputs (a header without `]` after
+    [worker-1], a second [worker-0], `personality = wroker`, a line without `=`, a shared MAC)
+    stop `mtce agent -f` before it does anything: exit 2, one line `FILE:LINE: [section]
+    key: why` naming the line of the fault."""
+    from cluster import issue23_bad_inventories
+    c = Cluster(tmp_path / "c", workers=2)
+    for what, text, line, key in issue23_bad_inventories(c):
+        with open(c.inventory, "w") as f:
+            f.write(text)
+        r = subprocess.run(mtce_cmd + ["agent", "-c", c.agent_ini, "-f"], capture_output=True,
+                           text=True, timeout=20)
+        assert r.returncode == 2, (what, r)
+        assert len(r.stderr.splitlines()) == 1, (what, r.stderr)
+        assert r.stderr.startswith(f"mtce: {c.inventory}:{line}: {key}: "), (what, r.stderr)

@@ -672,3 +672,26 @@ def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
     s.run(10)
     assert s.agent_capture.count("going offline") == 0
     assert s.agent_capture.count("mtcAlive lost") == 0
+
+
+def test_item23_1_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
+    """Issue 23 item 1, contract §4: on SIGHUP each of the issue's inputs is refused with the
+    start's `FILE:LINE: [section] key: why` logged, and the running table is kept (today a
+    header without `]` gives worker-1 the next section's address and personality)."""
+    from cluster import issue23_bad_inventories
+    s = sim(clients=[]).start(settle=1)
+    before = {name: {k: h[k] for k in ("personality", "mgmt_ip", "cluster_host_ip",
+                                       "administrative")} for name, h in s.hosts().items()}
+    assert set(before) == {"controller-0", "worker-0", "worker-1"}
+    for what, text, line, key in issue23_bad_inventories(s.files):
+        s.agent_capture.clear()
+        with open(s.files.inventory, "w") as f:
+            f.write(text)
+        s.agent.reload()
+        s.run(1)
+        refused = [m for m in s.agent_capture.lines() if "reload failed" in m]
+        assert len(refused) == 1 and refused[0].startswith(
+            "reload failed, keeping the running configuration: "
+            f"{s.files.inventory}:{line}: {key}: "), (what, refused)
+        now = {name: {k: h[k] for k in before["worker-0"]} for name, h in s.hosts().items()}
+        assert now == before, what
