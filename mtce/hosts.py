@@ -149,8 +149,7 @@ class HostMonitor:
             if ahead == 1:
                 n.last_seq = seq
                 return NO_ACTIONS
-            if 1 < ahead < SEQ_HALF and seq > RESTART_SEQ_MAX and n.counted_gap(ahead, now):
-                n.last_seq = seq
+            if 1 < ahead < SEQ_HALF and n.counted_gap(seq, now):
                 return NO_ACTIONS
         return self._mtcalive_slow(n, seq, flags, uptime, now)
 

@@ -969,3 +969,84 @@ def test_the_table_knows_when_the_next_host_in_an_offline_audit_goes_offline():
     assert table.next_offline_at() == pytest.approx(T0 + 18.9 + 9)
     w0.on_mtcalive(Net.MGMT, 3, 0, 5, T0 + 19.5)
     assert table.next_offline_at() == INF
+
+
+# -- issue 23 item 10: one sequence rule for the fast and the slow path ---------------------
+
+class SlowPathHost(HostMonitor):
+    """A host that never takes the fast path of `on_mtcalive` (never "steady")."""
+
+    @property
+    def _steady(self):
+        return False
+
+    @_steady.setter
+    def _steady(self, value):
+        pass
+
+
+def _seq_view(host):
+    return [(n.last_seq, n.missed, n.out_of_sequence, n.unlogged, n.unlogged_missed,
+             n.unlogged_oos) for n in host.nets]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("gap_rate", [0.02, 0.6])
+def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_rate):
+    """Issue 23 item 10, docs/interface.md §8 Counters, agent.md §6 "When last is zeroed": the
+    hot path of a steady host and the full path must agree on every counter, with the
+    sequence-log budget spent (gap_rate 0.6: dozens of events a minute) and not (0.02). The
+    peer's sequences are random (in order, gaps, duplicates, client restarts, wrap); the
+    agent zeroes the pxeboot number at each monitor START (an operator unlock, a loss), after
+    which the first number is not a gap however large."""
+    import random
+    rng = random.Random(seed)
+    fast, slow = monitored(T0), SlowPathHost(entry(), Settings(), T0, pxeboot_ip=PXE_IP)
+    online(slow, T0, seqs=(1, 1), nets=(Net.MGMT, Net.CLSTR))
+    slow.on_ready(FEATURES, T0)
+    seq = {net: 1 for net in Net}
+    seq[Net.PXEBOOT] = 4294967200 if seed % 2 else 0              # odd seeds wrap
+    for step in range(1, 1500):
+        now = T0 + step * 0.5
+        for net in Net:
+            roll = rng.random()
+            if roll < gap_rate:
+                seq[net] = (seq[net] + rng.randint(2, 40)) & H.SEQ_MASK
+            elif roll < gap_rate + 0.01:
+                seq[net] = rng.randint(1, 2)                       # the client restarted
+            elif roll < gap_rate + 0.02:
+                pass                                              # a duplicate
+            else:
+                seq[net] = (seq[net] + 1) & H.SEQ_MASK
+            for h in (fast, slow):
+                h.on_mtcalive(net, seq[net], 0, 12, now)
+        if step % 97 == 0:                                        # an operator lock, unlock
+            for h in (fast, slow):
+                h.set_admin(Admin.LOCKED, now, "operator")
+                h.set_admin(Admin.UNLOCKED, now, "operator")
+        for h in (fast, slow):
+            h.audit(now)
+        assert _seq_view(fast) == _seq_view(slow), (step, seq)
+    assert fast.nets[Net.PXEBOOT].missed < 60 * 1500, "no jump by a whole sequence number"
+
+
+def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump():
+    """Issue 23 item 10 as an operator sees it: a peer with a gap every second spends the
+    pxeboot log budget; an unlock restarts the pxeboot monitor (START zeroes `last`); the
+    next pxeboot mtcAlive, seq 5000, adds nothing to `missed` (agent.md §6: last == 0 is a
+    restart, not a gap)."""
+    host = monitored()
+    host.audit(T0)
+    seq = 4000
+    host.on_mtcalive(Net.PXEBOOT, seq, 0, 12, T0)
+    for i in range(30):                                  # 30 gaps of 1 in 30 s: budget spent
+        seq += 2
+        host.on_mtcalive(Net.PXEBOOT, seq, 0, 12, T0 + i)
+    pxe = host.nets[Net.PXEBOOT]
+    assert pxe.unlogged and pxe.missed == 30
+    host.set_admin(Admin.LOCKED, T0 + 30, "operator")
+    host.set_admin(Admin.UNLOCKED, T0 + 30, "operator")
+    host.audit(T0 + 30)
+    assert pxe.last_seq == 0 and host._steady
+    host.on_mtcalive(Net.PXEBOOT, 5000, 0, 12, T0 + 31)
+    assert (pxe.last_seq, pxe.missed) == (5000, 30)
