@@ -109,8 +109,9 @@ class HostMonitor:
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
         if net is Net.PXEBOOT:
-            # The monitor decides: lost while in loss or alarmed, ok once seen.
-            if self.pxe.in_loss or not self.nets[net].received:
+            # contract §8: lost from the monitor's declared loss to its next good window
+            # (the alarm has its own clear debounce), and until the first one arrives.
+            if self.pxe.lost or not self.nets[net].received:
                 return NetState.LOST
             return NetState.OK
         return self.nets[net].state
@@ -374,6 +375,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
             "last_seen_s": None if n.last_seen is None else round(now - n.last_seen, 3),
             "received": n.count,
         }
+    networks[Net.PXEBOOT.key].update(host.pxe.network_json())
     audit = None
     if host.presence.audit.running:
         audit = {"sends": host.presence.audit.sends,

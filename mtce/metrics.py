@@ -155,6 +155,10 @@ class MetricsServer(StreamServer):
 # -- what the daemons export ------------------------------------------------------------------
 
 _NETS = ("mgmt", "cluster-host", "pxeboot")
+# contract §8 "Network state", as hosts.HostMonitor.net_state decides it
+NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
+                   "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
+                   "to its next good window; absent: unprovisioned")
 
 
 def agent_series(agent, now: float, version: str | None = None) -> str:
@@ -163,8 +167,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
     from mtce.states import Admin, Availability, NetState
     version = version or __version__
     e = Exposition()
-    up = e.family("mtce_host_network_up", "gauge",
-                  "1 while mtcAlive arrives on that network, 0 lost; absent: unprovisioned")
+    up = e.family("mtce_host_network_up", "gauge", NETWORK_UP_HELP)
     seq = e.family("mtce_host_network_last_sequence", "gauge",
                    "the last mtcAlive sequence number received (0: none since start/offline)")
     missed = e.family("mtce_host_network_missed_total", "counter",
@@ -179,6 +182,10 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
                      "1 for the stage the host's pxeboot mtcAlive monitor is in")
     alarm = e.family("mtce_host_alarm_active", "gauge",
                      "1 while alarm 200.003 (pxeboot mtcAlive messaging failure) is active")
+    misses = e.family("mtce_host_pxeboot_misses", "gauge",
+                      "the pxeboot monitor's miss count (6 make a loss)")
+    losses = e.family("mtce_host_pxeboot_losses", "gauge",
+                      "the pxeboot monitor's loss count (2 raise 200.003)")
     for h in agent.table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, _NETS):
@@ -197,6 +204,8 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
         locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
         if h.pxeboot_monitored:
             stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.stage.value}"}} 1')
+            misses.append(f"mtce_host_pxeboot_misses{{{base}}} {h.pxe.miss}")
+            losses.append(f"mtce_host_pxeboot_losses{{{base}}} {h.pxe.loss}")
         alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
                      f'{1 if h.alarm else 0}')
     c = agent.counters

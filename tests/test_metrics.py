@@ -223,3 +223,15 @@ def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(c
     finally:
         ep.close()
         loop.close()
+
+
+def test_issue23_item7_the_readme_quotes_the_network_up_help_the_agent_serves():
+    """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
+    thing (docs/interface.md §8 "Network state"); the README's sample scrape is the HELP."""
+    import os
+    from conftest import REPO
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert f"# HELP mtce_host_network_up {metrics.NETWORK_UP_HELP}\n" in readme
+    assert "pxeboot from the monitor's declared loss to its next good window" in \
+        metrics.NETWORK_UP_HELP

@@ -14,7 +14,7 @@ import pytest
 import soak
 from cluster import Cluster
 from mtce import agent as agent_mod
-from mtce import alive, config, ctl, hosts, pacing, transport
+from mtce import alive, config, ctl, hosts, metrics, pacing, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
@@ -672,3 +672,62 @@ def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
     s.run(10)
     assert s.agent_capture.count("going offline") == 0
     assert s.agent_capture.count("mtcAlive lost") == 0
+
+
+# -- issue 23 item 7: the pxeboot state says what arrives -----------------------------------
+
+PXE_TIMERS = {"agent": {"offline_period": 50, "offline_threshold": 20},
+              "timeouts": {"online_period": 1, "pxeboot_mtcalive_window": 2}}
+
+
+def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_recovery(sim):
+    """Issue 23 item 7, docs/interface.md §8 "Network state" (agent.md §5.3): pxeboot is `ok`
+    while its mtcAlive arrive, `lost` from the monitor's declared loss until the first good
+    window after it; the alarm keeps its own clear debounce (7 good windows). Sampled every
+    0.1 s through a 40 s pxeboot cut (long enough for 200.003) and the recovery:
+    - `ok` never shows a `last_seen_s` past the loss the monitor declares by then;
+    - `lost` while mtcAlive arrive again lasts at most one window plus one client period;
+    - `networks.pxeboot` shows the monitor's `misses`, `losses` and `alarm` beside it, and
+      misses grow before the state changes."""
+    s = sim(workers=1, timers=PXE_TIMERS).start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    w = s.files.host("worker-0")
+    window, period = 2.0, 1.0
+    cut = {"on": True}
+    s.net.drop = lambda d: cut["on"] and d.src[0] == w.pxeboot_ip and d.dst[1] == 2102
+    samples = []
+
+    up = 'mtce_host_network_up{host="worker-0",personality="worker",network="pxeboot"} '
+
+    def sample(phase):
+        p = s.hosts()["worker-0"]["networks"]["pxeboot"]
+        samples.append((phase, s.clock.now(), p))
+        text = metrics.agent_series(s.agent, s.clock.now())
+        assert f"{up}{1 if p['state'] == 'ok' else 0}" in text, "the metric says the state"
+
+    end = s.clock.now() + 40
+    while s.clock.now() < end:
+        s.run(0.1)
+        sample("cut")
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == ["200.003"]
+    cut["on"] = False
+    healed = s.clock.now()
+    end = healed + 8 * window + period
+    while s.clock.now() < end:
+        s.run(0.1)
+        sample("healed")
+    assert s.request(cmd="alarms")["alarms"] == [], "cleared after 7 good windows"
+
+    for phase, t, p in samples:
+        if p["state"] == "ok":
+            assert p["last_seen_s"] <= (6 + 1) * window + period, (phase, t - healed, p)
+    lost_again = [t - healed for phase, t, p in samples
+                  if phase == "healed" and p["state"] == "lost"]
+    assert max(lost_again, default=0) <= window + period + 0.2, lost_again
+    assert {"misses", "losses", "alarm"} <= set(samples[0][2]), "the monitor's view"
+    healed_alarm = [p for phase, t, p in samples if phase == "healed" and p["state"] == "ok"
+                    and p["alarm"]]
+    assert healed_alarm, "ok again while the alarm waits for its clear debounce"
+    first_miss = next(t for _, t, p in samples if p["misses"])
+    first_lost = next(t for _, t, p in samples if p["state"] == "lost")
+    assert first_miss < first_lost, "misses show a loss coming before the state changes"
