@@ -61,7 +61,10 @@ class HostMonitor:
         self.reported_personality = ""           # of the last valid mtcAlive
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
-        self.pxeboot_supported = False
+        # The client's pxeboot_mtcAlive feature (contract §8 Revision): None until a ready
+        # event tells (agent start), then whether the latest one offered it.
+        self.pxeboot_feature: bool | None = None
+        self.pxeboot_supported = False           # the monitor applies (announced or inferred)
         self.client_ready = False
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
@@ -162,10 +165,11 @@ class HostMonitor:
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
                 self._seq_pending is not None:
             self._seq_pending.add(self)
-        if n.net is Net.PXEBOOT and not self.pxeboot_supported:
-            # Only a client with the feature sends pxeboot mtcAlive: after an agent restart
-            # it is monitored from its first one, not ~60 s later at its next ready event
-            # (the original waits for the ready event).
+        if n.net is Net.PXEBOOT and not self.pxeboot_supported and self.pxeboot_feature is None:
+            # Feature unknown (no ready event since the agent started): monitored from its
+            # first pxeboot mtcAlive, not ~60 s later at its next ready event (the original
+            # waits); 200.003 waits for the announcement (pxemon.may_alarm). A ready event
+            # without the feature wins (on_ready).
             self.pxeboot_supported = True
             self.pxe.to_start(now)
             out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "
@@ -198,6 +202,7 @@ class HostMonitor:
         out: list = []
         h, s = self.hostname, self.settings
         supported = features is not None and FEATURE_PXEBOOT_MTCALIVE in features
+        self.pxeboot_feature = self.pxe.may_alarm = supported
         if not self.client_ready:
             self.client_ready = True
             out.append(Log("info", f"{h} mtcClient ready"
@@ -395,6 +400,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
         "networks": networks,
         "pxeboot_monitor": {"monitored": host.pxeboot_monitored,
                             "supported": host.pxeboot_supported,
+                            "feature": host.pxeboot_feature,
                             **host.pxe.to_json()},
         "alarm": ALARM_SEVERITY if host.pxe.alarm else None,
         "client_ready": host.client_ready,

@@ -75,6 +75,9 @@ class PxebootMonitor:
         # contract §8 "Network state": pxeboot is `lost` from a declared loss (FAIL) to the
         # next good window; any other return to START withdraws the declaration.
         self.lost = False
+        # 200.003 only for a client that announced the feature (contract §8 Revision); its
+        # owner sets this from the ready events.
+        self.may_alarm = False
         self.start_at = now                  # when START was entered: due from then on
         self.timer = INF                     # the WAIT deadline
         self._save: int | None = None        # seq at the last CHECK; None: none since START
@@ -239,13 +242,21 @@ class PxebootMonitor:
     def _fail(self, out: list) -> None:
         if self.alarm:
             return                       # already asserted: counters stay, START re-requests
-        self.loss += 1
+        held = self.loss >= PXEBOOT_LOSS_THRESHOLD
+        self.loss = min(self.loss + 1, PXEBOOT_LOSS_THRESHOLD)
         h = self.hostname
         if self.loss < PXEBOOT_LOSS_THRESHOLD:
             out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; "
                                       f"{PXEBOOT_LOSS_THRESHOLD - self.loss} more loss "
                                       f"before alarm assertion"))
             self.miss = 0
+        elif not self.may_alarm:
+            # Held as if asserted (counters stay, each window re-requests); the next loss
+            # after the client announces the feature raises it.
+            if not held:
+                out.append(Log("warning", f"{h} pxeboot mtcAlive lost ({self.loss}) ; no "
+                                          f"{ALARM_MTCALIVE} until its mtcClient announces the "
+                                          f"pxeboot_mtcAlive feature"))
         else:
             out.append(Log("info", f"{h} pxeboot mtcAlive alarm assert ({self.loss})"))
             self.raise_alarm(out)

@@ -1053,3 +1053,57 @@ def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump
     assert pxe.last_seq == 0 and host._steady
     host.on_mtcalive(Net.PXEBOOT, 5000, 0, 12, T0 + 31)
     assert (pxe.last_seq, pxe.missed) == (5000, 30)
+
+
+# -- issue 23 item 12: no pxeboot monitoring for a client without the feature ---------------
+
+@pytest.mark.parametrize("features", [None, [], ["goenabled"]])
+def test_item12_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
+    """Issue 23 item 12, docs/interface.md §8 Revision (agent.md §5.0, §5.7): a client whose
+    ready event lacks `pxeboot_mtcAlive` (a C client before 649e94c, or any list without it)
+    is tracked on mgmt and cluster-host; its pxeboot shows `unprovisioned` even when pxeboot
+    mtcAlive arrive from it: no monitor, no request, never 200.003 (here: pxeboot mtcAlive
+    for a minute, then none for five)."""
+    host = make()
+    online(host, seqs=(1, 1), nets=(Net.MGMT, Net.CLSTR))
+    out = list(host.on_ready(features, T0))
+    sim = Sim(host, T0)
+    sim.record(out)
+    sim.run(T0 + 360, alive=lambda net, t: net is not Net.PXEBOOT or t < T0 + 60)
+    assert host.nets[Net.PXEBOOT].count == 11, "its pxeboot mtcAlive were received"
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+    assert H.host_json(host, T0 + 360)["networks"]["pxeboot"]["state"] == "unprovisioned"
+    assert sim.at(Send, Net.PXEBOOT) == [] and sim.at(RaiseAlarm) == []
+    assert not host.pxeboot_monitored and host.stage is PxeStage.START
+
+
+def test_item12_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
+    """Issue 23 item 12, docs/design.md deviations: after an agent start nothing is known of a
+    host's client; its first pxeboot mtcAlive starts the monitor (a HEAD client re-announces
+    only every ~60 s), but 200.003 waits for a ready event announcing the feature (a C client
+    before 649e94c sends its ready event only once, at its own start). Once announced, the
+    held loss raises at the next missed window."""
+    host = make()
+    online(host)                                     # pxeboot included, no ready event
+    assert host.pxeboot_monitored
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 300, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert host.pxe_loss == 2 and sim.at(RaiseAlarm) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.LOST
+    held = [x for _, x in sim.texts() if "announces" in x]
+    assert held == ["worker-0 pxeboot mtcAlive lost (2) ; no 200.003 until its mtcClient "
+                    "announces the pxeboot_mtcAlive feature"]
+    sim.record(host.on_ready(FEATURES, sim.t))
+    sim.run(T0 + 320, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert sim.at(RaiseAlarm) and sim.at(RaiseAlarm)[0] <= T0 + 310
+
+
+def test_item12_a_ready_event_without_the_feature_stops_an_inferred_monitor():
+    host = make()
+    online(host)
+    assert host.pxeboot_monitored
+    out = host.on_ready(None, T0 + 1)
+    assert sends(out) == [] and not host.pxeboot_monitored
+    host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 2)
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED

@@ -731,3 +731,38 @@ def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_r
     first_miss = next(t for _, t, p in samples if p["misses"])
     first_lost = next(t for _, t, p in samples if p["state"] == "lost")
     assert first_miss < first_lost, "misses show a loss coming before the state changes"
+
+
+# -- issue 23 item 12: a client without the pxeboot feature ---------------------------------
+
+C_READY_TEXTS = [
+    b'{"hostname":"worker-0","service":"mtcClient"}',                    # before 649e94c
+    b'{"hostname":"worker-0","service":"mtcClient","active_controller_pxeboot_address":"",'
+    b'"features":[]}',
+    b'{"hostname":"worker-0","service":"mtcClient","features":"pxeboot_mtcAlive"}',  # no array
+]
+
+
+@pytest.mark.parametrize("ready", C_READY_TEXTS)
+def test_issue23_item12_a_client_without_the_feature_gets_no_pxeboot_monitor(sim, ready):
+    """Issue 23 item 12, docs/interface.md §8 Revision (protocol.md §8 point 7): the agent as
+    it meets a C client before 649e94c (or one whose ready event lists no pxeboot_mtcAlive):
+    its mgmt and cluster-host mtcAlive count, its pxeboot mtcAlive come for a while and stop;
+    pxeboot stays `unprovisioned`, no pxeboot request is sent and 200.003 never comes (the
+    pxeboot window is 2 s here: a monitor would alarm after 24 s)."""
+    s = sim(clients=[], timers=PXE_TIMERS).start()
+    send(s, "worker-0", Net.MGMT, alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
+                                             text=ready.decode()))
+    takeover = len(to_client(s, "worker-0", Net.PXEBOOT))      # the agent start's request
+    for seq in range(1, 61):
+        for net in Net:
+            if net is not Net.PXEBOOT or seq <= 10:
+                send(s, "worker-0", net, alive_msg(s, "worker-0", net, seq))
+        s.run(1.0)
+    h = s.hosts()["worker-0"]
+    assert h["availability"] == "online"
+    assert {n: v["state"] for n, v in h["networks"].items()} == {
+        "mgmt": "ok", "cluster-host": "ok", "pxeboot": "unprovisioned"}
+    assert h["networks"]["pxeboot"]["last_seq"] == 10, "tracked, not monitored"
+    assert len(to_client(s, "worker-0", Net.PXEBOOT)) == takeover
+    assert s.request(cmd="alarms")["alarms"] == []
