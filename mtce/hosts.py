@@ -59,6 +59,7 @@ class HostMonitor:
         self.admin_source = "inventory"          # or "operator" (mtce lock/unlock, kept)
         self.learned_clstr_ip = ""               # from mtcAlive, when the inventory has none
         self.reported_personality = ""           # of the last valid mtcAlive
+        self.reported_pxeboot_ip = ""            # of the last valid mgmt/cluster-host one
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
         # The client's pxeboot_mtcAlive feature (contract §8 Revision): None until a ready
@@ -68,7 +69,6 @@ class HostMonitor:
         self.client_ready = False
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
-        self.heard_at = -INF                     # the latest `last_seen` of any network
         self.pxe = PxebootMonitor(self.hostname, settings, now)
         # online/offline (agent.md §4.3, interface.md §8)
         self.presence = Presence(self, now)
@@ -146,7 +146,7 @@ class HostMonitor:
         anything: this is the 50,000 messages a second path.
         """
         n = self.nets[net]
-        n.last_seen = self.heard_at = now
+        n.last_seen = now
         n.count += 1
         if n.ok and self._steady and (flags & LOCKED_BIT) == self._lock_bit:
             ahead = (seq - n.last_seq) & SEQ_MASK
@@ -160,8 +160,7 @@ class HostMonitor:
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:
         out: list = []
         h = self.hostname
-        iface = n.net.iface
-        wake = self.presence.heard(now, iface, seq, out)   # online: the monitor is not held
+        wake = self.presence.heard(now, n.net, seq, out)   # online: the monitor is not held
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
                 self._seq_pending is not None:
             self._seq_pending.add(self)
@@ -283,8 +282,6 @@ class HostMonitor:
 
     def _reset_net(self, net: Net) -> None:
         self.nets[net].reset()
-        self.heard_at = max((n.last_seen for n in self.nets if n.last_seen is not None),
-                            default=-INF)
 
     def restore_alarm(self, now: float):
         """200.003 found active at agent start: resume in the loss state (agent.md §5.3)."""

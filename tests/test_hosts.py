@@ -361,9 +361,10 @@ def test_mgmt_lost_after_three_windows_while_pxeboot_keeps_coming():
 
 
 def test_mgmt_lost_edge():
-    host = make(pxe="", clstr=False)
+    host = make(pxe="")
     online(host)
-    host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 20.95)
+    for seq, t in enumerate((6, 12, 18, 20.95), 2):            # cluster-host keeps it online
+        host.on_mtcalive(Net.CLSTR, seq, 0, 12, T0 + t)
     assert host.audit(T0 + 20.99) == ()
     assert host.net_state(Net.MGMT) is NetState.OK
     host.audit(T0 + 21)
@@ -1045,6 +1046,7 @@ def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump
     for i in range(30):                                  # 30 gaps of 1 in 30 s: budget spent
         seq += 2
         host.on_mtcalive(Net.PXEBOOT, seq, 0, 12, T0 + i)
+        host.on_mtcalive(Net.MGMT, 2 + i, 0, 12, T0 + i)
     pxe = host.nets[Net.PXEBOOT]
     assert pxe.unlogged and pxe.missed == 30
     host.set_admin(Admin.LOCKED, T0 + 30, "operator")
@@ -1107,3 +1109,24 @@ def test_item12_a_ready_event_without_the_feature_stops_an_inferred_monitor():
     assert sends(out) == [] and not host.pxeboot_monitored
     host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 2)
     assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+
+
+# -- issue 23 item 17: pxeboot alone never keeps a host online ------------------------------
+
+def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    pxeboot mtcAlive bring a host online at first (after an agent start they are often the
+    first to answer), but neither delay nor end the offline audit: with mgmt and
+    cluster-host silent the host is offline by the bound; then pxeboot alone does not bring
+    it back, its next mgmt mtcAlive does."""
+    s = Settings()
+    host = make(settings=s)
+    assert "going 'online'" in " ".join(texts(host.on_mtcalive(Net.PXEBOOT, 1, 0, 12, T0)))
+    sim = Sim(host, T0, period=1.0, step=0.05)
+    sim.run(T0 + 30, alive=lambda net, t: net is Net.PXEBOOT)
+    offline = [t for t, x in sim.texts() if "going offline" in x]
+    assert offline and offline[0] <= T0 + H.offline_after_s(s) + s.offline_period_s + 1e-6
+    assert host.availability is Availability.OFFLINE and len(offline) == 1
+    assert sum("pxeboot mtcAlive while offline" in x for _, x in sim.texts()) == 1
+    sim.deliver(Net.MGMT, 1)
+    assert host.availability is Availability.ONLINE

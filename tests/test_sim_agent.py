@@ -766,3 +766,79 @@ def test_issue23_item12_a_client_without_the_feature_gets_no_pxeboot_monitor(sim
     assert h["networks"]["pxeboot"]["last_seq"] == 10, "tracked, not monitored"
     assert len(to_client(s, "worker-0", Net.PXEBOOT)) == takeover
     assert s.request(cmd="alarms")["alarms"] == []
+
+
+# -- issue 23 item 17: a stranger cannot keep a dead host online ----------------------------
+
+def drop_dnsmasq_line(s, name):
+    mac = s.files.host(name).mac
+    with open(s.files.dnsmasq) as f:
+        lines = [ln for ln in f if not ln.startswith(mac)]
+    with open(s.files.dnsmasq, "w") as f:
+        f.writelines(lines)
+
+
+def offline_bound(s) -> float:
+    """docs/interface.md §8 Availability: online_period + offline_period x threshold + one
+    offline_period, from the last mtcAlive."""
+    st = s.agent.table.settings
+    return st.online_period_s + st.offline_period_s * (st.offline_threshold + 1)
+
+
+@pytest.mark.parametrize("dnsmasq_line", [True, False])
+def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(sim,
+                                                                                 dnsmasq_line):
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    worker-0 runs, then is killed; a stranger on the pxeboot network goes on sending valid
+    pxeboot mtcAlive naming it, with the sequence going on, from worker-0's own pxeboot
+    address (spoofed). pxeboot traffic alone never keeps a host online: worker-0 goes
+    offline within the bound after its last mgmt/cluster-host mtcAlive and stays offline."""
+    s = sim(workers=1)
+    if not dnsmasq_line:
+        drop_dnsmasq_line(s, "worker-0")
+    s.start()
+    if dnsmasq_line:
+        s.run_until(s.all_ok, 20, what="every host ok")
+    else:       # no pxeboot address: no request, so the client sends no pxeboot mtcAlive
+        s.run_until(lambda: s.hosts()["worker-0"]["networks"]["mgmt"]["state"] == "ok", 20)
+    h = s.hosts()["worker-0"]
+    w = s.files.host("worker-0")
+    assert h["pxeboot_ip"] == (w.pxeboot_ip if dnsmasq_line else "")
+    seq = h["networks"]["pxeboot"]["last_seq"]
+    s.clients.pop("worker-0").stop()
+    killed = s.clock.now()
+    went_offline = None
+    for i in range(1, 200):                        # 20 s of a stranger's pxeboot mtcAlive
+        send(s, "worker-0", Net.PXEBOOT, alive_msg(s, "worker-0", Net.PXEBOOT, seq + i))
+        s.run(0.1)
+        if went_offline is None and s.hosts()["worker-0"]["availability"] == "offline":
+            went_offline = s.clock.now()
+    assert went_offline is not None, "a stranger's pxeboot mtcAlive kept a dead host online"
+    assert went_offline - killed <= offline_bound(s) + 0.1
+    assert s.hosts()["worker-0"]["availability"] == "offline", "and it stays offline"
+    assert s.agent_capture.count("worker-0 going offline") == 1
+
+
+def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_it(sim):
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" (agent.md §2, the
+    second learning path): a host without a dnsmasq.hosts line. A stranger's valid pxeboot
+    mtcAlive naming it, from the stranger's own address, teaches nothing; once the host
+    reported its pxeboot_ip over mgmt, a pxeboot mtcAlive from that address is learned."""
+    s = sim(clients=[])
+    drop_dnsmasq_line(s, "worker-0")
+    s.start()
+    w = s.files.host("worker-0")
+    stranger = s.files.net + "99"
+    liar = alive.Identity("worker-0", "worker", stranger, w.mgmt_ip, w.cluster_host_ip, w.mac)
+    for seq in range(1, 6):
+        send(s, "worker-0", Net.PXEBOOT, alive.mtcalive(liar, Net.PXEBOOT, seq), src=stranger)
+        s.run(0.5)
+    h = s.hosts()["worker-0"]
+    assert (h["pxeboot_ip"], h["availability"]) == ("", "offline")
+    assert s.agent.counters.unknown_source == 5
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 1))     # pxeboot_ip: real
+    send(s, "worker-0", Net.PXEBOOT, alive.mtcalive(liar, Net.PXEBOOT, 6), src=stranger)
+    assert s.hosts()["worker-0"]["pxeboot_ip"] == "", "not what the host reported"
+    send(s, "worker-0", Net.PXEBOOT, alive_msg(s, "worker-0", Net.PXEBOOT, 1))
+    h = s.hosts()["worker-0"]
+    assert h["pxeboot_ip"] == w.pxeboot_ip and h["networks"]["pxeboot"]["last_seq"] == 1
