@@ -155,6 +155,9 @@ class MetricsServer(StreamServer):
 # -- what the daemons export ------------------------------------------------------------------
 
 _NETS = ("mgmt", "cluster-host", "pxeboot")
+BAD_HELP = ("datagrams dropped, by reason: invalid (does not decode, not a valid message, not "
+            "for this host) or why authentication failed (untagged, malformed_tag, "
+            "unknown_key, bad_tag, stale, replayed)")
 # contract §8 "Network state", as hosts.HostMonitor.net_state decides it
 NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
                    "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
@@ -213,8 +216,11 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
         lab = labels(network=key)
         e.add("mtce_agent_datagrams_received_total", "counter", "datagrams received",
               c.rx_net[i], lab)
-        e.add("mtce_agent_datagrams_bad_total", "counter",
-              "datagrams dropped: undecodable, invalid or not authentic", c.bad_net[i], lab)
+        e.add("mtce_agent_datagrams_bad_total", "counter", BAD_HELP, c.bad_net[i],
+              labels(network=key, reason="invalid"))
+        for reason, count in c.auth_net[i].items():
+            e.add("mtce_agent_datagrams_bad_total", "counter", BAD_HELP, count,
+                  labels(network=key, reason=reason))
         e.add("mtce_agent_datagrams_unknown_source_total", "counter",
               "datagrams from an address no host owns", c.unknown_net[i], lab)
         e.add("mtce_agent_kernel_drops_total", "counter",
@@ -257,8 +263,12 @@ def client_series(client, version: str | None = None) -> str:
     e.add("mtce_client_commands_refused_total", "counter",
           "commands from an address the client does not trust", c.refused)
     e.add("mtce_client_commands_acked_total", "counter", "ACKs sent", c.acks_sent)
-    e.add("mtce_client_datagrams_bad_total", "counter", "datagrams dropped as malformed",
-          c.rx_bad)
+    auth = {reason: sum(by_net[reason] for by_net in c.auth_net) for reason in c.auth_net[0]}
+    e.add("mtce_client_datagrams_bad_total", "counter", BAD_HELP,
+          c.rx_bad - sum(auth.values()), labels(reason="invalid"))
+    for reason, count in auth.items():
+        e.add("mtce_client_datagrams_bad_total", "counter", BAD_HELP, count,
+              labels(reason=reason))
     e.add("mtce_client_socket_recoveries_total", "counter",
           "sockets set up again after they failed or closed", client.net.set.recoveries)
     learned = {"own pxeboot": client.book.own.pxeboot_ip}
