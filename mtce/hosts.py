@@ -26,7 +26,9 @@ from mtce.seqs import (
     RESTART_SEQ_MAX, SEQ_HALF, SEQ_LOG_BUDGET, SEQ_LOG_WINDOW_S, SEQ_MASK, NetTrack,
     SeqResult, classify_seq,
 )
-from mtce.states import FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState
+from mtce.states import (
+    FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState, failure_flag_names,
+)
 
 if TYPE_CHECKING:   # config reads files; only its types are needed here
     from mtce.config import HostEntry
@@ -60,6 +62,7 @@ class HostMonitor:
         self.learned_clstr_ip = ""               # from mtcAlive, when the inventory has none
         self.reported_personality = ""           # of the last valid mtcAlive
         self.reported_pxeboot_ip = ""            # of the last valid mgmt/cluster-host one
+        self.flags = 0                           # parm[2] of the last valid mtcAlive
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
         # The client's pxeboot_mtcAlive feature (contract §8 Revision): None until a ready
@@ -148,6 +151,7 @@ class HostMonitor:
         n = self.nets[net]
         n.last_seen = now
         n.count += 1
+        self.flags = flags
         if n.ok and self._steady and (flags & LOCKED_BIT) == self._lock_bit:
             ahead = (seq - n.last_seq) & SEQ_MASK
             if ahead == 1:
@@ -400,6 +404,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
                             "feature": host.pxeboot_feature,
                             **host.pxe.to_json()},
         "alarm": ALARM_SEVERITY if host.pxe.alarm else None,
+        "failure_flags": failure_flag_names(host.flags),
         "client_ready": host.client_ready,
         "offline_audit": audit,
     }

@@ -167,7 +167,7 @@ NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period wi
 def agent_series(agent, now: float, version: str | None = None) -> str:
     """Every series of the agent (README, Observability); one pass over the host table."""
     from mtce import __version__
-    from mtce.states import Admin, Availability, NetState
+    from mtce.states import FAILURE_MASK, Admin, Availability, NetState, failure_flag_names
     version = version or __version__
     e = Exposition()
     up = e.family("mtce_host_network_up", "gauge", NETWORK_UP_HELP)
@@ -189,6 +189,9 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
                       "the pxeboot monitor's miss count (6 make a loss)")
     losses = e.family("mtce_host_pxeboot_losses", "gauge",
                       "the pxeboot monitor's loss count (2 raise 200.003)")
+    failed = e.family("mtce_host_failure_flag", "gauge",
+                      "1 for each failure bit of parm[2] the host's latest mtcAlive reports "
+                      "(absent: not reported)")
     for h in agent.table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, _NETS):
@@ -211,6 +214,9 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
             losses.append(f"mtce_host_pxeboot_losses{{{base}}} {h.pxe.loss}")
         alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
                      f'{1 if h.alarm else 0}')
+        if h.flags & FAILURE_MASK:
+            for name in failure_flag_names(h.flags):
+                failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')
     c = agent.counters
     for i, key in enumerate(_NETS):
         lab = labels(network=key)

@@ -166,6 +166,7 @@ class Presence:
         self.awaits_mgmt = True
         self.end_audit()
         h.client_ready = False
+        h.flags = 0                    # contract §5: failure_flags are what it reports now
         for n in h.nets:               # agent.md §4.3: sequence numbers reset on offline
             n.last_seq = 0
             n.received = n.ok = False

@@ -1130,3 +1130,23 @@ def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online()
     assert sum("pxeboot mtcAlive while offline" in x for _, x in sim.texts()) == 1
     sim.deliver(Net.MGMT, 1)
     assert host.availability is Availability.ONLINE
+
+
+def test_item15_failure_flags_name_the_originals_defines_and_clear_when_offline():
+    """Issue 23 item 15, docs/interface.md §5 `failure_flags` (protocol.md §3.3): the failure
+    bits of the latest valid mtcAlive, by define, lowest first; none of the state bits; an
+    offline host reports nothing now."""
+    host = make()
+    every = 0xFFFFFFFF
+    host.on_mtcalive(Net.MGMT, 1, every, 12, T0)
+    assert H.host_json(host, T0)["failure_flags"] == [
+        "I_AM_NOT_HEALTHY", "LUKS_VOL_FAILED", "SM_UNHEALTHY", "MAIN_GOENABLE_FAIL",
+        "SUBF_GOENABLE_FAIL", "MAIN_SERVICES_FAIL", "SUBF_SERVICES_FAIL"]
+    state_bits = int(Flag.I_AM_CONFIGURED | Flag.I_AM_HEALTHY | Flag.SM_DEGRADED |
+                     Flag.PATCHING | Flag.MAIN_GOENABLED)
+    host.on_mtcalive(Net.MGMT, 2, state_bits | int(Flag.SUBF_GOENABLE_FAIL), 12, T0 + 1)
+    assert H.host_json(host, T0 + 1)["failure_flags"] == ["SUBF_GOENABLE_FAIL"]
+    sim = Sim(host, T0 + 1)
+    sim.run(T0 + 40, alive=lambda net, t: False)
+    assert host.availability is Availability.OFFLINE
+    assert H.host_json(host, T0 + 40)["failure_flags"] == []

@@ -329,3 +329,23 @@ def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
     payload, why, _ = rx.verify(signed)
     assert payload is None and transport.auth_reason(why) == "replayed", why
     assert set(transport.AUTH_REASONS) == set(cases) | {"replayed", "other"}
+
+
+@pytest.mark.prometheus
+def test_issue23_item15_the_failure_flag_series_pass_promtool(sim):
+    """Issue 23 item 15: a host reporting every failure bit (protocol.md §3.3) gives one
+    `mtce_host_failure_flag` series per bit, in a scrape promtool accepts."""
+    from mtce import alive
+    from mtce.states import FAILURE_MASK, Net
+    s = sim(clients=[]).start()
+    w = s.files.host("worker-0")
+    ident = alive.Identity("worker-0", "worker", w.pxeboot_ip, w.mgmt_ip, w.cluster_host_ip,
+                           w.mac)
+    s.net.transmit(alive.mtcalive(ident, Net.MGMT, 1, flags=0xFFFFFFFF), (w.mgmt_ip, 40999),
+                   (s.files.controller.controller, 2101))
+    s.settle()
+    text = metrics.agent_series(s.agent, s.clock.now())
+    rc, out = promtool_check(text)
+    assert rc == 0, out
+    flags = [ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{")]
+    assert len(flags) == bin(FAILURE_MASK).count("1") == 7

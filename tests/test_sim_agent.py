@@ -842,3 +842,33 @@ def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_i
     send(s, "worker-0", Net.PXEBOOT, alive_msg(s, "worker-0", Net.PXEBOOT, 1))
     h = s.hosts()["worker-0"]
     assert h["pxeboot_ip"] == w.pxeboot_ip and h["networks"]["pxeboot"]["last_seq"] == 1
+
+
+# -- issue 23 item 15 (part): the goEnabled / host-services failure bits --------------------
+
+def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_metrics(sim):
+    """Issue 23 item 15 (upstream 6106051), docs/interface.md §5 `failure_flags`, protocol.md
+    §3.3 flag table: a HEAD client reports a failed main goEnable (0x10000) and failed main
+    host services (0x40000) in parm[2], beside I_AM_CONFIGURED; `mtce hosts --json` names
+    the failure bits by the original's defines and the metrics have one series per bit;
+    the next mtcAlive without them (the fast path of a steady host) clears both."""
+    s = sim(clients=[]).start()
+    fail = 0x10000 | 0x40000 | 0x1
+    for seq in range(1, 4):
+        for net in (Net.MGMT, Net.CLSTR):
+            send(s, "worker-0", net, alive_msg(s, "worker-0", net, seq, flags=0x1))
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 4, flags=fail))
+    h = s.hosts()
+    assert h["worker-0"]["failure_flags"] == ["MAIN_GOENABLE_FAIL", "MAIN_SERVICES_FAIL"]
+    assert h["worker-1"]["failure_flags"] == []
+    text = metrics.agent_series(s.agent, s.clock.now())
+    flagged = sorted(ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{"))
+    assert flagged == [
+        'mtce_host_failure_flag{host="worker-0",personality="worker",'
+        'flag="MAIN_GOENABLE_FAIL"} 1',
+        'mtce_host_failure_flag{host="worker-0",personality="worker",'
+        'flag="MAIN_SERVICES_FAIL"} 1']
+    assert s.agent.table.get("worker-0")._steady, "the next one takes the fast path"
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 5, flags=0x1))
+    assert s.hosts()["worker-0"]["failure_flags"] == []
+    assert "mtce_host_failure_flag{" not in metrics.agent_series(s.agent, s.clock.now())
