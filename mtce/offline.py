@@ -60,8 +60,8 @@ class Presence:
     first valid one; mgmt/cluster-host `lost` after `lost_windows` silent online periods;
     the offline audit once mgmt and cluster-host were silent for one; `offline` at its end.
     It sets `host.availability` and the host's network states; `host` gives hostname,
-    settings, nets, admin, clstr_ip, `provisioned(net)`, `_throttled` and the table's
-    registry of hosts in audit."""
+    settings, nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts
+    in audit."""
 
     __slots__ = ("host", "window_from", "audit", "awaits_mgmt")
 
@@ -69,7 +69,8 @@ class Presence:
         self.host = host
         self.window_from = now               # windows never start before this (stalls)
         self.audit = OfflineAudit()
-        self.awaits_mgmt = False             # offline declared: pxeboot alone does not revive
+        # after an offline declaration pxeboot alone does not revive it: 1, 2 once logged
+        self.awaits_mgmt = 0
 
     def heard(self, now: float, net: Net, seq: int, out: list) -> bool:
         """A valid mtcAlive: online if it was not; the audit ends. True when it went online.
@@ -84,12 +85,14 @@ class Presence:
             if h.availability is not Availability.OFFLINE:
                 return False
             if self.awaits_mgmt:
-                h._throttled(("pxeboot-offline",), now, "info",
-                             f"{h.hostname} pxeboot mtcAlive while offline ; online again at "
-                             f"its next mgmt or cluster-host mtcAlive", out)
+                if self.awaits_mgmt == 1:        # once per offline: a datagram's line
+                    self.awaits_mgmt = 2
+                    out.append(Log("info", f"{h.hostname} pxeboot mtcAlive while offline ; "
+                                           f"online again at its next mgmt or cluster-host "
+                                           f"mtcAlive"))
                 return False
         else:
-            self.awaits_mgmt = False
+            self.awaits_mgmt = 0
         iface = net.iface
         if h.availability is Availability.OFFLINE:
             h.availability = Availability.ONLINE
@@ -163,7 +166,7 @@ class Presence:
         h = self.host
         s = h.settings
         h.availability = Availability.OFFLINE
-        self.awaits_mgmt = True
+        self.awaits_mgmt = 1
         self.end_audit()
         h.client_ready = False
         h.flags = 0                    # contract §5: failure_flags are what it reports now
