@@ -231,20 +231,23 @@ class AliveText(NamedTuple):
     hostname: str | None
     personality: str
     cluster_host_ip: str | None
+    pxeboot_ip: str | None = None
 
 
 def parse_mtcalive(buf: bytes) -> AliveText:
     """An mtcAlive text as the agent accepts it: a JSON object with a valid `personality`;
-    raises DecodeError otherwise. `hostname` and `cluster_host_ip` are None unless strings."""
+    raises DecodeError otherwise. `hostname`, `cluster_host_ip` and `pxeboot_ip` are None
+    unless strings."""
     obj = parse_json(buf)
     personality = obj.get("personality")
     if personality is None:
         raise DecodeError("mtcAlive without a personality")
     if not valid_personality(personality):
         raise DecodeError("mtcAlive with an invalid personality")
-    hostname, clstr = obj.get("hostname"), obj.get("cluster_host_ip")
+    hostname, clstr, pxe = obj.get("hostname"), obj.get("cluster_host_ip"), obj.get("pxeboot_ip")
     return AliveText(hostname if isinstance(hostname, str) else None, personality,
-                     clstr if isinstance(clstr, str) else None)
+                     clstr if isinstance(clstr, str) else None,
+                     pxe if isinstance(pxe, str) else None)
 
 
 # -- encoding ---------------------------------------------------------------------------------

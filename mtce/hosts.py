@@ -26,7 +26,9 @@ from mtce.seqs import (
     RESTART_SEQ_MAX, SEQ_HALF, SEQ_LOG_BUDGET, SEQ_LOG_WINDOW_S, SEQ_MASK, NetTrack,
     SeqResult, classify_seq,
 )
-from mtce.states import FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState
+from mtce.states import (
+    FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState, failure_flag_names,
+)
 
 if TYPE_CHECKING:   # config reads files; only its types are needed here
     from mtce.config import HostEntry
@@ -59,13 +61,17 @@ class HostMonitor:
         self.admin_source = "inventory"          # or "operator" (mtce lock/unlock, kept)
         self.learned_clstr_ip = ""               # from mtcAlive, when the inventory has none
         self.reported_personality = ""           # of the last valid mtcAlive
+        self.reported_pxeboot_ip = ""            # of the last valid mgmt/cluster-host one
+        self.flags = 0                           # parm[2] of the last valid mtcAlive
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
-        self.pxeboot_supported = False
+        # The client's pxeboot_mtcAlive feature (contract §8 Revision): None until a ready
+        # event tells (agent start), then whether the latest one offered it.
+        self.pxeboot_feature: bool | None = None
+        self.pxeboot_supported = False           # the monitor applies (announced or inferred)
         self.client_ready = False
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
-        self.heard_at = -INF                     # the latest `last_seen` of any network
         self.pxe = PxebootMonitor(self.hostname, settings, now)
         # online/offline (agent.md §4.3, interface.md §8)
         self.presence = Presence(self, now)
@@ -109,8 +115,9 @@ class HostMonitor:
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
         if net is Net.PXEBOOT:
-            # The monitor decides: lost while in loss or alarmed, ok once seen.
-            if self.pxe.in_loss or not self.nets[net].received:
+            # contract §8: lost from the monitor's declared loss to its next good window
+            # (the alarm has its own clear debounce), and until the first one arrives.
+            if self.pxe.lost or not self.nets[net].received:
                 return NetState.LOST
             return NetState.OK
         return self.nets[net].state
@@ -142,30 +149,30 @@ class HostMonitor:
         anything: this is the 50,000 messages a second path.
         """
         n = self.nets[net]
-        n.last_seen = self.heard_at = now
+        n.last_seen = now
         n.count += 1
+        self.flags = flags
         if n.ok and self._steady and (flags & LOCKED_BIT) == self._lock_bit:
             ahead = (seq - n.last_seq) & SEQ_MASK
             if ahead == 1:
                 n.last_seq = seq
                 return NO_ACTIONS
-            if 1 < ahead < SEQ_HALF and seq > RESTART_SEQ_MAX and n.counted_gap(ahead, now):
-                n.last_seq = seq
+            if 1 < ahead < SEQ_HALF and n.counted_gap(seq, now):
                 return NO_ACTIONS
         return self._mtcalive_slow(n, seq, flags, uptime, now)
 
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:
         out: list = []
         h = self.hostname
-        iface = n.net.iface
-        wake = self.presence.heard(now, iface, seq, out)   # online: the monitor is not held
+        wake = self.presence.heard(now, n.net, seq, out)   # online: the monitor is not held
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
                 self._seq_pending is not None:
             self._seq_pending.add(self)
-        if n.net is Net.PXEBOOT and not self.pxeboot_supported:
-            # Only a client with the feature sends pxeboot mtcAlive: after an agent restart
-            # it is monitored from its first one, not ~60 s later at its next ready event
-            # (the original waits for the ready event).
+        if n.net is Net.PXEBOOT and not self.pxeboot_supported and self.pxeboot_feature is None:
+            # Feature unknown (no ready event since the agent started): monitored from its
+            # first pxeboot mtcAlive, not ~60 s later at its next ready event (the original
+            # waits); 200.003 waits for the announcement (pxemon.may_alarm). A ready event
+            # without the feature wins (on_ready).
             self.pxeboot_supported = True
             self.pxe.to_start(now)
             out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "
@@ -198,6 +205,7 @@ class HostMonitor:
         out: list = []
         h, s = self.hostname, self.settings
         supported = features is not None and FEATURE_PXEBOOT_MTCALIVE in features
+        self.pxeboot_feature = self.pxe.may_alarm = supported
         if not self.client_ready:
             self.client_ready = True
             out.append(Log("info", f"{h} mtcClient ready"
@@ -278,8 +286,6 @@ class HostMonitor:
 
     def _reset_net(self, net: Net) -> None:
         self.nets[net].reset()
-        self.heard_at = max((n.last_seen for n in self.nets if n.last_seen is not None),
-                            default=-INF)
 
     def restore_alarm(self, now: float):
         """200.003 found active at agent start: resume in the loss state (agent.md §5.3)."""
@@ -375,6 +381,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
             "last_seen_s": None if n.last_seen is None else round(now - n.last_seen, 3),
             "received": n.count,
         }
+    networks[Net.PXEBOOT.key].update(host.pxe.network_json())
     audit = None
     if host.presence.audit.running:
         audit = {"sends": host.presence.audit.sends,
@@ -394,8 +401,10 @@ def host_json(host: HostMonitor, now: float) -> dict:
         "networks": networks,
         "pxeboot_monitor": {"monitored": host.pxeboot_monitored,
                             "supported": host.pxeboot_supported,
+                            "feature": host.pxeboot_feature,
                             **host.pxe.to_json()},
         "alarm": ALARM_SEVERITY if host.pxe.alarm else None,
+        "failure_flags": failure_flag_names(host.flags),
         "client_ready": host.client_ready,
         "offline_audit": audit,
     }

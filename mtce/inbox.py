@@ -87,6 +87,10 @@ class Inbox:
             if host is None:
                 return
         now = self.clock.now()
+        if net is not Net.PXEBOOT:
+            # contract §8: the pxeboot address a host may be learned at is the one it
+            # reports itself over mgmt or cluster-host (learn_source)
+            host.reported_pxeboot_ip = text.pxeboot_ip or ""
         actions = self.table.on_identity(host, text.personality, text.cluster_host_ip
                                          if self.agent.net.clstr_ip else None, now)
         if actions:
@@ -125,11 +129,14 @@ class Inbox:
     def learn_source(self, text: alive.AliveText, src: str, net: Net, msg: alive.Message):
         """A valid mtcAlive from an address no host owns: the original takes the JSON hostname
         and stores the source as that host's pxeboot address (agent.md §2). Here only on the
-        pxeboot network, and only for a host that has no pxeboot address yet, so that a
-        spoofed message cannot move a known address."""
+        pxeboot network, only for a host that has no pxeboot address yet (a spoofed message
+        cannot move a known address), and only when the source is the `pxeboot_ip` the host
+        itself reported over mgmt or cluster-host (contract §8: a stranger naming it teaches
+        nothing)."""
         name = text.hostname
         host = self.table.get(name) if name else None
-        if host is None or net != Net.PXEBOOT or host.pxeboot_ip:
+        if host is None or net != Net.PXEBOOT or host.pxeboot_ip or \
+                src != host.reported_pxeboot_ip:
             self.unknown(src, net, msg)
             return None
         self.log.info("%s hostname learned from %s mtcAlive ; hostaddr:%s was:%s", name,

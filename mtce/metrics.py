@@ -155,16 +155,22 @@ class MetricsServer(StreamServer):
 # -- what the daemons export ------------------------------------------------------------------
 
 _NETS = ("mgmt", "cluster-host", "pxeboot")
+BAD_HELP = ("datagrams dropped, by reason: invalid (does not decode, not a valid message, not "
+            "for this host) or why authentication failed (untagged, malformed_tag, "
+            "unknown_key, bad_tag, stale, replayed)")
+# contract §8 "Network state", as hosts.HostMonitor.net_state decides it
+NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
+                   "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
+                   "to its next good window; absent: unprovisioned")
 
 
 def agent_series(agent, now: float, version: str | None = None) -> str:
     """Every series of the agent (README, Observability); one pass over the host table."""
     from mtce import __version__
-    from mtce.states import Admin, Availability, NetState
+    from mtce.states import FAILURE_MASK, Admin, Availability, NetState, failure_flag_names
     version = version or __version__
     e = Exposition()
-    up = e.family("mtce_host_network_up", "gauge",
-                  "1 while mtcAlive arrives on that network, 0 lost; absent: unprovisioned")
+    up = e.family("mtce_host_network_up", "gauge", NETWORK_UP_HELP)
     seq = e.family("mtce_host_network_last_sequence", "gauge",
                    "the last mtcAlive sequence number received (0: none since start/offline)")
     missed = e.family("mtce_host_network_missed_total", "counter",
@@ -179,6 +185,13 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
                      "1 for the stage the host's pxeboot mtcAlive monitor is in")
     alarm = e.family("mtce_host_alarm_active", "gauge",
                      "1 while alarm 200.003 (pxeboot mtcAlive messaging failure) is active")
+    misses = e.family("mtce_host_pxeboot_misses", "gauge",
+                      "the pxeboot monitor's miss count (6 make a loss)")
+    losses = e.family("mtce_host_pxeboot_losses", "gauge",
+                      "the pxeboot monitor's loss count (2 raise 200.003)")
+    failed = e.family("mtce_host_failure_flag", "gauge",
+                      "1 for each failure bit of parm[2] the host's latest mtcAlive reports "
+                      "(absent: not reported)")
     for h in agent.table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, _NETS):
@@ -197,15 +210,23 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
         locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
         if h.pxeboot_monitored:
             stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.stage.value}"}} 1')
+            misses.append(f"mtce_host_pxeboot_misses{{{base}}} {h.pxe.miss}")
+            losses.append(f"mtce_host_pxeboot_losses{{{base}}} {h.pxe.loss}")
         alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
                      f'{1 if h.alarm else 0}')
+        if h.flags & FAILURE_MASK:
+            for name in failure_flag_names(h.flags):
+                failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')
     c = agent.counters
     for i, key in enumerate(_NETS):
         lab = labels(network=key)
         e.add("mtce_agent_datagrams_received_total", "counter", "datagrams received",
               c.rx_net[i], lab)
-        e.add("mtce_agent_datagrams_bad_total", "counter",
-              "datagrams dropped: undecodable, invalid or not authentic", c.bad_net[i], lab)
+        e.add("mtce_agent_datagrams_bad_total", "counter", BAD_HELP, c.bad_net[i],
+              labels(network=key, reason="invalid"))
+        for reason, count in c.auth_net[i].items():
+            e.add("mtce_agent_datagrams_bad_total", "counter", BAD_HELP, count,
+                  labels(network=key, reason=reason))
         e.add("mtce_agent_datagrams_unknown_source_total", "counter",
               "datagrams from an address no host owns", c.unknown_net[i], lab)
         e.add("mtce_agent_kernel_drops_total", "counter",
@@ -248,8 +269,12 @@ def client_series(client, version: str | None = None) -> str:
     e.add("mtce_client_commands_refused_total", "counter",
           "commands from an address the client does not trust", c.refused)
     e.add("mtce_client_commands_acked_total", "counter", "ACKs sent", c.acks_sent)
-    e.add("mtce_client_datagrams_bad_total", "counter", "datagrams dropped as malformed",
-          c.rx_bad)
+    auth = {reason: sum(by_net[reason] for by_net in c.auth_net) for reason in c.auth_net[0]}
+    e.add("mtce_client_datagrams_bad_total", "counter", BAD_HELP,
+          c.rx_bad - sum(auth.values()), labels(reason="invalid"))
+    for reason, count in auth.items():
+        e.add("mtce_client_datagrams_bad_total", "counter", BAD_HELP, count,
+              labels(reason=reason))
     e.add("mtce_client_socket_recoveries_total", "counter",
           "sockets set up again after they failed or closed", client.net.set.recoveries)
     learned = {"own pxeboot": client.book.own.pxeboot_ip}

@@ -1,8 +1,9 @@
 """A host's availability (agent.md §4.3, contract §8): `Presence` takes it online, marks
 mgmt and cluster-host lost, runs the offline audit and declares offline; `OfflineAudit` is
-the audit's pure timing: once a host has been silent on every network for one
+the audit's pure timing: once a host has been silent on mgmt and cluster-host for one
 `online_period`, an mtcAlive request every `offline_period` on slots start + k x period (a
-late loop skips slots, it never bursts), offline after `offline_threshold` periods.
+late loop skips slots, it never bursts), offline after `offline_threshold` periods. pxeboot
+mtcAlive alone never keeps a host online (contract §8; the original counts them).
 """
 
 from __future__ import annotations
@@ -57,21 +58,42 @@ class OfflineAudit:
 class Presence:
     """One host's availability from its mtcAlive (agent.md §4.3, contract §8): online at the
     first valid one; mgmt/cluster-host `lost` after `lost_windows` silent online periods;
-    the offline audit once every network was silent for one; `offline` at its end. It sets
-    `host.availability` and the host's network states; `host` gives hostname, settings,
-    nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts in audit."""
+    the offline audit once mgmt and cluster-host were silent for one; `offline` at its end.
+    It sets `host.availability` and the host's network states; `host` gives hostname,
+    settings, nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts
+    in audit."""
 
-    __slots__ = ("host", "window_from", "audit")
+    __slots__ = ("host", "window_from", "audit", "awaits_mgmt")
 
     def __init__(self, host, now: float):
         self.host = host
         self.window_from = now               # windows never start before this (stalls)
         self.audit = OfflineAudit()
+        # after an offline declaration pxeboot alone does not revive it: 1, 2 once logged
+        self.awaits_mgmt = 0
 
-    def heard(self, now: float, iface: str, seq: int, out: list) -> bool:
-        """A valid mtcAlive: online if it was not; the audit ends. True when it went online."""
+    def heard(self, now: float, net: Net, seq: int, out: list) -> bool:
+        """A valid mtcAlive: online if it was not; the audit ends. True when it went online.
+
+        contract §8: pxeboot traffic alone never keeps a host online (anyone on the pxeboot
+        network can send a host's pxeboot mtcAlive): it brings a host online only until its
+        first offline declaration (at agent start it is often the first to answer), and it
+        neither delays nor ends the offline audit, which counts mgmt and cluster-host."""
         h = self.host
         woke = False
+        if net is Net.PXEBOOT:
+            if h.availability is not Availability.OFFLINE:
+                return False
+            if self.awaits_mgmt:
+                if self.awaits_mgmt == 1:        # once per offline: a datagram's line
+                    self.awaits_mgmt = 2
+                    out.append(Log("info", f"{h.hostname} pxeboot mtcAlive while offline ; "
+                                           f"online again at its next mgmt or cluster-host "
+                                           f"mtcAlive"))
+                return False
+        else:
+            self.awaits_mgmt = 0
+        iface = net.iface
         if h.availability is Availability.OFFLINE:
             h.availability = Availability.ONLINE
             self.window_from = now
@@ -85,8 +107,13 @@ class Presence:
         return woke
 
     def last_heard(self) -> float:
-        heard = self.host.heard_at
-        return heard if heard > self.window_from else self.window_from
+        """The last mgmt or cluster-host mtcAlive, or when the windows started if later."""
+        heard = self.window_from
+        for n in self.host.nets[:2]:                             # mgmt, cluster-host
+            seen = n.last_seen
+            if seen is not None and seen > heard:
+                heard = seen
+        return heard
 
     def end_audit(self) -> None:
         self.audit.end()
@@ -118,7 +145,7 @@ class Presence:
             silent_until = self.last_heard() + s.online_period_s
             if now < silent_until:
                 return self.deadline()
-            # contract §8: one silent online_period on every network starts the offline audit.
+            # contract §8: one online_period without mgmt or cluster-host mtcAlive starts it.
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h._auditing is not None:
                 h._auditing.add(h)
@@ -139,8 +166,10 @@ class Presence:
         h = self.host
         s = h.settings
         h.availability = Availability.OFFLINE
+        self.awaits_mgmt = 1
         self.end_audit()
         h.client_ready = False
+        h.flags = 0                    # contract §5: failure_flags are what it reports now
         for n in h.nets:               # agent.md §4.3: sequence numbers reset on offline
             n.last_seq = 0
             n.received = n.ok = False

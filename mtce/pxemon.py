@@ -72,16 +72,18 @@ class PxebootMonitor:
         self.miss = 0
         self.loss = 0
         self.alarm = False
+        # contract §8 "Network state": pxeboot is `lost` from a declared loss (FAIL) to the
+        # next good window; any other return to START withdraws the declaration.
+        self.lost = False
+        # 200.003 only for a client that announced the feature (contract §8 Revision); its
+        # owner sets this from the ready events.
+        self.may_alarm = False
         self.start_at = now                  # when START was entered: due from then on
         self.timer = INF                     # the WAIT deadline
         self._save: int | None = None        # seq at the last CHECK; None: none since START
         self._count_saved = 0                # pxeboot count at START / the last CHECK
         self._lost_logs = 0                  # the two 1-in-60 throttles
         self._not_seen_logs = 0
-
-    @property
-    def in_loss(self) -> bool:
-        return self.loss > 0 or self.alarm
 
     def stage_to(self, new: PxeStage) -> None:
         if new not in PXE_TRANSITIONS[self.stage]:
@@ -95,6 +97,7 @@ class PxebootMonitor:
             self.stage_to(PxeStage.START)
         self.start_at = now
         self.timer = INF
+        self.lost = False
 
     def deadline(self) -> float:
         return self.timer if self.stage is PxeStage.WAIT else self.start_at
@@ -142,6 +145,7 @@ class PxebootMonitor:
             elif stage is PxeStage.FAIL:
                 self._fail(out)
                 self.to_start(now)
+                self.lost = True
             else:   # CHECK never rests: _check always leaves it
                 raise TransitionError(f"{self.hostname} pxeboot monitor resting in {stage}")
             if debug:
@@ -154,8 +158,8 @@ class PxebootMonitor:
         the stages below would go, with nothing to say (a 2,000-host agent does this 200
         times a second)."""
         save = self._save
-        if save is None or self.miss or self.loss or self.alarm or self.settings.debug or \
-                pxe.count == self._count_saved:
+        if save is None or self.miss or self.loss or self.alarm or self.lost or \
+                self.settings.debug or pxe.count == self._count_saved:
             return False
         cur = pxe.last_seq
         if not 0 < ((cur - save) & SEQ_MASK) < SEQ_HALF:
@@ -194,6 +198,7 @@ class PxebootMonitor:
                 self.loss = 0
                 self.clear_alarm(out)
             self._lost_logs = self._not_seen_logs = 0
+            self.lost = False
             self.stage_to(PxeStage.MONITOR)
         elif result is _Check.OUT_OF_SEQUENCE:
             # The mtcClient restarted (its sequence went back): one miss and a request.
@@ -237,13 +242,21 @@ class PxebootMonitor:
     def _fail(self, out: list) -> None:
         if self.alarm:
             return                       # already asserted: counters stay, START re-requests
-        self.loss += 1
+        held = self.loss >= PXEBOOT_LOSS_THRESHOLD
+        self.loss = min(self.loss + 1, PXEBOOT_LOSS_THRESHOLD)
         h = self.hostname
         if self.loss < PXEBOOT_LOSS_THRESHOLD:
             out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; "
                                       f"{PXEBOOT_LOSS_THRESHOLD - self.loss} more loss "
                                       f"before alarm assertion"))
             self.miss = 0
+        elif not self.may_alarm:
+            # Held as if asserted (counters stay, each window re-requests); the next loss
+            # after the client announces the feature raises it.
+            if not held:
+                out.append(Log("warning", f"{h} pxeboot mtcAlive lost ({self.loss}) ; no "
+                                          f"{ALARM_MTCALIVE} until its mtcClient announces the "
+                                          f"pxeboot_mtcAlive feature"))
         else:
             out.append(Log("info", f"{h} pxeboot mtcAlive alarm assert ({self.loss})"))
             self.raise_alarm(out)
@@ -272,3 +285,7 @@ class PxebootMonitor:
 
     def to_json(self) -> dict:
         return {"stage": self.stage.value, "miss": self.miss, "loss": self.loss}
+
+    def network_json(self) -> dict:
+        """The monitor's own view beside the pxeboot state (contract §8 "Network state")."""
+        return {"misses": self.miss, "losses": self.loss, "alarm": self.alarm}

@@ -116,14 +116,19 @@ class NetTrack:
         self.received = self.ok = False
         self.state = NetState.LOST
 
-    def counted_gap(self, ahead: int, now: float) -> bool:
+    def counted_gap(self, seq: int, now: float) -> bool:
         """The hot path of a gap while this window's log budget is spent (an overload drops
-        many): counted as the slow path would count it. False: take the slow path."""
+        many): counted by the slow path's rule (`classify_seq`: a zeroed `last` is a restart,
+        not a gap). False: take the slow path."""
         if not self.unlogged or now - self.log_from >= SEQ_LOG_WINDOW_S:
             return False
-        self.missed += ahead - 1
+        result, gap = classify_seq(self.last_seq, seq, False)
+        if result is not SeqResult.GAP:
+            return False
+        self.missed += gap
         self.unlogged += 1
-        self.unlogged_missed += ahead - 1
+        self.unlogged_missed += gap
+        self.last_seq = seq
         return True
 
     def event(self, now: float, budget, text: str, missed: int, oos: int, out: list,

@@ -127,6 +127,21 @@ class Flag(enum.IntFlag):
     SUBF_SERVICES_FAIL = 0x80000
 
 
+# The failure bits among them (contract §5 `failure_flags`), shown by their define's name
+# without the MTC_FLAG__ prefix; 0x10000-0x80000 came with upstream 6106051.
+FAILURE_FLAGS = (Flag.I_AM_NOT_HEALTHY, Flag.LUKS_VOL_FAILED, Flag.SM_UNHEALTHY,
+                 Flag.MAIN_GOENABLE_FAIL, Flag.SUBF_GOENABLE_FAIL, Flag.MAIN_SERVICES_FAIL,
+                 Flag.SUBF_SERVICES_FAIL)
+FAILURE_MASK = sum(int(f) for f in FAILURE_FLAGS)
+
+
+def failure_flag_names(flags: int) -> list[str]:
+    """The names of the failure bits set in an mtcAlive's parm[2], lowest bit first."""
+    if not flags & FAILURE_MASK:
+        return []
+    return [f.name for f in FAILURE_FLAGS if flags & f]
+
+
 class Health(enum.IntEnum):
     """mtcAlive parm[1] (`CC/nodeBase.h:105-108`)."""
 

@@ -134,6 +134,25 @@ def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> 
     return None
 
 
+# Why an authentication check dropped a datagram (auth.Authenticator.verify's reasons), as the
+# metrics' `reason` label; anything else a daemon drops is "invalid".
+AUTH_DROP_REASONS = (("no authentication tag", "untagged"),
+                     ("malformed authentication tag", "malformed_tag"),
+                     ("unknown key id", "unknown_key"),
+                     ("authentication tag does not verify", "bad_tag"),
+                     ("time ", "stale"),
+                     ("replayed", "replayed"))
+AUTH_REASONS = tuple(name for _, name in AUTH_DROP_REASONS) + ("other",)
+
+
+def auth_reason(why: str) -> str:
+    """The `reason` label of an authentication drop (`other` for a text not in the table)."""
+    for prefix, name in AUTH_DROP_REASONS:
+        if why.startswith(prefix):
+            return name
+    return "other"
+
+
 @dataclass
 class Counters:
     """What a daemon counts of its traffic (the agent's `status`, `mtce bench`): one typed
@@ -158,6 +177,9 @@ class Counters:
     drops_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
     tx_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
     tx_errors_net: list = dataclasses.field(default_factory=lambda: [0, 0, 0])
+    # authentication drops (also in rx_bad) by network, then by AUTH_REASONS
+    auth_net: list = dataclasses.field(
+        default_factory=lambda: [dict.fromkeys(AUTH_REASONS, 0) for _ in range(3)])
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -197,6 +219,7 @@ class Wire:
         payload, why, tagged = self.auth.verify(data)
         if payload is None:
             self.counters.rx_bad += 1
+            self.counters.auth_net[net][auth_reason(why)] += 1
             self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
                                   "on %s network: %s", src, net.iface, why)
         return payload, tagged

@@ -361,9 +361,10 @@ def test_mgmt_lost_after_three_windows_while_pxeboot_keeps_coming():
 
 
 def test_mgmt_lost_edge():
-    host = make(pxe="", clstr=False)
+    host = make(pxe="")
     online(host)
-    host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 20.95)
+    for seq, t in enumerate((6, 12, 18, 20.95), 2):            # cluster-host keeps it online
+        host.on_mtcalive(Net.CLSTR, seq, 0, 12, T0 + t)
     assert host.audit(T0 + 20.99) == ()
     assert host.net_state(Net.MGMT) is NetState.OK
     host.audit(T0 + 21)
@@ -735,6 +736,9 @@ def test_to_json_has_the_contract_keys():
     assert {"state", "last_seq", "missed", "out_of_sequence", "last_seen_s"} <= set(net)
     assert (net["state"], net["last_seq"], net["last_seen_s"]) == ("ok", 7, 2.5)
     assert H.host_json(make(clstr=False), T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
+    # contract §8 "Network state": the pxeboot monitor's own view beside the state
+    assert {"misses": 0, "losses": 0, "alarm": False}.items() <= \
+        doc["networks"]["pxeboot"].items()
 
 
 # -- stalls -----------------------------------------------------------------------------------
@@ -969,3 +973,180 @@ def test_the_table_knows_when_the_next_host_in_an_offline_audit_goes_offline():
     assert table.next_offline_at() == pytest.approx(T0 + 18.9 + 9)
     w0.on_mtcalive(Net.MGMT, 3, 0, 5, T0 + 19.5)
     assert table.next_offline_at() == INF
+
+
+# -- issue 23 item 10: one sequence rule for the fast and the slow path ---------------------
+
+class SlowPathHost(HostMonitor):
+    """A host that never takes the fast path of `on_mtcalive` (never "steady")."""
+
+    @property
+    def _steady(self):
+        return False
+
+    @_steady.setter
+    def _steady(self, value):
+        pass
+
+
+def _seq_view(host):
+    return [(n.last_seq, n.missed, n.out_of_sequence, n.unlogged, n.unlogged_missed,
+             n.unlogged_oos) for n in host.nets]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("gap_rate", [0.02, 0.6])
+def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_rate):
+    """Issue 23 item 10, docs/interface.md §8 Counters, agent.md §6 "When last is zeroed": the
+    hot path of a steady host and the full path must agree on every counter, with the
+    sequence-log budget spent (gap_rate 0.6: dozens of events a minute) and not (0.02). The
+    peer's sequences are random (in order, gaps, duplicates, client restarts, wrap); the
+    agent zeroes the pxeboot number at each monitor START (an operator unlock, a loss), after
+    which the first number is not a gap however large."""
+    import random
+    rng = random.Random(seed)
+    fast, slow = monitored(T0), SlowPathHost(entry(), Settings(), T0, pxeboot_ip=PXE_IP)
+    online(slow, T0, seqs=(1, 1), nets=(Net.MGMT, Net.CLSTR))
+    slow.on_ready(FEATURES, T0)
+    seq = {net: 1 for net in Net}
+    seq[Net.PXEBOOT] = 4294967200 if seed % 2 else 0              # odd seeds wrap
+    for step in range(1, 1500):
+        now = T0 + step * 0.5
+        for net in Net:
+            roll = rng.random()
+            if roll < gap_rate:
+                seq[net] = (seq[net] + rng.randint(2, 40)) & H.SEQ_MASK
+            elif roll < gap_rate + 0.01:
+                seq[net] = rng.randint(1, 2)                       # the client restarted
+            elif roll < gap_rate + 0.02:
+                pass                                              # a duplicate
+            else:
+                seq[net] = (seq[net] + 1) & H.SEQ_MASK
+            for h in (fast, slow):
+                h.on_mtcalive(net, seq[net], 0, 12, now)
+        if step % 97 == 0:                                        # an operator lock, unlock
+            for h in (fast, slow):
+                h.set_admin(Admin.LOCKED, now, "operator")
+                h.set_admin(Admin.UNLOCKED, now, "operator")
+        for h in (fast, slow):
+            h.audit(now)
+        assert _seq_view(fast) == _seq_view(slow), (step, seq)
+    assert fast.nets[Net.PXEBOOT].missed < 60 * 1500, "no jump by a whole sequence number"
+
+
+def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump():
+    """Issue 23 item 10 as an operator sees it: a peer with a gap every second spends the
+    pxeboot log budget; an unlock restarts the pxeboot monitor (START zeroes `last`); the
+    next pxeboot mtcAlive, seq 5000, adds nothing to `missed` (agent.md §6: last == 0 is a
+    restart, not a gap)."""
+    host = monitored()
+    host.audit(T0)
+    seq = 4000
+    host.on_mtcalive(Net.PXEBOOT, seq, 0, 12, T0)
+    for i in range(30):                                  # 30 gaps of 1 in 30 s: budget spent
+        seq += 2
+        host.on_mtcalive(Net.PXEBOOT, seq, 0, 12, T0 + i)
+        host.on_mtcalive(Net.MGMT, 2 + i, 0, 12, T0 + i)
+    pxe = host.nets[Net.PXEBOOT]
+    assert pxe.unlogged and pxe.missed == 30
+    host.set_admin(Admin.LOCKED, T0 + 30, "operator")
+    host.set_admin(Admin.UNLOCKED, T0 + 30, "operator")
+    host.audit(T0 + 30)
+    assert pxe.last_seq == 0 and host._steady
+    host.on_mtcalive(Net.PXEBOOT, 5000, 0, 12, T0 + 31)
+    assert (pxe.last_seq, pxe.missed) == (5000, 30)
+
+
+# -- issue 23 item 12: no pxeboot monitoring for a client without the feature ---------------
+
+@pytest.mark.parametrize("features", [None, [], ["goenabled"]])
+def test_item12_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
+    """Issue 23 item 12, docs/interface.md §8 Revision (agent.md §5.0, §5.7): a client whose
+    ready event lacks `pxeboot_mtcAlive` (a C client before 649e94c, or any list without it)
+    is tracked on mgmt and cluster-host; its pxeboot shows `unprovisioned` even when pxeboot
+    mtcAlive arrive from it: no monitor, no request, never 200.003 (here: pxeboot mtcAlive
+    for a minute, then none for five)."""
+    host = make()
+    online(host, seqs=(1, 1), nets=(Net.MGMT, Net.CLSTR))
+    out = list(host.on_ready(features, T0))
+    sim = Sim(host, T0)
+    sim.record(out)
+    sim.run(T0 + 360, alive=lambda net, t: net is not Net.PXEBOOT or t < T0 + 60)
+    assert host.nets[Net.PXEBOOT].count == 11, "its pxeboot mtcAlive were received"
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+    assert H.host_json(host, T0 + 360)["networks"]["pxeboot"]["state"] == "unprovisioned"
+    assert sim.at(Send, Net.PXEBOOT) == [] and sim.at(RaiseAlarm) == []
+    assert not host.pxeboot_monitored and host.stage is PxeStage.START
+
+
+def test_item12_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
+    """Issue 23 item 12, docs/design.md deviations: after an agent start nothing is known of a
+    host's client; its first pxeboot mtcAlive starts the monitor (a HEAD client re-announces
+    only every ~60 s), but 200.003 waits for a ready event announcing the feature (a C client
+    before 649e94c sends its ready event only once, at its own start). Once announced, the
+    held loss raises at the next missed window."""
+    host = make()
+    online(host)                                     # pxeboot included, no ready event
+    assert host.pxeboot_monitored
+    sim = Sim(host, T0)
+    sim.record(host.audit(T0))
+    sim.run(T0 + 300, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert host.pxe_loss == 2 and sim.at(RaiseAlarm) == []
+    assert host.net_state(Net.PXEBOOT) is NetState.LOST
+    held = [x for _, x in sim.texts() if "announces" in x]
+    assert held == ["worker-0 pxeboot mtcAlive lost (2) ; no 200.003 until its mtcClient "
+                    "announces the pxeboot_mtcAlive feature"]
+    sim.record(host.on_ready(FEATURES, sim.t))
+    sim.run(T0 + 320, alive=lambda net, t: net is not Net.PXEBOOT)
+    assert sim.at(RaiseAlarm) and sim.at(RaiseAlarm)[0] <= T0 + 310
+
+
+def test_item12_a_ready_event_without_the_feature_stops_an_inferred_monitor():
+    host = make()
+    online(host)
+    assert host.pxeboot_monitored
+    out = host.on_ready(None, T0 + 1)
+    assert sends(out) == [] and not host.pxeboot_monitored
+    host.on_mtcalive(Net.PXEBOOT, 2, 0, 12, T0 + 2)
+    assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
+
+
+# -- issue 23 item 17: pxeboot alone never keeps a host online ------------------------------
+
+def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    pxeboot mtcAlive bring a host online at first (after an agent start they are often the
+    first to answer), but neither delay nor end the offline audit: with mgmt and
+    cluster-host silent the host is offline by the bound; then pxeboot alone does not bring
+    it back, its next mgmt mtcAlive does."""
+    s = Settings()
+    host = make(settings=s)
+    assert "going 'online'" in " ".join(texts(host.on_mtcalive(Net.PXEBOOT, 1, 0, 12, T0)))
+    sim = Sim(host, T0, period=1.0, step=0.05)
+    sim.run(T0 + 30, alive=lambda net, t: net is Net.PXEBOOT)
+    offline = [t for t, x in sim.texts() if "going offline" in x]
+    assert offline and offline[0] <= T0 + H.offline_after_s(s) + s.offline_period_s + 1e-6
+    assert host.availability is Availability.OFFLINE and len(offline) == 1
+    assert sum("pxeboot mtcAlive while offline" in x for _, x in sim.texts()) == 1
+    sim.deliver(Net.MGMT, 1)
+    assert host.availability is Availability.ONLINE
+
+
+def test_item15_failure_flags_name_the_originals_defines_and_clear_when_offline():
+    """Issue 23 item 15, docs/interface.md §5 `failure_flags` (protocol.md §3.3): the failure
+    bits of the latest valid mtcAlive, by define, lowest first; none of the state bits; an
+    offline host reports nothing now."""
+    host = make()
+    every = 0xFFFFFFFF
+    host.on_mtcalive(Net.MGMT, 1, every, 12, T0)
+    assert H.host_json(host, T0)["failure_flags"] == [
+        "I_AM_NOT_HEALTHY", "LUKS_VOL_FAILED", "SM_UNHEALTHY", "MAIN_GOENABLE_FAIL",
+        "SUBF_GOENABLE_FAIL", "MAIN_SERVICES_FAIL", "SUBF_SERVICES_FAIL"]
+    state_bits = int(Flag.I_AM_CONFIGURED | Flag.I_AM_HEALTHY | Flag.SM_DEGRADED |
+                     Flag.PATCHING | Flag.MAIN_GOENABLED)
+    host.on_mtcalive(Net.MGMT, 2, state_bits | int(Flag.SUBF_GOENABLE_FAIL), 12, T0 + 1)
+    assert H.host_json(host, T0 + 1)["failure_flags"] == ["SUBF_GOENABLE_FAIL"]
+    sim = Sim(host, T0 + 1)
+    sim.run(T0 + 40, alive=lambda net, t: False)
+    assert host.availability is Availability.OFFLINE
+    assert H.host_json(host, T0 + 40)["failure_flags"] == []

@@ -223,3 +223,129 @@ def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(c
     finally:
         ep.close()
         loop.close()
+
+
+def test_issue23_item7_the_readme_quotes_the_network_up_help_the_agent_serves():
+    """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
+    thing (docs/interface.md §8 "Network state"); the README's sample scrape is the HELP."""
+    import os
+    from conftest import REPO
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert f"# HELP mtce_host_network_up {metrics.NETWORK_UP_HELP}\n" in readme
+    assert "pxeboot from the monitor's declared loss to its next good window" in \
+        metrics.NETWORK_UP_HELP
+
+
+# -- issue 23 item 8: authentication drops, by reason -----------------------------------------
+
+def parse_series(text: str) -> dict:
+    """`name{labels}` -> value, from exposition text (comments skipped)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def key_file(tmp_path, name: str, kid: str, hexkey: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"{kid} {hexkey}\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.mark.parametrize("client_key, reason", [(None, "untagged"),
+                                                (("k1", "ef" * 32), "bad_tag"),
+                                                (("k9", "ab" * 32), "unknown_key")])
+def test_issue23_item8_an_agent_requiring_tags_exports_its_drops_by_reason(sim, tmp_path,
+                                                                          client_key, reason):
+    """Issue 23 item 8, docs/interface.md §3 Authentication ("each drop is counted"): an agent
+    with `require = yes` and clients without the key (or with a wrong one): every host stays
+    offline, and the scrape says why, per network and reason, in
+    `mtce_agent_datagrams_bad_total` (the series the dashboard sums by network)."""
+    agent_sec = {"security": {"key_file": key_file(tmp_path, "agent.keys", "k1", "ab" * 32),
+                              "require": "yes"}}
+    s = sim(workers=1, agent_extra=agent_sec, clients=["worker-0"])
+    if client_key:
+        w = s.files.host("worker-0")
+        w.values["security"] = {"key_file": key_file(tmp_path, "client.keys", *client_key)}
+        w.write_ini()
+    s.start()
+    s.run(5)
+    assert s.hosts()["worker-0"]["availability"] == "offline"
+    series = parse_series(metrics.agent_series(s.agent, s.clock.now()))
+    for net in ("mgmt", "cluster-host", "pxeboot"):
+        got = series[f'mtce_agent_datagrams_bad_total{{network="{net}",reason="{reason}"}}']
+        assert got > 0 or net == "pxeboot", (net, got)     # pxeboot: only once requested
+        assert series[f'mtce_agent_datagrams_bad_total{{network="{net}",reason="invalid"}}'] \
+            == 0
+    dropped = sum(v for k, v in series.items() if k.startswith("mtce_agent_datagrams_bad_"))
+    assert dropped == s.agent.counters.rx_bad == s.agent.counters.rx, \
+        "every datagram was dropped, and each is in the metric"
+
+
+def test_issue23_item8_a_client_requiring_tags_exports_its_drops_by_reason(sim, tmp_path):
+    """Issue 23 item 8, the client's equivalent: a client with `require = yes` and an agent
+    without keys drops every request and command; `mtce_client_datagrams_bad_total` says
+    `untagged`; a datagram that does not decode stays `invalid`."""
+    s = sim(workers=1, clients=["worker-0"])
+    w = s.files.host("worker-0")
+    w.values["security"] = {"key_file": key_file(tmp_path, "c.keys", "k1", "ab" * 32),
+                            "require": "yes"}
+    w.write_ini()
+    s.start()
+    s.run(3)
+    c = s.clients["worker-0"]
+    series = parse_series(metrics.client_series(c))
+    assert series['mtce_client_datagrams_bad_total{reason="untagged"}'] > 0
+    assert series['mtce_client_datagrams_bad_total{reason="invalid"}'] == 0
+    assert sum(v for k, v in series.items() if k.startswith("mtce_client_datagrams_bad_")) \
+        == c.counters.rx_bad
+
+
+def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
+    """Issue 23 item 8: each way auth.Authenticator.verify drops a datagram (docs/interface.md
+    §3: no valid trailer, time more than 30 s off, already accepted) maps to its own
+    `reason`, none to `other` (a renamed text would silently lose its label)."""
+    from mtce import alive, auth, transport
+    wall = [1_700_000_000.0]
+    key, other = bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32)
+    rx = auth.Authenticator([("k1", key)], True, lambda: wall[0])
+    data = alive.command(5, "08:00:27:00:00:01", "{}")
+    signed = auth.Authenticator([("k1", key)], True, lambda: wall[0]).sign(data)
+    cases = {
+        "untagged": data,
+        "malformed_tag": data + auth.MAGIC + b"k1 not-a-time\0",
+        "unknown_key": auth.Authenticator([("k2", key)], True, lambda: wall[0]).sign(data),
+        "bad_tag": auth.Authenticator([("k1", other)], True, lambda: wall[0]).sign(data),
+        "stale": auth.Authenticator([("k1", key)], True, lambda: wall[0] - 60).sign(data),
+    }
+    for want, datagram in cases.items():
+        payload, why, _ = rx.verify(datagram)
+        assert payload is None and transport.auth_reason(why) == want, (want, why)
+    assert rx.verify(signed)[0] is not None
+    payload, why, _ = rx.verify(signed)
+    assert payload is None and transport.auth_reason(why) == "replayed", why
+    assert set(transport.AUTH_REASONS) == set(cases) | {"replayed", "other"}
+
+
+@pytest.mark.prometheus
+def test_issue23_item15_the_failure_flag_series_pass_promtool(sim):
+    """Issue 23 item 15: a host reporting every failure bit (protocol.md §3.3) gives one
+    `mtce_host_failure_flag` series per bit, in a scrape promtool accepts."""
+    from mtce import alive
+    from mtce.states import FAILURE_MASK, Net
+    s = sim(clients=[]).start()
+    w = s.files.host("worker-0")
+    ident = alive.Identity("worker-0", "worker", w.pxeboot_ip, w.mgmt_ip, w.cluster_host_ip,
+                           w.mac)
+    s.net.transmit(alive.mtcalive(ident, Net.MGMT, 1, flags=0xFFFFFFFF), (w.mgmt_ip, 40999),
+                   (s.files.controller.controller, 2101))
+    s.settle()
+    text = metrics.agent_series(s.agent, s.clock.now())
+    rc, out = promtool_check(text)
+    assert rc == 0, out
+    flags = [ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{")]
+    assert len(flags) == bin(FAILURE_MASK).count("1") == 7

@@ -14,7 +14,7 @@ import pytest
 import soak
 from cluster import Cluster
 from mtce import agent as agent_mod
-from mtce import alive, config, ctl, hosts, pacing, transport
+from mtce import alive, config, ctl, hosts, metrics, pacing, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
@@ -695,3 +695,203 @@ def test_item23_1_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
             f"{s.files.inventory}:{line}: {key}: "), (what, refused)
         now = {name: {k: h[k] for k in before["worker-0"]} for name, h in s.hosts().items()}
         assert now == before, what
+
+
+# -- issue 23 item 7: the pxeboot state says what arrives -----------------------------------
+
+PXE_TIMERS = {"agent": {"offline_period": 50, "offline_threshold": 20},
+              "timeouts": {"online_period": 1, "pxeboot_mtcalive_window": 2}}
+
+
+def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_recovery(sim):
+    """Issue 23 item 7, docs/interface.md §8 "Network state" (agent.md §5.3): pxeboot is `ok`
+    while its mtcAlive arrive, `lost` from the monitor's declared loss until the first good
+    window after it; the alarm keeps its own clear debounce (7 good windows). Sampled every
+    0.1 s through a 40 s pxeboot cut (long enough for 200.003) and the recovery:
+    - `ok` never shows a `last_seen_s` past the loss the monitor declares by then;
+    - `lost` while mtcAlive arrive again lasts at most one window plus one client period;
+    - `networks.pxeboot` shows the monitor's `misses`, `losses` and `alarm` beside it, and
+      misses grow before the state changes."""
+    s = sim(workers=1, timers=PXE_TIMERS).start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    w = s.files.host("worker-0")
+    window, period = 2.0, 1.0
+    cut = {"on": True}
+    s.net.drop = lambda d: cut["on"] and d.src[0] == w.pxeboot_ip and d.dst[1] == 2102
+    samples = []
+
+    up = 'mtce_host_network_up{host="worker-0",personality="worker",network="pxeboot"} '
+
+    def sample(phase):
+        p = s.hosts()["worker-0"]["networks"]["pxeboot"]
+        samples.append((phase, s.clock.now(), p))
+        text = metrics.agent_series(s.agent, s.clock.now())
+        assert f"{up}{1 if p['state'] == 'ok' else 0}" in text, "the metric says the state"
+
+    end = s.clock.now() + 40
+    while s.clock.now() < end:
+        s.run(0.1)
+        sample("cut")
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == ["200.003"]
+    cut["on"] = False
+    healed = s.clock.now()
+    end = healed + 8 * window + period
+    while s.clock.now() < end:
+        s.run(0.1)
+        sample("healed")
+    assert s.request(cmd="alarms")["alarms"] == [], "cleared after 7 good windows"
+
+    for phase, t, p in samples:
+        if p["state"] == "ok":
+            assert p["last_seen_s"] <= (6 + 1) * window + period, (phase, t - healed, p)
+    lost_again = [t - healed for phase, t, p in samples
+                  if phase == "healed" and p["state"] == "lost"]
+    assert max(lost_again, default=0) <= window + period + 0.2, lost_again
+    assert {"misses", "losses", "alarm"} <= set(samples[0][2]), "the monitor's view"
+    healed_alarm = [p for phase, t, p in samples if phase == "healed" and p["state"] == "ok"
+                    and p["alarm"]]
+    assert healed_alarm, "ok again while the alarm waits for its clear debounce"
+    first_miss = next(t for _, t, p in samples if p["misses"])
+    first_lost = next(t for _, t, p in samples if p["state"] == "lost")
+    assert first_miss < first_lost, "misses show a loss coming before the state changes"
+
+
+# -- issue 23 item 12: a client without the pxeboot feature ---------------------------------
+
+C_READY_TEXTS = [
+    b'{"hostname":"worker-0","service":"mtcClient"}',                    # before 649e94c
+    b'{"hostname":"worker-0","service":"mtcClient","active_controller_pxeboot_address":"",'
+    b'"features":[]}',
+    b'{"hostname":"worker-0","service":"mtcClient","features":"pxeboot_mtcAlive"}',  # no array
+]
+
+
+@pytest.mark.parametrize("ready", C_READY_TEXTS)
+def test_issue23_item12_a_client_without_the_feature_gets_no_pxeboot_monitor(sim, ready):
+    """Issue 23 item 12, docs/interface.md §8 Revision (protocol.md §8 point 7): the agent as
+    it meets a C client before 649e94c (or one whose ready event lists no pxeboot_mtcAlive):
+    its mgmt and cluster-host mtcAlive count, its pxeboot mtcAlive come for a while and stop;
+    pxeboot stays `unprovisioned`, no pxeboot request is sent and 200.003 never comes (the
+    pxeboot window is 2 s here: a monitor would alarm after 24 s)."""
+    s = sim(clients=[], timers=PXE_TIMERS).start()
+    send(s, "worker-0", Net.MGMT, alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
+                                             text=ready.decode()))
+    takeover = len(to_client(s, "worker-0", Net.PXEBOOT))      # the agent start's request
+    for seq in range(1, 61):
+        for net in Net:
+            if net is not Net.PXEBOOT or seq <= 10:
+                send(s, "worker-0", net, alive_msg(s, "worker-0", net, seq))
+        s.run(1.0)
+    h = s.hosts()["worker-0"]
+    assert h["availability"] == "online"
+    assert {n: v["state"] for n, v in h["networks"].items()} == {
+        "mgmt": "ok", "cluster-host": "ok", "pxeboot": "unprovisioned"}
+    assert h["networks"]["pxeboot"]["last_seq"] == 10, "tracked, not monitored"
+    assert len(to_client(s, "worker-0", Net.PXEBOOT)) == takeover
+    assert s.request(cmd="alarms")["alarms"] == []
+
+
+# -- issue 23 item 17: a stranger cannot keep a dead host online ----------------------------
+
+def drop_dnsmasq_line(s, name):
+    mac = s.files.host(name).mac
+    with open(s.files.dnsmasq) as f:
+        lines = [ln for ln in f if not ln.startswith(mac)]
+    with open(s.files.dnsmasq, "w") as f:
+        f.writelines(lines)
+
+
+def offline_bound(s) -> float:
+    """docs/interface.md §8 Availability: online_period + offline_period x threshold + one
+    offline_period, from the last mtcAlive."""
+    st = s.agent.table.settings
+    return st.online_period_s + st.offline_period_s * (st.offline_threshold + 1)
+
+
+@pytest.mark.parametrize("dnsmasq_line", [True, False])
+def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(sim,
+                                                                                 dnsmasq_line):
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    worker-0 runs, then is killed; a stranger on the pxeboot network goes on sending valid
+    pxeboot mtcAlive naming it, with the sequence going on, from worker-0's own pxeboot
+    address (spoofed). pxeboot traffic alone never keeps a host online: worker-0 goes
+    offline within the bound after its last mgmt/cluster-host mtcAlive and stays offline."""
+    s = sim(workers=1)
+    if not dnsmasq_line:
+        drop_dnsmasq_line(s, "worker-0")
+    s.start()
+    if dnsmasq_line:
+        s.run_until(s.all_ok, 20, what="every host ok")
+    else:       # no pxeboot address: no request, so the client sends no pxeboot mtcAlive
+        s.run_until(lambda: s.hosts()["worker-0"]["networks"]["mgmt"]["state"] == "ok", 20)
+    h = s.hosts()["worker-0"]
+    w = s.files.host("worker-0")
+    assert h["pxeboot_ip"] == (w.pxeboot_ip if dnsmasq_line else "")
+    seq = h["networks"]["pxeboot"]["last_seq"]
+    s.clients.pop("worker-0").stop()
+    killed = s.clock.now()
+    went_offline = None
+    for i in range(1, 200):                        # 20 s of a stranger's pxeboot mtcAlive
+        send(s, "worker-0", Net.PXEBOOT, alive_msg(s, "worker-0", Net.PXEBOOT, seq + i))
+        s.run(0.1)
+        if went_offline is None and s.hosts()["worker-0"]["availability"] == "offline":
+            went_offline = s.clock.now()
+    assert went_offline is not None, "a stranger's pxeboot mtcAlive kept a dead host online"
+    assert went_offline - killed <= offline_bound(s) + 0.1
+    assert s.hosts()["worker-0"]["availability"] == "offline", "and it stays offline"
+    assert s.agent_capture.count("worker-0 going offline") == 1
+
+
+def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_it(sim):
+    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" (agent.md §2, the
+    second learning path): a host without a dnsmasq.hosts line. A stranger's valid pxeboot
+    mtcAlive naming it, from the stranger's own address, teaches nothing; once the host
+    reported its pxeboot_ip over mgmt, a pxeboot mtcAlive from that address is learned."""
+    s = sim(clients=[])
+    drop_dnsmasq_line(s, "worker-0")
+    s.start()
+    w = s.files.host("worker-0")
+    stranger = s.files.net + "99"
+    liar = alive.Identity("worker-0", "worker", stranger, w.mgmt_ip, w.cluster_host_ip, w.mac)
+    for seq in range(1, 6):
+        send(s, "worker-0", Net.PXEBOOT, alive.mtcalive(liar, Net.PXEBOOT, seq), src=stranger)
+        s.run(0.5)
+    h = s.hosts()["worker-0"]
+    assert (h["pxeboot_ip"], h["availability"]) == ("", "offline")
+    assert s.agent.counters.unknown_source == 5
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 1))     # pxeboot_ip: real
+    send(s, "worker-0", Net.PXEBOOT, alive.mtcalive(liar, Net.PXEBOOT, 6), src=stranger)
+    assert s.hosts()["worker-0"]["pxeboot_ip"] == "", "not what the host reported"
+    send(s, "worker-0", Net.PXEBOOT, alive_msg(s, "worker-0", Net.PXEBOOT, 1))
+    h = s.hosts()["worker-0"]
+    assert h["pxeboot_ip"] == w.pxeboot_ip and h["networks"]["pxeboot"]["last_seq"] == 1
+
+
+# -- issue 23 item 15 (part): the goEnabled / host-services failure bits --------------------
+
+def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_metrics(sim):
+    """Issue 23 item 15 (upstream 6106051), docs/interface.md §5 `failure_flags`, protocol.md
+    §3.3 flag table: a HEAD client reports a failed main goEnable (0x10000) and failed main
+    host services (0x40000) in parm[2], beside I_AM_CONFIGURED; `mtce hosts --json` names
+    the failure bits by the original's defines and the metrics have one series per bit;
+    the next mtcAlive without them (the fast path of a steady host) clears both."""
+    s = sim(clients=[]).start()
+    fail = 0x10000 | 0x40000 | 0x1
+    for seq in range(1, 4):
+        for net in (Net.MGMT, Net.CLSTR):
+            send(s, "worker-0", net, alive_msg(s, "worker-0", net, seq, flags=0x1))
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 4, flags=fail))
+    h = s.hosts()
+    assert h["worker-0"]["failure_flags"] == ["MAIN_GOENABLE_FAIL", "MAIN_SERVICES_FAIL"]
+    assert h["worker-1"]["failure_flags"] == []
+    text = metrics.agent_series(s.agent, s.clock.now())
+    flagged = sorted(ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{"))
+    assert flagged == [
+        'mtce_host_failure_flag{host="worker-0",personality="worker",'
+        'flag="MAIN_GOENABLE_FAIL"} 1',
+        'mtce_host_failure_flag{host="worker-0",personality="worker",'
+        'flag="MAIN_SERVICES_FAIL"} 1']
+    assert s.agent.table.get("worker-0")._steady, "the next one takes the fast path"
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 5, flags=0x1))
+    assert s.hosts()["worker-0"]["failure_flags"] == []
+    assert "mtce_host_failure_flag{" not in metrics.agent_series(s.agent, s.clock.now())
