@@ -23,6 +23,9 @@ SUBF_FAIL_FILE = "goenabled_subf_failed"       # GOENABLED_SUBF_FAIL
 SUBF_FAIL_TEXT = "host subfunction has failed as instructed by maintenance.\n"
 REISSUE_REBOOT_S = 30.0        # "mtce reboot required": the reboot is re-issued this often
 SHUTDOWNS = ("reboot", "reset", "lazy reboot", "wipedisk")
+# The agent sends one command over all its networks at once and again only after 10 s without
+# an ACK (agent.md §7.2): the same command over another network within this time is a copy.
+COPY_WINDOW_S = 10.0
 # fit files that bypass an action after its ACK (client.md §6.3)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -41,7 +44,8 @@ class HostActions:
         self.events = events or throttle
         self.hostname = hostname
         self.kids = Children(log, clock)         # the running actions
-        self.in_progress: str | None = None      # one of SHUTDOWNS
+        # SHUTDOWNS kind -> (when it was carried out, the networks it has come over since)
+        self.carried_out: dict[str, tuple[float, set]] = {}
 
     def reconfigure(self, cfg, hostname: str) -> None:
         """A reload: the new `[paths]`, `[actions]` and timeouts apply to what comes next."""
@@ -53,7 +57,8 @@ class HostActions:
     def _present(self, where: str, name: str) -> bool:
         return os.path.exists(os.path.join(where, name))
 
-    def would_change(self, kind: str, num: int = 0, parm: tuple = ()) -> bool:
+    def would_change(self, kind: str, num: int = 0, parm: tuple = (), net: Net | None = None
+                     ) -> bool:
         """Whether carrying out `kind` now changes anything on this host: its log line is then
         a state change, never suppressed by the noise budget of repeated commands."""
         run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
@@ -67,8 +72,16 @@ class HostActions:
             return not self._present(run, SUBF_FAIL_FILE) or self._present(run, SUBF_PASS_FILE)
         if kind in SHUTDOWNS:
             bypass = _FIT_BYPASS.get(kind)
-            return self.in_progress is None and not (bypass and self.fit(bypass[0]))
+            return not self.is_copy(kind, net) and not (bypass and self.fit(bypass[0]))
         return False
+
+    def is_copy(self, kind: str, net: Net | None) -> bool:
+        """Whether `kind` over `net` is a copy of the one just carried out: it came over
+        another network within COPY_WINDOW_S. Anything else runs again, as in the original
+        (client.md §5.5), a reset or a wipedisk after a reboot included."""
+        done = self.carried_out.get(kind)
+        return (done is not None and net not in done[1]
+                and self.clock.now() - done[0] < COPY_WINDOW_S)
 
     # -- the locked files --------------------------------------------------------------------
     def lock(self, num: int, parm: tuple, net: Net) -> None:
@@ -128,18 +141,19 @@ class HostActions:
 
     # -- reboot, reset, lazy reboot ----------------------------------------------------------
     def shutdown(self, kind: str, net: Net, delay: int = 0) -> None:
-        """Carry out a reboot-like command once, however many networks it came over (the
-        original re-runs it for every copy)."""
-        if self.in_progress is not None:
-            self.noise.info(("command", "in progress", net), "%s (%s) ; %s already in progress",
-                            kind, net.iface, self.in_progress)
+        """Carry out a reboot-like command once, however many networks its copies came over
+        (the original re-runs it for every copy); every other one runs."""
+        if self.is_copy(kind, net):
+            self.carried_out[kind][1].add(net)
+            self.noise.info(("command", "in progress", kind, net), "%s (%s) ; %s already in "
+                            "progress", kind, net.iface, kind)
             return
         bypass = _FIT_BYPASS.get(kind)
         if bypass and self.fit(bypass[0]):
             self.noise.info(("command", "fit bypass", kind, net), "%s - fit bypass (%s)",
                             bypass[1], net.iface)
             return
-        self.in_progress = kind
+        self.carried_out[kind] = (self.clock.now(), {net})
         delay_s = self.cfg.timeouts.failsafe_shutdown_delay
         run = self.cfg.paths.run_dir
         if kind == "reboot":
@@ -211,7 +225,6 @@ class HostActions:
             self.log.info("locked node")
         if os.path.exists(os.path.join(run, RESET_FILE)):
             self.log.warning("mtce reboot required")
-            self.in_progress = "reboot"
             self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
             self._reissue_reboot()
         if os.path.exists(backup) and not os.path.exists(volatile):

@@ -275,8 +275,8 @@ class Client:
                                             (own.mgmt_ip, own.clstr_ip, ""), own.mgmt_mac))
 
     # -- the core's actions ------------------------------------------------------------------
-    def would_change(self, kind: str, num: int, parm: tuple) -> bool:
-        return self.actions.would_change(kind, num, parm)
+    def would_change(self, kind: str, num: int, parm: tuple, net: Net) -> bool:
+        return self.actions.would_change(kind, num, parm, net)
 
     def fit(self, name: str) -> bool:
         return self.actions.fit(name)

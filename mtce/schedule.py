@@ -306,7 +306,7 @@ class Facts(Protocol):
 
     hostname: str
 
-    def would_change(self, kind: str, num: int, parm: tuple) -> bool: ...
+    def would_change(self, kind: str, num: int, parm: tuple, net: Net) -> bool: ...
 
     def fit(self, name: str) -> bool: ...
 
@@ -445,7 +445,7 @@ class ClientCore:
         if cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT:
             self.trust_at = now
         row = row_for(cmd)
-        changes = facts.would_change(row.do.value, msg.num, msg.parm)
+        changes = facts.would_change(row.do.value, msg.num, msg.parm, net)
         if row.text is not None:
             text = row.text.format(iface=net.iface, delay=msg.parm[0] if msg.num >= 1 else 0,
                                    code=cmd, size=msg.size, name=cmd_name(cmd),
