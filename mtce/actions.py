@@ -26,6 +26,10 @@ SHUTDOWNS = ("reboot", "reset", "lazy reboot", "wipedisk")
 # The agent sends one command over all its networks at once and again only after 10 s without
 # an ACK (agent.md §7.2): the same command over another network within this time is a copy.
 COPY_WINDOW_S = 10.0
+# The `.node_locked` of old releases, `/etc/mtc/tmp/.node_locked` (upstream 4074c6c), removed
+# at start. Not a config key: it lives beside `[paths] platform_dir` (`/etc/platform`), so a
+# test host has its own under its root.
+OBSOLETE_LOCKED = ("mtc", "tmp", LOCKED_FILE)
 # fit files that bypass an action after its ACK (client.md §6.3)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -227,6 +231,11 @@ class HostActions:
             self.log.warning("mtce reboot required")
             self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
             self._reissue_reboot()
+        obsolete = os.path.join(os.path.dirname(os.path.normpath(self.cfg.paths.platform_dir)),
+                                *OBSOLETE_LOCKED)
+        if os.path.exists(obsolete):
+            self.log.info("removing obsoleted %s file", obsolete)
+            self._remove(*os.path.split(obsolete))
         if os.path.exists(backup) and not os.path.exists(volatile):
             self.log.info("restoring %s from %s backup", volatile, backup)
             self._write(run, LOCKED_FILE, LOCKED_TEXT)

@@ -225,6 +225,26 @@ def test_a_client_restarted_with_node_reset_runs_a_reset(sim):
     assert log(s).count("Reset 'reboot -f' (Mgmnt)") == 1
 
 
+def test_the_obsolete_locked_file_is_removed_at_start(sim):
+    """Issue 23 item 15, upstream 4074c6c (client.md §5.4): at start the client removes the
+    obsolete `/etc/mtc/tmp/.node_locked`, found beside `platform_dir` (`/etc/platform`), so a
+    test host has its own under its root and no test touches the real /etc."""
+    s = sim(clients=[]).start()
+    etc = os.path.dirname(s.path("worker-0", "platform_dir"))
+    obsolete = Path(etc, "mtc", "tmp", ".node_locked")
+    obsolete.parent.mkdir(parents=True)
+    obsolete.write_text("This node is currently in the administratively locked state\n")
+    s.clients["worker-0"] = s.make_client("worker-0")
+    s.clients["worker-0"].start()
+    s.settle()
+    assert not obsolete.exists()
+    assert log(s).count(f"removing obsoleted {obsolete} file") == 1
+    s.clients["worker-0"].stop()
+    s.clients["worker-0"] = s.make_client("worker-0")
+    s.clients["worker-0"].start()                  # absent: nothing to say
+    assert log(s).count("removing obsoleted") == 0 and log(s).count("Identity") == 1
+
+
 def test_lazy_reboot_waits_its_delay_in_protocol_time(sim):
     s = sim().start()
     spawns = record_actions(s)
