@@ -4,7 +4,10 @@ wipedisk through the `[actions]` shell commands with a failsafe, sync, and the l
 housekeeping at start.
 
 Nothing here is hard-wired to the machine: every action is the configured command, run with
-`/bin/sh -c` in a session of its own and never waited for in the loop.
+`/bin/sh -c` in a session of its own and never waited for in the loop. The failsafe outlives
+the daemon's service (contract §8): under systemd it is a transient timer unit of its own
+(`systemd-run`, the one command waited for, within FAILSAFE_LAUNCH_TIMEOUT_S), elsewhere a
+detached process.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ COPY_WINDOW_S = 10.0
 # at start. Not a config key: it lives beside `[paths] platform_dir` (`/etc/platform`), so a
 # test host has its own under its root.
 OBSOLETE_LOCKED = ("mtc", "tmp", LOCKED_FILE)
+# The failsafe under systemd (upstream 9b2fb85): a process started by mtcclient.service stays
+# in its cgroup, so the `systemctl reboot` it runs would kill it with the unit and a hung
+# shutdown would never be forced. systemd is PID 1 when this directory exists (sd_booted(3)).
+SYSTEMD_BOOTED = "/run/systemd/system"
+SYSTEMD_RUN = "systemd-run"
+FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a timer: quick or broken
+FAILSAFE_ACCURACY = "100ms"         # the timer's AccuracySec (systemd's default is 1 min)
 # fit files that bypass an action after its ACK (client.md §6.3)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -48,6 +58,7 @@ class HostActions:
         self.events = events or throttle
         self.hostname = hostname
         self.kids = Children(log, clock)         # the running actions
+        self.failsafes = 0                       # launched by this process (unit names)
         # SHUTDOWNS kind -> (when it was carried out, the networks it has come over since)
         self.carried_out: dict[str, tuple[float, set]] = {}
 
@@ -163,17 +174,17 @@ class HostActions:
         if kind == "reboot":
             self.log.info("Reboot (%s)", net.iface)
             self._write(run, RESET_FILE, "reboot command\n")
-            self.launch_failsafe(delay_s)
+            self.launch_failsafe(delay_s, kind)
             self.run_action("reboot")
         elif kind == "reset":
             self.log.info("Reset 'reboot -f' (%s)", net.iface)
             self._write(run, RESET_FILE, "reset command\n")
-            self.launch_failsafe(delay_s / 2)       # the original's reset uses half of it
+            self.launch_failsafe(delay_s / 2, kind)  # the original's reset uses half of it
             self.run_action("reset")
         elif kind == "wipedisk":
             # M/mtcCompMsg.cpp:714-742: failsafe at half the delay, then wipedisk and a
             # forced reboot in a child (the shipped `[actions] wipedisk` does both).
-            self.launch_failsafe(delay_s / 2)
+            self.launch_failsafe(delay_s / 2, kind)
             self.log.info("Disk wipe in progress (%s)", net.iface)
             self._write(run, RESET_FILE, "wipedisk command\n")
             self.run_action("wipedisk")
@@ -185,7 +196,7 @@ class HostActions:
         left = int(round(at - self.clock.now()))
         if left <= 0:
             self.log.info("Lazy Reboot (%s) ; now", net.iface)
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "lazy reboot")
             self.run_action("lazy_reboot")
             return
         # The original logs every second; a long delay is logged once a minute here.
@@ -193,14 +204,31 @@ class HostActions:
             self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
         self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
 
-    def launch_failsafe(self, delay: float) -> None:
-        """`[actions] failsafe` after `delay` seconds, in a process of its own session, so it
-        still fires if this daemon is stopped by a reboot that then hangs."""
+    def launch_failsafe(self, delay: float, kind: str = "reboot") -> None:
+        """`[actions] failsafe` after `delay` seconds, so that it still fires when the daemon
+        is stopped by a reboot that then hangs: a transient systemd timer unit where systemd
+        is PID 1, else (or if systemd-run fails) a process in a session of its own."""
         command = self.cfg.actions.failsafe
         if not command:
             return
+        delay = max(delay, 1.0)
         self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
-        self._spawn("failsafe", f"sleep {max(delay, 1.0):g} && {command}")
+        self.failsafes += 1
+        if os.path.isdir(SYSTEMD_BOOTED):
+            unit = f"mtce-failsafe-{kind.replace(' ', '-')}-{os.getpid()}-{self.failsafes}"
+            why = self.kids.run([
+                SYSTEMD_RUN, f"--unit={unit}",
+                f"--description=mtce failsafe: [actions] failsafe {delay:g} s after a {kind}",
+                f"--on-active={round(delay * 1000)}ms",
+                f"--timer-property=AccuracySec={FAILSAFE_ACCURACY}",
+                "/bin/sh", "-c", command], FAILSAFE_LAUNCH_TIMEOUT_S)
+            if why is None:
+                self.log.info("failsafe is systemd unit %s.timer ; [actions] failsafe in %g "
+                              "seconds", unit, delay)
+                return
+            self.log.warning("systemd-run failed (%s) ; failsafe as a detached process "
+                             "instead", why)
+        self._spawn("failsafe", f"sleep {delay:g} && {command}")
 
     def run_action(self, name: str) -> None:
         command = getattr(self.cfg.actions, name)
@@ -229,7 +257,7 @@ class HostActions:
             self.log.info("locked node")
         if os.path.exists(os.path.join(run, RESET_FILE)):
             self.log.warning("mtce reboot required")
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "reboot")
             self._reissue_reboot()
         obsolete = os.path.join(os.path.dirname(os.path.normpath(self.cfg.paths.platform_dir)),
                                 *OBSOLETE_LOCKED)
