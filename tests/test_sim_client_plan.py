@@ -14,7 +14,7 @@ import pytest
 
 from mtce import alive
 from mtce.states import Cmd, Net
-from sim import AGENT_PORT, Controller, log, sims
+from sim import AGENT_PORT, Controller, log, record_actions, sims
 from sysnet import MGMT_KINDS, dress
 
 
@@ -34,29 +34,6 @@ def sent(c: Controller, net: Net, sig: bytes = alive.SIG_MESSAGE) -> list:
 
 def seqs(c: Controller, net: Net, dest: str) -> list[int]:
     return [m.parm[3] for d, m in sent(c, net) if d == dest]
-
-
-class Spawns:
-    """Stands in for the client's child processes: records what `[actions]` would run."""
-
-    def __init__(self):
-        self.names: list[str] = []
-        self.procs: list = []
-
-    def spawn(self, name, command, stdin=None, timeout=None):
-        self.names.append(name)
-
-    def reap(self):
-        pass
-
-    def running(self, name):
-        return False
-
-
-def record_actions(s, name="worker-0") -> Spawns:
-    spawns = Spawns()
-    s.clients[name].actions.kids = spawns
-    return spawns
 
 
 # -- mtcAlive on every network, sequence numbers (client.md §4.2-§4.4) ----------------------------
