@@ -4,7 +4,10 @@ wipedisk through the `[actions]` shell commands with a failsafe, sync, and the l
 housekeeping at start.
 
 Nothing here is hard-wired to the machine: every action is the configured command, run with
-`/bin/sh -c` in a session of its own and never waited for in the loop.
+`/bin/sh -c` in a session of its own and never waited for in the loop. The failsafe outlives
+the daemon's service (contract §8): under systemd it is a transient timer unit of its own
+(`systemd-run`, the one command waited for, within FAILSAFE_LAUNCH_TIMEOUT_S), elsewhere a
+detached process.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ SUBF_FAIL_FILE = "goenabled_subf_failed"       # GOENABLED_SUBF_FAIL
 SUBF_FAIL_TEXT = "host subfunction has failed as instructed by maintenance.\n"
 REISSUE_REBOOT_S = 30.0        # "mtce reboot required": the reboot is re-issued this often
 SHUTDOWNS = ("reboot", "reset", "lazy reboot", "wipedisk")
+# The agent sends one command over all its networks at once and again only after 10 s without
+# an ACK (agent.md §7.2): the same command over another network within this time is a copy.
+COPY_WINDOW_S = 10.0
+# The `.node_locked` of old releases, `/etc/mtc/tmp/.node_locked` (upstream 4074c6c), removed
+# at start. Not a config key: it lives beside `[paths] platform_dir` (`/etc/platform`), so a
+# test host has its own under its root.
+OBSOLETE_LOCKED = ("mtc", "tmp", LOCKED_FILE)
+# The failsafe under systemd (upstream 9b2fb85): a process started by mtcclient.service stays
+# in its cgroup, so the `systemctl reboot` it runs would kill it with the unit and a hung
+# shutdown would never be forced. systemd is PID 1 when this directory exists (sd_booted(3)).
+SYSTEMD_BOOTED = "/run/systemd/system"
+SYSTEMD_RUN = "systemd-run"
+FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a timer: quick or broken
+FAILSAFE_ACCURACY = "100ms"         # the timer's AccuracySec (systemd's default is 1 min)
 # fit files that bypass an action after its ACK (client.md §6.3)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -41,7 +58,9 @@ class HostActions:
         self.events = events or throttle
         self.hostname = hostname
         self.kids = Children(log, clock)         # the running actions
-        self.in_progress: str | None = None      # one of SHUTDOWNS
+        self.failsafes = 0                       # launched by this process (unit names)
+        # SHUTDOWNS kind -> (when it was carried out, the networks it has come over since)
+        self.carried_out: dict[str, tuple[float, set]] = {}
 
     def reconfigure(self, cfg, hostname: str) -> None:
         """A reload: the new `[paths]`, `[actions]` and timeouts apply to what comes next."""
@@ -53,7 +72,8 @@ class HostActions:
     def _present(self, where: str, name: str) -> bool:
         return os.path.exists(os.path.join(where, name))
 
-    def would_change(self, kind: str, num: int = 0, parm: tuple = ()) -> bool:
+    def would_change(self, kind: str, num: int = 0, parm: tuple = (), net: Net | None = None
+                     ) -> bool:
         """Whether carrying out `kind` now changes anything on this host: its log line is then
         a state change, never suppressed by the noise budget of repeated commands."""
         run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
@@ -67,8 +87,16 @@ class HostActions:
             return not self._present(run, SUBF_FAIL_FILE) or self._present(run, SUBF_PASS_FILE)
         if kind in SHUTDOWNS:
             bypass = _FIT_BYPASS.get(kind)
-            return self.in_progress is None and not (bypass and self.fit(bypass[0]))
+            return not self.is_copy(kind, net) and not (bypass and self.fit(bypass[0]))
         return False
+
+    def is_copy(self, kind: str, net: Net | None) -> bool:
+        """Whether `kind` over `net` is a copy of the one just carried out: it came over
+        another network within COPY_WINDOW_S. Anything else runs again, as in the original
+        (client.md §5.5), a reset or a wipedisk after a reboot included."""
+        done = self.carried_out.get(kind)
+        return (done is not None and net not in done[1]
+                and self.clock.now() - done[0] < COPY_WINDOW_S)
 
     # -- the locked files --------------------------------------------------------------------
     def lock(self, num: int, parm: tuple, net: Net) -> None:
@@ -128,34 +156,35 @@ class HostActions:
 
     # -- reboot, reset, lazy reboot ----------------------------------------------------------
     def shutdown(self, kind: str, net: Net, delay: int = 0) -> None:
-        """Carry out a reboot-like command once, however many networks it came over (the
-        original re-runs it for every copy)."""
-        if self.in_progress is not None:
-            self.noise.info(("command", "in progress", net), "%s (%s) ; %s already in progress",
-                            kind, net.iface, self.in_progress)
+        """Carry out a reboot-like command once, however many networks its copies came over
+        (the original re-runs it for every copy); every other one runs."""
+        if self.is_copy(kind, net):
+            self.carried_out[kind][1].add(net)
+            self.noise.info(("command", "in progress", kind, net), "%s (%s) ; %s already in "
+                            "progress", kind, net.iface, kind)
             return
         bypass = _FIT_BYPASS.get(kind)
         if bypass and self.fit(bypass[0]):
             self.noise.info(("command", "fit bypass", kind, net), "%s - fit bypass (%s)",
                             bypass[1], net.iface)
             return
-        self.in_progress = kind
+        self.carried_out[kind] = (self.clock.now(), {net})
         delay_s = self.cfg.timeouts.failsafe_shutdown_delay
         run = self.cfg.paths.run_dir
         if kind == "reboot":
             self.log.info("Reboot (%s)", net.iface)
             self._write(run, RESET_FILE, "reboot command\n")
-            self.launch_failsafe(delay_s)
+            self.launch_failsafe(delay_s, kind)
             self.run_action("reboot")
         elif kind == "reset":
             self.log.info("Reset 'reboot -f' (%s)", net.iface)
             self._write(run, RESET_FILE, "reset command\n")
-            self.launch_failsafe(delay_s / 2)       # the original's reset uses half of it
+            self.launch_failsafe(delay_s / 2, kind)  # the original's reset uses half of it
             self.run_action("reset")
         elif kind == "wipedisk":
             # M/mtcCompMsg.cpp:714-742: failsafe at half the delay, then wipedisk and a
             # forced reboot in a child (the shipped `[actions] wipedisk` does both).
-            self.launch_failsafe(delay_s / 2)
+            self.launch_failsafe(delay_s / 2, kind)
             self.log.info("Disk wipe in progress (%s)", net.iface)
             self._write(run, RESET_FILE, "wipedisk command\n")
             self.run_action("wipedisk")
@@ -167,7 +196,7 @@ class HostActions:
         left = int(round(at - self.clock.now()))
         if left <= 0:
             self.log.info("Lazy Reboot (%s) ; now", net.iface)
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "lazy reboot")
             self.run_action("lazy_reboot")
             return
         # The original logs every second; a long delay is logged once a minute here.
@@ -175,14 +204,31 @@ class HostActions:
             self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
         self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
 
-    def launch_failsafe(self, delay: float) -> None:
-        """`[actions] failsafe` after `delay` seconds, in a process of its own session, so it
-        still fires if this daemon is stopped by a reboot that then hangs."""
+    def launch_failsafe(self, delay: float, kind: str = "reboot") -> None:
+        """`[actions] failsafe` after `delay` seconds, so that it still fires when the daemon
+        is stopped by a reboot that then hangs: a transient systemd timer unit where systemd
+        is PID 1, else (or if systemd-run fails) a process in a session of its own."""
         command = self.cfg.actions.failsafe
         if not command:
             return
+        delay = max(delay, 1.0)
         self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
-        self._spawn("failsafe", f"sleep {max(delay, 1.0):g} && {command}")
+        self.failsafes += 1
+        if os.path.isdir(SYSTEMD_BOOTED):
+            unit = f"mtce-failsafe-{kind.replace(' ', '-')}-{os.getpid()}-{self.failsafes}"
+            why = self.kids.run([
+                SYSTEMD_RUN, f"--unit={unit}",
+                f"--description=mtce failsafe: [actions] failsafe {delay:g} s after a {kind}",
+                f"--on-active={round(delay * 1000)}ms",
+                f"--timer-property=AccuracySec={FAILSAFE_ACCURACY}",
+                "/bin/sh", "-c", command], FAILSAFE_LAUNCH_TIMEOUT_S)
+            if why is None:
+                self.log.info("failsafe is systemd unit %s.timer ; [actions] failsafe in %g "
+                              "seconds", unit, delay)
+                return
+            self.log.warning("systemd-run failed (%s) ; failsafe as a detached process "
+                             "instead", why)
+        self._spawn("failsafe", f"sleep {delay:g} && {command}")
 
     def run_action(self, name: str) -> None:
         command = getattr(self.cfg.actions, name)
@@ -211,9 +257,13 @@ class HostActions:
             self.log.info("locked node")
         if os.path.exists(os.path.join(run, RESET_FILE)):
             self.log.warning("mtce reboot required")
-            self.in_progress = "reboot"
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay)
+            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "reboot")
             self._reissue_reboot()
+        obsolete = os.path.join(os.path.dirname(os.path.normpath(self.cfg.paths.platform_dir)),
+                                *OBSOLETE_LOCKED)
+        if os.path.exists(obsolete):
+            self.log.info("removing obsoleted %s file", obsolete)
+            self._remove(*os.path.split(obsolete))
         if os.path.exists(backup) and not os.path.exists(volatile):
             self.log.info("restoring %s from %s backup", volatile, backup)
             self._write(run, LOCKED_FILE, LOCKED_TEXT)

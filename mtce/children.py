@@ -37,6 +37,23 @@ class Children:
         self.procs.append(proc)
         return True
 
+    def run(self, argv: list[str], timeout_s: float) -> str | None:
+        """Run `argv` (no shell) to its end, waiting at most `timeout_s` in the loop: for a
+        short command whose outcome decides what comes next. None if it succeeded, else why
+        not (its last line of output, if any); a command past its time is killed."""
+        import subprocess
+        try:
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=timeout_s, close_fds=True)
+        except subprocess.TimeoutExpired:
+            return f"no answer in {timeout_s:g} s"
+        except OSError as err:
+            return err.strerror or str(err)
+        if done.returncode == 0:
+            return None
+        said = done.stdout.decode("utf-8", "replace").strip().splitlines()
+        return f"exit status {done.returncode}" + (f": {said[-1][:200]}" if said else "")
+
     def running(self, name: str) -> bool:
         """Started and not reaped yet (reaping is the loop's, at its own pace)."""
         return any(p.action_name == name for p in self.procs)

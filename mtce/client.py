@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import alive, auth, config, logs, metrics, netif, schedule, transport
+from mtce import alive, auth, clienttrust, config, logs, metrics, netif, schedule, store, transport
 from mtce.actions import HostActions
 from mtce.clientnet import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.ownaddr import AddressBook
-from mtce.schedule import Do, RunAction, Say, SendAck, SendAlive
+from mtce.schedule import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
 from mtce.status import Status
 from mtce.states import Net, cmd_name
 
@@ -85,6 +85,7 @@ class Client:
         self.log.info("Client Mgmnt: %d (rx)", c.client.mtc_rx_mgmnt_port)
         self.log.info("Shutdown TO : %g secs", c.timeouts.failsafe_shutdown_delay)
         self.log.info("%s", self.hostname)
+        self._load_confirmed()
         self._load_platform()
         self._setup_all(first=True)
         if self.gates is not None and self.gates.pxeboot:
@@ -129,6 +130,46 @@ class Client:
             self.book._set(pxeboot_iface=g.mgmt_iface)
             self.book.learn_pxeboot()
         return True
+
+    def _confirmed_path(self) -> tuple[str, str]:
+        return self.cfg.paths.persist_dir, clienttrust.CONFIRMED_FILE
+
+    def _load_confirmed(self) -> None:
+        """The confirmed pxeboot controller addresses kept by an earlier run (contract §8),
+        before any socket opens, so that a restart reopens nothing to strangers. A file that
+        cannot be used is logged and fails closed: no pxeboot command is carried out until
+        the agent confirms its addresses again (it does at the start-up ready event)."""
+        where, name = self._confirmed_path()
+        path = os.path.join(where, name)
+        store.remove_stale_temps(where, name)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                confirmed = clienttrust.parse_confirmed(f.read(4096))
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            problem = err.strerror
+        except (ValueError, RecursionError) as err:
+            problem = f"bad content: {str(err)[:200]}"
+        else:
+            self.core.load_confirmed(confirmed)
+            self.log.info("controller pxeboot addresses confirmed earlier: %s ; pxeboot "
+                          "commands are taken only from them",
+                          " ".join(sorted(self.core.sources.pxeboot)))
+            return
+        self.core.load_confirmed({})
+        self.log.error("cannot use %s (%s) ; pxeboot commands are refused until the agent "
+                       "confirms its controllers' pxeboot addresses again", path, problem)
+
+    def _save_confirmed(self, addresses: dict) -> None:
+        where, name = self._confirmed_path()
+        try:
+            store.atomic_write(where, name, clienttrust.confirmed_text(addresses))
+        except OSError as err:
+            self.throttle.error(("confirmed", "save"), "failed to write %s (%s) ; kept in "
+                                "memory only", os.path.join(where, name), err.strerror)
+        else:
+            self.throttle.clear(("confirmed", "save"))
 
     def _wanted(self, name: str) -> bool:
         g = self.gates
@@ -275,8 +316,8 @@ class Client:
                                             (own.mgmt_ip, own.clstr_ip, ""), own.mgmt_mac))
 
     # -- the core's actions ------------------------------------------------------------------
-    def would_change(self, kind: str, num: int, parm: tuple) -> bool:
-        return self.actions.would_change(kind, num, parm)
+    def would_change(self, kind: str, num: int, parm: tuple, net: Net) -> bool:
+        return self.actions.would_change(kind, num, parm, net)
 
     def fit(self, name: str) -> bool:
         return self.actions.fit(name)
@@ -309,6 +350,8 @@ class Client:
                 self.send_mtcalive(action.net)
             elif kind is RunAction:
                 self._run(action)
+            elif kind is SaveConfirmed:
+                self._save_confirmed(action.addresses)
 
     def _run(self, action: RunAction) -> None:
         do, net, a = action.do, action.net, self.actions

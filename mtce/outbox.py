@@ -26,6 +26,8 @@ class Outbox:
 
     # -- one command, one host, one network -----------------------------------------------------
     def command_data(self, net: Net, cmd: Cmd) -> str:
+        """The data of `cmd` over `net` (protocol.md §3); a pxeboot mtcAlive request's
+        pxebootInfo goes over mgmt too, beside it (`send`)."""
         a = self.agent
         if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
             c0, c1 = a.table.get("controller-0"), a.table.get("controller-1")
@@ -50,13 +52,19 @@ class Outbox:
             if cmd == Cmd.REQ_MTCALIVE:
                 a.load_dnsmasq_hosts()
             dest = host.pxeboot_ip
+        text = self.command_data(net, cmd)
+        if net == Net.PXEBOOT and cmd == Cmd.REQ_MTCALIVE and host.entry.mgmt_ip:
+            # contract §8: the same request over mgmt first, from the address of every mgmt
+            # command: it confirms these pxeboot addresses to an mtce client, so that pxeboot
+            # commands from anyone else are refused there (a C client ignores it).
+            a.net.send(hostname, Net.MGMT, cmd, host.entry.mgmt_ip,
+                       alive.command(cmd, host.entry.mgmt_mac, text))
         if not dest:
             if net == Net.PXEBOOT and cmd == Cmd.REBOOT:
                 a.log.info("%s Pxeboot network address not learned yet ; can't reboot",
                            hostname)
             return False
-        data = alive.command(cmd, host.entry.mgmt_mac, self.command_data(net, cmd),
-                             num=num, parm=parm)
+        data = alive.command(cmd, host.entry.mgmt_mac, text, num=num, parm=parm)
         return a.net.send(hostname, net, cmd, dest, data)
 
     # -- the operator's commands -------------------------------------------------------------

@@ -6,17 +6,18 @@ hosts.py is for the agent; `client.py` carries them out (sockets, files, `[actio
 The command rows follow `M/mtcCompMsg.cpp:245-745` (client.md §5.2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
 it (reboot, reset, wipedisk). No I/O: what only files can tell (a lock file there, a fit file)
-comes in through a `facts` object. Imports `states` and `alive`.
+comes in through a `facts` object; who may command is clienttrust's. Imports `states`, `alive`
+and `clienttrust`.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from mtce import alive
+from mtce.clienttrust import PxebootTrust, Sources, may_command
 from mtce.states import CONTROLLERS, ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
 
 FAIL_FIT = 254                  # returnCodes.h FAIL_FIT: the host-services fit failure
@@ -113,105 +114,6 @@ def ack_fields(row: Row, num: int, parm: tuple, rc: int) -> tuple[int, tuple]:
     return num, tuple(parm)
 
 
-# -- who may send commands ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sources:
-    """Where commands may come from, per network (README, Security).
-
-    mgmt: the `controller`, `controller-0` and `controller-1` addresses; cluster-host: the
-    `controller-N-cluster-host` addresses (both from the hosts file, then the resolver);
-    pxeboot: the controllers' addresses of the latest valid pxebootInfo and the source of the
-    latest mtcAlive request that carried one; `own`: this host's own mgmt and cluster-host
-    addresses (the original's "self").
-    """
-    own: frozenset = field(default_factory=frozenset)
-    mgmt: frozenset = field(default_factory=frozenset)
-    clstr: frozenset = field(default_factory=frozenset)
-    pxeboot: frozenset = field(default_factory=frozenset)
-
-    def of(self, net: Net) -> frozenset:
-        return (self.mgmt, self.clstr, self.pxeboot)[net]
-
-
-def may_command(sources: Sources, src: str, net: Net, tagged: bool) -> bool:
-    """Whether a command from `src` on `net` is carried out.
-
-    With message authentication a valid tag is what decides, whatever the source (a
-    controller that moved is still believed). Without one, only the controllers' addresses
-    (or this host itself) are.
-    """
-    return tagged or src in sources.own or src in sources.of(net)
-
-
-TRUST_STALE_S = 180.0       # pxeboot trust this old (3 ready-event periods) may be replaced
-
-
-def may_teach(cmd: int, net: Net, sources: Sources, quiet_s: float) -> bool:
-    """Whether an mtcAlive request over pxeboot from an address not trusted yet is taken,
-    teaching the controllers' pxeboot addresses (client.md §2.6): before any is known (the
-    first request, trust on first use), or when no trusted one has come for TRUST_STALE_S
-    (`quiet_s`): a live agent sends one at every ready event (about every 60 s), so only a
-    readdressed or replaced controller pair is silent that long, never a running one."""
-    return (cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT
-            and (not sources.pxeboot or quiet_s > TRUST_STALE_S))
-
-
-# -- learning the controllers' pxeboot addresses -------------------------------------------
-
-PXEBOOT_KEYS = ("controller",) + CONTROLLERS
-
-
-def _ipv4(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 4
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class Lesson:
-    """What one pxebootInfo changes: the new addresses and the lines to log.
-
-    `lines` are (kind, level, text): kind "change" for an address learned or moved (logged
-    once, it is a state change), "fault" for a repeatable problem (throttled), "debug".
-    """
-    addresses: dict
-    lines: tuple
-
-
-def learn_pxeboot_info(stored: dict, info: dict, text: str) -> Lesson:
-    """client.md §2.6 (`load_pxebootInfo_msg`): the active `controller` address is replaced
-    by any value, empty included; `controller-0`/`controller-1` only by a non-empty valid one
-    (an empty value keeps the stored address and warns, as the original)."""
-    new = dict(stored)
-    lines = []
-    active = info.get("controller")
-    if active is not None and active != stored.get("controller", "") and \
-            (not active or _ipv4(active)):
-        old = stored.get("controller", "")
-        lines.append(("change", "info", f"controller pxeboot address: {active}"
-                      + (f" ; was {old}" if old else "")))
-        new["controller"] = active
-    for ctl in CONTROLLERS:
-        value, old = info.get(ctl), stored.get(ctl, "")
-        if value is None or (value and not _ipv4(value)):
-            lines.append(("fault", "warning",
-                          f"Failed to parse {ctl} pxeboot ip from 'pxebootInfo' : {text}"))
-        elif not value:
-            if old:
-                lines.append(("fault", "warning", f"{ctl} pxeboot address now null ; was {old}"))
-        elif not old:
-            lines.append(("change", "info", f"{ctl} pxeboot ip: {value}"))
-            new[ctl] = value
-        elif value != old:
-            lines.append(("change", "info", f"{ctl} pxeboot ip: {value} ; change from {old}"))
-            new[ctl] = value
-        else:
-            lines.append(("debug", "debug", f"{ctl} pxeboot ip {value} ; unchanged"))
-    return Lesson(new, tuple(lines))
-
-
 # -- the gates (client.md §1.3) ----------------------------------------------------------------
 
 SYSTEM_TYPES = {"standard": "Standard System", "duplex": "All-in-one Duplex",
@@ -285,6 +187,11 @@ class SendAck(NamedTuple):
     log: bool
 
 
+class SaveConfirmed(NamedTuple):
+    """Keep the confirmed pxeboot controller addresses in `persist_dir` (contract §8)."""
+    addresses: dict
+
+
 class RunAction(NamedTuple):
     do: Do
     net: Net
@@ -306,7 +213,7 @@ class Facts(Protocol):
 
     hostname: str
 
-    def would_change(self, kind: str, num: int, parm: tuple) -> bool: ...
+    def would_change(self, kind: str, num: int, parm: tuple, net: Net) -> bool: ...
 
     def fit(self, name: str) -> bool: ...
 
@@ -324,15 +231,32 @@ class ClientCore:
         self.gates: Gates | None = None
         self.period_s = period_s
         self.ticks = 0
-        self.ctrl_pxeboot = {k: "" for k in PXEBOOT_KEYS}
+        self.trust = PxebootTrust(now)
         self._announced = {c: True for c in CONTROLLERS}    # the learned-flag logs
         self._names = Sources()
         self.sources = Sources()
-        self.request_src = ""
-        self.trust_at = now               # the last pxeboot request from a trusted source
 
     def reconfigure(self, period_s: float) -> None:
         self.period_s = period_s
+
+    @property
+    def ctrl_pxeboot(self) -> dict:
+        """The controllers' pxeboot addresses: where pxeboot mtcAlive and ready events go."""
+        return self.trust.slots
+
+    @ctrl_pxeboot.setter
+    def ctrl_pxeboot(self, slots: dict) -> None:
+        self.trust.slots = dict(slots)
+        self._update_sources()
+
+    @property
+    def confirmed(self) -> dict | None:
+        return self.trust.confirmed
+
+    def load_confirmed(self, addresses: dict | None) -> None:
+        """At start, before any datagram: the kept set (None: none kept; {}: unreadable)."""
+        self.trust.confirmed = addresses
+        self._update_sources()
 
     # -- the tick ---------------------------------------------------------------------------
     def tick_nets(self, mgmt_ready: bool, clstr_rx_ok: bool) -> list[SendAlive]:
@@ -384,11 +308,8 @@ class ClientCore:
         self._update_sources()
 
     def _update_sources(self) -> None:
-        pxe = {a for a in self.ctrl_pxeboot.values() if a}
-        if self.request_src:
-            pxe.add(self.request_src)
         n = self._names
-        self.sources = Sources(n.own, n.mgmt, n.clstr, frozenset(pxe))
+        self.sources = Sources(n.own, n.mgmt, n.clstr, self.trust.trusted())
 
     # -- what arrives ------------------------------------------------------------------------
     def on_undecodable(self, reason: str, src: str, net: Net) -> list:
@@ -429,23 +350,21 @@ class ClientCore:
     # -- commands ----------------------------------------------------------------------------
     def on_command(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
                    facts: Facts) -> list:
-        """Trusted? Look the code up, act before or after the ACK as its row says, ACK."""
+        """Trusted? Look the code up, act before or after the ACK as its row says, ACK.
+
+        An mtcAlive request over pxeboot is answered from anyone (contract §8: it only makes
+        the client send mtcAlive to the learned controllers); what its pxebootInfo may
+        change is clienttrust's."""
         cmd = msg.cmd
         out: list = []
-        if not may_command(self.sources, src, net, tagged):
-            if not may_teach(cmd, net, self.sources, now - self.trust_at):
-                self.counters.refused += 1
-                return [Say("noise", "warning", ("refused", net), f"{cmd_name(cmd)} command "
-                            f"from {src} on {net.iface} network refused: not a controller "
-                            f"address")]
-            if self.sources.pxeboot:
-                out.append(Say("log", "warning", ("teach",), f"pxeboot mtcAlive request from "
-                               f"{src}, no request from the known controllers for "
-                               f"{now - self.trust_at:.0f} secs ; following it"))
-        if cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT:
-            self.trust_at = now
+        trusted = may_command(self.sources, src, net, tagged)
+        if not trusted and not (cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT):
+            self.counters.refused += 1
+            return [Say("noise", "warning", ("refused", net), f"{cmd_name(cmd)} command "
+                        f"from {src} on {net.iface} network refused: not a controller "
+                        f"address")]
         row = row_for(cmd)
-        changes = facts.would_change(row.do.value, msg.num, msg.parm)
+        changes = facts.would_change(row.do.value, msg.num, msg.parm, net)
         if row.text is not None:
             text = row.text.format(iface=net.iface, delay=msg.parm[0] if msg.num >= 1 else 0,
                                    code=cmd, size=msg.size, name=cmd_name(cmd),
@@ -454,8 +373,10 @@ class ClientCore:
                            ("command", row.do.value, net), text))
         if row.do is Do.PXEBOOT_INFO:
             if net is Net.PXEBOOT:
-                out += self.learn(msg.buf, src)
+                out += self.learn(msg.buf, src, tagged or src in self.sources.own, now)
                 out.append(SendAlive(Net.PXEBOOT))
+            else:
+                out += self.confirm(msg.buf, net, now)
             return out
         rc = 0
         if row.do is Do.HOST_SERVICES:
@@ -476,22 +397,37 @@ class ClientCore:
             out.append(RunAction(row.do, net, msg.num, msg.parm))
         return out
 
-    def learn(self, buf: bytes, src: str) -> list[Say]:
-        """An mtcAlive request's pxebootInfo (client.md §2.6); its source joins the trusted
-        pxeboot sources (the active controller's address, whatever the info says)."""
+    def learn(self, buf: bytes, src: str, vouched: bool, now: float) -> list:
+        """An mtcAlive request's pxebootInfo over pxeboot (client.md §2.6, contract §8)."""
         try:
             info = alive.parse_pxeboot_info(buf)
         except alive.DecodeError as err:
             return [Say("noise", "error", ("pxebootInfo", err.reason),
                         f"{err.reason}: {buf[:200].decode('utf-8', 'replace')}")]
-        lesson = learn_pxeboot_info(self.ctrl_pxeboot, info,
-                                    buf[:200].decode("utf-8", "replace"))
-        out = []
-        for kind, level, line in lesson.lines:
-            key = ("pxebootInfo", line.split(" ")[0]) + (("fault",) if kind == "fault" else ())
-            out.append(Say({"change": "change", "fault": "noise"}.get(kind, "log"), level, key,
-                           line))
-        self.ctrl_pxeboot = lesson.addresses
-        self.request_src = src
+        lines, refused = self.trust.on_request(info, buf[:200].decode("utf-8", "replace"), src,
+                                               vouched, now)
+        if refused:
+            self.counters.refused += 1
         self._update_sources()
+        return [self._said(kind, level, line, Net.PXEBOOT) for kind, level, line in lines]
+
+    def confirm(self, buf: bytes, net: Net, now: float) -> list:
+        """A pxebootInfo over mgmt or cluster-host from a controller (only the mtce agent
+        sends one; a C agent's request there carries none and teaches nothing, quietly)."""
+        try:
+            info = alive.parse_pxeboot_info(buf)
+        except alive.DecodeError:
+            return []
+        lines, changed = self.trust.on_confirm(info, net.iface, now)
+        self._update_sources()
+        out: list = [self._said(kind, level, line, net) for kind, level, line in lines]
+        if changed:
+            out.append(SaveConfirmed(dict(self.trust.confirmed)))
         return out
+
+    @staticmethod
+    def _said(kind: str, level: str, line: str, net: Net) -> Say:
+        if kind == "refused":
+            return Say("noise", level, ("refused", net), line)
+        key = ("pxebootInfo", line.split(" ")[0]) + (("fault",) if kind == "fault" else ())
+        return Say({"change": "change", "fault": "noise"}.get(kind, "log"), level, key, line)

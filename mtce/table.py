@@ -286,10 +286,12 @@ class HostTable:
         s = self.settings
         out: list = []
         for h in self.hosts.values():
-            out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
+            pxeboot = h.pxeboot_ip and s.pxeboot_provisioned and not s.simplex
+            if not pxeboot:                 # a pxeboot request brings its own mgmt one
+                out.append(Send(h.hostname, Net.MGMT, Cmd.REQ_MTCALIVE))
             if h.clstr_ip:
                 out.append(Send(h.hostname, Net.CLSTR, Cmd.REQ_MTCALIVE))
-            if h.pxeboot_ip and s.pxeboot_provisioned and not s.simplex:
+            if pxeboot:
                 out.append(Send(h.hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
         if self.hosts:
             out.append(Log("info", f"agent start: mtcAlive request sent to {len(self.hosts)} "

@@ -275,6 +275,15 @@ class FakeHost:
             return []
 
 
+@pytest.fixture(autouse=True)
+def _no_systemd_failsafe(monkeypatch):
+    """An in-process client never asks this machine's systemd for a failsafe unit, even where
+    systemd is PID 1: tests of that path (test_actions.py) point SYSTEMD_BOOTED at their own
+    directory and put a fake systemd-run on PATH."""
+    from mtce import actions
+    monkeypatch.setattr(actions, "SYSTEMD_BOOTED", "/nonexistent/mtce-tests/run/systemd/system")
+
+
 @pytest.fixture
 def fakehost(tmp_path):
     """Build a FakeHost; call it with overrides, e.g. `fakehost(subfunction="controller")`."""

@@ -262,3 +262,26 @@ class Controller:
 def log(s, name="worker-0") -> Capture:
     """What one daemon of a Sim logged."""
     return s.captures[name]
+
+
+class Spawns:
+    """Stands in for a client's child processes: records what `[actions]` would run."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.procs: list = []
+
+    def spawn(self, name, command, stdin=None, timeout=None):
+        self.names.append(name)
+
+    def reap(self):
+        pass
+
+    def running(self, name):
+        return False
+
+
+def record_actions(s, name="worker-0") -> Spawns:
+    spawns = Spawns()
+    s.clients[name].actions.kids = spawns
+    return spawns

@@ -23,6 +23,7 @@ PURE = {
     "mtce.auth": NO_IO | {"time"},        # reads the key file; the clock comes in
     "mtce.status": NO_IO | {"time"},      # stats flag files
     "mtce.schedule": NO_IO | {"os", "time"},
+    "mtce.clienttrust": NO_IO | {"os", "time"},
     "mtce.acts": NO_IO | {"os", "time"},
     "mtce.seqs": NO_IO | {"os", "time"},
     "mtce.pxemon": NO_IO | {"os", "time"},

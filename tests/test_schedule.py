@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from mtce import alive, schedule
-from mtce.schedule import Ack, ClientCore, Do, Gates, RunAction, Say, SendAck, SendAlive
+from mtce import alive, clienttrust, schedule
+from mtce.schedule import (Ack, ClientCore, Do, Gates, RunAction, Say, SaveConfirmed, SendAck,
+                           SendAlive)
 from mtce.states import Cmd, Net
 from mtce.transport import Counters
 
@@ -23,7 +24,7 @@ class Facts:
     def __init__(self, fits=(), changes=True):
         self.fits, self.changes = set(fits), changes
 
-    def would_change(self, kind, num, parm):
+    def would_change(self, kind, num, parm, net):
         return self.changes
 
     def fit(self, name):
@@ -209,7 +210,7 @@ def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
                                   "controller-1": "10.2.0.7"}
     else:
         assert not any(isinstance(a, SendAlive) for a in out)
-        assert c.ctrl_pxeboot == dict.fromkeys(schedule.PXEBOOT_KEYS, "")
+        assert c.ctrl_pxeboot == dict.fromkeys(clienttrust.PXEBOOT_KEYS, "")
 
 
 # -- the MAC check and dispatch (client.md §5.1) ---------------------------------------------
@@ -286,10 +287,14 @@ def test_a_reboot_is_carried_out_only_from_a_trusted_source(src, net, tagged, ca
         assert c.counters.refused == 1
 
 
+def texts(out) -> list[str]:
+    return [a.text for a in out if isinstance(a, Say)]
+
+
 def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair():
     """The first mtcAlive request over pxeboot teaches (trust on first use); a second source
-    is refused while the known controllers keep asking, and followed once they have been
-    silent for TRUST_STALE_S (a readdressed pair)."""
+    is answered but not followed while the known controllers keep asking (contract §8), and
+    followed once they have been silent for TRUST_STALE_S (a readdressed pair)."""
     c = core(now=0.0)
     info = alive.pxeboot_info("10.2.0.6", "10.2.0.6", "10.2.0.7")
     c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), "10.2.0.6", Net.PXEBOOT, False, 1.0, Facts())
@@ -297,25 +302,161 @@ def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair()
     assert any(isinstance(a, RunAction) for a in c.on_command(
         cmd(Cmd.REBOOT), "10.2.0.7", Net.PXEBOOT, False, 2.0, Facts())), "controller-1 trusted"
     rogue = alive.pxeboot_info("10.9.9.9", "10.9.9.9", "10.9.9.8")
-    stale = schedule.TRUST_STALE_S
+    stale = clienttrust.TRUST_STALE_S
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        1.0 + stale - 1, Facts())
-    assert kinds(out) == ["Say"] and "refused" in out[0].text
-    assert c.ctrl_pxeboot["controller-0"] == "10.2.0.6"
+    assert out[-1] == SendAlive(Net.PXEBOOT) and "pxebootInfo from 10.9.9.9 on Pxeboot " \
+        "network not taken: not a controller address" in texts(out)
+    assert c.ctrl_pxeboot["controller-0"] == "10.2.0.6" and c.counters.refused == 1
     # The known pair asks again: the clock of trust restarts.
     c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), "10.2.0.6", Net.PXEBOOT, False, 100.0,
                  Facts())
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        100.0 + stale - 1, Facts())
-    assert "refused" in out[0].text
+    assert any("not taken" in t for t in texts(out))
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        100.0 + stale + 1, Facts())
-    assert "following it" in out[0].text and out[-1] == SendAlive(Net.PXEBOOT)
+    assert any("following it" in t for t in texts(out)) and out[-1] == SendAlive(Net.PXEBOOT)
     assert c.sources.pxeboot == {"10.9.9.9", "10.9.9.8"}
     # Only a request teaches: a stale pair does not open the door to other commands.
     c2 = core()
     assert not any(isinstance(a, RunAction) for a in c2.on_command(
         cmd(Cmd.REBOOT), "10.9.9.9", Net.PXEBOOT, False, 10 * stale, Facts()))
+
+
+# -- pxeboot: slots, confirmed addresses (contract §8, issue 23 items 13 and 16) ----------------
+
+P0, P1, STRANGER = "10.2.0.6", "10.2.0.7", "192.0.2.66"
+
+
+def request(c, info, src, net=Net.PXEBOOT, now=1.0, tagged=False):
+    """An mtcAlive request carrying pxebootInfo `info` (controller, controller-0, -1)."""
+    return c.on_command(cmd(Cmd.REQ_MTCALIVE, data=alive.pxeboot_info(*info)), src, net,
+                        tagged, now, Facts())
+
+
+def carried_out(c, code, src, now=2.0, net=Net.PXEBOOT) -> bool:
+    return any(isinstance(a, RunAction) for a in c.on_command(cmd(code), src, net, False, now,
+                                                                Facts()))
+
+
+def test_item13_a_request_naming_an_empty_slot_is_taken_at_once():
+    """Issue 23 item 13, contract §8: after a pxebootInfo without controller-1, a request from
+    controller-1's pxeboot address with the full pxebootInfo (a swact to it) is taken at once:
+    its slot was empty, so pxeboot mtcAlive go to it now, and the active controller follows
+    (the original, a C agent: trust on first use)."""
+    c = core()
+    request(c, (P0, P0, ""), P0)
+    out = request(c, (P1, P0, P1), P1, now=2.0)
+    assert out[-1] == SendAlive(Net.PXEBOOT)
+    assert c.ctrl_pxeboot == {"controller": P1, "controller-0": P0, "controller-1": P1}
+    assert c.counters.refused == 0
+    assert carried_out(c, Cmd.REBOOT, P1, now=3.0)
+
+
+def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept():
+    """Issue 23 item 16, contract §8: an mtcAlive request with pxebootInfo over mgmt (or
+    cluster-host) from an address the client takes commands from there confirms the addresses
+    it names; the client answers nothing on mgmt (a C client ignores it too) and asks for the
+    set to be kept in persist_dir. Over mgmt from a stranger, or naming nothing, it does not."""
+    c = core()
+    assert [a.text for a in request(c, ("", "", ""), CTL, net=Net.MGMT)] == [
+        "mtcAlive request received from Mgmnt network"]
+    assert c.confirmed is None
+    out = request(c, (P0, P0, P1), STRANGER, net=Net.MGMT)
+    assert "refused" in out[0].text and c.confirmed is None
+    out = request(c, (P0, P0, P1), CTL, net=Net.MGMT)
+    assert not any(isinstance(a, (SendAck, SendAlive)) for a in out)
+    assert SaveConfirmed({"controller": P0, "controller-0": P0, "controller-1": P1}) in out
+    assert c.confirmed == {"controller": P0, "controller-0": P0, "controller-1": P1}
+    assert request(c, (P0, P0, P1), "10.1.0.4", net=Net.CLSTR, now=2.0)[-1:] != [
+        SaveConfirmed(c.confirmed)], "unchanged: nothing to keep again"
+    out = request(c, (P1, P0, P1), "10.1.0.5", net=Net.CLSTR, now=3.0)   # controller-1's
+    assert SaveConfirmed({"controller": P1, "controller-0": P0, "controller-1": P1}) in out
+
+
+def test_item16_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot():
+    """Issue 23 item 16, contract §8: once confirmed, a stranger's mtcAlive request over
+    pxeboot is answered (one pxeboot mtcAlive to the learned controllers), its pxebootInfo
+    replaces no slot, and its reboot, reset, lazy reboot, wipedisk and locked are refused;
+    the confirmed controllers' are carried out."""
+    c = core()
+    request(c, (P0, P0, P1), CTL, net=Net.MGMT)
+    request(c, (P0, P0, P1), P0, now=1.5)
+    out = request(c, (STRANGER,) * 3, STRANGER, now=2.0)
+    assert out[-1] == SendAlive(Net.PXEBOOT)
+    assert [a.text for a in out if isinstance(a, Say) and a.key[0] == "refused"] == [
+        f"pxebootInfo from {STRANGER} on Pxeboot network not taken: not a confirmed "
+        f"controller address"]
+    assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": P1}
+    for code in (Cmd.REBOOT, Cmd.RESET, Cmd.LAZY_REBOOT, Cmd.WIPEDISK, Cmd.LOCKED):
+        assert not carried_out(c, code, STRANGER), code
+    assert carried_out(c, Cmd.REBOOT, P1)
+
+
+def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_one():
+    """contract §8: the pxebootInfo of any request fills an empty slot (the client then sends
+    pxeboot mtcAlive there too); commands come only from confirmed addresses."""
+    c = core()
+    request(c, (P0, P0, ""), CTL, net=Net.MGMT)
+    request(c, (STRANGER, STRANGER, STRANGER), STRANGER)        # every slot empty: all filled
+    assert c.ctrl_pxeboot == dict.fromkeys(clienttrust.PXEBOOT_KEYS, STRANGER)
+    assert not carried_out(c, Cmd.REBOOT, STRANGER)
+    out = request(c, (P0, P0, ""), P0, now=3.0)                # the agent's: replaces, and
+    assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": ""}
+    assert f"controller-1 pxeboot address {STRANGER} is not a confirmed one ; cleared" in \
+        texts(out), "a slot the controllers leave empty is emptied of a stranger's address"
+    assert carried_out(c, Cmd.LOCKED, P0, now=4.0)
+
+
+def test_item16_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
+    """The 180 s rule (contract §8) counts a confirmed pxebootInfo over mgmt as a request
+    from the controllers: a stranger's pxebootInfo replaces slots only after 180 s without
+    either, and even then commands only from confirmed addresses are carried out."""
+    c = core()
+    request(c, (P0, P0, P1), CTL, net=Net.MGMT, now=1.0)
+    request(c, (P0, P0, P1), P0, now=1.0)
+    stale = clienttrust.TRUST_STALE_S
+    request(c, (P0, P0, P1), CTL, net=Net.MGMT, now=stale)     # only mgmt reaches the client
+    request(c, (STRANGER,) * 3, STRANGER, now=stale + 10)
+    assert c.ctrl_pxeboot["controller-0"] == P0
+    out = request(c, (STRANGER,) * 3, STRANGER, now=2 * stale + 1)
+    assert any("following it" in t for t in texts(out))
+    assert c.ctrl_pxeboot["controller-0"] == STRANGER
+    assert not carried_out(c, Cmd.REBOOT, STRANGER, now=2 * stale + 2)
+
+
+def test_item16_a_kept_set_is_loaded_and_a_bad_one_refuses_until_confirmed_again():
+    """A restart reopens nothing: the kept set is loaded before any datagram; a file that
+    could not be read is taken as confirmed with no address (fail closed), until the agent
+    confirms its addresses again (an mtce agent answers the start-up ready event)."""
+    c = core()
+    c.load_confirmed({"controller": P0, "controller-0": P0, "controller-1": P1})
+    request(c, (STRANGER,) * 3, STRANGER)                      # first request after start
+    assert not carried_out(c, Cmd.REBOOT, STRANGER)
+    bad = core()
+    bad.load_confirmed({})
+    request(bad, (P0, P0, P1), P0)
+    assert not carried_out(bad, Cmd.REBOOT, P0)
+    request(bad, (P0, P0, P1), CTL, net=Net.MGMT, now=2.0)
+    assert carried_out(bad, Cmd.REBOOT, P0, now=3.0)
+
+
+@pytest.mark.parametrize("text, confirmed", [
+    ('{"controller":"10.2.0.6","controller-0":"10.2.0.6","controller-1":""}',
+     {"controller": "10.2.0.6", "controller-0": "10.2.0.6", "controller-1": ""}),
+    ('{"controller-1":"10.2.0.7"}', {"controller-1": "10.2.0.7"}),
+    ("", ValueError), ("not json", ValueError), ("[]", ValueError),
+    ('{"controller":"10.2.0.300"}', ValueError), ('{"controller":7}', ValueError),
+    ('{"elsewhere":"10.2.0.6"}', ValueError), ('{"controller":""}', ValueError),
+])
+def test_item16_the_kept_file_is_checked_whole(text, confirmed):
+    if confirmed is ValueError:
+        with pytest.raises(ValueError):
+            clienttrust.parse_confirmed(text)
+    else:
+        assert clienttrust.parse_confirmed(text) == confirmed
+        assert clienttrust.parse_confirmed(clienttrust.confirmed_text(confirmed)) == confirmed
 
 
 # -- learning the controllers' pxeboot addresses (client.md §2.6) --------------------------------
@@ -349,7 +490,7 @@ A, B, C = "10.2.0.6", "10.2.0.7", "10.2.0.8"
       "Failed to parse controller-1 pxeboot ip from 'pxebootInfo' : TEXT"]),
 ])
 def test_pxeboot_info_learning_as_load_pxebootinfo_msg(stored, info, learned, lines):
-    lesson = schedule.learn_pxeboot_info(stored, info, "TEXT")
+    lesson = clienttrust.learn_pxeboot_info(stored, info, "TEXT")
     assert lesson.addresses == learned
     assert [text for _, _, text in lesson.lines] == lines
 

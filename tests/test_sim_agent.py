@@ -895,3 +895,45 @@ def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_me
     send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 5, flags=0x1))
     assert s.hosts()["worker-0"]["failure_flags"] == []
     assert "mtce_host_failure_flag{" not in metrics.agent_series(s.agent, s.clock.now())
+
+
+def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
+    """Issue 23 item 16, contract §8: the agent sends each mtcAlive request over pxeboot with
+    the same request, same pxebootInfo, over mgmt just before it, from the address it sends
+    every mgmt command from (the client takes its pxeboot controllers as confirmed from it; a
+    C client ignores a request there). At a start or takeover that is the one mgmt request
+    of each host; at ready events and operator `alive` requests too; the offline audit's mgmt
+    requests keep the original's data."""
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+    s.run(70)                                       # ready events come again
+    assert s.request(cmd="alive", host="worker-0")["ok"]
+    assert s.request(cmd="lock", host="worker-1")["ok"]
+    s.settle()
+    w1 = s.files.host("worker-1")
+    lock_src = {d.src[0] for d in s.net.sent if d.dst == (w1.mgmt_ip, CLIENT_PORTS[Net.MGMT])
+                and alive.decode(d.data).cmd == Cmd.LOCKED}
+    assert len(lock_src) == 1
+    for name in s.client_names:
+        h = s.files.host(name)
+        sent = [d for d in s.net.sent + s.net.lost if d.dst in (
+            (h.mgmt_ip, CLIENT_PORTS[Net.MGMT]), (h.pxeboot_ip, CLIENT_PORTS[Net.PXEBOOT]))]
+        msgs = [(d.dst[1], d.src[0], alive.decode(d.data)) for d in sent]
+        pxe = [i for i, (port, _, m) in enumerate(msgs)
+               if port == CLIENT_PORTS[Net.PXEBOOT] and m.cmd == Cmd.REQ_MTCALIVE]
+        assert len(pxe) >= 3, (name, "start, ready events")
+        for i in pxe:
+            port, src, twin = msgs[i - 1]
+            assert port == CLIENT_PORTS[Net.MGMT] and twin.cmd == Cmd.REQ_MTCALIVE, (name, i)
+            assert twin.buf == msgs[i][2].buf and b'"pxebootInfo"' in twin.buf
+        mgmt_sources = {src for port, src, m in msgs if port == CLIENT_PORTS[Net.MGMT]}
+        assert mgmt_sources == lock_src, "the twin comes from where every mgmt command does"
+    before = len(s.net.sent)
+    s.restart_agent()
+    for name in s.client_names:
+        h = s.files.host(name)
+        mgmt = [alive.decode(d.data) for d in s.net.sent[before:]
+                if d.dst == (h.mgmt_ip, CLIENT_PORTS[Net.MGMT])]
+        assert [m.cmd for m in mgmt] == [Cmd.REQ_MTCALIVE], (name, "one at the takeover")
+        assert json.loads(mgmt[0].buf)["pxebootInfo"]["controller"] == \
+            s.files.controller.pxeboot_ip

@@ -4,6 +4,7 @@ each named."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -14,7 +15,7 @@ import pytest
 import soak
 from mtce import alive, auth
 from mtce.states import ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
-from sim import AGENT_PORT, Controller, Sim, log, sims
+from sim import AGENT_PORT, Controller, Sim, log, record_actions, sims
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def test_item5_a_readdressed_controller_pair_is_followed_once_the_old_one_is_sil
     """Issue 11 item 5: after a readdress nothing the client knows speaks any more; once no
     known controller has sent a pxeboot request for TRUST_STALE_S, the next valid request is
     followed (a live agent sends one at every ready event, about a minute apart)."""
-    from mtce.schedule import TRUST_STALE_S
+    from mtce.clienttrust import TRUST_STALE_S
     s = sim().start()
     c = Controller(s)
     c0, new = s.files.controller.c_pxeboot[0], s.files.net + "160"
@@ -141,6 +142,155 @@ def test_item5_with_keys_a_valid_tag_decides_not_the_source(sim, tmp_path):
     c.send(Net.MGMT, alive.command(Cmd.UNLOCKED, c.host.mac, "{}"))    # untagged, from c0
     assert s.exists("worker-0", "run_dir", ".node_locked")
     assert log(s).count("no authentication tag") == 1
+
+
+# -- issue 23 items 13 and 16: pxeboot slots, confirmed addresses, strangers ------------------
+
+def pxe(addr: str) -> dict:
+    return {"controller": addr, "controller-0": addr, "controller-1": addr}
+
+
+def mgmt_request(c: Controller, info: dict, src=None) -> None:
+    """What the mtce agent sends beside every pxeboot request (contract §8): the same
+    pxebootInfo over mgmt, from the address it sends every mgmt command from."""
+    c.command(Net.MGMT, Cmd.REQ_MTCALIVE, src=src or c.host.controller,
+              data=alive.pxeboot_info(info.get("controller", ""), info.get("controller-0", ""),
+                                      info.get("controller-1", "")))
+
+
+def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(sim):
+    """Issue 23 item 13, contract §8 (a C agent: requests over pxeboot only): after a
+    pxebootInfo without controller-1, controller-1's request with the full pxebootInfo is
+    taken at once: pxeboot mtcAlive go to it at once (no 200.003 for a healthy host), its
+    commands are carried out. It used to be refused for 180 s."""
+    s = sim().start()
+    c = Controller(s)
+    c0, c1 = s.files.controller.c_pxeboot
+    c.listen((c0, 2102), (c1, 2102))
+    s.run(1.5)
+    c.request({"controller": c0, "controller-0": c0, "controller-1": ""}, src=c0)
+    s.run(5)
+    c.request({"controller": c1, "controller-0": c0, "controller-1": c1}, src=c1)   # swact
+    assert len(c.to_agent(c1, Net.PXEBOOT)) == 1, "the request is answered to controller-1"
+    assert s.clients["worker-0"].counters.refused == 0
+    assert log(s).count(f"controller pxeboot address: {c1} ; was {c0}") == 1
+    c.command(Net.PXEBOOT, Cmd.LOCKED, src=c1)
+    assert s.exists("worker-0", "run_dir", ".node_locked")
+
+
+def test_item13_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obeyed(sim):
+    """Issue 23 items 13 and 16, contract §8 (an mtce agent: each pxeboot request has its
+    mgmt twin): after a swact to a controller-1 the old agent never named, the new agent's
+    mgmt pxebootInfo confirms controller-1, its pxeboot request is taken at once and its
+    pxeboot reboot carried out; a stranger's is not."""
+    s = sim().start()
+    spawns = record_actions(s)
+    c = Controller(s)
+    c0, c1 = s.files.controller.c_pxeboot
+    c.listen((c0, 2102), (c1, 2102))
+    s.run(1.5)
+    before = {"controller": c0, "controller-0": c0, "controller-1": ""}
+    mgmt_request(c, before)
+    c.request(before, src=c0)
+    after = {"controller": c1, "controller-0": c0, "controller-1": c1}
+    mgmt_request(c, after)                    # the floating address moved with the swact
+    c.request(after, src=c1)
+    assert s.clients["worker-0"].ctrl_pxeboot == after
+    c.command(Net.PXEBOOT, Cmd.REBOOT, src=s.files.net + "66")
+    assert spawns.names == [] and s.clients["worker-0"].counters.refused == 1
+    c.command(Net.PXEBOOT, Cmd.REBOOT, src=c1)
+    assert spawns.names == ["failsafe", "reboot"]
+
+
+def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent(tmp_path):
+    """Issue 23 item 16 (keys off), contract §8, with the real mtce agent: a stranger, from
+    its own unspoofed address and knowing the host's MAC, sends an mtcAlive request with its
+    own pxebootInfo over pxeboot, then REBOOT and LOCKED. To a client that has met its agent,
+    running, or just restarted while the controller cannot reach it (the stranger is first,
+    as it was with trust on first use), nothing is carried out: refused, counted, logged
+    rate-limited. The request is still answered (after the restart its pxebootInfo fills
+    the empty slots, until the agent's next request replaces them)."""
+    with sims(tmp_path, workers=1) as make:
+        s = make().start()
+        s.run_until(s.all_ok, 20, what="every host ok")
+        w0 = s.files.host("worker-0")
+        c0 = s.files.controller
+        stranger, bad = Controller(s), s.files.net + "66"
+        kept = os.path.join(s.path("worker-0", "persist_dir"), "pxeboot_controllers.json")
+        with open(kept) as f:
+            assert json.load(f)["controller-0"] == c0.pxeboot_ip
+
+        def attack(rounds: int) -> None:
+            for _ in range(rounds):
+                stranger.request(pxe(bad), src=bad)
+                stranger.command(Net.PXEBOOT, Cmd.REBOOT, src=bad)
+                stranger.command(Net.PXEBOOT, Cmd.LOCKED, src=bad, num=1, parm=(1,))
+                s.run(0.2)
+
+        attack(3)
+        controllers = {c0.controller, c0.mgmt_ip, c0.cluster_host_ip, c0.pxeboot_ip}
+        ours = {w0.mgmt_ip, w0.cluster_host_ip, w0.pxeboot_ip}
+        s.net.drop = lambda d: d.src[0] in controllers and d.dst[0] in ours
+        s.clients["worker-0"].stop()
+        s.clients["worker-0"] = s.make_client("worker-0")
+        s.clients["worker-0"].start()
+        s.settle()
+        def answers() -> int:
+            return sum(d.src[0] == w0.pxeboot_ip and d.data[:17] == alive.SIG_MESSAGE
+                       for d in s.net.sent + s.net.lost)
+
+        answered = answers()
+        attack(100)
+        client = s.clients["worker-0"]
+        assert not s.exists("worker-0", "run_dir", ".node_reset"), "no reboot"
+        assert not s.exists("worker-0", "run_dir", ".node_locked"), "no lock"
+        assert client.counters.refused >= 200
+        assert stranger.acks(bad, Net.PXEBOOT) == []
+        assert answers() >= answered + 100, "each request is answered (contract §8)"
+        refusals = [line for line in log(s).lines() if bad in line]
+        assert 1 <= len(refusals) <= 12, refusals
+        assert log(s).count("controller pxeboot addresses confirmed earlier: "
+                            f"{c0.pxeboot_ip}") == 1
+        s.net.drop = None
+        s.run_until(s.all_ok, 20, what="back to normal once the controller is heard")
+
+
+def test_item16_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule(sim):
+    """Issue 23 item 16, contract §8 (README "Security"): a client that has never received a
+    confirmed pxebootInfo (a C agent, or before it meets its agent) keeps the original's
+    rule, trust on the first pxeboot request: a stranger first can command it over pxeboot.
+    Keys, or the mtce agent's confirmation, close this."""
+    s = sim().start()
+    spawns = record_actions(s)
+    stranger, bad = Controller(s), s.files.net + "66"
+    stranger.request(pxe(bad), src=bad)
+    stranger.command(Net.PXEBOOT, Cmd.REBOOT, src=bad)
+    assert spawns.names == ["failsafe", "reboot"]
+
+
+def test_item16_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(sim):
+    """contract §8: the kept set that cannot be read is logged once and fails closed: pxeboot
+    commands are refused, even from the first requester, until a pxebootInfo over mgmt
+    confirms the controllers again."""
+    s = sim(clients=[]).start()
+    persist = s.path("worker-0", "persist_dir")
+    with open(os.path.join(persist, "pxeboot_controllers.json"), "w") as f:
+        f.write('{"controller-0": "not an address"}\n')
+    s.clients["worker-0"] = s.make_client("worker-0")
+    spawns = record_actions(s)
+    s.clients["worker-0"].start()
+    s.settle()
+    assert log(s).count("pxeboot commands are refused until the agent confirms") == 1
+    c = Controller(s)
+    c0 = s.files.controller.c_pxeboot[0]
+    c.request(pxe(c0), src=c0)
+    c.command(Net.PXEBOOT, Cmd.REBOOT, src=c0)
+    assert spawns.names == []
+    mgmt_request(c, pxe(c0))
+    c.command(Net.PXEBOOT, Cmd.REBOOT, src=c0)
+    assert spawns.names == ["failsafe", "reboot"]
+    with open(os.path.join(persist, "pxeboot_controllers.json")) as f:
+        assert json.load(f) == pxe(c0), "the kept file is good again"
 
 
 # -- item 6: the host-services ACK is the original's --------------------------------------------

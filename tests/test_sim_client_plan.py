@@ -14,7 +14,7 @@ import pytest
 
 from mtce import alive
 from mtce.states import Cmd, Net
-from sim import AGENT_PORT, Controller, log, sims
+from sim import AGENT_PORT, Controller, log, record_actions, sims
 from sysnet import MGMT_KINDS, dress
 
 
@@ -34,29 +34,6 @@ def sent(c: Controller, net: Net, sig: bytes = alive.SIG_MESSAGE) -> list:
 
 def seqs(c: Controller, net: Net, dest: str) -> list[int]:
     return [m.parm[3] for d, m in sent(c, net) if d == dest]
-
-
-class Spawns:
-    """Stands in for the client's child processes: records what `[actions]` would run."""
-
-    def __init__(self):
-        self.names: list[str] = []
-        self.procs: list = []
-
-    def spawn(self, name, command, stdin=None, timeout=None):
-        self.names.append(name)
-
-    def reap(self):
-        pass
-
-    def running(self, name):
-        return False
-
-
-def record_actions(s, name="worker-0") -> Spawns:
-    spawns = Spawns()
-    s.clients[name].actions.kids = spawns
-    return spawns
 
 
 # -- mtcAlive on every network, sequence numbers (client.md §4.2-§4.4) ----------------------------
@@ -178,6 +155,71 @@ def test_reboot_over_three_networks_is_acked_on_each_and_run_once(sim):
     assert spawns.names == ["failsafe", "reboot"]
     assert log(s).count("Reboot (Pxeboot)") == 1
     assert "reboot command" in Path(s.path("worker-0", "run_dir"), ".node_reset").read_text()
+
+
+def test_reset_and_wipedisk_after_a_reboot_each_run(sim):
+    """Issue 23 item 11, client.md §5.5 (the original has no de-duplication): the agent's
+    reset progression sends REBOOT over pxeboot, mgmt and cluster-host, then RESET over mgmt
+    and cluster-host (never pxeboot, agent.md §7), then WIPEDISK. Each command runs; only the
+    copies of one command over the other networks run once."""
+    s = sim().start()
+    spawns = record_actions(s)
+    c = Controller(s)
+    c0 = s.files.controller.c_pxeboot[0]
+    c.request({"controller": c0, "controller-0": c0, "controller-1": ""})
+    for cmd, nets in ((Cmd.REBOOT, (Net.PXEBOOT, Net.MGMT, Net.CLSTR)),
+                      (Cmd.RESET, (Net.MGMT, Net.CLSTR)), (Cmd.WIPEDISK, (Net.MGMT, Net.CLSTR))):
+        s.run(2)
+        for net in nets:
+            c.command(net, cmd)
+            assert [m.cmd for _, m in sent(c, net, alive.SIG_CMD_RSP)][-1] == cmd
+    assert spawns.names == ["failsafe", "reboot", "failsafe", "reset", "failsafe", "wipedisk"]
+    assert log(s).count("Reset 'reboot -f' (Mgmnt)") == 1
+    assert log(s).count("Disk wipe in progress (Mgmnt)") == 1
+    for copy in ("reboot (Mgmnt)", "reboot (Clstr)", "reset (Clstr)", "wipedisk (Clstr)"):
+        assert log(s).count(f"{copy} ; {copy.split()[0]} already in progress") == 1
+    text = Path(s.path("worker-0", "run_dir"), ".node_reset").read_text()
+    assert text.splitlines() == ["reboot command", "reset command", "wipedisk command"]
+
+
+def test_a_client_restarted_with_node_reset_runs_a_reset(sim):
+    """Issue 23 item 11, client.md §5.4-§5.5: a client that starts with `.node_reset` (its
+    reboot hung) re-issues the reboot; the agent's RESET that follows still runs."""
+    s = sim(clients=[]).start()
+    Path(s.path("worker-0", "run_dir"), ".node_reset").write_text("reboot command\n")
+    client = s.clients["worker-0"] = s.make_client("worker-0")
+    spawns = record_actions(s)
+    client.start()
+    s.settle()
+    assert log(s).count("mtce reboot required") == 1
+    assert spawns.names == ["failsafe", "reboot"]
+    c = Controller(s)
+    s.run(2)
+    for net in (Net.MGMT, Net.CLSTR):
+        c.command(net, Cmd.RESET)
+        assert [m.cmd for _, m in sent(c, net, alive.SIG_CMD_RSP)][-1] == Cmd.RESET
+    assert spawns.names == ["failsafe", "reboot", "failsafe", "reset"]
+    assert log(s).count("Reset 'reboot -f' (Mgmnt)") == 1
+
+
+def test_the_obsolete_locked_file_is_removed_at_start(sim):
+    """Issue 23 item 15, upstream 4074c6c (client.md §5.4): at start the client removes the
+    obsolete `/etc/mtc/tmp/.node_locked`, found beside `platform_dir` (`/etc/platform`), so a
+    test host has its own under its root and no test touches the real /etc."""
+    s = sim(clients=[]).start()
+    etc = os.path.dirname(s.path("worker-0", "platform_dir"))
+    obsolete = Path(etc, "mtc", "tmp", ".node_locked")
+    obsolete.parent.mkdir(parents=True)
+    obsolete.write_text("This node is currently in the administratively locked state\n")
+    s.clients["worker-0"] = s.make_client("worker-0")
+    s.clients["worker-0"].start()
+    s.settle()
+    assert not obsolete.exists()
+    assert log(s).count(f"removing obsoleted {obsolete} file") == 1
+    s.clients["worker-0"].stop()
+    s.clients["worker-0"] = s.make_client("worker-0")
+    s.clients["worker-0"].start()                  # absent: nothing to say
+    assert log(s).count("removing obsoleted") == 0 and log(s).count("Identity") == 1
 
 
 def test_lazy_reboot_waits_its_delay_in_protocol_time(sim):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 
 import pytest
@@ -59,8 +60,8 @@ def _all_ok(c):
 @pytest.fixture
 def fuzz_cluster(tmp_path, daemons):
     """controller-0 (agent and client) and two workers, all online; worker-0 is the client
-    under fuzz and has learned the controllers' pxeboot addresses (so that the trust on first
-    use of pxeboot commands is over before the fuzz starts)."""
+    under fuzz and has learned the controllers' pxeboot addresses, confirmed over mgmt
+    (contract §8), before the fuzz starts."""
     c = Cluster(tmp_path / "cluster", workers=2, timers=TIMERS)
     c.agent = daemons("agent", c.agent_ini, name="agent")
     c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
@@ -70,6 +71,7 @@ def fuzz_cluster(tmp_path, daemons):
     if "controller pxeboot address:" not in w0.text():
         ctl.request(c.controller.paths["agent_socket"], {"cmd": "alive", "host": "worker-0"})
     w0.wait_log("controller pxeboot address:")
+    w0.wait_log("controller pxeboot addresses confirmed over Mgmnt network")
     return c
 
 
@@ -105,8 +107,16 @@ def targets(c):
         text = client_log.text()
         files = {f"{d}/{name}": os.path.exists(os.path.join(w0.paths[d], name))
                  for d in ("run_dir", "persist_dir") for name in (".node_locked", ".node_reset")}
-        return {"actions": w0.actions(), "files": files,
-                "learned": text.count("controller pxeboot address:") + text.count("pxeboot ip:"),
+        try:
+            with open(os.path.join(w0.paths["persist_dir"], "pxeboot_controllers.json")) as f:
+                confirmed = f.read()
+        except FileNotFoundError:
+            confirmed = None
+        # contract §8: any pxeboot request may fill an empty controller slot (this cluster
+        # has no controller-1); none may replace a known address or confirm one.
+        return {"actions": w0.actions(), "files": files, "confirmed": confirmed,
+                "replaced": len(re.findall(r"pxeboot address: \S+ ; was |pxeboot ip: \S+ ; "
+                                           r"change from ", text)),
                 "changes_made": sum(text.count(s) for s in (
                     "locked (", "Reboot (", "Reset '", "Lazy Reboot", "Disk wipe",
                     "cleared node locked")),

@@ -1,0 +1,152 @@
+"""What the client does to its own host (actions.py), where a real process is the point: the
+failsafe (contract §8 "The failsafe", issue 23 item 14, upstream 9b2fb85). Under systemd it
+is a transient timer unit of its own (`systemd-run`), so stopping mtcclient.service cannot
+kill it; elsewhere, or when systemd-run fails, a process detached from the daemon. A fake
+`systemd-run` on PATH records its argv; a directory of the test stands for
+`/run/systemd/system` (sd_booted); nothing here reaches the machine's systemd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+import pytest
+
+from conftest import wait_until
+from mtce import actions, config, logs
+from mtce.actions import HostActions
+from mtce.clock import FakeClock
+from mtce.loop import Loop
+from mtce.states import Net
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def host_actions(fakehost, tmp_path, monkeypatch):
+    """(HostActions of a fake host, its log lines, the fake systemd-run's argv file, how to
+    make the fake succeed, fail or hang, how to say systemd is PID 1)."""
+    host = fakehost(failsafe_delay=2)
+    cfg = config.load(host.ini)
+    clock = FakeClock()
+    log = logging.getLogger(f"mtce.test.actions.{id(host)}")
+    log.handlers[:] = []
+    lines = Lines()
+    log.addHandler(lines)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    acts = HostActions(cfg, Loop(clock, log), clock, log, logs.Throttle(log, clock), "worker-0")
+    bin_dir, argv_file = tmp_path / "bin", tmp_path / "systemd-run.argv"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def fake_systemd_run(body: str = "exit 0") -> None:
+        script = bin_dir / "systemd-run"
+        script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > '{argv_file}'\n{body}\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+    def systemd_booted() -> None:
+        marker = tmp_path / "run" / "systemd" / "system"
+        marker.mkdir(parents=True)
+        monkeypatch.setattr(actions, "SYSTEMD_BOOTED", str(marker))
+
+    yield acts, lines.lines, argv_file, fake_systemd_run, systemd_booted, host
+    for proc in acts.children:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def argv_of(argv_file) -> list[str]:
+    return argv_file.read_text().splitlines()
+
+
+def test_under_systemd_the_failsafe_is_a_transient_timer_unit(host_actions):
+    """contract §8 "The failsafe": where systemd is PID 1, `systemd-run` starts a timer of
+    `failsafe_shutdown_delay` with sub-second accuracy and `/bin/sh -c "<[actions] failsafe>"`
+    as its own unit; the daemon keeps no process of it."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    fake()
+    booted()
+    acts.shutdown("reboot", Net.MGMT)
+    argv = argv_of(argv_file)
+    assert "--on-active=2000ms" in argv
+    assert "--timer-property=AccuracySec=100ms" in argv
+    unit = [a for a in argv if a.startswith("--unit=")]
+    assert len(unit) == 1 and unit[0].startswith("--unit=mtce-failsafe-reboot-")
+    assert argv[-3:] == ["/bin/sh", "-c", acts.cfg.actions.failsafe]
+    assert [p.action_name for p in acts.children] == ["reboot"], "no failsafe process of ours"
+    assert "failsafe reboot script launched ; reboot in 2 seconds" in lines
+    assert any(line.startswith(f"failsafe is systemd unit {unit[0][7:]}.timer")
+               for line in lines), lines
+
+
+def test_a_reset_under_systemd_has_half_the_delay_and_its_own_unit(host_actions):
+    acts, lines, argv_file, fake, booted, host = host_actions
+    fake()
+    booted()
+    acts.shutdown("reboot", Net.MGMT)
+    first = [a for a in argv_of(argv_file) if a.startswith("--unit=")]
+    acts.shutdown("reset", Net.MGMT)
+    argv = argv_of(argv_file)
+    assert "--on-active=1000ms" in argv
+    second = [a for a in argv if a.startswith("--unit=")]
+    assert second[0].startswith("--unit=mtce-failsafe-reset-") and second != first
+
+
+@pytest.mark.parametrize("body, why", [
+    ("echo 'Failed to start transient timer unit: Access denied' >&2; exit 1",
+     "exit status 1: Failed to start transient timer unit: Access denied"),
+    ("exec sleep 30", "no answer in 0.5 s"),
+])
+def test_a_failing_systemd_run_falls_back_to_a_detached_process(host_actions, monkeypatch,
+                                                                body, why):
+    """A refused or hung systemd-run (bounded by a timeout) is logged, and the failsafe is
+    the detached process instead: a host is never left without one."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    monkeypatch.setattr(actions, "FAILSAFE_LAUNCH_TIMEOUT_S", 0.5)
+    fake(body)
+    booted()
+    acts.launch_failsafe(2.0, "reboot")
+    assert argv_file.exists(), "systemd-run was tried"
+    assert f"systemd-run failed ({why}) ; failsafe as a detached process instead" in lines
+    assert [p.action_name for p in acts.children] == ["failsafe"]
+    assert acts.children[0].args[-1] == f"sleep 2 && {acts.cfg.actions.failsafe}"
+
+
+def test_a_missing_systemd_run_falls_back_to_a_detached_process(host_actions, monkeypatch):
+    acts, lines, argv_file, fake, booted, host = host_actions
+    monkeypatch.setattr(actions, "SYSTEMD_RUN", "mtce-test-no-such-systemd-run")
+    booted()
+    acts.launch_failsafe(2.0, "reboot")
+    assert any(line.startswith("systemd-run failed (") for line in lines), lines
+    assert [p.action_name for p in acts.children] == ["failsafe"]
+
+
+def test_without_systemd_the_failsafe_is_a_detached_process(host_actions):
+    """No `/run/systemd/system` (a container, another init): systemd-run is not tried, even
+    when it is installed; the failsafe is a process in a session of its own."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    fake()
+    acts.launch_failsafe(2.0, "reboot")
+    assert not argv_file.exists()
+    assert [p.action_name for p in acts.children] == ["failsafe"]
+    assert os.getsid(acts.children[0].pid) == acts.children[0].pid, "a session of its own"
+
+
+def test_the_detached_failsafe_outlives_a_stopped_client(host_actions):
+    """contract §8: stopping the client does not cancel the failsafe (real processes, real
+    time: the shortest delay is 1 s)."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    acts.launch_failsafe(0.1, "reboot")
+    proc = acts.children[0]
+    acts.reap()                     # what Client.stop() does with its children
+    wait_until(lambda: "failsafe" in host.actions(), 10, what="the failsafe after the stop")
+    assert proc.wait(timeout=10) == 0
