@@ -24,9 +24,10 @@ with its comments, docstrings and help texts, packaging, configuration, tests, t
 - Any `<path>.md` (markdown links included) exists relative to the file that names it or to
   the root, and an `#<anchor>` after it is the GitHub anchor of one of its headings.
 - Refused: a `§` after any other name (the founders' notes, and words such as contract,
-  interface or style, name nothing a clone has), a `§` without a number (`§<N>` stands for
-  one in a grammar), and places outside the repository (the founders' shared directory,
-  their note files, their `anchors <X.N>` sections).
+  interface or style, name nothing a clone has), a `§` without a number (in a grammar
+  `§<N>` stands for one, `<Name>` for a name, and the sign alone in back-quotes is the
+  sign), and places outside the repository (the founders' shared directory, their note
+  files, their `anchors <X.N>` sections).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ FOREIGN = {"contract", "contract's", "interface", "interface's", "spec", "style"
            "reference", "notes", "agent", "client", "protocol", "ha", "design", "testing"}
 NUM = r"\d+(?:\.\d+)*"
 SECTION = re.compile(r"§(\s?)(" + NUM + r")(?:\s*[-\u2013]\s*§?(" + NUM + r"))?")
-OUTSIDE = re.compile(r"/work/|\.\./shared\b|\bshared/(?:spec|reference)\b|"
+OUTSIDE = re.compile(r"/work/[^\s`'\")]*|\.\./shared\b[^\s`'\")]*|\bshared/(?:spec|reference)\b|"
                      r"\banchors(?:\.md)?\s+§?[A-E]\.\d")
 MD_PATH = re.compile(r"(?<![\w/.:-])((?:\.\.?/)?(?:[\w.-]+/)*[\w-][\w.-]*\.md)"
                      r"(#[\w-]+)?(?![\w-])")
@@ -184,7 +185,7 @@ def problems_in(rel: str, text: str) -> list[str]:
         line = line_of(pos)
         sec = SECTION.match(text, pos)
         if not sec:
-            if not text.startswith("§<", pos):
+            if not text.startswith(("§<", "§`"), pos):
                 bad(pos, f"a § without a section number: {text[pos:pos + 12]!r}")
             continue
         pre = flatten(text[max(0, pos - 160):pos])
@@ -232,6 +233,8 @@ def problems_in(rel: str, text: str) -> list[str]:
 
     # -- `docs/FILE.md "Name"`, `README "Name"` ------------------------------------------
     for m in NAMED.finditer(text):
+        if m.group(2).startswith("<"):
+            continue                        # a placeholder in a grammar
         target = "README.md" if m.group(1).startswith("README") else m.group(1)
         d = doc(target)
         if d is None:
