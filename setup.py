@@ -5,8 +5,9 @@ The package carries no Python modules: everything the program needs is inside th
 (name, version, maintainer, description) and lists the files it installs; stdeb turns it into
 a Debian source package and dpkg-buildpackage into `mtce_<version>_all.deb`.
 
-Run it only through `make deb`, with Debian's /usr/bin/python3 (anchors D.3: stdeb needs the
-system setuptools; a venv's python rejects --install-layout).
+Run it only through `make deb`, with Debian's /usr/bin/python3 (docs/design.md "stdeb, with
+Debian's python": stdeb needs the system setuptools; a venv's python rejects
+--install-layout).
 """
 
 import os

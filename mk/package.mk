@@ -8,7 +8,7 @@
 # Uses VENV (and the Makefile's rule that makes $(VENV)/bin/python) and APT_GET; the
 # defaults below are the Makefile's, so the include may come before or after them.
 # stdeb runs with Debian's /usr/bin/python3 and system setuptools, never a venv or pyenv
-# python (anchors D.3).
+# python (docs/design.md "stdeb, with Debian's python").
 
 # Keep the Makefile's default goal wherever this file is included (an empty .DEFAULT_GOAL
 # at the end lets make take the next target it reads).

@@ -1,11 +1,11 @@
-"""What a client does to its own host on the agent's commands (client.md §5.4-§5.5): the
+"""What a client does to its own host on the agent's commands (docs/protocol.md §2): the
 `.node_locked` files, the goEnabled subfunction-failed flag, reboot, reset, lazy reboot and
 wipedisk through the `[actions]` shell commands with a failsafe, sync, and the locked/reset
 housekeeping at start.
 
 Nothing here is hard-wired to the machine: every action is the configured command, run with
 `/bin/sh -c` in a session of its own and never waited for in the loop. The failsafe outlives
-the daemon's service (contract §8): under systemd it is a transient timer unit of its own
+the daemon's service (docs/contract.md §8): under systemd it is a transient timer unit of its own
 (`systemd-run`, the one command waited for, within FAILSAFE_LAUNCH_TIMEOUT_S), elsewhere a
 detached process.
 """
@@ -27,7 +27,8 @@ SUBF_FAIL_TEXT = "host subfunction has failed as instructed by maintenance.\n"
 REISSUE_REBOOT_S = 30.0        # "mtce reboot required": the reboot is re-issued this often
 SHUTDOWNS = ("reboot", "reset", "lazy reboot", "wipedisk")
 # The agent sends one command over all its networks at once and again only after 10 s without
-# an ACK (agent.md §7.2): the same command over another network within this time is a copy.
+# an ACK (docs/protocol.md §5.4): the same command over another network within this time is a
+# copy.
 COPY_WINDOW_S = 10.0
 # The `.node_locked` of old releases, `/etc/mtc/tmp/.node_locked` (upstream 4074c6c), removed
 # at start. Not a config key: it lives beside `[paths] platform_dir` (`/etc/platform`), so a
@@ -40,7 +41,7 @@ SYSTEMD_BOOTED = "/run/systemd/system"
 SYSTEMD_RUN = "systemd-run"
 FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a timer: quick or broken
 FAILSAFE_ACCURACY = "100ms"         # the timer's AccuracySec (systemd's default is 1 min)
-# fit files that bypass an action after its ACK (client.md §6.3)
+# fit files that bypass an action after its ACK (docs/protocol.md §5.7)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
 
@@ -93,7 +94,7 @@ class HostActions:
     def is_copy(self, kind: str, net: Net | None) -> bool:
         """Whether `kind` over `net` is a copy of the one just carried out: it came over
         another network within COPY_WINDOW_S. Anything else runs again, as in the original
-        (client.md §5.5), a reset or a wipedisk after a reboot included."""
+        (docs/protocol.md §2), a reset or a wipedisk after a reboot included."""
         done = self.carried_out.get(kind)
         return (done is not None and net not in done[1]
                 and self.clock.now() - done[0] < COPY_WINDOW_S)
@@ -248,7 +249,7 @@ class HostActions:
     def children(self) -> list:
         return self.kids.procs
 
-    # -- locked/reset housekeeping at start (client.md §5.4) ---------------------------------
+    # -- locked/reset housekeeping at start (docs/protocol.md §2) ----------------------------
     def housekeeping(self) -> None:
         run, persist = self.cfg.paths.run_dir, self.cfg.paths.persist_dir
         volatile = os.path.join(run, LOCKED_FILE)

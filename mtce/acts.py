@@ -57,7 +57,8 @@ class Facts:
     """Facts about the agent's own host that can change while it runs, shared by every host
     and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
     `<platform_dir>/simplex` file, which the original checks at each locked correction
-    (no pxeboot send and no LOCK_PERSIST while it exists, agent.md §7.3)."""
+    (no pxeboot send and no LOCK_PERSIST while it exists,
+    docs/protocol.md §5.4 "Locked correction")."""
 
     __slots__ = ("still_simplex", "seq_budget")
 
@@ -81,7 +82,7 @@ class Settings:
     pxeboot_window_s: float = float(_default("timeouts", "pxeboot_mtcalive_window"))
     simplex: bool = False
     pxeboot_provisioned: bool = True    # the agent's own pxeboot network
-    lost_windows: int = 3               # interface.md §8: mgmt/cluster-host lost after 3 windows
+    lost_windows: int = 3               # docs/contract.md §8: mgmt/cluster-host lost after 3
     debug: bool = False                 # emit the original's clog/alog detail as debug Logs
 
     def __post_init__(self):
@@ -93,7 +94,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, config, *, simplex: bool, pxeboot_provisioned: bool) -> "Settings":
-        """From a `config.Config` (interface.md §2 keys), unclamped (interface.md §8)."""
+        """From a `config.Config` (docs/contract.md §2 keys), unclamped (docs/contract.md §8)."""
         return cls(online_period_s=float(config.get("timeouts", "online_period")),
                    offline_period_s=config.offline_period_s,
                    offline_threshold=int(config.get("agent", "offline_threshold")),
@@ -102,7 +103,8 @@ class Settings:
 
 
 def offline_after_s(s: Settings) -> float:
-    """Seconds from a host's last mtcAlive to `offline` with a timely audit (contract §8)."""
+    """Seconds from a host's last mtcAlive to `offline` with a timely audit
+    (docs/contract.md §8 "Availability")."""
     return s.online_period_s + s.offline_period_s * s.offline_threshold
 
 

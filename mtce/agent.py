@@ -1,11 +1,11 @@
 """mtcAgent: receives mtcAlive on mgmt, cluster-host and pxeboot and acts on what `hosts` decides.
 
-Wiring only (style §2): it builds the collaborators from the config and runs the periodic
-work. The decisions (sequence numbers, online/offline, the pxeboot monitor, lock corrections)
-are `table.HostTable`'s; datagrams in are inbox.Inbox's, commands out outbox.Outbox's,
-sockets agentnet.AgentNet's; this module carries out the `Send`, `RaiseAlarm`, `ClearAlarm`
-and `Log` actions the table returns, keeps the alarm and operator state, and answers the
-control socket. Behaviour follows reference/agent.md; deviations are listed in
+Wiring only (docs/design.md "Module map"): it builds the collaborators from the config and runs the
+periodic work. The decisions (sequence numbers, online/offline, the pxeboot monitor, lock
+corrections) are `table.HostTable`'s; datagrams in are inbox.Inbox's, commands out outbox.Outbox's,
+sockets agentnet.AgentNet's; this module carries out the `Send`, `RaiseAlarm`, `ClearAlarm` and
+`Log` actions the table returns, keeps the alarm and operator state, and answers the control socket.
+Behaviour follows the original as docs/protocol.md states it; deviations are listed in
 docs/design.md.
 """
 
@@ -156,8 +156,9 @@ class Agent:
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
 
     def refresh_facts(self) -> None:
-        """What hosts.py cannot read itself: the `<platform_dir>/simplex` file (agent.md §7.3,
-        checked at each locked correction by the original; here at every audit tick)."""
+        """What hosts.py cannot read itself: the `<platform_dir>/simplex` file (checked at
+        each locked correction by the original, docs/protocol.md §5.4 "Locked correction"; here
+        at every audit tick)."""
         self.table.facts.still_simplex = os.path.exists(
             os.path.join(self.cfg.paths.platform_dir, SIMPLEX_FILE))
 
@@ -249,7 +250,7 @@ class Agent:
         self.counters.drops_net = self.net.set.drops_by_net()
 
     def rate_tick(self) -> None:
-        """The original's 60 s message-rate log (agent.md §3.4)."""
+        """The original's 60 s message-rate log (docs/protocol.md §5.4 "Rate log")."""
         if self.stopped:
             return
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)

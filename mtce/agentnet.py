@@ -1,4 +1,4 @@
-"""The agent's sockets (agent.md §1.2) and how a command leaves through them (§7.0): the
+"""The agent's sockets and how a command leaves through them (docs/protocol.md §4): the
 receive sockets where the original binds them, the transmit sockets on the agent's own
 addresses, a socket that cannot be had now retried every SOCKET_RETRY_S, the agent's own
 fault-insertion files. Socket life is netsocks.SocketSet's.
@@ -13,7 +13,7 @@ from mtce import netif, netsocks, transport
 from mtce.netsocks import Slot
 from mtce.states import Net, cmd_name
 
-RX_BATCH = 50                   # MAX_RX_MSG_BATCH (agent.md §3.2)
+RX_BATCH = 50                   # MAX_RX_MSG_BATCH (docs/protocol.md §5.4 "Batches")
 SOCKET_RETRY_S = 5.0            # a socket that could not be had is retried this often
 FIT_CHECK_S = 1.0
 
@@ -79,7 +79,7 @@ class AgentNet:
         return True
 
     def setup(self) -> None:
-        """Receive sockets where the original binds them (agent.md §1.2); any that cannot be
+        """Receive sockets where the original binds them (docs/protocol.md §4); any that cannot be
         bound now is retried every SOCKET_RETRY_S (the original exits or gives up)."""
         a, s = self.cfg.agent, self.set
         if s["mgmt_rx"] is None:

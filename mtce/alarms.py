@@ -1,4 +1,4 @@
-"""Active alarms (200.003, agent.md §5.6): de-duplicated, and kept across agent restarts.
+"""Active alarms (200.003, docs/protocol.md §5.5): de-duplicated, and kept across agent restarts.
 
 `AlarmSet` is the pure part: raise/clear with de-duplication by (host, id) and the text of the
 state file. `AlarmStore` adds the only I/O of this module: `<state_dir>/alarms.json`, read once
@@ -31,7 +31,7 @@ def iso8601(wall: float) -> str:
 
 @dataclass(frozen=True)
 class Alarm:
-    """One active alarm, as `mtce alarms --json` shows it (interface.md §5)."""
+    """One active alarm, as `mtce alarms --json` shows it (docs/contract.md §5)."""
     id: str
     host: str
     severity: str

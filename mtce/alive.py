@@ -2,8 +2,8 @@
 
 Bytes in, objects out and back; no I/O and no logging (callers count and throttle). Decoding
 never raises on bad bytes: `decode` raises only `DecodeError`, whose `reason` says what was
-wrong, and `try_decode` returns that reason instead. Layout (protocol.md §1.1, checked there
-with `_Static_assert`; little-endian, packed, no padding):
+wrong, and `try_decode` returns that reason instead. Layout (docs/protocol.md §1;
+little-endian, packed, no padding):
 
     struct mtc_message_type {          offset size
         char         hdr[64];          0      64   17-char signature + NUL; commands: MAC at 17
@@ -75,7 +75,7 @@ _MTCALIVE = int(Cmd.MTCALIVE)      # a plain int: compared on the hot path
 _SEQ_KEY = b',"sequence":'
 # What may follow an accepted text's prefix for the next one to be valid as it is: a JSON
 # integer (no leading zero, as json.loads demands), the closing brace and the NUL, nothing
-# else (the original sends exactly that, protocol.md §3.2).
+# else (the original sends exactly that, docs/protocol.md §3).
 _SEQ_TAIL = re.compile(rb"-?(?:0|[1-9][0-9]{0,19})\}\0")
 
 
@@ -218,7 +218,7 @@ def valid_personality(value) -> bool:
     """A personality as clients send it (`subfunction=` of platform.conf): a comma list of
     lower-case words naming at least one of controller, worker, storage ("worker",
     "controller,worker,lowlatency"). The original's `set_host_functions` finds those words
-    as substrings; a text without any of them fails there (agent.md §4.1)."""
+    as substrings; a text without any of them fails there (docs/protocol.md §1.3)."""
     if not isinstance(value, str) or not value or len(value) > 128:
         return False
     items = value.split(",")
@@ -227,7 +227,8 @@ def valid_personality(value) -> bool:
 
 
 class AliveText(NamedTuple):
-    """What the agent reads from a valid mtcAlive's JSON (agent.md §4.1, contract §8)."""
+    """What the agent reads from a valid mtcAlive's JSON (docs/protocol.md §1.3,
+    docs/contract.md §8)."""
     hostname: str | None
     personality: str
     cluster_host_ip: str | None
@@ -278,7 +279,7 @@ def ack(msg: Message, num: int | None = None, parm: tuple | None = None) -> byte
     """The client's ACK: the received header part echoed with only hdr[0:18] rewritten.
 
     The rewrite's NUL lands on hdr[17], so the MAC's first character is lost and the rest
-    stays (protocol.md §1.4); exactly 100 bytes are sent, never the buffer. `num`/`parm`
+    stays (docs/protocol.md §1.2); exactly 100 bytes are sent, never the buffer. `num`/`parm`
     replace the echoed ones where the original rewrites them (host services: num 2, parm[0]
     the result, parm[1] 0x1B0000B1, `M/mtcCompMsg.cpp:461-464`).
     """
@@ -303,7 +304,7 @@ def as_c_int(value: int) -> int:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a client says about itself in every mtcAlive (protocol.md §3.2, keys 1-6)."""
+    """What a client says about itself in every mtcAlive (docs/protocol.md §3, keys 1-6)."""
 
     hostname: str
     personality: str
@@ -334,7 +335,7 @@ def mtcalive(identity: Identity, net: Net, seq: int, *, uptime: int = 0, health:
 
 
 def ready_event(hostname: str, active_controller_pxeboot_address: str = "") -> bytes:
-    """The mtcClient ready event with the hard-coded feature list (protocol.md §2.5)."""
+    """The mtcClient ready event with the hard-coded feature list (docs/protocol.md §3)."""
     body = {
         "hostname": hostname,
         "service": SERVICE_MTCCLIENT,
@@ -351,7 +352,7 @@ def command(cmd: int, mac: str, data: str, *, num: int = 0, parm=()) -> bytes:
 
 
 def default_data(address: str, net: Net) -> str:
-    """The data of every agent command but a pxeboot mtcAlive request (protocol.md §2.4)."""
+    """The data of every agent command but a pxeboot mtcAlive request (docs/protocol.md §3)."""
     return json_text({"address": address, "interface": net.iface})
 
 

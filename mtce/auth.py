@@ -2,7 +2,7 @@
 
 Off unless `[security] key_file` is set; then every datagram gets, after everything the
 original sends (after the text's NUL, or after the 100 bytes of an ACK), the ASCII trailer
-`MTCA1 <key-id> <unix-time-ms> <hex HMAC-SHA256>` and a NUL (interface.md §3). The HMAC, under
+`MTCA1 <key-id> <unix-time-ms> <hex HMAC-SHA256>` and a NUL (docs/contract.md §3). The HMAC, under
 the key named by <key-id>, covers every byte before the trailer followed by
 `<key-id> <unix-time-ms>`. C peers stop reading at the NUL, so they ignore it.
 

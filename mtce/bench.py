@@ -1,4 +1,4 @@
-"""`mtce bench`: the performance benchmark of interface.md §7, on loopback, in bounded time.
+"""`mtce bench`: the performance benchmark of docs/contract.md §7, on loopback, in bounded time.
 
 Everything measured is a real process: the agent (`mtce agent -f`) with an inventory of
 simulated hosts, a real `mtce client`, a load generator of several forked processes, and a
@@ -451,7 +451,7 @@ class Phases:
         r["baseline_cost_us"] = _cost_us(same["cpu_s"], same["received"])
         r["baseline_cost_others_pct"] = round(max(0.0, 100.0 * (
             same["core_busy_s"] - same["cpu_s"]) / same["elapsed"]), 1)
-        # ratio = bare cost / agent cost at the same offered load (interface.md §7)
+        # ratio = bare cost / agent cost at the same offered load (docs/contract.md §7)
         r["ratio"] = round(r["baseline_cost_us"] / r["agent_cost_us"], 4) \
             if r["agent_cost_us"] else 0.0
         _say(f"capacity: bare recvfrom_into loop, {p.capacity_s:g} s")

@@ -1,4 +1,4 @@
-"""Command line: `mtce <command> [-c FILE] ...` (interface.md §1).
+"""Command line: `mtce <command> [-c FILE] ...` (docs/contract.md §1).
 
 Parses argv and dispatches; each command's module is imported only when that command runs,
 so `mtce --version` stays fast. Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
@@ -12,7 +12,7 @@ import sys
 from mtce import __version__
 
 DEFAULT_CONFIG = "/etc/mtc.ini"
-WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (contract §1)
+WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (docs/contract.md §1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-f", dest="foreground", action="store_true",
                        help="stay in the foreground and log to stderr")
     p = command("hosts", "the running agent's host table")
-    p.add_argument("--json", action="store_true", help="print JSON (interface.md §5)")
+    p.add_argument("--json", action="store_true", help="print JSON (docs/contract.md §5)")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None,
                    metavar="SECONDS", help="redraw the table (and the alarms) every SECONDS "
                    "(default 2) until Ctrl-C")
@@ -131,7 +131,7 @@ def _main(argv=None) -> int:
         print("mtce: a command is required (try 'mtce --help')", file=sys.stderr)
         return 2
     # Every command needs them (the lab and the bench through the daemons they start): say
-    # so before anything starts, not after a lab's header (contract §1: one line, exit 2).
+    # so before anything starts, not after a lab's header (docs/contract.md §1: one line, exit 2).
     missing = missing_packages()
     if missing:
         return _say_missing(missing)

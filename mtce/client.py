@@ -1,10 +1,11 @@
 """mtcClient: sends mtcAlive on every network it has and carries out the agent's commands.
 
-Wiring only (style §2): it builds the collaborators from the config, runs the 5 s tick,
-decodes what arrives, and carries out what the pure core (schedule.ClientCore) decides:
+Wiring only (docs/design.md "Module map"): it builds the collaborators from the config, runs
+the 5 s tick, decodes what arrives, and carries out what the pure core (schedule.ClientCore)
+decides:
 addresses are ownaddr.AddressBook's, sockets and sends clientnet.ClientNet's, the host's
 files and `[actions]` actions.HostActions', the "I am" flags and sequence numbers
-status.Status'. Behaviour as reference/client.md describes the C daemon (HEAD `c1cd466`);
+status.Status'. Behaviour as docs/protocol.md describes the C daemon (HEAD `c1cd466`);
 deviations are listed in docs/design.md.
 """
 
@@ -29,8 +30,9 @@ CHANGE_SEND_GAP_S = 1.0        # after a network change, mtcAlive at once, at mo
 # reboot started) have EVENTS, so that noise never hides them.
 NOISE_BURST, NOISE_PER_MIN = 10, 6
 EVENTS_BURST, EVENTS_PER_MIN = 30, 30
-# Keys a running client cannot take (its gates are evaluated once per process, client.md
-# §1.3): the reload log says so. Every other key is applied: sockets are re-created.
+# Keys a running client cannot take (its gates are evaluated once per process,
+# docs/protocol.md §4.1): the reload log says so. Every other key is applied: sockets are
+# re-created.
 RESTART_KEYS = {("paths", "pid_dir"), ("paths", "log_dir"), ("paths", "platform_conf"),
                 ("paths", "platform_dir")}
 UNUSED_KEYS = {("agent", k) for k in ("offline_period", "offline_threshold",
@@ -135,7 +137,7 @@ class Client:
         return self.cfg.paths.persist_dir, clienttrust.CONFIRMED_FILE
 
     def _load_confirmed(self) -> None:
-        """The confirmed pxeboot controller addresses kept by an earlier run (contract §8),
+        """The confirmed pxeboot controller addresses kept by an earlier run (docs/contract.md §8),
         before any socket opens, so that a restart reopens nothing to strangers. A file that
         cannot be used is logged and fails closed: no pxeboot command is carried out until
         the agent confirms its addresses again (it does at the start-up ready event)."""

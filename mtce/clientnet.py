@@ -1,4 +1,4 @@
-"""The client's sockets and what it sends through them (client.md §1.4, §4.3, §5.3, §7):
+"""The client's sockets and what it sends through them (docs/protocol.md §4):
 where each socket is bound, where mtcAlive, the ready event and ACKs go, and the original's
 log lines for each. Socket life (fault insertion, recovery, netlink, receive errors) is
 netsocks.SocketSet's; the addresses are ownaddr.AddressBook's.
@@ -193,7 +193,7 @@ class ClientNet:
                                     transport.describe_error(err))
 
     def send_ack(self, data: bytes, name: str, src: str, net: Net, log_ack: bool) -> None:
-        """To where the original sends ACKs (protocol.md §4.2): on pxeboot the command's
+        """To where the original sends ACKs (docs/protocol.md §4): on pxeboot the command's
         source :2102, on mgmt `controller`:2101, on cluster-host both controllers :2101."""
         port = self.cfg.agent.mtc_agent_port
         if net == Net.PXEBOOT:

@@ -1,5 +1,5 @@
-"""Who may command a client (contract §8, README "Security"), and what a pxebootInfo teaches
-it (client.md §2.6). Pure: addresses and `now` in, decisions and log lines out; the kept set
+"""Who may command a client (docs/contract.md §8, README "Security"), and what a pxebootInfo teaches
+it (docs/protocol.md §5.2). Pure: addresses and `now` in, decisions and log lines out; the kept set
 of confirmed addresses comes in and goes out as text (client.py reads and writes the file).
 Imports `states` only.
 
@@ -76,10 +76,10 @@ class Lesson:
 
 
 def learn_pxeboot_info(stored: dict, info: dict, text: str, fill_only: bool = False) -> Lesson:
-    """client.md §2.6 (`load_pxebootInfo_msg`): the active `controller` address is replaced
+    """docs/protocol.md §5.2 (`load_pxebootInfo_msg`): the active `controller` address is replaced
     by any value, empty included; `controller-0`/`controller-1` only by a non-empty valid one
     (an empty value keeps the stored address and warns, as the original). `fill_only`: only
-    empty slots take a value (a request from an address not trusted, contract §8)."""
+    empty slots take a value (a request from an address not trusted, docs/contract.md §8)."""
     new = dict(stored)
     lines = []
     active, old = info.get("controller"), stored.get("controller", "")

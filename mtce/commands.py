@@ -1,8 +1,8 @@
-"""The agent's operator commands (`mtce lock`, `reboot`, ...) waiting for their ACK: sent
-again every CMD_RETRY_S until a host ACKs on any network, CMD_ATTEMPTS times at most
-(agent.md §7.2: `MTC_CMD_RSP_TIMEOUT` 10 s, `RESET_PROG_MAX_REBOOTS_B4_RESET` 5). `alive`
-(an mtcAlive request on pxeboot) follows the same rule; a client does not ACK that request,
-its answer is the host's next pxeboot mtcAlive (docs/protocol.md §2).
+"""The agent's operator commands (`mtce lock`, `reboot`, ...) waiting for their ACK: sent again
+every CMD_RETRY_S until a host ACKs on any network, CMD_ATTEMPTS times at most (docs/protocol.md
+§5.4, §8: `MTC_CMD_RSP_TIMEOUT` 10 s, `RESET_PROG_MAX_REBOOTS_B4_RESET` 5). `alive` (an mtcAlive
+request on pxeboot) follows the same rule; a client does not ACK that request, its answer is the
+host's next pxeboot mtcAlive (docs/protocol.md §2).
 
 Waiters (`mtce reboot HOST --wait`) each get one `Outcome`: ACKed, with every network that
 ACKed within ACK_FORGET_S of the first; given up; their own deadline passed; or the host left

@@ -1,11 +1,12 @@
 """Configuration: `/etc/mtc.ini` and the agent's inventory.
 
-`OPTIONS` is the one place where keys, types and defaults live: validation, `etc/mtc.ini` (a
-test compares them) and `mtce --help-config` derive from it. Files are read with the original's
-inih rules (protocol.md §5.1): `;`/`#` full-line comments, `;` inline comments only after
-whitespace, `name = value` or `name : value`, a UTF-8 BOM, and indented continuation lines that
-re-assign the previous name. Values are then typed with configobj's `validate`. The result is
-immutable; a reload builds a new one. Errors name the file, the line and the key.
+`OPTIONS` is the one place where keys, types and defaults live: validation, `etc/mtc.ini` (a test
+compares them) and `mtce --help-config` derive from it. Files are read with the original's inih
+rules (docs/contract.md §2; `CD/daemon_ini.cpp:178-292`): `;`/`#` full-line comments, `;` inline
+comments only after whitespace, `name = value` or `name : value`, a UTF-8 BOM, and indented
+continuation lines that re-assign the previous name. Values are then typed with configobj's
+`validate`. The result is immutable; a reload builds a new one. Errors name the file, the line and
+the key.
 """
 
 from __future__ import annotations
@@ -377,7 +378,7 @@ class Config:
 
     def reread(self) -> "Config":
         """The same file read again (SIGHUP), relative paths taken from the same directory as
-        at start: a daemon's own working directory is `/` by then (contract §1)."""
+        at start: a daemon's own working directory is `/` by then (docs/contract.md §1)."""
         return load(self.path, base=self.base)
 
     def changed(self, other: "Config") -> list[tuple[str, str]]:
@@ -414,7 +415,8 @@ def _current_dir() -> str:
 
 
 def _from_base(base: str, path: str, where: str, line: int | None, key: str | None) -> str:
-    """`path` taken from `base` if relative (contract §1: from where the command started)."""
+    """`path` taken from `base` if relative (docs/contract.md §1: from where the command
+    started)."""
     if not path or os.path.isabs(path):
         return path
     if not base:
@@ -475,12 +477,12 @@ def render_ini() -> str:
     return "\n".join(out) + "\n"
 
 
-# -- inventory (interface.md §4) --------------------------------------------------------------
+# -- inventory (docs/contract.md §4) --------------------------------------------------------------
 #
 # Not inih: the inventory is mtce's own file, and a host taken wrongly is a host monitored,
 # locked or rebooted wrongly. So every line must be a comment, a `[hostname]` header or
 # `key = value` with a known key, once per section; anything else is refused with the line
-# of the fault itself (contract §4), and a reload that meets it keeps the running inventory.
+# of the fault itself (docs/contract.md §4), and a reload that meets it keeps the running inventory.
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -563,8 +565,8 @@ def _inventory_sections(text: str, path: str,
             raise ConfigError(path, lineno, key, "key outside a [hostname] section")
         kv = sections[-1][2]
         if key not in INVENTORY_KEYS:
-            # Warned about once, never fatal, as in mtc.ini (contract §2): contract §4's
-            # list of refusals does not name it.
+            # Warned about once, never fatal, as in mtc.ini (docs/contract.md §2): the list of
+            # refusals of docs/contract.md §4 does not name it.
             warnings.append(f"{path}:{lineno}: unknown key {where} {key} (keys: "
                             f"{', '.join(INVENTORY_KEYS)})")
             continue

@@ -2,9 +2,10 @@
 
 Events plus `now` (monotonic seconds) in, actions out (acts.py: `Send`, `RaiseAlarm`,
 `ClearAlarm`, `Log`), carried out by the wiring (agent.py). Here: availability and the
-offline audit (agent.md §4.3), per-network ok/lost, what a valid mtcAlive says of the host;
-with its parts: sequence numbers (seqs.py, agent.md §6), the pxeboot monitor (pxemon.py,
-agent.md §5) and the locked/unlocked correction (locks.py, agent.md §7.3). All hosts:
+offline audit (docs/protocol.md §5.4), per-network ok/lost, what a valid mtcAlive says of the
+host; with its parts: sequence numbers (seqs.py, docs/protocol.md §6), the pxeboot monitor
+(pxemon.py, docs/protocol.md §5.5) and the locked/unlocked correction (locks.py,
+docs/protocol.md §5.4 "Locked correction"). All hosts:
 table.HostTable. No socket, select, time, os or subprocess: the clock comes in as `now`.
 """
 
@@ -65,7 +66,7 @@ class HostMonitor:
         self.flags = 0                           # parm[2] of the last valid mtcAlive
         self.availability = Availability.OFFLINE
         self.pxeboot_ip = pxeboot_ip or ""
-        # The client's pxeboot_mtcAlive feature (contract §8 Revision): None until a ready
+        # The client's pxeboot_mtcAlive feature (docs/contract.md §8 "Revision"): None until a ready
         # event tells (agent start), then whether the latest one offered it.
         self.pxeboot_feature: bool | None = None
         self.pxeboot_supported = False           # the monitor applies (announced or inferred)
@@ -73,9 +74,9 @@ class HostMonitor:
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
         self.pxe = PxebootMonitor(self.hostname, settings, now)
-        # online/offline (agent.md §4.3, interface.md §8)
+        # online/offline (docs/protocol.md §5.4, docs/contract.md §8)
         self.presence = Presence(self, now)
-        # locked/unlocked correction (agent.md §7.3)
+        # locked/unlocked correction (docs/protocol.md §5.4 "Locked correction")
         self._lock_bit = LOCKED_BIT if self.admin is Admin.LOCKED else 0
         self.locks = LockCorrection()
         self._steady = False
@@ -92,7 +93,7 @@ class HostMonitor:
 
     @property
     def pxeboot_monitored(self) -> bool:
-        """Whether the pxeboot monitor applies at all (agent.md §5.0, §8 simplex)."""
+        """Whether the pxeboot monitor applies at all (docs/protocol.md §5.5, §4.1)."""
         s = self.settings
         return (self.pxeboot_supported and bool(self.pxeboot_ip) and s.pxeboot_provisioned
                 and not s.simplex)
@@ -110,12 +111,12 @@ class HostMonitor:
         return True
 
     def net_state(self, net: Net) -> NetState:
-        """ok / lost / unprovisioned as `mtce hosts --json` shows it (interface.md §8)."""
+        """ok / lost / unprovisioned as `mtce hosts --json` shows it (docs/contract.md §8)."""
         net = Net(net)
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
         if net is Net.PXEBOOT:
-            # contract §8: lost from the monitor's declared loss to its next good window
+            # docs/contract.md §8: lost from the monitor's declared loss to its next good window
             # (the alarm has its own clear debounce), and until the first one arrives.
             if self.pxe.lost or not self.nets[net].received:
                 return NetState.LOST
@@ -201,7 +202,7 @@ class HostMonitor:
     # -- other events ---------------------------------------------------------------------------
 
     def on_ready(self, features: list | None, now: float):
-        """The mtcClient ready event; `features` None for an older client (agent.md §5.7)."""
+        """The mtcClient ready event; `features` None for an older client (docs/protocol.md §3)."""
         out: list = []
         h, s = self.hostname, self.settings
         supported = features is not None and FEATURE_PXEBOOT_MTCALIVE in features
@@ -243,7 +244,7 @@ class HostMonitor:
         self.locks.reset()
         self.pxe.to_start(now)
         if state is Admin.LOCKED:
-            self.pxe.clear_alarm(out)        # agent.md §5.5: no 200.003 on a locked host
+            self.pxe.clear_alarm(out)        # docs/protocol.md §5.5: no 200.003 if locked
         else:
             self._wake()
         self._update_steady()
@@ -278,7 +279,7 @@ class HostMonitor:
             self._reset_net(Net.CLSTR)
             self.learned_clstr_ip = ""
         if entry.administrative != old.administrative:
-            # contract §4: the file's value applies when that field itself changes; another
+            # docs/contract.md §4: the file's value applies when that field itself changes; another
             # key's change leaves an operator's lock or unlock alone.
             out.extend(self.set_admin(entry.administrative, now, "inventory"))
         self._wake()
@@ -288,13 +289,13 @@ class HostMonitor:
         self.nets[net].reset()
 
     def restore_alarm(self, now: float):
-        """200.003 found active at agent start: resume in the loss state (agent.md §5.3)."""
+        """200.003 found active at agent start: resume in the loss state (docs/protocol.md §5.5)."""
         h, s = self.hostname, self.settings
         self.pxe.restore()
         out = [Log("info", f"{h} found mtcAlive alarm ; loaded {ALARM_SEVERITY}")]
         if s.simplex or not s.pxeboot_provisioned or self.admin is Admin.LOCKED:
             # The monitor never runs here (simplex, no pxeboot), or locked hosts carry no
-            # 200.003 (agent.md §5.5): clear now rather than keep a stale alarm.
+            # 200.003 (docs/protocol.md §5.5): clear now rather than keep a stale alarm.
             self.pxe.clear_alarm(out)
         self._wake()
         return out
@@ -317,7 +318,7 @@ class HostMonitor:
         self.next_at = self._pxeboot_deadline(at)
         return out if out else NO_ACTIONS
 
-    # -- the pxeboot monitor's gate (agent.md §5.0) --------------------------------------
+    # -- the pxeboot monitor's gate (docs/protocol.md §5.5) -------------------------------
 
     def _held(self) -> bool:
         # Locked or disabled (offline here) holds the monitor in START; counters stay.
@@ -369,7 +370,7 @@ class HostMonitor:
 
 
 def host_json(host: HostMonitor, now: float) -> dict:
-    """The contract §5 host object, plus `pxeboot_monitor`, `alarm`, `client_ready`."""
+    """The docs/contract.md §5 host object, plus `pxeboot_monitor`, `alarm`, `client_ready`."""
     e = host.entry
     networks = {}
     for n in host.nets:

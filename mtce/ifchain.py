@@ -1,6 +1,6 @@
-"""The pxeboot interface chain (ethernet, vlan, bond, vlan over bond: client.md §3) from
+"""The pxeboot interface chain (ethernet, vlan, bond, vlan over bond: docs/protocol.md §5.6) from
 netlink plus `[paths] sys_class_net`, and the client's own pxeboot address from its DHCP
-lease or static ifcfg file (client.md §2). Nothing here logs: functions return `(level,
+lease or static ifcfg file (docs/protocol.md §5.2). Nothing here logs: functions return `(level,
 text)` lines so that callers can throttle them.
 """
 
@@ -70,7 +70,7 @@ def _is_ipv4(text: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Interface chain (client.md §3; nodeUtil.cpp get_iface_info)
+# Interface chain (docs/protocol.md §5.6; nodeUtil.cpp get_iface_info)
 
 
 @dataclass
@@ -199,8 +199,8 @@ def get_iface_info(ifname: str, sys_class_net: str, links: NetlinkLinks | None =
                    network: str = "Pxeboot") -> IfaceInfo:
     """Resolve `ifname` to its chain (ethernet, vlan -> NIC, bond -> slaves, vlan -> bond).
 
-    Reproduces nodeUtil.cpp `get_iface_info` (client.md §3): same cases, return codes (0, 75
-    FAIL_NOT_FOUND, 104 FAIL_FILE_OPEN), chain text and log lines; `network` is the label the
+    Reproduces nodeUtil.cpp `get_iface_info` (docs/protocol.md §5.6): same cases, return codes
+    (0, 75 FAIL_NOT_FOUND, 104 FAIL_FILE_OPEN), chain text and log lines; `network` is the label the
     original prints (`Pxeboot`).  Sources, per fact:
 
     - type: netlink IFLA_INFO_KIND when netlink knows the interface (`vlan`/`bond`; any other
@@ -305,7 +305,7 @@ def iface_master(ifname: str, sys_class_net: str, links: NetlinkLinks | None = N
 
 
 # --------------------------------------------------------------------------------------------
-# Own pxeboot address (client.md §2.2-§2.4)
+# Own pxeboot address (docs/protocol.md §5.2)
 
 
 def dhcp_lease_address(leases_dir: str, key: str) -> tuple[str, list[LogLine]]:
@@ -402,12 +402,12 @@ class PxebootLearn:
 def learn_pxeboot_address(mgmt_iface: str, is_controller: bool, sys_class_net: str,
                           leases_dir: str, ifcfg_dir: str,
                           links: NetlinkLinks | None = None) -> PxebootLearn:
-    """learn_my_pxeboot_address (client.md §2.2).
+    """learn_my_pxeboot_address (docs/protocol.md §5.2).
 
     `mgmt_iface` is the interface to resolve: the raw `management_interface` at start, the
-    learned parent on a re-learn (§3.2).  The lookup key is always `<parent>:2`; the DHCP lease
-    is tried first on every node type, the static ifcfg file only on controllers and only if
-    DHCP gave nothing.
+    learned parent on a re-learn (docs/protocol.md §5.6).  The lookup key is always
+    `<parent>:2`; the DHCP lease is tried first on every node type, the static ifcfg file only
+    on controllers and only if DHCP gave nothing.
     """
     info = get_iface_info(mgmt_iface, sys_class_net, links)
     logs = list(info.logs)

@@ -1,4 +1,4 @@
-"""What the agent does with each datagram it receives (agent.md §3.3, §4.1, §5.7): decode,
+"""What the agent does with each datagram it receives (docs/protocol.md §1.3, §3): decode,
 find the host by source address, validate an mtcAlive, and hand it to the host table; ready
 events, ACKs, and everything that must be dropped, counted and logged within the noise
 budget. The decisions about hosts are hosts.py's; the actions they return go to `run`.
@@ -26,9 +26,9 @@ class Inbox:
         """One datagram; `data` is a memoryview valid only during the call.
 
         An mtcAlive changes a host only if its JSON parses and has a valid personality
-        (contract §8, agent.md §4.1). A host's mtcAlive text differs from its last valid one
-        only in `"sequence"`, so the hot path is a byte comparison with that text
-        (`alive.text_matches`); any other text takes the full parse.
+        (docs/contract.md §8, docs/protocol.md §1.3). A host's mtcAlive text differs from its
+        last valid one only in `"sequence"`, so the hot path is a byte comparison with that
+        text (`alive.text_matches`); any other text takes the full parse.
         """
         counters = self.counters
         counters.rx += 1
@@ -88,7 +88,7 @@ class Inbox:
                 return
         now = self.clock.now()
         if net is not Net.PXEBOOT:
-            # contract §8: the pxeboot address a host may be learned at is the one it
+            # docs/contract.md §8: the pxeboot address a host may be learned at is the one it
             # reports itself over mgmt or cluster-host (learn_source)
             host.reported_pxeboot_ip = text.pxeboot_ip or ""
         actions = self.table.on_identity(host, text.personality, text.cluster_host_ip
@@ -128,10 +128,10 @@ class Inbox:
 
     def learn_source(self, text: alive.AliveText, src: str, net: Net, msg: alive.Message):
         """A valid mtcAlive from an address no host owns: the original takes the JSON hostname
-        and stores the source as that host's pxeboot address (agent.md §2). Here only on the
-        pxeboot network, only for a host that has no pxeboot address yet (a spoofed message
+        and stores the source as that host's pxeboot address (docs/protocol.md §1.3). Here only
+        on the pxeboot network, only for a host that has no pxeboot address yet (a spoofed message
         cannot move a known address), and only when the source is the `pxeboot_ip` the host
-        itself reported over mgmt or cluster-host (contract §8: a stranger naming it teaches
+        itself reported over mgmt or cluster-host (docs/contract.md §8: a stranger naming it teaches
         nothing)."""
         name = text.hostname
         host = self.table.get(name) if name else None
@@ -162,7 +162,7 @@ class Inbox:
         if features is None:
             self.noise.info(("ready-old", net), "%s mtcClient not offering feature list ; "
                             "node may have upgrade pending", host.hostname)
-        # agent.md §2 "When the file is (re)read": on every ready event (its pxeboot request).
+        # docs/protocol.md §5.2: re-read on every ready event (its pxeboot request).
         self.agent.load_dnsmasq_hosts()
         self.agent.run(host.on_ready(features, self.clock.now()))
 

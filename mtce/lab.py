@@ -1,4 +1,4 @@
-"""`mtce lab`: an agent and N clients on this machine with a live table (interface.md §6).
+"""`mtce lab`: an agent and N clients on this machine with a live table (docs/contract.md §6).
 
 Generates one directory per host under a temporary directory (platform.conf, hosts, hostname,
 build.info, inventory, dnsmasq.hosts, a DHCP lease and an mtc.ini whose every [paths] key points

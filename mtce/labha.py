@@ -1,5 +1,5 @@
 """`mtce lab --ha`: two controllers under real corosync and Pacemaker in namespaces, the agent
-the cluster resource ocf:mtce:mtcAgent, workers running real clients (interface.md §6,
+the cluster resource ocf:mtce:mtcAgent, workers running real clients (docs/contract.md §6,
 docs/ha.md).
 
 The controllers are cluster nodes (`labcluster.Node`); the lab loads the reference CIB's

@@ -1,7 +1,7 @@
-"""The locked/unlocked correction (agent.md §7.3): a client whose I_AM_LOCKED flag disagrees
-with the host's administrative state is told LOCKED or UNLOCKED. The original re-sends on
-every mtcAlive (3 networks x every 5 s); here the same correction goes at most once per
-online_period and its warning once per episode (throttled). Pure.
+"""The locked/unlocked correction (docs/protocol.md §5.4 "Locked correction"): a client whose
+I_AM_LOCKED flag disagrees with the host's administrative state is told LOCKED or UNLOCKED. The
+original re-sends on every mtcAlive (3 networks x every 5 s); here the same correction goes at most
+once per online_period and its warning once per episode (throttled). Pure.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Logging: the original's line shape, and `Throttle` so that no cause floods the log.
 
-A line looks like the C daemons' (client.md, "Log line shape"):
+A line looks like the C daemons' (docs/design.md "Logs"):
 `2026-11-26T01:10:46.123 [1234.00012] worker-0 mtcClient client.py(120) tick:  Info : text`.
-Handlers are created by `setup()` only, after the daemon has forked (anchors D.5).
+Handlers are created by `setup()` only, after the daemon has forked (docs/design.md
+"python-daemon closes descriptors").
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ _NETS = ("mgmt", "cluster-host", "pxeboot")
 BAD_HELP = ("datagrams dropped, by reason: invalid (does not decode, not a valid message, not "
             "for this host) or why authentication failed (untagged, malformed_tag, "
             "unknown_key, bad_tag, stale, replayed)")
-# contract §8 "Network state", as hosts.HostMonitor.net_state decides it
+# docs/contract.md §8 "Network state", as hosts.HostMonitor.net_state decides it
 NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
                    "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
                    "to its next good window; absent: unprovisioned")

@@ -1,4 +1,4 @@
-"""Address sources for mtcClient/mtcAgent (client.md §2, agent.md §2): dnsmasq.hosts, the
+"""Address sources for mtcClient/mtcAgent (docs/protocol.md §5.2): dnsmasq.hosts, the
 hosts file and name resolution (hosts file first, IPv6 first), an interface's addresses and
 MAC, platform.conf and the hostname. The interface chain and the own pxeboot address are
 ifchain.py's, netlink netlink.py's; their names are here too, where callers find them.
@@ -30,7 +30,7 @@ __all__ = ["BOND", "ETHERNET", "FAIL_FILE_OPEN", "FAIL_NOT_FOUND", "PASS", "VLAN
            "read_hostname"]
 
 # --------------------------------------------------------------------------------------------
-# dnsmasq.hosts (agent.md §2)
+# dnsmasq.hosts (docs/protocol.md §5.2)
 
 
 class DnsmasqEntry(NamedTuple):
@@ -169,7 +169,7 @@ def iface_mac(ifname: str, links: NetlinkLinks | None, sys_class_net: str) -> st
 
 
 # --------------------------------------------------------------------------------------------
-# platform.conf (client.md §1.1)
+# platform.conf (docs/protocol.md §4.1)
 
 
 def parse_platform_conf(text: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ def _as_int(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class LinkFacts:
-    """What netlink says about one link (anchors.md §D.7)."""
+    """What netlink says about one link (docs/design.md "pyroute2 for links")."""
 
     name: str
     index: int

@@ -1,9 +1,9 @@
-"""A host's availability (agent.md §4.3, contract §8): `Presence` takes it online, marks
-mgmt and cluster-host lost, runs the offline audit and declares offline; `OfflineAudit` is
-the audit's pure timing: once a host has been silent on mgmt and cluster-host for one
-`online_period`, an mtcAlive request every `offline_period` on slots start + k x period (a
-late loop skips slots, it never bursts), offline after `offline_threshold` periods. pxeboot
-mtcAlive alone never keeps a host online (contract §8; the original counts them).
+"""A host's availability (docs/protocol.md §5.4, docs/contract.md §8): `Presence` takes it online,
+marks mgmt and cluster-host lost, runs the offline audit and declares offline; `OfflineAudit` is the
+audit's pure timing: once a host has been silent on mgmt and cluster-host for one `online_period`,
+an mtcAlive request every `offline_period` on slots start + k x period (a late loop skips slots, it
+never bursts), offline after `offline_threshold` periods. pxeboot mtcAlive alone never keeps a host
+online (docs/contract.md §8; the original counts them).
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ class OfflineAudit:
 
 
 class Presence:
-    """One host's availability from its mtcAlive (agent.md §4.3, contract §8): online at the
-    first valid one; mgmt/cluster-host `lost` after `lost_windows` silent online periods;
-    the offline audit once mgmt and cluster-host were silent for one; `offline` at its end.
-    It sets `host.availability` and the host's network states; `host` gives hostname,
-    settings, nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts
+    """One host's availability from its mtcAlive (docs/protocol.md §5.4, docs/contract.md §8):
+    online at the first valid one; mgmt/cluster-host `lost` after `lost_windows` silent online
+    periods; the offline audit once mgmt and cluster-host were silent for one; `offline` at its end.
+    It sets `host.availability` and the host's network states; `host` gives hostname, settings,
+    nets, admin, clstr_ip, `provisioned(net)` and the table's registry of hosts
     in audit."""
 
     __slots__ = ("host", "window_from", "audit", "awaits_mgmt")
@@ -75,7 +75,7 @@ class Presence:
     def heard(self, now: float, net: Net, seq: int, out: list) -> bool:
         """A valid mtcAlive: online if it was not; the audit ends. True when it went online.
 
-        contract §8: pxeboot traffic alone never keeps a host online (anyone on the pxeboot
+        docs/contract.md §8: pxeboot traffic alone never keeps a host online (anyone on the pxeboot
         network can send a host's pxeboot mtcAlive): it brings a host online only until its
         first offline declaration (at agent start it is often the first to answer), and it
         neither delays nor ends the offline audit, which counts mgmt and cluster-host."""
@@ -145,7 +145,8 @@ class Presence:
             silent_until = self.last_heard() + s.online_period_s
             if now < silent_until:
                 return self.deadline()
-            # contract §8: one online_period without mgmt or cluster-host mtcAlive starts it.
+            # docs/contract.md §8: one online_period without mgmt or cluster-host mtcAlive
+            # starts it.
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h._auditing is not None:
                 h._auditing.add(h)
@@ -169,8 +170,8 @@ class Presence:
         self.awaits_mgmt = 1
         self.end_audit()
         h.client_ready = False
-        h.flags = 0                    # contract §5: failure_flags are what it reports now
-        for n in h.nets:               # agent.md §4.3: sequence numbers reset on offline
+        h.flags = 0                    # docs/contract.md §5: failure_flags are what it reports now
+        for n in h.nets:               # docs/protocol.md §6: zeroed on offline
             n.last_seq = 0
             n.received = n.ok = False
             n.state = NetState.LOST

@@ -1,6 +1,6 @@
-"""Commands from the agent to hosts (agent.md §7): what each carries (the default data, the
-pxebootInfo of a pxeboot mtcAlive request), where it goes on each network, and the operator's
-commands (`mtce lock`, `reboot`, ...) with their retries until ACKed (commands.Commands).
+"""Commands from the agent to hosts (docs/protocol.md §3, §4, §5.4): what each carries (the default
+data, the pxebootInfo of a pxeboot mtcAlive request), where it goes on each network, and the
+operator's commands (`mtce lock`, `reboot`, ...) with their retries until ACKed (commands.Commands).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Outbox:
 
     # -- one command, one host, one network -----------------------------------------------------
     def command_data(self, net: Net, cmd: Cmd) -> str:
-        """The data of `cmd` over `net` (protocol.md §3); a pxeboot mtcAlive request's
+        """The data of `cmd` over `net` (docs/protocol.md §3); a pxeboot mtcAlive request's
         pxebootInfo goes over mgmt too, beside it (`send`)."""
         a = self.agent
         if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
@@ -37,7 +37,7 @@ class Outbox:
         return alive.default_data(sender, net)
 
     def send(self, hostname: str, net: Net, cmd: Cmd, num: int = 0, parm: tuple = ()) -> bool:
-        """Send one command to one host over one network (agent.md §7.0)."""
+        """Send one command to one host over one network (docs/protocol.md §4)."""
         a = self.agent
         host = a.table.get(hostname)
         if host is None:
@@ -54,7 +54,7 @@ class Outbox:
             dest = host.pxeboot_ip
         text = self.command_data(net, cmd)
         if net == Net.PXEBOOT and cmd == Cmd.REQ_MTCALIVE and host.entry.mgmt_ip:
-            # contract §8: the same request over mgmt first, from the address of every mgmt
+            # docs/contract.md §8: the same request over mgmt first, from the address of every mgmt
             # command: it confirms these pxeboot addresses to an mtce client, so that pxeboot
             # commands from anyone else are refused there (a C client ignores it).
             a.net.send(hostname, Net.MGMT, cmd, host.entry.mgmt_ip,
@@ -85,7 +85,7 @@ class Outbox:
                         else "send failed (see the agent's log)")
         if request in ("lock", "unlock"):
             state = Admin.LOCKED if request == "lock" else Admin.UNLOCKED
-            # contract §4: kept in state_dir, winning over the inventory across reloads and
+            # docs/contract.md §4: kept in state_dir, winning over the inventory across reloads and
             # restarts until the file's `administrative` itself changes. Saved first: a lock
             # that cannot be kept is refused (nothing sent, nothing changed), or a restart
             # would bring back the inventory's value behind the operator's back.
@@ -136,9 +136,10 @@ class Outbox:
         return 1, tuple(int(i == PARM_LOCK_PERSIST) for i in range(PARM_LOCK_PERSIST + 1))
 
     def nets_for(self, host, cmd: Cmd) -> list[Net]:
-        """Where an operator command goes, first to last (agent.md §7.2-7.3): REBOOT and LAZY
-        REBOOT over pxeboot first; LOCKED over pxeboot unless the simplex file exists; RESET
-        never over pxeboot (the original sends no RESET there); `alive` only over pxeboot."""
+        """Where an operator command goes, first to last (docs/protocol.md §5.4 "Operator
+        commands"): REBOOT and LAZY REBOOT over pxeboot first; LOCKED over pxeboot unless the
+        simplex file exists; RESET never over pxeboot (the original sends no RESET there); `alive`
+        only over pxeboot."""
         a = self.agent
         if cmd == Cmd.REQ_MTCALIVE:
             return [Net.PXEBOOT] if a.pxeboot_provisioned and host.pxeboot_ip else []

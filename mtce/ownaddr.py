@@ -1,8 +1,8 @@
 """A client's addresses: its own on mgmt, cluster-host and pxeboot, its mgmt MAC, and the
 controllers' by name, as one frozen value (`OwnAddresses`). `AddressBook` finds them (the
 hosts file, netlink through pyroute2, `[paths] sys_class_net`, the DHCP lease and ifcfg
-files: client.md §2-§3) and logs what the original logs; the client compares two values to
-know what to set up again.
+files: docs/protocol.md §5.2, §5.6) and logs what the original logs; the client compares two
+values to know what to set up again.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class OwnAddresses:
     clstr_dests: tuple = ()              # (controller-N, its cluster-host address)
 
     def identity(self, hostname: str, personality: str, clstr: bool) -> alive.Identity:
-        """The mtcAlive identity (protocol.md §3.2), rebuilt when an address changes."""
+        """The mtcAlive identity (docs/protocol.md §3), rebuilt when an address changes."""
         return alive.Identity(hostname, personality, self.pxeboot_ip, self.mgmt_ip,
                               self.clstr_ip if clstr else "", self.mgmt_mac.lower())
 
@@ -184,7 +184,7 @@ class AddressBook:
         self._set(clstr_ip=ip)
         return bool(ip and self.own.clstr_dests)
 
-    # -- own pxeboot address (client.md §2.1-2.5) --------------------------------------------
+    # -- own pxeboot address (docs/protocol.md §5.2) -----------------------------------------
     def learn_pxeboot(self) -> bool:
         """Own pxeboot address from the lease or ifcfg file; True when it changed.
 

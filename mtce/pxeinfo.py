@@ -1,5 +1,5 @@
-"""The hosts' pxeboot addresses from dnsmasq.hosts, by mgmt MAC (agent.md §2): read where the
-original reads it, applied to the host table, the agent's own line rebinding its pxeboot
+"""The hosts' pxeboot addresses from dnsmasq.hosts, by mgmt MAC (docs/protocol.md §5.2): read
+where the original reads it, applied to the host table, the agent's own line rebinding its pxeboot
 sockets. The parsing is netif.read_dnsmasq_hosts'; when to parse again agentnet.dnsmasq_stamp's.
 """
 
@@ -14,8 +14,8 @@ class PxebootAddresses:
         self._stamp = None
 
     def load(self, force: bool = False) -> None:
-        """pxeboot addresses by mgmt MAC (agent.md §2), read where the original reads them:
-        before every pxeboot mtcAlive request and on every ready event; parsed again only
+        """pxeboot addresses by mgmt MAC (docs/protocol.md §5.2), read where the original reads
+        them: before every pxeboot mtcAlive request and on every ready event; parsed again only
         when it may have changed (agentnet.dnsmasq_stamp)."""
         a = self.agent
         if not a.pxeboot_provisioned:

@@ -1,4 +1,4 @@
-"""One host's pxeboot mtcAlive monitor (agent.md §5.1-5.6): the stages with an enforced
+"""One host's pxeboot mtcAlive monitor (docs/protocol.md §5.5): the stages with an enforced
 transition table, the miss and loss counters, alarm 200.003. Pure: `now` comes in, actions
 (`Send`, `Log`, `RaiseAlarm`, `ClearAlarm`) go out.
 """
@@ -17,7 +17,8 @@ PXEBOOT_LOG_THROTTLE = 60       # lost / not-seen-yet logs: 1 in 60 CHECKs (C/no
 
 
 def pxeboot_alarm_after_s(s: Settings) -> float:
-    """Seconds of total pxeboot loss, from a clean monitor start, to 200.003 (agent.md §5.3)."""
+    """Seconds of total pxeboot loss, from a clean monitor start, to 200.003
+    (docs/protocol.md §5.5)."""
     return s.pxeboot_window_s * PXEBOOT_MISS_THRESHOLD * PXEBOOT_LOSS_THRESHOLD
 
 
@@ -35,7 +36,7 @@ class PxeStage(str, enum.Enum):
         return "mtcAlive-" + self.value.capitalize()
 
 
-# agent.md §5.1. Every stage may go back to START: blocking, support or address changes.
+# docs/protocol.md §5.5. Every stage may go back to START: blocking, support or address changes.
 PXE_TRANSITIONS = {
     PxeStage.START: frozenset({PxeStage.SEND}),
     PxeStage.SEND: frozenset({PxeStage.MONITOR, PxeStage.START}),
@@ -58,9 +59,9 @@ class _Check(enum.Enum):
 
 
 class PxebootMonitor:
-    """One host's pxeboot mtcAlive monitor (agent.md §5.1-5.6): stages, miss/loss, 200.003.
+    """One host's pxeboot mtcAlive monitor (docs/protocol.md §5.5): stages, miss/loss, 200.003.
 
-    Pure FSM; its owner `HostMonitor` decides when it may run (§5.0 gating) and hands it the
+    Pure FSM; its owner `HostMonitor` decides when it may run (its gate) and hands it the
     pxeboot `NetTrack` to judge. Stage changes go through `stage_to`, which enforces
     PXE_TRANSITIONS.
     """
@@ -72,10 +73,10 @@ class PxebootMonitor:
         self.miss = 0
         self.loss = 0
         self.alarm = False
-        # contract §8 "Network state": pxeboot is `lost` from a declared loss (FAIL) to the
+        # docs/contract.md §8 "Network state": pxeboot is `lost` from a declared loss (FAIL) to the
         # next good window; any other return to START withdraws the declaration.
         self.lost = False
-        # 200.003 only for a client that announced the feature (contract §8 Revision); its
+        # 200.003 only for a client that announced the feature (docs/contract.md §8 "Revision"); its
         # owner sets this from the ready events.
         self.may_alarm = False
         self.start_at = now                  # when START was entered: due from then on
@@ -108,7 +109,7 @@ class PxebootMonitor:
             self.timer = now + self.settings.pxeboot_window_s
 
     def restore(self) -> None:
-        """200.003 found active at agent start: the loss state (agent.md §5.3)."""
+        """200.003 found active at agent start: the loss state (docs/protocol.md §5.5)."""
         self.alarm = True
         self.loss = PXEBOOT_LOSS_THRESHOLD
         self.miss = PXEBOOT_MISS_THRESHOLD
@@ -129,7 +130,7 @@ class PxebootMonitor:
                 self.stage_to(PxeStage.CHECK)
                 self._check(pxe, out)
             elif stage is PxeStage.START:
-                # agent.md §6 "When last is zeroed": every START, pxeboot only. The next
+                # docs/protocol.md §6: `last` is zeroed at every START, pxeboot only. The next
                 # pxeboot mtcAlive is then not a gap (a restart, an unlock, a re-learn).
                 pxe.last_seq = 0
                 self._save = None
@@ -187,7 +188,7 @@ class PxebootMonitor:
         if result is _Check.GOOD:
             if self.miss > 0:
                 if not self.alarm and self.loss > 0:
-                    # Recovering from loss 1: start the debounce over (agent.md §5.3).
+                    # Recovering from loss 1: start the debounce over (docs/protocol.md §5.5).
                     self.miss = PXEBOOT_MISS_THRESHOLD
                     self.loss = 0
                 tail = "; alarm clear when 0 " if self.alarm else ""
@@ -278,7 +279,8 @@ class PxebootMonitor:
         h = self.hostname
         self.alarm = False
         self.loss = 0
-        # agent.md §5.6: the clear logs the raise's text, at info (a copy-paste kept on purpose).
+        # docs/protocol.md §5.5: the clear logs the raise's text, at info (a copy-paste kept on
+        # purpose).
         out.append(Log("info", f"{h} {ALARM_SEVERITY} Pxeboot mtcAlive messaging failure"))
         out.append(Log("info", f"{h} clearing 'mtcAlive' alarm ({ALARM_MTCALIVE})"))
         out.append(ClearAlarm(h, ALARM_MTCALIVE))
@@ -287,5 +289,5 @@ class PxebootMonitor:
         return {"stage": self.stage.value, "miss": self.miss, "loss": self.loss}
 
     def network_json(self) -> dict:
-        """The monitor's own view beside the pxeboot state (contract §8 "Network state")."""
+        """The monitor's own view beside the pxeboot state (docs/contract.md §8 "Network state")."""
         return {"misses": self.miss, "losses": self.loss, "alarm": self.alarm}

@@ -3,7 +3,7 @@ an mtcAlive, what each command code does, who may send commands, what a pxebootI
 
 Events and `now` in, actions out (`SendAlive`, `SendReady`, `SendAck`, `RunAction`, `Say`), as
 hosts.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
-The command rows follow `M/mtcCompMsg.cpp:245-745` (client.md §5.2): which codes are ACKed and
+The command rows follow `M/mtcCompMsg.cpp:245-745` (docs/protocol.md §2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
 it (reboot, reset, wipedisk). No I/O: what only files can tell (a lock file there, a fit file)
 comes in through a `facts` object; who may command is clienttrust's. Imports `states`, `alive`
@@ -107,14 +107,14 @@ def row_for(code: int) -> Row:
 
 
 def ack_fields(row: Row, num: int, parm: tuple, rc: int) -> tuple[int, tuple]:
-    """(num, parm) of the ACK: the command's own, or the host-services form (client.md §5.2,
+    """(num, parm) of the ACK: the command's own, or the host-services form (docs/protocol.md §2,
     `M/mtcCompMsg.cpp:461-464`)."""
     if row.ack is Ack.HOST_SERVICES:
         return HOST_SERVICES_NUM, (rc, ENHANCED_HOST_SERVICES) + tuple(parm[2:])
     return num, tuple(parm)
 
 
-# -- the gates (client.md §1.3) ----------------------------------------------------------------
+# -- the gates (docs/protocol.md §4.1) ---------------------------------------------------------
 
 SYSTEM_TYPES = {"standard": "Standard System", "duplex": "All-in-one Duplex",
                 "duplex-direct": "All-in-one Duplex Direct Connect",
@@ -188,7 +188,7 @@ class SendAck(NamedTuple):
 
 
 class SaveConfirmed(NamedTuple):
-    """Keep the confirmed pxeboot controller addresses in `persist_dir` (contract §8)."""
+    """Keep the confirmed pxeboot controller addresses in `persist_dir` (docs/contract.md §8)."""
     addresses: dict
 
 
@@ -260,7 +260,7 @@ class ClientCore:
 
     # -- the tick ---------------------------------------------------------------------------
     def tick_nets(self, mgmt_ready: bool, clstr_rx_ok: bool) -> list[SendAlive]:
-        """The mtcAlive of this tick, in the original's order (client.md §4.2): pxeboot if
+        """The mtcAlive of this tick, in the original's order (docs/protocol.md §5.1): pxeboot if
         provisioned, mgmt, cluster-host if provisioned and its receive socket is up."""
         g = self.gates
         out = []
@@ -323,7 +323,7 @@ class ClientCore:
 
     def on_message(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
                    facts: Facts, own_ips: tuple, own_mac: str) -> list:
-        """A decoded datagram: the target-MAC check (protocol.md §1.4; a message from this
+        """A decoded datagram: the target-MAC check (docs/protocol.md §1.2; a message from this
         host's own mgmt or cluster-host address is "self"), then by signature."""
         if src not in own_ips and msg.ver >= 1:
             mine, theirs = own_mac.lower(), msg.mac
@@ -352,7 +352,7 @@ class ClientCore:
                    facts: Facts) -> list:
         """Trusted? Look the code up, act before or after the ACK as its row says, ACK.
 
-        An mtcAlive request over pxeboot is answered from anyone (contract §8: it only makes
+        An mtcAlive request over pxeboot is answered from anyone (docs/contract.md §8: it only makes
         the client send mtcAlive to the learned controllers); what its pxebootInfo may
         change is clienttrust's."""
         cmd = msg.cmd
@@ -398,7 +398,8 @@ class ClientCore:
         return out
 
     def learn(self, buf: bytes, src: str, vouched: bool, now: float) -> list:
-        """An mtcAlive request's pxebootInfo over pxeboot (client.md §2.6, contract §8)."""
+        """An mtcAlive request's pxebootInfo over pxeboot (docs/protocol.md §5.2,
+        docs/contract.md §8)."""
         try:
             info = alive.parse_pxeboot_info(buf)
         except alive.DecodeError as err:

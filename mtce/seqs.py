@@ -1,4 +1,4 @@
-"""Per-host, per-network mtcAlive sequence numbers (interface.md §8, agent.md §6): the
+"""Per-host, per-network mtcAlive sequence numbers (docs/contract.md §8, docs/protocol.md §6): the
 classification of each number against the last, the counters, and the sequence-event log
 budget (each event logged, SEQ_LOG_BUDGET a window per host and network, then counted for one
 summary line). Pure: `now` comes in.
@@ -13,7 +13,7 @@ from mtce.states import Net, NetState
 
 SEQ_MASK = 0xFFFFFFFF           # parm[3] is a C unsigned int: compare modulo 2^32
 SEQ_HALF = 1 << 31              # serial-number arithmetic: ahead by less than half the space
-RESTART_SEQ_MAX = 2             # agent.md §6: seq <= 2 out of order = mtcClient restart
+RESTART_SEQ_MAX = 2             # docs/protocol.md §6: seq <= 2 out of order = mtcClient restart
 SEQ_LOG_BUDGET = 10
 SEQ_LOG_WINDOW_S = 60.0
 
@@ -27,7 +27,7 @@ class SeqResult(enum.Enum):
 
 
 def classify_seq(last: int, seq: int, first: bool) -> tuple[SeqResult, int]:
-    """(result, missed) for `seq` after `last` (interface.md §8, agent.md §6).
+    """(result, missed) for `seq` after `last` (docs/contract.md §8, docs/protocol.md §6).
 
     Modulo 2^32: 4294967295 -> 0 -> 1 is in order, and "ahead" means ahead by less than 2^31
     (a jump further ahead is taken as going backwards). The restart rule is checked before the
@@ -63,7 +63,7 @@ class NetTrack:
         self.missed = 0
         self.out_of_sequence = 0
         self.last_seen: float | None = None
-        self.received = False        # seen since agent start / offline (agent.md §6 seen-flag)
+        self.received = False        # seen since agent start / offline (docs/protocol.md §6)
         self.state = NetState.LOST   # stored ok/lost; JSON derives unprovisioned
         self.count = 0               # mtcAlive received, ever
         self.ok = False              # received and state ok: the hot path tests one attribute
@@ -80,7 +80,7 @@ class NetTrack:
     def take(self, seq: int, uptime: int, now: float, hostname: str, budget, debug: bool,
              out: list) -> bool:
         """A valid mtcAlive's sequence number, off the hot path: counted, logged as the
-        original logs it (agent.md §6: state change, missed, out-of-sequence, a client
+        original logs it (docs/protocol.md §6: state change, missed, out-of-sequence, a client
         restart at debug), then adopted. True when it is the window's first event not logged
         (the table then remembers to summarise it)."""
         first = not self.received
@@ -133,7 +133,7 @@ class NetTrack:
 
     def event(self, now: float, budget, text: str, missed: int, oos: int, out: list,
               hostname: str) -> bool:
-        """Each gap and out-of-sequence is logged (agent.md §6), SEQ_LOG_BUDGET a window on
+        """Each gap and out-of-sequence is logged (docs/protocol.md §6), SEQ_LOG_BUDGET a window on
         this network and within the table's `budget`; past it, counted for the window's
         summary. True when this is the window's first event not logged (the table then
         remembers to summarise it)."""

@@ -1,8 +1,8 @@
 """Names and codes shared by every part of mtce.
 
 Stdlib only: the networks, the command codes with their log names, the mtcAlive flag bits and
-the states the agent reports. The wire values come from protocol.md §2; the JSON and ini
-spellings from interface.md §5.
+the states the agent reports. The wire values come from docs/protocol.md §2; the JSON and ini
+spellings from docs/contract.md §5.
 """
 
 import enum
@@ -22,7 +22,8 @@ class Net(enum.IntEnum):
 
     @property
     def key(self) -> str:
-        """The contract's spelling in `mtce hosts --json` ("mgmt", "cluster-host", "pxeboot")."""
+        """The spelling of docs/contract.md §5 in `mtce hosts --json` ("mgmt", "cluster-host",
+        "pxeboot")."""
         return _JSON_KEYS[self]
 
     @classmethod
@@ -36,7 +37,7 @@ _BY_IFACE = {v: k for k, v in _IFACE_NAMES.items()}
 
 
 class Cmd(enum.IntEnum):
-    """Host command and message codes (protocol.md §2.1, `CC/nodeBase.h:797-822`)."""
+    """Host command and message codes (docs/protocol.md §2, `CC/nodeBase.h:797-822`)."""
 
     NONE = 0
     LOOPBACK = 1
@@ -107,7 +108,7 @@ def cmd_name(code: int) -> str:
 
 
 class Flag(enum.IntFlag):
-    """The "I am <state>" bits of mtcAlive parm[2] (protocol.md §3.3)."""
+    """The "I am <state>" bits of mtcAlive parm[2] (docs/protocol.md §2.1)."""
 
     I_AM_CONFIGURED = 0x1
     I_AM_NOT_HEALTHY = 0x2
@@ -127,7 +128,7 @@ class Flag(enum.IntFlag):
     SUBF_SERVICES_FAIL = 0x80000
 
 
-# The failure bits among them (contract §5 `failure_flags`), shown by their define's name
+# The failure bits among them (docs/contract.md §5 `failure_flags`), shown by their define's name
 # without the MTC_FLAG__ prefix; 0x10000-0x80000 came with upstream 6106051.
 FAILURE_FLAGS = (Flag.I_AM_NOT_HEALTHY, Flag.LUKS_VOL_FAILED, Flag.SM_UNHEALTHY,
                  Flag.MAIN_GOENABLE_FAIL, Flag.SUBF_GOENABLE_FAIL, Flag.MAIN_SERVICES_FAIL,
@@ -173,6 +174,6 @@ class Admin(str, enum.Enum):
 
 
 ALARM_MTCALIVE = "200.003"
-CONTROLLERS = ("controller-0", "controller-1")   # the hard-coded unit names (agent.md §8)
+CONTROLLERS = ("controller-0", "controller-1")   # hard-coded names (docs/protocol.md §3)
 FEATURE_PXEBOOT_MTCALIVE = "pxeboot_mtcAlive"
 SERVICE_MTCCLIENT = "mtcClient"

@@ -1,5 +1,5 @@
 """What a client says about itself in each mtcAlive: health, the "I am" flags, and the
-per-network sequence numbers (protocol.md §3.1, §3.3, §6.1).
+per-network sequence numbers (docs/protocol.md §2.1, §6).
 
 The flags come from files under `[paths] platform_dir` and `run_dir`, read at every build as the
 original does (no fork: the LUKS probe is not run, see docs/design.md).

@@ -1,10 +1,9 @@
-"""State the agent keeps under `[paths] state_dir` across reloads and restarts.
-
-`atomic_write` is the one way a state file is written: a temporary file in the same
-directory, fsync, rename, then fsync of the directory, so that a crash at any moment leaves
-the old or the new file, never a broken one. `OperatorStates` holds what the operator set with
-`mtce lock`/`mtce unlock` (contract §4): that value wins over the inventory's `administrative`
-until that field itself changes in the file. Stdlib only; no sockets, no subprocess.
+"""State the agent keeps under `[paths] state_dir` across reloads and restarts.  `atomic_write` is
+the one way a state file is written: a temporary file in the same directory, fsync, rename, then
+fsync of the directory, so that a crash at any moment leaves the old or the new file, never a broken
+one. `OperatorStates` holds what the operator set with `mtce lock`/`mtce unlock` (docs/contract.md
+§4): that value wins over the inventory's `administrative` until that field itself changes in the
+file. Stdlib only; no sockets, no subprocess.
 """
 
 from __future__ import annotations
@@ -84,7 +83,7 @@ class OperatorStates:
     """host -> (administrative, the inventory's value when the operator set it, when).
 
     The inventory value is kept so that, after a restart, the agent can tell whether the
-    file's `administrative` changed while it was down (then the file wins, contract §4).
+    file's `administrative` changed while it was down (then the file wins, docs/contract.md §4).
     Writes are immediate: an operator's command is rare, and must not be lost to a crash
     right after `mtce lock` said it was done. `set` that cannot write changes nothing and
     says why; a `drop` that cannot write stays `dirty` until a `flush` writes it.

@@ -146,8 +146,8 @@ class HostTable:
 
     def on_identity(self, host: HostMonitor, personality: str, cluster_host_ip: str | None,
                     now: float) -> list:
-        """What a valid mtcAlive says of its host (agent.md §4.1): its personality, and,
-        where the agent has a cluster-host network, its cluster-host address, learned when
+        """What a valid mtcAlive says of its host (docs/protocol.md §1.3, §5.2): its personality,
+        and, where the agent has a cluster-host network, its cluster-host address, learned when
         the inventory has none (the original's `set_clstr_hostaddr`); a learned address joins
         the address index. Only when the text changed: the hot path does not come here."""
         out: list = []
@@ -279,7 +279,7 @@ class HostTable:
         return out
 
     def takeover_requests(self) -> list:
-        """contract §8 Takeover: an agent that starts (a restart, or the other controller
+        """docs/contract.md §8 "Takeover": an agent that starts (a restart, or the other controller
         taking over) asks every host for an mtcAlive on each of its networks, pxeboot
         included, so that clients learn this controller's pxeboot address at once instead of
         at their next ready event; the first answers re-baseline the sequence numbers."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from mtce.alive import MSG_SIZE
 
 RX_BUFFER = 2048                # > MSG_SIZE: an oversize datagram shows its excess
-AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (protocol.md §4.2)
+AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4)
 
 
 def family_of(address: str) -> int:

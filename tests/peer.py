@@ -1,7 +1,7 @@
 """A test agent: binds where mtcAgent would, checks every datagram a client sends against the
 reference layout (independently of mtce.alive), and sends commands like mtcAgent does.
 
-Checks follow protocol.md §1-§3 byte by byte: header signature and zero padding, ver/rev/res,
+Checks follow docs/protocol.md §1-§3 byte by byte: header signature and zero padding, ver/rev/res,
 cmd/num/parm, the sent length (100 + strlen + 1, or exactly 100 for an ACK), JSON key order,
 `sequence` == parm[3], the `interface` of the network it arrived on, and per-socket sequence
 numbers that go up by exactly one.
@@ -179,7 +179,7 @@ class AgentPeer:
     # -- sending -----------------------------------------------------------------------------
     def command_bytes(self, cmd: int, data: str, mac: str | None = None, num: int = 0,
                       parm=(0, 0, 0, 0, 0), ver: int = 1) -> bytes:
-        """Built by hand from protocol.md §1.4: signature, then the MAC text at hdr[17]."""
+        """Built by hand from docs/protocol.md §1.2: signature, then the MAC text at hdr[17]."""
         mac = self.host.mac if mac is None else mac
         hdr = (b"cgts mtc cmd req:" + mac.encode()).ljust(64, b"\0")
         parm = tuple(parm) + (0,) * (5 - len(parm))

@@ -13,8 +13,8 @@ pxeboot), paced at `rate` per second, from two kinds of source address on 127.x:
   sequence number moves `missed`/`out_of_sequence`, a ready event changes the pxeboot
   monitoring, an ACK is the host's word, a command to the client is obeyed. So this part only
   sends what must change nothing whatever its source: datagrams that do not decode, an
-  mtcAlive whose JSON does not parse or has no valid personality (contract §8), a ready event
-  that does not parse, messages a daemon does not handle, and to a client commands for
+  mtcAlive whose JSON does not parse or has no valid personality (docs/contract.md §8), a
+  ready event that does not parse, messages a daemon does not handle, and to a client commands for
   another MAC and the commands it only ACKs (loopback, goEnabled requests, host services,
   unsupported codes) or only logs (info, sync). `agent_safe_from_host` and
   `client_safe_from_trusted` make that choice, message by message.
@@ -58,7 +58,7 @@ from mtce.states import EVENT_MONITOR_READY, Cmd, Net  # noqa: E402
 # noise budget of agent.py and client.py, plus the once-a-minute summaries).
 LOG_BOUND = 60
 # Commands a client only ACKs, or only logs: from a controller's address with the right MAC
-# they are obeyed, and obeying them changes nothing (client.md §5.2).
+# they are obeyed, and obeying them changes nothing (docs/protocol.md §2).
 ACK_ONLY = (Cmd.LOOPBACK, Cmd.REQ_MAIN_GOENABLED, Cmd.REQ_SUBF_GOENABLED,
             Cmd.STOP_CONTROL_SVCS, Cmd.STOP_WORKER_SVCS, Cmd.STOP_STORAGE_SVCS,
             Cmd.START_CONTROL_SVCS, Cmd.START_WORKER_SVCS, Cmd.START_STORAGE_SVCS,
@@ -353,7 +353,7 @@ def agent_safe_from_host(data: bytes) -> bool:
     if msg.sig == alive.SIG_MESSAGE:
         if msg.cmd != Cmd.MTCALIVE:
             return True                        # goEnabled and co: not handled by mtce
-        try:                                   # contract §8: only a valid mtcAlive counts
+        try:                                   # docs/contract.md §8: only a valid mtcAlive counts
             alive.parse_mtcalive(msg.buf)
         except alive.DecodeError:
             return True

@@ -1,5 +1,5 @@
 """What the client does to its own host (actions.py), where a real process is the point: the
-failsafe (contract §8 "The failsafe", issue 23 item 14, upstream 9b2fb85). Under systemd it
+failsafe (docs/contract.md §8 "The failsafe", issue 23 item 14, upstream 9b2fb85). Under systemd it
 is a transient timer unit of its own (`systemd-run`), so stopping mtcclient.service cannot
 kill it; elsewhere, or when systemd-run fails, a process detached from the daemon. A fake
 `systemd-run` on PATH records its argv; a directory of the test stands for
@@ -69,7 +69,7 @@ def argv_of(argv_file) -> list[str]:
 
 
 def test_under_systemd_the_failsafe_is_a_transient_timer_unit(host_actions):
-    """contract §8 "The failsafe": where systemd is PID 1, `systemd-run` starts a timer of
+    """docs/contract.md §8 "The failsafe": where systemd is PID 1, `systemd-run` starts a timer of
     `failsafe_shutdown_delay` with sub-second accuracy and `/bin/sh -c "<[actions] failsafe>"`
     as its own unit; the daemon keeps no process of it."""
     acts, lines, argv_file, fake, booted, host = host_actions
@@ -142,7 +142,7 @@ def test_without_systemd_the_failsafe_is_a_detached_process(host_actions):
 
 
 def test_the_detached_failsafe_outlives_a_stopped_client(host_actions):
-    """contract §8: stopping the client does not cancel the failsafe (real processes, real
+    """docs/contract.md §8: stopping the client does not cancel the failsafe (real processes, real
     time: the shortest delay is 1 s)."""
     acts, lines, argv_file, fake, booted, host = host_actions
     acts.launch_failsafe(0.1, "reboot")

@@ -119,7 +119,7 @@ def test_hosts_actions_drive_the_store(tmp_path):
 
 
 def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state(tmp_path):
-    """Issue 15, contract §8 (writes to state_dir are atomic): a writer of alarms.json and
+    """Issue 15, docs/contract.md §8 (writes to state_dir are atomic): a writer of alarms.json and
     administrative.json killed with SIGKILL at random moments, eight times, over thousands of
     writes, always leaves files that load whole, with no problem; the temporary files a
     killed writer leaves are removed at the next load."""

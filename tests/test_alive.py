@@ -1,4 +1,4 @@
-"""The wire codec against golden bytes built by hand from protocol.md §1-§3."""
+"""The wire codec against golden bytes built by hand from docs/protocol.md §1-§3."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ IDENTITY = alive.Identity("controller-1", "controller,worker", "169.254.202.3",
 
 def by_hand(sig: bytes, ver=0, rev=0, res=0, cmd=0, num=0, parm=(0, 0, 0, 0, 0),
             hdr_tail=b"", text: bytes | None = None) -> bytes:
-    """Offsets from the table in protocol.md §1.1, written field by field."""
+    """Offsets from the table in docs/protocol.md §1, written field by field."""
     out = bytearray(100)
     out[0:17] = sig
     out[17:17 + len(hdr_tail)] = hdr_tail
@@ -47,7 +47,7 @@ def test_mtcalive_golden_bytes_match_the_reference_example():
             b'"pxeboot_ip":"169.254.202.3","mgmt_ip":"192.168.204.3",'
             b'"cluster_host_ip":"192.168.206.3","mgmt_mac":"08:00:27:9f:ef:57",'
             b'"interface":"Pxeboot","sequence":145}')
-    assert len(text) == 218 and len(data) == 319       # protocol.md §3.2's example
+    assert len(text) == 218 and len(data) == 319       # docs/protocol.md §3's example
     assert data == by_hand(b"cgts mtc message:", cmd=5, num=4, parm=(3600, 1, 0x9, 145, 0),
                            text=text)
 
@@ -107,7 +107,7 @@ def test_ack_echoes_100_bytes_with_only_the_signature_rewritten():
     ack = alive.ack(alive.decode(cmd))
     assert len(ack) == 100
     assert ack[:18] == b"cgts mtc cmd rsp:\0"
-    assert ack[18:34] == MAC[1:].encode()           # the MAC remnant stays (§1.4)
+    assert ack[18:34] == MAC[1:].encode()           # the MAC remnant (docs/protocol.md §1.2)
     assert ack[18:100] == cmd[18:100]
 
 
@@ -225,8 +225,8 @@ def test_the_agents_header_check_agrees_with_decode():
 
 
 def test_item1_the_fast_path_accepts_only_what_the_full_parse_accepts():
-    """Issue 11 item 1, contract §8: a host's next mtcAlive is valid without a JSON parse only
-    when its text is the last valid text with another sequence number. For random mutations
+    """Issue 11 item 1, docs/contract.md §8: a host's next mtcAlive is valid without a JSON parse
+    only when its text is the last valid text with another sequence number. For random mutations
     of real mtcAlive (bit flips, truncation, insertions, another number in "sequence"):
     fast path accepted => the full parse accepts, with the same fields."""
     rng = random.Random(1111)
@@ -277,7 +277,7 @@ def test_item1_the_fast_path_accepts_only_what_the_full_parse_accepts():
     (b'["worker"]', "payload is not a JSON object"),
 ])
 def test_item1_an_mtcalive_without_valid_json_and_personality_is_refused(text, why):
-    """Issue 11 item 1, agent.md §4.1: the original reads `personality` first and returns
+    """Issue 11 item 1, docs/protocol.md §1.3: the original reads `personality` first and returns
     before `set_mtcAlive` when it cannot (`update_host_functions("")` fails)."""
     with pytest.raises(alive.DecodeError) as err:
         alive.parse_mtcalive(text)

@@ -1,4 +1,4 @@
-"""`mtce bench --quick --json` runs for real and reports consistent numbers (interface.md §7).
+"""`mtce bench --quick --json` runs for real and reports consistent numbers (docs/contract.md §7).
 
 No timing thresholds here: the figures depend on the machine; only their presence, their
 types and the arithmetic that ties them together are checked.
@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.loopback
 
-# interface.md §7, in its order
+# docs/contract.md §7, in its order
 CONTRACT_KEYS = ("agent_rate", "agent_capacity", "agent_cost_us", "baseline_cost_us",
                  "baseline_rate", "ratio", "offered_rate", "lost", "kernel_drops",
                  "cpu_pct_2000_hosts", "steady_rate", "offline_detect_error",
@@ -60,7 +60,7 @@ def test_loss_is_sent_minus_processed_and_agrees_with_sequence_numbers_and_kerne
 
 
 def test_the_ratio_is_bare_cost_over_agent_cost_at_the_same_offered_load(result):
-    """interface.md §7: CPU cost per datagram of both at the sustained rate; ratio = bare
+    """docs/contract.md §7: CPU cost per datagram of both at the sustained rate; ratio = bare
     cost / agent cost; capacity = 1 / agent cost. The flat-out rates are a second figure."""
     r = result
     assert r["agent_cost_us"] == pytest.approx(

@@ -13,7 +13,7 @@ from conftest import PROGRAM, REPO
 
 
 def test_item11_without_the_venv_one_line_says_what_to_run(tmp_path):
-    """Issue 11 item 11, contract §1: plain `python3 mtce.py ...` without the dependencies
+    """Issue 11 item 11, docs/contract.md §1: plain `python3 mtce.py ...` without the dependencies
     (here: a Python that sees no site-packages) prints one line saying what to run, exit 2,
     no traceback. Run against an installed zipapp (MTCE_BIN), which bundles them, the same
     command gives its one-line config error instead."""
@@ -42,7 +42,7 @@ def test_item11_without_the_venv_one_line_says_what_to_run(tmp_path):
     ("client", False, "absolute"), ("agent", False, "relative"), ("client", True, "relative")])
 def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_reload(
         tmp_path, mtce_cmd, mode, foreground, inside):
-    """Issue 23 item 2, contract §1: `mtce agent -c ag/mtc.ini` (and the client, with and
+    """Issue 23 item 2, docs/contract.md §1: `mtce agent -c ag/mtc.ini` (and the client, with and
     without -f) started in a directory, the paths inside the file absolute or relative
     too: the daemon (whose working directory is `/` once it runs) still reads the same files
     on SIGHUP, twice, and the ctl commands started there find its socket."""
@@ -107,7 +107,7 @@ def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_re
                 proc.wait(10)
 
 
-# Every command of contract §1's table, with arguments it accepts.
+# Every command of docs/contract.md §1's table, with arguments it accepts.
 EVERY_COMMAND = [["client"], ["agent", "-f"], ["hosts"], ["hosts", "--json"],
                  ["hosts", "--watch", "1"], ["lock", "worker-0"], ["unlock", "worker-0"],
                  ["reboot", "worker-0"], ["reset", "worker-0", "-c", "mtc.ini"],
@@ -129,8 +129,8 @@ def python_without_the_dependencies() -> list[str]:
 
 @pytest.mark.parametrize("argv", EVERY_COMMAND, ids=[" ".join(a) for a in EVERY_COMMAND])
 def test_item23_6_every_command_without_the_dependencies_says_what_to_run(tmp_path, argv):
-    """Issue 23 item 6, contract §1: plain `python3 mtce.py ARGS` from the source tree without
-    the dependencies (a Python that sees no site-packages, as Debian's python3 without the
+    """Issue 23 item 6, docs/contract.md §1: plain `python3 mtce.py ARGS` from the source tree
+    without the dependencies (a Python that sees no site-packages, as Debian's python3 without the
     venv) prints one line saying what to run and exits 2, for every command, before it
     starts anything (today `lab` prints its header and exits 1); `--version` still works."""
     (tmp_path / "mtc.ini").write_text("[client]\nmtcalive_period = 1\n")

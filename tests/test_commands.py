@@ -1,9 +1,9 @@
 """commands.py, the operator commands' retry rule, on a fake timeline (issue 23 items 3, 22).
 
-docs/protocol.md and agent.md §7.2 (`MTC_CMD_RSP_TIMEOUT` 10 s, 5 attempts): a command is sent
+docs/protocol.md §5.4 and §8 (`MTC_CMD_RSP_TIMEOUT` 10 s, 5 attempts): a command is sent
 again every 10 s until the host ACKs on any network, 5 attempts at most; then it is given up.
 Each edge is tested at the exact instant and just before it. The waiters (`mtce ... --wait`,
-contract §1) get one outcome each: ACKed (with the networks), gave up, timed out, forgotten.
+docs/contract.md §1) get one outcome each: ACKed (with the networks), gave up, timed out, forgotten.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def started(cmd=Cmd.REBOOT, host="worker-1"):
 
 
 def test_the_rule_is_the_originals():
-    """agent.md §7.2: 10 s for an ACK, 5 attempts (`RESET_PROG_MAX_REBOOTS_B4_RESET`)."""
+    """docs/protocol.md §8: 10 s for an ACK, 5 attempts (`RESET_PROG_MAX_REBOOTS_B4_RESET`)."""
     assert (CMD_RETRY_S, CMD_ATTEMPTS, ACK_FORGET_S) == (10.0, 5, 1.0)
 
 

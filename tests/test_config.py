@@ -250,7 +250,7 @@ BAD_INVENTORIES = [
                          ids=[c[0] for c in BAD_INVENTORIES])
 def test_item23_1_an_inventory_that_does_not_parse_exactly_names_the_faulty_line(text, line,
                                                                                  key, why):
-    """Issue 23 item 1, contract §4: each input the issue quotes (and the rest of §4's list:
+    """Issue 23 item 1, docs/contract.md §4: each input the issue quotes (and the rest of §4's list:
     a bad `administrative`, a missing `mgmt_mac`/`mgmt_ip`, an address or MAC two hosts share
     in any spelling) is refused with one `FILE:LINE: [section] key: why` naming the line of
     the fault itself, never a neighbour."""
@@ -265,7 +265,7 @@ def test_item23_1_an_inventory_that_does_not_parse_exactly_names_the_faulty_line
 
 
 def test_an_unknown_inventory_key_is_warned_about_with_its_line_never_fatal():
-    """Contract §2 (unknown keys warn once, never fatal), §4 (its refusals do not name an
+    """docs/contract.md §2 (unknown keys warn once, never fatal), §4 (its refusals do not name an
     unknown key): a misspelt key is reported with its file and line, and the host is kept as
     the rest of its section says."""
     text = _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
@@ -281,7 +281,7 @@ def test_an_unknown_inventory_key_is_warned_about_with_its_line_never_fatal():
                                          "Worker", "compute", "worker worker", "worker,worker",
                                          "controller;worker"])
 def test_item23_1_a_personality_outside_the_originals_words_is_refused(personality):
-    """Contract §4: a comma list of controller, worker, storage and the original's
+    """docs/contract.md §4: a comma list of controller, worker, storage and the original's
     subfunction word lowlatency (platform.conf `subfunction=`, docs/design.md), naming at
     least one of the three functions."""
     text = _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = 08:00:27:1e:0b:02",
@@ -317,7 +317,7 @@ def test_item23_1_the_shipped_inventory_and_its_example_parse():
 
 def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_path,
                                                                            monkeypatch):
-    """Issue 23 item 2, contract §1: a relative `-c` and relative path values are taken from
+    """Issue 23 item 2, docs/contract.md §1: a relative `-c` and relative path values are taken from
     the directory the command started in, and a reload (from `/`, as a daemon) reads the same
     files; an absolute value is kept exactly as written."""
     (tmp_path / "ag").mkdir()

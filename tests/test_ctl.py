@@ -1,7 +1,7 @@
 """The operator's side of the control socket (ctl.py), in one process: the real Agent and
 Clients on the FakeNetwork (tests/sim.py), the agent's real Unix control socket, `ctl.cli`
 as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and 18 (a full
-`state_dir`); contract §1.
+`state_dir`); docs/contract.md §1.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def mtce(s, *argv, ask=None):
 # -- item 3: --wait ------------------------------------------------------------------------------
 
 def test_wait_on_an_offline_host_gives_up_after_five_attempts_at_10_s_and_exits_1(sim, capsys):
-    """contract §1, agent.md §7.2: `mtce reboot HOST --wait` on a host that never ACKs: the
+    """docs/contract.md §1, docs/protocol.md §5.4 "Operator commands": `mtce reboot
+    HOST --wait` on a host that never ACKs: the
     agent sends 5 attempts, 10 s apart, gives up 10 s after the last; the command says so
     and exits 1 (today it said `waiting for ACK` and exited 0)."""
     s = sim(clients=[]).start()
@@ -119,7 +120,7 @@ def test_wait_on_an_offline_host_gives_up_after_five_attempts_at_10_s_and_exits_
 ])
 def test_wait_on_an_online_host_exits_0_and_names_the_networks_that_acked(sim, capsys, argv,
                                                                           line):
-    """contract §1: with every network up the host ACKs on each network the command went
+    """docs/contract.md §1: with every network up the host ACKs on each network the command went
     over (reset: not pxeboot; alive: answered by the host's pxeboot mtcAlive); the command
     exits 0 about a second later (the other networks' ACKs are gathered) and names them."""
     s = sim(clients=["worker-1"]).start()
@@ -132,7 +133,7 @@ def test_wait_on_an_online_host_exits_0_and_names_the_networks_that_acked(sim, c
     expected = {"reset": {"mgmt", "cluster-host"}, "alive": {"pxeboot"}}.get(
         argv[0], {"pxeboot", "mgmt", "cluster-host"})
     if "--lazy" in argv:
-        expected = {"pxeboot", "mgmt"}           # agent.md §7.2: not over cluster-host
+        expected = {"pxeboot", "mgmt"}           # docs/protocol.md §5.4: not over cluster-host
     assert nets == expected
     assert ask.elapsed < 1.5
 
@@ -257,7 +258,7 @@ class Writer:
 @pytest.mark.parametrize("first, then", [(None, "lock"), ("lock", "unlock")])
 def test_a_lock_or_unlock_that_cannot_be_saved_is_refused_and_changes_nothing(sim, capsys,
                                                                              first, then):
-    """contract §1, §4; issue 23 item 18: `mtce lock` on a full state_dir exits 1; nothing
+    """docs/contract.md §1, §4; issue 23 item 18: `mtce lock` on a full state_dir exits 1; nothing
     is sent to the host, the agent's state is unchanged (a lock it could not keep would be
     undone by the next restart, behind the operator's back)."""
     s = sim(clients=["worker-1"]).start()
@@ -334,7 +335,7 @@ def test_an_operator_state_change_not_saved_is_saved_when_there_is_room(sim):
 # -- item 4: hosts --watch ----------------------------------------------------------------------
 
 def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
-    """contract §1: `mtce hosts --watch | head -1` ends without a traceback once `head`
+    """docs/contract.md §1: `mtce hosts --watch | head -1` ends without a traceback once `head`
     has gone (exit 0)."""
     from conftest import FakeHost
     host = FakeHost(tmp_path / "h")
@@ -370,7 +371,7 @@ def drawn(text: str) -> list[str]:
 @pytest.mark.parametrize("columns", [100, 80, 60])
 def test_watch_on_a_narrow_terminal_fits_the_table_and_cuts_no_network(sim, monkeypatch,
                                                                        columns):
-    """contract §1: below the full table's width, `--watch` draws a compact form (as the
+    """docs/contract.md §1: below the full table's width, `--watch` draws a compact form (as the
     lab's screen does) where every host's pxeboot state is still there; nothing is cut."""
     s = sim(names=["controller-0", "controller-1", "worker-0", "worker-1"],
             clients=["controller-1", "worker-0", "worker-1"]).start()

@@ -2,7 +2,8 @@
 the documented error, never anything else; where there is an encoder, encode -> decode gives
 the fields back.
 
-Decoders and their one error type (README, Security; docs/design.md, "Bad input never raises"):
+Decoders and their one error type (README "Security"; docs/design.md "Module map": bad input
+never raises):
   alive.decode / Message accessors / parse_json / parse_pxeboot_info / parse_ready_event
       -> alive.DecodeError;  alive.try_decode never raises
   auth.split, Authenticator.check -> never raise;  auth.parse_keys -> auth.KeyFileError
@@ -274,7 +275,7 @@ def test_command_and_ack_round_trip(cmd, mac, data, num, parm):
     assert len(alive.ack(msg)) == 100 and echo.sig == alive.SIG_CMD_RSP
     assert (echo.ver, echo.rev, echo.res, echo.cmd, echo.num, echo.parm) == \
         (msg.ver, msg.rev, msg.res, msg.cmd, msg.num, msg.parm)
-    # protocol.md §1.4: the rewrite's NUL lands on hdr[17]; the MAC's first character is lost.
+    # docs/protocol.md §1.2: the rewrite's NUL lands on hdr[17]; the MAC's first character is lost.
     assert echo.hdr[17] == 0 and echo.hdr[18:] == msg.hdr[18:] and echo.buf == b""
 
 
@@ -526,7 +527,7 @@ def test_nan_seconds_are_refused(scratch, key):
 
 hostnames = st.builds(lambda a, b: a + b, st.sampled_from(string.ascii_letters + string.digits),
                       st.text(string.ascii_letters + string.digits + "._-", max_size=48))
-# Contract §4: a comma list of the original's words naming at least one host function.
+# docs/contract.md §4: a comma list of the original's words naming at least one host function.
 personality = st.sampled_from(("controller", "worker", "storage", "worker,lowlatency",
                                "controller,worker", "controller,worker,lowlatency"))
 inventory_hosts = st.lists(
@@ -538,7 +539,7 @@ inventory_hosts = st.lists(
 @FUZZ
 @given(inventory_hosts, st.sampled_from((" = ", "=", "  =  ")))
 def test_inventory_round_trip(hosts, sep):
-    def same(text):         # contract §4: one address in any spelling (IPv4-mapped too)
+    def same(text):         # docs/contract.md §4: one address in any spelling (IPv4-mapped too)
         a = ipaddress.ip_address(text)
         return getattr(a, "ipv4_mapped", None) or a
 

@@ -122,7 +122,7 @@ def test_in_order_stream_returns_no_action_at_all():
 
 
 def test_gap_adds_missed_and_is_logged_with_expect_and_detect():
-    """agent.md §6: a gap logs `missed N mtcAlive msgs ; expect:E detect:D ; correcting`."""
+    """docs/protocol.md §6: a gap logs `missed N mtcAlive msgs ; expect:E detect:D ; correcting`."""
     host = make()
     host.on_mtcalive(Net.MGMT, 10, 0, 12, T0)
     out = host.on_mtcalive(Net.MGMT, 14, 0, 12, T0 + 1)
@@ -133,7 +133,7 @@ def test_gap_adds_missed_and_is_logged_with_expect_and_detect():
 
 
 def test_item3_three_sequence_events_in_one_second_are_each_logged():
-    """Issue 11 item 3, agent.md §6: the original logs every gap and every out-of-sequence.
+    """Issue 11 item 3, docs/protocol.md §6: the original logs every gap and every out-of-sequence.
     A peer that skips 6, then 3, then repeats one, within a second, gets three lines."""
     host = make()
     online(host)
@@ -383,7 +383,7 @@ def monitored(start=T0, **kw):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_the_one_step_quiet_window_is_what_the_stages_would_do(seed):
-    """agent.md §5.1: WAIT -> CHECK -> MONITOR -> WAIT for a good window. The agent takes a
+    """docs/protocol.md §5.5: WAIT -> CHECK -> MONITOR -> WAIT for a good window. The agent takes a
     quiet good window (no miss, loss, alarm or debug) in one step (issue 13: 200 of them a
     second at 2,000 hosts); under random pxeboot arrivals, gaps, client restarts and
     losses, a host that takes it and one that always goes through the stages say and do
@@ -537,8 +537,8 @@ def test_client_restart_during_monitoring_counts_one_miss():
 
 
 def test_item8_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
-    """Issue 11 item 8, agent.md §6 "When last is zeroed": every pxeboot monitor START zeroes
-    the pxeboot `last`, so what comes next is not counted or logged as missed (an agent
+    """Issue 11 item 8, docs/protocol.md §6 (when `last` is zeroed): every pxeboot monitor START
+    zeroes the pxeboot `last`, so what comes next is not counted or logged as missed (an agent
     restart, an unlock, a re-learned address all pass through START)."""
     host = monitored()
     sim = Sim(host, T0)
@@ -702,7 +702,7 @@ def test_unlocked_correction_and_simplex_locked():
 
 
 def test_item8_the_simplex_file_not_the_system_mode_decides_the_locked_correction():
-    """Issue 11 item 8, agent.md §7.3 / protocol.md §3.5: while `<platform_dir>/simplex`
+    """Issue 11 item 8, docs/protocol.md §5.4 "Locked correction": while `<platform_dir>/simplex`
     exists (a simplex system, or one still in transition to duplex), LOCKED goes without
     LOCK_PERSIST, not over pxeboot, and without the warning; once it is gone, with them."""
     facts = H.Facts(still_simplex=True)
@@ -736,7 +736,7 @@ def test_to_json_has_the_contract_keys():
     assert {"state", "last_seq", "missed", "out_of_sequence", "last_seen_s"} <= set(net)
     assert (net["state"], net["last_seq"], net["last_seen_s"]) == ("ok", 7, 2.5)
     assert H.host_json(make(clstr=False), T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
-    # contract §8 "Network state": the pxeboot monitor's own view beside the state
+    # docs/contract.md §8 "Network state": the pxeboot monitor's own view beside the state
     assert {"misses": 0, "losses": 0, "alarm": False}.items() <= \
         doc["networks"]["pxeboot"].items()
 
@@ -916,7 +916,7 @@ def test_two_thousand_hosts_for_a_minute():
     assert len(table.to_json(now)) == n_hosts
 
 
-# -- import rule (design.md: no I/O in hosts) -----------------------------------------------
+# -- import rule (docs/design.md "Module map": no I/O in hosts) ---------------------------
 
 def test_settings_from_config_and_derived_times():
     from mtce import config
@@ -997,8 +997,8 @@ def _seq_view(host):
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("gap_rate", [0.02, 0.6])
 def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_rate):
-    """Issue 23 item 10, docs/interface.md §8 Counters, agent.md §6 "When last is zeroed": the
-    hot path of a steady host and the full path must agree on every counter, with the
+    """Issue 23 item 10, docs/contract.md §8 "Counters", docs/protocol.md §6 (when `last` is
+    zeroed): the hot path of a steady host and the full path must agree on every counter, with the
     sequence-log budget spent (gap_rate 0.6: dozens of events a minute) and not (0.02). The
     peer's sequences are random (in order, gaps, duplicates, client restarts, wrap); the
     agent zeroes the pxeboot number at each monitor START (an operator unlock, a loss), after
@@ -1037,7 +1037,7 @@ def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_
 def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump():
     """Issue 23 item 10 as an operator sees it: a peer with a gap every second spends the
     pxeboot log budget; an unlock restarts the pxeboot monitor (START zeroes `last`); the
-    next pxeboot mtcAlive, seq 5000, adds nothing to `missed` (agent.md §6: last == 0 is a
+    next pxeboot mtcAlive, seq 5000, adds nothing to `missed` (docs/protocol.md §6: last == 0 is a
     restart, not a gap)."""
     host = monitored()
     host.audit(T0)
@@ -1061,7 +1061,7 @@ def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump
 
 @pytest.mark.parametrize("features", [None, [], ["goenabled"]])
 def test_item12_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
-    """Issue 23 item 12, docs/interface.md §8 Revision (agent.md §5.0, §5.7): a client whose
+    """Issue 23 item 12, docs/contract.md §8 "Revision" (docs/protocol.md §3, §5.5): a client whose
     ready event lacks `pxeboot_mtcAlive` (a C client before 649e94c, or any list without it)
     is tracked on mgmt and cluster-host; its pxeboot shows `unprovisioned` even when pxeboot
     mtcAlive arrive from it: no monitor, no request, never 200.003 (here: pxeboot mtcAlive
@@ -1114,7 +1114,7 @@ def test_item12_a_ready_event_without_the_feature_stops_an_inferred_monitor():
 # -- issue 23 item 17: pxeboot alone never keeps a host online ------------------------------
 
 def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
-    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" and Availability:
     pxeboot mtcAlive bring a host online at first (after an agent start they are often the
     first to answer), but neither delay nor end the offline audit: with mgmt and
     cluster-host silent the host is offline by the bound; then pxeboot alone does not bring
@@ -1133,7 +1133,7 @@ def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online()
 
 
 def test_item15_failure_flags_name_the_originals_defines_and_clear_when_offline():
-    """Issue 23 item 15, docs/interface.md §5 `failure_flags` (protocol.md §3.3): the failure
+    """Issue 23 item 15, docs/contract.md §5 `failure_flags` (docs/protocol.md §2.1): the failure
     bits of the latest valid mtcAlive, by define, lowest first; none of the state bits; an
     offline host reports nothing now."""
     host = make()

@@ -1,4 +1,4 @@
-"""`mtce lab --ha` in process (issue 15, docs/ha.md, interface.md §6 and §8 "Takeover"): the
+"""`mtce lab --ha` in process (issue 15, docs/ha.md, docs/contract.md §6 and §8 "Takeover"): the
 cluster configuration the lab loads is the reference CIB's (etc/pacemaker/mtce-cib.xml, which
 tests/test_ha.py replays with crm_simulate) and valid for Pacemaker; the lab's fence device
 speaks the fence-agents API (options on stdin or argv, status 0/2, metadata readable by
@@ -310,7 +310,7 @@ def test_crm_mon_garbage_places_nothing(text):
 # -- the generated files ------------------------------------------------------------------------
 
 def test_both_controllers_are_agent_hosts_sharing_state_dir(plan):
-    """interface.md §8 Takeover: the agent that takes over loads the same state_dir; each
+    """docs/contract.md §8 "Takeover": the agent that takes over loads the same state_dir; each
     controller has its own control socket and its own copy of dnsmasq.hosts; the inventory
     lists both controllers."""
     from mtce import config

@@ -78,7 +78,7 @@ def test_every_host_online_on_every_network(lab, mtce_cmd):
     table = ctl(mtce_cmd, c, "hosts").stdout
     assert table.splitlines()[0].split()[:4] == ["HOST", "PERSONALITY", "ADMIN", "AVAIL"]
     assert any(line.startswith("worker-1") and "online" in line for line in table.splitlines())
-    # contract §1: `--watch` against the real agent, over a pipe; Ctrl-C (SIGINT) exits 0.
+    # docs/contract.md §1: `--watch` against the real agent, over a pipe; Ctrl-C (SIGINT) exits 0.
     watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.2", "-c", c.agent_ini],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -276,7 +276,7 @@ def test_lazy_reboot_from_the_cli_waits_the_configured_delay(tmp_path, daemons, 
 
 def test_item23_1_an_inventory_that_does_not_parse_exactly_stops_the_agent_at_start(tmp_path,
                                                                                   mtce_cmd):
-    """Issue 23 item 1, contract §4 and §1: the issue's inputs (a header without `]` after
+    """Issue 23 item 1, docs/contract.md §4 and §1: the issue's inputs (a header without `]` after
     [worker-1], a second [worker-0], `personality = wroker`, a line without `=`, a shared MAC)
     stop `mtce agent -f` before it does anything: exit 2, one line `FILE:LINE: [section]
     key: why` naming the line of the fault."""

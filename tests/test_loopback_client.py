@@ -79,7 +79,7 @@ def test_pxeboot_needs_the_agents_request_then_flows_to_both_controllers(cluster
     assert not peer.of("mtcalive", "pxeboot"), "no pxeboot mtcAlive before the request"
     peer.request_mtcalive()
     # The request is answered at once with a pxeboot mtcAlive to both controllers; the
-    # unsent ticks before it consumed sequence numbers (client.md §2.7).
+    # unsent ticks before it consumed sequence numbers (docs/protocol.md §6).
     first = peer.wait_for(lambda: peer.of("mtcalive", where="pxeboot-c1"),
                           what="pxeboot mtcAlive")[0]
     assert first.body["interface"] == "Pxeboot" and first.body["pxeboot_ip"] == host.pxeboot_ip
@@ -99,7 +99,7 @@ def test_lock_over_each_network_acks_to_the_right_place_and_sets_the_flag(cluste
     peer.request_mtcalive()
     raw = peer.command("mgmt", LOCKED, num=1, parm=(1,))
     ack = peer.wait_for(lambda: peer.of("ack", "mgmt"), what="mgmt ACK")[0]
-    # The ACK is the received header part with only hdr[0:18] rewritten (protocol.md §1.4).
+    # The ACK is the received header part with only hdr[0:18] rewritten (docs/protocol.md §1.2).
     assert ack.data == b"cgts mtc cmd rsp:\0" + raw[18:100]
     assert ack.data[18:34] == host.mac[1:].encode()
     assert os.path.exists(os.path.join(host.paths["run_dir"], ".node_locked"))
@@ -130,8 +130,8 @@ def test_command_for_another_mac_is_ignored(cluster):
     client.wait_log("locked msg req command from Mgmnt network not for this host "
                     f"(exp:{host.mac} det:08:00:27:00:00:99) ; ignoring ...")
     assert not os.path.exists(os.path.join(host.paths["run_dir"], ".node_locked"))
-    # Upper-case MAC text is the same host (contract §8: compared case-insensitively). Its ACK
-    # is also the marker: the one before it was read and not ACKed.
+    # Upper-case MAC text is the same host (docs/contract.md §8: compared case-insensitively).
+    # Its ACK is also the marker: the one before it was read and not ACKed.
     peer.command("mgmt", LOOPBACK, mac=host.mac.upper())
     peer.wait_for(lambda: peer.of("ack", "mgmt"), what="ACK for the upper-case MAC")
     assert [a.cmd for a in peer.of("ack")] == [LOOPBACK]

@@ -1,5 +1,5 @@
 """The operator's commands against the real mtcAgent and real mtcClients on 127.x, through
-the real CLI: `--wait` (issue 23 item 3) and a full `state_dir` (item 18); contract §1."""
+the real CLI: `--wait` (issue 23 item 3) and a full `state_dir` (item 18); docs/contract.md §1."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def ok_everywhere(mtce_cmd, c, name) -> bool:
 
 
 def test_reboot_wait_exits_0_on_the_ack_and_1_when_no_ack_comes(lab, mtce_cmd):
-    """contract §1: `mtce reboot HOST --wait` exits 0 once the host ACKed, naming the
+    """docs/contract.md §1: `mtce reboot HOST --wait` exits 0 once the host ACKed, naming the
     networks; on a host whose client is not running it waits until its deadline, says so
     and exits 1; without --wait it returns at once."""
     c = lab(clients=("worker-0",))
@@ -104,7 +104,7 @@ def fill(directory: str) -> str:
 
 
 def test_lock_on_a_full_state_dir_exits_1_and_changes_nothing(lab, mtce_cmd, tiny_state_dir):
-    """contract §1, issue 23 item 18: with the agent's state_dir full, `mtce lock` exits 1
+    """docs/contract.md §1, issue 23 item 18: with the agent's state_dir full, `mtce lock` exits 1
     and says why; the host is not locked (no LOCKED reaches it, `mtce hosts` unchanged).
     With room again, the same command locks it, and the lock is in the file."""
     mounted = []

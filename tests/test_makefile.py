@@ -57,7 +57,7 @@ def fake_python():
 
 
 def test_item23_5_make_lab_as_a_normal_user_checks_only_what_the_demo_needs(fake_python):
-    """Issue 23 item 5, contract §1 and §6: `make lab` as a normal user, with the venv made,
+    """Issue 23 item 5, docs/contract.md §1 and §6: `make lab` as a normal user, with the venv made,
     runs the demo: it does not ask for the test suite's packages (here one that exists
     nowhere), and does not look for tools with a PATH that lacks /usr/sbin. `make bench` is
     the same."""

@@ -1,4 +1,4 @@
-"""The metrics endpoint (issue 14, interface.md §2 `[metrics] listen`): the Prometheus text
+"""The metrics endpoint (issue 14, docs/contract.md §2, `[metrics] listen`): the Prometheus text
 format 0.0.4 of the agent's and the client's series, checked by the real `promtool`, and the
 HTTP side under clients that an attacker or a broken scraper could be: slow, huge, many, not
 HTTP. Real TCP sockets on 127.x, the daemon's Loop in this process with a fake clock for the
@@ -227,7 +227,7 @@ def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(c
 
 def test_issue23_item7_the_readme_quotes_the_network_up_help_the_agent_serves():
     """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
-    thing (docs/interface.md §8 "Network state"); the README's sample scrape is the HELP."""
+    thing (docs/contract.md §8 "Network state"); the README's sample scrape is the HELP."""
     import os
     from conftest import REPO
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
@@ -261,7 +261,7 @@ def key_file(tmp_path, name: str, kid: str, hexkey: str) -> str:
                                                 (("k9", "ab" * 32), "unknown_key")])
 def test_issue23_item8_an_agent_requiring_tags_exports_its_drops_by_reason(sim, tmp_path,
                                                                           client_key, reason):
-    """Issue 23 item 8, docs/interface.md §3 Authentication ("each drop is counted"): an agent
+    """Issue 23 item 8, docs/contract.md §3 "Authentication" ("each drop is counted"): an agent
     with `require = yes` and clients without the key (or with a wrong one): every host stays
     offline, and the scrape says why, per network and reason, in
     `mtce_agent_datagrams_bad_total` (the series the dashboard sums by network)."""
@@ -306,7 +306,7 @@ def test_issue23_item8_a_client_requiring_tags_exports_its_drops_by_reason(sim, 
 
 
 def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
-    """Issue 23 item 8: each way auth.Authenticator.verify drops a datagram (docs/interface.md
+    """Issue 23 item 8: each way auth.Authenticator.verify drops a datagram (docs/contract.md
     §3: no valid trailer, time more than 30 s off, already accepted) maps to its own
     `reason`, none to `other` (a renamed text would silently lose its label)."""
     from mtce import alive, auth, transport
@@ -333,7 +333,7 @@ def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
 
 @pytest.mark.prometheus
 def test_issue23_item15_the_failure_flag_series_pass_promtool(sim):
-    """Issue 23 item 15: a host reporting every failure bit (protocol.md §3.3) gives one
+    """Issue 23 item 15: a host reporting every failure bit (docs/protocol.md §2.1) gives one
     `mtce_host_failure_flag` series per bit, in a scrape promtool accepts."""
     from mtce import alive
     from mtce.states import FAILURE_MASK, Net

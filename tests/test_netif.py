@@ -48,7 +48,7 @@ def E(text):
 
 
 # --------------------------------------------------------------------------------------------
-# Interface chain: every case of client.md §3.3/§3.4, over sysfs and over netlink
+# Interface chain: every case of docs/protocol.md §5.6, over sysfs and over netlink
 
 
 def test_chain_ethernet(build):
@@ -579,7 +579,7 @@ def test_ifcfg_missing_and_bad(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# learn_pxeboot_address (client.md §2.2)
+# learn_pxeboot_address (docs/protocol.md §5.2)
 
 
 @pytest.fixture
@@ -668,7 +668,7 @@ def test_learn_ethernet_key_uses_parent(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# dnsmasq.hosts (agent.md §2)
+# dnsmasq.hosts (docs/protocol.md §5.2)
 
 
 DNSMASQ = (

@@ -202,12 +202,12 @@ def test_lock_from_the_cli_is_acked_and_reported_locked(netlab, mtce_cmd):
     c.clients["worker-0"].wait_log("worker-0 locked (")
     h = hosts_json(mtce_cmd, c)["worker-0"]
     assert h["administrative"] == "locked" and h["availability"] == "online"
-    # The pxeboot monitor is held while the host is locked (agent.md §5.0).
+    # The pxeboot monitor is held while the host is locked (docs/protocol.md §5.5).
     assert h["pxeboot_monitor"]["stage"] == "start"
 
 
 def test_mgmt_and_cluster_host_over_ipv6(netlab, mtce_cmd):
-    """The family follows name resolution (contract §3): `controller` and the cluster-host
+    """The family follows name resolution (docs/contract.md §3): `controller` and the cluster-host
     names resolve to IPv6 here, so both daemons speak IPv6 there; pxeboot stays IPv4."""
     c = netlab(workers=1, v6=True)
     hosts = wait_until(lambda: all_ok(mtce_cmd, c, c.names[:2]), 30, interval=0.5,

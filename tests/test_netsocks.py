@@ -1,6 +1,6 @@
 """The one socket set both daemons use (netsocks.SocketSet), in-process: a FakeNetwork for the
 sockets, a FakeClock loop, a fake netlink watcher. Each test names the reference rule it
-proves (client.md §6: socket recovery, cbcb194; §6.3: the fault-insertion files)."""
+proves (docs/protocol.md §5.7: socket recovery, cbcb194, and the fault-insertion files)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_a_datagram_to_a_receive_slot_reaches_the_daemon_with_its_network(rig):
 
 
 def test_fit_file_closes_its_socket_while_it_exists_and_recovery_reopens_it(rig):
-    """client.md §6.3: `pxeboot_rxsock` closes the pxeboot receive socket; the next tick's
+    """docs/protocol.md §5.7: `pxeboot_rxsock` closes the pxeboot receive socket; the next tick's
     recovery re-binds it (`calling setup_pxeboot_rx_socket (auto-recovery)`) and the end of
     that tick closes it again, so pxeboot reception is dead while the file exists."""
     r = rig()
@@ -148,7 +148,7 @@ def test_fit_file_closes_its_socket_while_it_exists_and_recovery_reopens_it(rig)
     assert r.capture.count("fault insertion: closing pxeboot_rx socket (fit/pxeboot_rxsock)") \
         == 1, "throttled: one line, not one a tick"
     # Each successful re-bind ends the cause, so each tick's attempt is announced, as the
-    # original's is (client.md §6.3: "every tick").
+    # original's is (docs/protocol.md §5.7: "on every tick").
     assert r.capture.count("calling setup_pxeboot_rx_socket (auto-recovery)") == 3
     r.fit("pxeboot_rxsock", present=False)
     assert r.set.fit_check() == []
@@ -158,7 +158,7 @@ def test_fit_file_closes_its_socket_while_it_exists_and_recovery_reopens_it(rig)
 
 
 def test_a_setup_fit_file_fails_the_open_with_the_originals_words(rig):
-    """client.md §6.3: `mgmnt_rxsock` at setup forces `failed to init 'management rx' socket
+    """docs/protocol.md §5.7: `mgmnt_rxsock` at setup forces `failed to init 'management rx' socket
     (rc:1)`; the socket is not built at all while the file exists."""
     r = rig()
     r.fit("mgmnt_rxsock")
@@ -171,7 +171,7 @@ def test_a_setup_fit_file_fails_the_open_with_the_originals_words(rig):
 
 
 def test_recovery_tries_every_missing_slot_in_order_not_only_the_first(rig):
-    """cbcb194 (client.md §6): one recovery attempt for every failed socket, in order."""
+    """cbcb194 (docs/protocol.md §5.7): one recovery attempt for every failed socket, in order."""
     r = rig()
     r.net.down.add("127.9.0.10")           # mgmt's address is not on the host yet
     order = [s.name for s in SLOTS]

@@ -1,7 +1,7 @@
 """The client's pure core (schedule.py), table-driven from the reference, in milliseconds: the
-gates (client.md §1.3), the tick (§4.2), the ready-event cadence (§7), the command table
-(§5.2, §5.3), the MAC check and dispatch (§5.1), who may command (README, Security) and what a
-pxebootInfo teaches (§2.6). Every input here is one a C agent or a stranger can send."""
+gates (docs/protocol.md §4.1), the tick and the ready-event cadence (§5.1), the command table
+(§2, §4), the MAC check and dispatch (§1.2), who may command (README "Security") and what a
+pxebootInfo teaches (§5.2). Every input here is one a C agent or a stranger can send."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def kinds(actions) -> list:
     return [type(a).__name__ for a in actions]
 
 
-# -- gates (client.md §1.3) --------------------------------------------------------------------
+# -- gates (docs/protocol.md §4.1) ---------------------------------------------------------------
 
 @pytest.mark.parametrize("mgmt, clstr, mode, first, pxeboot, has_clstr, ctls, last_line", [
     # management on lo (USB-installed controller-0 before config): no pxeboot, no log
@@ -70,11 +70,11 @@ def test_gates_from_the_platform_facts(mgmt, clstr, mode, first, pxeboot, has_cl
     assert g.lines()[0] == ("info", f"System Type : {schedule.SYSTEM_TYPES[mode]}")
 
 
-# -- the tick (client.md §4.2, §4.3) -----------------------------------------------------------
+# -- the tick (docs/protocol.md §5.1, §4) --------------------------------------------------------
 
 @pytest.mark.parametrize("gates, mgmt_ready, clstr_rx_ok, nets", [
     (Gates("eth0", "eth1", "duplex", "worker"), True, True, [Net.PXEBOOT, Net.MGMT, Net.CLSTR]),
-    # cluster-host mtcAlive is gated on the cluster-host *receive* socket (§6.3 clstr_rxsock)
+    # cluster-host mtcAlive is gated on the cluster-host *receive* socket (docs/protocol.md §5.1)
     (Gates("eth0", "eth1", "duplex", "worker"), True, False, [Net.PXEBOOT, Net.MGMT]),
     (Gates("eth0", "eth1", "duplex", "worker"), False, True, [Net.PXEBOOT, Net.CLSTR]),
     (Gates("eth0", "eth1", "simplex", "controller"), True, True, [Net.MGMT, Net.CLSTR]),
@@ -89,14 +89,14 @@ def test_each_tick_sends_in_the_originals_order(gates, mgmt_ready, clstr_rx_ok, 
 
 @pytest.mark.parametrize("period, every", [(5.0, 12), (1.0, 60), (0.5, 120), (120.0, 1)])
 def test_the_ready_event_is_due_about_once_a_minute(period, every):
-    """client.md §7: on every 12th tick of 5 s; a faster tick keeps about a minute."""
+    """docs/protocol.md §5.1: on every 12th tick of 5 s; a faster tick keeps about a minute."""
     c = core(period=period)
     due = [i for i in range(1, 3 * every + 1) if c.tick_done()]
     assert due == [every, 2 * every, 3 * every]
 
 
 def test_pxeboot_destinations_and_the_once_per_transition_logs():
-    """client.md §2.6 step 1 and 4: 'not learned' once per controller until a send succeeds,
+    """docs/protocol.md §5.1: 'not learned' once per controller until a send succeeds,
     then 'sending pxeboot network mtcAlive msg on port 2102 ...' once."""
     c = core()
     assert c.pxeboot_destinations() == [("controller-0", ""), ("controller-1", "")]
@@ -114,7 +114,7 @@ def test_pxeboot_destinations_and_the_once_per_transition_logs():
     assert [ctl for ctl, _ in c.pxeboot_destinations()] == ["controller-0"]
 
 
-# -- the command table (client.md §5.2, §5.3) ----------------------------------------------------
+# -- the command table (docs/protocol.md §2, §4) --------------------------------------------------
 
 # code: (ACKed?, what is done, done before the ACK?, the words logged on receipt or None)
 REFERENCE_TABLE = {
@@ -168,7 +168,7 @@ def test_every_command_code_over_mgmt_as_the_reference_table_says(code):
 
 
 def test_the_locked_message_logs_nothing_on_receipt():
-    """client.md §5.2: `<host> locked (<Iface>)` only when it creates the file (client.py
+    """docs/protocol.md §2: `<host> locked (<Iface>)` only when it creates the file (client.py
     carries that out); the ACK is sent and not logged."""
     out = core().on_command(cmd(Cmd.LOCKED), CTL, Net.MGMT, False, 1.0, Facts())
     assert kinds(out) == ["RunAction", "SendAck"]
@@ -176,7 +176,7 @@ def test_the_locked_message_logs_nothing_on_receipt():
 
 
 def test_a_host_services_ack_carries_num_2_the_rc_and_the_flag():
-    """client.md §5.2: parm[0] = rc, parm[1] = 0x1B0000B1, num = 2."""
+    """docs/protocol.md §2: parm[0] = rc, parm[1] = 0x1B0000B1, num = 2."""
     out = core().on_command(cmd(Cmd.START_WORKER_SVCS, num=0), CTL, Net.MGMT, False, 1.0,
                             Facts())
     ack = next(a for a in out if isinstance(a, SendAck))
@@ -197,7 +197,7 @@ def test_host_services_fit_files_fail_the_rc_or_withhold_the_ack():
 
 @pytest.mark.parametrize("net", list(Net))
 def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
-    """client.md §2.6, §5.2: over pxeboot the request's pxebootInfo is learned and one pxeboot
+    """docs/protocol.md §2, §5.2: over pxeboot the request's pxebootInfo is learned and one pxeboot
     mtcAlive goes out at once, with no ACK; over mgmt or cluster-host nothing is done."""
     c = core()
     src = "10.2.0.6" if net is Net.PXEBOOT else CTL
@@ -213,7 +213,7 @@ def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
         assert c.ctrl_pxeboot == dict.fromkeys(clienttrust.PXEBOOT_KEYS, "")
 
 
-# -- the MAC check and dispatch (client.md §5.1) ---------------------------------------------
+# -- the MAC check and dispatch (docs/protocol.md §1.2) --------------------------------------
 
 def test_a_command_for_another_mac_is_dropped_with_the_originals_words():
     c = core()
@@ -293,7 +293,7 @@ def texts(out) -> list[str]:
 
 def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair():
     """The first mtcAlive request over pxeboot teaches (trust on first use); a second source
-    is answered but not followed while the known controllers keep asking (contract §8), and
+    is answered but not followed while the known controllers keep asking (docs/contract.md §8), and
     followed once they have been silent for TRUST_STALE_S (a readdressed pair)."""
     c = core(now=0.0)
     info = alive.pxeboot_info("10.2.0.6", "10.2.0.6", "10.2.0.7")
@@ -324,7 +324,7 @@ def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair()
         cmd(Cmd.REBOOT), "10.9.9.9", Net.PXEBOOT, False, 10 * stale, Facts()))
 
 
-# -- pxeboot: slots, confirmed addresses (contract §8, issue 23 items 13 and 16) ----------------
+# -- pxeboot: slots, confirmed addresses (docs/contract.md §8, issue 23 items 13 and 16) --------
 
 P0, P1, STRANGER = "10.2.0.6", "10.2.0.7", "192.0.2.66"
 
@@ -341,8 +341,8 @@ def carried_out(c, code, src, now=2.0, net=Net.PXEBOOT) -> bool:
 
 
 def test_item13_a_request_naming_an_empty_slot_is_taken_at_once():
-    """Issue 23 item 13, contract §8: after a pxebootInfo without controller-1, a request from
-    controller-1's pxeboot address with the full pxebootInfo (a swact to it) is taken at once:
+    """Issue 23 item 13, docs/contract.md §8: after a pxebootInfo without controller-1, a request
+    from controller-1's pxeboot address with the full pxebootInfo (a swact to it) is taken at once:
     its slot was empty, so pxeboot mtcAlive go to it now, and the active controller follows
     (the original, a C agent: trust on first use)."""
     c = core()
@@ -355,7 +355,7 @@ def test_item13_a_request_naming_an_empty_slot_is_taken_at_once():
 
 
 def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept():
-    """Issue 23 item 16, contract §8: an mtcAlive request with pxebootInfo over mgmt (or
+    """Issue 23 item 16, docs/contract.md §8: an mtcAlive request with pxebootInfo over mgmt (or
     cluster-host) from an address the client takes commands from there confirms the addresses
     it names; the client answers nothing on mgmt (a C client ignores it too) and asks for the
     set to be kept in persist_dir. Over mgmt from a stranger, or naming nothing, it does not."""
@@ -376,7 +376,7 @@ def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept()
 
 
 def test_item16_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot():
-    """Issue 23 item 16, contract §8: once confirmed, a stranger's mtcAlive request over
+    """Issue 23 item 16, docs/contract.md §8: once confirmed, a stranger's mtcAlive request over
     pxeboot is answered (one pxeboot mtcAlive to the learned controllers), its pxebootInfo
     replaces no slot, and its reboot, reset, lazy reboot, wipedisk and locked are refused;
     the confirmed controllers' are carried out."""
@@ -395,8 +395,8 @@ def test_item16_once_confirmed_a_stranger_is_answered_but_cannot_command_over_px
 
 
 def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_one():
-    """contract §8: the pxebootInfo of any request fills an empty slot (the client then sends
-    pxeboot mtcAlive there too); commands come only from confirmed addresses."""
+    """docs/contract.md §8: the pxebootInfo of any request fills an empty slot (the client then
+    sends pxeboot mtcAlive there too); commands come only from confirmed addresses."""
     c = core()
     request(c, (P0, P0, ""), CTL, net=Net.MGMT)
     request(c, (STRANGER, STRANGER, STRANGER), STRANGER)        # every slot empty: all filled
@@ -410,7 +410,7 @@ def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_o
 
 
 def test_item16_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
-    """The 180 s rule (contract §8) counts a confirmed pxebootInfo over mgmt as a request
+    """The 180 s rule (docs/contract.md §8) counts a confirmed pxebootInfo over mgmt as a request
     from the controllers: a stranger's pxebootInfo replaces slots only after 180 s without
     either, and even then commands only from confirmed addresses are carried out."""
     c = core()
@@ -459,7 +459,7 @@ def test_item16_the_kept_file_is_checked_whole(text, confirmed):
         assert clienttrust.parse_confirmed(clienttrust.confirmed_text(confirmed)) == confirmed
 
 
-# -- learning the controllers' pxeboot addresses (client.md §2.6) --------------------------------
+# -- learning the controllers' pxeboot addresses (docs/protocol.md §5.2) -------------------------
 
 A, B, C = "10.2.0.6", "10.2.0.7", "10.2.0.8"
 

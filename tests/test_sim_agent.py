@@ -90,7 +90,8 @@ BAD_TEXTS = [
 
 @pytest.mark.parametrize("bad", BAD_TEXTS)
 def test_item1_an_mtcalive_whose_json_does_not_parse_changes_nothing(sim, bad):
-    """Issue 11 item 1, contract §8, agent.md §4.1: from the host's own address, with a jump
+    """Issue 11 item 1, docs/contract.md §8, docs/protocol.md §1.3: from the host's own
+    address, with a jump
     in parm[3] that would count a million missed, an mtcAlive whose JSON does not parse or
     has no valid personality changes no counter, no state; the next valid one is in order."""
     s = sim(clients=[]).start()
@@ -117,7 +118,7 @@ def test_item1_a_bad_mtcalive_from_an_offline_host_does_not_bring_it_online(sim)
 
 
 def test_item1_a_host_without_an_inventory_cluster_host_ip_learns_it_from_its_mtcalive(sim):
-    """Issue 11 item 1, agent.md §4.1 step 2 (`set_clstr_hostaddr`): where the agent has a
+    """Issue 11 item 1, docs/protocol.md §5.2 (`set_clstr_hostaddr`): where the agent has a
     cluster-host network, a host the inventory gives no cluster-host address learns the one
     its mtcAlive reports; its cluster-host mtcAlive then count, and commands go there too."""
     s = sim(clients=["worker-0"])
@@ -269,7 +270,7 @@ def set_admin_in_file(s, name, value):
 
 
 def test_item4_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
-    """Issue 11 item 4, contract §4: a SIGHUP that changes another key of the host's section
+    """Issue 11 item 4, docs/contract.md §4: a SIGHUP that changes another key of the host's section
     keeps the operator's lock; no UNLOCKED is sent; `mtce hosts` says who set it."""
     s = sim(clients=["worker-0"]).start(settle=3)
     assert s.request(cmd="lock", host="worker-0")["ok"]
@@ -350,7 +351,8 @@ def operator_cmds(s, name, net) -> list:
 
 
 def test_item8_reset_is_not_sent_over_pxeboot(sim):
-    """Issue 11 item 8, agent.md §7.2: the original sends reboot over pxeboot, never reset."""
+    """Issue 11 item 8, docs/protocol.md §5.4 "Operator commands": the original sends reboot
+    over pxeboot, never reset."""
     s = sim(clients=[]).start()
     assert s.request(cmd="reset", host="worker-0")["ok"]
     assert operator_cmds(s, "worker-0", Net.PXEBOOT) == []
@@ -360,8 +362,9 @@ def test_item8_reset_is_not_sent_over_pxeboot(sim):
 
 
 def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim):
-    """Issue 11 item 8, agent.md §7.3 (`M/mtcCtrlMsg.cpp:814-838`): LOCK_PERSIST and the
-    pxeboot LOCKED only while `<platform_dir>/simplex` is absent, read at the send."""
+    """Issue 11 item 8, docs/protocol.md §5.4 "Locked correction" (`M/mtcCtrlMsg.cpp:814-838`):
+    LOCK_PERSIST and the pxeboot LOCKED only while `<platform_dir>/simplex` is absent, read at the
+    send."""
     s = sim(clients=[]).start()
     assert s.request(cmd="lock", host="worker-0")["ok"]
     first = to_client(s, "worker-0", Net.MGMT)[-1]
@@ -410,8 +413,8 @@ def test_item10_sighup_applies_a_port_change_and_names_what_needs_a_restart(sim)
 
 
 def test_item10_dnsmasq_hosts_is_read_on_every_ready_event(sim):
-    """Issue 11 item 10, agent.md §2 "When the file is (re)read": on every ready event (the
-    pxeboot request it makes). A host whose lease line came after the agent started is
+    """Issue 11 item 10, docs/protocol.md §5.2 (when dnsmasq.hosts is re-read): on every ready
+    event (the pxeboot request it makes). A host whose lease line came after the agent started is
     learned at its next ready event, and gets its pxeboot mtcAlive request."""
     s = sim(clients=[])
     lines = open(s.files.dnsmasq).read().splitlines()
@@ -480,10 +483,10 @@ AGENT_FIT = ("mgmt_rx", "clstr_rx", "pxeboot_rx", "mgmt_tx", "clstr_tx", "pxeboo
 
 @pytest.mark.parametrize("sock", AGENT_FIT)
 def test_every_agent_fit_file_closes_its_socket_until_removed_then_all_recover(sim, sock):
-    """The file closes that socket and fails its set-up with the client's words (client.md
-    §6.3: `failed to init '<x>' socket (rc:1)`) while it exists: a receive file makes that
-    network of every host go lost while the others stay ok; once it is removed the socket
-    is re-created and every host is ok on every network again, the agent still running."""
+    """The file closes that socket and fails its set-up with the client's words (docs/protocol.md
+    §5.7: `failed to init '<x>' socket (rc:1)`) while it exists: a receive file makes that network
+    of every host go lost while the others stay ok; once it is removed the socket is re-created and
+    every host is ok on every network again, the agent still running."""
     s = sim(workers=1).start()
     s.run_until(s.all_ok, 10, what="all ok")
     fname = "agent_" + sock.replace("mgmt", "mgmnt") + "sock"
@@ -514,8 +517,8 @@ def test_every_agent_fit_file_closes_its_socket_until_removed_then_all_recover(s
 
 def test_a_batch_of_more_than_25_is_logged_once_and_every_message_counted(sim):
     """Test plan: "stress soaking of sustained incoming 500+ msgs/sec ; batch handling and
-    logging" (agent.md §3.2: at most 50 a socket per turn; more than 25 serviced in one batch
-    logs `serviced %d messages in one batch (Mgmnt)`)."""
+    logging" (docs/protocol.md §5.4 "Batches": at most 50 a socket per turn; more than 25
+    serviced in one batch logs `serviced %d messages in one batch (Mgmnt)`)."""
     s = sim(clients=[]).start()
     dest = agent_dest(s, Net.MGMT)
     src = (source(s, "worker-0", Net.MGMT), 40999)
@@ -577,7 +580,7 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
 
 
 def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):
-    """Test plan: "pxeboot rx socket binding and non-blocking attribute" (agent.md §1: the
+    """Test plan: "pxeboot rx socket binding and non-blocking attribute" (docs/protocol.md §4: the
     agent's pxeboot receive socket is non-blocking; a wake-up with nothing to read, as after
     a datagram the kernel dropped for its checksum, must not stall the loop). Real sockets
     on 127.x, the agent in this process."""
@@ -617,7 +620,7 @@ def ident_of(files, name):
 
 
 def test_hosts_watch_redraws_the_table_and_alarms_until_ctrl_c(sim):
-    """contract §1 `mtce hosts --watch [SECONDS]`: over a pipe one block per interval (the
+    """docs/contract.md §1, `mtce hosts --watch [SECONDS]`: over a pipe one block per interval (the
     table, the alarms under it); an agent that stops answering is said and asked again;
     Ctrl-C ends it with exit 0."""
     import io
@@ -644,7 +647,7 @@ def test_hosts_watch_redraws_the_table_and_alarms_until_ctrl_c(sim):
 
 
 def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
-    """contract §8 Takeover, issue 15: an agent that starts (restarted, or the other
+    """docs/contract.md §8 "Takeover", issue 15: an agent that starts (restarted, or the other
     controller taking over) sends an mtcAlive request to every host on each of its networks;
     over pxeboot it carries this agent's pxebootInfo, so clients send pxeboot mtcAlive to it
     at once (not at their next ready event, up to a minute later); no host is declared
@@ -675,8 +678,8 @@ def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
 
 
 def test_item23_1_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
-    """Issue 23 item 1, contract §4: on SIGHUP each of the issue's inputs is refused with the
-    start's `FILE:LINE: [section] key: why` logged, and the running table is kept (today a
+    """Issue 23 item 1, docs/contract.md §4: on SIGHUP each of the issue's inputs is refused with
+    the start's `FILE:LINE: [section] key: why` logged, and the running table is kept (today a
     header without `]` gives worker-1 the next section's address and personality)."""
     from cluster import issue23_bad_inventories
     s = sim(clients=[]).start(settle=1)
@@ -704,7 +707,7 @@ PXE_TIMERS = {"agent": {"offline_period": 50, "offline_threshold": 20},
 
 
 def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_recovery(sim):
-    """Issue 23 item 7, docs/interface.md §8 "Network state" (agent.md §5.3): pxeboot is `ok`
+    """Issue 23 item 7, docs/contract.md §8 "Network state" (docs/protocol.md §5.5): pxeboot is `ok`
     while its mtcAlive arrive, `lost` from the monitor's declared loss until the first good
     window after it; the alarm keeps its own clear debounce (7 good windows). Sampled every
     0.1 s through a 40 s pxeboot cut (long enough for 200.003) and the recovery:
@@ -768,11 +771,11 @@ C_READY_TEXTS = [
 
 @pytest.mark.parametrize("ready", C_READY_TEXTS)
 def test_issue23_item12_a_client_without_the_feature_gets_no_pxeboot_monitor(sim, ready):
-    """Issue 23 item 12, docs/interface.md §8 Revision (protocol.md §8 point 7): the agent as
-    it meets a C client before 649e94c (or one whose ready event lists no pxeboot_mtcAlive):
-    its mgmt and cluster-host mtcAlive count, its pxeboot mtcAlive come for a while and stop;
-    pxeboot stays `unprovisioned`, no pxeboot request is sent and 200.003 never comes (the
-    pxeboot window is 2 s here: a monitor would alarm after 24 s)."""
+    """Issue 23 item 12, docs/contract.md §8 "Revision" (docs/protocol.md §3, the ready event): the
+    agent as it meets a C client before 649e94c (or one whose ready event lists no
+    pxeboot_mtcAlive): its mgmt and cluster-host mtcAlive count, its pxeboot mtcAlive come for a
+    while and stop; pxeboot stays `unprovisioned`, no pxeboot request is sent and 200.003 never
+    comes (the pxeboot window is 2 s here: a monitor would alarm after 24 s)."""
     s = sim(clients=[], timers=PXE_TIMERS).start()
     send(s, "worker-0", Net.MGMT, alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
                                              text=ready.decode()))
@@ -802,7 +805,7 @@ def drop_dnsmasq_line(s, name):
 
 
 def offline_bound(s) -> float:
-    """docs/interface.md §8 Availability: online_period + offline_period x threshold + one
+    """docs/contract.md §8 "Availability": online_period + offline_period x threshold + one
     offline_period, from the last mtcAlive."""
     st = s.agent.table.settings
     return st.online_period_s + st.offline_period_s * (st.offline_threshold + 1)
@@ -811,7 +814,7 @@ def offline_bound(s) -> float:
 @pytest.mark.parametrize("dnsmasq_line", [True, False])
 def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(sim,
                                                                                  dnsmasq_line):
-    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" and Availability:
+    """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" and Availability:
     worker-0 runs, then is killed; a stranger on the pxeboot network goes on sending valid
     pxeboot mtcAlive naming it, with the sequence going on, from worker-0's own pxeboot
     address (spoofed). pxeboot traffic alone never keeps a host online: worker-0 goes
@@ -843,8 +846,8 @@ def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(s
 
 
 def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_it(sim):
-    """Issue 23 item 17, docs/interface.md §8 "A learned pxeboot address" (agent.md §2, the
-    second learning path): a host without a dnsmasq.hosts line. A stranger's valid pxeboot
+    """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" (docs/protocol.md §1.3,
+    the learning path): a host without a dnsmasq.hosts line. A stranger's valid pxeboot
     mtcAlive naming it, from the stranger's own address, teaches nothing; once the host
     reported its pxeboot_ip over mgmt, a pxeboot mtcAlive from that address is learned."""
     s = sim(clients=[])
@@ -870,11 +873,11 @@ def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_i
 # -- issue 23 item 15 (part): the goEnabled / host-services failure bits --------------------
 
 def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_metrics(sim):
-    """Issue 23 item 15 (upstream 6106051), docs/interface.md §5 `failure_flags`, protocol.md
-    §3.3 flag table: a HEAD client reports a failed main goEnable (0x10000) and failed main
-    host services (0x40000) in parm[2], beside I_AM_CONFIGURED; `mtce hosts --json` names
-    the failure bits by the original's defines and the metrics have one series per bit;
-    the next mtcAlive without them (the fast path of a steady host) clears both."""
+    """Issue 23 item 15 (upstream 6106051), docs/contract.md §5 `failure_flags`, docs/protocol.md
+    §2.1 flag bits: a HEAD client reports a failed main goEnable (0x10000) and failed main host
+    services (0x40000) in parm[2], beside I_AM_CONFIGURED; `mtce hosts --json` names the failure
+    bits by the original's defines and the metrics have one series per bit; the next mtcAlive
+    without them (the fast path of a steady host) clears both."""
     s = sim(clients=[]).start()
     fail = 0x10000 | 0x40000 | 0x1
     for seq in range(1, 4):
@@ -898,8 +901,8 @@ def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_me
 
 
 def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
-    """Issue 23 item 16, contract §8: the agent sends each mtcAlive request over pxeboot with
-    the same request, same pxebootInfo, over mgmt just before it, from the address it sends
+    """Issue 23 item 16, docs/contract.md §8: the agent sends each mtcAlive request over pxeboot
+    with the same request, same pxebootInfo, over mgmt just before it, from the address it sends
     every mgmt command from (the client takes its pxeboot controllers as confirmed from it; a
     C client ignores a request there). At a start or takeover that is the one mgmt request
     of each host; at ready events and operator `alive` requests too; the offline audit's mgmt

@@ -30,7 +30,7 @@ def sim(tmp_path):
 def test_item5_a_swact_moves_the_controller_address_and_commands_keep_working(sim):
     """Issue 11 item 5: after a swact or a readdress the hosts file names new controller
     addresses; within one tick the client takes commands from them, ACKs to them, and no
-    longer from the old ones (client.md §5.3 for where ACKs go)."""
+    longer from the old ones (docs/protocol.md §4 for where ACKs go)."""
     s = sim().start()
     c = Controller(s)
     w0, old = c.host, dict(c.src)
@@ -59,7 +59,7 @@ def test_item5_a_swact_moves_the_controller_address_and_commands_keep_working(si
 
 
 def test_item5_the_agents_pxeboot_source_is_trusted_whatever_its_pxebootinfo_says(sim):
-    """Issue 11 item 5: the C agent's pxeboot transmit socket is unbound (agent.md §1.2), so
+    """Issue 11 item 5: the C agent's pxeboot transmit socket is unbound (docs/protocol.md §4), so
     its requests may come from an address its pxebootInfo does not list (the pxecontroller
     floating address). The client used to take the first such request and refuse every later
     one, its reboots and locks too; the source of the latest valid request is trusted."""
@@ -151,7 +151,7 @@ def pxe(addr: str) -> dict:
 
 
 def mgmt_request(c: Controller, info: dict, src=None) -> None:
-    """What the mtce agent sends beside every pxeboot request (contract §8): the same
+    """What the mtce agent sends beside every pxeboot request (docs/contract.md §8): the same
     pxebootInfo over mgmt, from the address it sends every mgmt command from."""
     c.command(Net.MGMT, Cmd.REQ_MTCALIVE, src=src or c.host.controller,
               data=alive.pxeboot_info(info.get("controller", ""), info.get("controller-0", ""),
@@ -159,7 +159,7 @@ def mgmt_request(c: Controller, info: dict, src=None) -> None:
 
 
 def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(sim):
-    """Issue 23 item 13, contract §8 (a C agent: requests over pxeboot only): after a
+    """Issue 23 item 13, docs/contract.md §8 (a C agent: requests over pxeboot only): after a
     pxebootInfo without controller-1, controller-1's request with the full pxebootInfo is
     taken at once: pxeboot mtcAlive go to it at once (no 200.003 for a healthy host), its
     commands are carried out. It used to be refused for 180 s."""
@@ -179,7 +179,7 @@ def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(s
 
 
 def test_item13_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obeyed(sim):
-    """Issue 23 items 13 and 16, contract §8 (an mtce agent: each pxeboot request has its
+    """Issue 23 items 13 and 16, docs/contract.md §8 (an mtce agent: each pxeboot request has its
     mgmt twin): after a swact to a controller-1 the old agent never named, the new agent's
     mgmt pxebootInfo confirms controller-1, its pxeboot request is taken at once and its
     pxeboot reboot carried out; a stranger's is not."""
@@ -203,7 +203,7 @@ def test_item13_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obey
 
 
 def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent(tmp_path):
-    """Issue 23 item 16 (keys off), contract §8, with the real mtce agent: a stranger, from
+    """Issue 23 item 16 (keys off), docs/contract.md §8, with the real mtce agent: a stranger, from
     its own unspoofed address and knowing the host's MAC, sends an mtcAlive request with its
     own pxebootInfo over pxeboot, then REBOOT and LOCKED. To a client that has met its agent,
     running, or just restarted while the controller cannot reach it (the stranger is first,
@@ -246,7 +246,7 @@ def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent
         assert not s.exists("worker-0", "run_dir", ".node_locked"), "no lock"
         assert client.counters.refused >= 200
         assert stranger.acks(bad, Net.PXEBOOT) == []
-        assert answers() >= answered + 100, "each request is answered (contract §8)"
+        assert answers() >= answered + 100, "each request is answered (docs/contract.md §8)"
         refusals = [line for line in log(s).lines() if bad in line]
         assert 1 <= len(refusals) <= 12, refusals
         assert log(s).count("controller pxeboot addresses confirmed earlier: "
@@ -256,7 +256,7 @@ def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent
 
 
 def test_item16_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule(sim):
-    """Issue 23 item 16, contract §8 (README "Security"): a client that has never received a
+    """Issue 23 item 16, docs/contract.md §8 (README "Security"): a client that has never received a
     confirmed pxebootInfo (a C agent, or before it meets its agent) keeps the original's
     rule, trust on the first pxeboot request: a stranger first can command it over pxeboot.
     Keys, or the mtce agent's confirmation, close this."""
@@ -269,8 +269,8 @@ def test_item16_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule
 
 
 def test_item16_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(sim):
-    """contract §8: the kept set that cannot be read is logged once and fails closed: pxeboot
-    commands are refused, even from the first requester, until a pxebootInfo over mgmt
+    """docs/contract.md §8: the kept set that cannot be read is logged once and fails closed:
+    pxeboot commands are refused, even from the first requester, until a pxebootInfo over mgmt
     confirms the controllers again."""
     s = sim(clients=[]).start()
     persist = s.path("worker-0", "persist_dir")
@@ -297,7 +297,7 @@ def test_item16_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(s
 
 @pytest.mark.parametrize("cmd", range(Cmd.STOP_CONTROL_SVCS, Cmd.START_STORAGE_SVCS + 1))
 def test_item6_host_services_ack_carries_num_2_the_result_and_the_enhanced_flag(sim, cmd):
-    """Issue 11 item 6, client.md §5.2 / protocol.md §1.4 (`M/mtcCompMsg.cpp:461-464`): the
+    """Issue 11 item 6, docs/protocol.md §2, §1.2 (`M/mtcCompMsg.cpp:461-464`): the
     echo with num 2, parm[0] the result (0), parm[1] 0x1B0000B1; 100 bytes, the MAC remnant."""
     s = sim().start()
     c = Controller(s)
@@ -343,7 +343,7 @@ def test_other_acks_stay_the_plain_echo(sim):
 # -- item 7: wipedisk and the subfunction-failed flag ------------------------------------------
 
 def test_item7_wipedisk_runs_the_wipedisk_action_after_its_ack_with_a_failsafe(sim):
-    """Issue 11 item 7, client.md §5.5 (`M/mtcCompMsg.cpp:714-742`): ACK, failsafe at half
+    """Issue 11 item 7, docs/protocol.md §2 (`M/mtcCompMsg.cpp:714-742`): ACK, failsafe at half
     the delay, `.node_reset` says "wipedisk command", then `[actions] wipedisk`."""
     s = sim().start()
     c = Controller(s)
@@ -504,7 +504,7 @@ def test_item9_identical_bytes_signed_in_one_millisecond_get_two_tags():
         "different bytes keep the clock's time: no drift however many are signed"
 
 
-# -- the fault-insertion files, every one (client.md §6.3), in-process ---------------------------
+# -- the fault-insertion files, every one (docs/protocol.md §5.7), in-process --------------------
 
 # file: (socket, its recovery label, what stops while the file exists)
 CLIENT_FIT = {
@@ -534,7 +534,7 @@ def loopback_acked(c: Controller, net: Net) -> bool:
 
 @pytest.mark.parametrize("fname", sorted(CLIENT_FIT))
 def test_every_fit_file_closes_its_socket_while_it_exists_then_every_network_is_back(sim, fname):
-    """client.md §6.3, the table row of each file: what it closes, what stops while it exists
+    """docs/protocol.md §5.7, the table row of each file: what it closes, what stops while it exists
     (mgmnt_rxsock: mgmt reception; mgmnt_txsock: mgmt mtcAlive; clstr_rxsock: cluster-host
     mtcAlive, gated on its receive socket; pxeboot_rxsock: pxeboot reception, though pxeboot
     mtcAlive still goes out; the transmit files: re-created each tick, so mtcAlive flows), the

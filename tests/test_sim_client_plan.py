@@ -36,7 +36,7 @@ def seqs(c: Controller, net: Net, dest: str) -> list[int]:
     return [m.parm[3] for d, m in sent(c, net) if d == dest]
 
 
-# -- mtcAlive on every network, sequence numbers (client.md §4.2-§4.4) ----------------------------
+# -- mtcAlive on every network, sequence numbers (docs/protocol.md §5.1, §6) ----------------------
 
 def test_each_network_has_its_own_sequence_from_1_and_pxeboot_waits_for_the_request(sim):
     """Test plan: "mtcAlive sequence number monitoring". The first tick 1 s after start;
@@ -63,7 +63,7 @@ def test_each_network_has_its_own_sequence_from_1_and_pxeboot_waits_for_the_requ
 
 
 def test_the_request_teaches_and_pxeboot_goes_to_both_controllers_with_one_sequence(sim):
-    """client.md §2.6 and §4.3: the request's pxebootInfo is learned, one pxeboot mtcAlive
+    """docs/protocol.md §2 and §4: the request's pxebootInfo is learned, one pxeboot mtcAlive
     goes out at once (its sequence the next number after the ones the ticks consumed), the
     same message to controller-0 and controller-1 on 2102, then one every tick."""
     s = sim(period=1.0).start()
@@ -83,7 +83,7 @@ def test_the_request_teaches_and_pxeboot_goes_to_both_controllers_with_one_seque
 
 
 def test_cluster_host_combined_with_mgmt_sends_no_cluster_host_mtcalive(sim):
-    """Test plan: "mgmt-combined or separate cluster-host network" (client.md §1.3)."""
+    """Test plan: "mgmt-combined or separate cluster-host network" (docs/protocol.md §4.1)."""
     s = sim(period=1.0)
     host = s.files.host("worker-0")
     host.clstr_iface = host.mgmt_iface
@@ -95,7 +95,7 @@ def test_cluster_host_combined_with_mgmt_sends_no_cluster_host_mtcalive(sim):
     assert json.loads(sent(c, Net.MGMT)[0][1].buf)["cluster_host_ip"] == ""
 
 
-# -- the ready event (client.md §7) ----------------------------------------------------------------
+# -- the ready event (docs/protocol.md §3, §5.1) ---------------------------------------------
 
 def test_ready_event_at_start_over_mgmt_then_every_minute_over_mgmt_and_pxeboot(sim):
     s = sim(period=1.0).start()
@@ -116,7 +116,7 @@ def test_ready_event_at_start_over_mgmt_then_every_minute_over_mgmt_and_pxeboot(
     assert json.loads(pxe[0][1].buf)["active_controller_pxeboot_address"] == c1
 
 
-# -- commands over each network (client.md §5.3-§5.5; test plan regression lines) ---------------
+# -- commands over each network (docs/protocol.md §2, §4; test plan regression lines) ------------
 
 def test_lock_over_each_network_acks_where_the_reference_says_and_sets_the_flag(sim):
     """mgmt ACKs go to the floating controller on 2101, cluster-host ACKs to both
@@ -142,7 +142,7 @@ def test_lock_over_each_network_acks_where_the_reference_says_and_sets_the_flag(
 
 
 def test_reboot_over_three_networks_is_acked_on_each_and_run_once(sim):
-    """client.md §5.5: the agent sends reboot over pxeboot, mgmt and cluster-host; each copy
+    """docs/protocol.md §2: the agent sends reboot over pxeboot, mgmt and cluster-host; each copy
     is ACKed; the original re-runs the sequence per copy, mtce runs it once (docs/design.md)."""
     s = sim().start()
     spawns = record_actions(s)
@@ -158,10 +158,10 @@ def test_reboot_over_three_networks_is_acked_on_each_and_run_once(sim):
 
 
 def test_reset_and_wipedisk_after_a_reboot_each_run(sim):
-    """Issue 23 item 11, client.md §5.5 (the original has no de-duplication): the agent's
+    """Issue 23 item 11, docs/protocol.md §2 (the original has no de-duplication): the agent's
     reset progression sends REBOOT over pxeboot, mgmt and cluster-host, then RESET over mgmt
-    and cluster-host (never pxeboot, agent.md §7), then WIPEDISK. Each command runs; only the
-    copies of one command over the other networks run once."""
+    and cluster-host (never pxeboot, docs/protocol.md §5.4), then WIPEDISK. Each command runs;
+    only the copies of one command over the other networks run once."""
     s = sim().start()
     spawns = record_actions(s)
     c = Controller(s)
@@ -183,7 +183,7 @@ def test_reset_and_wipedisk_after_a_reboot_each_run(sim):
 
 
 def test_a_client_restarted_with_node_reset_runs_a_reset(sim):
-    """Issue 23 item 11, client.md §5.4-§5.5: a client that starts with `.node_reset` (its
+    """Issue 23 item 11, docs/protocol.md §2: a client that starts with `.node_reset` (its
     reboot hung) re-issues the reboot; the agent's RESET that follows still runs."""
     s = sim(clients=[]).start()
     Path(s.path("worker-0", "run_dir"), ".node_reset").write_text("reboot command\n")
@@ -203,7 +203,7 @@ def test_a_client_restarted_with_node_reset_runs_a_reset(sim):
 
 
 def test_the_obsolete_locked_file_is_removed_at_start(sim):
-    """Issue 23 item 15, upstream 4074c6c (client.md §5.4): at start the client removes the
+    """Issue 23 item 15, upstream 4074c6c (docs/protocol.md §2): at start the client removes the
     obsolete `/etc/mtc/tmp/.node_locked`, found beside `platform_dir` (`/etc/platform`), so a
     test host has its own under its root and no test touches the real /etc."""
     s = sim(clients=[]).start()
@@ -245,13 +245,13 @@ def test_reset_runs_the_reset_action_with_half_the_failsafe_delay(sim):
     assert log(s).count("failsafe reboot script launched ; reboot in 1 seconds") == 1
 
 
-# -- own pxeboot address and the interface chain (client.md §2, §3) ------------------------------
+# -- own pxeboot address and the interface chain (docs/protocol.md §5.2, §5.6) ---------------------
 
 @pytest.mark.parametrize("kind", list(MGMT_KINDS))
 def test_management_interface_kinds_learn_pxeboot_from_the_parents_lease(sim, kind):
     """Test plan: physical, vlan, bonded and bonded-vlan management interfaces, bonds with 2,
     1 or 0 slaves: the chain is logged, the lease of `<parent>:2` gives the own pxeboot
-    address (client.md §2.2 step 3), the receive socket binds to it, and the pxeboot
+    address (docs/protocol.md §5.2), the receive socket binds to it, and the pxeboot
     mtcAlive carries it."""
     s = sim()
     host = s.files.host("worker-0")
@@ -269,7 +269,7 @@ def test_management_interface_kinds_learn_pxeboot_from_the_parents_lease(sim, ki
 
 
 def test_a_controller_after_unlock_learns_its_static_address(sim):
-    """Test plan: "controller nodes after unlock ; static from ifcfg" (client.md §2.4): no
+    """Test plan: "controller nodes after unlock ; static from ifcfg" (docs/protocol.md §5.2): no
     lease, `ifcfg-<parent>:2` with `address` at column 0."""
     s = sim(clients=["controller-0"])
     host = s.files.host("controller-0")
@@ -284,7 +284,7 @@ def test_a_controller_after_unlock_learns_its_static_address(sim):
 
 def test_the_first_install_gate_opens_only_after_initial_config_and_a_restart(sim):
     """Test plan: "pxeboot receiver is not setup on the oam interface on controller-0 first
-    install until after initial config complete" (client.md §1.3: the gate is evaluated at
+    install until after initial config complete" (docs/protocol.md §4.1: the gate is evaluated at
     process start only; in practice the unlock reboot restarts the client)."""
     s = sim(clients=["controller-0"], period=1.0, level=logging.DEBUG)
     host = s.files.host("controller-0")
@@ -324,7 +324,8 @@ def test_a_missing_platform_conf_keeps_the_client_running_until_it_appears(sim):
 
 
 def test_a_restarted_client_learns_pxeboot_again_within_10_s(tmp_path):
-    """Test plan: "from controller within 10 seconds of process restart" (client.md §2.6):
+    """Test plan: "from controller within 10 seconds of process restart"
+    (docs/protocol.md §5.4 "Requests"):
     with the real agent, the restarted client's ready event brings a request at once."""
     with sims(tmp_path, workers=1) as make:
         s = make().start()

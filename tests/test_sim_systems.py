@@ -5,7 +5,7 @@ real client on every host, on a FakeNetwork with a FakeClock; each host's manage
 is an ethernet, a vlan, a bond or a vlan over a bond (a sysfs tree, as the test machines can
 make none of them).
 
-What each system type must show (protocol.md §4.1, client.md §1.3, agent.md §4.3 and §5):
+What each system type must show (docs/protocol.md §4.1, §5.4 and §5.5):
 every host online with mgmt and cluster-host ok; pxeboot ok on every host, carried to both
 controllers, except on a simplex system, where no host sends pxeboot, the agent shows it
 `unprovisioned`, and nothing goes to a controller-1 that does not exist.

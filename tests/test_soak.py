@@ -61,7 +61,7 @@ def _all_ok(c):
 def fuzz_cluster(tmp_path, daemons):
     """controller-0 (agent and client) and two workers, all online; worker-0 is the client
     under fuzz and has learned the controllers' pxeboot addresses, confirmed over mgmt
-    (contract §8), before the fuzz starts."""
+    (docs/contract.md §8), before the fuzz starts."""
     c = Cluster(tmp_path / "cluster", workers=2, timers=TIMERS)
     c.agent = daemons("agent", c.agent_ini, name="agent")
     c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
@@ -112,7 +112,7 @@ def targets(c):
                 confirmed = f.read()
         except FileNotFoundError:
             confirmed = None
-        # contract §8: any pxeboot request may fill an empty controller slot (this cluster
+        # docs/contract.md §8: any pxeboot request may fill an empty controller slot (this cluster
         # has no controller-1); none may replace a known address or confirm one.
         return {"actions": w0.actions(), "files": files, "confirmed": confirmed,
                 "replaced": len(re.findall(r"pxeboot address: \S+ ; was |pxeboot ip: \S+ ; "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build dist/mtce.pyz: one reproducible, pure-Python zipapp (interface.md §1).
+"""Build dist/mtce.pyz: one reproducible, pure-Python zipapp (docs/contract.md §1).
 
 The archive holds `__main__.py` (a copy of mtce.py), the `mtce` package and the pinned runtime
 dependencies of requirements.txt, installed with `pip install --no-deps --no-compile --target`
