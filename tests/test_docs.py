@@ -41,10 +41,8 @@ import pytest
 
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(os.path.join(REPO, "mtce")) or
-    not os.path.isdir(os.path.join(REPO, "docs")),
-    reason="needs the source tree (the chroot run has only tests/)")
+# About the source tree: the chroot run (tools/chroot_test.sh) leaves this file out; anywhere
+# else a tree without docs/ is a failure, not a skip.
 
 TOP_FILES = ("README.md", "mtce.py", "Makefile", "setup.py", "stdeb.cfg", "MANIFEST.in",
              "pytest.ini", "requirements.txt", "requirements-dev.txt")
