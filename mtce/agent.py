@@ -78,7 +78,7 @@ class Agent:
         self.alarms = alarms.AlarmStore(cfg.paths.state_dir, deferred=True)
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
         self.counters = transport.Counters()
-        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), log, self.noise,
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
         self.inbox = Inbox(self)
         self.net = agentnet.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
@@ -298,7 +298,7 @@ class Agent:
         try:
             new = config.load(self.cfg.path)
             inventory = config.load_inventory(new.agent.inventory)
-            new_auth, warnings = auth.from_config(new, self.clock.wall)
+            new_auth, warnings = auth.from_config(new, self.clock.wall, self.clock.now)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
@@ -363,6 +363,6 @@ def main(cfg: config.Config, foreground: bool) -> int:
 
     from mtce import daemon
     inventory = config.load_inventory(cfg.agent.inventory)
-    auth.from_config(cfg, time.time)        # a bad key file exits 2 before forking
+    auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
     return daemon.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))

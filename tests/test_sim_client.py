@@ -134,7 +134,8 @@ def test_item5_with_keys_a_valid_tag_decides_not_the_source(sim, tmp_path):
     s = sim(client_extra={"security": {"key_file": str(keys), "require": "yes"}}).start()
     c = Controller(s)
     s.run(1.5)
-    signer = auth.Authenticator([("k1", bytes.fromhex("ab" * 32))], True, s.clock.wall)
+    signer = auth.Authenticator([("k1", bytes.fromhex("ab" * 32))], True, s.clock.wall,
+                                s.clock.now)
     stranger = s.files.net + "99"
     c.send(Net.MGMT, signer.sign(alive.command(Cmd.LOCKED, c.host.mac, "{}")), src=stranger)
     assert s.exists("worker-0", "run_dir", ".node_locked")
@@ -343,8 +344,8 @@ def test_item9_with_keys_ten_minutes_of_normal_traffic_have_no_replay_drops(tmp_
 
 def test_item9_identical_bytes_signed_in_one_millisecond_get_two_tags():
     wall = [1_780_000_000.0]
-    a = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0])
-    b = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0])
+    a = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0], lambda: 1.0)
+    b = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0], lambda: 1.0)
     data = alive.ready_event("worker-0", "")
     first, second, other = a.sign(data), a.sign(data), a.sign(alive.ready_event("worker-1"))
     assert first != second
