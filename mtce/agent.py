@@ -88,6 +88,7 @@ class Agent:
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.set.after_drain = self._drained
+        self.net.host_count = lambda: len(self.inventory.hosts)
         self.outbox = Outbox(self)
         self.pxeinfo = PxebootAddresses(self)
         self.hooks = Children(log, clock)
@@ -329,6 +330,7 @@ class Agent:
         self.inventory = inventory
         self.log.info("inventory reloaded: %d added, %d removed, %d changed", len(added),
                       len(removed), len(changed))
+        self.net.resize_rx()
         self.dnsmasq_path = config.expand_path(new.paths.dnsmasq_hosts, new.paths.build_info)
         if ("agent", "pxeboot_ip") in changed_keys:
             self.net.pxeboot_ip = new.agent.pxeboot_ip

@@ -476,7 +476,8 @@ class Phases:
         rx = self.b.layout.agent_rx
         addrs = [(rx[net], net != Net.PXEBOOT) for net in Net]
         proc = ctx.Process(target=_baseline_main, daemon=True, name="mtce-bench-baseline",
-                           args=(child, addrs, transport.AGENT_RCVBUF, self.b.agent_cpus))
+                           args=(child, addrs, transport.agent_rcvbuf(self.b.plan.hosts + 2),
+                                 self.b.agent_cpus))
         proc.start()
         child.close()
         try:
