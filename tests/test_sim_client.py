@@ -277,6 +277,7 @@ def hostile_client_mix(s, c: Controller, rng: random.Random):
             yield rng.choice(unknown), net, data
 
 
+@pytest.mark.slow
 def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_client_lines(sim):
     """Issue 11 item 2, style P9: 200,000 datagrams at 2,000/s to the client's three ports,
     most from the controllers' own addresses (commands it only ACKs, unknown signatures, bad
