@@ -153,7 +153,7 @@ def held_pidfile_class():
 
         def acquire(self, timeout=None):
             tmp = f"{self.path}.{os.getpid()}.new"
-            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.write(fd, f"{os.getpid()}\n".encode("ascii"))

@@ -67,9 +67,9 @@ class StreamServer:
     def _victim(self, source) -> _Conn | None:
         """The connection a new one from `source` replaces, or None if there is room.
 
-        From a source at its own limit: its oldest that has sent nothing (none: the new one is
-        refused, returned as itself). In a full table: the oldest that has sent nothing, else
-        the oldest with its request unfinished, else the oldest reply being written.
+        From a source at its own limit: its oldest that has sent nothing (none: `_REFUSE`, the
+        new one is refused). In a full table: the oldest that has sent nothing, else the oldest
+        with its request unfinished, else the oldest reply being written.
         """
         if source is not None and self.max_per_source:
             mine = [c for c in self.conns.values() if c.source == source]
