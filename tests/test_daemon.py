@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import REPO, wait_until
+from conftest import REPO, need, wait_until
 from mtce import daemon
 
 
@@ -140,9 +140,11 @@ def test_a_client_starts_over_a_pidfile_naming_an_unrelated_process(fakehost, da
 # -- the init scripts (debian/init.d), run for real on a copy pointed at this test's files ------
 
 def init_script(tmp_path, name: str, ini: str, mtce_cmd) -> str:
-    need_tools = [t for t in ("start-stop-daemon", "flock") if shutil.which(t) is None]
-    if need_tools or not os.path.exists("/lib/lsb/init-functions"):
-        pytest.skip(f"needs {need_tools or '/lib/lsb/init-functions'}")
+    missing = [t for t in ("start-stop-daemon", "flock") if shutil.which(t) is None]
+    if not os.path.exists("/lib/lsb/init-functions"):
+        missing.append("/lib/lsb/init-functions")
+    need(not missing, f"the init scripts need {', '.join(missing)} (dpkg, util-linux, "
+                      "sysvinit-utils: essential on Debian 12)")
     wrapper = tmp_path / "mtce-wrapper"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(mtce_cmd) + ' "$@"\n')
     wrapper.chmod(0o755)
