@@ -123,6 +123,7 @@ def test_an_unlocked_pidfile_of_an_mtce_daemon_is_known_by_cmdline_and_start_tim
     assert daemon.running_pid(path, "client") is None
 
 
+@pytest.mark.loopback
 def test_a_client_starts_over_a_pidfile_naming_an_unrelated_process(fakehost, daemons,
                                                                      stranger):
     """README "Running the daemons": a stale pidfile is replaced; here its pid is alive but
@@ -148,7 +149,11 @@ def init_script(tmp_path, name: str, ini: str, mtce_cmd) -> str:
     wrapper = tmp_path / "mtce-wrapper"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(mtce_cmd) + ' "$@"\n')
     wrapper.chmod(0o755)
-    text = open(os.path.join(REPO, "debian", "init.d", name), encoding="utf-8").read()
+    # The tree's script, or the installed one where the suite runs against the .deb.
+    source = next((p for p in (os.path.join(REPO, "debian", "init.d", name),
+                               os.path.join("/etc/init.d", name)) if os.path.exists(p)), None)
+    need(source is not None, f"no {name} init script (debian/init.d or /etc/init.d)")
+    text = open(source, encoding="utf-8").read()
     text = text.replace("DAEMON=/usr/bin/mtce\n", f"DAEMON={wrapper}\n", 1)
     text = text.replace("MTCE_CONFIG=/etc/mtc.ini\n", f"MTCE_CONFIG={ini}\n", 1)
     text = text.replace("[ -r /etc/default/mtce ] && . /etc/default/mtce", ": ", 1)
@@ -163,6 +168,7 @@ def run_init(script: str, action: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
+@pytest.mark.loopback
 def test_init_script_status_stop_start_over_a_reused_pid(tmp_path, fakehost, mtce_cmd,
                                                         stranger):
     """LSB status: 1 'dead and pidfile exists' for a pid another process now has (before:
@@ -193,6 +199,7 @@ def test_init_script_status_stop_start_over_a_reused_pid(tmp_path, fakehost, mtc
     assert stranger.poll() is None
 
 
+@pytest.mark.loopback
 def test_init_script_knows_an_unlocked_mtce_daemon_by_cmdline_and_start_time(
         tmp_path, fakehost, mtce_cmd, older_mtce):
     """The shell side of the rule for a daemon that holds no lock: `mtce client` started
