@@ -80,7 +80,7 @@ class Agent:
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
         self.saver = store.SaveRetry((self.alarms, self.operator_states), log, self.throttle)
         self.counters = transport.Counters()
-        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), log, self.noise,
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
         self.inbox = Inbox(self)
         self.net = agentnet.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
@@ -90,6 +90,7 @@ class Agent:
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.set.after_drain = self._drained
+        self.net.host_count = lambda: len(self.inventory.hosts)
         self.outbox = Outbox(self)
         self.outbox.on_outcome = self._tell_waiter
         self.pxeinfo = PxebootAddresses(self)
@@ -312,7 +313,7 @@ class Agent:
         try:
             new = self.cfg.reread()
             inventory = config.load_inventory(new.agent.inventory)
-            new_auth, warnings = auth.from_config(new, self.clock.wall)
+            new_auth, warnings = auth.from_config(new, self.clock.wall, self.clock.now)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
@@ -346,6 +347,7 @@ class Agent:
         self.inventory = inventory
         self.log.info("inventory reloaded: %d added, %d removed, %d changed", len(added),
                       len(removed), len(changed))
+        self.net.resize_rx()
         self.dnsmasq_path = config.expand_path(new.paths.dnsmasq_hosts, new.paths.build_info)
         if ("agent", "pxeboot_ip") in changed_keys:
             self.net.pxeboot_ip = new.agent.pxeboot_ip
@@ -380,6 +382,6 @@ def main(cfg: config.Config, foreground: bool) -> int:
 
     from mtce import daemon
     inventory = config.load_inventory(cfg.agent.inventory)
-    auth.from_config(cfg, time.time)        # a bad key file exits 2 before forking
+    auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
     return daemon.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))

@@ -52,6 +52,7 @@ class AgentNet:
         self.pxeboot_ip = cfg.agent.pxeboot_ip
         self.pxeboot_note = ""              # why there is no pxeboot address (for its log)
         self._retry_timer = None
+        self.host_count = lambda: 0         # the inventory's size (the agent sets it)
 
     def reconfigure(self, cfg) -> None:
         self.cfg = cfg
@@ -117,19 +118,42 @@ class AgentNet:
             self.throttle.error(("bind", name), "Unable to get ip address list for '%s', "
                                 "retrying ...", what)
             return None
+        hosts = self.host_count()
+        wanted = transport.agent_rcvbuf(hosts)
         try:
             # No SO_REUSEADDR (the original sets it): a second agent on the same address
             # must fail to bind, not silently share the traffic.
-            sock = self.sockets.udp(addr, port, rcvbuf=transport.AGENT_RCVBUF)
+            sock = self.sockets.udp(addr, port, rcvbuf=wanted)
         except OSError as err:
             self.throttle.error(("bind", name), "failed to bind %s:%d to socket (%s)", addr,
                                 port, transport.describe_error(err))
             return None
         self.throttle.clear(("bind", name))
+        got = transport.rcvbuf_size(sock)
         self.log.info("Listening On: 'mtc client receive' socket %s:%d (%d rx bytes - "
-                      "req:%d) (%s)", addr, port, transport.rcvbuf_size(sock),
-                      transport.AGENT_RCVBUF, self.set.slots[name].net.iface)
+                      "req:%d) (%s)", addr, port, got, wanted, self.set.slots[name].net.iface)
+        report_rcvbuf(self.log, self.throttle, name, got, wanted, hosts,
+                      transport.read_rmem_max())
         return sock
+
+    def resize_rx(self) -> None:
+        """The inventory changed size (SIGHUP): the receive buffers follow it."""
+        hosts = self.host_count()
+        wanted = transport.agent_rcvbuf(hosts)
+        for name in RX_OF.values():
+            sock = self.set[name]
+            if sock is None or transport.rcvbuf_size(sock) >= wanted:
+                continue
+            try:
+                got = transport.size_rcvbuf(sock, wanted)
+            except OSError as err:
+                self.log.warning("%s receive buffer not resized (%s)", name,
+                                 transport.describe_error(err))
+                continue
+            self.log.info("%s receive buffer %d bytes for %d hosts (req:%d)", name, got,
+                          hosts, wanted)
+            report_rcvbuf(self.log, self.throttle, name, got, wanted, hosts,
+                          transport.read_rmem_max())
 
     def _tx_socket(self, name: str, addr: str):
         """Transmit sockets bound to the agent's own address on that network when it has
@@ -192,6 +216,19 @@ class AgentNet:
             return False
         self.counters.tx += 1
         return True
+
+
+def report_rcvbuf(log, throttle, name: str, got: int, wanted: int, hosts: int,
+                  rmem_max: int) -> None:
+    """One clear line when the kernel gave a receive buffer smaller than the inventory wants:
+    a takeover (every host answering at once) may then lose datagrams to a full buffer."""
+    if got >= wanted:
+        return
+    throttle.warning(("rcvbuf", name), "%s receive buffer is %d bytes, %d wanted for %d hosts "
+                     "(a takeover's burst) ; the kernel allows %d without privilege "
+                     "(net.core.rmem_max %d): run the agent as root or sysctl -w "
+                     "net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max, rmem_max,
+                     (wanted + 1) // 2)
 
 
 def dnsmasq_stamp(path: str, wall: float) -> tuple[tuple | None, bool]:

@@ -10,7 +10,8 @@ The first key signs and every key verifies, so keys rotate without downtime (add
 second everywhere, then first everywhere, then drop the old one). A receiver rejects a tag that
 does not verify, a time more than `FRESH_S` from its own clock, and a (key-id, time, HMAC) it
 has already accepted; an untagged datagram is accepted only with `require = no`.
-Pure: the wall clock comes in as a function; no logging (callers count and throttle).
+Pure: the wall and monotonic clocks come in as functions; no logging (callers count and
+throttle).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from mtce.alive import HEADER_SIZE, MSG_SIZE
 
 MAGIC = b"MTCA1 "
 FRESH_S = 30.0
+KEEP_S = 2 * FRESH_S        # an accepted tag is kept this long (monotonic), longer if fresh
+REPLAY_CAP = 200_000        # tags remembered at most (~70 MB: a minute at 3,300 a second)
+SIGNED_KEEP_S = 1.0         # how long a signing's time stays taken for the same payload
+SIGNED_CAP = 100_000
 MIN_KEY_BYTES = 32
 _KID = re.compile(r"^[A-Za-z0-9._-]{1,16}$")
 _TRAILER = re.compile(rb"^MTCA1 ([A-Za-z0-9._-]{1,16}) (\d{1,15}) ([0-9a-f]{64})\0$")
@@ -91,10 +96,15 @@ def split(data) -> tuple[bytes, bytes | None]:
 
 
 class Authenticator:
-    """Signs outgoing and checks incoming datagrams for one daemon."""
+    """Signs outgoing and checks incoming datagrams for one daemon.
 
-    def __init__(self, keys: list[tuple[str, bytes]], require: bool, wall,
-                 max_remembered: int = 1_000_000):
+    Its memories are bounded whatever the wall clock does (NTP stepping it, a VM restored):
+    both are ordered and pruned by monotonic time (`mono`), and capped by count. The wall
+    clock (`wall`) only stamps and judges freshness.
+    """
+
+    def __init__(self, keys: list[tuple[str, bytes]], require: bool, wall, mono,
+                 max_remembered: int = REPLAY_CAP):
         # hashlib loads OpenSSL (~3 MiB): imported only when keys are in use.
         import hashlib
         import hmac
@@ -102,36 +112,49 @@ class Authenticator:
         self.keys = list(keys)
         self.by_id = dict(self.keys)
         self.require = require
-        self.wall = wall
+        self.wall, self.mono = wall, mono
         self.max_remembered = max_remembered
-        self._seen: collections.OrderedDict = collections.OrderedDict()   # tag -> time_ms
+        # Accepted tags, in order of arrival: tag -> (its time in ms, monotonic arrival).
+        self._seen: collections.OrderedDict = collections.OrderedDict()
         self.counters = collections.Counter()
         # What this process signed lately, so that identical bytes signed within the same
         # millisecond (a ready event on two networks, an ACK to three addresses) never share
-        # a time, hence a tag, which a receiver would drop as a replay.
-        self._signed: dict[bytes, int] = {}
+        # a time, hence a tag, which a receiver would drop as a replay: hash(payload) -> the
+        # times given to it; and (monotonic time, hash, ms) in signing order, to forget them.
+        self._signed: dict[int, list[int]] = {}
         self._signed_order: collections.deque = collections.deque()
 
     def _mac(self, key: bytes, payload: bytes, kid: str, ms: int) -> str:
         return self._hmac.new(key, payload + f"{kid} {ms}".encode(), self._sha256).hexdigest()
 
     def signing_time(self, payload: bytes) -> int:
-        """The wall clock in ms, made later than any earlier signing of the same bytes.
+        """The wall clock in ms, or just before it: never a time this payload was given in the
+        last `SIGNED_KEEP_S`, and never ahead of the wall clock.
 
-        Strictly increasing per payload, not per process: a process signing thousands of
-        different datagrams a second (an agent auditing many hosts) keeps its times on the
-        clock, while the same bytes twice in one millisecond get two times, so two tags.
+        Distinct per payload, not per process: a process signing thousands of different
+        datagrams a second keeps its times on the clock, while the same bytes three times in
+        one millisecond get that millisecond and the two before it. After the clock steps
+        back, the next signature carries the new wall time (a time ahead of it, as a
+        strictly increasing stamp would give, is stale to every receiver).
         """
         now_ms = int(self.wall() * 1000)
+        mono = self.mono()
         signed, order = self._signed, self._signed_order
-        while order and order[0][0] < now_ms - 1:
-            at, old = order.popleft()
-            if signed.get(old) == at:
-                del signed[old]
-        last = signed.get(payload)
-        ms = now_ms if last is None or last < now_ms else last + 1
-        signed[payload] = ms
-        order.append((ms, payload))
+        while order and (mono - order[0][0] > SIGNED_KEEP_S or len(order) > SIGNED_CAP):
+            _, key, ms = order.popleft()
+            times = signed.get(key)
+            if times is not None:
+                if ms in times:
+                    times.remove(ms)
+                if not times:
+                    del signed[key]
+        key = hash(payload)       # a collision only moves a stamp back a millisecond
+        times = signed.setdefault(key, [])
+        ms = now_ms
+        while ms in times:
+            ms -= 1
+        times.append(ms)
+        order.append((mono, key, ms))
         return ms
 
     def sign(self, payload: bytes) -> bytes:
@@ -178,12 +201,29 @@ class Authenticator:
         return payload, None, True
 
     def _remember(self, tag: str, ms: int, now_ms: int) -> None:
+        """Keep an accepted tag for as long as a replay of it could be fresh.
+
+        On a steady clock a tag is stale 2 x FRESH_S after it arrived (its time was at most
+        FRESH_S ahead of ours), so entries go by monotonic age, oldest first. One still
+        fresh at that age (our wall clock stepped back towards its time) goes to the back
+        for another round instead. Past `max_remembered` the oldest go whatever their time
+        (counted: a replay of those could pass while fresh).
+        """
         seen = self._seen
-        seen[tag] = ms
-        # Entries older than the freshness window can never be accepted again anyway.
-        horizon = now_ms - 2 * FRESH_S * 1000
-        while seen and (len(seen) > self.max_remembered or next(iter(seen.values())) < horizon):
+        mono = self.mono()
+        seen[tag] = (ms, mono)
+        fresh_ms = FRESH_S * 1000
+        for _ in range(len(seen)):
+            old_tag, (old_ms, arrived) = next(iter(seen.items()))
+            if len(seen) > self.max_remembered:
+                seen.popitem(last=False)
+                self.counters["forgotten_early"] += 1
+                continue
+            if mono - arrived <= KEEP_S:
+                break
             seen.popitem(last=False)
+            if abs(now_ms - old_ms) <= fresh_ms:
+                seen[old_tag] = (old_ms, mono)
 
 
 def carry_over(old: Authenticator | None, new: Authenticator | None):
@@ -195,7 +235,7 @@ def carry_over(old: Authenticator | None, new: Authenticator | None):
     return new
 
 
-def from_config(cfg, wall) -> tuple[Authenticator | None, list[str]]:
+def from_config(cfg, wall, mono) -> tuple[Authenticator | None, list[str]]:
     """The daemon's Authenticator (None when `[security] key_file` is empty).
 
     Raises config.ConfigError naming the key file and line.
@@ -208,7 +248,7 @@ def from_config(cfg, wall) -> tuple[Authenticator | None, list[str]]:
         keys, warnings = load_keys(path)
     except KeyFileError as err:
         raise ConfigError(path, err.line, None, err.why) from None
-    return Authenticator(keys, cfg.security.require, wall), warnings
+    return Authenticator(keys, cfg.security.require, wall, mono), warnings
 
 
 assert MSG_SIZE == 1060

@@ -16,7 +16,8 @@ Phases, in this order (docs/bench.md explains how to read the results):
   zipapp start-up; client start to first mtcAlive; warm-up of all hosts; steady realistic
   load (every host, every network, every period) with one host going silent (offline) and
   one host's pxeboot going silent (200.003), while the client idles; sustained fixed rate;
-  capacity (the generator as fast as it can) against the agent, then against the baseline.
+  capacity (the generator as fast as it can) against the agent, then against the baseline;
+  a takeover: a new agent, and every host answering it at once on every network.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from mtce.states import Net
 from mtce.benchreport import TARGETS, met, table  # noqa: F401 - TARGETS for callers
 from mtce.benchlab import (
     AGENT_HOST, AgentLog, BenchError, CLIENT_HOST, CoreMeter, FULL, Layout, Plan, QUICK, _say,
-    proc_cpu_s, proc_status_mib, program, udp_drops,
+    proc_cpu_s, proc_status_mib, program, udp_bound, udp_drops,
 )
 from mtce.benchgen import Generator, _baseline_main
 
@@ -136,6 +137,7 @@ class Bench:
         phases.steady()
         phases.sustained()
         phases.capacity()
+        phases.takeover()
         r["duration"] = round(time.monotonic() - t0, 1)
         return r
 
@@ -470,13 +472,59 @@ class Phases:
             if r["baseline_rate"] else 0.0
         r["baseline_generator_bound"] = r["baseline_lost"] == 0
 
+    def takeover(self) -> None:
+        """A new agent takes over (interface.md §8 "Takeover"): as soon as its receive sockets
+        are bound, every live host answers its mtcAlive request at once, on every network,
+        while the agent is still starting. Nothing may be lost, in the kernel or after."""
+        b, r = self.b, self.b.r
+        rx = list(b.layout.agent_rx.values())
+        _say(f"takeover: a new agent, then {b.plan.hosts:,} hosts x 3 networks at once")
+        mark = b.log.mark()
+        t0 = time.monotonic()
+        b.agent = b._spawn("agent", b.layout.agent_ini, b.layout.agent_log)
+        os.sched_setaffinity(b.agent.pid, b.agent_cpus)
+        while udp_bound(rx) < len(rx):
+            if b.agent.poll() is not None or time.monotonic() - t0 > 60:
+                raise BenchError("the new agent did not bind its sockets:\n"
+                                 + _tail(b.layout.agent_log))
+            time.sleep(0.001)
+        r["takeover_bind_s"] = round(time.monotonic() - t0, 3)
+        t_burst = time.monotonic()
+        burst = b.gen.burst()
+        processed, done_at, deadline = 0, None, t_burst + 60
+        while time.monotonic() < deadline:
+            try:
+                processed = b._processed()
+            except ctl.CtlError:            # its control socket comes after the sockets
+                time.sleep(0.02)
+                continue
+            if processed >= burst["sent"]:
+                done_at = time.monotonic()
+                break
+            time.sleep(0.05)
+        if done_at is None:                 # something was lost: count what arrived
+            processed = b._drained()
+        r["takeover_sent"] = burst["sent"]
+        r["takeover_processed"] = processed
+        r["takeover_lost"] = burst["sent"] - processed
+        r["takeover_kernel_drops"] = udp_drops(rx)
+        r["takeover_burst_s"] = round(burst["elapsed"], 4)
+        r["takeover_s"] = round(done_at - t_burst, 3) if done_at is not None else None
+        b.log.poll()
+        sizes = [(int(m.group(1)), int(m.group(2))) for _, m in b.log.find(
+            r"Listening On: .* \((\d+) rx bytes - req:(\d+)\)", mark)]
+        r["takeover_rcvbuf"] = min((got for got, _ in sizes), default=0)
+        r["takeover_rcvbuf_wanted"] = max((want for _, want in sizes), default=0)
+        b._stop(b.agent)
+
     def _baseline(self, duration: float, rate: float = 0) -> dict:
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
         rx = self.b.layout.agent_rx
         addrs = [(rx[net], net != Net.PXEBOOT) for net in Net]
         proc = ctx.Process(target=_baseline_main, daemon=True, name="mtce-bench-baseline",
-                           args=(child, addrs, transport.AGENT_RCVBUF, self.b.agent_cpus))
+                           args=(child, addrs, transport.agent_rcvbuf(self.b.plan.hosts + 2),
+                                 self.b.agent_cpus))
         proc.start()
         child.close()
         try:

@@ -159,6 +159,18 @@ class _Sender:
         return {"sent": self.sent - sent0, "errors": self.errors - errors0,
                 "elapsed": time.monotonic() - t0, "cpu_s": _own_cpu() - cpu0}
 
+    def burst(self) -> dict:
+        """Every live stream's next datagram once, as fast as possible: every host answering
+        a new agent's mtcAlive request at once (a takeover)."""
+        sent0, errors0, cpu0 = self.sent, self.errors, _own_cpu()
+        t0 = time.monotonic()
+        send = self.send
+        for st in self.streams:
+            if not st.silent:
+                send(st)
+        return {"sent": self.sent - sent0, "errors": self.errors - errors0,
+                "elapsed": time.monotonic() - t0, "cpu_s": _own_cpu() - cpu0}
+
     def seqs(self) -> dict:
         return {(st.host, int(st.net)): st.seq for st in self.streams}
 
@@ -192,6 +204,8 @@ def _obey(conn, sender: _Sender, agent_rx: dict) -> None:
             continue
         if cmd[0] == "rate":
             conn.send(sender.rate(cmd[1], cmd[2]))
+        elif cmd[0] == "burst":
+            conn.send(sender.burst())
         elif cmd[0] == "seqs":
             conn.send(sender.seqs())
         elif cmd[0] == "silence":       # while idle
@@ -251,6 +265,10 @@ class Generator:
     def rate(self, total_rate: float, duration: float) -> dict:
         share = total_rate / len(self.workers) if total_rate else 0
         return _merge(self._all(("rate", share, duration), duration + 30))
+
+    def burst(self) -> dict:
+        """Every live stream once, all processes at the same time (see _Sender.burst)."""
+        return _merge(self._all(("burst",), 30))
 
     def seqs(self) -> dict:
         out = {}

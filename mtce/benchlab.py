@@ -234,10 +234,21 @@ def proc_status_mib(pid: int, key: str = "VmRSS") -> float:
     raise BenchError(f"no {key} for pid {pid}")
 
 
+def _udp_key(ip: str, port: int) -> str:
+    return "%08X:%04X" % (struct.unpack("<I", socket.inet_aton(ip))[0], port)
+
+
+def udp_bound(addrs) -> int:
+    """How many of the (ip, port) pairs a UDP socket is bound to now (/proc/net/udp)."""
+    wanted = {_udp_key(ip, port) for ip, port in addrs}
+    with open("/proc/net/udp", encoding="ascii") as f:
+        next(f)
+        return len(wanted & {line.split()[1] for line in f})
+
+
 def udp_drops(addrs) -> int:
     """Sum of the kernel's per-socket receive drops (/proc/net/udp) for (ip, port) pairs."""
-    wanted = {"%08X:%04X" % (struct.unpack("<I", socket.inet_aton(ip))[0], port)
-              for ip, port in addrs}
+    wanted = {_udp_key(ip, port) for ip, port in addrs}
     total = 0
     with open("/proc/net/udp", encoding="ascii") as f:
         next(f)

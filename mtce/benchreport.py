@@ -41,6 +41,9 @@ TARGETS = (
            <= r["pxeboot_audit_period"]),
     Target("false_offline", "hosts falsely declared offline", "0",
            lambda r: r["false_offline"] == 0),
+    Target("takeover_lost", "takeover: every host answers a new agent at once, x 3 networks",
+           "0 lost, 0 kernel drops", lambda r: r["takeover_lost"] == 0
+           and r["takeover_kernel_drops"] == 0),
     Target("client_rss_mib", "client RSS", "< 25 MiB", lambda r: r["client_rss_mib"] < 25),
     Target("client_idle_cpu_pct", "client idle CPU", "< 0.1% of a core",
            lambda r: r["client_idle_cpu_pct"] < 0.1),
@@ -97,6 +100,13 @@ def _measured(key: str, r: dict) -> str:
                 f"{r['pxeboot_configured']:g}; window {r['pxeboot_audit_period']:g} s)")
     if key == "false_offline":
         return f"{r['false_offline']} (false pxeboot loss {r['false_pxeboot_loss']})"
+    if key == "takeover_lost":
+        done = ("not all processed" if r["takeover_s"] is None
+                else f"all processed {r['takeover_s']:.2f} s after the first")
+        return (f"{r['takeover_lost']:,} lost, {r['takeover_kernel_drops']:,} kernel drops of "
+                f"{r['takeover_sent']:,} sent in {1000 * r['takeover_burst_s']:.0f} ms, "
+                f"{r['takeover_bind_s']:.2f} s after the agent's start; {done}; receive buffer "
+                f"{r['takeover_rcvbuf']:,} bytes (wanted {r['takeover_rcvbuf_wanted']:,})")
     if key == "client_rss_mib":
         return f"{r['client_rss_mib']:.1f} MiB (peak {r['client_rss_peak_mib']:.1f})"
     if key == "client_idle_cpu_pct":

@@ -58,7 +58,7 @@ class Client:
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
         self.metrics = metrics.Endpoint(loop, lambda: metrics.client_series(self), log, clock)
-        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall), log, self.noise,
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
         self.book = AddressBook(cfg, log, self.throttle,
                                 links_factory or netif.NetlinkLinks.from_kernel)
@@ -373,7 +373,7 @@ class Client:
         """SIGHUP: new config (or keep the old one), then re-learn and re-create sockets."""
         try:
             new = self.cfg.reread()
-            new_auth, warnings = auth.from_config(new, self.clock.wall)
+            new_auth, warnings = auth.from_config(new, self.clock.wall, self.clock.now)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
             return
@@ -419,6 +419,6 @@ def main(cfg: config.Config, foreground: bool) -> int:
     import time
 
     from mtce import daemon
-    auth.from_config(cfg, time.time)        # a bad key file exits 2 before forking
+    auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
     return daemon.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))

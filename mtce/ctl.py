@@ -111,10 +111,10 @@ class Server(StreamServer):
     def answer(self, raw: bytes) -> bytes:
         return _encode(self._answer(raw, may_wait=False))
 
-    def respond(self, conn, raw: bytes) -> None:
+    def respond(self, conn, raw: bytes, entry=None) -> None:
         reply = self._answer(raw, may_wait=len(self.waiting) < MAX_WAITING)
         if not isinstance(reply, Wait):
-            self.reply(conn, _encode(reply))
+            self.reply(conn, _encode(reply), entry)
             return
         self.waiting[reply.watch] = conn
         # Readable while waiting means the client closed (or sent more than its request):

@@ -1,19 +1,24 @@
 """Running mtcAgent/mtcClient as daemons (style P8), in this order:
 
 1. the configuration has been parsed (a bad one already exited 2);
-2. a stale pidfile (its pid is dead) is broken; a live one ends this start with exit 1;
+2. a stale pidfile (it names no running daemon: see `running_pid`) is broken; a live one ends
+   this start with exit 1;
 3. `DaemonContext.open()`: double fork unless `-f` (or when systemd starts us, which
-   python-daemon detects), close inherited files, take the lockfile-based pidfile;
+   python-daemon detects), close inherited files, take the lockfile-based pidfile and hold an
+   flock on it for as long as the process lives;
 4. only then the log handler, sockets and netlink are created (they would be closed by 3);
 5. the loop runs until SIGTERM/SIGINT; the pidfile is removed on the way out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import socket
 import sys
+import time
 
 
 def pidfile_path(pid_dir: str, program: str) -> str:
@@ -41,19 +46,91 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# -- which process a pidfile names (issue 23 item 19) --------------------------------------------
+# kill(pid, 0) is not enough: after `kill -9` the pidfile stays, and the kernel may give its pid
+# to any process. The daemon holds an flock on its pidfile for as long as it runs (the kernel
+# drops it when the process dies, however it dies), so a held lock is the proof. A pidfile
+# that is not held names the daemon only if that pid runs `mtce <mode>` and started before the
+# file was written: a daemon of an mtce that took no lock, never a pid reused since.
+# debian/ocf/mtcAgent and debian/init.d/* apply the same rule (keep them in step).
+
+MTCE_PROGRAMS = ("mtce", "mtce.py", "mtce.pyz")
+START_SLACK_S = 1.0        # the clocks' granularity between a start time and a file's mtime
+
+
+def pidfile_held(path: str) -> bool:
+    """Whether some process holds the flock on the file (False if it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)            # also drops the shared lock just taken
+    return False
+
+
+def runs_mtce(pid: int, mode: str) -> bool:
+    """Whether /proc/PID/cmdline is `... mtce[.py|.pyz] ... <mode> ...`."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return False
+    for i, arg in enumerate(argv):
+        if os.path.basename(arg) in MTCE_PROGRAMS:
+            return mode in argv[i + 1:]
+    return False
+
+
+def started_at(pid: int) -> float | None:
+    """The wall time at which the process started: /proc/PID/stat field 22 (clock ticks after
+    boot) against /proc/uptime, both on the kernel's boot clock."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def running_pid(path: str, mode: str) -> int | None:
+    """The pid of the `mtce <mode>` daemon that `path` names, None if it names none now."""
+    pid = read_pid(path)
+    if pid is None:
+        return None
+    if pidfile_held(path):
+        return pid
+    if not pid_alive(pid) or not runs_mtce(pid, mode):
+        return None
+    start = started_at(pid)
+    try:
+        written = os.stat(path).st_mtime
+    except OSError:
+        return None
+    return pid if start is not None and start <= written + START_SLACK_S else None
+
+
 class AlreadyRunning(Exception):
     pass
 
 
-def clear_stale_pidfile(path: str) -> bool:
-    """Remove a pidfile whose process is gone; raise AlreadyRunning if it is alive.
+def clear_stale_pidfile(path: str, mode: str) -> bool:
+    """Remove a pidfile that names no running `mtce <mode>`; raise AlreadyRunning if it does.
 
     Returns True when a stale file was removed.
     """
     if not os.path.exists(path):
         return False
-    pid = read_pid(path)
-    if pid is not None and pid != os.getpid() and pid_alive(pid):
+    pid = running_pid(path, mode)
+    if pid is not None and pid != os.getpid():
         raise AlreadyRunning(f"already running (pid {pid}, pidfile {path})")
     from lockfile.pidlockfile import PIDLockFile
     PIDLockFile(path).break_lock()
@@ -62,14 +139,59 @@ def clear_stale_pidfile(path: str) -> bool:
     return True
 
 
+def held_pidfile_class():
+    """The pidfile class, built on first use (python-daemon is imported lazily)."""
+    import daemon.pidfile
+    import lockfile
+
+    class Held(daemon.pidfile.TimeoutPIDLockFile):
+        """A lockfile pidfile that is never seen empty or unlocked: written under a temporary
+        name, flock()ed, then linked to its name (the link fails if the name exists, like
+        lockfile's O_EXCL). The lock lives as long as this process, or until release()."""
+
+        held_fd: int | None = None
+
+        def acquire(self, timeout=None):
+            tmp = f"{self.path}.{os.getpid()}.new"
+            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+                os.link(tmp, self.path)
+            except FileExistsError:
+                os.close(fd)
+                raise lockfile.AlreadyLocked(f"{self.path} is already locked") from None
+            except OSError as err:
+                os.close(fd)
+                if err.errno not in (errno.EPERM, errno.EOPNOTSUPP):
+                    raise lockfile.LockFailed(f"failed to create {self.path}: {err}") from None
+                # No hard links on this filesystem: lockfile's O_EXCL, then the lock.
+                super().acquire(timeout)
+                fd = os.open(self.path, os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self.held_fd = fd
+
+        def release(self):
+            try:
+                super().release()
+            finally:
+                if self.held_fd is not None:
+                    os.close(self.held_fd)
+                    self.held_fd = None
+
+    return Held
+
+
 def context(pidfile: str, foreground: bool):
     """The DaemonContext: no signal handling of its own (the loop installs ours, P7)."""
     import daemon
-    import daemon.pidfile
 
     return daemon.DaemonContext(
         detach_process=False if foreground else None,
-        pidfile=daemon.pidfile.TimeoutPIDLockFile(pidfile, acquire_timeout=0),
+        pidfile=held_pidfile_class()(pidfile, acquire_timeout=0),
         signal_map={},
         working_directory="/",
         umask=0o022,
@@ -86,7 +208,7 @@ def run(program: str, pid_dir: str, foreground: bool, main) -> int:
     path = pidfile_path(pid_dir, program)
     try:
         os.makedirs(pid_dir, exist_ok=True)
-        stale = clear_stale_pidfile(path)
+        stale = clear_stale_pidfile(path, program[len("mtc"):].lower())
     except AlreadyRunning as err:
         print(f"mtce: {program} {err}", file=sys.stderr)
         return 1

@@ -2,10 +2,14 @@
 daemon's loop: the control socket (ctl.py) and the metrics endpoint (metrics.py).
 
 Everything is non-blocking and bounded, so that no client, slow or hostile, can block or slow
-the loop: at most `max_connections` at once (more are closed at once), a request of at most
-`max_request` bytes that must be whole within `idle_s`, a reply written as the reader takes it
-and dropped after `reply_timeout_s`. Subclasses say when a request is whole and what the reply
-is; a request that is too large or too slow gets `too_large()` or nothing.
+the loop, nor keep others out: at most `max_connections` at once and `max_per_source` from one
+address; a connection must send its first byte within `first_byte_s` and its whole request (at
+most `max_request` bytes) within `idle_s`; a reply is written as the reader takes it and
+dropped after `reply_timeout_s`. A new connection that finds the table full takes the place of
+the oldest one that has not sent a byte, else of the oldest with an unfinished request, else of
+the oldest reply still being written: whatever a stranger holds open, a client that sends its
+request at once is served. Subclasses say when a request is whole and what the reply is; a
+request that is too large or too slow gets `too_large()` or nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +17,25 @@ from __future__ import annotations
 import logging
 
 
+class _Conn:
+    """One accepted connection: where it comes from, its request so far, its reply's rest."""
+
+    __slots__ = ("sock", "source", "opened_at", "buf", "timer", "out")
+
+    def __init__(self, sock, source, opened_at: float):
+        self.sock, self.source, self.opened_at = sock, source, opened_at
+        self.buf = bytearray()
+        self.timer = None
+        self.out: memoryview | None = None
+
+
 class StreamServer:
     max_request = 64 * 1024
+    first_byte_s = 2.0
     idle_s = 5.0
     reply_timeout_s = 10.0
     max_connections = 16
+    max_per_source = 4              # per peer address (TCP); a Unix socket's peers are one
     what = "stream"                 # in log lines
 
     def __init__(self, sock, loop, log: logging.Logger, clock):
@@ -25,8 +43,8 @@ class StreamServer:
         self.sock, self.loop, self.log, self.clock = sock, loop, log, clock
         self.throttle = logs.Throttle(log, clock)
         sock.setblocking(False)
-        self.conns: dict = {}                       # conn -> [request bytes, idle timer]
-        self._writing: dict = {}                    # conn -> [memoryview left, timer]
+        self.conns: dict = {}                       # socket -> _Conn, reading its request
+        self._writing: dict = {}                    # socket -> _Conn, writing its reply
         loop.add_reader(sock, self._accept)
 
     # -- what subclasses say -------------------------------------------------------------------
@@ -45,10 +63,32 @@ class StreamServer:
     def too_large(self) -> bytes:
         return b""
 
+    # -- who gives way to a new connection -----------------------------------------------------
+    def _victim(self, source) -> _Conn | None:
+        """The connection a new one from `source` replaces, or None if there is room.
+
+        From a source at its own limit: its oldest that has sent nothing (none: `_REFUSE`, the
+        new one is refused). In a full table: the oldest that has sent nothing, else the oldest
+        with its request unfinished, else the oldest reply being written.
+        """
+        if source is not None and self.max_per_source:
+            mine = [c for c in self.conns.values() if c.source == source]
+            if len(mine) + sum(1 for c in self._writing.values() if c.source == source) \
+                    >= self.max_per_source:
+                silent = [c for c in mine if not c.buf]
+                return min(silent, key=lambda c: c.opened_at) if silent else _REFUSE
+        if len(self.conns) + len(self._writing) < self.max_connections:
+            return None
+        readers = list(self.conns.values())
+        for group in ([c for c in readers if not c.buf], readers, list(self._writing.values())):
+            if group:
+                return min(group, key=lambda c: c.opened_at)
+        return _REFUSE
+
     # -- the loop's side -----------------------------------------------------------------------
     def _accept(self, sock) -> None:
         try:
-            conn, _ = sock.accept()
+            conn, addr = sock.accept()
         except (BlockingIOError, InterruptedError):
             return
         except OSError as err:           # EMFILE and the like: the listener stays
@@ -56,26 +96,54 @@ class StreamServer:
                                   err.strerror or err)
             return
         conn.setblocking(False)
-        if len(self.conns) + len(self._writing) >= self.max_connections:
-            self.throttle.warning((self.what, "busy"), "%s request refused: %d connections "
-                                  "already open", self.what, self.max_connections)
+        source = addr[0] if isinstance(addr, tuple) and addr else None
+        victim = self._victim(source)
+        if victim is _REFUSE:
+            self.throttle.warning((self.what, "busy", source), "%s request from %s refused: "
+                                  "%d connections from it already open", self.what, source,
+                                  self.max_per_source)
             conn.close()
             return
+        if victim is not None:
+            self.throttle.warning((self.what, "evict"), "%s: %d connections open ; closed the "
+                                  "oldest waiting one (from %s) for a new one (from %s)",
+                                  self.what, len(self.conns) + len(self._writing),
+                                  victim.source or "a local peer", source or "a local peer")
+            self._close(victim)
         if not self.accepted(conn):
             return
-        self.conns[conn] = [bytearray(), self.loop.call_later(self.idle_s,
-                                                              lambda: self._drop(conn))]
+        entry = _Conn(conn, source, self.clock.now())
+        entry.timer = self.loop.call_later(self.first_byte_s, lambda: self._deadline(conn))
+        self.conns[conn] = entry
         self.loop.add_reader(conn, self._read)
+
+    def _deadline(self, conn) -> None:
+        """No byte by `first_byte_s`: closed; a request begun has until `idle_s` in all."""
+        entry = self.conns.get(conn)
+        if entry is None:
+            return
+        left = entry.opened_at + self.idle_s - self.clock.now()
+        if entry.buf and left > 0:
+            entry.timer = self.loop.call_later(left, lambda: self._deadline(conn))
+            return
+        self._drop(conn)
+
+    def _close(self, entry: _Conn) -> None:
+        if entry.sock in self.conns:
+            self._drop(entry.sock)
+        else:
+            self._finish(entry.sock)
 
     def _drop(self, conn) -> None:
         entry = self.conns.pop(conn, None)
         if entry is not None:
-            entry[1].cancel()
+            entry.timer.cancel()
             self.loop.remove_reader(conn)
             conn.close()
 
     def _read(self, conn) -> None:
-        buf = self.conns[conn][0]
+        entry = self.conns[conn]
+        buf = entry.buf
         try:
             chunk = conn.recv(4096)
         except (BlockingIOError, InterruptedError):
@@ -87,23 +155,26 @@ class StreamServer:
         large = len(buf) > self.max_request
         if chunk and not large and not self.complete(buf, chunk):
             return
-        entry = self.conns.pop(conn)
-        entry[1].cancel()
+        del self.conns[conn]
+        entry.timer.cancel()
         self.loop.remove_reader(conn)
         if large:
-            self.reply(conn, self.too_large())
+            self.reply(conn, self.too_large(), entry)
         else:
-            self.respond(conn, bytes(buf))
+            self.respond(conn, bytes(buf), entry)
 
-    def respond(self, conn, raw: bytes) -> None:
+    def respond(self, conn, raw: bytes, entry: _Conn | None = None) -> None:
         """Answer one whole request; a subclass may keep `conn` and `reply` later."""
-        self.reply(conn, self.answer(raw))
+        self.reply(conn, self.answer(raw), entry)
 
-    def reply(self, conn, data: bytes) -> None:
+    def reply(self, conn, data: bytes, entry: _Conn | None = None) -> None:
         """Send what the socket takes now; the rest is written from the loop as the reader
         reads it: the daemon never waits for a reader."""
-        self._writing[conn] = [memoryview(data), self.loop.call_later(
-            self.reply_timeout_s, lambda: self._finish(conn))]
+        if entry is None:
+            entry = _Conn(conn, None, self.clock.now())
+        entry.out = memoryview(data)
+        entry.timer = self.loop.call_later(self.reply_timeout_s, lambda: self._finish(conn))
+        self._writing[conn] = entry
         self._write(conn)
         if conn in self._writing:
             self.loop.add_writer(conn, self._write)
@@ -113,8 +184,8 @@ class StreamServer:
         if entry is None:
             return
         try:
-            while entry[0]:
-                entry[0] = entry[0][conn.send(entry[0][:1 << 16]):]
+            while entry.out:
+                entry.out = entry.out[conn.send(entry.out[:1 << 16]):]
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -125,7 +196,7 @@ class StreamServer:
         entry = self._writing.pop(conn, None)
         if entry is None:
             return
-        entry[1].cancel()
+        entry.timer.cancel()
         self.loop.remove_writer(conn)
         try:                 # what the client sent beyond the request: read, so that closing
             for _ in range(16):           # does not reset the connection under the reply
@@ -137,7 +208,7 @@ class StreamServer:
 
     def pending_bytes(self) -> int:
         """Reply bytes still waiting for their readers."""
-        return sum(len(e[0]) for e in self._writing.values())
+        return sum(len(e.out) for e in self._writing.values())
 
     def close(self) -> None:
         for conn in list(self.conns):
@@ -146,3 +217,6 @@ class StreamServer:
             self._finish(conn)
         self.loop.remove_reader(self.sock)
         self.sock.close()
+
+
+_REFUSE = _Conn(None, None, 0.0)        # `_victim`'s answer: refuse the new connection

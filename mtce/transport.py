@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from mtce.alive import MSG_SIZE
 
 RX_BUFFER = 2048                # > MSG_SIZE: an oversize datagram shows its excess
-AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4)
+AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4), asked of the kernel
+# The agent's receive buffers follow its inventory (as upstream 2b9bc75 raises them towards
+# rmem_max): a takeover makes every host answer at once, one datagram per host on each
+# network's socket. The kernel charges a datagram its truesize (2,304 bytes for an mtcAlive
+# on loopback, a page or more from many NICs): a page per host, twice over.
+RCVBUF_PER_HOST = 2 * 4096
+RCVBUF_MAX = 64 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)     # Linux; CAP_NET_ADMIN
+RMEM_MAX = "/proc/sys/net/core/rmem_max"
 
 
 def family_of(address: str) -> int:
@@ -28,7 +36,8 @@ def family_of(address: str) -> int:
 def udp_socket(address: str | None = None, port: int = 0, *, family: int | None = None,
                reuseaddr: bool = False, rcvbuf: int | None = None,
                nonblocking: bool = True) -> socket.socket:
-    """A UDP socket, bound when `address` is given. Raises OSError (closed on failure)."""
+    """A UDP socket, bound when `address` is given, with a receive buffer of `rcvbuf` bytes
+    as the kernel counts them (see `size_rcvbuf`). Raises OSError (closed on failure)."""
     if family is None:
         family = family_of(address) if address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -36,7 +45,7 @@ def udp_socket(address: str | None = None, port: int = 0, *, family: int | None 
         if reuseaddr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            size_rcvbuf(sock, rcvbuf)
         sock.setblocking(not nonblocking)
         if address:
             sock.bind((address, port))
@@ -61,6 +70,40 @@ def address_is_local(address: str) -> bool:
 
 def rcvbuf_size(sock: socket.socket) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def agent_rcvbuf(hosts: int) -> int:
+    """The receive buffer each of the agent's sockets wants for `hosts` hosts, as the kernel
+    counts it (what SO_RCVBUF reads back): never less than the original's."""
+    return min(max(2 * AGENT_RCVBUF, hosts * RCVBUF_PER_HOST), RCVBUF_MAX)
+
+
+def read_rmem_max() -> int:
+    """net.core.rmem_max: the most SO_RCVBUF may ask without privilege (0: unknown)."""
+    try:
+        with open(RMEM_MAX, encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def size_rcvbuf(sock, wanted: int, rmem_max: int | None = None) -> int:
+    """Give `sock` a receive buffer of `wanted` bytes; returns what the kernel gave.
+
+    The kernel doubles what it is asked (its bookkeeping), so half is asked. Beyond
+    net.core.rmem_max only SO_RCVBUFFORCE (root, CAP_NET_ADMIN) gets it; without that the
+    buffer stops at twice rmem_max, and the caller says so.
+    """
+    ask = (wanted + 1) // 2
+    limit = read_rmem_max() if rmem_max is None else rmem_max
+    if limit and ask > limit:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, ask)
+            return rcvbuf_size(sock)
+        except OSError:
+            pass
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, ask)
+    return rcvbuf_size(sock)
 
 
 class Sockets:

@@ -84,7 +84,8 @@ class AgentPeer:
                         from mtce import auth
                         self._checkers[where] = auth.Authenticator(self.auth.keys,
                                                                    self.auth.require,
-                                                                   self.auth.wall)
+                                                                   self.auth.wall,
+                                                                   self.auth.mono)
                     payload, why = self._checkers[where].check(data)
                     if payload is None:
                         self.rejected.append(why)

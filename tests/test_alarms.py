@@ -4,6 +4,8 @@ import datetime
 import json
 import os
 
+import pytest
+
 from mtce.alarms import Alarm, AlarmSet, AlarmStore, hook_payload
 from mtce.hosts import ClearAlarm, RaiseAlarm
 
@@ -118,11 +120,34 @@ def test_hosts_actions_drive_the_store(tmp_path):
     assert store.to_json() == []
 
 
+def iterations_reported(fd: int, want: int, timeout_s: float) -> int:
+    """Read the writer's progress pipe (two bytes per iteration) until `want` iterations are
+    reported, the pipe closes, or `timeout_s` passes; returns the iterations seen."""
+    import select
+    import time
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    got, deadline = 0, time.monotonic() + timeout_s
+    while got < 2 * want:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        got += len(chunk)
+    return got // 2
+
+
+@pytest.mark.timeout(300)
 def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state(tmp_path):
     """Issue 15, docs/contract.md §8 (writes to state_dir are atomic): a writer of alarms.json and
-    administrative.json killed with SIGKILL at random moments, eight times, over thousands of
-    writes, always leaves files that load whole, with no problem; the temporary files a
-    killed writer leaves are removed at the next load."""
+    administrative.json killed with SIGKILL in the middle of its writing, eight times, always
+    leaves files that load whole, with no problem; the temporary files a killed writer leaves
+    are removed at the next load. Each kill comes after a random number of finished
+    iterations (a raise, maybe a clear, an operator state: two to three files replaced), while
+    the writer is busy with the next: what proves the point is that it was writing when it
+    died, not how fast it wrote (issue 23 item 22: a machine under load writes slower)."""
     import random
     import signal
     import time
@@ -130,7 +155,7 @@ def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state
     from mtce.store import OperatorStates
     rng = random.Random(3)
     state = str(tmp_path / "state")
-    written = 0
+    done = []
     for round_ in range(8):
         r, w = os.pipe()
         pid = os.fork()
@@ -146,18 +171,24 @@ def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state
                     if i % 3 == 0:
                         store.clear(f"worker-{(i + 7) % 40}", "200.003")
                     ops.set(host, "locked" if i % 2 else "unlocked", "unlocked", 1.78e9 + i)
-                    os.write(w, b"xx")                 # two writes done
+                    os.write(w, b"xx")                 # one iteration done
             finally:
                 os._exit(0)
         os.close(w)
-        time.sleep(rng.uniform(0.05, 0.4))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        want = rng.randint(50, 300)
+        try:
+            reached = iterations_reported(r, want, timeout_s=30)
+            time.sleep(rng.uniform(0, 0.003))          # somewhere inside the next iteration
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
         with os.fdopen(r, "rb") as f:
-            written += len(f.read())
+            reached += len(f.read()) // 2
+        assert reached >= want, f"round {round_}: the writer did {reached} of {want} iterations"
+        done.append(reached)
         store, ops = AlarmStore(state), OperatorStates(state)
         assert store.load() is None, f"round {round_}: alarms.json broken"
         assert ops.load() == [], f"round {round_}: administrative.json broken"
         assert all(a.id == "200.003" and a.host.startswith("worker-") for a in store.active())
         assert not [n for n in os.listdir(state) if n.endswith(".tmp")], "temporaries left"
-    assert written >= 1000, f"only {written} writes"
+    assert len(done) == 8

@@ -22,7 +22,8 @@ CONTRACT_KEYS = ("agent_rate", "agent_capacity", "agent_cost_us", "baseline_cost
                  "client_idle_cpu_pct", "first_mtcalive", "pyz_startup", "duration")
 COUNTS = ("lost", "kernel_drops", "false_offline", "sustained_sent", "sustained_processed",
           "lost_by_seq", "capacity_sent", "capacity_processed", "capacity_lost",
-          "capacity_lost_by_seq", "capacity_kernel_drops", "baseline_lost")
+          "capacity_lost_by_seq", "capacity_kernel_drops", "baseline_lost", "takeover_sent",
+          "takeover_processed", "takeover_lost", "takeover_kernel_drops")
 
 
 def _number(value) -> bool:
@@ -113,6 +114,21 @@ def test_detections_and_client_figures_are_coherent(result):
     assert r["client_idle_sample_s"] > 0
     assert r["client_cpu_s_10min"] == pytest.approx(
         r["client_idle_cpu_pct"] / 100 * 600, rel=0.01, abs=1e-3)
+
+
+def test_the_takeover_burst_is_accounted_and_fits_a_buffer_sized_to_the_inventory(result):
+    """Issue 23 item 15 (docs/bench.md, takeover): a new agent, and every live host answering
+    it at once on every network; sent - processed is what was lost, the kernel's drops are
+    part of it, and with the buffer the inventory wants the kernel drops nothing."""
+    r = result
+    assert r["takeover_sent"] == 3 * r["hosts"] - 4, "every stream but the 4 silenced ones"
+    assert r["takeover_lost"] == r["takeover_sent"] - r["takeover_processed"]
+    assert 0 <= r["takeover_kernel_drops"] <= r["takeover_lost"]
+    assert r["takeover_burst_s"] > 0 and r["takeover_bind_s"] > 0
+    assert r["takeover_rcvbuf_wanted"] >= r["hosts"] * 4096
+    if r["takeover_rcvbuf"] >= r["takeover_rcvbuf_wanted"]:
+        assert r["takeover_kernel_drops"] == 0 and r["takeover_lost"] == 0
+        assert r["takeover_s"] is not None and r["takeover_s"] >= 0
 
 
 def test_targets_and_table(result):

@@ -315,7 +315,7 @@ KEYS = [("k1", bytes(range(32))), ("k.2_-", bytes(range(40, 80)))]
 
 def authenticator(require=True, keys=KEYS):
     clock = FakeClock(wall_start=1_800_000_000.0)
-    return auth.Authenticator(keys, require, clock.wall), clock
+    return auth.Authenticator(keys, require, clock.wall, clock.now), clock
 
 
 @FUZZ

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
 
 from cluster import Cluster
-from conftest import REPO, need
+from conftest import REPO, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.ha]
 
@@ -62,6 +63,36 @@ def test_the_ocf_exit_codes_start_stop_monitor_validate(ocf):
     assert ocf("validate-all", config=bad + ".missing").returncode == OCF_ERR_CONFIGURED
     meta = ocf("meta-data")
     assert meta.returncode == 0 and '<resource-agent name="mtcAgent"' in meta.stdout
+
+
+def test_a_pid_reused_by_another_process_is_not_the_agent(ocf):
+    """Issue 23 item 19 (docs/ha.md, the resource agent): after `kill -9` of the agent its
+    pidfile stays, and the kernel may give its pid to an unrelated process. monitor must say
+    7 (not running), stop must leave that process alone, and start must start the agent."""
+    assert ocf("start").returncode == OCF_SUCCESS
+    pidfile = os.path.join(ocf.cluster.controller.paths["pid_dir"], "mtcAgent.pid")
+    agent_pid = int(open(pidfile).read().split()[0])
+    os.kill(agent_pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{agent_pid}/status")
+               or "zombie" in open(f"/proc/{agent_pid}/status").read(), 10, what="agent gone")
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        with open(pidfile, "w") as f:
+            f.write(f"{stranger.pid}\n")         # the pid now belongs to `sleep`
+        r = ocf("monitor")
+        assert r.returncode == OCF_NOT_RUNNING, r.stderr
+        assert ocf("stop").returncode == OCF_SUCCESS
+        assert stranger.poll() is None, "stop signalled an unrelated process"
+        r = ocf("start")
+        assert r.returncode == OCF_SUCCESS, r.stderr
+        assert ocf("monitor").returncode == OCF_SUCCESS
+        assert int(open(pidfile).read().split()[0]) != stranger.pid
+        assert ocf("stop").returncode == OCF_SUCCESS
+        assert ocf("monitor").returncode == OCF_NOT_RUNNING
+        assert stranger.poll() is None, "an unrelated process was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait(10)
 
 
 def test_ocf_tester_passes(ocf):

@@ -114,7 +114,7 @@ def test_a_replayed_command_is_refused(fakehost, daemons, tmp_path):
     write_keys(keys, K1)
     secure(host, keys)
     peer = AgentPeer(host, authenticator=auth.Authenticator(auth.parse_keys(K1), True,
-                                                            time.time))
+                                                            time.time, time.monotonic))
     client = daemons("client", host.ini)
     try:
         peer.wait_for(lambda: peer.of("mtcalive", "mgmt"), what="signed mtcAlive")

@@ -11,6 +11,7 @@ import logging
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -180,19 +181,76 @@ def test_a_huge_request_gets_431_and_too_many_clients_are_refused(server):
     big = connect()
     big.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * (2 * metrics.MAX_HEADER))
     assert read_all(big, turn).startswith(b"HTTP/1.1 431")
-    idle = [connect() for _ in range(srv.max_connections)]
+    block = srv.address[0].rsplit(".", 1)[0] + "."
+    partial = []
+    for i in range(srv.max_connections):        # each from its own address, each a byte in
+        c = connect_from(srv, block + str(10 + i), partial)
+        c.sendall(b"G")
     turn()
-    extra = connect()
+    extra = connect_from(srv, block + "9", partial)
     turn()
-    extra.settimeout(1)
-    assert extra.recv(100) == b"", "beyond the limit a connection is closed at once"
-    for c in idle:
-        c.close()
-    clock.advance(srv.idle_s + 0.1)
+    partial[0].settimeout(1)
+    assert partial[0].recv(100) == b"", "beyond the limit the oldest unfinished one is closed"
+    extra.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    assert read_all(extra, turn).startswith(b"HTTP/1.1 200"), "and the new one is served"
+    assert len(srv.conns) + len(srv._writing) <= srv.max_connections
+
+
+def connect_from(srv, source: str, keep: list) -> socket.socket:
+    c = socket.create_connection(srv.address, timeout=5, source_address=(source, 0))
+    keep.append(c)
+    return c
+
+
+def scrape_within(c, turn, clock, bound_s: float = 2.0) -> bytes:
+    """The reply to a scrape sent on `c`, which must come within `bound_s` of real time."""
+    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    t0 = time.monotonic()
+    reply = read_all(c, turn)
+    assert time.monotonic() - t0 < bound_s
+    return reply
+
+
+@pytest.mark.parametrize("sources", [1, 4])
+def test_idle_connections_held_open_never_keep_a_scrape_out(server, sources):
+    """Issue 23 item 21 (docs/design.md, metrics endpoint): a dozen connections that send
+    nothing, from one address or from several, and then a scrape from another address, and
+    from the stranger's own: both are answered (before: 8 idle connections filled the table
+    and every further scrape was closed unanswered, 4 of 65 answered)."""
+    srv, loop, clock, connect, turn, scrapes = server
+    block = srv.address[0].rsplit(".", 1)[0] + "."
+    held = []
+    for i in range(12):
+        connect_from(srv, block + str(10 + i % sources), held)
+        turn(2)
+    assert scrape_within(connect_from(srv, block + "2", held), turn, clock) \
+        .startswith(b"HTTP/1.1 200 OK")
+    assert scrape_within(connect_from(srv, block + "10", held), turn, clock) \
+        .startswith(b"HTTP/1.1 200 OK")
+    assert len(scrapes) == 2
+    assert len(srv.conns) <= srv.max_connections
+    per_source = {}
+    for entry in srv.conns.values():
+        per_source[entry.source] = per_source.get(entry.source, 0) + 1
+    assert max(per_source.values()) <= srv.max_per_source
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(server):
+    """Idle (no byte at all) is cut at `first_byte_s`; a request begun has until `idle_s`."""
+    srv, loop, clock, connect, turn, scrapes = server
+    assert srv.first_byte_s < srv.idle_s
+    idle, begun = connect(), connect()
+    begun.sendall(b"GET /met")
     turn()
-    ok = connect()
-    ok.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-    assert read_all(ok, turn).startswith(b"HTTP/1.1 200"), "the limit frees up again"
+    clock.advance(srv.first_byte_s + 0.01)
+    turn()
+    idle.settimeout(1)
+    assert idle.recv(100) == b"", "nothing sent by the first byte's deadline: closed"
+    assert len(srv.conns) == 1
+    clock.advance(srv.idle_s - srv.first_byte_s - 0.1)
+    turn()
+    begun.sendall(b"rics HTTP/1.1\r\n\r\n")
+    assert read_all(begun, turn).startswith(b"HTTP/1.1 200 OK")
 
 
 def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(caplog):

@@ -27,6 +27,8 @@ import zipfile
 
 import pytest
 
+from conftest import need
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDER = os.path.join(REPO, "tools", "build_pyz.py")
 NATIVE = re.compile(r"\.(so|pyd|dll|dylib)(\.[0-9.]+)?$", re.IGNORECASE)
@@ -158,7 +160,8 @@ def test_builder_refuses_a_c_extension(tmp_path):
 
 def old_interpreters() -> list[str]:
     """Pythons older than 3.9 on this machine (pyenv's, or on PATH): real ones to try."""
-    found = set(glob.glob("/root/.pyenv/versions/[23].*/bin/python"))
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found = set(glob.glob(os.path.join(pyenv, "versions", "[23].*", "bin", "python")))
     for name in ("python2", "python2.7", "python3.5", "python3.6", "python3.7", "python3.8"):
         path = shutil.which(name)
         if path:
@@ -197,11 +200,12 @@ def test_too_old_python_is_told_which_version_it_needs(pyz):
 
 
 @pytest.mark.parametrize("python", old_interpreters() or ["(none found)"])
-def test_real_old_pythons_are_told_which_version_they_need(pyz, python):
-    if python == "(none found)":
-        # Nothing older than 3.9 here: the test above covers the guard.
-        assert old_interpreters() == []
-        return
+def test_real_old_pythons_are_told_which_version_they_need(request, python):
+    # Nothing older than 3.9 here: a skip, not a pass (issue 23 item 22); the test above
+    # fakes the version, which proves the guard but not that old interpreters can parse it.
+    need(python != "(none found)", "no Python older than 3.9 on this machine (pyenv's under "
+         "$PYENV_ROOT or ~/.pyenv, python2*, python3.5-3.8 on PATH)")
+    pyz = request.getfixturevalue("pyz")
     version = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
                              capture_output=True, text=True, timeout=10).stdout.strip()
     proc = subprocess.run([python, pyz, "--version"], capture_output=True, text=True,

@@ -192,6 +192,7 @@ def flood(s, mix, count: int, rate: float, deliver, during=None, every_second=No
         s.settle()
 
 
+@pytest.mark.slow
 def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines(sim):
     """Issue 11 item 2, style P9: 200,000 hostile datagrams at 2,000/s (100 s) to every
     receive address give at most 60 log lines, say how many were suppressed, change no host,
