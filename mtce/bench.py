@@ -473,7 +473,7 @@ class Phases:
         r["baseline_generator_bound"] = r["baseline_lost"] == 0
 
     def takeover(self) -> None:
-        """A new agent takes over (interface.md §8 "Takeover"): as soon as its receive sockets
+        """A new agent takes over (docs/contract.md §8 "Takeover"): as soon as its receive sockets
         are bound, every live host answers its mtcAlive request at once, on every network,
         while the agent is still starting. Nothing may be lost, in the kernel or after."""
         b, r = self.b, self.b.r

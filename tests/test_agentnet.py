@@ -1,4 +1,4 @@
-"""The agent's receive buffers (issue 23 item 15; docs/design.md, "receive buffers"): sized to
+"""The agent's receive buffers (issue 23 item 15; docs/design.md "State and operation"): sized to
 the inventory, so that a takeover, every host answering the new agent's mtcAlive request at
 once on every network, fits in the kernel's buffers even while the agent is busy starting.
 """

@@ -162,7 +162,7 @@ def stamp(signed: bytes) -> int:
 
 
 def test_the_replay_memory_stays_bounded_when_the_clock_steps_back():
-    """interface.md §3 (replays): at a steady rate the memory holds about one freshness window
+    """docs/contract.md §3 (replays): at a steady rate the memory holds about one freshness window
     (2 x 30 s) of tags, and keeps doing so after the wall clock steps back an hour (before:
     nothing older than the step was ever pruned again; tens of MB an hour at 2,000 hosts)."""
     clock = SteppingClock()

@@ -1,4 +1,4 @@
-"""Which process a pidfile names (issue 23 item 19; README "Running the daemons", docs/ha.md):
+"""Which process a pidfile names (issue 23 item 19; README "Where each file lives", docs/ha.md):
 `mtce/daemon.py` and the init scripts under `debian/init.d/` take a pidfile's pid for the
 daemon only while the daemon holds its lock on the file (or, for a daemon that holds none, while
 that pid runs `mtce <mode>` and started before the file was written). A pid the kernel has
@@ -126,7 +126,7 @@ def test_an_unlocked_pidfile_of_an_mtce_daemon_is_known_by_cmdline_and_start_tim
 @pytest.mark.loopback
 def test_a_client_starts_over_a_pidfile_naming_an_unrelated_process(fakehost, daemons,
                                                                      stranger):
-    """README "Running the daemons": a stale pidfile is replaced; here its pid is alive but
+    """README "Where each file lives": a stale pidfile is replaced; here its pid is alive but
     another program's (before: `already running (pid N)`, exit 1)."""
     host = fakehost()
     pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
