@@ -370,15 +370,20 @@ def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
     from mtce import alive, auth, transport
     wall = [1_700_000_000.0]
     key, other = bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32)
-    rx = auth.Authenticator([("k1", key)], True, lambda: wall[0])
+    mono = [100.0]
+    rx = auth.Authenticator([("k1", key)], True, lambda: wall[0], lambda: mono[0])
     data = alive.command(5, "08:00:27:00:00:01", "{}")
-    signed = auth.Authenticator([("k1", key)], True, lambda: wall[0]).sign(data)
+    signed = auth.Authenticator([("k1", key)], True, lambda: wall[0],
+                                lambda: mono[0]).sign(data)
     cases = {
         "untagged": data,
         "malformed_tag": data + auth.MAGIC + b"k1 not-a-time\0",
-        "unknown_key": auth.Authenticator([("k2", key)], True, lambda: wall[0]).sign(data),
-        "bad_tag": auth.Authenticator([("k1", other)], True, lambda: wall[0]).sign(data),
-        "stale": auth.Authenticator([("k1", key)], True, lambda: wall[0] - 60).sign(data),
+        "unknown_key": auth.Authenticator([("k2", key)], True, lambda: wall[0],
+                                          lambda: mono[0]).sign(data),
+        "bad_tag": auth.Authenticator([("k1", other)], True, lambda: wall[0],
+                                      lambda: mono[0]).sign(data),
+        "stale": auth.Authenticator([("k1", key)], True, lambda: wall[0] - 60,
+                                    lambda: mono[0]).sign(data),
     }
     for want, datagram in cases.items():
         payload, why, _ = rx.verify(datagram)

@@ -161,8 +161,9 @@ def test_builder_refuses_a_c_extension(tmp_path):
 def old_interpreters() -> list[str]:
     """Pythons older than 3.9 on this machine (pyenv's, or on PATH): real ones to try."""
     found = set()
-    for pyenv in {os.environ.get("PYENV_ROOT") or "", os.path.expanduser("~/.pyenv"),
-                  "/root/.pyenv"} - {""}:
+    roots = [os.environ["PYENV_ROOT"]] if os.environ.get("PYENV_ROOT") else \
+        [os.path.expanduser("~/.pyenv"), "/root/.pyenv"]      # whatever HOME is
+    for pyenv in set(roots):
         found |= set(glob.glob(os.path.join(pyenv, "versions", "[23].*", "bin", "python")))
     for name in ("python2", "python2.7", "python3.5", "python3.6", "python3.7", "python3.8"):
         path = shutil.which(name)

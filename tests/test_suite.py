@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, need
 
 FLOODS = ("tests/test_sim_agent.py::"
           "test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines",
@@ -47,8 +47,8 @@ def test_no_old_python_is_a_skip_and_under_ci_a_failure(tmp_path):
     env.update(PYENV_ROOT=str(tmp_path), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
     olds = [n for n in ("python2", "python2.7", "python3.5", "python3.6", "python3.7",
                         "python3.8") if shutil.which(n, path=env["PATH"])]
-    if olds:
-        pytest.skip(f"this machine has {olds[0]} in the system's own directories")
+    need(not olds, f"this machine has {olds[0] if olds else ''} in the system's own "
+         "directories")
     target = ("tests/test_packaging.py::test_real_old_pythons_are_told_which_version_they_need"
               "[(none found)]")
     out = pytest_run("-q", "-rs", target, env=env)
