@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from mtce.store import atomic_write, remove_stale_temps
+from mtce.store import atomic_write, parse_json, read_state, remove_stale_temps
 
 FILE_NAME = "alarms.json"
 FORMAT_VERSION = 1
@@ -109,7 +109,7 @@ class AlarmSet:
     def loads(cls, text: str) -> tuple["AlarmSet", list[str]]:
         """Parse a state file: (alarms, problems). Bad entries are skipped, never raised."""
         try:
-            obj = json.loads(text)
+            obj = parse_json(text)
         except ValueError as err:
             return cls(), [f"not JSON ({err})"]
         if not isinstance(obj, dict) or not isinstance(obj.get("alarms"), list):
@@ -152,8 +152,7 @@ class AlarmStore:
         and whatever could not be read is dropped."""
         remove_stale_temps(self.state_dir, FILE_NAME)
         try:
-            with open(self.path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_state(self.path)
         except FileNotFoundError:
             self._set = AlarmSet()
             return None

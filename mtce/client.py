@@ -145,12 +145,11 @@ class Client:
         path = os.path.join(where, name)
         store.remove_stale_temps(where, name)
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                confirmed = clienttrust.parse_confirmed(f.read(4096))
+            confirmed = clienttrust.parse_confirmed(store.read_state(path, limit=4096))
         except FileNotFoundError:
             return
         except OSError as err:
-            problem = err.strerror
+            problem = err.strerror or str(err)
         except (ValueError, RecursionError) as err:
             problem = f"bad content: {str(err)[:200]}"
         else:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 import tempfile
 
 ADMIN_FILE = "administrative.json"
 FORMAT_VERSION = 1
 SAVE_RETRY_S = 1.0              # a state file that could not be written: try again after this
 _STATES = ("locked", "unlocked")
+MAX_STATE_BYTES = 64 << 20      # a state file larger than this is not one of ours
 
 
 def atomic_write(directory: str, name: str, text: str) -> None:
@@ -64,17 +66,44 @@ def remove_stale_temps(directory: str, name: str) -> int:
     return removed
 
 
+def read_state(path: str, limit: int = MAX_STATE_BYTES) -> str:
+    """The text of a state file, never blocking: a FIFO, a device or a directory where a
+    state file should be (a hand edit, a restore gone wrong) is refused instead of hanging
+    the daemon at start, and so is a file larger than `limit`. Raises FileNotFoundError,
+    OSError (with the reason) or UnicodeDecodeError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        if st.st_size > limit:
+            raise OSError(f"{st.st_size} bytes, more than a state file ever holds ({limit})")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8")
+
+
+def parse_json(text: str):
+    """json.loads for a state file: a corrupted one (bad JSON, or nesting deep enough to
+    exhaust the parser) raises ValueError, one exception for every way it can be wrong."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json(path: str) -> tuple[object | None, str | None]:
     """(the file's JSON, None), (None, None) when absent, or (None, problem)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_state(path)
     except FileNotFoundError:
         return None, None
     except (OSError, UnicodeDecodeError) as err:
         return None, f"{path}: cannot read ({err})"
     try:
-        return json.loads(text), None
+        return parse_json(text), None
     except ValueError as err:
         return None, f"{path}: not JSON ({err})"
 

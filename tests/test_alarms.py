@@ -192,3 +192,32 @@ def test_kill_9_during_thousands_of_state_writes_leaves_the_old_or_the_new_state
         assert all(a.id == "200.003" and a.host.startswith("worker-") for a in store.active())
         assert not [n for n in os.listdir(state) if n.endswith(".tmp")], "temporaries left"
     assert len(done) == 8
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("what, make", [
+    ("nested too deeply", lambda p: p.write_text("[" * 100_000)),
+    ("an object nested too deeply", lambda p: p.write_text('{"a":' * 100_000)),
+    ("a FIFO", lambda p: _fifo(str(p))),
+    ("larger than any state file", lambda p: p.write_bytes(b" " * (64 << 20) + b"[]")),
+])
+def test_a_state_file_a_hand_or_a_disk_mangled_is_a_problem_never_a_crash_or_a_hang(
+        tmp_path, what, make):
+    """Issue 23 attack (docs/contract.md §8 "Takeover": the agent loads `state_dir` at start;
+    §1: bad input changes nothing and never crashes): `alarms.json` or `administrative.json`
+    nested deeply enough to exhaust the JSON parser (before: RecursionError, the agent could
+    not start on either controller), a FIFO in its place (before: the start hung in open()),
+    or a huge file: each is reported as a problem and the agent starts with nothing from it."""
+    from mtce.store import OperatorStates
+    make(tmp_path / "alarms.json")
+    store = AlarmStore(str(tmp_path))
+    problem = store.load()
+    assert problem and "alarms.json" in problem and store.active() == [], problem
+    make(tmp_path / "administrative.json")
+    states = OperatorStates(str(tmp_path))
+    problems = states.load()
+    assert problems and "administrative.json" in problems[0] and states.hosts() == []
