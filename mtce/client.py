@@ -192,8 +192,7 @@ class Client:
         if ident != self.identity:
             self.log.info("Identity    : %s", alive.json_text(ident.as_dict()))
         self.identity = ident
-        self.core.set_names((own.mgmt_ip, own.clstr_ip), own.c_mgmt,
-                            [a for _, a in own.clstr_dests])
+        self.core.set_names(own.c_mgmt, [a for _, a in own.clstr_dests])
         with_links = self.net.set.watcher is not None or not self.our_ifaces
         self.our_ifaces = self.book.our_interfaces(with_links)
 

@@ -33,10 +33,10 @@ class Sources:
 
     mgmt: the `controller`, `controller-0` and `controller-1` addresses; cluster-host: the
     `controller-N-cluster-host` addresses (both from the hosts file, then the resolver);
-    pxeboot: `PxebootTrust.trusted()`; `own`: this host's own mgmt and cluster-host addresses
-    (the original's "self").
+    pxeboot: `PxebootTrust.trusted()`. The host's own addresses are not among them: any
+    process on the host can send from those (the original's "self" only skips the target-MAC
+    check, docs/protocol.md §1.2); on a controller its own address is `controller-N` anyway.
     """
-    own: frozenset = field(default_factory=frozenset)
     mgmt: frozenset = field(default_factory=frozenset)
     clstr: frozenset = field(default_factory=frozenset)
     pxeboot: frozenset = field(default_factory=frozenset)
@@ -50,9 +50,9 @@ def may_command(sources: Sources, src: str, net: Net, tagged: bool) -> bool:
 
     With message authentication a valid tag is what decides, whatever the source (a
     controller that moved is still believed). Without one, only the controllers' addresses
-    (or this host itself) are.
+    are.
     """
-    return tagged or src in sources.own or src in sources.of(net)
+    return tagged or src in sources.of(net)
 
 
 # -- learning the controllers' pxeboot addresses -------------------------------------------
@@ -138,42 +138,39 @@ class PxebootTrust:
 
     `confirmed` is None until a pxebootInfo arrives over mgmt or cluster-host from a
     controller (then the client is in "confirmed" mode for good, across restarts); `{}` when
-    the kept file could not be read (confirmed, nothing trusted yet: fail closed).
+    the kept file could not be read (confirmed, nothing trusted yet: fail closed). Before
+    that, `taught` holds what the original's rule trusts: the source of the first request
+    (trust on first use), then of each request taken from a trusted address, and the
+    addresses it named. A slot filled by anyone else (an empty slot takes any request's
+    value) makes its sender a destination of pxeboot mtcAlive, never a trusted address.
     """
 
     def __init__(self, now: float):
         self.slots = {k: "" for k in PXEBOOT_KEYS}
         self.confirmed: dict | None = None
-        # The source of the latest request taken (the original's unbound C agent may send
-        # from an address its info does not name), and when a trusted one last came.
-        self.request_src = ""
-        self.trust_at = now
+        self.taught: frozenset = frozenset()
+        self.trust_at = now         # when a trusted request last came
 
     def trusted(self) -> frozenset:
         """The pxeboot addresses commands are carried out from."""
         if self.confirmed is not None:
             return frozenset(a for a in self.confirmed.values() if a)
-        return self._learned(self.slots)
-
-    def _learned(self, slots: dict) -> frozenset:
-        return frozenset([a for a in slots.values() if a] + [self.request_src] * bool(
-            self.request_src))
+        return self.taught
 
     def on_request(self, info: dict, text: str, src: str, vouched: bool, now: float
                    ) -> tuple[list, bool]:
         """An mtcAlive request over pxeboot (answered by the caller whatever this says):
-        (lines, refused). `vouched`: a valid tag or this host itself. Empty slots are
-        filled from anyone; filled ones replaced only from a trusted address (before any
-        confirmation, the request's own address counts once it holds a slot: a swact to a
-        controller-1 the client had not heard of is followed at once), or after
-        TRUST_STALE_S without a trusted request."""
-        known = bool(self.trusted())
-        fill = learn_pxeboot_info(self.slots, info, text, fill_only=True)
-        first_use = self.confirmed is None and not known
-        trusted = vouched or first_use or src in (
-            self.trusted() if self.confirmed is not None else self._learned(fill.addresses))
+        (lines, refused). `vouched`: a valid tag. Empty slots are filled from anyone; filled
+        ones replaced only from an address trusted before this request (or the first
+        request of a client that trusts none yet), or after TRUST_STALE_S without a trusted
+        request. A request taken from a trusted address also clears a slot it leaves empty
+        that holds an address nobody trusted (a stranger's fill), where the original keeps
+        a stored address on an empty value."""
+        before = self.trusted()
+        trusted = vouched or src in before or (self.confirmed is None and not before)
         quiet_s = now - self.trust_at
         if not trusted and quiet_s <= TRUST_STALE_S:
+            fill = learn_pxeboot_info(self.slots, info, text, fill_only=True)
             self.slots = fill.addresses
             refused = learn_pxeboot_info(self.slots, info, text).addresses != self.slots
             lines = list(fill.lines)
@@ -183,26 +180,24 @@ class PxebootTrust:
                                                     f"not taken: not a {what} address"))
             return lines, refused
         lines = []
-        if not trusted and known:
+        if not trusted and before:
             lines.append(("log", "warning", f"pxeboot mtcAlive request from {src}, no request "
                                             f"from the known controllers for {quiet_s:.0f} "
                                             f"secs ; following it"))
         lesson = learn_pxeboot_info(self.slots, info, text)
         self.slots = lesson.addresses
-        self.request_src = src
         self.trust_at = now
         lines += lesson.lines
-        if trusted and self.confirmed is not None:
-            # A slot a stranger filled while it was empty, which the controllers leave empty
-            # (no controller-1 yet): their word clears it, where the original keeps a stored
-            # address on an empty value.
-            good = self.trusted()
-            for ctl in CONTROLLERS:
-                old = self.slots[ctl]
-                if old and old not in good and info.get(ctl) == "":
-                    self.slots[ctl] = ""
-                    lines.append(("change", "info", f"{ctl} pxeboot address {old} is not a "
-                                                    f"confirmed one ; cleared"))
+        if self.confirmed is None:
+            self.taught = frozenset([src] + [info[k] for k in PXEBOOT_KEYS
+                                             if _ipv4(info.get(k) or "")])
+        good = self.trusted()
+        for ctl in CONTROLLERS:
+            old = self.slots[ctl]
+            if old and old not in good and info.get(ctl) == "":
+                self.slots[ctl] = ""
+                lines.append(("change", "info", f"{ctl} pxeboot address {old} is not a "
+                                                f"controller's ; cleared"))
         return lines, False
 
     def on_confirm(self, info: dict, iface: str, now: float) -> tuple[list, bool]:

@@ -301,15 +301,14 @@ class ClientCore:
                                                    f"port {port} to {ctl} at {addr}")
 
     # -- who may command ----------------------------------------------------------------------
-    def set_names(self, own=(), mgmt=(), clstr=()) -> None:
-        """The client's own addresses and the controllers' by name (hosts file, resolver)."""
-        self._names = Sources(frozenset(a for a in own if a), frozenset(mgmt),
-                              frozenset(clstr))
+    def set_names(self, mgmt=(), clstr=()) -> None:
+        """The controllers' addresses by name (hosts file, resolver)."""
+        self._names = Sources(frozenset(mgmt), frozenset(clstr))
         self._update_sources()
 
     def _update_sources(self) -> None:
         n = self._names
-        self.sources = Sources(n.own, n.mgmt, n.clstr, self.trust.trusted())
+        self.sources = Sources(n.mgmt, n.clstr, self.trust.trusted())
 
     # -- what arrives ------------------------------------------------------------------------
     def on_undecodable(self, reason: str, src: str, net: Net) -> list:
@@ -373,7 +372,7 @@ class ClientCore:
                            ("command", row.do.value, net), text))
         if row.do is Do.PXEBOOT_INFO:
             if net is Net.PXEBOOT:
-                out += self.learn(msg.buf, src, tagged or src in self.sources.own, now)
+                out += self.learn(msg.buf, src, tagged, now)
                 out.append(SendAlive(Net.PXEBOOT))
             else:
                 out += self.confirm(msg.buf, net, now)

@@ -10,6 +10,7 @@ import pytest
 from mtce import alive, clienttrust, schedule
 from mtce.schedule import (Ack, ClientCore, Do, Gates, RunAction, Say, SaveConfirmed, SendAck,
                            SendAlive)
+from mtce.clienttrust import TRUST_STALE_S
 from mtce.states import Cmd, Net
 from mtce.transport import Counters
 
@@ -34,7 +35,7 @@ class Facts:
 def core(now=0.0, period=5.0) -> ClientCore:
     c = ClientCore(period, now, Counters())
     c.gates = Gates("eth0", "eth1", "duplex", "worker")
-    c.set_names(own=(OWN,), mgmt=("10.0.0.1", CTL, "10.0.0.3"), clstr=("10.1.0.4", "10.1.0.5"))
+    c.set_names(mgmt=("10.0.0.1", CTL, "10.0.0.3"), clstr=("10.1.0.4", "10.1.0.5"))
     return c
 
 
@@ -226,9 +227,12 @@ def test_a_command_for_another_mac_is_dropped_with_the_originals_words():
 
 
 def test_the_mac_check_is_skipped_for_self_and_for_version_0():
+    """docs/protocol.md §1.2: a message from the host's own address skips the target-MAC
+    check (here the host is controller-0, the agent's own host); it still needs a
+    controller's address to be carried out (docs/contract.md §8)."""
     c = core()
     other = cmd(Cmd.LOOPBACK, mac="08:00:27:aa:bb:99")
-    out = c.on_message(other, OWN, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
+    out = c.on_message(other, CTL, Net.MGMT, False, 1.0, Facts(), (CTL,), MAC)
     assert any(isinstance(a, SendAck) for a in out), "from this host itself"
     v0 = alive.decode(alive.pack(alive.SIG_CMD_REQ, cmd=Cmd.LOOPBACK, ver=0))
     out = c.on_message(v0, CTL, Net.MGMT, False, 1.0, Facts(), (OWN,), MAC)
@@ -274,7 +278,7 @@ def test_undecodable_datagrams_are_noise_counted_as_bad():
     ("10.1.0.4", Net.MGMT, False, False),       # a cluster-host address is not trusted on mgmt
     ("192.0.2.66", Net.MGMT, False, False),     # a stranger
     ("192.0.2.66", Net.MGMT, True, True),       # a stranger with a valid tag (moved controller)
-    (OWN, Net.MGMT, False, True),               # this host itself
+    (OWN, Net.MGMT, False, False),              # this host's own address: any local process
     ("10.2.0.6", Net.PXEBOOT, False, False),    # pxeboot: nothing learned yet
 ])
 def test_a_reboot_is_carried_out_only_from_a_trusted_source(src, net, tagged, carried_out):
@@ -342,16 +346,44 @@ def carried_out(c, code, src, now=2.0, net=Net.PXEBOOT) -> bool:
 
 def test_item13_a_request_naming_an_empty_slot_is_taken_at_once():
     """Issue 23 item 13, docs/contract.md §8: after a pxebootInfo without controller-1, a request
-    from controller-1's pxeboot address with the full pxebootInfo (a swact to it) is taken at once:
-    its slot was empty, so pxeboot mtcAlive go to it now, and the active controller follows
-    (the original, a C agent: trust on first use)."""
+    from controller-1's pxeboot address with the full pxebootInfo (a swact to it, a C agent)
+    fills the empty slot at once: pxeboot mtcAlive go to it now. Filling a slot makes nobody
+    trusted (a stranger could fill it too, issue 23 attack): the filled `controller` slot and
+    pxeboot commands follow it once no request has come from the old active controller for
+    TRUST_STALE_S (a standby C agent sends none)."""
     c = core()
     request(c, (P0, P0, ""), P0)
     out = request(c, (P1, P0, P1), P1, now=2.0)
     assert out[-1] == SendAlive(Net.PXEBOOT)
+    assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": P1}
+    assert c.counters.refused == 1, "the filled controller slot is not replaced yet"
+    assert not carried_out(c, Cmd.REBOOT, P1, now=3.0)
+    assert carried_out(c, Cmd.REBOOT, P0, now=3.0)
+    later = 1.0 + TRUST_STALE_S + 0.1
+    request(c, (P1, P0, P1), P1, now=later)
     assert c.ctrl_pxeboot == {"controller": P1, "controller-0": P0, "controller-1": P1}
-    assert c.counters.refused == 0
-    assert carried_out(c, Cmd.REBOOT, P1, now=3.0)
+    assert carried_out(c, Cmd.REBOOT, P1, now=later + 1)
+
+
+def test_a_stranger_filling_an_empty_slot_gains_nothing_before_any_confirmation():
+    """docs/contract.md §8 (keys off, no confirmed pxebootInfo yet: the original's rule, trust
+    on the first request): attack from the issue 23 review. A C agent is trusted first; a
+    stranger's request names itself in every slot: it fills the empty controller-1 slot only
+    (pxeboot mtcAlive copies go to it), is trusted for nothing, cannot replace the C agent's
+    slots even by sending again and again (its requests never reset the 3-minute clock), and
+    the C agent's next request, naming controller-1 empty, clears the stranger's fill."""
+    c = core()
+    request(c, (P0, P0, ""), P0)
+    for i in range(12):
+        out = request(c, (STRANGER, STRANGER, STRANGER), STRANGER, now=2.0 + i * 50)
+        assert out[-1] == SendAlive(Net.PXEBOOT), "answered"
+        assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0,
+                                  "controller-1": STRANGER}
+        assert not carried_out(c, Cmd.REBOOT, STRANGER, now=2.5 + i * 50)
+        if i % 3 == 0:
+            request(c, (P0, P0, ""), P0, now=3.0 + i * 50)      # the C agent, every minute
+            assert c.ctrl_pxeboot["controller-1"] == ""
+            assert carried_out(c, Cmd.REBOOT, P0, now=3.5 + i * 50)
 
 
 def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept():
@@ -404,7 +436,7 @@ def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_o
     assert not carried_out(c, Cmd.REBOOT, STRANGER)
     out = request(c, (P0, P0, ""), P0, now=3.0)                # the agent's: replaces, and
     assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": ""}
-    assert f"controller-1 pxeboot address {STRANGER} is not a confirmed one ; cleared" in \
+    assert f"controller-1 pxeboot address {STRANGER} is not a controller's ; cleared" in \
         texts(out), "a slot the controllers leave empty is emptied of a stranger's address"
     assert carried_out(c, Cmd.LOCKED, P0, now=4.0)
 

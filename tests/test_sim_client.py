@@ -161,9 +161,12 @@ def mgmt_request(c: Controller, info: dict, src=None) -> None:
 
 def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(sim):
     """Issue 23 item 13, docs/contract.md §8 (a C agent: requests over pxeboot only): after a
-    pxebootInfo without controller-1, controller-1's request with the full pxebootInfo is
-    taken at once: pxeboot mtcAlive go to it at once (no 200.003 for a healthy host), its
-    commands are carried out. It used to be refused for 180 s."""
+    pxebootInfo without controller-1, controller-1's request with the full pxebootInfo fills
+    the empty slot at once: pxeboot mtcAlive go to it at once (no 200.003 for a healthy
+    host). It used to be refused for 180 s. Filling trusts nobody (a stranger could fill it):
+    the active `controller` slot and pxeboot commands follow controller-1 once the old active
+    controller has been silent for 3 minutes, as a standby C agent is."""
+    from mtce.clienttrust import TRUST_STALE_S
     s = sim().start()
     c = Controller(s)
     c0, c1 = s.files.controller.c_pxeboot
@@ -173,7 +176,12 @@ def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(s
     s.run(5)
     c.request({"controller": c1, "controller-0": c0, "controller-1": c1}, src=c1)   # swact
     assert len(c.to_agent(c1, Net.PXEBOOT)) == 1, "the request is answered to controller-1"
-    assert s.clients["worker-0"].counters.refused == 0
+    s.run(5)
+    assert len(c.to_agent(c1, Net.PXEBOOT)) >= 2, "and the periodic pxeboot mtcAlive"
+    c.command(Net.PXEBOOT, Cmd.LOCKED, src=c1)
+    assert not s.exists("worker-0", "run_dir", ".node_locked"), "not trusted yet"
+    s.run(TRUST_STALE_S)
+    c.request({"controller": c1, "controller-0": c0, "controller-1": c1}, src=c1)
     assert log(s).count(f"controller pxeboot address: {c1} ; was {c0}") == 1
     c.command(Net.PXEBOOT, Cmd.LOCKED, src=c1)
     assert s.exists("worker-0", "run_dir", ".node_locked")
@@ -571,3 +579,44 @@ def test_every_fit_file_closes_its_socket_while_it_exists_then_every_network_is_
     s.run(2)
     assert all(alives(c, net) > counts[net] for net in Net), "every network back"
     assert all(loopback_acked(c, net) for net in Net), "every network receives again"
+
+
+def test_a_process_on_the_host_itself_cannot_command_its_client(tmp_path):
+    """docs/contract.md §8 "Who may command a client" (keys off): mgmt commands come from the
+    `controller`, `controller-0` and `controller-1` addresses, cluster-host ones from the
+    controllers' cluster-host addresses; the host's own addresses are not among them (the
+    original's "self" only skips the target-MAC check). Attack (issue 23 review): an
+    unprivileged process on worker-0 binds worker-0's own mgmt and cluster-host addresses and
+    sends LOCKED, WIPEDISK and REBOOT to its own client, with version 0 (no MAC), then a
+    pxebootInfo naming itself over mgmt (which would confirm it as a pxeboot controller):
+    nothing is carried out, nothing is confirmed, each is refused and logged rate-limited."""
+    with sims(tmp_path, workers=1) as make:
+        s = make().start()
+        s.run_until(s.all_ok, 20, what="every host ok")
+        _the_host_itself_attacks(s)
+
+
+def _the_host_itself_attacks(s):
+    spawns = record_actions(s)
+    w0 = s.files.host("worker-0")
+    local = Controller(s)
+    for _ in range(20):
+        for net, src in ((Net.MGMT, w0.mgmt_ip), (Net.CLSTR, w0.cluster_host_ip)):
+            for code, num, parm in ((Cmd.LOCKED, 1, (1,)), (Cmd.WIPEDISK, 0, ()),
+                                    (Cmd.REBOOT, 0, ()), (Cmd.RESET, 0, ())):
+                data = alive.pack(alive.SIG_CMD_REQ, cmd=code, num=num, parm=parm, ver=0)
+                local.send(net, data, src=src)
+            local.send(net, alive.command(Cmd.REQ_MTCALIVE, w0.mac, json.dumps(
+                {"pxebootInfo": {"controller": w0.pxeboot_ip, "controller-0": w0.pxeboot_ip,
+                                 "controller-1": w0.pxeboot_ip}})), src=src)
+        s.run(0.2)
+    assert spawns.names == [], "nothing ran"
+    assert not s.exists("worker-0", "run_dir", ".node_locked")
+    assert not s.exists("worker-0", "persist_dir", ".node_locked")
+    assert not s.exists("worker-0", "run_dir", ".node_reset")
+    assert w0.pxeboot_ip not in s.clients["worker-0"].core.sources.pxeboot
+    ours = {w0.mgmt_ip, w0.cluster_host_ip, w0.pxeboot_ip}
+    assert not [d for d in s.net.sent + s.net.lost
+                if d.src[0] in ours and d.data[:17] == alive.SIG_CMD_RSP], "nothing ACKed"
+    refusals = [line for line in log(s).lines() if "refused: not a controller" in line]
+    assert 1 <= len(refusals) <= 12, refusals
