@@ -41,6 +41,11 @@ SYSTEMD_BOOTED = "/run/systemd/system"
 SYSTEMD_RUN = "systemd-run"
 FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a timer: quick or broken
 FAILSAFE_ACCURACY = "100ms"         # the timer's AccuracySec (systemd's default is 1 min)
+# Without default dependencies, neither the timer nor its service conflicts with
+# shutdown.target: the `systemctl reboot` the failsafe guards does not stop it
+# (systemd.timer(5), systemd.service(5)); only the host going down does.
+FAILSAFE_UNIT_PROPERTIES = ("--timer-property=DefaultDependencies=no",
+                            "--property=DefaultDependencies=no")
 # fit files that bypass an action after its ACK (docs/protocol.md §5.7)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -170,7 +175,7 @@ class HostActions:
                             bypass[1], net.iface)
             return
         self.carried_out[kind] = (self.clock.now(), {net})
-        delay_s = self.cfg.timeouts.failsafe_shutdown_delay
+        delay_s = self.failsafe_delay_s()
         run = self.cfg.paths.run_dir
         if kind == "reboot":
             self.log.info("Reboot (%s)", net.iface)
@@ -197,13 +202,19 @@ class HostActions:
         left = int(round(at - self.clock.now()))
         if left <= 0:
             self.log.info("Lazy Reboot (%s) ; now", net.iface)
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "lazy reboot")
+            self.launch_failsafe(self.failsafe_delay_s(), "lazy reboot")
             self.run_action("lazy_reboot")
             return
         # The original logs every second; a long delay is logged once a minute here.
         if left <= 10 or left % 60 == 0:
             self.log.info("Lazy Reboot (%s) ; in %d seconds", net.iface, left)
         self.loop.call_later(1.0, lambda: self._lazy_countdown(net, at))
+
+    def failsafe_delay_s(self) -> float:
+        """`[timeouts] failsafe_shutdown_delay`, below 1 taken as 2 as the original does
+        (docs/protocol.md §8)."""
+        configured = self.cfg.timeouts.failsafe_shutdown_delay
+        return 2.0 if configured < 1 else float(configured)
 
     def launch_failsafe(self, delay: float, kind: str = "reboot") -> None:
         """`[actions] failsafe` after `delay` seconds, so that it still fires when the daemon
@@ -212,7 +223,6 @@ class HostActions:
         command = self.cfg.actions.failsafe
         if not command:
             return
-        delay = max(delay, 1.0)
         self.log.info("failsafe reboot script launched ; reboot in %g seconds", delay)
         self.failsafes += 1
         if os.path.isdir(SYSTEMD_BOOTED):
@@ -222,7 +232,7 @@ class HostActions:
                 f"--description=mtce failsafe: [actions] failsafe {delay:g} s after a {kind}",
                 f"--on-active={round(delay * 1000)}ms",
                 f"--timer-property=AccuracySec={FAILSAFE_ACCURACY}",
-                "/bin/sh", "-c", command], FAILSAFE_LAUNCH_TIMEOUT_S)
+                *FAILSAFE_UNIT_PROPERTIES, "/bin/sh", "-c", command], FAILSAFE_LAUNCH_TIMEOUT_S)
             if why is None:
                 self.log.info("failsafe is systemd unit %s.timer ; [actions] failsafe in %g "
                               "seconds", unit, delay)
@@ -258,7 +268,7 @@ class HostActions:
             self.log.info("locked node")
         if os.path.exists(os.path.join(run, RESET_FILE)):
             self.log.warning("mtce reboot required")
-            self.launch_failsafe(self.cfg.timeouts.failsafe_shutdown_delay, "reboot")
+            self.launch_failsafe(self.failsafe_delay_s(), "reboot")
             self._reissue_reboot()
         obsolete = os.path.join(os.path.dirname(os.path.normpath(self.cfg.paths.platform_dir)),
                                 *OBSOLETE_LOCKED)

@@ -88,6 +88,40 @@ def test_under_systemd_the_failsafe_is_a_transient_timer_unit(host_actions):
                for line in lines), lines
 
 
+def test_under_systemd_the_failsafe_units_are_not_stopped_by_the_shutdown_it_guards(
+        host_actions):
+    """docs/contract.md §8 "The failsafe": only the host going down cancels it. A timer or a
+    service with systemd's default dependencies conflicts with shutdown.target (systemd.timer(5),
+    systemd.service(5)), so `systemctl reboot` would stop the timer as the reboot begins and a
+    hung shutdown would never be forced (issue 23 attack: found by the ops session). Both
+    transient units are made without them."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    fake()
+    booted()
+    acts.shutdown("reboot", Net.MGMT)
+    argv = argv_of(argv_file)
+    assert "--timer-property=DefaultDependencies=no" in argv
+    assert "--property=DefaultDependencies=no" in argv
+    assert argv.index("/bin/sh") > max(argv.index("--timer-property=DefaultDependencies=no"),
+                                       argv.index("--property=DefaultDependencies=no"))
+
+
+@pytest.mark.parametrize("configured, reboot_ms, reset_ms", [
+    (0, 2000, 1000), (0.5, 2000, 1000), (1, 1000, 500), (120, 120000, 60000)])
+def test_a_failsafe_delay_below_1_is_2_as_the_original(host_actions, configured, reboot_ms,
+                                                       reset_ms):
+    """docs/protocol.md §8: the original treats a `failsafe_shutdown_delay` below 1 as 2;
+    reset (and wipedisk) use half of it."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    acts.cfg = acts.cfg.with_value(("timeouts", "failsafe_shutdown_delay"), configured)
+    fake()
+    booted()
+    acts.shutdown("reboot", Net.MGMT)
+    assert f"--on-active={reboot_ms}ms" in argv_of(argv_file)
+    acts.shutdown("reset", Net.MGMT)
+    assert f"--on-active={reset_ms}ms" in argv_of(argv_file)
+
+
 def test_a_reset_under_systemd_has_half_the_delay_and_its_own_unit(host_actions):
     acts, lines, argv_file, fake, booted, host = host_actions
     fake()
