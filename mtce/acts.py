@@ -48,7 +48,16 @@ class Log(NamedTuple):
     text: str
 
 
-Action = Union[Send, RaiseAlarm, ClearAlarm, Log]
+class Remember(NamedTuple):
+    """A fact about `host` worth keeping in `state_dir` for the next agent (a restart or a
+    takeover, docs/contract.md §8 "Takeover"): `fact` is "online" (its availability) or
+    "pxeboot_feature" (what its latest ready event offered)."""
+    host: str
+    fact: str
+    value: bool
+
+
+Action = Union[Send, RaiseAlarm, ClearAlarm, Log, Remember]
 
 
 # -- settings and the pure timing arithmetic -------------------------------------------------

@@ -78,7 +78,9 @@ class Agent:
             cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
         self.alarms = alarms.AlarmStore(cfg.paths.state_dir, deferred=True)
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
-        self.saver = store.SaveRetry((self.alarms, self.operator_states), log, self.throttle)
+        self.host_facts = store.HostFacts(cfg.paths.state_dir)
+        self.saver = store.SaveRetry((self.alarms, self.operator_states, self.host_facts), log,
+                                     self.throttle)
         self.counters = transport.Counters()
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
@@ -135,6 +137,7 @@ class Agent:
         self.run(self.table.apply_inventory(self.inventory, now)[3])
         self.refresh_facts()
         self._restore_operator_states(now)
+        self._restore_host_facts(now)
         if self.simplex:
             self.log.info("Simplex Mode: Pxeboot network not provisioned")
         self.load_dnsmasq_hosts(force=True)
@@ -169,6 +172,21 @@ class Agent:
         self.operator_states.restore(self.table, now, self.log, self.run)
         self.check_store()
 
+    def _restore_host_facts(self, now: float) -> None:
+        """docs/contract.md §8 "Takeover": what the agent before this one knew of each host."""
+        for problem in self.host_facts.load():
+            self.log.error("%s", problem)
+        self.host_facts.keep_only(self.table.hosts)
+        online = 0
+        for name, host in self.table.hosts.items():
+            facts = self.host_facts.get(name)
+            if facts:
+                host.restore(facts.get("online"), facts.get("pxeboot_feature"), now)
+                online += bool(facts.get("online"))
+        if online:
+            self.log.info("%d hosts online before this agent started ; each goes offline if "
+                          "silent for one detection window", online)
+
     def load_dnsmasq_hosts(self, force: bool = False) -> None:
         self.pxeinfo.load(force)
 
@@ -188,6 +206,8 @@ class Agent:
                 self.check_store()
             elif kind is hosts.ClearAlarm:
                 self._clear(action)
+            elif kind is hosts.Remember:
+                self.host_facts.set(action.host, action.fact, action.value)
 
     def _clear(self, action) -> None:
         alarm = self.alarms.clear(action.host, action.alarm_id)
@@ -337,6 +357,7 @@ class Agent:
         self.run(actions)
         self.operator_states.sync(self.table)
         self.check_store()
+        self.host_facts.keep_only(self.table.hosts)
         for name in removed:
             self.outbox.forget_host(name)
             for a in [a for a in self.alarms.active() if a.host == name]:
@@ -373,6 +394,7 @@ class Agent:
             self.ctl.close()
         self.net.set.close_all()
         self.alarms.flush()
+        self.host_facts.flush()
         self.hooks.kill_all()
 
 

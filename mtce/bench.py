@@ -554,8 +554,9 @@ def _newest_source(tree: str) -> float:
 
 
 def _all_ok(h: dict | None) -> bool:
+    """Online, every network `ok` and heard (not yet heard is `ok` for its first windows)."""
     return bool(h) and h["availability"] == "online" and all(
-        n["state"] == "ok" for n in h["networks"].values())
+        n["state"] == "ok" and n["last_seen_s"] is not None for n in h["networks"].values())
 
 
 def _cost_us(cpu_s: float, handled: int) -> float:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 from mtce.acts import (
     ALARM_SEVERITY, INF, NO_ACTIONS, SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN, Action, ClearAlarm,
-    Facts, Log, RaiseAlarm, Send, Settings, lost_after_s, offline_after_s,
+    Facts, Log, RaiseAlarm, Remember, Send, Settings, lost_after_s, offline_after_s,
 )
 from mtce.locks import LOCKED_BIT, LockCorrection
 from mtce.offline import Presence
@@ -38,7 +38,7 @@ WARN_THROTTLE_S = 60.0          # per-host warnings: first, then one a minute pe
 
 __all__ = [  # this module is where callers find the host-state names of its parts
     "ALARM_SEVERITY", "INF", "NO_ACTIONS", "SEQ_TABLE_BURST", "SEQ_TABLE_PER_MIN", "Action",
-    "ClearAlarm", "Facts", "Log", "RaiseAlarm", "Send", "Settings", "lost_after_s",
+    "ClearAlarm", "Facts", "Log", "RaiseAlarm", "Remember", "Send", "Settings", "lost_after_s",
     "offline_after_s", "PXE_TRANSITIONS", "PXEBOOT_LOG_THROTTLE", "PXEBOOT_LOSS_THRESHOLD",
     "PXEBOOT_MISS_THRESHOLD", "PxebootMonitor", "PxeStage", "TransitionError",
     "pxeboot_alarm_after_s", "RESTART_SEQ_MAX", "SEQ_HALF", "SEQ_LOG_BUDGET", "SEQ_LOG_WINDOW_S",
@@ -117,8 +117,9 @@ class HostMonitor:
             return NetState.UNPROVISIONED
         if net is Net.PXEBOOT:
             # docs/contract.md §8: lost from the monitor's declared loss to its next good window
-            # (the alarm has its own clear debounce), and until the first one arrives.
-            if self.pxe.lost or not self.nets[net].received:
+            # (the alarm has its own clear debounce), and, never heard since the agent started,
+            # once a window has passed without one (not at once: "Takeover").
+            if self.pxe.lost or (not self.nets[net].received and self.pxe.miss > 0):
                 return NetState.LOST
             return NetState.OK
         return self.nets[net].state
@@ -169,11 +170,13 @@ class HostMonitor:
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
                 self._seq_pending is not None:
             self._seq_pending.add(self)
-        if n.net is Net.PXEBOOT and not self.pxeboot_supported and self.pxeboot_feature is None:
-            # Feature unknown (no ready event since the agent started): monitored from its
-            # first pxeboot mtcAlive, not ~60 s later at its next ready event (the original
-            # waits); 200.003 waits for the announcement (pxemon.may_alarm). A ready event
-            # without the feature wins (on_ready).
+        if n.net is Net.PXEBOOT and not self.pxeboot_supported and \
+                self.pxeboot_feature is not False:
+            # Feature unknown (no ready event since the agent started) or known from the
+            # agent before (state_dir, `restore`): monitored from its first pxeboot mtcAlive,
+            # not ~60 s later at its next ready event (the original waits); while unknown,
+            # 200.003 waits for the announcement (pxemon.may_alarm). A ready event without the
+            # feature wins (on_ready).
             self.pxeboot_supported = True
             self.pxe.to_start(now)
             out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "
@@ -201,11 +204,32 @@ class HostMonitor:
 
     # -- other events ---------------------------------------------------------------------------
 
-    def on_ready(self, features: list | None, now: float):
+    def restore(self, online: bool | None, pxeboot_feature: bool | None, now: float) -> None:
+        """What the agent before this one knew (state_dir, docs/contract.md §8 "Takeover"):
+        a host it had online is online from `now`, its networks `ok` for their windows, so
+        one full detection window passes before it can be declared offline or lost; the
+        feature its client's latest ready event offered stands until the next one."""
+        if online:
+            self.presence.go_online(now)
+            self._update_steady()
+        if pxeboot_feature is not None:
+            self.pxeboot_feature = self.pxe.may_alarm = pxeboot_feature
+
+    def on_ready(self, features: list | None, now: float, net: Net = Net.MGMT):
         """The mtcClient ready event; `features` None for an older client (docs/protocol.md §3)."""
         out: list = []
         h, s = self.hostname, self.settings
         supported = features is not None and FEATURE_PXEBOOT_MTCALIVE in features
+        if net is Net.PXEBOOT and not supported:
+            # docs/contract.md §8 "Revision": clients send a ready event over pxeboot only
+            # since 649e94c, which gave it the feature list: one without it there is not the
+            # host's client, and must not turn its monitor (and an active alarm) off.
+            self._throttled(("ready-pxeboot",), now, "warning", f"{h} ready event without "
+                            f"pxeboot_mtcAlive over Pxeboot network ; not from its client, "
+                            f"ignored", out)
+            return out
+        if supported is not self.pxeboot_feature:
+            out.append(Remember(h, "pxeboot_feature", supported))
         self.pxeboot_feature = self.pxe.may_alarm = supported
         if not self.client_ready:
             self.client_ready = True

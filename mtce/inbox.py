@@ -91,8 +91,12 @@ class Inbox:
             # docs/contract.md §8: the pxeboot address a host may be learned at is the one it
             # reports itself over mgmt or cluster-host (learn_source)
             host.reported_pxeboot_ip = text.pxeboot_ip or ""
+        # The cluster-host address a host may be learned at: the one it reports over mgmt
+        # (the original takes it from any network; over pxeboot one spoofed datagram would
+        # move it, and mgmt is the network a host is known on first).
         actions = self.table.on_identity(host, text.personality, text.cluster_host_ip
-                                         if self.agent.net.clstr_ip else None, now)
+                                         if self.agent.net.clstr_ip and net is Net.MGMT
+                                         else None, now)
         if actions:
             self.agent.run(actions)
         host.nets[net].text_prefix = alive.sequence_prefix(msg.buf)
@@ -164,7 +168,7 @@ class Inbox:
                             "node may have upgrade pending", host.hostname)
         # docs/protocol.md §5.2: re-read on every ready event (its pxeboot request).
         self.agent.load_dnsmasq_hosts()
-        self.agent.run(host.on_ready(features, self.clock.now()))
+        self.agent.run(host.on_ready(features, self.clock.now(), net))
 
     def on_ack(self, host, msg: alive.Message, net: Net) -> None:
         """`<host> <cmd> request ACK (<net>)` for a command this agent sent; any other ACK

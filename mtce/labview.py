@@ -54,7 +54,7 @@ class View:
             if h.get("availability") == "online":
                 self.online_seen.add(name)
             for net in NETS:
-                if self.net_state(name, net) == "ok":
+                if self.net_ok(name, net):
                     self.ok_seen[name].add(net)
         if self.all_ok_now():
             if self.all_ok_since is None:
@@ -71,10 +71,16 @@ class View:
     def net_state(self, name: str, net: str) -> str:
         return self.net(name, net).get("state", "?")
 
+    def net_ok(self, name: str, net: str) -> bool:
+        """`ok` and heard: a network the agent has not heard yet is `ok` for its first
+        windows (docs/contract.md §8), which proves nothing here."""
+        n = self.net(name, net)
+        return n.get("state") == "ok" and n.get("last_seen_s") is not None
+
     def host_ok(self, name: str) -> bool:
         h = self.hosts.get(name)
         return bool(h) and h.get("availability") == "online" and all(
-            self.net_state(name, n) == "ok" for n in NETS)
+            self.net_ok(name, n) for n in NETS)
 
     def all_ok_now(self) -> bool:
         return all(self.host_ok(n) for n in self.expected)

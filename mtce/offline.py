@@ -8,7 +8,7 @@ online (docs/contract.md §8; the original counts them).
 
 from __future__ import annotations
 
-from mtce.acts import INF, Log, Send, lost_after_s
+from mtce.acts import INF, Log, Remember, Send, lost_after_s
 from mtce.states import Availability, Cmd, Net, NetState
 
 
@@ -95,9 +95,9 @@ class Presence:
             self.awaits_mgmt = 0
         iface = net.iface
         if h.availability is Availability.OFFLINE:
-            h.availability = Availability.ONLINE
-            self.window_from = now
+            self.go_online(now)
             out.append(Log("info", f"{h.hostname} mtcAlive ; going 'online'"))
+            out.append(Remember(h.hostname, "online", True))
             woke = True
         if self.audit.running:
             out.append(Log("info", f"{h.hostname} still seeing mtcAlive ({iface} seq:{seq}) "
@@ -105,6 +105,19 @@ class Presence:
                                    f"offline audits ; exiting offline handling"))
             self.end_audit()
         return woke
+
+    def go_online(self, now: float) -> None:
+        """Online from `now`: mgmt and cluster-host are `ok` until `lost_windows` windows
+        pass without their mtcAlive (docs/contract.md §8 "Network state"), the one that just
+        arrived included; a network not heard yet gets its windows from now, not `lost` at
+        once (after a takeover the first answers come over pxeboot, docs/contract.md §8
+        "Takeover")."""
+        h = self.host
+        h.availability = Availability.ONLINE
+        self.window_from = now
+        for n in h.nets[:2]:                                     # mgmt, cluster-host
+            if not n.received:
+                n.state = NetState.OK
 
     def last_heard(self) -> float:
         """The last mgmt or cluster-host mtcAlive, or when the windows started if later."""
@@ -136,7 +149,8 @@ class Presence:
         s = h.settings
         lost_s = lost_after_s(s)
         for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
-            if n.state is NetState.OK and now >= max(n.last_seen, self.window_from) + lost_s:
+            if n.state is NetState.OK and now >= max(n.last_seen or -INF, self.window_from) + \
+                    lost_s:
                 n.state = NetState.LOST
                 n.ok = False
                 out.append(Log("info", f"{h.hostname} {n.net.iface} network mtcAlive lost ; "
@@ -179,6 +193,7 @@ class Presence:
         h._update_steady()
         out.append(Log("info", f"{h.hostname} going offline ; (threshold "
                                f"({_ms(s.offline_period_s)} msec * {s.offline_threshold})"))
+        out.append(Remember(h.hostname, "online", False))
 
     def deadline(self) -> float:
         """When `check` next has work for an online host."""
@@ -189,7 +204,8 @@ class Presence:
         lost_s = lost_after_s(s)
         for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
             if n.state is NetState.OK:
-                seen = n.last_seen if n.last_seen > self.window_from else self.window_from
+                seen = n.last_seen if n.last_seen is not None and \
+                    n.last_seen > self.window_from else self.window_from
                 if seen + lost_s < at:
                     at = seen + lost_s
         return at

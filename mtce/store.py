@@ -229,12 +229,82 @@ class OperatorStates:
             self.dirty = False
 
 
+HOSTS_FILE = "hosts.json"
+HOST_FACTS = ("online", "pxeboot_feature")
+
+
+class HostFacts:
+    """What the agent knows of each host that the next agent (a restart, or the other
+    controller taking over) should not have to guess while the clients answer: whether it was
+    online, and the pxeboot feature its client's latest ready event offered (a client before
+    649e94c sends its one ready event at its own start only). `<state_dir>/hosts.json`,
+    written like alarms: one write per audit tick at most (`flush`), again until it succeeds.
+    """
+
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, HOSTS_FILE)
+        self._by_host: dict[str, dict] = {}
+        self.save_problem: str | None = None
+        self.dirty = False
+        self.write = atomic_write
+
+    def load(self) -> list[str]:
+        """Read the file; returns problems (a bad entry is dropped, never raised)."""
+        remove_stale_temps(self.state_dir, HOSTS_FILE)
+        obj, problem = read_json(self.path)
+        if problem:
+            return [f"{problem} ; every host unknown until it is heard"]
+        if obj is None:
+            return []
+        if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION or \
+                not isinstance(obj.get("hosts"), dict):
+            return [f"{self.path}: not a version {FORMAT_VERSION} hosts file ; ignored"]
+        problems = []
+        for host, facts in obj["hosts"].items():
+            if not isinstance(facts, dict) or not all(
+                    k in HOST_FACTS and isinstance(v, bool) for k, v in facts.items()):
+                problems.append(f"{self.path}: {str(host)[:64]!r} ignored: bad entry")
+                continue
+            self._by_host[host] = dict(facts)
+        return problems
+
+    def get(self, host: str) -> dict:
+        return self._by_host.get(host, {})
+
+    def set(self, host: str, fact: str, value: bool) -> None:
+        facts = self._by_host.setdefault(host, {})
+        if facts.get(fact) is not value:
+            facts[fact] = value
+            self.dirty = True
+
+    def keep_only(self, hosts) -> None:
+        """Forget the hosts the inventory no longer has."""
+        for host in [h for h in self._by_host if h not in hosts]:
+            del self._by_host[host]
+            self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
+                          sort_keys=True) + "\n"
+        try:
+            self.write(self.state_dir, HOSTS_FILE, text)
+        except OSError as err:
+            self.save_problem = f"{self.path}: cannot write ({err})"
+        else:
+            self.save_problem = None
+            self.dirty = False
+
+
 class SaveRetry:
     """State that memory holds and `state_dir` could not take (a full disk) is written again
     on the audit tick, once every SAVE_RETRY_S while it fails, so that it reaches the disk as
     soon as there is room; the failure is logged rate-limited, the recovery once.
 
-    `stores` have `dirty`, `save_problem`, `path` and `flush()` (AlarmStore, OperatorStates).
+    `stores` have `dirty`, `save_problem`, `path` and `flush()` (AlarmStore, OperatorStates,
+    HostFacts).
     """
 
     def __init__(self, stores, log, throttle):

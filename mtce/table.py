@@ -6,6 +6,7 @@ sequence events. The per-host state machine is hosts.HostMonitor. Pure, as hosts
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -166,8 +167,17 @@ class HostTable:
                             f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
                             f"inventory's {host.entry.cluster_host_ip}", out)
             return out
-        out.append(Log("info", f"{h} cluster address provision change from "
-                               f"{host.learned_clstr_ip or 'none'} to {ip}"))
+        try:
+            ip = str(ipaddress.ip_address(ip))      # the original requires an IP address
+        except ValueError:
+            host._throttled(("clstr-ip",), now, "warning", f"{h} mtcAlive reports "
+                            f"cluster_host_ip {ip[:64]!r}, not an IP address ; ignored", out)
+            return out
+        if ip == host.clstr_ip:
+            return out
+        # A state change, but one the host's own mgmt address can repeat at will: throttled.
+        host._throttled(("clstr-change",), now, "info", f"{h} cluster address provision "
+                        f"change from {host.learned_clstr_ip or 'none'} to {ip}", out)
         old = host.clstr_ip
         host.learn_clstr_ip(ip)
         self._unclaim(old, host)

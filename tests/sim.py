@@ -155,12 +155,14 @@ class Sim:
         return {h["hostname"]: h for h in self.agent.table.to_json(self.clock.now())}
 
     def all_ok(self, names=None) -> bool:
+        """Every host online, every network `ok` and heard (a network not heard yet is `ok`
+        for its first windows, docs/contract.md §8)."""
         hosts = self.hosts()
         for name in names or self.client_names:
             h = hosts.get(name)
             if h is None or h["availability"] != "online" or any(
-                    h["networks"][n]["state"] != "ok" for n in ("mgmt", "cluster-host",
-                                                                "pxeboot")):
+                    h["networks"][n]["state"] != "ok" or h["networks"][n]["last_seen_s"] is None
+                    for n in ("mgmt", "cluster-host", "pxeboot")):
                 return False
         return True
 

@@ -56,8 +56,8 @@ def all_ok(mtce_cmd, cluster, names=None):
         h = hosts[n]
         if h["availability"] != "online":
             return None
-        if any(h["networks"][net]["state"] != "ok" for net in ("mgmt", "cluster-host",
-                                                                 "pxeboot")):
+        if any(h["networks"][net]["state"] != "ok" or h["networks"][net]["last_seen_s"] is None
+               for net in ("mgmt", "cluster-host", "pxeboot")):
             return None
     return hosts
 

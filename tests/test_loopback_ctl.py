@@ -46,7 +46,7 @@ def host(mtce_cmd, c, name) -> dict:
 def ok_everywhere(mtce_cmd, c, name) -> bool:
     h = host(mtce_cmd, c, name)
     return bool(h) and h["availability"] == "online" and all(
-        n["state"] == "ok" for n in h["networks"].values())
+        n["state"] == "ok" and n["last_seen_s"] is not None for n in h["networks"].values())
 
 
 def test_reboot_wait_exits_0_on_the_ack_and_1_when_no_ack_comes(lab, mtce_cmd):

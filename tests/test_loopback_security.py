@@ -44,7 +44,9 @@ def all_ok(mtce_cmd, c, names=None):
     hosts = hosts_json(mtce_cmd, c)
     names = names or c.names
     return hosts if all(n in hosts and hosts[n]["availability"] == "online" and all(
-        hosts[n]["networks"][k]["state"] == "ok" for k in ("mgmt", "cluster-host", "pxeboot"))
+        hosts[n]["networks"][k]["state"] == "ok" and
+        hosts[n]["networks"][k]["last_seen_s"] is not None for k in ("mgmt", "cluster-host",
+                                                                     "pxeboot"))
         for n in names) else None
 
 

@@ -101,7 +101,8 @@ def alarms_json(mtce_cmd, c) -> list:
 def all_ok(mtce_cmd, c, names):
     hosts = hosts_json(mtce_cmd, c)
     ok = all(n in hosts and hosts[n]["availability"] == "online" and
-             all(hosts[n]["networks"][net]["state"] == "ok"
+             all(hosts[n]["networks"][net]["state"] == "ok" and
+                 hosts[n]["networks"][net]["last_seen_s"] is not None
                  for net in ("mgmt", "cluster-host", "pxeboot")) for n in names)
     return hosts if ok else None
 

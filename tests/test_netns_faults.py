@@ -25,7 +25,9 @@ def wait_all_ok(mtce_cmd, c, names, timeout=30):
     def ok():
         hosts = hosts_json(mtce_cmd, c)
         return hosts if all(n in hosts and hosts[n]["availability"] == "online" and all(
-            hosts[n]["networks"][k]["state"] == "ok" for k in NETS) for n in names) else None
+            hosts[n]["networks"][k]["state"] == "ok" and
+            hosts[n]["networks"][k]["last_seen_s"] is not None for k in NETS)
+            for n in names) else None
     return wait_until(ok, timeout, interval=0.3, what="every host ok")
 
 

@@ -941,3 +941,150 @@ def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
         assert [m.cmd for m in mgmt] == [Cmd.REQ_MTCALIVE], (name, "one at the takeover")
         assert json.loads(mgmt[0].buf)["pxebootInfo"]["controller"] == \
             s.files.controller.pxeboot_ip
+
+
+def _without_inventory_clstr(s, name="worker-0"):
+    h = s.files.host(name)
+    text = open(s.files.inventory).read().replace(f"cluster_host_ip = {h.cluster_host_ip}\n",
+                                                  "", 1)
+    open(s.files.inventory, "w").write(text)
+    return h
+
+
+def test_a_cluster_host_address_is_learned_only_from_mgmt_and_only_an_address(sim):
+    """docs/protocol.md §5.2 (the original's `set_clstr_hostaddr`, which requires a valid IP),
+    docs/contract.md §8 ("pxeboot traffic alone never keeps a host online"): attack from the
+    issue 23 review. worker-0 has no inventory cluster_host_ip and its client is dead; one
+    datagram spoofing its pxeboot address names a stranger's cluster-host address, then the
+    stranger sends cluster-host mtcAlive from there: nothing is learned, the host goes
+    offline on time. Over mgmt, a value that is not an IP address (which the offline audit
+    would resolve on the loop) is refused, and 20,000 changing values log a bounded number
+    of lines."""
+    s = sim(clients=[])
+    w0 = _without_inventory_clstr(s)
+    s.start(settle=1)
+    bad_clstr = w0.cluster_host_ip.rsplit(".", 1)[0] + ".66"
+    send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 1))
+    assert s.hosts()["worker-0"]["availability"] == "online"
+    other = alive.Identity("worker-0", "worker", w0.pxeboot_ip, w0.mgmt_ip, bad_clstr, w0.mac)
+    send(s, "worker-0", Net.PXEBOOT, alive.mtcalive(other, Net.PXEBOOT, 1))
+    assert s.hosts()["worker-0"]["cluster_host_ip"] == w0.cluster_host_ip, "from mgmt only"
+    for seq in range(2, 60):            # ~12 s of a stranger's cluster-host mtcAlive
+        send(s, "worker-0", Net.CLSTR, alive.mtcalive(other, Net.CLSTR, seq), src=bad_clstr)
+        s.run(0.2)
+    assert s.hosts()["worker-0"]["availability"] == "offline"
+    assert s.agent_capture.count("cluster address provision change") == 1, "none to its own"
+    s.agent_capture.clear()
+    for i in range(20_000):
+        value = "no-such-host-zz.invalid" if i % 2 else f"10.{i >> 16 & 255}.{i >> 8 & 255}." \
+                                                          f"{i & 255}"
+        who = alive.Identity("worker-0", "worker", w0.pxeboot_ip, w0.mgmt_ip, value, w0.mac)
+        send(s, "worker-0", Net.MGMT, alive.mtcalive(who, Net.MGMT, 100 + i))
+    assert s.hosts()["worker-0"]["cluster_host_ip"] != "no-such-host-zz.invalid"
+    assert len(s.agent_capture.lines()) <= 20, s.agent_capture.lines()[:30]
+
+
+# -- takeover: no host offline or lost before one full detection window -------------------------
+
+# The shipped ratio of timers: mtcAlive every 5 s against a 7 s online_period, shrunk.
+TAKEOVER_TIMERS = {"agent": {"offline_period": 100, "offline_threshold": 20},
+                   "timeouts": {"online_period": 3.5, "pxeboot_mtcalive_window": 5}}
+
+
+def _watch_window(s, seconds: float, step: float = 0.05) -> list[str]:
+    """Sample `mtce hosts` every `step` for `seconds`: each host seen offline or a network
+    seen lost, with when."""
+    seen = []
+    t0 = s.clock.now()
+    while s.clock.now() - t0 < seconds:
+        s.run(step, step=step)
+        for name, h in s.hosts().items():
+            if h["availability"] != "online":
+                seen.append(f"{name} {h['availability']} at {s.clock.now() - t0:.2f}")
+            for net, v in h["networks"].items():
+                if v["state"] == "lost":
+                    seen.append(f"{name} {net} lost at {s.clock.now() - t0:.2f}")
+    return seen
+
+
+@pytest.mark.parametrize("pxeboot", [True, False])
+def test_after_a_takeover_no_host_is_offline_or_lost_before_one_detection_window(
+        tmp_path, pxeboot):
+    """docs/contract.md §8 "Takeover": an agent that starts declares no host offline or lost
+    before one full detection window has passed. Attack (issue 23 review, ops): after kill -9
+    and a restart, `mtce hosts` showed every host's mgmt and cluster-host `lost` and a host
+    without pxeboot `offline` until its client's next periodic mtcAlive (clients answer the
+    takeover request only on pxeboot). With pxeboot and without (no dnsmasq.hosts lines)."""
+    with sims(tmp_path, workers=2, timers=TAKEOVER_TIMERS, period=2.5) as make:
+        s = make()
+        if not pxeboot:
+            open(s.files.dnsmasq, "w").write("")
+        s.start()
+        s.run_until(lambda: all(h["availability"] == "online" and all(
+            v["state"] != "lost" for v in h["networks"].values())
+            for h in s.hosts().values()), 30, what="every host online, nothing lost")
+        s.run(1.3)                      # away from the clients' tick
+        s.restart_agent()
+        settings = s.agent.table.settings
+        window = settings.online_period_s + settings.offline_period_s * \
+            settings.offline_threshold
+        assert _watch_window(s, window) == []
+
+
+def test_a_host_that_died_while_no_agent_ran_goes_offline_one_window_after_the_takeover(
+        tmp_path):
+    """docs/contract.md §8 "Takeover" and "Availability": a host online before the takeover
+    is taken as online until one full detection window has passed without its mtcAlive, then
+    goes offline (`<host> going offline`), as the original does with sysinv's state."""
+    with sims(tmp_path, workers=2, timers=TAKEOVER_TIMERS, period=2.5) as make:
+        s = make().start()
+        s.run_until(lambda: all(h["availability"] == "online" for h in s.hosts().values()),
+                    30, what="every host online")
+        s.agent.stop()
+        s.clients.pop("worker-1").stop()
+        s.agent = s.make_agent()
+        s.start_agent()
+        s.settle()
+        assert s.hosts()["worker-1"]["availability"] == "online"
+        settings = s.agent.table.settings
+        bound = settings.online_period_s + settings.offline_period_s * \
+            (settings.offline_threshold + 1)
+        s.run_until(lambda: s.hosts()["worker-1"]["availability"] == "offline", bound + 1,
+                    what="worker-1 offline")
+        assert s.agent_capture.count("worker-1 going offline") == 1
+        assert s.hosts()["worker-0"]["availability"] == "online"
+
+
+def test_a_client_without_the_feature_stays_unprovisioned_on_pxeboot_across_a_restart(sim):
+    """docs/contract.md §8 "Revision": a client whose ready event lacks `pxeboot_mtcAlive` (a
+    C client before 649e94c sends its ready event once, at its start) shows pxeboot
+    `unprovisioned`, also after the agent restarts and pxeboot mtcAlive arrive from it (issue
+    23 attack, net: the new agent monitored it, `ok` then `lost`, misses logged each window)."""
+    s = sim(clients=[]).start(settle=1)
+    old_ready = alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
+                           text='{"hostname":"worker-0","service":"mtcClient"}')
+    send(s, "worker-0", Net.MGMT, old_ready)
+    assert s.hosts()["worker-0"]["networks"]["pxeboot"]["state"] == "unprovisioned"
+    s.run(0.5)
+    s.restart_agent()
+    for seq in range(1, 40):
+        for net in Net:
+            send(s, "worker-0", net, alive_msg(s, "worker-0", net, seq))
+        s.run(0.5)
+        assert s.hosts()["worker-0"]["networks"]["pxeboot"]["state"] == "unprovisioned", seq
+    assert s.agent_capture.count("worker-0 pxeboot mtcAlive miss count") == 0
+
+
+def test_a_ready_event_without_the_feature_over_pxeboot_changes_nothing(sim):
+    """docs/contract.md §8 "Revision": a ready event over pxeboot comes only from clients with
+    the feature (649e94c added both); one without it there is someone speaking with the
+    host's pxeboot address (issue 23 attack, net: it cleared an active 200.003 and turned
+    pxeboot monitoring off, again every 50 s). It is dropped; the feature stays."""
+    s = sim(clients=["worker-0"]).start(settle=3)
+    assert s.hosts()["worker-0"]["pxeboot_monitor"]["feature"] is True
+    old_ready = alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
+                           text='{"hostname":"worker-0","service":"mtcClient"}')
+    send(s, "worker-0", Net.PXEBOOT, old_ready)
+    h = s.hosts()["worker-0"]
+    assert h["pxeboot_monitor"]["feature"] is True
+    assert h["networks"]["pxeboot"]["state"] == "ok"

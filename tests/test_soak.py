@@ -51,7 +51,8 @@ def _all_ok(c):
     if set(hosts) != set(c.names):
         return None
     for h in hosts.values():
-        if h["availability"] != "online" or any(h["networks"][n]["state"] != "ok"
+        if h["availability"] != "online" or any(h["networks"][n]["state"] != "ok" or
+                                                h["networks"][n]["last_seen_s"] is None
                                                 for n in NETS):
             return None
     return hosts
