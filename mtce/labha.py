@@ -80,7 +80,8 @@ class HaLab:
         self.fenced: list[str] = []
         self.measured: list[str] = []
         self.must_stay_online: set[str] = set()
-        self.offline_seen: list[str] = []
+        self.offline_seen: list[str] = []     # offline, or a network lost, where it must not
+        self.may_be_lost: set = set()         # (host, network) a scenario takes down
         self.counting = False
         self.max_agents = 0
         self._guardian: tuple[int, int] | None = None
@@ -220,6 +221,12 @@ class HaLab:
                         h = self.view.hosts.get(name) or {}
                         if h.get("availability") == "offline":
                             self.offline_seen.append(f"{name} at {self.elapsed():.1f} s")
+                        # docs/contract.md §8 "Takeover": nor a network lost
+                        for net in NETS:
+                            if self.view.net_state(name, net) == "lost" and \
+                                    (name, net) not in self.may_be_lost:
+                                self.offline_seen.append(f"{name} {net} lost at "
+                                                         f"{self.elapsed():.1f} s")
         for name, proc in self.clients.items():
             if not proc.running() and not proc.expected_exit:
                 proc.expected_exit = True
@@ -348,6 +355,7 @@ class HaLab:
         """Lock one worker, alarm another (pxeboot link down until 200.003 is raised)."""
         workers = [h.name for h in self.plan.workers]
         alarmed, locked = workers[0], workers[-1]
+        self.may_be_lost.add((alarmed, "pxeboot"))
         r = ctl.request(self.view.socket, {"cmd": "lock", "host": locked}, timeout=5.0)
         if not r.get("ok"):
             raise ScenarioFailed(f"mtce lock {locked}: {r.get('error')}")
