@@ -9,14 +9,17 @@ the key named by <key-id>, covers every byte before the trailer followed by
 The first key signs and every key verifies, so keys rotate without downtime (add the new key
 second everywhere, then first everywhere, then drop the old one). A receiver rejects a tag that
 does not verify, a time more than `FRESH_S` from its own clock, and a (key-id, time, HMAC) it
-has already accepted; an untagged datagram is accepted only with `require = no`.
+has already accepted, whatever its wall clock did since; an untagged datagram is accepted only
+with `require = no`.
 Pure: the wall and monotonic clocks come in as functions; no logging (callers count and
 throttle).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import heapq
 import os
 import re
 
@@ -24,8 +27,12 @@ from mtce.alive import HEADER_SIZE, MSG_SIZE
 
 MAGIC = b"MTCA1 "
 FRESH_S = 30.0
-KEEP_S = 2 * FRESH_S        # an accepted tag is kept this long (monotonic), longer if fresh
-REPLAY_CAP = 200_000        # tags remembered at most (~70 MB: a minute at 3,300 a second)
+FRESH_MS = int(FRESH_S * 1000)
+REPLAY_CAP = 200_000        # tags remembered at most (~50 MB: a minute at 3,300 a second)
+FORGOTTEN_RANGES = 64       # ranges of forgotten times kept at most (the closest two merge)
+FORGOTTEN_GAP_MS = FRESH_MS  # a forgotten time this close to a range joins it
+START_SLACK_MS = 10         # a tag this much older than the start is still taken: the few ms
+                            # a signer puts identical bytes back, and a skew NTP keeps below
 SIGNED_KEEP_S = 1.0         # how long a signing's time stays taken for the same payload
 SIGNED_CAP = 100_000
 MIN_KEY_BYTES = 32
@@ -98,9 +105,14 @@ def split(data) -> tuple[bytes, bytes | None]:
 class Authenticator:
     """Signs outgoing and checks incoming datagrams for one daemon.
 
-    Its memories are bounded whatever the wall clock does (NTP stepping it, a VM restored):
-    both are ordered and pruned by monotonic time (`mono`), and capped by count. The wall
-    clock (`wall`) only stamps and judges freshness.
+    A tag once accepted is never accepted again by this daemon, whatever its wall clock does
+    (NTP stepping it, a VM restored), with bounded memory: accepted tags are kept, ordered by
+    their times, until they are stale by the wall clock (older than `FRESH_S`: a replay is
+    refused as stale then); the times of the tags it forgets (stale, or past
+    `max_remembered`) are kept as a few ranges, refused should the clock step back into them;
+    and tags signed before this daemon started (by its clock, corrected for steps since) are
+    refused, which covers what its previous process accepted. The wall clock (`wall`) stamps
+    and judges; the monotonic one (`mono`) keeps the start and the signing memory.
     """
 
     def __init__(self, keys: list[tuple[str, bytes]], require: bool, wall, mono,
@@ -114,8 +126,14 @@ class Authenticator:
         self.require = require
         self.wall, self.mono = wall, mono
         self.max_remembered = max_remembered
-        # Accepted tags, in order of arrival: tag -> (its time in ms, monotonic arrival).
-        self._seen: collections.OrderedDict = collections.OrderedDict()
+        # Accepted tags: tag -> its time in ms, and (time, tag) as a heap, oldest time first.
+        self._seen: dict = {}
+        self._by_time: list = []
+        # Times whose tags were forgotten: disjoint ranges [lo, hi], in order.
+        self._forgotten_lo: list = []
+        self._forgotten_hi: list = []
+        # When this daemon started (monotonic s): carried over by a reload.
+        self._started = mono()
         self.counters = collections.Counter()
         # What this process signed lately, so that identical bytes signed within the same
         # millisecond (a ready event on two networks, an ACK to three addresses) never share
@@ -190,47 +208,83 @@ class Authenticator:
             self.counters["bad_tag"] += 1
             return None, "authentication tag does not verify", False
         now_ms = int(self.wall() * 1000)
-        if abs(now_ms - ms) > FRESH_S * 1000:
+        if abs(now_ms - ms) > FRESH_MS:
             self.counters["stale"] += 1
             return None, f"time {ms} is {abs(now_ms - ms) / 1000:.0f} s from this clock", False
         if tag in self._seen:
             self.counters["replayed"] += 1
             return None, "replayed (already accepted)", False
+        why = self._too_old(ms, now_ms)
+        if why is not None:
+            return None, why, False
         self._remember(tag, ms, now_ms)
         self.counters["accepted"] += 1
         return payload, None, True
 
-    def _remember(self, tag: str, ms: int, now_ms: int) -> None:
-        """Keep an accepted tag for as long as a replay of it could be fresh.
+    def _too_old(self, ms: int, now_ms: int) -> str | None:
+        """Why a fresh tag not in memory may still be one accepted before: signed before this
+        daemon started, or of a time whose tags it has forgotten (its clock stepped back
+        since, or the memory was full). Both texts start as a stale one's: one reason label."""
+        start = now_ms - round((self.mono() - self._started) * 1000)   # by today's clock
+        if ms < start - START_SLACK_MS:
+            self.counters["before_start"] += 1
+            return f"time {ms} is before this daemon started ({start})"
+        i = bisect.bisect_right(self._forgotten_lo, ms) - 1
+        if i >= 0 and ms <= self._forgotten_hi[i]:
+            self.counters["forgotten"] += 1
+            return (f"time {ms} is among times already seen and forgotten "
+                    f"({self._forgotten_lo[i]}..{self._forgotten_hi[i]}): a replay cannot be "
+                    "told")
+        return None
 
-        On a steady clock a tag is stale 2 x FRESH_S after it arrived (its time was at most
-        FRESH_S ahead of ours), so entries go by monotonic age, oldest first. One still
-        fresh at that age (our wall clock stepped back towards its time) goes to the back
-        for another round instead. Past `max_remembered` the oldest go whatever their time
-        (counted: a replay of those could pass while fresh).
-        """
-        seen = self._seen
-        mono = self.mono()
-        seen[tag] = (ms, mono)
-        fresh_ms = FRESH_S * 1000
-        for _ in range(len(seen)):
-            old_tag, (old_ms, arrived) = next(iter(seen.items()))
-            if len(seen) > self.max_remembered:
-                seen.popitem(last=False)
+    def _remember(self, tag: str, ms: int, now_ms: int) -> None:
+        """Keep an accepted tag until it is stale by the wall clock; forget the stale ones,
+        oldest time first (one from the future holds back nothing), and past `max_remembered`
+        the oldest whatever their time (counted: refused from then on as forgotten)."""
+        self._seen[tag] = ms
+        heap = self._by_time
+        heapq.heappush(heap, (ms, tag))
+        horizon = now_ms - FRESH_MS
+        while heap and (heap[0][0] < horizon or len(heap) > self.max_remembered):
+            old_ms, old_tag = heapq.heappop(heap)
+            if old_ms >= horizon:
                 self.counters["forgotten_early"] += 1
-                continue
-            if mono - arrived <= KEEP_S:
-                break
-            seen.popitem(last=False)
-            if abs(now_ms - old_ms) <= fresh_ms:
-                seen[old_tag] = (old_ms, mono)
+            self._seen.pop(old_tag, None)
+            self._forget(old_ms)
+
+    def _forget(self, ms: int) -> None:
+        """Add `ms` to the forgotten ranges: into or beside the range it is near, else as a new
+        one; past `FORGOTTEN_RANGES` the two closest merge (the times between them are refused
+        too)."""
+        lo, hi = self._forgotten_lo, self._forgotten_hi
+        i = bisect.bisect_right(lo, ms) - 1
+        if i >= 0 and ms <= hi[i]:
+            return
+        if i >= 0 and ms - hi[i] <= FORGOTTEN_GAP_MS:
+            hi[i] = ms
+        elif i + 1 < len(lo) and lo[i + 1] - ms <= FORGOTTEN_GAP_MS:
+            i += 1
+            lo[i] = ms
+        else:
+            i += 1
+            lo.insert(i, ms)
+            hi.insert(i, ms)
+        if i < len(lo) - 1 and lo[i + 1] - hi[i] <= FORGOTTEN_GAP_MS:   # grew up to the next
+            hi[i] = hi[i + 1]
+            del lo[i + 1], hi[i + 1]
+        if len(lo) > FORGOTTEN_RANGES:
+            j = min(range(len(lo) - 1), key=lambda k: lo[k + 1] - hi[k])
+            hi[j] = hi[j + 1]
+            del lo[j + 1], hi[j + 1]
 
 
 def carry_over(old: Authenticator | None, new: Authenticator | None):
-    """After a reload: the new keys keep the old memory of accepted tags (no replays) and of
-    what was signed (no two tags alike)."""
+    """After a reload: the new keys keep the old memory of accepted tags, of forgotten times
+    and of the start (no replays), and of what was signed (no two tags alike)."""
     if old is not None and new is not None:
-        new._seen = old._seen
+        new._seen, new._by_time = old._seen, old._by_time
+        new._forgotten_lo, new._forgotten_hi = old._forgotten_lo, old._forgotten_hi
+        new._started = old._started
         new._signed, new._signed_order = old._signed, old._signed_order
     return new
 

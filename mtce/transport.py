@@ -234,7 +234,7 @@ class Wire:
 
     def __init__(self, authenticator, warnings, log, throttle, counters: Counters):
         self.log, self.throttle, self.counters = log, throttle, counters
-        self.auth = None
+        self.auth = self._kept = None
         self.use(authenticator, warnings)
         if authenticator is not None:
             log.info("message authentication on: %d key(s), signing with %s ; require %s",
@@ -242,11 +242,13 @@ class Wire:
                      "yes" if authenticator.require else "no")
 
     def use(self, authenticator, warnings=()) -> None:
-        """Start-up or a reload: new keys keep the memory of accepted tags (no replays)."""
+        """Start-up or a reload: new keys keep the memory of accepted tags (no replays), also
+        after a reload that turned the keys off for a while."""
         from mtce.auth import carry_over
         for warning in warnings:
             self.log.warning("%s", warning)
-        self.auth = carry_over(self.auth, authenticator)
+        self.auth = carry_over(self.auth or self._kept, authenticator)
+        self._kept = self.auth or self._kept
 
     def send(self, sock: socket.socket | None, data: bytes, address: str,
              port: int) -> OSError | None:

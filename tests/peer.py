@@ -59,6 +59,11 @@ class AgentPeer:
             s.bind((addr, port))
             s.setblocking(False)
             self.socks[where] = (net, s)
+            if authenticator is not None:        # from now on: it refuses what came before
+                from mtce import auth
+                self._checkers[where] = auth.Authenticator(
+                    authenticator.keys, authenticator.require, authenticator.wall,
+                    authenticator.mono)
         self.received: list[Received] = []
         self.errors: list[str] = []
         self._last_seq: dict[str, int] = {}
@@ -80,12 +85,6 @@ class AgentPeer:
                 except BlockingIOError:
                     break
                 if self.auth is not None:
-                    if where not in self._checkers:
-                        from mtce import auth
-                        self._checkers[where] = auth.Authenticator(self.auth.keys,
-                                                                   self.auth.require,
-                                                                   self.auth.wall,
-                                                                   self.auth.mono)
                     payload, why = self._checkers[where].check(data)
                     if payload is None:
                         self.rejected.append(why)

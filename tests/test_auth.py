@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 
 import pytest
 
@@ -59,6 +60,7 @@ def test_verify_accepts_once_then_refuses_the_replay():
 def test_freshness_window(offset, ok):
     sender, clock = make([K1])
     receiver = auth.Authenticator([K1], True, lambda: clock.wall() + offset, clock.now)
+    clock.advance(31)                   # running since before the sender's time (a restart)
     got, why = receiver.check(sender.sign(alive.ready_event("w", "")))
     assert (got is not None) is ok, why
 
@@ -240,7 +242,8 @@ def test_a_replay_is_refused_for_as_long_as_its_time_is_fresh_whatever_the_clock
         age_ms = int(clock.wall() * 1000) - t0
         why = receiver.check(first)[1]
         if abs(age_ms) <= auth.FRESH_S * 1000:
-            assert why == "replayed (already accepted)", (age_ms, why)
+            assert why == "replayed (already accepted)" or "already seen and forgotten" in why, \
+                (age_ms, why)
         else:
             assert why is not None and why.startswith("time "), (age_ms, why)
     assert receiver.counters["accepted"] == other - 1
@@ -254,3 +257,317 @@ def test_the_replay_memory_has_a_hard_cap_whatever_the_clock_does():
         receiver.check(signer.sign(alive.mtcalive(IDENT, Net.MGMT, i)))
     assert len(receiver._seen) == 500
     assert receiver.counters["forgotten_early"] == 1500
+
+
+# -- issue 23 item 20, the attack: a tag accepted once is never accepted again -------------------
+# docs/contract.md §3: a receiver drops a (key-id, time, HMAC) it has already accepted, whatever
+# its wall clock does since (an attacker replayed a captured REBOOT once the tag had been pruned
+# and the client's clock had stepped back 64 s: `reboot` ran twice in one process).
+
+class MsClock:
+    """Wall and monotonic clocks in whole milliseconds, exact at the edges of the window: the
+    wall clock steps (NTP, a VM restore), the monotonic one only goes on."""
+
+    def __init__(self, wall_ms: int = 1_800_000_000_000, mono_ms: int = 5_000_000):
+        self.wall_ms, self.mono_ms = wall_ms, mono_ms
+
+    def wall(self) -> float:
+        return (self.wall_ms + 0.5) / 1000          # int(wall() * 1000) == wall_ms
+
+    def mono(self) -> float:
+        return self.mono_ms / 1000
+
+    def advance(self, ms: int) -> None:
+        self.wall_ms += ms
+        self.mono_ms += ms
+
+    def step(self, ms: int) -> None:
+        self.wall_ms += ms
+
+
+def signed_at(payload: bytes, ms: int, key=K1) -> bytes:
+    """`payload` with the trailer a peer stamping `ms` sends, built as docs/contract.md §3 says
+    (not by mtce.auth)."""
+    kid, secret = key
+    mac = hmac.new(secret, payload + f"{kid} {ms}".encode(), hashlib.sha256).hexdigest()
+    return payload + f"MTCA1 {kid} {ms} {mac}".encode() + b"\0"
+
+
+REBOOT = alive.command(Cmd.REBOOT, "08:00:27:00:00:01", '{"address":"10.0.0.1"}')
+
+
+def receiver(clk: MsClock, **kw) -> auth.Authenticator:
+    return auth.Authenticator([K1], True, clk.wall, clk.mono, **kw)
+
+
+def traffic(rx: auth.Authenticator, clk: MsClock, seconds: int, seq: int = 0,
+            offset_ms: int = 0) -> int:
+    """One signed mtcAlive a second for `seconds`, from a peer `offset_ms` off this clock: each
+    is accepted (and each acceptance prunes what is stale)."""
+    for _ in range(seconds):
+        clk.advance(1000)
+        seq += 1
+        got, why = rx.check(signed_at(alive.mtcalive(IDENT, Net.MGMT, seq),
+                                      clk.wall_ms + offset_ms))
+        assert why is None, (seq, why)
+    return seq
+
+
+@pytest.mark.parametrize("wait_s", [31, 61, 65, 3600])
+@pytest.mark.parametrize("age_ms", [-30_000, -29_999, -1, 0, 1, 29_999, 30_000])
+def test_a_captured_command_replayed_after_the_clock_steps_back_past_its_pruning_is_refused(
+        wait_s, age_ms):
+    """docs/contract.md §3 (already accepted): a REBOOT accepted once; `wait_s` of traffic (its tag
+    pruned as stale); then the receiver's wall clock steps back so that the captured tag is
+    `age_ms` old again, from the edge of the 30 s window in the future to its edge in the
+    past. The replay is refused every time (before: accepted once it had been pruned)."""
+    clk = MsClock()
+    rx = receiver(clk)
+    clk.advance(1000)
+    t0 = clk.wall_ms
+    captured = signed_at(REBOOT, t0)
+    assert rx.check(captured) == (REBOOT, None)
+    traffic(rx, clk, wait_s)
+    clk.step(t0 + age_ms - clk.wall_ms)
+    payload, why = rx.check(captured)
+    assert payload is None, f"replay accepted {wait_s} s later, the clock {age_ms} ms past it"
+    assert why == "replayed (already accepted)" or why.startswith("time "), why
+
+
+def test_after_a_step_back_only_the_times_already_seen_are_refused():
+    """The cost of the rule above, and its limit: after a step back a daemon refuses the times
+    it accepted and has forgotten (a replay of those cannot be told from a new tag) and only
+    those: new traffic right after the step, and after it passed them again, is accepted."""
+    clk = MsClock()
+    rx = receiver(clk)
+    seq = traffic(rx, clk, 120)                    # accepted: times t0+1 s .. t0+120 s
+    t0 = clk.wall_ms - 120_000
+    clk.step(-300_000)                             # five minutes back: t0-180 s
+    seq = traffic(rx, clk, 150, seq)               # .. t0-30 s: all new, accepted
+    refused = []
+    for _ in range(150):                           # .. t0+120 s: seen before
+        clk.advance(1000)
+        seq += 1
+        got, why = rx.check(signed_at(alive.mtcalive(IDENT, Net.MGMT, seq), clk.wall_ms))
+        if got is None:
+            refused.append((clk.wall_ms - t0) // 1000)
+            assert why.startswith("time ") and "forgotten" in why, why
+    # Tags of times up to 30 s before the step were forgotten (stale by then), the last 30 s
+    # are still remembered one by one: only the forgotten ones are refused as a whole.
+    assert refused and refused[0] >= 0 and refused[-1] <= 90, refused
+    seq = traffic(rx, clk, 120, seq)               # past them: accepted again
+    assert len(rx._seen) <= auth.FRESH_S + 1
+
+
+@pytest.mark.parametrize("offset_ms", [-30_000, -29_999, 0, 29_999, 30_000])
+def test_peers_within_the_window_are_never_refused_in_normal_operation(offset_ms):
+    """docs/contract.md §3: a peer whose clock is off by up to 30 s (to the millisecond) is
+    heard, hour after hour, and the memory stays about one window of its traffic."""
+    clk = MsClock()
+    rx = receiver(clk)
+    clk.advance(31_000)                      # the peer's clock is past this daemon's start
+    traffic(rx, clk, 1800, offset_ms=offset_ms)
+    assert len(rx._seen) <= 2 * auth.FRESH_S + 1
+
+
+def test_a_tag_from_the_future_does_not_hold_back_pruning():
+    """One peer 30 s ahead, then a steady stream: the memory holds the last 30-60 s of tags
+    (ordered by their times: the early one goes when it is stale, not before, not after)."""
+    clk = MsClock()
+    rx = receiver(clk)
+    clk.advance(1000)
+    ahead = signed_at(REBOOT, clk.wall_ms + 30_000)
+    assert rx.check(ahead)[1] is None
+    seq = 0
+    for _ in range(200):                      # 50 a second for 200 s
+        for _ in range(50):
+            clk.advance(20)
+            seq += 1
+            assert rx.check(signed_at(alive.mtcalive(IDENT, Net.MGMT, seq), clk.wall_ms))[1] \
+                is None
+        assert len(rx._seen) <= 50 * (auth.FRESH_S + 1) + 1
+    assert rx.check(ahead)[0] is None
+
+
+def test_a_tag_forgotten_because_the_memory_is_full_is_still_refused():
+    """The hard cap (a flood of valid tags): what it forgets is refused like a replay, and
+    tags newer than what it forgot are accepted (before: forgotten and accepted again)."""
+    clk = MsClock()
+    rx = receiver(clk, max_remembered=100)
+    clk.advance(1000)
+    first = signed_at(REBOOT, clk.wall_ms)
+    assert rx.check(first)[1] is None
+    for seq in range(300):
+        clk.advance(1)
+        assert rx.check(signed_at(alive.mtcalive(IDENT, Net.MGMT, seq), clk.wall_ms))[1] is None
+    assert len(rx._seen) == 100 and rx.counters["forgotten_early"] == 201
+    assert rx.check(first)[0] is None
+    assert rx.check(signed_at(REBOOT, clk.wall_ms))[1] is None
+
+
+@pytest.mark.parametrize("step_s", [-3600, -64, 64, 3600])
+def test_the_memory_is_bounded_whatever_the_clock_does(step_s):
+    """Steps of the receiver's clock alone (its peers keep the right time) and of the whole
+    cluster's, back and forth, for an hour at 10 tags a second: the remembered tags never
+    exceed about two windows, the forgotten times never more than a few ranges."""
+    clk = MsClock()
+    rx = receiver(clk)
+    peer_offset, seq = 0, 0
+    for minute in range(60):
+        if minute % 10 == 5:
+            clk.step(step_s)
+            if minute % 20 == 5:
+                peer_offset -= step_s           # only this daemon's clock stepped
+        elif minute % 10 == 0 and minute:
+            clk.step(-step_s)
+            peer_offset = 0
+        for _ in range(60 * 10):
+            clk.advance(100)
+            seq += 1
+            rx.check(signed_at(alive.mtcalive(IDENT, Net.MGMT, seq), clk.wall_ms + peer_offset))
+            assert len(rx._seen) <= 10 * 2 * (auth.FRESH_S + 1), (minute, len(rx._seen))
+    assert rx.counters["accepted"] > 30 * 60 * 10
+    assert len(rx._forgotten_lo) <= auth.FORGOTTEN_RANGES
+
+
+# -- the same daemon across a reload, and a new one after a restart ------------------------------
+
+def test_a_reload_keeps_what_was_accepted_and_forgotten():
+    """SIGHUP builds a new Authenticator (auth.from_config): transport.Wire.use carries the old
+    memory over, the forgotten times and the start time included, also across a reload with
+    keys off in between."""
+    import logging
+
+    from mtce import transport
+    clk = MsClock()
+    wire = transport.Wire(receiver(clk), [], logging.getLogger("test"), None,
+                          transport.Counters())
+    clk.advance(1000)
+    captured = signed_at(REBOOT, clk.wall_ms)
+    assert wire.auth.check(captured)[1] is None
+    traffic(wire.auth, clk, 65)
+    wire.use(receiver(clk))                          # a reload: new keys object
+    clk.step(-65_000)
+    assert wire.auth.check(captured)[0] is None
+    wire.use(None)                                   # keys off ...
+    wire.use(receiver(clk))                          # ... and on again
+    assert wire.auth.check(captured)[0] is None
+    # A peer 10 s behind is heard after a reload as before it (the start is the process's).
+    assert wire.auth.check(signed_at(alive.ready_event("w", ""), clk.wall_ms - 10_000))[1] \
+        is None
+
+
+def test_a_restarted_daemon_refuses_what_was_signed_before_it_started():
+    """docs/contract.md §3 across a restart (the attack's second doubt: a REBOOT replayed 4.8 s
+    after capture to the restarted client ran `reboot` again): a tag signed before this
+    process started cannot be a message meant for it (nothing sent before its sockets
+    existed reached it), so it is refused; one signed from its start on is accepted."""
+    clk = MsClock()
+    old = receiver(clk)
+    clk.advance(10_000)
+    captured = signed_at(REBOOT, clk.wall_ms)
+    assert old.check(captured)[1] is None
+    clk.advance(2_500)                               # stopped, started again
+    new = receiver(clk)
+    start = clk.wall_ms
+    clk.advance(2_300)
+    payload, why = new.check(captured)
+    assert payload is None and why.startswith("time ") and "started" in why, why
+    from mtce import transport
+    assert transport.auth_reason(why) == "stale"
+    assert new.check(signed_at(REBOOT, start - auth.START_SLACK_MS - 1))[0] is None
+    assert new.check(signed_at(REBOOT, start - auth.START_SLACK_MS))[1] is None
+    assert new.check(signed_at(REBOOT, clk.wall_ms))[1] is None
+
+
+def test_the_start_follows_the_clock_when_it_is_corrected():
+    """A host that booted with its clock an hour ahead (an RTC in local time): once NTP steps
+    it back, its peers' tags are accepted at once, not refused for an hour as 'before this
+    daemon started'; what was signed before the start, by the corrected clock, still is."""
+    clk = MsClock()
+    clk.step(3_600_000)
+    rx = receiver(clk)
+    clk.advance(10_000)
+    clk.step(-3_600_000)                              # right again
+    started = clk.wall_ms - 10_000                    # by the corrected clock
+    assert rx.check(signed_at(REBOOT, clk.wall_ms))[1] is None
+    assert rx.check(signed_at(REBOOT, started + 1_000))[1] is None
+    assert rx.check(signed_at(REBOOT, started - 5_000))[0] is None
+
+
+# -- the attack in process: a real Client on the in-memory network (tests/sim.py) ----------------
+
+def keyed_client(tmp_path):
+    from sim import sims
+    keys = tmp_path / "keys"
+    keys.write_text(f"{K1[0]} {K1[1].hex()}\n")
+    keys.chmod(0o600)
+    return sims(tmp_path, clients=["worker-0"], agent=False,
+                client_extra={"security": {"key_file": str(keys), "require": "yes"}})
+
+
+def test_attack_a_captured_reboot_replayed_after_the_clients_clock_stepped_back(tmp_path):
+    """docs/contract.md §3, the confirmed attack on item 20: a signed REBOOT captured on its way
+    to a client (require = yes); 63 s of signed traffic later (its tag pruned), the client's
+    wall clock steps back 64 s and the capture is sent again: `reboot` does not run twice."""
+    from sim import Controller, log, record_actions
+    with keyed_client(tmp_path) as make:
+        s = make().start()
+        spawns = record_actions(s)
+        c = Controller(s)
+        s.run(1.5)
+        agent = auth.Authenticator([K1], True, s.clock.wall, s.clock.now)
+        data = alive.default_data(c.src[Net.MGMT], Net.MGMT)
+        captured = agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data))
+        c.send(Net.MGMT, captured)
+        assert spawns.names.count("reboot") == 1
+        for _ in range(63):
+            s.run(1.0)
+            c.send(Net.MGMT, agent.sign(alive.command(Cmd.REQ_MTCALIVE, c.host.mac, data)))
+        accepted = s.clients["worker-0"].wire.auth.counters["accepted"]
+        assert accepted == 64, accepted
+        s.clock._wall_offset -= 64                 # NTP steps the client's clock back
+        s.run(0.5)
+        c.send(Net.MGMT, captured)
+        assert spawns.names.count("reboot") == 1, spawns.names
+        assert log(s).count("dropping datagram") == 1
+        # The cost (the agent's clock stepped back with the client's here): the times the
+        # client accepted and forgot are refused until its clock has passed them again, then
+        # the agent is obeyed.
+        reboot = alive.command(Cmd.REBOOT, c.host.mac, data)
+        s.run(1.0)                                 # past the capture's time again
+        c.send(Net.MGMT, agent.sign(reboot))
+        assert spawns.names.count("reboot") == 1 and log(s).count("already seen and forgotten")
+        s.run(35.0)
+        c.send(Net.MGMT, agent.sign(reboot))
+        assert spawns.names.count("reboot") == 2
+
+
+def test_attack_a_captured_reboot_replayed_to_the_restarted_client(tmp_path):
+    """The attack's doubt (the replay memory is per process): a REBOOT replayed 4.8 s after its
+    capture to the client restarted meanwhile is refused, as signed before it started."""
+    from sim import Controller, log, record_actions
+    with keyed_client(tmp_path) as make:
+        s = make().start()
+        spawns = record_actions(s)
+        c = Controller(s)
+        s.run(1.5)
+        agent = auth.Authenticator([K1], True, s.clock.wall, s.clock.now)
+        data = alive.default_data(c.src[Net.MGMT], Net.MGMT)
+        captured = agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data))
+        c.send(Net.MGMT, captured)
+        assert spawns.names.count("reboot") == 1
+        s.clients["worker-0"].stop()
+        run_dir = s.path("worker-0", "run_dir")
+        for name in os.listdir(run_dir):           # as a reboot leaves it (tmpfs)
+            os.remove(os.path.join(run_dir, name))
+        s.run(2.5)
+        s.clients["worker-0"] = s.make_client("worker-0")
+        spawns = record_actions(s)
+        s.clients["worker-0"].start()
+        s.run(2.3)
+        c.send(Net.MGMT, captured)
+        assert spawns.names.count("reboot") == 0, spawns.names
+        assert log(s).count("before this daemon started") == 1
+        c.send(Net.MGMT, agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data)))
+        assert spawns.names.count("reboot") == 1
