@@ -51,10 +51,17 @@ sysdeps:
 	  exit $$rc; \
 	fi
 
-$(VPY): requirements.txt requirements-dev.txt | sysdeps
+# The venv is made once its stamp is older than the requirements. The stamp, not the
+# interpreter: .venv/bin/python is a symlink to the system's python, which `touch` would
+# change as root and cannot as a normal user.
+VSTAMP   = $(VENV)/.installed
+
+$(VSTAMP): requirements.txt requirements-dev.txt | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	@touch $(VPY)
+	@touch $(VSTAMP)
+
+$(VPY): $(VSTAMP) ;
 
 venv: $(VPY)
 

@@ -79,3 +79,63 @@ def test_item23_5_the_test_check_finds_tools_in_sbin_and_still_names_what_is_mis
     assert not needs(r) & present, r
     r = as_nobody("sysdeps", f"TEST_DEPS={NO_SUCH}")
     assert r.returncode != 0 and needs(r) == {"mtce-no-such-package"}, r
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary directory nobody may enter (pytest's own are root's, mode 0700)."""
+    d = tempfile.mkdtemp(prefix="mtce-make-")
+    os.chmod(d, 0o755)
+    try:
+        yield __import__("pathlib").Path(d)
+    finally:
+        shutil.rmtree(d)
+
+
+def test_make_lab_on_a_fresh_clone_as_a_normal_user_builds_the_venv_once(open_tmp):
+    """docs/contract.md §1: `make lab` on a fresh clone does its set-up. As a normal user (the
+    attack session of issue 23: `make lab` as nobody always failed) the venv's interpreter is
+    a symlink to the system's python, which `touch` cannot change: the recipe must not touch
+    it (as root it changed the system interpreter's mtime), and a second `make` must find the
+    venv made. A stand-in PYTHON makes the venv (a symlinked interpreter and a pip that
+    records its call), so nothing is downloaded."""
+    need(os.geteuid() == 0 and shutil.which("setpriv") is not None,
+         "needs root and setpriv to run make as nobody")
+    tmp_path = open_tmp
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(os.path.join(REPO, name), tree / name)
+    shutil.copytree(os.path.join(REPO, "mk"), tree / "mk")
+    (tree / "mtce.py").write_text("")
+    interpreter = tmp_path / "system-python"     # root's, like /usr/bin/python3
+    interpreter.write_text('#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then\n'
+                           '  echo pip >> "$PIP_LOG"; exit 0; fi\necho "python: $*"\n')
+    interpreter.chmod(0o755)
+    maker = tmp_path / "make-python"
+    maker.write_text('#!/bin/sh\n'
+                     'case "$*" in\n'
+                     '  "-c "*) exit 0 ;;\n'
+                     '  "-m venv "*) mkdir -p "$3/bin" && ln -sf "$SYSTEM_PY" "$3/bin/python" ;;\n'
+                     'esac\n')
+    maker.chmod(0o755)
+    before = os.stat(interpreter).st_mtime_ns
+    os.utime(interpreter, ns=(before - 10**12, before - 10**12))   # older than the clone
+    before = os.stat(interpreter).st_mtime_ns
+    subprocess.run(["chown", "-R", "65534:65534", str(tree)], check=True, timeout=10)
+    log = tree / "pip.log"
+
+    def make(*args):
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               "env", "-i", f"PATH={USER_PATH}", "HOME=/nonexistent",
+                               "LC_ALL=C", f"SYSTEM_PY={interpreter}", f"PIP_LOG={log}",
+                               "make", "--no-print-directory", "-s", "-C", str(tree),
+                               f"PYTHON={maker}", *args],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+    r = make("lab")
+    assert r.returncode == 0, r
+    assert "python: mtce.py lab" in r.stdout, r
+    r = make("lab")
+    assert r.returncode == 0, r
+    assert log.read_text().count("pip") == 1, "the second make found the venv made"
+    assert os.stat(interpreter).st_mtime_ns == before, "the system's interpreter untouched"
