@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
                                           "agent-kill", "node-kill", "swact", "split"),
                    default="none", help="a fault to play out while the lab runs (the last "
                    "four with --ha)")
+    # Internal, not in --help (docs/design.md, the man page's notes): how the init scripts
+    # and the OCF agent learn the [paths] and which process is the daemon, from mtce itself.
+    p = sub.add_parser("daemon-info")
+    p.add_argument("-c", dest="config", metavar="FILE", default=argparse.SUPPRESS)
+    p.add_argument("mode", choices=("agent", "client"))
     p = command("bench", "the performance benchmark (loopback only, bounded time)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="shorter runs (for tests)")
@@ -152,6 +157,9 @@ def _main(argv=None) -> int:
                 return labha.main(args)
             from mtce import lab
             return lab.main(args)
+        if args.command == "daemon-info":
+            from mtce import daemon
+            return daemon.info(args.mode, args.config)
         if args.command == "bench":
             from mtce import bench
             return bench.main(args)

@@ -458,6 +458,23 @@ def load(path: str, overrides: dict | None = None, base: str | None = None) -> C
     return Config(path, typed, lines, tuple(dict.fromkeys(warnings)), base)
 
 
+def load_paths(path: str, base: str | None = None) -> tuple[str, dict]:
+    """(the file's absolute path, its [paths] values) exactly as `load` resolves them, reading
+    nothing else: a bad value in another section does not hide where the daemon's pidfile and
+    socket are (`mtce daemon-info`, for the init scripts and the OCF agent). Raises
+    ConfigError for a file that cannot be read."""
+    base = _current_dir() if base is None else base
+    path = _from_base(base, path, path, None, None)
+    entries, _ = read_ini(read_text(path))
+    values = {o.key: o.default for o in OPTIONS if o.section == "paths"}
+    lines = {}
+    for e in entries:
+        if e.section == "paths" and e.key in values:
+            values[e.key], lines[e.key] = e.value, e.line
+    return path, {k: _from_base(base, v, path, lines.get(k), f"[paths] {k}")
+                  for k, v in values.items()}
+
+
 def render_ini() -> str:
     """A commented mtc.ini with every key at its default, generated from OPTIONS."""
     out = ["; mtce configuration (the original's /etc/mtc.ini format).",

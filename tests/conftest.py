@@ -138,6 +138,22 @@ def loopback_block() -> str:
     return f"127.{random.randint(10, 250)}.{random.randint(0, 250)}."
 
 
+def inih_style(ini: str) -> None:
+    """Rewrite an mtc.ini in syntax inih (so mtce) reads as well as `key = value`
+    (docs/contract.md §2, mtce/config.py `read_ini`): a UTF-8 BOM, `key: value` in [paths],
+    an inline `;` comment after a tab."""
+    out, section = [], ""
+    for line in open(ini, encoding="utf-8").read().splitlines():
+        if line.startswith("["):
+            section = line
+        elif section == "[paths]" and " = " in line:
+            key, value = line.split(" = ", 1)
+            line = f"{key}: {value}\t; set for this host"
+        out.append(line)
+    with open(ini, "w", encoding="utf-8") as f:
+        f.write("\ufeff" + "\n".join(out) + "\n")
+
+
 HARMLESS_ACTIONS = ("reboot", "reset", "lazy_reboot", "failsafe", "wipedisk", "alarm")
 _DANGER = ("systemctl", "sysrq", "/sbin/reboot", "shutdown", "poweroff", "halt", "init ",
            "wipedisk --force")

@@ -143,3 +143,22 @@ def test_item23_6_every_command_without_the_dependencies_says_what_to_run(tmp_pa
     version = subprocess.run(python + [os.path.join(REPO, "mtce.py"), "--version"],
                              capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.startswith("mtce "), version
+
+
+def test_item23_19_daemon_info_is_internal_and_answers(tmp_path):
+    """Issue 23 item 19, docs/design.md: `mtce daemon-info` (for the init scripts and the OCF
+    agent) is not in `mtce --help` (docs/contract.md §1's table is the interface); it prints
+    the [paths] mtce resolves and exits 3 when no daemon runs, 2 for an ini it cannot read."""
+    ini = tmp_path / "mtc.ini"
+    ini.write_text(f"[paths]\npid_dir: {tmp_path}/pid\n", encoding="utf-8")
+    top = subprocess.run(PROGRAM + ["--help"], capture_output=True, text=True, timeout=60)
+    assert "daemon-info" not in top.stdout
+    r = subprocess.run(PROGRAM + ["daemon-info", "client", "-c", str(ini)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert f"pidfile={tmp_path}/pid/mtcClient.pid" in r.stdout.splitlines()
+    assert "pid=" in r.stdout.splitlines()
+    ini.write_bytes(b"[paths]\npid_dir = /caf\xe9\n")
+    r = subprocess.run(PROGRAM + ["daemon-info", "agent", "-c", str(ini)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not UTF-8" in r.stderr

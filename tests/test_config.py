@@ -334,3 +334,29 @@ def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_
     assert again.values == cfg.values and again.path == cfg.path
     with pytest.raises(config.ConfigError, match="relative and the current directory"):
         config.load("ag/mtc.ini", base="")
+
+
+def test_item23_19_load_paths_reads_paths_exactly_as_load(tmp_path, monkeypatch):
+    """Issue 23 item 19 (docs/design.md, `mtce daemon-info`): the init scripts and the OCF
+    agent learn the [paths] from `config.load_paths`, which must give what the daemon's own
+    `load` gives for any inih syntax (BOM, `key: value`, inline comments, continuation lines,
+    relative values), and still answer when another section has a bad value."""
+    (tmp_path / "h").mkdir()
+    text = ("\ufeff[paths]\npid_dir: run/pid\t; the host's own\n"
+            "agent_socket = /nowhere.sock\n   /run/mtce/h.sock\n"
+            "log_dir=/var/log/h ; inline\n[agent]\noffline_period = 100\n")
+    (tmp_path / "h" / "mtc.ini").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    path, paths = config.load_paths("h/mtc.ini")
+    cfg = config.load("h/mtc.ini")
+    assert path == cfg.path == str(tmp_path / "h" / "mtc.ini")
+    assert paths == dict(cfg.paths.items())
+    assert paths["pid_dir"] == str(tmp_path / "run" / "pid")
+    assert paths["agent_socket"] == "/run/mtce/h.sock"
+    (tmp_path / "h" / "mtc.ini").write_text(text.replace("= 100", "= soon"), encoding="utf-8")
+    with pytest.raises(config.ConfigError):
+        config.load("h/mtc.ini")
+    assert config.load_paths("h/mtc.ini") == (path, paths)
+    (tmp_path / "h" / "mtc.ini").write_bytes(b"[paths]\npid_dir = /caf\xe9\n")
+    with pytest.raises(config.ConfigError, match="not UTF-8"):
+        config.load_paths("h/mtc.ini")

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from conftest import REPO, need, wait_until
+from cluster import Cluster
+from conftest import REPO, inih_style, need, wait_until
 from mtce import daemon
 
 
@@ -41,8 +42,8 @@ def test_a_pidfile_naming_an_unrelated_live_process_is_stale(tmp_path, stranger)
     """kill(pid, 0) succeeds for the stranger; it is still not the daemon."""
     path = str(tmp_path / "mtcClient.pid")
     write_pid(path, stranger.pid)
-    assert daemon.running_pid(path, "client") is None
-    assert daemon.clear_stale_pidfile(path, "client") is True
+    assert daemon.running_pid(path, "client", "/etc/mtc.ini") is None
+    assert daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini") is True
     assert not os.path.exists(path)
     assert stranger.poll() is None
 
@@ -54,7 +55,7 @@ def test_a_dead_pid_or_garbage_is_stale(tmp_path):
     for text in (f"{dead.pid}\n", "", "garbage\n", "-5\n"):
         with open(path, "w", encoding="ascii") as f:
             f.write(text)
-        assert daemon.running_pid(path, "agent") is None, text
+        assert daemon.running_pid(path, "agent", "/etc/mtc.ini") is None, text
 
 
 def test_the_pidfile_appears_locked_and_whole(tmp_path):
@@ -68,7 +69,7 @@ def test_the_pidfile_appears_locked_and_whole(tmp_path):
         with open(path, encoding="ascii") as f:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        assert daemon.running_pid(path, "agent") == os.getpid()
+        assert daemon.lock_holder(path) == os.getpid()
         import lockfile
         with pytest.raises(lockfile.AlreadyLocked):
             daemon.held_pidfile_class()(path).acquire()
@@ -80,18 +81,24 @@ def test_the_pidfile_appears_locked_and_whole(tmp_path):
 
 @pytest.fixture
 def older_mtce():
-    """Start a process whose command line is an mtce daemon's (`... /usr/bin/mtce MODE`),
-    detached from this test (init reaps it, as it would a daemon); returns its pid."""
+    """Start a process whose command line is an mtce daemon's (`... /usr/bin/mtce MODE -c
+    CONFIG`), detached from this test (init reaps it, as it would a daemon); returns its pid.
+    With `lock`, it holds an flock on that file, as a running daemon does on its pidfile."""
     pids = []
 
-    def start(mode: str) -> int:
+    def start(mode: str, config: str = "/etc/mtc.ini", lock: str | None = None) -> int:
         code = "import time; time.sleep(300)"
+        if lock:
+            code = (f"import fcntl, os, time; fd = os.open({lock!r}, os.O_RDONLY); "
+                    "fcntl.flock(fd, fcntl.LOCK_EX); time.sleep(300)")
         out = subprocess.run(["sh", "-c", f'"$0" -c "{code}" /usr/bin/mtce {mode} '
-                              '-c /etc/mtc.ini >/dev/null 2>&1 & echo $!', sys.executable],
+                              f'-c "$1" >/dev/null 2>&1 & echo $!', sys.executable, config],
                              capture_output=True, text=True, timeout=10, check=True).stdout
         pid = int(out)
         pids.append(pid)
         wait_until(lambda: "/usr/bin/mtce" in open(f"/proc/{pid}/cmdline").read(), 10)
+        if lock:
+            wait_until(lambda: daemon.pidfile_held(lock), 10, what="the lock taken")
         return pid
 
     yield start
@@ -114,13 +121,62 @@ def test_an_unlocked_pidfile_of_an_mtce_daemon_is_known_by_cmdline_and_start_tim
     never reports 'not running' for a daemon that runs; a process started after the pidfile
     was written cannot have written it (its pid was reused), whatever its command line."""
     path = str(tmp_path / "mtcClient.pid")
-    pid = older_mtce("client")
+    ini = str(tmp_path / "mtc.ini")
+    pid = older_mtce("client", ini)
     write_pid(path, pid)
-    assert daemon.running_pid(path, "client") == pid
-    assert daemon.running_pid(path, "agent") is None, "another mode is another daemon"
+    assert daemon.running_pid(path, "client", ini) == pid
+    assert daemon.running_pid(path, "agent", ini) is None, "another mode is another daemon"
     old = time.time() - 30
     os.utime(path, (old, old))           # written well before this process started
-    assert daemon.running_pid(path, "client") is None
+    assert daemon.running_pid(path, "client", ini) is None
+
+
+def test_an_unlocked_pidfile_naming_another_configurations_daemon_is_stale(tmp_path,
+                                                                           older_mtce):
+    """Issue 23 item 19, README "Where each file lives": several clients on one machine (the
+    lab, containers) each have their configuration; a pidfile that names `mtce client` of
+    ANOTHER configuration is not this one's daemon (before: the mode alone was compared, and
+    worker-1's `stop` signalled worker-0's client). The configuration is compared as an
+    absolute path, symlinks resolved."""
+    ours, theirs = str(tmp_path / "worker-1.ini"), str(tmp_path / "worker-0.ini")
+    for ini in (ours, theirs):
+        open(ini, "w").close()
+    path = str(tmp_path / "mtcClient.pid")
+    pid = older_mtce("client", theirs)
+    write_pid(path, pid)
+    assert daemon.running_pid(path, "client", theirs) == pid
+    assert daemon.running_pid(path, "client", ours) is None
+    os.symlink(theirs, str(tmp_path / "link.ini"))
+    assert daemon.running_pid(path, "client", str(tmp_path / "link.ini")) == pid
+    relative = older_mtce("client", "worker-0.ini")     # from a directory unknown now
+    write_pid(path, relative)
+    assert daemon.running_pid(path, "client", theirs) is None
+
+
+def test_a_held_pidfile_names_its_lock_holder_not_what_it_says(tmp_path, older_mtce,
+                                                              stranger):
+    """Issue 23 item 19: while the daemon holds the lock, the pid written in the file is not
+    trusted (anyone may rewrite it): the daemon is the process the kernel names as the lock's
+    holder (/proc/locks, checked against the files it has open) that runs `mtce <mode>`. A
+    lock held by anything else is a daemon nobody can identify: nothing is signalled, the
+    file is not replaced."""
+    path = str(tmp_path / "mtcClient.pid")
+    write_pid(path, 1)
+    holder = older_mtce("client", lock=path)
+    write_pid(path, stranger.pid)                       # the same file, rewritten
+    assert daemon.running_pid(path, "client", "/etc/mtc.ini") == holder
+    with pytest.raises(daemon.AlreadyRunning, match=str(holder)):
+        daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
+    os.kill(holder, signal.SIGKILL)
+    wait_until(lambda: not daemon.pidfile_held(path), 10, what="the lock dropped")
+    with open(path) as f:                               # a lock, but not an mtce daemon's
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(daemon.Unidentified):
+            daemon.running_pid(path, "client", "/etc/mtc.ini")
+        with pytest.raises(daemon.AlreadyRunning):
+            daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
+        assert os.path.exists(path)
+    assert stranger.poll() is None
 
 
 @pytest.mark.loopback
@@ -141,10 +197,10 @@ def test_a_client_starts_over_a_pidfile_naming_an_unrelated_process(fakehost, da
 # -- the init scripts (debian/init.d), run for real on a copy pointed at this test's files ------
 
 def init_script(tmp_path, name: str, ini: str, mtce_cmd) -> str:
-    missing = [t for t in ("start-stop-daemon", "flock") if shutil.which(t) is None]
+    missing = [t for t in ("start-stop-daemon",) if shutil.which(t) is None]
     if not os.path.exists("/lib/lsb/init-functions"):
         missing.append("/lib/lsb/init-functions")
-    need(not missing, f"the init scripts need {', '.join(missing)} (dpkg, util-linux, "
+    need(not missing, f"the init scripts need {', '.join(missing)} (dpkg, "
                       "sysvinit-utils: essential on Debian 12)")
     wrapper = tmp_path / "mtce-wrapper"
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(mtce_cmd) + ' "$@"\n')
@@ -192,7 +248,7 @@ def test_init_script_status_stop_start_over_a_reused_pid(tmp_path, fakehost, mtc
     finally:
         r = run_init(script, "stop")
         pid = daemon.read_pid(pidfile)
-        if pid and pid != stranger.pid and daemon.running_pid(pidfile, "client"):
+        if pid and pid != stranger.pid and daemon.lock_holder(pidfile) == pid:
             os.kill(pid, signal.SIGKILL)            # leave no daemon behind on a failure
     assert r.returncode == 0, r.stdout + r.stderr
     assert run_init(script, "status").returncode == 3
@@ -208,7 +264,7 @@ def test_init_script_knows_an_unlocked_mtce_daemon_by_cmdline_and_start_time(
     host = fakehost()
     script = init_script(tmp_path, "mtcClient", host.ini, mtce_cmd)
     pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
-    pid = older_mtce("client")
+    pid = older_mtce("client", host.ini)
     write_pid(pidfile, pid)
     assert run_init(script, "status").returncode == 0
     old = time.time() - 30
@@ -218,3 +274,115 @@ def test_init_script_knows_an_unlocked_mtce_daemon_by_cmdline_and_start_time(
     assert run_init(script, "stop").returncode == 0
     wait_until(lambda: gone(pid), 10, what="the daemon ended")
     assert run_init(script, "status").returncode == 3
+
+
+def kill_mtce(pidfile: str) -> None:
+    """Cleanup after a failure: SIGKILL the mtce process a pidfile names, if it is one."""
+    pid = daemon.read_pid(pidfile)
+    with contextlib.suppress(OSError):
+        if pid and "mtce" in open(f"/proc/{pid}/cmdline").read():
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.loopback
+def test_init_scripts_read_the_ini_as_mtce_does(tmp_path, fakehost, mtce_cmd):
+    """Issue 23 item 19: the init script finds the pidfile where mtce puts it whatever inih
+    syntax the ini uses (`key: value`, a BOM, a `;` comment after a tab; docs/contract.md §2),
+    as mtce itself tells it (before: it read only `key = value`, waited for
+    /var/run/mtcClient.pid, said 1 and left the client it had started running)."""
+    host = fakehost()
+    inih_style(host.ini)
+    script = init_script(tmp_path, "mtcClient", host.ini, mtce_cmd)
+    pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
+    try:
+        r = run_init(script, "start")
+        assert r.returncode == 0, r.stdout + r.stderr
+        pid = daemon.read_pid(pidfile)
+        assert run_init(script, "status").returncode == 0
+        r = run_init(script, "stop")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert gone(pid)
+        assert run_init(script, "status").returncode == 3
+    finally:
+        kill_mtce(pidfile)
+
+
+def test_init_script_says_so_when_mtce_cannot_read_the_ini(tmp_path, fakehost, mtce_cmd):
+    """LSB: an ini mtce refuses (not UTF-8) is 6 'not configured' for start and stop, 4
+    'unknown' for status, with mtce's own line naming the file; never a guess at the default
+    /var/run (before: status 3 and stop 0, from /var/run/mtcClient.pid)."""
+    host = fakehost()
+    with open(host.ini, "ab") as f:
+        f.write(b"; caf\xe9\n")
+    script = init_script(tmp_path, "mtcClient", host.ini, mtce_cmd)
+    r = run_init(script, "status")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert host.ini in r.stdout + r.stderr
+    assert run_init(script, "stop").returncode == 6
+    assert run_init(script, "start").returncode == 6
+
+
+@pytest.mark.loopback
+def test_init_script_stop_signals_the_lock_holder_not_the_pid_in_the_file(
+        tmp_path, fakehost, mtce_cmd, stranger):
+    """Issue 23 item 19: a pidfile rewritten while its daemon runs (it stays locked) does not
+    make stop signal the pid written in it: the daemon is the lock's holder (before: stop
+    killed that process and said 1, the daemon running on)."""
+    host = fakehost()
+    script = init_script(tmp_path, "mtcClient", host.ini, mtce_cmd)
+    pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
+    assert run_init(script, "start").returncode == 0
+    pid = daemon.read_pid(pidfile)
+    try:
+        write_pid(pidfile, stranger.pid)
+        assert run_init(script, "status").returncode == 0
+        r = run_init(script, "stop")
+        assert stranger.poll() is None, "stop signalled the pid written in the pidfile"
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert gone(pid)
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.loopback
+def test_init_script_leaves_another_configurations_client_alone(tmp_path, fakehost, mtce_cmd,
+                                                                daemons):
+    """Issue 23 item 19: two clients on one machine (the lab), each with its ini. worker-1's
+    pidfile, unlocked, naming worker-0's running client (started before the file was written)
+    is stale for worker-1: status 1, and stop does not signal worker-0's client (before:
+    status 0, and stop SIGTERMed it)."""
+    w0, w1 = fakehost("worker-0"), fakehost("worker-1", hostname="worker-1")
+    client0 = daemons("client", w0.ini)
+    wait_until(lambda: daemon.read_pid(os.path.join(w0.paths["pid_dir"], "mtcClient.pid"))
+               == client0.proc.pid, 20, what="worker-0's client runs")
+    script = init_script(tmp_path, "mtcClient", w1.ini, mtce_cmd)
+    write_pid(os.path.join(w1.paths["pid_dir"], "mtcClient.pid"), client0.proc.pid)
+    assert run_init(script, "status").returncode == 1
+    assert run_init(script, "stop").returncode == 0
+    assert client0.proc.poll() is None, "worker-1's stop signalled worker-0's client"
+
+
+@pytest.mark.loopback
+def test_init_script_stops_an_agent_whose_pidfile_was_removed(tmp_path, mtce_cmd):
+    """Issue 23 item 19: without its pidfile the agent is still found, as the server of its
+    control socket (SO_PEERCRED) running `mtce agent` with this ini: status 0, and stop stops
+    it (before: status 3 and stop 0, the agent running on)."""
+    c = Cluster(tmp_path / "c", workers=0)
+    script = init_script(tmp_path, "mtcAgent", c.agent_ini, mtce_cmd)
+    pidfile = os.path.join(c.controller.paths["pid_dir"], "mtcAgent.pid")
+    r = run_init(script, "start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = daemon.read_pid(pidfile)
+    try:
+        wait_until(lambda: os.path.exists(c.controller.paths["agent_socket"]), 20,
+                   what="the control socket")
+        os.unlink(pidfile)
+        assert run_init(script, "status").returncode == 0
+        r = run_init(script, "stop")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert gone(pid), "stop said 0 and the agent runs on"
+        assert run_init(script, "status").returncode == 3
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)

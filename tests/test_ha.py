@@ -7,6 +7,7 @@ where it runs when the node comes back).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import pytest
 
 from cluster import Cluster
-from conftest import REPO, need, wait_until
+from conftest import REPO, inih_style, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.ha]
 
@@ -93,6 +94,94 @@ def test_a_pid_reused_by_another_process_is_not_the_agent(ocf):
     finally:
         stranger.kill()
         stranger.wait(10)
+
+
+def gone(pid: int) -> bool:
+    """The process has ended (or is a zombie nobody has reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def agent_pid(ocf) -> int:
+    pidfile = os.path.join(ocf.cluster.controller.paths["pid_dir"], "mtcAgent.pid")
+    return int(open(pidfile).read().split()[0])
+
+
+def test_the_ocf_agent_reads_the_ini_as_mtce_does(ocf):
+    """Issue 23 item 19 (docs/ha.md, the resource agent): the resource agent finds the
+    pidfile and the control socket where mtce puts them, whatever inih syntax the ini uses
+    (before: it read only `key = value`, looked in /var/run, and start said 1 while the agent
+    it had started ran on; monitor 7 and stop 0 left it running: two agents under Pacemaker)."""
+    inih_style(ocf.params["config"])
+    r = ocf("start", CRM_meta_timeout="10000")
+    try:
+        assert r.returncode == OCF_SUCCESS, r.stderr
+        assert ocf("monitor").returncode == OCF_SUCCESS
+        pid = agent_pid(ocf)
+        assert ocf("stop").returncode == OCF_SUCCESS
+        wait_until(lambda: gone(pid), 10, what="the agent ended")
+        assert ocf("monitor").returncode == OCF_NOT_RUNNING
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(agent_pid(ocf), signal.SIGKILL)     # the old agent left it running
+
+
+def test_the_ocf_agent_says_6_when_mtce_cannot_read_the_ini(ocf):
+    """docs/ha.md: an ini mtce refuses (here: not UTF-8) is OCF_ERR_CONFIGURED for monitor and
+    stop too, not a guess at the default paths (before: monitor 7 and stop 0, from
+    /var/run)."""
+    ini = ocf.params["config"]
+    with open(ini, "ab") as f:
+        f.write(b"; caf\xe9\n")
+    r = ocf("monitor")
+    assert r.returncode == OCF_ERR_CONFIGURED, r.stderr
+    assert "UTF-8" in r.stderr
+    assert ocf("stop").returncode == OCF_ERR_CONFIGURED
+
+
+def test_ocf_stop_stops_the_lock_holder_not_the_pid_written_in_the_pidfile(ocf):
+    """docs/ha.md: the agent is the process that holds the lock on its pidfile, whatever the
+    file says: a pidfile rewritten while the agent runs does not make stop signal the pid
+    written in it (before: stop killed that process and returned 1, the agent running)."""
+    assert ocf("start").returncode == OCF_SUCCESS
+    pid = agent_pid(ocf)
+    pidfile = os.path.join(ocf.cluster.controller.paths["pid_dir"], "mtcAgent.pid")
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        with open(pidfile, "w") as f:
+            f.write(f"{stranger.pid}\n")
+        r = ocf("stop", CRM_meta_timeout="8000")
+        assert stranger.poll() is None, "stop signalled the pid written in the pidfile"
+        assert r.returncode == OCF_SUCCESS, r.stderr
+        wait_until(lambda: gone(pid), 10, what="the agent ended")
+        assert ocf("monitor").returncode == OCF_NOT_RUNNING
+    finally:
+        stranger.kill()
+        stranger.wait(10)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_ocf_stop_stops_an_agent_whose_pidfile_was_removed(ocf):
+    """docs/ha.md: Pacemaker's stop must leave no agent behind (else the other controller
+    starts a second one). Without its pidfile the agent is still found, as the server of
+    its control socket (SO_PEERCRED) running `mtce agent` with this configuration (before:
+    stop said 0 and the agent ran on, monitor still 0)."""
+    assert ocf("start").returncode == OCF_SUCCESS
+    pid = agent_pid(ocf)
+    try:
+        os.unlink(os.path.join(ocf.cluster.controller.paths["pid_dir"], "mtcAgent.pid"))
+        assert ocf("monitor").returncode == OCF_SUCCESS
+        r = ocf("stop", CRM_meta_timeout="8000")
+        assert r.returncode == OCF_SUCCESS, r.stderr
+        assert gone(pid), "stop said 0 and the agent runs on"
+        assert ocf("monitor").returncode == OCF_NOT_RUNNING
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_ocf_tester_passes(ocf):
