@@ -110,11 +110,17 @@ class HostMonitor:
             return self.pxeboot_monitored
         return True
 
-    def net_state(self, net: Net) -> NetState:
+    def net_state(self, net: Net, now: float | None = None) -> NetState:
         """ok / lost / unprovisioned as `mtce hosts --json` shows it (docs/contract.md §8)."""
         net = Net(net)
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
+        if net is Net.PXEBOOT and self._held() and now is not None:
+            # A held monitor (locked, offline) declares no loss; what arrives still decides:
+            # lost after as long a silence as the monitor takes to declare one.
+            seen = self.nets[net].last_seen
+            quiet_s = PXEBOOT_MISS_THRESHOLD * self.settings.pxeboot_window_s
+            return NetState.OK if seen is not None and now - seen < quiet_s else NetState.LOST
         if net is Net.PXEBOOT:
             # docs/contract.md §8: lost from the monitor's declared loss to its next good window
             # (the alarm has its own clear debounce), and, never heard since the agent started,
@@ -399,7 +405,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
     networks = {}
     for n in host.nets:
         networks[n.net.key] = {
-            "state": host.net_state(n.net).value,
+            "state": host.net_state(n.net, now).value,
             "last_seq": n.last_seq,
             "missed": n.missed,
             "out_of_sequence": n.out_of_sequence,

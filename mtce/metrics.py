@@ -161,7 +161,8 @@ BAD_HELP = ("datagrams dropped, by reason: invalid (does not decode, not a valid
 # docs/contract.md §8 "Network state", as hosts.HostMonitor.net_state decides it
 NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
                    "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
-                   "to its next good window; absent: unprovisioned")
+                   "to its next good window (its monitor held: after 6 silent windows); absent: "
+                   "unprovisioned")
 
 
 def agent_series(agent, now: float, version: str | None = None) -> str:
@@ -195,7 +196,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
     for h in agent.table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, _NETS):
-            state = h.net_state(n.net)
+            state = h.net_state(n.net, now)
             if state is NetState.UNPROVISIONED:
                 continue
             lab = f'{{{base},network="{key}"}}'

@@ -1088,3 +1088,30 @@ def test_a_ready_event_without_the_feature_over_pxeboot_changes_nothing(sim):
     h = s.hosts()["worker-0"]
     assert h["pxeboot_monitor"]["feature"] is True
     assert h["networks"]["pxeboot"]["state"] == "ok"
+
+
+def test_a_locked_hosts_pxeboot_is_lost_when_its_mtcalive_stop(sim):
+    """docs/contract.md §8 "Network state" (`ok` while mtcAlive arrives) and issue 23 item 7:
+    a locked host's pxeboot monitor is held (docs/protocol.md §5.5), so no loss is declared
+    for it; its pxeboot still reads `lost` once nothing has come for as long as the monitor
+    takes to declare a loss (6 windows), and `ok` again at the next one. Attack (issue 23
+    review, op): it read `ok` with `last_seen_s` rising past 90 s, and the metric said 1."""
+    s = sim(clients=["worker-1"]).start(settle=3)
+    s.run_until(lambda: s.all_ok(["worker-1"]), 20, what="worker-1 ok")
+    assert s.request(cmd="lock", host="worker-1")["ok"]
+    w1 = s.files.host("worker-1")
+    s.net.drop = lambda d: d.src[0] == w1.pxeboot_ip
+    window = s.agent.table.settings.pxeboot_window_s
+    s.run(window * 6 - 1.5)
+    p = s.hosts()["worker-1"]["networks"]["pxeboot"]
+    assert p["state"] == "ok", p
+    s.run(2.5)
+    p = s.hosts()["worker-1"]["networks"]["pxeboot"]
+    assert p["state"] == "lost" and p["last_seen_s"] > window * 6, p
+    from mtce import metrics
+    text = metrics.agent_series(s.agent, s.clock.now())
+    assert 'mtce_host_network_up{host="worker-1",personality="worker",network="pxeboot"} 0' \
+        in text
+    s.net.drop = None
+    s.run(2)
+    assert s.hosts()["worker-1"]["networks"]["pxeboot"]["state"] == "ok"
