@@ -20,10 +20,18 @@ from dataclasses import dataclass, field
 MAX_SECTION = 49     # inih MAX_SECTION 50, NUL included
 
 
+MAX_SHOWN = 160      # characters of a key or reason an error line quotes (a whole line can be MBs)
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit] + "..."
+
+
 class ConfigError(Exception):
     """A configuration problem that stops start-up (exit 2): file, line and key named."""
 
     def __init__(self, path: str, line: int | None, key: str | None, why: str):
+        key, why = _clip(key, MAX_SHOWN // 2), _clip(why, MAX_SHOWN)
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {key}: {why}" if key else f"{where}: {why}")
         self.path, self.line, self.key, self.why = path, line, key, why
@@ -144,12 +152,19 @@ def _strip_inline_comment(text: str) -> str:
     return text
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a config file as `grep -n` counts them: split at newlines only (not at
+    the form feeds, vertical tabs and U+0085 that str.splitlines also takes), a CR before the
+    newline dropped."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def read_ini(text: str) -> tuple[list[IniEntry], list[tuple[int, str]]]:
     """Entries in file order, plus (line, problem) for lines inih would not accept."""
     entries: list[IniEntry] = []
     problems: list[tuple[int, str]] = []
     section, prev_name = "", ""
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text_lines(text), start=1):
         if lineno == 1 and raw.startswith("\ufeff"):
             raw = raw[1:]
         line = raw.rstrip()
@@ -438,6 +453,11 @@ def load(path: str, overrides: dict | None = None, base: str | None = None) -> C
     entries, problems = read_ini(read_text(path))
     values, lines, warnings = {}, {}, []
     for lineno, why in problems:
+        if why.startswith("section header"):
+            # inih would go on in the section before, where these keys are unknown, and the
+            # defaults would apply instead: for [actions] the real reboot (issue 23 review).
+            raise ConfigError(path, lineno, None, f"{why}: the keys after it would not be "
+                              "read")
         warnings.append(f"{path}:{lineno}: ignoring line: {why}")
     for e in entries:
         if (e.section, e.key) in OPTION_INDEX:
@@ -551,7 +571,7 @@ def _inventory_sections(text: str, path: str,
     that is not exactly a comment, a header or `key = value`."""
     sections: list[tuple[str, int, dict]] = []
     seen: dict[str, int] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(text_lines(text), start=1):
         if lineno == 1 and raw.startswith("\ufeff"):
             raw = raw[1:]
         line = raw.strip()
@@ -566,10 +586,10 @@ def _inventory_sections(text: str, path: str,
                 raise ConfigError(path, lineno, line[:end + 1],
                                   f"{rest!r} after ']' (one [hostname] per line)")
             name = line[1:end]
-            if name in seen:
+            if name.lower() in seen:            # host names do not differ by case (DNS)
                 raise ConfigError(path, lineno, f"[{name}]",
-                                  f"section given twice (first at line {seen[name]})")
-            seen[name] = lineno
+                                  f"section given twice (first at line {seen[name.lower()]})")
+            seen[name.lower()] = lineno
             sections.append((name, lineno, {}))
             continue
         where = f"[{sections[-1][0]}]" if sections else None
@@ -651,11 +671,17 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
                 ips[key] = ""
                 continue
             try:
-                ips[key] = str(ipaddress.ip_address(raw))
+                addr = ipaddress.ip_address(raw)
+                ips[key] = str(addr)
                 same = _same_address(raw)
             except ValueError:
                 raise ConfigError(path, line(key), f"[{name}] {key}",
                                   f"{raw!r} is not an IP address") from None
+            if addr.is_unspecified or addr.is_multicast or \
+                    addr == ipaddress.IPv4Address("255.255.255.255"):
+                raise ConfigError(path, line(key), f"[{name}] {key}",
+                                  f"{raw} is no host's address (unspecified, multicast or "
+                                  f"broadcast)")
             owner = addresses.get(same)
             if owner:
                 raise ConfigError(path, line(key), f"[{name}] {key}",

@@ -360,3 +360,68 @@ def test_item23_19_load_paths_reads_paths_exactly_as_load(tmp_path, monkeypatch)
     (tmp_path / "h" / "mtc.ini").write_bytes(b"[paths]\npid_dir = /caf\xe9\n")
     with pytest.raises(config.ConfigError, match="not UTF-8"):
         config.load_paths("h/mtc.ini")
+
+
+def test_inventory_line_numbers_are_what_grep_n_says():
+    """docs/contract.md §4 (`FILE:LINE`): lines end at a newline only. Attack (issue 23
+    review, op): U+0085 in a comment (a cp1252 '…' after a latin-1 round trip) split the
+    comment, and its second half was refused as a line of its own; a form feed shifted every
+    later line number by one; a vertical tab cut a value."""
+    text = "; see ticket\u0085 MTCE-12 for why\n" + ISSUE_INVENTORY
+    assert set(config.parse_inventory(text, "inv.ini").hosts) == {"worker-0", "worker-1",
+                                                                   "worker-2"}
+    text = "\f\n" + _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = 08:00:27:1e:0b:01",
+                          "personality = wroker\nmgmt_mac = 08:00:27:1e:0b:01")
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_inventory(text, "inv.ini")
+    assert err.value.line == 8, str(err.value)         # grep -n: the form feed is line 1
+    text = _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51", "mgmt_ip = 192.168.204.51\x0b9")
+    with pytest.raises(config.ConfigError, match=r"inv.ini:9: \[worker-1\] mgmt_ip"):
+        config.parse_inventory(text, "inv.ini")
+
+
+def test_a_huge_bad_line_gives_a_short_error_line():
+    """docs/contract.md §1 (one line naming file, line and key): a 16 MB line (a JSON file
+    given as the inventory, issue 23 review) is quoted in part, not whole, in the line that
+    stops the agent and in every reload's log."""
+    text = "{" + '"a": 1, ' * 2_000_000 + "}\n"
+    with pytest.raises(config.ConfigError) as err:
+        config.parse_inventory(text, "inv.ini")
+    assert err.value.line == 1 and len(str(err.value)) < 400, len(str(err.value))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("mgmt_ip", "0.0.0.0"), ("mgmt_ip", "::"), ("mgmt_ip", "255.255.255.255"),
+    ("mgmt_ip", "224.0.0.1"), ("mgmt_ip", "ff02::1"), ("cluster_host_ip", "0.0.0.0")])
+def test_an_address_no_host_can_have_is_refused(key, value):
+    """docs/contract.md §4 (a value the agent cannot take as written): an unspecified,
+    multicast or broadcast address is no host's (issue 23 review: accepted silently)."""
+    text = _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
+                 f"mgmt_ip = 192.168.204.51\ncluster_host_ip = 192.168.206.51"
+                 if key == "cluster_host_ip" else f"{key} = {value}")
+    if key == "cluster_host_ip":
+        text = _edit(text, "cluster_host_ip = 192.168.206.51", f"cluster_host_ip = {value}")
+    with pytest.raises(config.ConfigError, match=rf"\[worker-1\] {key}: .*no host's"):
+        config.parse_inventory(text, "inv.ini")
+
+
+def test_a_host_given_twice_in_another_case_is_refused():
+    """docs/contract.md §4 (a section given twice): host names do not differ by case (DNS);
+    `[WORKER-0]` after `[worker-0]` is the same host twice (issue 23 review: a second host)."""
+    text = ISSUE_INVENTORY + "\n[WORKER-0]\npersonality = worker\nmgmt_mac = 08:00:27:1e:0b:09\n" \
+                             "mgmt_ip = 192.168.204.59\n"
+    with pytest.raises(config.ConfigError, match=r"inv.ini:16: \[WORKER-0\]: section given "
+                                                 r"twice \(first at line 1\)"):
+        config.parse_inventory(text, "inv.ini")
+
+
+def test_a_section_header_without_its_bracket_in_mtc_ini_stops_the_daemon(tmp_path):
+    """docs/contract.md §1 (config errors name file, line and key; exit 2): in mtc.ini a
+    `[actions` without `]` would leave the keys under it in the section before, where they
+    are unknown, and the real `[actions]` defaults (reboot, sysrq) would apply: an error, not
+    a warning (issue 23 review, op)."""
+    ini = tmp_path / "mtc.ini"
+    ini.write_text("[timeouts]\nonline_period = 7\n[actions\nreboot = true\nreset = true\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(str(ini))
+    assert err.value.line == 3 and "section header without ']'" in str(err.value)

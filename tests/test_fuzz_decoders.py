@@ -530,10 +530,19 @@ hostnames = st.builds(lambda a, b: a + b, st.sampled_from(string.ascii_letters +
 # docs/contract.md §4: a comma list of the original's words naming at least one host function.
 personality = st.sampled_from(("controller", "worker", "storage", "worker,lowlatency",
                                "controller,worker", "controller,worker,lowlatency"))
+
+
+def _a_hosts_address(text: str) -> bool:
+    """docs/contract.md §4: no host has an unspecified, multicast or broadcast address."""
+    a = ipaddress.ip_address(text)
+    return not (a.is_unspecified or a.is_multicast or text == "255.255.255.255")
+
+
+host_ips = ips.filter(_a_hosts_address)
 inventory_hosts = st.lists(
-    st.tuples(hostnames, personality, mixed_case_macs, ips, st.none() | ips,
+    st.tuples(hostnames, personality, mixed_case_macs, host_ips, st.none() | host_ips,
               st.sampled_from(("locked", "unlocked", None))),
-    max_size=6, unique_by=(lambda h: h[0], lambda h: h[2].lower()))
+    max_size=6, unique_by=(lambda h: h[0].lower(), lambda h: h[2].lower()))
 
 
 @FUZZ
