@@ -41,6 +41,14 @@ elif REPO not in sys.path:
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Debian installs some of the suite's tools (ocf-tester, crm_simulate, start-stop-daemon, ip)
+# in /usr/sbin and /sbin, which a normal user's PATH lacks: without them here a normal user's
+# run would say "not installed" of tools that are (issue 23 review). Programs the tests start
+# inherit the same PATH.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+_path = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+os.environ["PATH"] = os.pathsep.join(_path + [d for d in SBIN_DIRS if d not in _path])
+
 
 # -- no test may hang: a per-test time limit, and a sweep of what killed runs left ------------
 

@@ -55,3 +55,19 @@ def test_no_old_python_is_a_skip_and_under_ci_a_failure(tmp_path):
     assert "1 skipped" in out and "no Python older than 3.9" in out, out[-2000:]
     out = pytest_run("-q", target, env={**env, "CI": "true"})
     assert "1 failed" in out and "cannot run under CI" in out, out[-2000:]
+
+
+def test_a_normal_users_run_finds_the_tools_debian_puts_in_sbin(tmp_path):
+    """`make test` as a normal user (PATH without /usr/sbin, issue 23 review): the suite looks
+    where Debian installs ocf-tester, crm_simulate and start-stop-daemon, and does not call
+    them missing."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("import shutil\n\ndef test_probe():\n"
+                     "    assert shutil.which('start-stop-daemon', path=None)\n")
+    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    need(shutil.which("start-stop-daemon", path="/usr/sbin:/sbin") is not None,
+         "start-stop-daemon (dpkg) is not in /usr/sbin or /sbin")
+    out = pytest_run("-q", "--rootdir", REPO, "-c", os.path.join(REPO, "pytest.ini"),
+                     "--confcutdir", os.path.join(REPO, "tests"), "-p", "conftest",
+                     str(probe), env={**env, "PYTHONPATH": os.path.join(REPO, "tests")})
+    assert "1 passed" in out, out[-2000:]
