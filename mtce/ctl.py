@@ -15,6 +15,7 @@ import select
 import socket
 import struct
 import sys
+import time
 
 from mtce.streams import StreamServer
 
@@ -24,6 +25,9 @@ REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dr
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
 MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
 MAX_WAIT_S = 3600.0             # the longest `--wait`
+BACKLOG = 4 * MAX_CONNECTIONS   # connections the kernel queues before the loop accepts them
+CONNECT_PAUSE_S = (0.005, 0.1)  # a full backlog: the first and the longest pause before
+                                # the client tries again (within its timeout)
 WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
 NETS = ("mgmt", "cluster-host", "pxeboot")
 
@@ -77,7 +81,7 @@ class Server(StreamServer):
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         super().__init__(sock, loop, log, clock)
 
     def _remove_stale(self) -> None:
@@ -200,14 +204,38 @@ class CtlError(Exception):
     pass
 
 
+def _connect(path: str, timeout: float) -> socket.socket:
+    """A socket connected to the agent. A burst of commands at once fills the listen
+    backlog, and connect() on a timed (non-blocking) socket then fails with EAGAIN at once:
+    tried again after a pause (5 ms, doubling up to 100 ms) until `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = CONNECT_PAUSE_S[0]
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CtlError(f"the agent did not take the connection within {timeout:g} s "
+                           f"({path}: too many commands at once ; try again)")
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, CONNECT_PAUSE_S[1])
+
+
 def request(path: str, req: dict, timeout: float = 10.0) -> dict:
     """Send one request to the agent; raises CtlError with an operator-readable text."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = None
+    data = bytearray()
     try:
-        sock.connect(path)
+        sock = _connect(path, timeout)
         sock.sendall(json.dumps(req).encode() + b"\n")
-        data = bytearray()
         while True:
             chunk = sock.recv(65536)
             if not chunk:
@@ -221,10 +249,21 @@ def request(path: str, req: dict, timeout: float = 10.0) -> dict:
         raise CtlError(f"permission denied on {path}: run as root") from None
     except socket.timeout:
         raise CtlError(f"the agent did not answer within {timeout:g} s ({path})") from None
+    except ConnectionResetError:        # it went with our request unread: killed
+        pass
     except OSError as err:
         raise CtlError(f"cannot talk to the agent at {path}: {err.strerror or err}") from None
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
+    # Every reply ends with a newline: without one, the agent went before its end (kill -9;
+    # a SIGTERM'd agent still answers "the agent stopped before the outcome").
+    if not data:
+        raise CtlError("the agent closed the connection without answering (stopped or "
+                       "killed)")
+    if not data.endswith(b"\n"):
+        raise CtlError("the agent closed the connection in the middle of its reply (stopped "
+                       "or killed)")
     try:
         reply = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

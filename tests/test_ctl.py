@@ -138,6 +138,35 @@ def test_wait_on_an_online_host_exits_0_and_names_the_networks_that_acked(sim, c
     assert ask.elapsed < 1.5
 
 
+KEPT = {"lock": "the agent keeps worker-1 locked (state_dir) and tells it again when it is "
+                "heard",
+        "unlock": "the agent keeps worker-1 unlocked (state_dir) and tells it again when it "
+                  "is heard"}
+
+
+@pytest.mark.parametrize("word", ["lock", "unlock"])
+def test_item23_3_lock_wait_that_gets_no_ack_says_the_lock_is_kept(sim, capsys, word):
+    """Issue 23 item 3, docs/contract.md §1, docs/protocol.md §5.4 "Locked correction": `mtce
+    lock HOST --wait` on a host that never ACKs exits 1, but unlike a reboot nothing is lost:
+    the lock is recorded (kept in state_dir) and the locked correction tells the host as soon
+    as its mtcAlive arrives. The give-up and the timeout both say so (today: only "gave up")."""
+    s = sim(clients=[]).start()
+    if word == "unlock":
+        assert s.request(cmd="lock", host="worker-1")["ok"]
+        s.run(CMD_ATTEMPTS * CMD_RETRY_S + 1)
+    rc, _ = mtce(s, word, "worker-1", "--wait")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == f"worker-1 {word}: no ACK after 5 attempts (gave up) ; {KEPT[word]}"
+    rc, _ = mtce(s, word, "worker-1", "--wait", "2")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == f"worker-1 {word}: no ACK within 2 s (attempt 1 of 5 ; the agent " \
+                          f"keeps trying) ; {KEPT[word]}"
+    assert s.hosts()["worker-1"]["administrative"] == f"{word}ed"
+    assert s.hosts()["worker-1"]["administrative_source"] == "operator"
+
+
 def test_wait_times_out_at_its_deadline_and_the_agent_keeps_trying(sim, capsys):
     s = sim(clients=[]).start()
     rc, ask = mtce(s, "reboot", "worker-1", "--wait", "5")
@@ -407,3 +436,128 @@ def test_a_line_the_screen_must_cut_says_so(monkeypatch):
     out = Tty()
     Screen(out).draw(["short", "x" * 40])
     assert drawn(out.getvalue()) == ["short", "x" * 18 + ">"]
+
+
+# -- the client side of the socket: a busy agent, an agent that dies ---------------------------
+
+@pytest.fixture
+def sockpath():
+    short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
+    yield os.path.join(short, "agent.sock")
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def full_backlog(path: str):
+    """A listener that accepts nothing, its backlog full: (listener, the queued sockets)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    queued = []
+    for _ in range(64):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            return listener, queued
+        queued.append(s)
+    pytest.fail("the listen backlog never filled")
+
+
+def serve_later(listener, queued, after_s: float):
+    """After `after_s`, accept everything: the queued ones are closed unanswered, a request
+    gets `{"ok": true}`."""
+    import threading
+    import time
+
+    def run():
+        time.sleep(after_s)
+        for s in queued:
+            s.close()
+        listener.settimeout(0.2)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    line = conn.makefile("rb").readline()
+                except OSError:
+                    continue
+                if line:
+                    conn.sendall(b'{"ok": true}\n')
+                    return
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_item23_3_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpath):
+    """Issue 23 item 3, docs/contract.md §1: 17 commands at the same moment fill the agent's
+    listen backlog; connect() on the CLI's timed (non-blocking) socket then fails with EAGAIN,
+    which failed the command at once ("Resource temporarily unavailable", exit 1). A busy
+    agent is waited for, within the request's timeout."""
+    listener, queued = full_backlog(sockpath)
+    try:
+        t = serve_later(listener, queued, 0.3)
+        assert ctl.request(sockpath, {"cmd": "hosts"}, timeout=5) == {"ok": True}
+        t.join(10)
+    finally:
+        listener.close()
+
+
+def test_item23_3_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(sockpath):
+    import time
+    listener, queued = full_backlog(sockpath)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ctl.CtlError) as err:
+            ctl.request(sockpath, {"cmd": "hosts"}, timeout=0.5)
+        assert 0.5 <= time.monotonic() - start < 2
+        assert str(err.value) == f"the agent did not take the connection within 0.5 s " \
+                                 f"({sockpath}: too many commands at once ; try again)"
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("how, says", [
+    ("close", "the agent closed the connection without answering (stopped or killed)"),
+    ("reset", "the agent closed the connection without answering (stopped or killed)"),
+    ("half", "the agent closed the connection in the middle of its reply (stopped or "
+             "killed)"),
+])
+def test_item23_3_an_agent_gone_without_a_reply_is_said_so(sockpath, how, says):
+    """Issue 23 item 3, docs/contract.md §1: the agent killed (-9) while a command waits for
+    its outcome: the connection closes with no reply at all, which read "the agent's reply is
+    not JSON". Said as what it is (a SIGTERM'd agent still answers "the agent stopped before
+    the outcome")."""
+    import threading
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sockpath)
+    listener.listen(1)
+
+    def run():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        if how == "reset":          # unread bytes at the close: the reader gets ECONNRESET
+            conn.recv(1, socket.MSG_PEEK)
+        else:
+            conn.makefile("rb").readline()
+        if how == "half":
+            conn.sendall(b'{"ok": false, "out')
+        conn.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ctl.CtlError) as err:
+            ctl.request(sockpath, {"cmd": "reset", "host": "worker-1", "wait": 30}, timeout=10)
+        assert str(err.value) == says
+    finally:
+        t.join(5)
+        listener.close()
