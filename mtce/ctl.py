@@ -17,6 +17,7 @@ import struct
 import sys
 import time
 
+from mtce.cli import MAX_WAIT_S, OutputError, say, to_devnull
 from mtce.streams import StreamServer
 
 MAX_REQUEST = 64 * 1024
@@ -24,7 +25,6 @@ IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
 MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
-MAX_WAIT_S = 3600.0             # the longest `--wait`
 BACKLOG = 4 * MAX_CONNECTIONS   # connections the kernel queues before the loop accepts them
 CONNECT_PAUSE_S = (0.005, 0.1)  # a full backlog: the first and the longest pause before
                                 # the client tries again (within its timeout)
@@ -406,34 +406,22 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
     except KeyboardInterrupt:
         pass
     except Interrupted:                 # the pipe's reader is gone
-        _to_devnull(out)
+        to_devnull(out)
+    except OSError as err:              # a full disk, a terminal gone (EIO)
+        to_devnull(out)
+        raise OutputError(f"cannot write the output: {err.strerror or err}") from None
     finally:
         if screen is not None:
             screen.restore()
     return 0
 
 
-def _to_devnull(out) -> None:
-    """What is left in `out`'s buffer goes nowhere: Python's flush at exit must not report a
-    BrokenPipeError once the reader of a pipe has gone."""
-    try:
-        fd = out.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 def cli(args, cfg, ask=None) -> int:
     """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line.
-    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout."""
+    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout.
+    `--watch` and `--wait` SECONDS were checked by the parser (cli.py). The output's reader
+    gone, the status stays; the output not written: OutputError (cli.main: exit 1)."""
     if args.command == "hosts" and getattr(args, "watch", None) is not None:
-        if args.watch <= 0:
-            print("mtce: --watch SECONDS must be above 0", file=sys.stderr)
-            return 2
         return watch(cfg.paths.agent_socket, args.watch)
     ask = ask or (lambda req, timeout: request(cfg.paths.agent_socket, req, timeout))
     req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
@@ -442,10 +430,6 @@ def cli(args, cfg, ask=None) -> int:
     timeout = 10.0
     wait = getattr(args, "wait", None)
     if wait is not None:
-        if not 0 < wait <= MAX_WAIT_S:
-            print(f"mtce: --wait SECONDS must be above 0, at most {MAX_WAIT_S:g}",
-                  file=sys.stderr)
-            return 2
         req["wait"] = wait
         timeout = wait + WAIT_MARGIN_S
     try:
@@ -454,17 +438,19 @@ def cli(args, cfg, ask=None) -> int:
         print(f"mtce: {err}", file=sys.stderr)
         return 1
     if "outcome" in reply:              # --wait: the ACK, the give-up or the timeout
-        print(reply["outcome"], file=sys.stdout if reply.get("ok") else sys.stderr)
-        return 0 if reply.get("ok") else 1
+        if not reply.get("ok"):
+            print(reply["outcome"], file=sys.stderr)
+            return 1
+        say(reply["outcome"])
+        return 0
     if not reply.get("ok"):
         print(f"mtce: {reply.get('error', 'the agent refused the request')}", file=sys.stderr)
         return 1
     if args.command == "hosts":
-        print(json.dumps(reply["hosts"], indent=2) if args.json else
-              format_hosts(reply["hosts"]))
+        say(json.dumps(reply["hosts"], indent=2) if args.json else format_hosts(reply["hosts"]))
     elif args.command == "alarms":
-        print(json.dumps(reply["alarms"], indent=2) if args.json else
-              format_alarms(reply["alarms"]))
+        say(json.dumps(reply["alarms"], indent=2) if args.json else
+            format_alarms(reply["alarms"]))
     else:
-        print(reply.get("message", "ok"))
+        say(reply.get("message", "ok"))
     return 0

@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from mtce import config, ctl
-from mtce.cli import _parser, _wait_first
+from mtce.cli import parse
 from mtce.commands import CMD_ATTEMPTS, CMD_RETRY_S
 from mtce.states import Cmd, Net
 from sim import sims
@@ -87,7 +87,7 @@ class Asker:
 
 def mtce(s, *argv, ask=None):
     """`mtce ARGV` against the sim's agent: (exit code, Asker)."""
-    args = _parser().parse_args(_wait_first(list(argv)))
+    args = parse(list(argv))
     ask = ask or Asker(s)
     return ctl.cli(args, config.load(s.files.agent_ini), ask=ask), ask
 
@@ -259,9 +259,11 @@ def test_a_bad_wait_is_refused_and_nothing_is_sent(sim, wait):
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "4000"])
 def test_a_bad_wait_on_the_command_line_is_a_usage_error(sim, capsys, value):
+    from mtce import cli
     s = sim(clients=[]).start()
-    rc, _ = mtce(s, "reboot", "worker-1", "--wait", value)
-    assert rc == 2 and "--wait SECONDS" in capsys.readouterr().err
+    assert cli.main(["reboot", "worker-1", "--wait", value, "-c", s.files.agent_ini]) == 2
+    assert "argument --wait: SECONDS is from 0.1 to 3600" in capsys.readouterr().err
+    assert to_client(s, "worker-1", Net.MGMT, Cmd.REBOOT) == []
 
 
 # -- item 18: a full state_dir ------------------------------------------------------------------
@@ -368,7 +370,7 @@ def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
     has gone (exit 0)."""
     from conftest import FakeHost
     host = FakeHost(tmp_path / "h")
-    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.05", "-c", host.ini],
+    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.1", "-c", host.ini],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = subprocess.Popen(["head", "-1"], stdin=watch.stdout, stdout=subprocess.PIPE)
     watch.stdout.close()
@@ -380,7 +382,7 @@ def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
             if p.poll() is None:
                 p.kill()
                 p.communicate(timeout=5)
-    assert first.startswith(b"mtce hosts --watch 0.05")
+    assert first.startswith(b"mtce hosts --watch 0.1")
     assert watch.returncode == 0, err
     assert err == b""
 
