@@ -389,3 +389,80 @@ def test_item23_4_the_lab_and_the_bench_output_too(monkeypatch, capsys, tmp_path
         assert lab.stderr.splitlines() == ["mtce: cannot write the output: No space left on "
                                            "device"], lab.stderr
 
+
+# -- issue 23 item 6: what the documentation tells an operator to run ------------------------------
+
+def doc_files() -> list[str]:
+    docs = os.path.join(REPO, "docs")
+    return [os.path.join(REPO, "README.md"), os.path.join(REPO, "debian", "mtce.1")] + \
+        sorted(os.path.join(docs, n) for n in os.listdir(docs) if n.endswith(".md"))
+
+
+def test_item23_6_the_docs_tell_a_way_of_running_mtce_that_works():
+    """Issue 23 item 6, docs/contract.md §1: plain `python3 mtce.py ARGS` without the venv
+    exits 2 for every command; docs/lab.md said it "works the same" and gave it as the second
+    terminal's command. A command line in the docs runs `.venv/bin/python mtce.py`, `python3
+    dist/mtce.pyz` or `mtce`; plain `python3 mtce.py` only where the line says it needs the
+    dependencies (or fails without them)."""
+    import re
+    wrong = []
+    for path in doc_files():
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if re.search(r"(?<![\w/.-])python3 mtce\.py\b", line) and \
+                        "without" not in line:
+                    wrong.append(f"{os.path.relpath(path, REPO)}:{n}: {line.strip()}")
+    assert len(doc_files()) > 5
+    assert not wrong, "\n".join(wrong)
+
+
+def man_synopsis() -> dict:
+    """debian/mtce.1's SYNOPSIS: {command: the options it shows}."""
+    import re
+    with open(os.path.join(REPO, "debian", "mtce.1"), encoding="utf-8") as f:
+        text = f.read()
+    block = text.split(".SH SYNOPSIS", 1)[1].split(".SH ", 1)[0]
+    shown = {}
+    for group in block.split(".br"):
+        words = " ".join(re.sub(r"^\.[A-Z]+ ?", "", line) for line in group.splitlines()
+                         if line.strip()).replace("\\-", "-").replace("|", " | ").split()
+        words = [w.strip("[]") for w in words]
+        if not words or words[0] != "mtce":
+            continue
+        commands = []
+        for w in words[1:]:
+            if w == "|":
+                continue
+            if w.startswith("-") or w.isupper() or not w:
+                break
+            commands.append(w)
+        options = {w for w in words if w.startswith("-")}
+        for c in commands or ["(top)"]:
+            shown.setdefault(c, set()).update(options)
+    return shown
+
+
+def test_item23_6_the_man_page_shows_every_option_of_every_command():
+    """Issue 23 item 6: the man page's SYNOPSIS lacked `reboot --lazy` and `-c` for most
+    commands: it shows every option `mtce COMMAND --help` has (docs/contract.md §1: every command
+    takes `-c FILE`), and OPTIONS gives the bounds of `--watch` and `--wait`."""
+    import argparse
+    from mtce import cli
+    top = cli._parser()
+    shown = man_synopsis()
+    missing = []
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                options = {s for a in sub._actions for s in a.option_strings
+                           if s.startswith("--") or s in ("-c", "-f")} - {"--help"}
+                lacking = options - shown.get(name, set())
+                if lacking:
+                    missing.append(f"mtce {name}: {sorted(lacking)}")
+    assert not missing, "\n".join(missing)
+    with open(os.path.join(REPO, "debian", "mtce.1"), encoding="utf-8") as f:
+        options = f.read().split(".SH OPTIONS", 1)[1].split(".SH ", 1)[0]
+    watch = options.split("\\-\\-watch", 1)[1].split(".TP", 1)[0]
+    wait = options.split("\\-\\-wait", 1)[1].split(".TP", 1)[0]
+    assert f"{cli.MIN_INTERVAL_S:g} to {cli.MAX_WATCH_S:g}" in watch, watch
+    assert f"{cli.MIN_INTERVAL_S:g} to {cli.MAX_WAIT_S:g}" in wait, wait
