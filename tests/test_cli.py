@@ -165,9 +165,8 @@ def ini(tmp_path):
 
 @pytest.mark.parametrize("argv, line", [
     ([], "mtce: a command is required (mtce --help)"),
-    (["bogus"], "mtce: argument COMMAND: invalid choice: 'bogus' (choose from 'client', "
-                "'agent', 'hosts', 'alarms', 'lock', 'unlock', 'reboot', 'reset', 'alive', "
-                "'lab', 'bench') (mtce --help)"),
+    (["bogus"], "mtce: argument COMMAND: invalid choice: 'bogus' (choose from ... "
+                "(mtce --help)"),
     (["hosts", "extra"], "mtce: hosts: unrecognized arguments: extra (mtce hosts --help)"),
     (["lock"], "mtce: lock: the following arguments are required: HOST (mtce lock --help)"),
     (["lock", "a", "b"], "mtce: lock: unrecognized arguments: b (mtce lock --help)"),
@@ -188,7 +187,12 @@ def test_item23_6_a_usage_error_is_one_line_naming_the_command(capsys, argv, lin
     usage, become one line naming the command and where its help is."""
     assert run_main(argv) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err.splitlines() == [line], err
+    assert out == "" and len(err.splitlines()) == 1, err
+    if "..." in line:                   # argparse's list of choices varies by version
+        head, _, tail = line.partition("...")
+        assert err.startswith(head) and err.endswith(tail + "\n"), err
+    else:
+        assert err == line + "\n", err
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["hosts", "--help"], ["reboot", "-h"]])
