@@ -36,6 +36,7 @@ import time
 import zipfile
 
 from mtce import ctl, hosts, transport
+from mtce.cli import say
 from mtce.states import Net
 from mtce.benchreport import TARGETS, met, table  # noqa: F401 - TARGETS for callers
 from mtce.benchlab import (
@@ -602,7 +603,7 @@ def main(args) -> int:
     result["met"] = met(result)
     if args.json:
         print(table(result), file=sys.stderr)   # the same run, for a human reading along
-        print(json.dumps(result, indent=1))
+        say(json.dumps(result, indent=1))
     else:
-        print(table(result))
+        say(table(result))
     return 0

@@ -15,6 +15,7 @@ import tempfile
 import time
 
 from mtce import ctl
+from mtce.cli import say
 from mtce.benchlab import FULL, BenchError, CoreMeter, _say, proc_cpu_s, proc_status_mib, udp_drops
 
 SIZES = (500, 2000, 10000)
@@ -105,7 +106,7 @@ def main(args) -> int:
         return 1
     if args.json:
         print(table(rows), file=sys.stderr)
-        print(json.dumps({"scale": rows}, indent=1))
+        say(json.dumps({"scale": rows}, indent=1))
     else:
-        print(table(rows))
+        say(table(rows))
     return 0

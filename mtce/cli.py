@@ -7,16 +7,97 @@ so `mtce --version` stays fast. Exit codes: 0 ok, 1 runtime failure, 2 usage or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mtce import __version__
 
 DEFAULT_CONFIG = "/etc/mtc.ini"
 WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (docs/contract.md §1)
+MIN_INTERVAL_S = 0.1            # the shortest `--watch` and `--wait`
+MAX_WATCH_S = 86400.0           # the longest `--watch` interval: a day
+MAX_WAIT_S = 3600.0             # the longest `--wait` (the agent's own bound too)
+
+
+class UsageError(Exception):
+    """A command line that does not parse: one line, exit 2 (docs/contract.md §1)."""
+
+
+class OutputError(Exception):
+    """Standard output cannot be written (a full disk, an I/O error): one line, exit 1."""
+
+
+def to_devnull(out) -> None:
+    """What is left in `out`'s buffer goes nowhere: Python's flush at exit must not report a
+    BrokenPipeError once the reader of a pipe has gone (nor fail again on a full disk)."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def say(text: str = "", out=None, end: str = "\n") -> None:
+    """Write `text` to standard output and flush it. A reader gone (`| head`, `| grep -q`)
+    ends the output quietly: the rest goes nowhere and the command keeps its own exit
+    status. Any other write error (ENOSPC on /dev/full, EIO) raises OutputError."""
+    out = out or sys.stdout
+    try:
+        out.write(text + end)
+        out.flush()
+    except BrokenPipeError:
+        to_devnull(out)
+    except OSError as err:
+        to_devnull(out)
+        raise OutputError(f"cannot write the output: {err.strerror or err}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors one line (UsageError) and its own output (`--help`, `--version`)
+    through `say`."""
+
+    def error(self, message):
+        raise UsageError(_usage_line(self.prog, message))
+
+    def _print_message(self, message, file=None):
+        if not message:
+            return
+        if file is sys.stdout:
+            say(message, end="")
+            return
+        try:
+            (file or sys.stderr).write(message)
+        except OSError:
+            pass
+
+
+def _usage_line(prog: str, message: str) -> str:
+    """`mtce: hosts: unrecognized arguments: x (mtce hosts --help)`."""
+    command = prog.split(" ", 1)[1] + ": " if " " in prog else ""
+    return f"mtce: {command}{message} ({prog} --help)"
+
+
+def _seconds(low: float, high: float):
+    """argparse type: SECONDS, finite, from `low` to `high` (a NaN, an infinity, 1e-300 or
+    1e300 would crash `time.sleep` or busy-loop the agent)."""
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not low <= value <= high:            # a NaN is refused too
+            raise argparse.ArgumentTypeError(f"SECONDS is from {low:g} to {high:g} "
+                                             f"(not {text})")
+        return value
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="mtce", description="StarlingX maintenance mtcAlive messaging: mtcAgent, "
         "mtcClient and their operator commands.")
     top.add_argument("--version", action="version", version=f"mtce {__version__}")
@@ -38,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="stay in the foreground and log to stderr")
     p = command("hosts", "the running agent's host table")
     p.add_argument("--json", action="store_true", help="print JSON (docs/contract.md §5)")
-    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None,
-                   metavar="SECONDS", help="redraw the table (and the alarms) every SECONDS "
-                   "(default 2) until Ctrl-C")
+    p.add_argument("--watch", nargs="?", type=_seconds(MIN_INTERVAL_S, MAX_WATCH_S), const=2.0,
+                   default=None, metavar="SECONDS", help="redraw the table (and the alarms) "
+                   "every SECONDS (default 2; 0.1 to 86400) until Ctrl-C")
     p = command("alarms", "active alarms held by the running agent")
     p.add_argument("--json", action="store_true", help="print JSON")
     for name, what in (("lock", "lock a host"), ("unlock", "unlock a host"),
@@ -51,8 +132,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "reboot":
             p.add_argument("--lazy", action="store_true",
                            help="lazy reboot: the host waits [agent] lazy_reboot_delay seconds")
-        p.add_argument("--wait", nargs="?", type=float, const=WAIT_DEFAULT_S, default=None,
-                       metavar="SECONDS", help="wait (default 60 s) for the host's ACK or the "
+        p.add_argument("--wait", nargs="?", type=_seconds(MIN_INTERVAL_S, MAX_WAIT_S),
+                       const=WAIT_DEFAULT_S, default=None, metavar="SECONDS",
+                       help="wait (default 60 s; 0.1 to 3600) for the host's ACK or the "
                        "agent's give-up: exit 0 on the ACK (the networks printed), 1 otherwise")
     p = command("lab", "a controller and N workers on this machine, with a live table")
     p.add_argument("--hosts", type=int, default=None, metavar="N",
@@ -108,12 +190,17 @@ def missing_packages() -> list[str]:
 
 def main(argv=None) -> int:
     try:
-        return _main(argv)
+        status = _main(argv)
+        say("", end="")                 # what is still buffered: its failure is the command's
+        return status
     except ModuleNotFoundError as err:
         top = (err.name or "").split(".")[0]
         if top not in BUNDLED:
             raise
         return _say_missing([BUNDLED[top]])
+    except OutputError as err:
+        print(f"mtce: {err}", file=sys.stderr)
+        return 1
 
 
 def _wait_first(argv: list) -> list:
@@ -129,12 +216,28 @@ def _wait_first(argv: list) -> list:
     return out
 
 
-def _main(argv=None) -> int:
-    args = _parser().parse_args(_wait_first(sys.argv[1:] if argv is None else argv))
+def parse(argv: list):
+    """The command line's arguments; UsageError (its one line) when it does not parse;
+    SystemExit(0) once `--help` or `--version` is printed."""
+    top = _parser()
+    args, extra = top.parse_known_args(_wait_first(argv))
+    if extra:               # a command's stray argument: that command's error, not the top's
+        command = getattr(args, "command", None)
+        prog = f"mtce {command}" if command else "mtce"
+        raise UsageError(_usage_line(prog, f"unrecognized arguments: {' '.join(extra)}"))
     if not args.command:
-        _parser().print_usage(sys.stderr)
-        print("mtce: a command is required (try 'mtce --help')", file=sys.stderr)
+        raise UsageError("mtce: a command is required (mtce --help)")
+    return args
+
+
+def _main(argv=None) -> int:
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        print(err, file=sys.stderr)
         return 2
+    except SystemExit as done:          # --help, --version: printed
+        return done.code if isinstance(done.code, int) else 0
     # Every command needs them (the lab and the bench through the daemons they start): say
     # so before anything starts, not after a lab's header (docs/contract.md §1: one line, exit 2).
     missing = missing_packages()

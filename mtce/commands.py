@@ -58,11 +58,17 @@ class Outcome(NamedTuple):
         if self.ok:
             verb = "answered" if self.cmd == Cmd.REQ_MTCALIVE else "ACKed"
             return f"{self.host} {word} {verb} on {','.join(n.key for n in self.nets)}"
+        # A lock or unlock is recorded before it is sent: not lost for want of an ACK, the
+        # locked correction tells the host when its mtcAlive next arrives (docs/protocol.md
+        # §5.4 "Locked correction").
+        kept = f" ; the agent keeps {self.host} {word}ed (state_dir) and tells it again " \
+               f"when it is heard" if self.cmd in (Cmd.LOCKED, Cmd.UNLOCKED) else ""
         if self.result == GAVE_UP:
-            return f"{self.host} {word}: no {what} after {self.attempts} attempts (gave up)"
+            return f"{self.host} {word}: no {what} after {self.attempts} attempts " \
+                   f"(gave up){kept}"
         if self.result == TIMEOUT:
             return (f"{self.host} {word}: no {what} within {self.waited_s:g} s (attempt "
-                    f"{self.attempts} of {CMD_ATTEMPTS} ; the agent keeps trying)")
+                    f"{self.attempts} of {CMD_ATTEMPTS} ; the agent keeps trying){kept}")
         return f"{self.host} {word}: the host left the inventory before an {what}"
 
 

@@ -15,7 +15,9 @@ import select
 import socket
 import struct
 import sys
+import time
 
+from mtce.cli import MAX_WAIT_S, OutputError, say, to_devnull
 from mtce.streams import StreamServer
 
 MAX_REQUEST = 64 * 1024
@@ -23,7 +25,9 @@ IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
 MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
 MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
-MAX_WAIT_S = 3600.0             # the longest `--wait`
+BACKLOG = 4 * MAX_CONNECTIONS   # connections the kernel queues before the loop accepts them
+CONNECT_PAUSE_S = (0.005, 0.1)  # a full backlog: the first and the longest pause before
+                                # the client tries again (within its timeout)
 WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
 NETS = ("mgmt", "cluster-host", "pxeboot")
 
@@ -77,7 +81,7 @@ class Server(StreamServer):
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         super().__init__(sock, loop, log, clock)
 
     def _remove_stale(self) -> None:
@@ -200,14 +204,38 @@ class CtlError(Exception):
     pass
 
 
+def _connect(path: str, timeout: float) -> socket.socket:
+    """A socket connected to the agent. A burst of commands at once fills the listen
+    backlog, and connect() on a timed (non-blocking) socket then fails with EAGAIN at once:
+    tried again after a pause (5 ms, doubling up to 100 ms) until `timeout`."""
+    deadline = time.monotonic() + timeout
+    pause = CONNECT_PAUSE_S[0]
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CtlError(f"the agent did not take the connection within {timeout:g} s "
+                           f"({path}: too many commands at once ; try again)")
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, CONNECT_PAUSE_S[1])
+
+
 def request(path: str, req: dict, timeout: float = 10.0) -> dict:
     """Send one request to the agent; raises CtlError with an operator-readable text."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = None
+    data = bytearray()
     try:
-        sock.connect(path)
+        sock = _connect(path, timeout)
         sock.sendall(json.dumps(req).encode() + b"\n")
-        data = bytearray()
         while True:
             chunk = sock.recv(65536)
             if not chunk:
@@ -221,10 +249,21 @@ def request(path: str, req: dict, timeout: float = 10.0) -> dict:
         raise CtlError(f"permission denied on {path}: run as root") from None
     except socket.timeout:
         raise CtlError(f"the agent did not answer within {timeout:g} s ({path})") from None
+    except ConnectionResetError:        # it went with our request unread: killed
+        pass
     except OSError as err:
         raise CtlError(f"cannot talk to the agent at {path}: {err.strerror or err}") from None
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
+    # Every reply ends with a newline: without one, the agent went before its end (kill -9;
+    # a SIGTERM'd agent still answers "the agent stopped before the outcome").
+    if not data:
+        raise CtlError("the agent closed the connection without answering (stopped or "
+                       "killed)")
+    if not data.endswith(b"\n"):
+        raise CtlError("the agent closed the connection in the middle of its reply (stopped "
+                       "or killed)")
     try:
         reply = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -367,34 +406,22 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
     except KeyboardInterrupt:
         pass
     except Interrupted:                 # the pipe's reader is gone
-        _to_devnull(out)
+        to_devnull(out)
+    except OSError as err:              # a full disk, a terminal gone (EIO)
+        to_devnull(out)
+        raise OutputError(f"cannot write the output: {err.strerror or err}") from None
     finally:
         if screen is not None:
             screen.restore()
     return 0
 
 
-def _to_devnull(out) -> None:
-    """What is left in `out`'s buffer goes nowhere: Python's flush at exit must not report a
-    BrokenPipeError once the reader of a pipe has gone."""
-    try:
-        fd = out.fileno()
-    except (AttributeError, OSError, ValueError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
 def cli(args, cfg, ask=None) -> int:
     """`mtce hosts|alarms|lock|unlock|reboot|reset|alive`: exit 0, or 1 with one line.
-    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout."""
+    With `--wait`: 0 once the host ACKed (the networks printed), 1 on give-up or timeout.
+    `--watch` and `--wait` SECONDS were checked by the parser (cli.py). The output's reader
+    gone, the status stays; the output not written: OutputError (cli.main: exit 1)."""
     if args.command == "hosts" and getattr(args, "watch", None) is not None:
-        if args.watch <= 0:
-            print("mtce: --watch SECONDS must be above 0", file=sys.stderr)
-            return 2
         return watch(cfg.paths.agent_socket, args.watch)
     ask = ask or (lambda req, timeout: request(cfg.paths.agent_socket, req, timeout))
     req = {"cmd": "lazy-reboot" if getattr(args, "lazy", False) else args.command}
@@ -403,10 +430,6 @@ def cli(args, cfg, ask=None) -> int:
     timeout = 10.0
     wait = getattr(args, "wait", None)
     if wait is not None:
-        if not 0 < wait <= MAX_WAIT_S:
-            print(f"mtce: --wait SECONDS must be above 0, at most {MAX_WAIT_S:g}",
-                  file=sys.stderr)
-            return 2
         req["wait"] = wait
         timeout = wait + WAIT_MARGIN_S
     try:
@@ -415,17 +438,19 @@ def cli(args, cfg, ask=None) -> int:
         print(f"mtce: {err}", file=sys.stderr)
         return 1
     if "outcome" in reply:              # --wait: the ACK, the give-up or the timeout
-        print(reply["outcome"], file=sys.stdout if reply.get("ok") else sys.stderr)
-        return 0 if reply.get("ok") else 1
+        if not reply.get("ok"):
+            print(reply["outcome"], file=sys.stderr)
+            return 1
+        say(reply["outcome"])
+        return 0
     if not reply.get("ok"):
         print(f"mtce: {reply.get('error', 'the agent refused the request')}", file=sys.stderr)
         return 1
     if args.command == "hosts":
-        print(json.dumps(reply["hosts"], indent=2) if args.json else
-              format_hosts(reply["hosts"]))
+        say(json.dumps(reply["hosts"], indent=2) if args.json else format_hosts(reply["hosts"]))
     elif args.command == "alarms":
-        print(json.dumps(reply["alarms"], indent=2) if args.json else
-              format_alarms(reply["alarms"]))
+        say(json.dumps(reply["alarms"], indent=2) if args.json else
+            format_alarms(reply["alarms"]))
     else:
-        print(reply.get("message", "ok"))
+        say(reply.get("message", "ok"))
     return 0

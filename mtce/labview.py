@@ -10,6 +10,7 @@ import shutil
 import signal
 
 from mtce import ctl
+from mtce.cli import OutputError
 from mtce.labplan import (NETS, Interrupted, Plan)
 
 # == what the agent says =====================================================================
@@ -171,6 +172,9 @@ class Lines:
         except BrokenPipeError:
             self.broken = True
             raise Interrupted(signal.SIGPIPE) from None
+        except OSError as err:          # a full disk: the lab stops, `mtce` says so (exit 1)
+            self.broken = True
+            raise OutputError(f"cannot write the output: {err.strerror or err}") from None
 
 
 class Screen:

@@ -162,3 +162,330 @@ def test_item23_19_daemon_info_is_internal_and_answers(tmp_path):
     r = subprocess.run(PROGRAM + ["daemon-info", "agent", "-c", str(ini)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not UTF-8" in r.stderr
+
+
+# -- issue 23 items 3, 4, 6: what an operator's command line and output may be ------------------
+
+def run_main(argv) -> int:
+    """`mtce ARGV` in this process: its exit code (argparse's SystemExit taken as one)."""
+    from mtce import cli
+    try:
+        return cli.main(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+
+
+@pytest.fixture
+def ini(tmp_path):
+    path = tmp_path / "mtc.ini"
+    path.write_text(f"[paths]\nagent_socket = {tmp_path}/none.sock\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, line", [
+    ([], "mtce: a command is required (mtce --help)"),
+    (["bogus"], "mtce: argument COMMAND: invalid choice: 'bogus' (choose from ... "
+                "(mtce --help)"),
+    (["hosts", "extra"], "mtce: hosts: unrecognized arguments: extra (mtce hosts --help)"),
+    (["lock"], "mtce: lock: the following arguments are required: HOST (mtce lock --help)"),
+    (["lock", "a", "b"], "mtce: lock: unrecognized arguments: b (mtce lock --help)"),
+    (["reboot", "x", "--wait", "abc"],
+     "mtce: reboot: unrecognized arguments: abc (mtce reboot --help)"),
+    (["hosts", "--watch", "abc"],
+     "mtce: hosts: argument --watch: not a number of seconds: 'abc' (mtce hosts --help)"),
+    (["hosts", "-c"], "mtce: hosts: argument -c: expected one argument (mtce hosts --help)"),
+    (["-c"], "mtce: argument -c: expected one argument (mtce --help)"),
+    (["agent", "-x"], "mtce: agent: unrecognized arguments: -x (mtce agent --help)"),
+    (["lab", "--hosts", "many"],
+     "mtce: lab: argument --hosts: invalid int value: 'many' (mtce lab --help)"),
+    (["bench", "--jsn"], "mtce: bench: unrecognized arguments: --jsn (mtce bench --help)"),
+])
+def test_item23_6_a_usage_error_is_one_line_naming_the_command(capsys, argv, line):
+    """Issue 23 item 6, docs/contract.md §1 (exit 2, one line, for every command): argparse's
+    two lines (`usage:` and `error:`), and for a subcommand's stray argument the top-level
+    usage, become one line naming the command and where its help is."""
+    assert run_main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    if "..." in line:                   # argparse's list of choices varies by version
+        head, _, tail = line.partition("...")
+        assert err.startswith(head) and err.endswith(tail + "\n"), err
+    else:
+        assert err == line + "\n", err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["hosts", "--help"], ["reboot", "-h"]])
+def test_item23_6_help_stays_whole_and_exits_0(capsys, argv):
+    """`--help` is asked for: argparse's whole text on stdout, exit 0."""
+    assert run_main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("usage: mtce") and len(out.splitlines()) > 3, out
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["hosts", "--watch", "nan"], "--watch"), (["hosts", "--watch", "inf"], "--watch"),
+    (["hosts", "--watch", "1e300"], "--watch"), (["hosts", "--watch", "1e-300"], "--watch"),
+    (["hosts", "--watch", "0"], "--watch"), (["hosts", "--watch", "-2"], "--watch"),
+    (["hosts", "--watch", "86401"], "--watch"),
+    (["reboot", "worker-0", "--wait", "nan"], "--wait"),
+    (["lock", "worker-0", "--wait", "1e-300"], "--wait"),
+    (["alive", "--wait=-inf", "worker-0"], "--wait"),
+    (["reset", "worker-0", "--wait", "3601"], "--wait"),
+])
+def test_item23_4_watch_and_wait_refuse_what_is_not_a_sane_interval(monkeypatch, capsys, ini,
+                                                                    argv, what):
+    """Issue 23 item 4, docs/contract.md §1: `--watch nan|inf|1e300` crashed in time.sleep after
+    the first table, `--watch 1e-300` asked the agent in a busy loop: SECONDS outside
+    0.1..86400 (`--wait`: 0.1..3600) is a usage error, one line, exit 2, before anything is
+    asked of the agent."""
+    from mtce import ctl
+    monkeypatch.setattr(ctl, "watch", lambda *a, **k: 99)
+    monkeypatch.setattr(ctl, "request", lambda *a, **k: pytest.fail("asked the agent"))
+    assert run_main(argv + ["-c", ini]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert f"argument {what}: SECONDS is from 0.1 to " in err
+
+
+@pytest.mark.parametrize("argv, seconds", [
+    (["hosts", "--watch", "0.1"], 0.1), (["hosts", "--watch", "86400"], 86400.0),
+    (["hosts", "--watch"], 2.0), (["reboot", "worker-0", "--wait", "3600"], 3600.0),
+    (["reboot", "--wait", "worker-0"], 60.0)])
+def test_item23_4_sane_intervals_are_taken(argv, seconds):
+    from mtce import cli
+    args = cli.parse(argv)
+    assert (args.watch if args.command == "hosts" else args.wait) == seconds
+
+
+# -- output that goes away: a closed pipe, a full disk -------------------------------------------
+
+class FakeAgent:
+    """The agent's side of the control socket, in a thread: one JSON reply per request,
+    by its `cmd` (enough for the operator commands' output paths)."""
+
+    def __init__(self, path: str, replies: dict):
+        import socket
+        import threading
+        self.replies = replies
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import json
+        import time
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn, conn.makefile("rb") as f:      # both closed: the reader's EOF
+                conn.settimeout(5)
+                req = json.loads(f.readline())
+                conn.sendall(json.dumps(self.replies[req["cmd"]]).encode() + b"\n")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def one_host(i: int) -> dict:
+    nets = {n: {"state": "ok", "last_seq": i, "missed": 0, "last_seen_s": 1.0}
+            for n in ("mgmt", "cluster-host", "pxeboot")}
+    return {"hostname": f"worker-{i}", "personality": "worker", "administrative": "unlocked",
+            "availability": "online", "networks": nets}
+
+
+@pytest.fixture
+def fake_agent(tmp_path):
+    import tempfile
+    short = tempfile.mkdtemp(prefix="mtce-cli-", dir="/tmp")
+    path = os.path.join(short, "agent.sock")
+    ini = tmp_path / "mtc.ini"
+    ini.write_text(f"[paths]\nagent_socket = {path}\n")
+    many = [one_host(i) for i in range(1000)]             # a table far beyond a pipe's 64 KiB
+    agent = FakeAgent(path, {
+        "hosts": {"ok": True, "hosts": many},
+        "alarms": {"ok": True, "alarms": [{"id": "200.003", "severity": "minor",
+                                           "host": f"worker-{i}", "raised_at": "now",
+                                           "reason": "pxeboot lost"} for i in range(1000)]},
+        "alive": {"ok": True, "outcome": "worker-0 alive answered on pxeboot"},
+        "lock": {"ok": True, "message": "locked sent to worker-0 ; waiting for ACK"},
+    })
+    yield str(ini)
+    agent.close()
+    import shutil
+    shutil.rmtree(short, ignore_errors=True)
+
+
+OUTPUT_COMMANDS = [["hosts"], ["hosts", "--json"], ["alarms"], ["alarms", "--json"],
+                   ["alive", "worker-0", "--wait", "5"], ["lock", "worker-0"], ["--version"],
+                   ["--help"], ["hosts", "--help"]]
+
+
+def run_into(argv, sink: str, ini: str):
+    """`mtce ARGV` with its stdout a pipe whose reader has gone, or /dev/full."""
+    if sink == "closed pipe":
+        r, w = os.pipe()
+        os.close(r)
+    else:
+        w = os.open("/dev/full", os.O_WRONLY)
+    try:
+        return subprocess.run(PROGRAM + argv +
+                              (["-c", ini] if argv[-1] != "--help" and argv[0] != "--version"
+                               else []),
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a) for a in OUTPUT_COMMANDS])
+def test_item23_4_output_into_a_closed_pipe_ends_quietly_with_the_commands_status(fake_agent,
+                                                                                  argv):
+    """Issue 23 item 4, docs/contract.md §1: `mtce hosts | grep -q X`, `mtce alive HOST --wait |
+    true`, `mtce hosts --json | head -1`: the reader goes first; the command ends quietly
+    (no traceback), with the status it had (0 here), as `hosts --watch` already did."""
+    r = run_into(argv, "closed pipe", fake_agent)
+    assert (r.returncode, r.stderr) == (0, ""), r
+
+
+@pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a) for a in OUTPUT_COMMANDS])
+def test_item23_4_output_that_cannot_be_written_is_one_line_and_exit_1(fake_agent, argv):
+    """Issue 23 item 4, docs/contract.md §1 (1: runtime failure, one line): `mtce alarms >
+    /dev/full` gave an OSError traceback; now one line saying why, exit 1."""
+    r = run_into(argv, "/dev/full", fake_agent)
+    assert r.returncode == 1, r
+    assert r.stderr.splitlines() == ["mtce: cannot write the output: No space left on "
+                                     "device"], r.stderr
+
+
+@pytest.mark.parametrize("sink", ["closed pipe", "/dev/full"])
+def test_item23_4_the_lab_and_the_bench_output_too(monkeypatch, capsys, tmp_path, sink):
+    """The lab's and the bench's own output paths: into /dev/full one line and exit 1; into a
+    closed pipe quietly (the bench's status: 0; the lab stops as on Ctrl-C, as before)."""
+    from mtce import bench
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+    class Quick:
+        def __init__(self, plan, root):
+            pass
+
+        def run(self):
+            return {}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench, "Bench", Quick)
+    monkeypatch.setattr(bench, "met", lambda result: True)
+    monkeypatch.setattr(bench, "table", lambda result: "x" * 200000)
+    if sink == "closed pipe":
+        r, w = os.pipe()
+        os.close(r)
+    else:
+        w = os.open("/dev/full", os.O_WRONLY)
+    out = os.fdopen(w, "w")
+    monkeypatch.setattr(sys, "stdout", out)
+    try:
+        rc = run_main(["bench", "--quick"])
+    finally:
+        monkeypatch.undo()
+        out.close()
+    err = capsys.readouterr().err
+    if sink == "closed pipe":
+        assert (rc, err) == (0, "")
+    else:
+        assert rc == 1 and err.splitlines() == ["mtce: cannot write the output: No space left "
+                                                "on device"], err
+    if sink == "/dev/full":
+        with open("/dev/full", "w") as full:
+            lab = subprocess.run(PROGRAM + ["lab", "--duration", "2"], stdout=full,
+                                 stderr=subprocess.PIPE, text=True, timeout=120,
+                                 cwd=str(tmp_path))
+        assert lab.returncode == 1, lab
+        assert lab.stderr.splitlines() == ["mtce: cannot write the output: No space left on "
+                                           "device"], lab.stderr
+
+
+# -- issue 23 item 6: what the documentation tells an operator to run ------------------------------
+
+def doc_files() -> list[str]:
+    docs = os.path.join(REPO, "docs")
+    return [os.path.join(REPO, "README.md"), os.path.join(REPO, "debian", "mtce.1")] + \
+        sorted(os.path.join(docs, n) for n in os.listdir(docs) if n.endswith(".md"))
+
+
+def test_item23_6_the_docs_tell_a_way_of_running_mtce_that_works():
+    """Issue 23 item 6, docs/contract.md §1: plain `python3 mtce.py ARGS` without the venv
+    exits 2 for every command; docs/lab.md said it "works the same" and gave it as the second
+    terminal's command. A command line in the docs runs `.venv/bin/python mtce.py`, `python3
+    dist/mtce.pyz` or `mtce`; plain `python3 mtce.py` only where the line says it needs the
+    dependencies (or fails without them)."""
+    import re
+    wrong = []
+    for path in doc_files():
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if re.search(r"(?<![\w/.-])python3 mtce\.py\b", line) and \
+                        "without" not in line:
+                    wrong.append(f"{os.path.relpath(path, REPO)}:{n}: {line.strip()}")
+    assert len(doc_files()) > 5
+    assert not wrong, "\n".join(wrong)
+
+
+def man_synopsis() -> dict:
+    """debian/mtce.1's SYNOPSIS: {command: the options it shows}."""
+    import re
+    with open(os.path.join(REPO, "debian", "mtce.1"), encoding="utf-8") as f:
+        text = f.read()
+    block = text.split(".SH SYNOPSIS", 1)[1].split(".SH ", 1)[0]
+    shown = {}
+    for group in block.split(".br"):
+        words = " ".join(re.sub(r"^\.[A-Z]+ ?", "", line) for line in group.splitlines()
+                         if line.strip()).replace("\\-", "-").replace("|", " | ").split()
+        words = [w.strip("[]") for w in words]
+        if not words or words[0] != "mtce":
+            continue
+        commands = []
+        for w in words[1:]:
+            if w == "|":
+                continue
+            if w.startswith("-") or w.isupper() or not w:
+                break
+            commands.append(w)
+        options = {w for w in words if w.startswith("-")}
+        for c in commands or ["(top)"]:
+            shown.setdefault(c, set()).update(options)
+    return shown
+
+
+def test_item23_6_the_man_page_shows_every_option_of_every_command():
+    """Issue 23 item 6: the man page's SYNOPSIS lacked `reboot --lazy` and `-c` for most
+    commands: it shows every option `mtce COMMAND --help` has (docs/contract.md §1: every command
+    takes `-c FILE`), and OPTIONS gives the bounds of `--watch` and `--wait`."""
+    import argparse
+    from mtce import cli
+    top = cli._parser()
+    shown = man_synopsis()
+    missing = []
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                options = {s for a in sub._actions for s in a.option_strings
+                           if s.startswith("--") or s in ("-c", "-f")} - {"--help"}
+                lacking = options - shown.get(name, set())
+                if lacking:
+                    missing.append(f"mtce {name}: {sorted(lacking)}")
+    assert not missing, "\n".join(missing)
+    with open(os.path.join(REPO, "debian", "mtce.1"), encoding="utf-8") as f:
+        options = f.read().split(".SH OPTIONS", 1)[1].split(".SH ", 1)[0]
+    watch = options.split("\\-\\-watch", 1)[1].split(".TP", 1)[0]
+    wait = options.split("\\-\\-wait", 1)[1].split(".TP", 1)[0]
+    assert f"{cli.MIN_INTERVAL_S:g} to {cli.MAX_WATCH_S:g}" in watch, watch
+    assert f"{cli.MIN_INTERVAL_S:g} to {cli.MAX_WAIT_S:g}" in wait, wait

@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from mtce import config, ctl
-from mtce.cli import _parser, _wait_first
+from mtce.cli import parse
 from mtce.commands import CMD_ATTEMPTS, CMD_RETRY_S
 from mtce.states import Cmd, Net
 from sim import sims
@@ -87,7 +87,7 @@ class Asker:
 
 def mtce(s, *argv, ask=None):
     """`mtce ARGV` against the sim's agent: (exit code, Asker)."""
-    args = _parser().parse_args(_wait_first(list(argv)))
+    args = parse(list(argv))
     ask = ask or Asker(s)
     return ctl.cli(args, config.load(s.files.agent_ini), ask=ask), ask
 
@@ -136,6 +136,35 @@ def test_wait_on_an_online_host_exits_0_and_names_the_networks_that_acked(sim, c
         expected = {"pxeboot", "mgmt"}           # docs/protocol.md §5.4: not over cluster-host
     assert nets == expected
     assert ask.elapsed < 1.5
+
+
+KEPT = {"lock": "the agent keeps worker-1 locked (state_dir) and tells it again when it is "
+                "heard",
+        "unlock": "the agent keeps worker-1 unlocked (state_dir) and tells it again when it "
+                  "is heard"}
+
+
+@pytest.mark.parametrize("word", ["lock", "unlock"])
+def test_item23_3_lock_wait_that_gets_no_ack_says_the_lock_is_kept(sim, capsys, word):
+    """Issue 23 item 3, docs/contract.md §1, docs/protocol.md §5.4 "Locked correction": `mtce
+    lock HOST --wait` on a host that never ACKs exits 1, but unlike a reboot nothing is lost:
+    the lock is recorded (kept in state_dir) and the locked correction tells the host as soon
+    as its mtcAlive arrives. The give-up and the timeout both say so (today: only "gave up")."""
+    s = sim(clients=[]).start()
+    if word == "unlock":
+        assert s.request(cmd="lock", host="worker-1")["ok"]
+        s.run(CMD_ATTEMPTS * CMD_RETRY_S + 1)
+    rc, _ = mtce(s, word, "worker-1", "--wait")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == f"worker-1 {word}: no ACK after 5 attempts (gave up) ; {KEPT[word]}"
+    rc, _ = mtce(s, word, "worker-1", "--wait", "2")
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.strip() == f"worker-1 {word}: no ACK within 2 s (attempt 1 of 5 ; the agent " \
+                          f"keeps trying) ; {KEPT[word]}"
+    assert s.hosts()["worker-1"]["administrative"] == f"{word}ed"
+    assert s.hosts()["worker-1"]["administrative_source"] == "operator"
 
 
 def test_wait_times_out_at_its_deadline_and_the_agent_keeps_trying(sim, capsys):
@@ -230,9 +259,11 @@ def test_a_bad_wait_is_refused_and_nothing_is_sent(sim, wait):
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "4000"])
 def test_a_bad_wait_on_the_command_line_is_a_usage_error(sim, capsys, value):
+    from mtce import cli
     s = sim(clients=[]).start()
-    rc, _ = mtce(s, "reboot", "worker-1", "--wait", value)
-    assert rc == 2 and "--wait SECONDS" in capsys.readouterr().err
+    assert cli.main(["reboot", "worker-1", "--wait", value, "-c", s.files.agent_ini]) == 2
+    assert "argument --wait: SECONDS is from 0.1 to 3600" in capsys.readouterr().err
+    assert to_client(s, "worker-1", Net.MGMT, Cmd.REBOOT) == []
 
 
 # -- item 18: a full state_dir ------------------------------------------------------------------
@@ -339,7 +370,7 @@ def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
     has gone (exit 0)."""
     from conftest import FakeHost
     host = FakeHost(tmp_path / "h")
-    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.05", "-c", host.ini],
+    watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.1", "-c", host.ini],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = subprocess.Popen(["head", "-1"], stdin=watch.stdout, stdout=subprocess.PIPE)
     watch.stdout.close()
@@ -351,7 +382,7 @@ def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
             if p.poll() is None:
                 p.kill()
                 p.communicate(timeout=5)
-    assert first.startswith(b"mtce hosts --watch 0.05")
+    assert first.startswith(b"mtce hosts --watch 0.1")
     assert watch.returncode == 0, err
     assert err == b""
 
@@ -407,3 +438,128 @@ def test_a_line_the_screen_must_cut_says_so(monkeypatch):
     out = Tty()
     Screen(out).draw(["short", "x" * 40])
     assert drawn(out.getvalue()) == ["short", "x" * 18 + ">"]
+
+
+# -- the client side of the socket: a busy agent, an agent that dies ---------------------------
+
+@pytest.fixture
+def sockpath():
+    short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
+    yield os.path.join(short, "agent.sock")
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def full_backlog(path: str):
+    """A listener that accepts nothing, its backlog full: (listener, the queued sockets)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    queued = []
+    for _ in range(64):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            return listener, queued
+        queued.append(s)
+    pytest.fail("the listen backlog never filled")
+
+
+def serve_later(listener, queued, after_s: float):
+    """After `after_s`, accept everything: the queued ones are closed unanswered, a request
+    gets `{"ok": true}`."""
+    import threading
+    import time
+
+    def run():
+        time.sleep(after_s)
+        for s in queued:
+            s.close()
+        listener.settimeout(0.2)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    line = conn.makefile("rb").readline()
+                except OSError:
+                    continue
+                if line:
+                    conn.sendall(b'{"ok": true}\n')
+                    return
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_item23_3_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpath):
+    """Issue 23 item 3, docs/contract.md §1: 17 commands at the same moment fill the agent's
+    listen backlog; connect() on the CLI's timed (non-blocking) socket then fails with EAGAIN,
+    which failed the command at once ("Resource temporarily unavailable", exit 1). A busy
+    agent is waited for, within the request's timeout."""
+    listener, queued = full_backlog(sockpath)
+    try:
+        t = serve_later(listener, queued, 0.3)
+        assert ctl.request(sockpath, {"cmd": "hosts"}, timeout=5) == {"ok": True}
+        t.join(10)
+    finally:
+        listener.close()
+
+
+def test_item23_3_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(sockpath):
+    import time
+    listener, queued = full_backlog(sockpath)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ctl.CtlError) as err:
+            ctl.request(sockpath, {"cmd": "hosts"}, timeout=0.5)
+        assert 0.5 <= time.monotonic() - start < 2
+        assert str(err.value) == f"the agent did not take the connection within 0.5 s " \
+                                 f"({sockpath}: too many commands at once ; try again)"
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("how, says", [
+    ("close", "the agent closed the connection without answering (stopped or killed)"),
+    ("reset", "the agent closed the connection without answering (stopped or killed)"),
+    ("half", "the agent closed the connection in the middle of its reply (stopped or "
+             "killed)"),
+])
+def test_item23_3_an_agent_gone_without_a_reply_is_said_so(sockpath, how, says):
+    """Issue 23 item 3, docs/contract.md §1: the agent killed (-9) while a command waits for
+    its outcome: the connection closes with no reply at all, which read "the agent's reply is
+    not JSON". Said as what it is (a SIGTERM'd agent still answers "the agent stopped before
+    the outcome")."""
+    import threading
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sockpath)
+    listener.listen(1)
+
+    def run():
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        if how == "reset":          # unread bytes at the close: the reader gets ECONNRESET
+            conn.recv(1, socket.MSG_PEEK)
+        else:
+            conn.makefile("rb").readline()
+        if how == "half":
+            conn.sendall(b'{"ok": false, "out')
+        conn.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(ctl.CtlError) as err:
+            ctl.request(sockpath, {"cmd": "reset", "host": "worker-1", "wait": 30}, timeout=10)
+        assert str(err.value) == says
+    finally:
+        t.join(5)
+        listener.close()

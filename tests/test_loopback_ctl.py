@@ -132,3 +132,73 @@ def test_lock_on_a_full_state_dir_exits_1_and_changes_nothing(lab, mtce_cmd, tin
     assert saved["hosts"]["worker-0"]["administrative"] == "locked"
     wait_until(lambda: os.path.exists(os.path.join(w0.paths["run_dir"], ".node_locked")), 10,
                what="the client locked")
+
+
+def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agent(lab,
+                                                                                  mtce_cmd):
+    """Issue 23 item 3, docs/contract.md §1: 40 commands at the same moment (more than the
+    listen backlog) are all answered, none fails with "Resource temporarily unavailable";
+    20 `--wait` ones at once: 16 wait, the others get the agent's own refusal
+    ("16 commands already wait ..."), never a socket error. The agent then stopped (SIGTERM)
+    answers those waiting."""
+    import threading
+    from mtce import ctl
+    c = lab(clients=())
+    path = c.controller.paths["agent_socket"]
+    results, go = [], threading.Event()
+
+    def one(req, timeout):
+        go.wait(10)
+        try:
+            results.append(ctl.request(path, req, timeout))
+        except ctl.CtlError as err:
+            results.append(str(err))
+
+    threads = [threading.Thread(target=one, args=({"cmd": "hosts"}, 20), daemon=True)
+               for _ in range(40)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 40
+    assert [r for r in results if not (isinstance(r, dict) and r.get("ok"))] == []
+
+    results.clear()
+    go.clear()
+    req = {"cmd": "reboot", "host": "worker-1", "wait": 60}
+    threads = [threading.Thread(target=one, args=(req, 70), daemon=True) for _ in range(20)]
+    for t in threads:
+        t.start()
+    go.set()
+    wait_until(lambda: len(results) >= 20 - ctl.MAX_WAITING, 20, interval=0.1,
+               what="the refusals")
+    c.agent.stop()
+    for t in threads:
+        t.join(20)
+    refused = [r for r in results if isinstance(r, dict) and "already wait" in r.get("error", "")]
+    stopped = [r for r in results if r == {"ok": False,
+                                           "error": "the agent stopped before the outcome"}]
+    assert (len(refused), len(stopped)) == (20 - ctl.MAX_WAITING, ctl.MAX_WAITING), results
+
+
+def test_a_waiting_command_whose_agent_is_killed_says_so(lab, mtce_cmd):
+    """Issue 23 item 3, docs/contract.md §1: `mtce reset HOST --wait` whose agent is killed
+    (-9) while it waits: one line saying the agent closed the connection without answering,
+    exit 1 (it read "the agent's reply is not JSON")."""
+    import signal
+    c = lab(clients=())
+    proc = subprocess.Popen(mtce_cmd + ["reset", "worker-1", "--wait", "30", "-c", c.agent_ini],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "worker-1 sending 'reset' request" in c.agent.text(), 20,
+                   interval=0.1, what="the reset sent")
+        c.agent.signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+    assert proc.returncode == 1 and out == ""
+    assert err.splitlines() == ["mtce: the agent closed the connection without answering "
+                                "(stopped or killed)"], err
