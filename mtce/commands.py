@@ -25,6 +25,9 @@ ACK_FORGET_S = 1.0              # an ACKed command is kept this long for its oth
 INF = float("inf")
 
 ACKED, GAVE_UP, TIMEOUT, FORGOTTEN = "acked", "gave up", "timeout", "forgotten"
+REPLACED = "replaced"
+# A lock and an unlock of one host undo each other: the later one ends the earlier's retries.
+OPPOSITE = {Cmd.LOCKED: Cmd.UNLOCKED, Cmd.UNLOCKED: Cmd.LOCKED}
 # The operator's word for each command (`mtce <word> HOST`), in the outcome's text.
 WORDS = {Cmd.LOCKED: "lock", Cmd.UNLOCKED: "unlock", Cmd.REBOOT: "reboot",
          Cmd.RESET: "reset", Cmd.LAZY_REBOOT: "lazy reboot", Cmd.REQ_MTCALIVE: "alive"}
@@ -43,7 +46,7 @@ class Outcome(NamedTuple):
     watch: int
     host: str
     cmd: Cmd
-    result: str                 # ACKED, GAVE_UP, TIMEOUT or FORGOTTEN
+    result: str                 # ACKED, GAVE_UP, TIMEOUT, FORGOTTEN or REPLACED
     nets: tuple                 # the networks that ACKed (answered), first first
     attempts: int
     waited_s: float
@@ -69,6 +72,9 @@ class Outcome(NamedTuple):
         if self.result == TIMEOUT:
             return (f"{self.host} {word}: no {what} within {self.waited_s:g} s (attempt "
                     f"{self.attempts} of {CMD_ATTEMPTS} ; the agent keeps trying){kept}")
+        if self.result == REPLACED:
+            return (f"{self.host} {word}: replaced by a later "
+                    f"{WORDS[OPPOSITE[self.cmd]]} before an {what}")
         return f"{self.host} {word}: the host left the inventory before an {what}"
 
 
@@ -113,6 +119,10 @@ class Commands:
         key = (host, int(cmd))
         old = self.pending.get(key)
         outcomes = self._settle(key, ACKED, old, now) if old is not None and old.acked else []
+        undone = (host, int(OPPOSITE[cmd])) if cmd in OPPOSITE else None
+        if undone in self.pending:
+            gone = self.pending.pop(undone)
+            outcomes += self._settle(undone, ACKED if gone.acked else REPLACED, gone, now)
         p = self.pending[key] = Pending(host, cmd, num, parm)
         return self._attempt(p, now), outcomes
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mtce.commands import (ACK_FORGET_S, ACKED, CMD_ATTEMPTS, CMD_RETRY_S, FORGOTTEN, GAVE_UP,
-                           TIMEOUT, Commands)
+                           REPLACED, TIMEOUT, Commands)
 from mtce.states import Cmd, Net
 
 T0 = 1000.0
@@ -254,3 +254,20 @@ def test_alive_without_an_answer_is_given_up_like_the_others():
                           "attempts"]
     assert last.outcomes[0].text() == "worker-1 alive: no pxeboot mtcAlive after 5 attempts " \
                                       "(gave up)"
+
+
+@pytest.mark.parametrize("first, then", [(Cmd.LOCKED, Cmd.UNLOCKED), (Cmd.UNLOCKED, Cmd.LOCKED)])
+def test_a_lock_replaced_by_an_unlock_is_sent_no_more(first, then):
+    """docs/protocol.md §5.4 (operator commands): `mtce lock` then `mtce unlock` of a host
+    that has not ACKed the lock yet: the lock is not sent again after the unlock (a late
+    LOCKED would lock a host the operator just unlocked); its waiter is told it was replaced.
+    Found in the issue 23 review."""
+    c = started(first)
+    watch = c.watch("worker-1", first, T0, 60.0)
+    attempt, outcomes = c.start("worker-1", then, 0, (), T0 + 3)
+    assert attempt.cmd == then
+    assert [(o.watch, o.result) for o in outcomes] == [(watch, REPLACED)]
+    assert "replaced by a later" in outcomes[0].text()
+    sent = [a.cmd for i in range(1, 2 * CMD_ATTEMPTS)
+            for a in c.due(T0 + 3 + i * CMD_RETRY_S).attempts]
+    assert sent and set(sent) == {then}
