@@ -23,9 +23,8 @@ from mtce.streams import StreamServer
 MAX_REQUEST = 64 * 1024
 IDLE_S = 5.0
 REPLY_TIMEOUT_S = 10.0          # a reader that takes longer for its reply is dropped
-MAX_CONNECTIONS = 16            # more at once are refused (the loop serves them all)
+MAX_CONNECTIONS = 16            # at once: a new one replaces the oldest unfinished
 MAX_WAITING = 16                # `--wait` requests waiting for their outcome at once
-BACKLOG = 4 * MAX_CONNECTIONS   # connections the kernel queues before the loop accepts them
 CONNECT_PAUSE_S = (0.005, 0.1)  # a full backlog: the first and the longest pause before
                                 # the client tries again (within its timeout)
 WAIT_MARGIN_S = 10.0            # the CLI waits this much longer than the agent's deadline
@@ -81,7 +80,7 @@ class Server(StreamServer):
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        sock.listen(BACKLOG)
+        sock.listen(self.backlog)
         super().__init__(sock, loop, log, clock)
 
     def _remove_stale(self) -> None:

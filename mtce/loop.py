@@ -42,6 +42,8 @@ class Loop:
         self.pause_hint = None         # callable() -> seconds to sleep before a wait
         self.last_turn_at = clock.now()
         self.max_lag = 0.0
+        self.turns = 0                 # run_once calls so far (what one turn may share)
+        self.hurry = False             # set by a reader that left work queued: no pause next
         self._errors = logs.Throttle(self.log, clock)
 
     # -- readiness ---------------------------------------------------------------------------
@@ -120,12 +122,15 @@ class Loop:
         """One turn: wait for readiness at most until the next timer (and `max_wait`, unless
         None), then run what is due. `pause_hint()`, when set, may ask for a short sleep before
         the wait, never past the next timer: at light load the agent lets datagrams gather
-        and reads them in one batch instead of waking for each. Returns how many readers,
+        and reads them in one batch instead of waking for each; not after a turn whose reader
+        left work queued (`hurry`, a full listen queue). Returns how many readers,
         timers and signals ran (a test's "settle" loop runs turns until nothing is left)."""
         ran = 0
+        self.turns += 1
         now = self.clock.now()
         deadline = self.next_deadline()
-        if self.pause_hint is not None:
+        hurry, self.hurry = self.hurry, False
+        if self.pause_hint is not None and not hurry:
             pause = self.pause_hint()
             if pause > 0:
                 if deadline is not None:

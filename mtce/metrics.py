@@ -119,13 +119,14 @@ class MetricsServer(StreamServer):
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
-            sock.listen(16)
+            sock.listen(self.backlog)
         except OSError:
             sock.close()
             raise
         self.collect = collect
         self.address = sock.getsockname()[:2]
         self.scrapes = 0
+        self._last = None       # ((loop turn, HEAD?), reply): scrapes of one turn share it
         super().__init__(sock, loop, log, clock)
 
     def complete(self, buf: bytearray, chunk: bytes) -> bool:
@@ -143,13 +144,16 @@ class MetricsServer(StreamServer):
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if target != b"/metrics" or method not in (b"GET", b"HEAD"):
             return _response("404 Not Found", b"not found; the metrics are at /metrics\n")
-        try:
-            body = self.collect().encode("utf-8")
-        except Exception:   # noqa: BLE001 - a bug in a collector must not stop the daemon
-            self.log.exception("metrics: collecting failed")
-            return _response("500 Internal Server Error", b"internal error\n")
+        key = (self.loop.turns, method == b"HEAD")
+        if self._last is None or self._last[0] != key:      # once a turn, however many
+            try:                                            # scrapes the turn answers
+                body = self.collect().encode("utf-8")
+            except Exception:   # noqa: BLE001 - a bug in a collector must not stop the daemon
+                self.log.exception("metrics: collecting failed")
+                return _response("500 Internal Server Error", b"internal error\n")
+            self._last = (key, _response("200 OK", body, CONTENT_TYPE, head=key[1]))
         self.scrapes += 1
-        return _response("200 OK", body, CONTENT_TYPE, head=method == b"HEAD")
+        return self._last[1]
 
 
 # -- what the daemons export ------------------------------------------------------------------

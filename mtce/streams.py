@@ -5,11 +5,16 @@ Everything is non-blocking and bounded, so that no client, slow or hostile, can 
 the loop, nor keep others out: at most `max_connections` at once and `max_per_source` from one
 address; a connection must send its first byte within `first_byte_s` and its whole request (at
 most `max_request` bytes) within `idle_s`; a reply is written as the reader takes it and
-dropped after `reply_timeout_s`. A new connection that finds the table full takes the place of
-the oldest one that has not sent a byte, else of the oldest with an unfinished request, else of
-the oldest reply still being written: whatever a stranger holds open, a client that sends its
-request at once is served. Subclasses say when a request is whole and what the reply is; a
-request that is too large or too slow gets `too_large()` or nothing.
+dropped after `reply_timeout_s`. Each loop turn accepts what the listen queue holds (at most
+`accepts_per_turn`; more left: the next turn comes without the loop's pause), and a new
+connection is read at once: a request sent with the connection is answered in the turn it
+arrives. A new connection that finds the table full, or its address at
+its limit, takes the place of the oldest one there whose request is unfinished (whatever it has
+sent), else of the oldest reply still being written; the one that gives way is read a last time
+first, and answered if its request has come. So whatever strangers hold open or keep sending,
+from other addresses or from its own, a client that sends its request at once is served.
+Subclasses say when a request is whole and what the reply is; a request that is too large or
+too slow gets `too_large()` or nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class StreamServer:
     reply_timeout_s = 10.0
     max_connections = 16
     max_per_source = 4              # per peer address (TCP); a Unix socket's peers are one
+    backlog = 1024                  # the listen queue: a burst of connections waits there
+    accepts_per_turn = 64           # taken from it a turn (more left: the next turn at once)
     what = "stream"                 # in log lines
 
     def __init__(self, sock, loop, log: logging.Logger, clock):
@@ -65,57 +72,73 @@ class StreamServer:
 
     # -- who gives way to a new connection -----------------------------------------------------
     def _victim(self, source) -> _Conn | None:
-        """The connection a new one from `source` replaces, or None if there is room.
-
-        From a source at its own limit: its oldest that has sent nothing (none: `_REFUSE`, the
-        new one is refused). In a full table: the oldest that has sent nothing, else the oldest
-        with its request unfinished, else the oldest reply being written.
-        """
+        """The connection a new one from `source` replaces, or None if there is room: at its
+        address's limit, the oldest from that address; in a full table, the oldest of all. The
+        oldest with its request unfinished (what it has sent does not matter: a stranger
+        trickling bytes ranks as one that sends nothing), else the oldest reply being written;
+        never the new one, which is the youngest."""
+        table = list(self.conns.values()) + list(self._writing.values())
         if source is not None and self.max_per_source:
-            mine = [c for c in self.conns.values() if c.source == source]
-            if len(mine) + sum(1 for c in self._writing.values() if c.source == source) \
-                    >= self.max_per_source:
-                silent = [c for c in mine if not c.buf]
-                return min(silent, key=lambda c: c.opened_at) if silent else _REFUSE
-        if len(self.conns) + len(self._writing) < self.max_connections:
-            return None
-        readers = list(self.conns.values())
-        for group in ([c for c in readers if not c.buf], readers, list(self._writing.values())):
-            if group:
-                return min(group, key=lambda c: c.opened_at)
-        return _REFUSE
+            mine = [c for c in table if c.source == source]
+            if len(mine) >= self.max_per_source:
+                return self._oldest(mine)
+        if len(table) >= self.max_connections:
+            return self._oldest(table)
+        return None
+
+    def _oldest(self, entries: list) -> _Conn:
+        reading = [c for c in entries if c.sock in self.conns]
+        return min(reading or entries, key=lambda c: c.opened_at)
+
+    def _make_room(self, source) -> None:
+        """Close who gives way to a new connection from `source` (`_victim`). One still reading
+        is read a last time first: a request already whole is answered, not closed unanswered
+        (then the next in line gives way). Bounded: each pass answers or closes one."""
+        for _ in range(len(self.conns) + len(self._writing) + 1):
+            victim = self._victim(source)
+            if victim is None:
+                return
+            if victim.sock in self.conns:
+                self._read(victim.sock)
+                if victim.sock not in self.conns:
+                    continue
+            mine = source is not None and victim.source == source
+            self.throttle.warning((self.what, "evict"), "%s: %d connections open%s ; closed "
+                                  "the oldest (from %s) for a new one", self.what,
+                                  len(self.conns) + len(self._writing),
+                                  f", {self.max_per_source} from {source}" if mine else "",
+                                  victim.source or "a local peer")
+            self._close(victim)
 
     # -- the loop's side -----------------------------------------------------------------------
     def _accept(self, sock) -> None:
-        try:
-            conn, addr = sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:           # EMFILE and the like: the listener stays
-            self.throttle.warning((self.what, "accept"), "%s: accept failed (%s)", self.what,
-                                  err.strerror or err)
-            return
+        """What the listen queue holds, at most `accepts_per_turn`, each read at once; after a
+        full batch the loop turns again without its pause: a connect flood is drained as fast
+        as the loop turns, and a burst waits in the queue (`backlog`) instead of having the
+        handshakes that come with it, a scrape's among them, dropped."""
+        for _ in range(self.accepts_per_turn):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:       # EMFILE and the like: the listener stays
+                self.throttle.warning((self.what, "accept"), "%s: accept failed (%s)",
+                                      self.what, err.strerror or err)
+                return
+            self._take(conn, addr)
+        self.loop.hurry = True
+
+    def _take(self, conn, addr) -> None:
         conn.setblocking(False)
         source = addr[0] if isinstance(addr, tuple) and addr else None
-        victim = self._victim(source)
-        if victim is _REFUSE:
-            self.throttle.warning((self.what, "busy", source), "%s request from %s refused: "
-                                  "%d connections from it already open", self.what, source,
-                                  self.max_per_source)
-            conn.close()
-            return
-        if victim is not None:
-            self.throttle.warning((self.what, "evict"), "%s: %d connections open ; closed the "
-                                  "oldest waiting one (from %s) for a new one (from %s)",
-                                  self.what, len(self.conns) + len(self._writing),
-                                  victim.source or "a local peer", source or "a local peer")
-            self._close(victim)
+        self._make_room(source)
         if not self.accepted(conn):
             return
         entry = _Conn(conn, source, self.clock.now())
         entry.timer = self.loop.call_later(self.first_byte_s, lambda: self._deadline(conn))
         self.conns[conn] = entry
         self.loop.add_reader(conn, self._read)
+        self._read(conn)                 # a request sent with the connection: answered now
 
     def _deadline(self, conn) -> None:
         """No byte by `first_byte_s`: closed; a request begun has until `idle_s` in all."""
@@ -142,7 +165,9 @@ class StreamServer:
             conn.close()
 
     def _read(self, conn) -> None:
-        entry = self.conns[conn]
+        entry = self.conns.get(conn)
+        if entry is None:               # closed earlier in this turn (given way)
+            return
         buf = entry.buf
         try:
             chunk = conn.recv(4096)
@@ -218,5 +243,3 @@ class StreamServer:
         self.loop.remove_reader(self.sock)
         self.sock.close()
 
-
-_REFUSE = _Conn(None, None, 0.0)        # `_victim`'s answer: refuse the new connection

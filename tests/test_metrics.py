@@ -7,7 +7,10 @@ time limits.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import select
 import shutil
 import socket
 import subprocess
@@ -251,6 +254,315 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(se
     turn()
     begun.sendall(b"rics HTTP/1.1\r\n\r\n")
     assert read_all(begun, turn).startswith(b"HTTP/1.1 200 OK")
+
+
+# -- issue 23 item 21 again: strangers that keep sending, connect floods, a scraper's own address -
+
+TURN_S = 0.1        # the agent's loop turns about this often at light load (mtce/pacing.py)
+GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def dial(address, source: str | None = None) -> socket.socket:
+    """A connection under way to `address` (TCP from `source`, or a Unix socket's path) that
+    never waits: on loopback it is made at once unless the listen queue is full (then the TCP
+    handshake is retried a second later, and a Unix connect fails with EAGAIN)."""
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+    s.setblocking(False)
+    err = s.connect_ex(address)
+    if err not in (0, errno.EINPROGRESS):
+        s.close()
+        raise OSError(err, os.strerror(err))
+    return s
+
+
+def made(s) -> bool | None:
+    """True once the connection is made, None while it is under way, False if it failed."""
+    poller = select.poll()
+    poller.register(s, select.POLLOUT)
+    if not poller.poll(0):
+        return None
+    return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+class Strangers:
+    """The attack session's connection holders, in this process: `per` connections from each of
+    `sources` (None: a Unix socket's peer), each sending `first` once it is made and `trickle`
+    every round after; one the server closed is opened again, at most `burst` a round (what
+    arrives while the agent's loop sleeps one turn). `flood`: each connection is closed by the
+    stranger in the round it was opened (a connect flood)."""
+
+    def __init__(self, address, sources, per: int, first: bytes = b"", trickle: bytes = b"",
+                 flood: bool = False, burst: int = 40):
+        self.address, self.first, self.trickle = address, first, trickle
+        self.flood, self.burst = flood, burst
+        self.slots = [[source, None, False] for source in sources for _ in range(per)]
+        self.cursor = 0
+        self.opened = 0
+
+    def round(self, burst: int | None = None) -> None:
+        burst = self.burst if burst is None else burst
+        for slot in self.slots:
+            if slot[1] is not None and not self._keep(slot):
+                slot[1].close()
+                slot[1] = None
+        opened = 0
+        for _ in range(len(self.slots)):
+            slot = self.slots[self.cursor]
+            self.cursor = (self.cursor + 1) % len(self.slots)
+            if slot[1] is not None or opened >= burst:
+                continue
+            opened += 1
+            try:
+                slot[1], slot[2] = dial(self.address, slot[0]), False
+            except OSError:
+                continue
+            self.opened += 1
+            if not self._keep(slot):
+                slot[1].close()
+                slot[1] = None
+        if self.flood:
+            self.close()
+
+    def _keep(self, slot) -> bool:
+        s = slot[1]
+        state = made(s)
+        if state is None:
+            return True
+        if not state:
+            return False
+        try:
+            if s.recv(4096) == b"":
+                return False
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        try:
+            if not slot[2]:
+                slot[2] = True
+                if self.first:
+                    s.send(self.first)
+            elif self.trickle:
+                s.send(self.trickle)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        for slot in self.slots:
+            if slot[1] is not None:
+                slot[1].close()
+                slot[1] = None
+
+
+def during(strangers: Strangers, turn, clock, address, source, request: bytes,
+           gap: int = 0, rounds: int = 10) -> tuple[bytes, int | None, str]:
+    """A well-behaved client's request, sent whole the moment its connection is made, while
+    `strangers` go on, a round (one loop turn, TURN_S of protocol time) at a time: its reply,
+    the rounds it took (None: not whole within `rounds`), and what became of it. `gap`: on a
+    busy host, the loop accepted the connection before its request came, and `gap` strangers'
+    connections came in between."""
+    s, sent, data = None, False, b""
+    try:
+        for n in range(1, rounds + 1):
+            if s is None:
+                try:
+                    s = dial(address, source)
+                except OSError:         # a full Unix listen queue: a client tries again
+                    s = None
+            if s is not None and not sent:
+                state = made(s)
+                if state is False:
+                    return data, None, "connection failed"
+                if state:
+                    if gap:
+                        turn(1)
+                        strangers.round(burst=gap)
+                        turn(1)
+                    try:
+                        s.sendall(request)
+                    except OSError as err:  # closed by the server before its request
+                        return data, None, type(err).__name__
+                    sent = True
+            strangers.round()
+            turn(1)
+            clock.advance(TURN_S)
+            if not sent:
+                continue
+            try:
+                chunk = s.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError as err:      # reset: closed by the server, unanswered
+                return data, None, type(err).__name__
+            if not chunk:
+                return data, n, "closed"
+            data += chunk
+        return data, None, "no reply yet" if sent else "not connected yet (listen queue full)"
+    finally:
+        if s is not None:
+            s.close()
+
+
+def attack(srv, strangers, turn, clock, request: bytes, clients, served, warm: int = 30):
+    """`warm` rounds of `strangers`, then a request from each of `clients` (source, gap) in
+    turn, two rounds apart: each must be answered whole within 10 rounds (1 s of protocol
+    time) with a reply for which `served(reply)`; the table's limits hold throughout."""
+    address = srv.path if hasattr(srv, "path") else srv.address
+    try:
+        for _ in range(warm):
+            strangers.round()
+            turn(1)
+            clock.advance(TURN_S)
+        late = []
+        for source, gap in clients:
+            reply, rounds, what = during(strangers, turn, clock, address, source, request, gap)
+            if rounds is None or not served(reply):
+                late.append((source, gap, what, reply[:40]))
+            for _ in range(2):
+                strangers.round()
+                turn(1)
+                clock.advance(TURN_S)
+                assert len(srv.conns) + len(srv._writing) <= srv.max_connections
+                per = {}
+                for entry in list(srv.conns.values()) + list(srv._writing.values()):
+                    if entry.source is not None:
+                        per[entry.source] = per.get(entry.source, 0) + 1
+                assert max(per.values(), default=0) <= srv.max_per_source
+        assert strangers.opened > len(strangers.slots), "the strangers were cut and came back"
+        assert not late, f"{len(late)} of {len(clients)} requests not answered in time: {late}"
+    finally:
+        strangers.close()
+
+
+SHAPES = {      # the attacks that blinded /metrics after the first fix: sources, per, ...
+    "slowloris, 40 addresses x 2, a byte a round": (
+        range(100, 140), 2, dict(first=b"GET /metrics HTTP/1.1\r\n", trickle=b"X")),
+    "connect flood, 30 addresses, one byte each": (
+        range(150, 180), 4, dict(first=b"G", flood=True)),
+    "4 connections from the scraper's own address, a byte a round": (
+        [2], 4, dict(first=b"G", trickle=b"E")),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_item21_a_scrape_is_answered_whatever_strangers_keep_sending(server, shape):
+    """Issue 23 item 21 (docs/design.md, the metrics endpoint; README "Observability"): a scrape
+    that sends its request at once is answered within a second whatever strangers hold open
+    or do, from other addresses or from its own: slowloris connections that trickle a byte
+    (from 40 addresses), a flood of connections that send one byte and go (from 30), four
+    from the scraper's own address; and a scrape the loop accepted before its request came,
+    a stranger's connection in between. Before: each connection that had sent a byte outranked
+    the freshly accepted scrape, which the next stranger evicted (0/7 answered), and the
+    scraper's own address at its limit was refused (2/22)."""
+    srv, loop, clock, connect, turn, scrapes = server
+    block = srv.address[0].rsplit(".", 1)[0] + "."
+    sources, per, kw = SHAPES[shape]
+    strangers = Strangers(srv.address, [block + str(i) for i in sources], per, **kw)
+    stranger = block + str(sources[0])
+    clients = [(block + "2", 0), (stranger, 0), (block + "3", 1), (stranger, 1)] * 2
+    attack(srv, strangers, turn, clock, GET, clients,
+           lambda reply: reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"mtce_up 1\n"))
+
+
+def test_item21_scrapes_sent_with_their_connections_are_answered_in_one_turn_and_one_collection(
+        server):
+    """Issue 23 item 21 (docs/design.md, the metrics endpoint): a turn of the loop takes what
+    the listen queue holds and answers each request that came with its connection, so a scrape
+    waits for no other; the series are collected once a turn however many scrapes it answers
+    (a flood of scrapes costs no more). Before: one connection accepted a turn and read the
+    turn after (the agent's loop turns about 10 times a second at light load)."""
+    srv, loop, clock, connect, turn, scrapes = server
+    block = srv.address[0].rsplit(".", 1)[0] + "."
+    held = []
+    for i in range(12):
+        connect_from(srv, block + str(10 + i % 4), held).sendall(GET)
+    loop.run_once(0.01)
+    for c in held:
+        c.settimeout(0)
+        reply = b""
+        try:
+            while chunk := c.recv(65536):
+                reply += chunk
+        except BlockingIOError:
+            pass
+        assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"mtce_up 1\n"), reply
+    assert len(scrapes) == 1, "one collection for the turn's scrapes"
+    assert srv.scrapes == 12
+    late = connect_from(srv, block + "2", held)
+    late.sendall(GET)
+    loop.run_once(0.01)
+    assert late.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    assert len(scrapes) == 2, "the next turn collects again"
+
+
+def test_item21_a_connect_flood_faster_than_the_paced_loop_is_drained_without_its_pause(server):
+    """Issue 23 item 21 (docs/design.md, the metrics endpoint): at light load the agent's loop
+    pauses before each turn (about 10 turns a second, mtce/pacing.py), and a listen queue that
+    fills within a pause drops the next handshakes, a scrape's among them (the attack session's
+    connect floods: scrapes that took 2-3 s or timed out). A turn that took a full batch
+    (`accepts_per_turn`) leaves the loop no pause before the next, so the queue is drained as
+    fast as the loop turns, and it holds a burst. Before: one connection accepted a turn, 16
+    queued at most."""
+    srv, loop, clock, connect, turn, scrapes = server
+    loop.pause_hint = lambda: TURN_S
+    block = srv.address[0].rsplit(".", 1)[0] + "."
+    queued = []
+    try:
+        for i in range(100):            # more than a turn takes (`accepts_per_turn`)
+            queued.append(dial(srv.address, block + str(10 + i % 30)))
+        flood = [c for c in queued if made(c)]
+        assert len(flood) == len(queued), "a burst is queued, not dropped"
+        for c in flood:
+            c.sendall(GET)
+        t0 = clock.now()
+        loop.run_once(0.01)
+        loop.run_once(0.01)
+        assert clock.now() - t0 == pytest.approx(TURN_S), "one pause, not two"
+        for c in flood:
+            c.settimeout(0)
+            try:
+                reply = c.recv(65536)
+            except BlockingIOError:
+                reply = b""
+            assert reply.startswith(b"HTTP/1.1 200 OK"), f"{flood.index(c)}: {reply!r}"
+    finally:
+        for c in queued:
+            c.close()
+
+
+@pytest.mark.parametrize("shape", ["slowloris", "connect flood"])
+def test_item21_the_control_socket_answers_whatever_strangers_keep_sending(shape):
+    """Issue 23 item 21, the same server on the agent's control socket (docs/design.md): a
+    request sent at once is answered within a second while 40 peers trickle a request without
+    its newline, or a flood of peers send a byte and go."""
+    import tempfile
+    from mtce import ctl
+    clock = FakeClock()
+    log = logging.getLogger("t.ctl.strangers")
+    loop = Loop(clock, log)
+    short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
+    srv = ctl.Server(os.path.join(short, "agent.sock"), loop,
+                     lambda req: {"ok": True, "echo": req.get("cmd")}, log, clock)
+
+    def turn(n=1):
+        for _ in range(n):
+            loop.run_once(0.01)
+    try:
+        if shape == "slowloris":
+            strangers = Strangers(srv.path, [None], 40, first=b'{"cmd": "hosts"', trickle=b" ")
+        else:
+            strangers = Strangers(srv.path, [None], 120, first=b"{", flood=True)
+        attack(srv, strangers, turn, clock, b'{"cmd": "hosts"}\n', [(None, 0), (None, 1)] * 4,
+               lambda reply: reply == b'{"ok": true, "echo": "hosts"}\n')
+    finally:
+        srv.close()
+        loop.close()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(caplog):
