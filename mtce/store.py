@@ -15,6 +15,7 @@ import stat
 import tempfile
 
 ADMIN_FILE = "administrative.json"
+HOSTS_FILE = "hosts.json"
 FORMAT_VERSION = 1
 SAVE_RETRY_S = 1.0              # a state file that could not be written: try again after this
 _STATES = ("locked", "unlocked")
@@ -108,7 +109,52 @@ def read_json(path: str) -> tuple[object | None, str | None]:
         return None, f"{path}: not JSON ({err})"
 
 
-class OperatorStates:
+class HostFile:
+    """A state file of one JSON object per host, `{"version": 1, "hosts": {...}}`, under
+    `state_dir`: read with its problems told, written whole by the one writer (`write`, which
+    a test replaces with a failing one); a write that fails leaves `dirty` and `save_problem`
+    for SaveRetry."""
+
+    name = ""           # the file's name under state_dir
+    what = ""           # what it holds, for the problem lines
+
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, self.name)
+        self._by_host: dict[str, dict] = {}
+        self.save_problem: str | None = None
+        self.dirty = False
+        self.write = atomic_write
+
+    def _read(self) -> tuple[dict, list[str]]:
+        """The file's per-host objects, or {} and why not (absent: no problem)."""
+        remove_stale_temps(self.state_dir, self.name)
+        self._by_host = {}
+        obj, problem = read_json(self.path)
+        if problem:
+            return {}, [f"{problem} ; no {self.what} restored"]
+        if obj is None:
+            return {}, []
+        if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION or \
+                not isinstance(obj.get("hosts"), dict):
+            return {}, [f"{self.path}: not a version {FORMAT_VERSION} mtce file of "
+                        f"{self.what} ; ignored"]
+        return obj["hosts"], []
+
+    def _save(self) -> None:
+        text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
+                          sort_keys=True) + "\n"
+        try:
+            self.write(self.state_dir, self.name, text)
+        except OSError as err:
+            self.save_problem = f"{self.path}: cannot write ({err})"
+            self.dirty = True
+        else:
+            self.save_problem = None
+            self.dirty = False
+
+
+class OperatorStates(HostFile):
     """host -> (administrative, the inventory's value when the operator set it, when).
 
     The inventory value is kept so that, after a restart, the agent can tell whether the
@@ -118,28 +164,12 @@ class OperatorStates:
     says why; a `drop` that cannot write stays `dirty` until a `flush` writes it.
     """
 
-    def __init__(self, state_dir: str):
-        self.state_dir = state_dir
-        self.path = os.path.join(state_dir, ADMIN_FILE)
-        self._by_host: dict[str, dict] = {}
-        self.save_problem: str | None = None
-        self.dirty = False
-        self.write = atomic_write       # the one writer; a test puts a failing one here
+    name, what = ADMIN_FILE, "operator lock/unlock"
 
     def load(self) -> list[str]:
         """Read the file; returns problems (bad entries are dropped, never raised)."""
-        remove_stale_temps(self.state_dir, ADMIN_FILE)
-        obj, problem = read_json(self.path)
-        self._by_host = {}
-        if problem:
-            return [problem + " ; no operator lock/unlock restored"]
-        if obj is None:
-            return []
-        if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION or \
-                not isinstance(obj.get("hosts"), dict):
-            return [f"{self.path}: not an mtce operator state file ; ignored"]
-        problems = []
-        for host, entry in obj["hosts"].items():
+        hosts, problems = self._read()
+        for host, entry in hosts.items():
             if (isinstance(entry, dict) and entry.get("administrative") in _STATES
                     and entry.get("inventory") in _STATES and isinstance(host, str)):
                 self._by_host[host] = {k: entry.get(k) for k in
@@ -216,24 +246,12 @@ class OperatorStates:
         if self.dirty:
             self._save()
 
-    def _save(self) -> None:
-        text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
-                          sort_keys=True) + "\n"
-        try:
-            self.write(self.state_dir, ADMIN_FILE, text)
-        except OSError as err:
-            self.save_problem = f"{self.path}: cannot write ({err})"
-            self.dirty = True
-        else:
-            self.save_problem = None
-            self.dirty = False
 
 
-HOSTS_FILE = "hosts.json"
 HOST_FACTS = ("online", "pxeboot_feature")
 
 
-class HostFacts:
+class HostFacts(HostFile):
     """What the agent knows of each host that the next agent (a restart, or the other
     controller taking over) should not have to guess while the clients answer: whether it was
     online, and the pxeboot feature its client's latest ready event offered (a client before
@@ -241,27 +259,12 @@ class HostFacts:
     written like alarms: one write per audit tick at most (`flush`), again until it succeeds.
     """
 
-    def __init__(self, state_dir: str):
-        self.state_dir = state_dir
-        self.path = os.path.join(state_dir, HOSTS_FILE)
-        self._by_host: dict[str, dict] = {}
-        self.save_problem: str | None = None
-        self.dirty = False
-        self.write = atomic_write
+    name, what = HOSTS_FILE, "host availability (every host unknown until it is heard)"
 
     def load(self) -> list[str]:
         """Read the file; returns problems (a bad entry is dropped, never raised)."""
-        remove_stale_temps(self.state_dir, HOSTS_FILE)
-        obj, problem = read_json(self.path)
-        if problem:
-            return [f"{problem} ; every host unknown until it is heard"]
-        if obj is None:
-            return []
-        if not isinstance(obj, dict) or obj.get("version") != FORMAT_VERSION or \
-                not isinstance(obj.get("hosts"), dict):
-            return [f"{self.path}: not a version {FORMAT_VERSION} hosts file ; ignored"]
-        problems = []
-        for host, facts in obj["hosts"].items():
+        hosts, problems = self._read()
+        for host, facts in hosts.items():
             if not isinstance(facts, dict) or not all(
                     k in HOST_FACTS and isinstance(v, bool) for k, v in facts.items()):
                 problems.append(f"{self.path}: {str(host)[:64]!r} ignored: bad entry")
@@ -285,17 +288,8 @@ class HostFacts:
             self.dirty = True
 
     def flush(self) -> None:
-        if not self.dirty:
-            return
-        text = json.dumps({"version": FORMAT_VERSION, "hosts": self._by_host}, indent=1,
-                          sort_keys=True) + "\n"
-        try:
-            self.write(self.state_dir, HOSTS_FILE, text)
-        except OSError as err:
-            self.save_problem = f"{self.path}: cannot write ({err})"
-        else:
-            self.save_problem = None
-            self.dirty = False
+        if self.dirty:
+            self._save()
 
 
 class SaveRetry:
