@@ -247,7 +247,6 @@ class OperatorStates(HostFile):
             self._save()
 
 
-
 HOST_FACTS = ("online", "pxeboot_feature")
 
 
