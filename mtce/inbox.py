@@ -86,6 +86,12 @@ class Inbox:
             host = self.learn_source(text, src, net, msg)
             if host is None:
                 return
+        elif text.hostname is not None and text.hostname != host.hostname:
+            # One host's (signed) mtcAlive sent from another's address: a valid tag proves
+            # who signed, not for whom; what it says of itself must be where it comes from.
+            self.bad(net, src, f"mtcAlive names {text.hostname[:64]}, not {host.hostname} "
+                               f"whose address it comes from")
+            return
         now = self.clock.now()
         if net is not Net.PXEBOOT:
             # docs/contract.md §8: the pxeboot address a host may be learned at is the one it

@@ -1115,3 +1115,35 @@ def test_a_locked_hosts_pxeboot_is_lost_when_its_mtcalive_stop(sim):
     s.net.drop = None
     s.run(2)
     assert s.hosts()["worker-1"]["networks"]["pxeboot"]["state"] == "ok"
+
+
+def test_an_mtcalive_naming_another_host_changes_nothing(sim):
+    """docs/contract.md §3 and §8 ("A valid mtcAlive"), README "Security" (with keys a
+    stranger can keep no dead host online): attack from the issue 23 review, second round.
+    With keys on, a stranger captured worker-0's signed cluster-host mtcAlive on their way to
+    an absent controller-1 (fresh tags this agent never saw) and sent them from worker-1's
+    spoofed address: worker-1, dead, stayed online. An mtcAlive whose JSON names another host
+    than the one its source address maps to is dropped, counted and logged rate-limited; it
+    changes nothing of either host."""
+    s = sim(clients=[]).start(settle=1)
+    for seq in range(1, 4):
+        for name in ("worker-0", "worker-1"):
+            send(s, name, Net.MGMT, alive_msg(s, name, Net.MGMT, seq))
+    before = s.hosts()["worker-1"]["networks"]["mgmt"]["last_seq"]
+    s.agent_capture.clear()
+    settings = s.agent.table.settings
+    bound = settings.online_period_s + settings.offline_period_s * \
+        (settings.offline_threshold + 1)
+    seq = 4
+    while s.hosts()["worker-1"]["availability"] == "online" and seq < 4 + 10 * bound / 0.1:
+        data = alive_msg(s, "worker-0", Net.MGMT, seq)      # worker-0's, as captured
+        send(s, "worker-1", Net.MGMT, data)
+        send(s, "worker-0", Net.MGMT, data)
+        s.run(0.1)
+        seq += 1
+    assert s.hosts()["worker-1"]["availability"] == "offline", "the dead host went offline"
+    assert (seq - 4) * 0.1 <= bound + 0.5
+    assert s.hosts()["worker-1"]["networks"]["mgmt"]["last_seq"] in (0, before)
+    assert s.hosts()["worker-0"]["availability"] == "online"
+    drops = [m for m in s.agent_capture.lines() if "names worker-0" in m]
+    assert 1 <= len(drops) <= 3, drops
