@@ -131,6 +131,9 @@ class Agent:
                       len(self.inventory.hosts), self.inventory.path)
         for warning in self.inventory.warnings:
             self.log.warning("%s", warning)
+        if not self.inventory.hosts:
+            self.log.warning("no host in the inventory %s ; the agent maintains none",
+                             self.inventory.path)
         if self.hostname not in self.inventory.hosts:
             self.log.warning("%s is not in the inventory %s ; its own addresses are unknown",
                              self.hostname, self.inventory.path)
@@ -336,6 +339,12 @@ class Agent:
             new_auth, warnings = auth.from_config(new, self.clock.wall, self.clock.now)
         except config.ConfigError as err:
             self.log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        if not inventory.hosts and self.table.hosts:
+            # A file truncated by a config tool while it writes, read in between, would
+            # remove every host with its operator lock and alarms: not taken from a reload.
+            self.log.error("reload failed, keeping the running configuration: %s: no host "
+                           "(restart the agent to run with none)", inventory.path)
             return
         old, changed_keys = self.cfg, set(self.cfg.changed(new))
         notes = {key: "receive sockets re-created" for key in SOCKET_KEYS}

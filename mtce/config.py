@@ -79,7 +79,7 @@ OPTIONS = (
     _o("timeouts", "online_period", "seconds", 7, "seconds per online audit window"),
     _o("timeouts", "pxeboot_mtcalive_window", "seconds", 10,
        "seconds per pxeboot mtcAlive monitor window"),
-    _o("timeouts", "failsafe_shutdown_delay", "seconds", 120,
+    _o("timeouts", "failsafe_shutdown_delay", "any_seconds", 120,
        "seconds after a reboot command before [actions] failsafe runs if the host is still up"),
     _o("paths", "platform_conf", "path", "/etc/platform/platform.conf",
        "nodetype, subfunction, system_type, system_mode, management_interface, "
@@ -159,6 +159,16 @@ def text_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
+def refuse_cr_line_ends(text: str, path: str) -> None:
+    """A carriage return inside a line: a file with CR-only line ends, which a reader of
+    newlines (inih, this one) takes as one line, a comment if it starts with one, so that
+    every key after it silently takes its default. Refused (ConfigError) instead."""
+    for lineno, line in enumerate(text_lines(text), start=1):
+        if "\r" in line:
+            raise ConfigError(path, lineno, None, "a carriage return inside the line (CR line "
+                              "ends?): lines end at a newline")
+
+
 def read_ini(text: str) -> tuple[list[IniEntry], list[tuple[int, str]]]:
     """Entries in file order, plus (line, problem) for lines inih would not accept."""
     entries: list[IniEntry] = []
@@ -221,6 +231,7 @@ def _spec_for(opt: Option) -> str:
         "count": "integer(min=1)",
         "ms": "integer(min=1)",
         "seconds": "seconds()",
+        "any_seconds": "any_seconds()",
         "string": "string()",
         "path": "string()",
         "command": "string()",
@@ -268,6 +279,19 @@ def _check_seconds(value, *args, **kwargs):
     return number
 
 
+def _check_any_seconds(value, *args, **kwargs):
+    """A finite number of seconds, of any sign (`failsafe_shutdown_delay`: the original reads
+    it with atoi and takes a value below 1 as 2, docs/protocol.md §8)."""
+    from validate import VdtTypeError, VdtValueError
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise VdtTypeError(value) from None
+    if math.isnan(number) or math.isinf(number):
+        raise VdtValueError(value)
+    return number
+
+
 def _check_yes_no(value, *args, **kwargs):
     from validate import VdtTypeError
     if isinstance(value, bool):
@@ -295,6 +319,7 @@ def _explain(opt: Option, err: Exception) -> str:
         "count": "a whole number (1 or more)",
         "ms": "milliseconds, a whole number (1 or more)",
         "seconds": "seconds, a finite number above 0",
+        "any_seconds": "seconds, a finite number (below 1: 2)",
         "ip": "an IPv4 or IPv6 address, or empty",
         "bool": "yes or no",
         "listen": "ADDRESS:PORT or [IPv6]:PORT, or empty",
@@ -316,12 +341,14 @@ def _typed(values: dict, lines: dict, path: str) -> dict:
     raw = {s: {} for s in SECTIONS}
     for (section, key), value in values.items():
         opt = OPTION_INDEX[(section, key)]
-        if opt.kind in ("port", "int", "count", "ms", "seconds") and value.endswith(";"):
+        if opt.kind in ("port", "int", "count", "ms", "seconds", "any_seconds") and \
+                value.endswith(";"):
             value = value[:-1].rstrip()     # `120;` reads as 120, as the original's atoi
         raw[section][key] = value
     conf = ConfigObj(raw, configspec=spec, interpolation=False, list_values=False)
     validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no,
-                           "seconds": _check_seconds, "listen_or_empty": _check_listen})
+                           "seconds": _check_seconds, "any_seconds": _check_any_seconds,
+                           "listen_or_empty": _check_listen})
     result = conf.validate(validator, preserve_errors=True)
     if result is not True:
         for sections, key, err in flatten_errors(conf, result):
@@ -450,7 +477,9 @@ def load(path: str, overrides: dict | None = None, base: str | None = None) -> C
     """
     base = _current_dir() if base is None else base
     path = _from_base(base, path, path, None, None)
-    entries, problems = read_ini(read_text(path))
+    text = read_text(path)
+    refuse_cr_line_ends(text, path)
+    entries, problems = read_ini(text)
     values, lines, warnings = {}, {}, []
     for lineno, why in problems:
         if why.startswith("section header"):
@@ -464,6 +493,12 @@ def load(path: str, overrides: dict | None = None, base: str | None = None) -> C
             values[(e.section, e.key)] = e.value
             lines[(e.section, e.key)] = e.line
         elif e.section not in SECTIONS:
+            meant = e.section.strip().lower()
+            if meant in SECTIONS:
+                # Section names are case-sensitive (inih's strcmp): the keys of `[ACTIONS]`
+                # would be unknown and the [actions] defaults really reboot.
+                raise ConfigError(path, e.line, f"[{e.section}] {e.key}", f"the section is "
+                                  f"[{meant}], spelt exactly so: its keys would not be read")
             warnings.append(f"{path}:{e.line}: unknown section [{e.section}] (key {e.key})")
         else:
             warnings.append(f"{path}:{e.line}: unknown key [{e.section}] {e.key}")
@@ -638,6 +673,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     addresses: dict[str, str] = {}
     macs: dict[str, str] = {}
     warnings: list[str] = []
+    refuse_cr_line_ends(text, path)
     for name, header, kv in _inventory_sections(text, path, warnings):
         def val(key, default="", kv=kv):
             return kv[key][0] if key in kv else default
@@ -660,6 +696,9 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
         if not _MAC.match(mac):
             raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
                               f"{mac!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+        if int(mac[:2], 16) & 1 or mac.replace(":", "") == "000000000000":
+            raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
+                              f"{mac} is no host's MAC (broadcast, multicast or zero)")
         if mac.lower() in macs:
             raise ConfigError(path, line("mgmt_mac"), f"[{name}] mgmt_mac",
                               f"{mac} is already the MAC of {macs[mac.lower()]}")

@@ -196,6 +196,9 @@ def running_pid(path: str, mode: str, config: str) -> int | None:
         if holder is None or not runs_mtce(holder, mode):
             who = f"pid {holder}" if holder else "a process that cannot be identified"
             raise Unidentified(f"{path} is locked by {who}, not mtce {mode}")
+        theirs = mtce_command(cmdline(holder))[1]
+        if os.path.isabs(theirs) and not same_config(theirs, config):
+            return None      # another configuration's daemon (a shared pid_dir): not ours
         return holder
     pid = read_pid(path)
     if pid is None or not pid_alive(pid) or not runs_mtce(pid, mode, config):
@@ -278,6 +281,10 @@ def clear_stale_pidfile(path: str, mode: str, config: str) -> bool:
         pid = running_pid(path, mode, config)
     except Unidentified as err:
         raise AlreadyRunning(f"cannot start: {err}") from None
+    if pid is None and pidfile_held(path):
+        holder = lock_holder(path)
+        raise AlreadyRunning(f"cannot start: {path} is held by pid {holder}, mtce {mode} of "
+                             f"another configuration (give each its own [paths] pid_dir)")
     if pid is not None and pid != os.getpid():
         raise AlreadyRunning(f"already running (pid {pid}, pidfile {path})")
     from lockfile.pidlockfile import PIDLockFile

@@ -220,6 +220,12 @@ class HostMonitor:
             self._update_steady()
         if pxeboot_feature is not None:
             self.pxeboot_feature = self.pxe.may_alarm = pxeboot_feature
+        if pxeboot_feature:
+            # Monitored from the start, as after its ready event: a loss in progress is seen
+            # within a window or two, not at its client's next ready event.
+            self.pxeboot_supported = True
+            self.pxe.to_start(now)
+            self._wake()
 
     def on_ready(self, features: list | None, now: float, net: Net = Net.MGMT):
         """The mtcClient ready event; `features` None for an older client (docs/protocol.md §3)."""

@@ -425,3 +425,55 @@ def test_a_section_header_without_its_bracket_in_mtc_ini_stops_the_daemon(tmp_pa
     with pytest.raises(config.ConfigError) as err:
         config.load(str(ini))
     assert err.value.line == 3 and "section header without ']'" in str(err.value)
+
+
+@pytest.mark.parametrize("which", ["mtc.ini", "inventory"])
+def test_a_file_with_cr_line_ends_is_refused_not_read_as_one_line(tmp_path, which):
+    """docs/contract.md §1, §4 (a file that does not parse exactly is refused): lines end at
+    a newline (CRLF too). A file with old CR-only line ends is one long line to a reader of
+    newlines: the inventory parsed as no host at all (a reload then dropped every host and
+    its operator lock) and mtc.ini as one comment (every [actions] key its real default).
+    Attack: issue 23 review, second round (ops2)."""
+    if which == "inventory":
+        text = ("; hosts\n" + ISSUE_INVENTORY).replace("\n", "\r")
+        with pytest.raises(config.ConfigError, match=r"inv.ini:1: .*carriage return"):
+            config.parse_inventory(text, "inv.ini")
+        crlf = ISSUE_INVENTORY.replace("\n", "\r\n")
+        assert len(config.parse_inventory(crlf, "inv.ini").hosts) == 3
+    else:
+        ini = tmp_path / "mtc.ini"
+        ini.write_bytes(b"; mtce\r[actions]\rreboot = true\r")
+        with pytest.raises(config.ConfigError, match=r"mtc.ini:1: .*carriage return"):
+            config.load(str(ini))
+
+
+@pytest.mark.parametrize("header", ["[ACTIONS]", "[Actions]", "[ actions ]", "[actions ]"])
+def test_a_known_section_spelt_otherwise_in_mtc_ini_stops_the_daemon(tmp_path, header):
+    """docs/contract.md §1 (config errors name file, line and key; exit 2) and §2 (sections are
+    the original's, case-sensitive as inih matches them): `[ACTIONS]` is an unknown section,
+    so its keys were warned about and the real [actions] defaults (reboot, sysrq) applied.
+    Attack: issue 23 review, second round (ops2)."""
+    ini = tmp_path / "mtc.ini"
+    ini.write_text(f"[timeouts]\nonline_period = 7\n{header}\nreboot = true\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.load(str(ini))
+    assert err.value.line == 4 and "[actions]" in str(err.value), str(err.value)  # its first key
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "0.5"])
+def test_a_failsafe_delay_below_1_is_taken_as_the_original_takes_it(tmp_path, value):
+    """docs/protocol.md §8: the original reads `failsafe_shutdown_delay` with atoi and takes
+    a value below 1 as 2 (mtce/actions.py); an ini the original runs with must not stop the
+    client (issue 23 review, second round: 0 was refused, exit 2)."""
+    ini = tmp_path / "mtc.ini"
+    ini.write_text(f"[timeouts]\nfailsafe_shutdown_delay = {value}\n")
+    assert config.load(str(ini)).timeouts.failsafe_shutdown_delay == float(value)
+
+
+@pytest.mark.parametrize("mac", ["ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "01:00:5e:00:00:01"])
+def test_a_mac_no_host_can_have_is_refused(mac):
+    """docs/contract.md §4: the broadcast, the zero and a multicast MAC are no host's (issue
+    23 review, second round)."""
+    text = _edit(ISSUE_INVENTORY, "mgmt_mac = 08:00:27:1e:0b:01", f"mgmt_mac = {mac}")
+    with pytest.raises(config.ConfigError, match=r"inv.ini:8: \[worker-1\] mgmt_mac: .*no host"):
+        config.parse_inventory(text, "inv.ini")

@@ -179,6 +179,27 @@ def test_a_held_pidfile_names_its_lock_holder_not_what_it_says(tmp_path, older_m
     assert stranger.poll() is None
 
 
+def test_a_pidfile_held_by_another_configurations_daemon_names_none_of_ours(tmp_path,
+                                                                          older_mtce):
+    """docs/ha.md (`stop`: "0 only once no agent of this configuration runs"): two
+    configurations that share `pid_dir` (both left at /var/run) share the pidfile's name; the
+    lock holder runs `mtce agent` of the other one. To this configuration nothing runs (the
+    OCF agent's monitor said 1 and its stop SIGTERMed the other agent, issue 23 review, second
+    round), and the file, held, is still never replaced. A holder whose configuration was
+    given relative (from a directory unknown now) is taken as ours, as before."""
+    ours, theirs = str(tmp_path / "b.ini"), str(tmp_path / "a.ini")
+    for ini in (ours, theirs):
+        open(ini, "w").close()
+    path = str(tmp_path / "mtcAgent.pid")
+    write_pid(path, 1)
+    holder = older_mtce("agent", theirs, lock=path)
+    assert daemon.running_pid(path, "agent", theirs) == holder
+    assert daemon.running_pid(path, "agent", ours) is None
+    with pytest.raises(daemon.AlreadyRunning, match=str(holder)):
+        daemon.clear_stale_pidfile(path, "agent", ours)
+    assert os.path.exists(path)
+
+
 @pytest.mark.loopback
 def test_a_client_starts_over_a_pidfile_naming_an_unrelated_process(fakehost, daemons,
                                                                      stranger):

@@ -464,6 +464,8 @@ def _typed_ok(opt: config.Option, v) -> bool:
         return isinstance(v, int) and v >= 1
     if opt.kind == "seconds":
         return isinstance(v, (int, float)) and v > 0
+    if opt.kind == "any_seconds":
+        return isinstance(v, (int, float)) and math.isfinite(v)
     if opt.kind == "ip":
         return v == "" or str(ipaddress.ip_address(v)) == v
     if opt.kind == "bool":
@@ -539,8 +541,11 @@ def _a_hosts_address(text: str) -> bool:
 
 
 host_ips = ips.filter(_a_hosts_address)
+# docs/contract.md §4: a host's MAC is unicast (the low bit of its first byte clear), not zero.
+host_macs = mixed_case_macs.filter(lambda m: not int(m[:2], 16) & 1 and
+                                   m.replace(":", "") != "0" * 12)
 inventory_hosts = st.lists(
-    st.tuples(hostnames, personality, mixed_case_macs, host_ips, st.none() | host_ips,
+    st.tuples(hostnames, personality, host_macs, host_ips, st.none() | host_ips,
               st.sampled_from(("locked", "unlocked", None))),
     max_size=6, unique_by=(lambda h: h[0].lower(), lambda h: h[2].lower()))
 

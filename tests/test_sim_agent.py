@@ -1147,3 +1147,47 @@ def test_an_mtcalive_naming_another_host_changes_nothing(sim):
     assert s.hosts()["worker-0"]["availability"] == "online"
     drops = [m for m in s.agent_capture.lines() if "names worker-0" in m]
     assert 1 <= len(drops) <= 3, drops
+
+
+@pytest.mark.parametrize("text", ["", "; every host moved to another file\n"])
+def test_a_reload_to_an_inventory_without_hosts_is_refused(sim, text):
+    """docs/contract.md §4 (a reload the agent cannot take as meant keeps the running
+    configuration) and "operator input must never be silently taken wrongly": a config tool
+    that truncates the inventory before writing it, and a SIGHUP in between, removed every
+    host, its operator lock and its alarm for good (issue 23 review, second round). A reload
+    to an inventory with no host while the agent has hosts is refused, logged; a restart
+    starts empty if that is what the operator means."""
+    s = sim(clients=["worker-1"]).start(settle=2)
+    assert s.request(cmd="lock", host="worker-1")["ok"]
+    before = {n: h["administrative"] for n, h in s.hosts().items()}
+    with open(s.files.inventory, "w") as f:
+        f.write(text)
+    s.agent_capture.clear()
+    s.agent.reload()
+    s.run(0.5)
+    assert {n: h["administrative"] for n, h in s.hosts().items()} == before
+    refused = [m for m in s.agent_capture.lines() if "reload failed" in m]
+    assert len(refused) == 1 and "no host" in refused[0], s.agent_capture.lines()
+    s.files.write_inventory()
+    s.agent.reload()
+    assert s.hosts()["worker-1"]["administrative"] == "locked"
+
+
+def test_after_a_takeover_a_pxeboot_loss_in_progress_is_monitored_at_once(tmp_path):
+    """docs/contract.md §8 "Takeover" and "Network state" (`unprovisioned` only without an
+    address or the feature): the agent before knew the host's client has the pxeboot feature
+    (state_dir); the new agent monitors its pxeboot from the start, so a loss in progress is
+    seen within a window or two, not at the client's next ready event a minute later (issue 23
+    review, second round: `unprovisioned` for 48 s, then `lost`)."""
+    with sims(tmp_path, workers=2, timers=TAKEOVER_TIMERS, period=2.5) as make:
+        s = make().start()
+        s.run_until(lambda: s.all_ok(), 30, what="every host ok")
+        w1 = s.files.host("worker-1")
+        s.net.drop = lambda d: d.src[0] == w1.pxeboot_ip
+        s.run(1)
+        s.restart_agent()
+        window = s.agent.table.settings.pxeboot_window_s
+        assert s.hosts()["worker-1"]["networks"]["pxeboot"]["state"] != "unprovisioned"
+        s.run_until(lambda: s.hosts()["worker-1"]["networks"]["pxeboot"]["state"] == "lost",
+                    2 * window + 1, what="worker-1 pxeboot lost")
+        assert s.hosts()["worker-0"]["networks"]["pxeboot"]["state"] == "ok"
