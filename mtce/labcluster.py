@@ -180,9 +180,17 @@ class Node:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"agent" in argv and LAB_INI.encode() in argv:
+            if is_agent(argv):
                 found.append(pid)
         return found
+
+
+def is_agent(argv: list[bytes]) -> bool:
+    """Whether a command line is the lab's agent itself: `mtce agent` on the lab's ini, not a
+    command about it (the OCF agent's `mtce daemon-info agent -c <ini>`)."""
+    from mtce.daemon import mtce_command
+    found = mtce_command([a.decode(errors="replace") for a in argv if a])
+    return found is not None and found == ("agent", LAB_INI)
 
 
 # == the cluster's configuration =============================================================

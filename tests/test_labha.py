@@ -480,3 +480,17 @@ def test_a_closed_pipe_stops_the_lab_once_then_nothing_more_is_written(kind):
     with pytest.raises(Interrupted):
         lab.say("the first line")
     lab.say("mtce lab: stopped (SIGPIPE)")
+
+
+def test_only_the_agent_itself_is_counted_as_an_agent_not_a_command_about_it():
+    """`mtce lab --ha` counts the agents of a node to prove a split never runs two (docs/ha.md):
+    the OCF agent's `mtce daemon-info agent -c <lab ini>` (issue 23 item 19) names the mode
+    and the ini too, and was counted as a second agent (CI: "2 agents ran at the same time"),
+    and `agent-kill` could have killed it instead of the agent."""
+    from mtce.labcluster import LAB_INI, is_agent
+    prefix = [b"/usr/bin/python3", b"/usr/bin/mtce"]
+    assert is_agent(prefix + [b"agent", b"-c", LAB_INI.encode(), b"-f"])
+    assert is_agent(prefix + [b"-c", LAB_INI.encode(), b"agent"])
+    assert not is_agent(prefix + [b"daemon-info", b"agent", b"-c", LAB_INI.encode()])
+    assert not is_agent(prefix + [b"hosts", b"-c", LAB_INI.encode()])
+    assert not is_agent(prefix + [b"agent", b"-c", b"/etc/mtc.ini"])

@@ -103,7 +103,7 @@ phase_ha() {
     for s in $HA_SCENARIOS; do grep '^measured: ' "$OUT/ha-$s" >> "$OUT/ha-measured" 2>/dev/null; done
     # every --ha lab removes its namespaces and its cluster nodes' processes when it ends
     left=$(ip netns list | grep -c '^mtce-ha-')
-    if [ "$left" != 0 ] || pgrep -x 'corosync|pacemakerd' > /dev/null; then
+    if [ "$left" != 0 ] || pgrep -x corosync > /dev/null || pgrep -x pacemakerd > /dev/null; then
         FAILED+=("--ha left $left namespaces or a corosync/pacemakerd process behind")
     fi
     if [ -s "$OUT/ha-measured" ]; then
