@@ -199,6 +199,9 @@ def main(argv=None) -> int:
             raise
         return _say_missing([BUNDLED[top]])
     except OutputError as err:
+        # Whichever path failed (the lab's view, a watch, a reply), what stdout still holds
+        # must not fail again at exit (status 120 and a traceback from Python's last flush).
+        to_devnull(sys.stdout)
         print(f"mtce: {err}", file=sys.stderr)
         return 1
 

@@ -39,6 +39,20 @@ if _zip:
 elif REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+# Programs the tests start buffer their output as in a user's shell: a PYTHONUNBUFFERED in the
+# developer's environment once hid an exit 120 that CI's clean one showed.
+os.environ.pop("PYTHONUNBUFFERED", None)
+
+# The suite runs from the source tree, or (make test-chroot) as tests/ alone against the
+# installed package: then what the package installs is what the tests read.
+SOURCE_TREE = os.path.isfile(os.path.join(REPO, "mtce.py"))
+
+
+def shipped(source: str, installed: str) -> str:
+    """The file under test: `source` (relative to the tree) there, else the installed copy."""
+    return os.path.join(REPO, source) if SOURCE_TREE else installed
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # Debian installs some of the suite's tools (ocf-tester, crm_simulate, start-stop-daemon, ip)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from conftest import shipped
 from mtce import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -304,7 +305,7 @@ def test_item23_1_the_originals_subfunction_lists_are_taken(personality, kept):
 def test_item23_1_the_shipped_inventory_and_its_example_parse():
     """The shipped file (all commented out) parses to no hosts, and its example, uncommented
     as its header says, parses exactly (README's Configure section shows the same)."""
-    path = os.path.join(REPO, "debian", "inventory.ini")
+    path = shipped("debian/inventory.ini", "/etc/mtce/inventory.ini")
     text = open(path, encoding="utf-8").read()
     assert config.parse_inventory(text, path).hosts == {}
     example = text.split("; Example (remove the leading '; ' to use it):\n", 1)[1]

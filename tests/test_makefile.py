@@ -17,6 +17,8 @@ import pytest
 
 from conftest import REPO, need
 
+pytestmark = pytest.mark.source_tree
+
 USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 NO_SUCH = "mtce-no-such-package:mtce-no-such-tool"

@@ -595,6 +595,7 @@ def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(c
         loop.close()
 
 
+@pytest.mark.source_tree
 def test_issue23_item7_the_readme_quotes_the_network_up_help_the_agent_serves():
     """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
     thing (docs/contract.md §8 "Network state"); the README's sample scrape is the HELP."""

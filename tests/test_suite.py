@@ -69,5 +69,7 @@ def test_a_normal_users_run_finds_the_tools_debian_puts_in_sbin(tmp_path):
          "start-stop-daemon (dpkg) is not in /usr/sbin or /sbin")
     out = pytest_run("-q", "--rootdir", REPO, "-c", os.path.join(REPO, "pytest.ini"),
                      "--confcutdir", os.path.join(REPO, "tests"), "-p", "conftest",
-                     str(probe), env={**env, "PYTHONPATH": os.path.join(REPO, "tests")})
+                     str(probe), env={**env, "PYTHONPATH": os.pathsep.join(
+                         [os.path.join(REPO, "tests")] +
+                         [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])})
     assert "1 passed" in out, out[-2000:]

@@ -30,8 +30,9 @@
 # Environment: MTCE_CHROOT_DIR (default build/chroot), MTCE_DEBIAN_MIRROR,
 # MTCE_CHROOT_TEST_DEPS (pinned | debian), MTCE_PIP_PYTHON (default .venv/bin/python: a
 # python with pip, for "pinned"), MTCE_CHROOT_MARKERS (pytest -m expression, default
-# "not netns and not soak and not prometheus and not ha": Prometheus, ocf-tester and
-# crm_simulate are the host's, where make test installs them), MTCE_CHROOT_PYTEST_ARGS (extra pytest arguments).
+# "not netns and not soak and not prometheus and not ha and not source_tree": Prometheus,
+# ocf-tester and crm_simulate are the host's, where make test installs them; source_tree tests
+# read or run the source tree, which is not in the chroot), MTCE_CHROOT_PYTEST_ARGS (extra pytest arguments).
 
 set -euo pipefail
 
@@ -51,7 +52,7 @@ MIRROR=${MTCE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TEST_DEPS=${MTCE_CHROOT_TEST_DEPS:-pinned}
 TEST_PKGS="python3-pytest python3-hypothesis"
 PIP_PY=${MTCE_PIP_PYTHON:-$ROOT/.venv/bin/python}
-MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak and not prometheus and not ha}
+MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak and not prometheus and not ha and not source_tree}
 case "$TEST_DEPS" in pinned|debian) ;; *) die "MTCE_CHROOT_TEST_DEPS: pinned or debian" ;; esac
 BASE=$CACHE/base
 WORK=$CACHE/work
