@@ -5,6 +5,8 @@
 #                     with its reason: debian/mtce.lintian-overrides)
 #   make test-chroot  packaging tests on the host, then install/remove/upgrade and the test
 #                     suite in a fresh Debian 12 chroot (tools/chroot_test.sh; root)
+#   make test-systemd the .deb in a booted Debian 12 container with systemd as PID 1
+#                     (systemd-nspawn; tests/test_systemd.py, tests/container.py; root)
 # Uses VENV (and the Makefile's rule that makes $(VENV)/bin/python) and APT_GET; the
 # defaults below are the Makefile's, so the include may come before or after them.
 # stdeb runs with Debian's /usr/bin/python3 and system setuptools, never a venv or pyenv
@@ -25,11 +27,12 @@ PYZ          = dist/mtce.pyz
 DEB          = dist/mtce_$(MTCE_VERSION)_all.deb
 DEB_TOOLS    = python3-stdeb dh-python python3-all debhelper fakeroot lintian
 CHROOT_TOOLS = debootstrap
+SYSTEMD_TOOLS = debootstrap systemd-container
 # A clean environment for the Debian tools: no venv, no pyenv shims ahead of /usr/bin.
 DEB_ENV      = env -u VIRTUAL_ENV -u PYTHONPATH -u PYTHONHOME -u PYTHONSTARTUP \
                PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8
 
-.PHONY: pyz deb lint-deb test-chroot deb-tools chroot-tools
+.PHONY: pyz deb lint-deb test-chroot test-systemd deb-tools chroot-tools systemd-tools
 
 pyz: $(PYZ)
 
@@ -55,6 +58,9 @@ deb-tools:
 
 chroot-tools:
 	$(call apt_ensure,$(CHROOT_TOOLS))
+
+systemd-tools:
+	$(call apt_ensure,$(SYSTEMD_TOOLS))
 
 deb: $(DEB) lint-deb
 
@@ -84,5 +90,10 @@ lint-deb: $(DEB) | deb-tools
 test-chroot: $(DEB) | $(PKG_PY) chroot-tools
 	MTCE_DEB=$(abspath $(DEB)) $(PKG_PY) -m pytest -q -p no:cacheprovider tests/test_packaging.py
 	tools/chroot_test.sh $(DEB)
+
+# The container's root is cached in build/systemd (MTCE_SYSTEMD_DIR) while its recipe holds.
+test-systemd: $(DEB) | $(PKG_PY) systemd-tools
+	MTCE_DEB=$(abspath $(DEB)) $(PKG_PY) -m pytest -v -p no:cacheprovider -m systemd \
+	  tests/test_systemd.py
 
 .DEFAULT_GOAL := $(_PKG_GOAL)

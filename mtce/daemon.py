@@ -340,8 +340,9 @@ def held_pidfile_class():
     return Held
 
 
-def context(pidfile: str, foreground: bool):
-    """The DaemonContext: no signal handling of its own (the loop installs ours, P7)."""
+def context(pidfile: str, foreground: bool, journal: bool = False):
+    """The DaemonContext: no signal handling of its own (the loop installs ours, P7). With
+    `journal` (systemd started us, stderr is our journal stream) stderr is kept."""
     import daemon
 
     return daemon.DaemonContext(
@@ -351,7 +352,7 @@ def context(pidfile: str, foreground: bool):
         working_directory="/",
         umask=0o022,
         stdout=sys.stdout if foreground else None,
-        stderr=sys.stderr if foreground else None,
+        stderr=sys.stderr if foreground or journal else None,
         prevent_core=False,
     )
 
@@ -372,7 +373,8 @@ def run(program: str, pid_dir: str, foreground: bool, main, config: str = DEFAUL
         print(f"mtce: {program}: cannot use pid directory {pid_dir}: {err.strerror}",
               file=sys.stderr)
         return 1
-    ctx = context(path, foreground)
+    from mtce import logs
+    ctx = context(path, foreground, journal=logs.journal_stream())
     try:
         ctx.open()
     except (lockfile.AlreadyLocked, lockfile.LockTimeout):
@@ -417,7 +419,7 @@ def serve(program: str, cfg, foreground: bool, build) -> int:
         clock = Clock()
         hostname = netif.read_hostname(cfg.paths.hostname_file)
         log = logs.setup(program, foreground=foreground, log_dir=cfg.paths.log_dir,
-                         hostname=hostname)
+                         hostname=hostname, journal=logs.journal_stream())
         log.info("mtce %s %s starting (config %s)", __version__, program, cfg.path)
         if stale_pidfile:
             log.info("removed stale pidfile %s", stale_pidfile)

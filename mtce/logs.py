@@ -57,9 +57,39 @@ def get(name: str | None = None) -> logging.Logger:
     return logging.getLogger(LOGGER_NAME if not name else f"{LOGGER_NAME}.{name}")
 
 
+# syslog priorities (sd-daemon(3)): a line on a journal stream that starts with `<N>` is
+# stored at priority N.
+_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+               logging.CRITICAL: 2}
+
+
+class _JournalFormatter(_Formatter):
+    """The same line for systemd's journal, which stamps the time itself: `<N>` + the line
+    without its timestamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITIES.get(record.levelno, 6)}>"
+        lines = super().format(record).split(" ", 1)[1].split("\n")   # a traceback's too
+        return "\n".join(prefix + line for line in lines)
+
+
+def journal_stream(fd: int = 2) -> bool:
+    """True when `fd` is the journal stream systemd gave this service ($JOURNAL_STREAM,
+    systemd.exec(5)): the daemon then logs there too."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in want.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup(program: str, *, foreground: bool, log_dir: str, hostname: str,
-          level: int = logging.INFO) -> logging.Logger:
-    """Attach the one handler: stderr with `-f`, else `<log_dir>/<program>.log`.
+          level: int = logging.INFO, journal: bool = False) -> logging.Logger:
+    """Attach the handlers: stderr with `-f`, else `<log_dir>/<program>.log`, and with
+    `journal` (a daemon systemd started, whose stderr is its journal stream) the journal too,
+    as the original's syslog lines reach both the file and the journal.
 
     The file handler reopens the file when logrotate moves it.
     """
@@ -74,6 +104,10 @@ def setup(program: str, *, foreground: bool, log_dir: str, hostname: str,
         handler = logging.handlers.WatchedFileHandler(os.path.join(log_dir, f"{program}.log"))
     handler.setFormatter(_Formatter(hostname, program))
     log.addHandler(handler)
+    if journal and not foreground:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(_JournalFormatter(hostname, program))
+        log.addHandler(stream)
     log.setLevel(level)
     log.propagate = False
     return log

@@ -407,3 +407,41 @@ def test_init_script_stops_an_agent_whose_pidfile_was_removed(tmp_path, mtce_cmd
     finally:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.loopback
+def test_a_daemon_systemd_started_logs_to_its_journal_stream_and_its_file(tmp_path, fakehost,
+                                                                         mtce_cmd):
+    """Issue 24 item 5: under systemd the daemon's stderr is its journal stream
+    ($JOURNAL_STREAM names it, systemd.exec(5)); the daemon (not `-f`) kept logging only to
+    log_dir, so `journalctl -u mtcclient` had nothing from it. Now each line goes to the file
+    and to the stream, there with its syslog priority (`<6>`, sd-daemon(3)) and without the
+    timestamp the journal adds; with any other stderr the daemon still closes it."""
+    host = fakehost()
+    pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
+    stream = tmp_path / "journal-stream"
+    for journal in (True, False):
+        stream.write_bytes(b"")
+        with open(stream, "ab") as err:
+            st = os.fstat(err.fileno())
+            env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino + (not journal)}")
+            r = subprocess.run(mtce_cmd + ["client", "-c", host.ini], stderr=err,
+                               stdout=subprocess.DEVNULL, env=env, timeout=30)
+        try:
+            assert r.returncode == 0
+            wait_until(lambda: "starting" in host.log_text(), 15, what="the client's start")
+            os.kill(daemon.read_pid(pidfile), signal.SIGTERM)
+            wait_until(lambda: "mtcClient stopped" in host.log_text(), 15, what="its stop")
+        finally:
+            kill_mtce(pidfile)
+        lines = stream.read_text().splitlines()
+        if not journal:
+            assert lines == []
+            continue
+        starting = [line for line in lines if "mtcClient starting" in line]
+        assert len(starting) == 1 and starting[0].startswith("<6>["), lines
+        assert f"] worker-0 mtcClient " in starting[0]
+        assert any(line.startswith("<6>") and "mtcClient stopped" in line for line in lines)
+        # the same lines, stamped, in the file
+        assert starting[0][3:] in host.log_text()
+        os.unlink(os.path.join(host.paths["log_dir"], "mtcClient.log"))

@@ -30,7 +30,8 @@
 # Environment: MTCE_CHROOT_DIR (default build/chroot), MTCE_DEBIAN_MIRROR,
 # MTCE_CHROOT_TEST_DEPS (pinned | debian), MTCE_PIP_PYTHON (default .venv/bin/python: a
 # python with pip, for "pinned"), MTCE_CHROOT_MARKERS (pytest -m expression, default
-# "not netns and not soak and not prometheus and not ha and not source_tree": Prometheus,
+# "not netns and not soak and not prometheus and not ha and not source_tree and not systemd":
+# Prometheus,
 # ocf-tester and crm_simulate are the host's, where make test installs them; source_tree tests
 # read or run the source tree, which is not in the chroot), MTCE_CHROOT_PYTEST_ARGS (extra pytest arguments).
 
@@ -52,7 +53,7 @@ MIRROR=${MTCE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TEST_DEPS=${MTCE_CHROOT_TEST_DEPS:-pinned}
 TEST_PKGS="python3-pytest python3-hypothesis"
 PIP_PY=${MTCE_PIP_PYTHON:-$ROOT/.venv/bin/python}
-MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak and not prometheus and not ha and not source_tree}
+MARKERS=${MTCE_CHROOT_MARKERS:-not netns and not soak and not prometheus and not ha and not source_tree and not systemd}
 case "$TEST_DEPS" in pinned|debian) ;; *) die "MTCE_CHROOT_TEST_DEPS: pinned or debian" ;; esac
 BASE=$CACHE/base
 WORK=$CACHE/work
