@@ -37,3 +37,58 @@ def test_drain_is_bounded_by_the_batch_and_reports_oversize_lengths():
     finally:
         rx.close()
         tx.close()
+
+
+def _both_ways(family: int, address: str, sends) -> tuple[list, list]:
+    """The same datagrams into two sockets, one drained with recvmmsg, one with recvfrom_into:
+    what each handler saw (bytes, source)."""
+    seen = {True: [], False: []}
+    for mmsg in (True, False):
+        rx = transport.udp_socket(address, 0)
+        txs = {}
+        try:
+            for src, payload in sends:
+                tx = txs.get(src)
+                if tx is None:
+                    tx = txs[src] = socket.socket(family, socket.SOCK_DGRAM)
+                    tx.bind((src, 0))
+                tx.sendto(payload, rx.getsockname())
+            receiver = transport.Receiver(batch=7, mmsg=mmsg)
+            assert (receiver.mmsg is not None) == mmsg
+            for _ in range(len(sends)):
+                if not receiver.drain(rx, lambda d, s, out=seen[mmsg]: out.append((bytes(d), s))):
+                    break
+        finally:
+            rx.close()
+            for tx in txs.values():
+                tx.close()
+    return seen[True], seen[False]
+
+
+def test_recvmmsg_and_recvfrom_give_the_handler_the_same_datagrams_and_sources():
+    """Issue 25 item 1: the batched read (recvmmsg through ctypes) and the fallback decide
+    identically: same bytes (empty, short, the 1060-byte struct, oversize), same source text,
+    same order, across several calls of a small batch."""
+    import random
+    rng = random.Random(25)
+    sizes = [0, 1, 100, 1060, 1061, 1500, 2048, 3000] + [rng.randrange(0, 2100) for _ in range(40)]
+    sends = [(f"127.0.0.{1 + i % 5}", bytes(rng.randrange(256) for _ in range(n)))
+             for i, n in enumerate(sizes)]
+    batched, plain = _both_ways(socket.AF_INET, "127.0.0.1", sends)
+    assert batched == plain
+    assert len(plain) == len(sends)
+    assert [len(d) for d, _ in plain][:8] == [0, 1, 100, 1060, 1061, 1500, 2048, 2048]
+    assert {s for _, s in plain} == {f"127.0.0.{k}" for k in range(1, 6)}
+
+
+def test_recvmmsg_gives_ipv6_sources_as_recvfrom_does():
+    from conftest import need
+    try:
+        transport.udp_socket("::1", 0).close()
+        ipv6 = True
+    except OSError:
+        ipv6 = False
+    need(ipv6, "no IPv6 loopback here")
+    sends = [("::1", b"six" * k) for k in range(12)]
+    batched, plain = _both_ways(socket.AF_INET6, "::1", sends)
+    assert batched == plain and {s for _, s in plain} == {"::1"}
