@@ -5,7 +5,7 @@ housekeeping at start.
 
 Nothing here is hard-wired to the machine: every action is the configured command, run with
 `/bin/sh -c` in a session of its own and never waited for in the loop. The failsafe outlives
-the daemon's service (docs/contract.md §8): under systemd it is a transient timer unit of its own
+the daemon's service (docs/contract.md §8): under systemd it is a transient unit of its own
 (`systemd-run`, the one command waited for, within FAILSAFE_LAUNCH_TIMEOUT_S), elsewhere a
 detached process.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 
 from mtce.children import Children
 from mtce.states import PARM_LOCK_PERSIST, Net
@@ -39,13 +40,28 @@ OBSOLETE_LOCKED = ("mtc", "tmp", LOCKED_FILE)
 # shutdown would never be forced. systemd is PID 1 when this directory exists (sd_booted(3)).
 SYSTEMD_BOOTED = "/run/systemd/system"
 SYSTEMD_RUN = "systemd-run"
-FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a timer: quick or broken
-FAILSAFE_ACCURACY = "100ms"         # the timer's AccuracySec (systemd's default is 1 min)
-# Without default dependencies, neither the timer nor its service conflicts with
-# shutdown.target: the `systemctl reboot` the failsafe guards does not stop it
-# (systemd.timer(5), systemd.service(5)); only the host going down does.
-FAILSAFE_UNIT_PROPERTIES = ("--timer-property=DefaultDependencies=no",
-                            "--property=DefaultDependencies=no")
+FAILSAFE_LAUNCH_TIMEOUT_S = 5.0     # systemd-run only asks PID 1 for a unit: quick or broken
+# The unit is a transient service that sleeps the delay, then runs the command: the
+# original's transient timer (`--on-active`) is re-armed by every `systemctl daemon-reload`
+# on systemd 252, which dpkg runs in most maintainer scripts, and its command is re-read then
+# (mangling a `$`); a running service is touched by neither (attack on issue 24). Without
+# default dependencies it does not conflict with shutdown.target: the `systemctl reboot` the
+# failsafe guards does not stop it (systemd.service(5)); only the host going down does.
+FAILSAFE_UNIT_PROPERTIES = ("--property=DefaultDependencies=no",)
+
+
+def failsafe_script(delay: float, command: str | None = None) -> str:
+    """`/bin/sh -c` text that waits `delay` seconds (sub-second: coreutils' sleep), then
+    runs the `[actions] failsafe` command (given, or else its first argument) with its own
+    `/bin/sh -c`, as every action is run: `sleep 2 && a & b` would have run `b` at once."""
+    run = '"$1"' if command is None else shlex.quote(command)
+    return f"sleep {delay:.3f}; exec /bin/sh -c {run}"
+
+
+def systemd_literal(arg: str) -> str:
+    """An argument as systemd must see it to pass it on unchanged: it expands `$VAR`,
+    `${VAR}` and `$$` in ExecStart= (systemd.service(5), "Command lines")."""
+    return arg.replace("$", "$$")
 # fit files that bypass an action after its ACK (docs/protocol.md §5.7)
 _FIT_BYPASS = {"reboot": ("no_reboot", "Reboot"), "reset": ("no_reset", "Reset"),
                "wipedisk": ("no_wipedisk", "Wipedisk")}
@@ -218,8 +234,9 @@ class HostActions:
 
     def launch_failsafe(self, delay: float, kind: str = "reboot") -> None:
         """`[actions] failsafe` after `delay` seconds, so that it still fires when the daemon
-        is stopped by a reboot that then hangs: a transient systemd timer unit where systemd
-        is PID 1, else (or if systemd-run fails) a process in a session of its own."""
+        is stopped by a reboot that then hangs: a transient systemd service of its own that
+        sleeps the delay where systemd is PID 1, else (or if systemd-run fails) a process in
+        a session of its own."""
         command = self.cfg.actions.failsafe
         if not command:
             return
@@ -230,16 +247,16 @@ class HostActions:
             why = self.kids.run([
                 SYSTEMD_RUN, f"--unit={unit}",
                 f"--description=mtce failsafe: [actions] failsafe {delay:g} s after a {kind}",
-                f"--on-active={round(delay * 1000)}ms",
-                f"--timer-property=AccuracySec={FAILSAFE_ACCURACY}",
-                *FAILSAFE_UNIT_PROPERTIES, "/bin/sh", "-c", command], FAILSAFE_LAUNCH_TIMEOUT_S)
+                *FAILSAFE_UNIT_PROPERTIES, "/bin/sh", "-c",
+                systemd_literal(failsafe_script(delay)), "mtce-failsafe",
+                systemd_literal(command)], FAILSAFE_LAUNCH_TIMEOUT_S)
             if why is None:
-                self.log.info("failsafe is systemd unit %s.timer ; [actions] failsafe in %g "
+                self.log.info("failsafe is systemd unit %s.service ; [actions] failsafe in %g "
                               "seconds", unit, delay)
                 return
             self.log.warning("systemd-run failed (%s) ; failsafe as a detached process "
                              "instead", why)
-        self._spawn("failsafe", f"sleep {delay:g} && {command}")
+        self._spawn("failsafe", failsafe_script(delay, command))
 
     def run_action(self, name: str) -> None:
         command = getattr(self.cfg.actions, name)

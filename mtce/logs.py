@@ -73,6 +73,32 @@ class _JournalFormatter(_Formatter):
         return "\n".join(prefix + line for line in lines)
 
 
+LOG_FILE_MODE = 0o640           # as debian/mtce.logrotate's `create 0640 root adm`
+LOG_FILE_GROUP = "adm"
+
+
+class _LogFile(logging.handlers.WatchedFileHandler):
+    """The daemon's log file, created (at start, or again after it was moved away) with the
+    mode and group logrotate gives the next one: the daemon's umask made it world-readable
+    until the first rotation (attack on issue 24)."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
+        try:
+            st = os.fstat(fd)
+            if st.st_size == 0 and os.geteuid() == 0:
+                import grp
+                try:
+                    os.fchown(fd, -1, grp.getgrnam(LOG_FILE_GROUP).gr_gid)
+                except (KeyError, OSError):
+                    pass            # no such group here: root's
+            if st.st_size == 0:
+                os.fchmod(fd, LOG_FILE_MODE)
+        except OSError:
+            pass
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def journal_stream(fd: int = 2) -> bool:
     """True when `fd` is the journal stream systemd gave this service ($JOURNAL_STREAM,
     systemd.exec(5)): the daemon then logs there too."""
@@ -101,7 +127,7 @@ def setup(program: str, *, foreground: bool, log_dir: str, hostname: str,
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
         os.makedirs(log_dir, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(os.path.join(log_dir, f"{program}.log"))
+        handler = _LogFile(os.path.join(log_dir, f"{program}.log"))
     handler.setFormatter(_Formatter(hostname, program))
     log.addHandler(handler)
     if journal and not foreground:

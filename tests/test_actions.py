@@ -1,6 +1,6 @@
 """What the client does to its own host (actions.py), where a real process is the point: the
 failsafe (docs/contract.md §8 "The failsafe", issue 23 item 14, upstream 9b2fb85). Under systemd it
-is a transient timer unit of its own (`systemd-run`), so stopping mtcclient.service cannot
+is a transient unit of its own (`systemd-run`), so stopping mtcclient.service cannot
 kill it; elsewhere, or when systemd-run fails, a process detached from the daemon. A fake
 `systemd-run` on PATH records its argv; a directory of the test stands for
 `/run/systemd/system` (sd_booted); nothing here reaches the machine's systemd."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -68,24 +69,66 @@ def argv_of(argv_file) -> list[str]:
     return argv_file.read_text().splitlines()
 
 
-def test_under_systemd_the_failsafe_is_a_transient_timer_unit(host_actions):
-    """docs/contract.md §8 "The failsafe": where systemd is PID 1, `systemd-run` starts a timer of
-    `failsafe_shutdown_delay` with sub-second accuracy and `/bin/sh -c "<[actions] failsafe>"`
-    as its own unit; the daemon keeps no process of it."""
+def sleep_of(argv: list[str]) -> str:
+    """The delay the failsafe unit's script sleeps (as systemd passes it on)."""
+    script = argv[argv.index("/bin/sh") + 2].replace("$$", "$")
+    return script.split(";", 1)[0]
+
+
+def as_systemd_runs(argv: list[str]) -> list[str]:
+    """The unit's command line as systemd executes it: `$$` becomes `$` (systemd.service(5))."""
+    return [a.replace("$$", "$") for a in argv[argv.index("/bin/sh"):]]
+
+
+def test_under_systemd_the_failsafe_is_a_transient_unit_of_its_own(host_actions):
+    """docs/contract.md §8 "The failsafe": where systemd is PID 1, `systemd-run` starts a unit
+    of its own that waits `failsafe_shutdown_delay` (sub-second) and runs
+    `/bin/sh -c "<[actions] failsafe>"`; the daemon keeps no process of it. A transient
+    service that sleeps, not the original's `--on-active` timer, which every `systemctl
+    daemon-reload` re-armed (attack on issue 24; tests/test_systemd.py shows it)."""
     acts, lines, argv_file, fake, booted, host = host_actions
     fake()
     booted()
     acts.shutdown("reboot", Net.MGMT)
     argv = argv_of(argv_file)
-    assert "--on-active=2000ms" in argv
-    assert "--timer-property=AccuracySec=100ms" in argv
+    assert sleep_of(argv) == "sleep 2.000"
+    assert not any(a.startswith(("--on-", "--timer-property")) for a in argv), argv
     unit = [a for a in argv if a.startswith("--unit=")]
     assert len(unit) == 1 and unit[0].startswith("--unit=mtce-failsafe-reboot-")
-    assert argv[-3:] == ["/bin/sh", "-c", acts.cfg.actions.failsafe]
+    assert as_systemd_runs(argv)[-1] == acts.cfg.actions.failsafe
     assert [p.action_name for p in acts.children] == ["reboot"], "no failsafe process of ours"
     assert "failsafe reboot script launched ; reboot in 2 seconds" in lines
-    assert any(line.startswith(f"failsafe is systemd unit {unit[0][7:]}.timer")
+    assert any(line.startswith(f"failsafe is systemd unit {unit[0][7:]}.service")
                for line in lines), lines
+
+
+@pytest.mark.parametrize("command", [
+    'X=braced; echo "${X} $(echo sub) $((1 + 1)) \\$HOME-literal" > OUT',
+    "echo 'single $X' > OUT; echo second >> OUT",
+    "echo a > OUT & wait",
+    "echo 100% > OUT",
+])
+def test_the_failsafe_command_runs_as_sh_would_run_it(host_actions, tmp_path, command):
+    """docs/contract.md §2: actions are shell commands run with `/bin/sh -c`. systemd expands `$VAR`,
+    `${VAR}` and `$$` in a unit's command line, so `${X}` ran empty and `$$` as a `$` (attack
+    on issue 24): the unit's argv, as systemd runs it, gives what `/bin/sh -c` gives, and so
+    does the detached fallback."""
+    acts, lines, argv_file, fake, booted, host = host_actions
+    fake()
+    booted()
+    out = tmp_path / "out"
+    command = command.replace("OUT", str(out))
+    acts.cfg = acts.cfg.with_value(("actions", "failsafe"), command)
+    acts.launch_failsafe(0.01, "reboot")
+    subprocess.run(["/bin/sh", "-c", command], timeout=10, check=True)
+    want = out.read_text()
+    out.unlink()
+    subprocess.run(as_systemd_runs(argv_of(argv_file)), timeout=10, check=True)
+    assert out.read_text() == want
+    out.unlink()
+    subprocess.run(["/bin/sh", "-c", actions.failsafe_script(0.01, command)], timeout=10,
+                   check=True)
+    assert out.read_text() == want
 
 
 def test_under_systemd_the_failsafe_units_are_not_stopped_by_the_shutdown_it_guards(
@@ -100,10 +143,8 @@ def test_under_systemd_the_failsafe_units_are_not_stopped_by_the_shutdown_it_gua
     booted()
     acts.shutdown("reboot", Net.MGMT)
     argv = argv_of(argv_file)
-    assert "--timer-property=DefaultDependencies=no" in argv
     assert "--property=DefaultDependencies=no" in argv
-    assert argv.index("/bin/sh") > max(argv.index("--timer-property=DefaultDependencies=no"),
-                                       argv.index("--property=DefaultDependencies=no"))
+    assert argv.index("/bin/sh") > argv.index("--property=DefaultDependencies=no")
 
 
 @pytest.mark.parametrize("configured, reboot_ms, reset_ms", [
@@ -117,9 +158,9 @@ def test_a_failsafe_delay_below_1_is_2_as_the_original(host_actions, configured,
     fake()
     booted()
     acts.shutdown("reboot", Net.MGMT)
-    assert f"--on-active={reboot_ms}ms" in argv_of(argv_file)
+    assert sleep_of(argv_of(argv_file)) == f"sleep {reboot_ms / 1000:.3f}"
     acts.shutdown("reset", Net.MGMT)
-    assert f"--on-active={reset_ms}ms" in argv_of(argv_file)
+    assert sleep_of(argv_of(argv_file)) == f"sleep {reset_ms / 1000:.3f}"
 
 
 def test_a_reset_under_systemd_has_half_the_delay_and_its_own_unit(host_actions):
@@ -130,7 +171,7 @@ def test_a_reset_under_systemd_has_half_the_delay_and_its_own_unit(host_actions)
     first = [a for a in argv_of(argv_file) if a.startswith("--unit=")]
     acts.shutdown("reset", Net.MGMT)
     argv = argv_of(argv_file)
-    assert "--on-active=1000ms" in argv
+    assert sleep_of(argv) == "sleep 1.000"
     second = [a for a in argv if a.startswith("--unit=")]
     assert second[0].startswith("--unit=mtce-failsafe-reset-") and second != first
 
@@ -152,7 +193,7 @@ def test_a_failing_systemd_run_falls_back_to_a_detached_process(host_actions, mo
     assert argv_file.exists(), "systemd-run was tried"
     assert f"systemd-run failed ({why}) ; failsafe as a detached process instead" in lines
     assert [p.action_name for p in acts.children] == ["failsafe"]
-    assert acts.children[0].args[-1] == f"sleep 2 && {acts.cfg.actions.failsafe}"
+    assert acts.children[0].args[-1] == actions.failsafe_script(2.0, acts.cfg.actions.failsafe)
 
 
 def test_a_missing_systemd_run_falls_back_to_a_detached_process(host_actions, monkeypatch):

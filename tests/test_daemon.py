@@ -428,10 +428,12 @@ def test_a_daemon_systemd_started_logs_to_its_journal_stream_and_its_file(tmp_pa
             r = subprocess.run(mtce_cmd + ["client", "-c", host.ini], stderr=err,
                                stdout=subprocess.DEVNULL, env=env, timeout=30)
         try:
-            assert r.returncode == 0
-            wait_until(lambda: "starting" in host.log_text(), 15, what="the client's start")
-            os.kill(daemon.read_pid(pidfile), signal.SIGTERM)
-            wait_until(lambda: "mtcClient stopped" in host.log_text(), 15, what="its stop")
+            assert r.returncode == 0, r
+            wait_until(lambda: "starting" in host.log_text(), 30, what="the client's start")
+            pid = daemon.read_pid(pidfile)
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: gone(pid), 30, what="its stop")
+            assert "mtcClient stopped" in host.log_text()
         finally:
             kill_mtce(pidfile)
         lines = stream.read_text().splitlines()
@@ -445,3 +447,33 @@ def test_a_daemon_systemd_started_logs_to_its_journal_stream_and_its_file(tmp_pa
         # the same lines, stamped, in the file
         assert starting[0][3:] in host.log_text()
         os.unlink(os.path.join(host.paths["log_dir"], "mtcClient.log"))
+
+
+def test_the_log_file_is_made_as_logrotate_makes_the_next_one(tmp_path):
+    """debian/mtce.logrotate creates each new log `0640 root adm`; the daemon made the first
+    one (and one after it was moved away) 0644 from its umask, readable by every user until
+    the first rotation (attack on issue 24)."""
+    import grp
+    from mtce import logs
+    old = os.umask(0o022)
+    try:
+        log = logs.setup("mtcClient", foreground=False, log_dir=str(tmp_path),
+                         hostname="worker-0")
+        path = tmp_path / "mtcClient.log"
+        for _ in range(2):
+            log.info("a line")
+            st = os.stat(path)
+            assert st.st_mode & 0o777 == 0o640
+            try:
+                adm = grp.getgrnam("adm").gr_gid
+            except KeyError:
+                adm = None
+            if os.geteuid() == 0 and adm is not None:
+                assert st.st_gid == adm
+            os.rename(path, tmp_path / "mtcClient.log.1")   # as logrotate moves it
+        assert "a line" in (tmp_path / "mtcClient.log.1").read_text()
+    finally:
+        os.umask(old)
+        for h in list(logs.get().handlers):
+            logs.get().removeHandler(h)
+            h.close()

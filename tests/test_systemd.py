@@ -128,7 +128,11 @@ def with_actions(ini: str, host: str, drop_paths: tuple = (), drop_agent: tuple 
         if m and section == "timeouts":
             out += [f"{k} = {v}" for k, v in (timeouts or {}).items()]
     out += ["", "[actions]"]
-    out += [f"{a} = echo {a} >> /results/{host}.actions" for a in REBOOT_KINDS]
+    out += [f"{a} = echo {a} >> /results/{host}.actions" for a in REBOOT_KINDS
+            if a != "failsafe"]
+    # As an operator may write it: a variable, a command substitution (run by /bin/sh -c,
+    # docs/contract.md §2; systemd must not expand or mangle them, attack on issue 24).
+    out.append(f'failsafe = X=fired; echo "failsafe ${{X}} $(echo ok)" >> /results/{host}.actions')
     out.append("alarm = cat >> /results/alarms.log; echo >> /results/alarms.log")
     return "\n".join(out) + "\n"
 
@@ -293,14 +297,24 @@ def test_the_failsafe_fires_after_its_service_is_stopped(box):
     r = c.sh("mtce reboot controller-0 --wait 30", check=False, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     c.wait(lambda: "reboot" in actions(c, "controller-0"), 10, "[actions] reboot run")
-    stopped = time.monotonic()
+    launched = time.monotonic()
     c.sh("systemctl stop mtcclient", timeout=60)
     assert show(c, "mtcclient", "ActiveState")["ActiveState"] == "inactive"
-    timers = c.sh("systemctl list-timers --all --no-legend 'mtce-failsafe-*'").stdout
-    assert "mtce-failsafe-reboot-" in timers, timers
-    c.wait(lambda: "failsafe" in actions(c, "controller-0"), FAILSAFE_DELAY_S + 10,
+    units = c.sh("systemctl list-units --all --no-legend 'mtce-failsafe-*'").stdout
+    assert re.search(r"mtce-failsafe-reboot-\d+-\d+\.service +loaded +active", units), units
+    # dpkg runs `systemctl daemon-reload` in most maintainer scripts: reloads during the
+    # window neither postpone the failsafe (a transient timer's OnActiveSec= was re-armed by
+    # each) nor change its command (attack on issue 24).
+    for _ in range(2 * FAILSAFE_DELAY_S + 4):
+        if "failsafe" in actions(c, "controller-0"):
+            break
+        c.sh("systemctl daemon-reload", timeout=60)
+        time.sleep(0.5)
+    c.wait(lambda: "failsafe" in actions(c, "controller-0"), 5,
            "the failsafe fired with mtcclient stopped")
-    assert time.monotonic() - stopped < FAILSAFE_DELAY_S + 5
+    fired = time.monotonic() - launched
+    assert 1.0 < fired < FAILSAFE_DELAY_S + 2.5, fired
+    assert c.result("controller-0.actions").splitlines()[-1] == "failsafe fired ok"
     assert "failsafe reboot script launched" in journal(c, "mtcclient")
     # The host "rebooted": /var/run is empty again, and the client starts over.
     c.sh("rm -f /var/run/.node_reset /run/.node_reset && systemctl start mtcclient",
@@ -326,6 +340,9 @@ def test_the_logs_are_in_the_journal_with_the_originals_wording(box):
 
 def test_logrotate_rotates_the_installed_logs_and_the_daemons_write_the_new_files(box):
     c = box
+    # made by the daemons as logrotate makes the next ones (create 0640 root adm)
+    modes = c.sh("stat -c '%a %U %G' /var/log/mtcAgent.log /var/log/mtcClient.log").stdout
+    assert modes.split("\n")[:2] == ["640 root adm"] * 2, modes
     r = c.sh("logrotate -d /etc/logrotate.d/mtce 2>&1")
     assert "error" not in r.stdout.lower(), r.stdout
     for log in ("/var/log/mtcAgent.log", "/var/log/mtcClient.log"):
