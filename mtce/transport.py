@@ -1,23 +1,18 @@
 """UDP sockets as the daemons use them.
 
-Receive sockets are non-blocking and drained in bounded batches: with `recvmmsg(2)` (through
-ctypes: one system call for up to a batch of datagrams, into buffers and headers made once)
-where the C library has it, else one `recvfrom_into` per datagram into one reused buffer; both
-give the handler the same bytes and source. A datagram longer than the 1060-byte struct is
-seen as such (the buffers are larger) so that it can be rejected rather than silently
-truncated.
+Receive sockets are non-blocking and drained in bounded batches with `recvfrom_into` into one
+reused buffer; a datagram longer than the 1060-byte struct is seen as such (the buffer is
+larger) so that it can be rejected rather than silently truncated.
 """
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import ipaddress
 import os
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 
 from mtce.alive import MSG_SIZE
@@ -141,28 +136,19 @@ class Sockets:
 SYSTEM = Sockets()
 
 
-_RETRY_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
-
-
 class Receiver:
-    """Drains a non-blocking socket into `handler(data, source_ip)`, at most `batch` a call.
+    """Drains a non-blocking socket into `handler(data, source_ip)`, at most `batch` a call."""
 
-    A real socket is read with recvmmsg(2) when the C library has it (`Batch`), anything else
-    (a fake socket, no recvmmsg) with recvfrom_into."""
-
-    def __init__(self, batch: int = 50, mmsg: bool = True):
+    def __init__(self, batch: int = 50):
         self.batch = batch
         self.buffer = bytearray(RX_BUFFER)
         self.view = memoryview(self.buffer)
-        self.mmsg = Batch(batch) if mmsg and Batch.available() else None
 
-    def drain(self, sock, handler) -> int:
+    def drain(self, sock: socket.socket, handler) -> int:
         """Returns the number of datagrams handled; socket errors end the batch quietly.
 
-        `data` is a memoryview into a reused buffer: valid only during the call.
+        `data` is a memoryview into the reused buffer: valid only during the call.
         """
-        if self.mmsg is not None and type(sock) is socket.socket:
-            return self.mmsg.drain(sock.fileno(), handler)
         count = 0
         recv = sock.recvfrom_into
         view = self.view
@@ -172,140 +158,12 @@ class Receiver:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:
-                if err.errno in _RETRY_ERRNOS:
+                if err.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     continue    # a queued ICMP error for an earlier send; not a datagram
                 raise
             count += 1
             handler(view[:n], source[0])
         return count
-
-
-# -- recvmmsg(2) through ctypes -------------------------------------------------------------------
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
-
-
-_NAME_SIZE = 28                  # sizeof(struct sockaddr_in6) >= sizeof(struct sockaddr_in)
-_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_libc_recvmmsg = None
-
-
-def _recvmmsg():
-    global _libc_recvmmsg
-    if _libc_recvmmsg is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).recvmmsg
-        except (OSError, AttributeError):
-            fn = False
-        else:
-            fn.argtypes = [ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int,
-                           ctypes.c_void_p]
-            fn.restype = ctypes.c_int
-        _libc_recvmmsg = fn
-    return _libc_recvmmsg or None
-
-
-class Batch:
-    """Up to `size` datagrams per recvmmsg(2) call: the buffers, iovecs, address buffers and
-    headers are made once; per datagram only its length and source are read. Sources are
-    turned into text once per distinct address (a bounded cache), so the handler gets what
-    recvfrom would give: `"192.0.2.1"`, `"2001:db8::1"`, `"fe80::1%eth0"`."""
-
-    MAX_NAMES = 65536
-
-    def __init__(self, size: int):
-        self.size = size
-        self.buffers = bytearray(RX_BUFFER * size)
-        self.view = memoryview(self.buffers)
-        self.names = ctypes.create_string_buffer(_NAME_SIZE * size)
-        self.names_view = memoryview(self.names).cast("B")
-        self.iovecs = (_Iovec * size)()
-        self.headers = (_Mmsghdr * size)()
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self.buffers))
-        names = ctypes.addressof(self.names)
-        for i in range(size):
-            self.iovecs[i].iov_base = base + i * RX_BUFFER
-            self.iovecs[i].iov_len = RX_BUFFER
-            h = self.headers[i].msg_hdr
-            h.msg_name = names + i * _NAME_SIZE
-            h.msg_iov = ctypes.pointer(self.iovecs[i])
-            h.msg_iovlen = 1
-            h.msg_namelen = _NAME_SIZE
-        self.call = _recvmmsg()
-        self.text: dict = {}
-        # The headers as 32-bit words: each datagram's msg_namelen and msg_len read (and the
-        # former reset) without a ctypes attribute access.
-        self.words = memoryview(self.headers).cast("B").cast("I")
-        self.stride = ctypes.sizeof(_Mmsghdr) // 4
-        self.at_namelen = _Msghdr.msg_namelen.offset // 4
-        self.at_len = _Mmsghdr.msg_len.offset // 4
-
-    @staticmethod
-    def available() -> bool:
-        return _recvmmsg() is not None
-
-    def drain(self, fd: int, handler) -> int:
-        count = 0
-        headers, view, names, words = self.headers, self.view, self.names_view, self.words
-        stride, at_namelen, at_len = self.stride, self.at_namelen, self.at_len
-        text, call, size = self.text, self.call, self.size
-        while count < size:
-            want = size - count
-            got = call(fd, headers, want, _MSG_DONTWAIT, None)
-            if got < 0:
-                err = ctypes.get_errno()
-                if err in _RETRY_ERRNOS:
-                    continue
-                if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    break
-                raise OSError(err, os.strerror(err))
-            name = 0
-            start = 0
-            for i in range(got):
-                w = i * stride
-                raw = bytes(names[name:name + words[w + at_namelen]])
-                words[w + at_namelen] = _NAME_SIZE      # what the kernel may write next time
-                source = text.get(raw)
-                if source is None:
-                    source = self._source(raw)
-                handler(view[start:start + words[w + at_len]], source)
-                name += _NAME_SIZE
-                start += RX_BUFFER
-            count += got
-            if got < want:
-                break
-        return count
-
-    def _source(self, raw: bytes) -> str:
-        family = int.from_bytes(raw[:2], sys.byteorder) if len(raw) >= 2 else 0
-        if family == socket.AF_INET and len(raw) >= 8:
-            text = socket.inet_ntop(socket.AF_INET, raw[4:8])
-        elif family == socket.AF_INET6 and len(raw) >= 24:
-            text = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-            scope = int.from_bytes(raw[24:28], sys.byteorder) if len(raw) >= 28 else 0
-            if scope:
-                try:
-                    text += "%" + socket.if_indextoname(scope)
-                except OSError:
-                    text += f"%{scope}"
-        else:
-            text = ""
-        if len(self.text) >= self.MAX_NAMES:
-            self.text.clear()
-        self.text[raw] = text
-        return text
 
 
 def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> OSError | None:
