@@ -265,20 +265,6 @@ def _check_listen(value, *args, **kwargs):
     return value
 
 
-def _check_seconds(value, *args, **kwargs):
-    """A finite number of seconds above 0 (validate's float() lets nan and inf through)."""
-    from validate import VdtTypeError, VdtValueError, VdtValueTooSmallError
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise VdtTypeError(value) from None
-    if math.isnan(number) or math.isinf(number):
-        raise VdtValueError(value)
-    if number < 0.001:
-        raise VdtValueTooSmallError(value)
-    return number
-
-
 def _check_any_seconds(value, *args, **kwargs):
     """A finite number of seconds, of any sign (`failsafe_shutdown_delay`: the original reads
     it with atoi and takes a value below 1 as 2, docs/protocol.md §8)."""
@@ -289,6 +275,15 @@ def _check_any_seconds(value, *args, **kwargs):
         raise VdtTypeError(value) from None
     if math.isnan(number) or math.isinf(number):
         raise VdtValueError(value)
+    return number
+
+
+def _check_seconds(value, *args, **kwargs):
+    """A finite number of seconds above 0 (validate's float() lets nan and inf through)."""
+    from validate import VdtValueTooSmallError
+    number = _check_any_seconds(value)
+    if number < 0.001:
+        raise VdtValueTooSmallError(value)
     return number
 
 

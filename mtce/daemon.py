@@ -357,9 +357,11 @@ def context(pidfile: str, foreground: bool, journal: bool = False):
     )
 
 
-def run(program: str, pid_dir: str, foreground: bool, main, config: str = DEFAULT_CONFIG) -> int:
+def run(program: str, pid_dir: str, foreground: bool, main, config: str = DEFAULT_CONFIG,
+        journal: bool = False) -> int:
     """Steps 2-5 around `main()` (which sets up logging, sockets and the loop); `config` is
-    the configuration file (absolute) the daemon runs with."""
+    the configuration file (absolute) the daemon runs with; `journal`: stderr is our journal
+    stream, kept open."""
     import lockfile
 
     path = pidfile_path(pid_dir, program)
@@ -373,8 +375,7 @@ def run(program: str, pid_dir: str, foreground: bool, main, config: str = DEFAUL
         print(f"mtce: {program}: cannot use pid directory {pid_dir}: {err.strerror}",
               file=sys.stderr)
         return 1
-    from mtce import logs
-    ctx = context(path, foreground, journal=logs.journal_stream())
+    ctx = context(path, foreground, journal=journal)
     try:
         ctx.open()
     except (lockfile.AlreadyLocked, lockfile.LockTimeout):
@@ -415,11 +416,13 @@ def serve(program: str, cfg, foreground: bool, build) -> int:
     from mtce.clock import Clock
     from mtce.loop import Loop
 
+    journal = logs.journal_stream()     # before the context closes or keeps stderr
+
     def main(stale_pidfile=None) -> int:
         clock = Clock()
         hostname = netif.read_hostname(cfg.paths.hostname_file)
         log = logs.setup(program, foreground=foreground, log_dir=cfg.paths.log_dir,
-                         hostname=hostname, journal=logs.journal_stream())
+                         hostname=hostname, journal=journal)
         log.info("mtce %s %s starting (config %s)", __version__, program, cfg.path)
         if stale_pidfile:
             log.info("removed stale pidfile %s", stale_pidfile)
@@ -448,4 +451,4 @@ def serve(program: str, cfg, foreground: bool, build) -> int:
             log.info("%s stopped", program)
         return 0
 
-    return run(program, cfg.paths.pid_dir, foreground, main, cfg.path)
+    return run(program, cfg.paths.pid_dir, foreground, main, cfg.path, journal)

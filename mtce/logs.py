@@ -85,17 +85,13 @@ class _LogFile(logging.handlers.WatchedFileHandler):
     def _open(self):
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_FILE_MODE)
         try:
-            st = os.fstat(fd)
-            if st.st_size == 0 and os.geteuid() == 0:
-                import grp
-                try:
-                    os.fchown(fd, -1, grp.getgrnam(LOG_FILE_GROUP).gr_gid)
-                except (KeyError, OSError):
-                    pass            # no such group here: root's
-            if st.st_size == 0:
+            if os.fstat(fd).st_size == 0:          # made now (or empty): mode and group
                 os.fchmod(fd, LOG_FILE_MODE)
-        except OSError:
-            pass
+                if os.geteuid() == 0:
+                    import grp
+                    os.fchown(fd, -1, grp.getgrnam(LOG_FILE_GROUP).gr_gid)
+        except (KeyError, OSError):
+            pass                    # no such group here: root's
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 

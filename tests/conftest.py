@@ -143,6 +143,15 @@ def mtce_cmd() -> list[str]:
     return list(PROGRAM)
 
 
+def gone(pid: int) -> bool:
+    """The process has ended (or is a zombie nobody has reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = ""):
     """Poll `predicate` until it returns a true value (returned) or `timeout` passes (fail)."""
     deadline = time.monotonic() + timeout

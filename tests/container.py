@@ -251,13 +251,3 @@ class Container:
                 return f.read()
         except FileNotFoundError:
             return ""
-
-    def wait(self, predicate, timeout: float, what: str, interval: float = 0.25):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout:g} s: {what}")
-            time.sleep(interval)

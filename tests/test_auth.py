@@ -506,21 +506,30 @@ def keyed_client(tmp_path):
                 client_extra={"security": {"key_file": str(keys), "require": "yes"}})
 
 
+def reboot_captured(make):
+    """The keyed client started; a signed REBOOT sent to it (it reboots) and kept as an
+    attacker on the path would keep it: (sim, its recorded actions, the controller, the
+    agent's authenticator, the command's data, the captured datagram)."""
+    from sim import Controller, record_actions
+    s = make().start()
+    spawns = record_actions(s)
+    c = Controller(s)
+    s.run(1.5)
+    agent = auth.Authenticator([K1], True, s.clock.wall, s.clock.now)
+    data = alive.default_data(c.src[Net.MGMT], Net.MGMT)
+    captured = agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data))
+    c.send(Net.MGMT, captured)
+    assert spawns.names.count("reboot") == 1
+    return s, spawns, c, agent, data, captured
+
+
 def test_attack_a_captured_reboot_replayed_after_the_clients_clock_stepped_back(tmp_path):
     """docs/contract.md §3, the confirmed attack on item 20: a signed REBOOT captured on its way
     to a client (require = yes); 63 s of signed traffic later (its tag pruned), the client's
     wall clock steps back 64 s and the capture is sent again: `reboot` does not run twice."""
-    from sim import Controller, log, record_actions
+    from sim import log
     with keyed_client(tmp_path) as make:
-        s = make().start()
-        spawns = record_actions(s)
-        c = Controller(s)
-        s.run(1.5)
-        agent = auth.Authenticator([K1], True, s.clock.wall, s.clock.now)
-        data = alive.default_data(c.src[Net.MGMT], Net.MGMT)
-        captured = agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data))
-        c.send(Net.MGMT, captured)
-        assert spawns.names.count("reboot") == 1
+        s, spawns, c, agent, data, captured = reboot_captured(make)
         for _ in range(63):
             s.run(1.0)
             c.send(Net.MGMT, agent.sign(alive.command(Cmd.REQ_MTCALIVE, c.host.mac, data)))
@@ -546,17 +555,9 @@ def test_attack_a_captured_reboot_replayed_after_the_clients_clock_stepped_back(
 def test_attack_a_captured_reboot_replayed_to_the_restarted_client(tmp_path):
     """The attack's doubt (the replay memory is per process): a REBOOT replayed 4.8 s after its
     capture to the client restarted meanwhile is refused, as signed before it started."""
-    from sim import Controller, log, record_actions
+    from sim import log, record_actions
     with keyed_client(tmp_path) as make:
-        s = make().start()
-        spawns = record_actions(s)
-        c = Controller(s)
-        s.run(1.5)
-        agent = auth.Authenticator([K1], True, s.clock.wall, s.clock.now)
-        data = alive.default_data(c.src[Net.MGMT], Net.MGMT)
-        captured = agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data))
-        c.send(Net.MGMT, captured)
-        assert spawns.names.count("reboot") == 1
+        s, spawns, c, agent, data, captured = reboot_captured(make)
         s.clients["worker-0"].stop()
         run_dir = s.path("worker-0", "run_dir")
         for name in os.listdir(run_dir):           # as a reboot leaves it (tmpfs)

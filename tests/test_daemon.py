@@ -20,7 +20,7 @@ import time
 import pytest
 
 from cluster import Cluster
-from conftest import REPO, inih_style, need, wait_until
+from conftest import REPO, gone, inih_style, need, wait_until
 from mtce import daemon
 
 
@@ -105,14 +105,6 @@ def older_mtce():
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_an_unlocked_pidfile_of_an_mtce_daemon_is_known_by_cmdline_and_start_time(tmp_path,

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from cluster import Cluster
-from conftest import REPO, inih_style, need, wait_until
+from conftest import REPO, gone, inih_style, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.ha]
 
@@ -94,15 +94,6 @@ def test_a_pid_reused_by_another_process_is_not_the_agent(ocf):
     finally:
         stranger.kill()
         stranger.wait(10)
-
-
-def gone(pid: int) -> bool:
-    """The process has ended (or is a zombie nobody has reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def agent_pid(ocf) -> int:

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import IN_CI, REPO, need
+from conftest import REPO, need, wait_until
 from container import Container
 
 # The first run builds the container root (debootstrap, about 75 s) in the first test's setup.
@@ -64,6 +64,11 @@ def box(deb):
         yield c
     finally:
         c.stop()
+
+
+def wait(predicate, timeout: float, what: str):
+    """conftest.wait_until, polling a container (each poll runs a command in it)."""
+    return wait_until(predicate, timeout, interval=0.25, what=what)
 
 
 def files(c: Container) -> set[str]:
@@ -184,7 +189,7 @@ def test_the_package_installs_disabled_and_both_units_start_on_ready(box, deb):
         assert int(props["MainPID"]) > 0
     # READY=1 comes once the sockets are bound: the agent answers at once.
     assert c.sh("mtce hosts", check=False, timeout=30).returncode == 0
-    c.wait(lambda: all_ok(c), 60, "both hosts online and ok on every network")
+    wait(lambda: all_ok(c), 60, "both hosts online and ok on every network")
 
 
 def test_a_unit_whose_daemon_never_notifies_fails_its_start(box):
@@ -211,7 +216,7 @@ def test_a_unit_whose_daemon_never_notifies_fails_its_start(box):
         c.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl reset-failed mtcagent; "
              f"systemctl stop mtcagent; systemctl start mtcagent", check=False, timeout=60)
     assert show(c, "mtcagent", "ActiveState")["ActiveState"] == "active"
-    c.wait(lambda: all_ok(c), 60, "both hosts ok again")
+    wait(lambda: all_ok(c), 60, "both hosts ok again")
 
 
 # -- 2. reload and restart ---------------------------------------------------------------------
@@ -224,12 +229,12 @@ def test_systemctl_reload_is_the_sighup_reload(box):
             "mgmt_mac = 08:00:27:1a:00:99\nmgmt_ip = 127.42.204.99\n"
             "administrative = locked\n")
     c.sh("systemctl reload mtcagent", timeout=60)
-    c.wait(lambda: "worker-9" in hosts(c), 20, "worker-9 in mtce hosts after the reload")
+    wait(lambda: "worker-9" in hosts(c), 20, "worker-9 in mtce hosts after the reload")
     assert show(c, "mtcagent", "MainPID")["MainPID"] == pid
     assert "SIGHUP: reloading" in journal(c, "mtcagent")
     c.write("/etc/mtce/inventory.ini", inventory)
     c.sh("systemctl reload mtcagent", timeout=60)
-    c.wait(lambda: "worker-9" not in hosts(c), 20, "worker-9 gone after the second reload")
+    wait(lambda: "worker-9" not in hosts(c), 20, "worker-9 gone after the second reload")
 
 
 def lose_worker_pxeboot(c: Container, lost: bool) -> None:
@@ -254,7 +259,7 @@ def test_systemctl_restart_keeps_an_operator_lock_and_an_active_alarm(box):
     # A locked host carries no 200.003 (docs/protocol.md §5.5): the lock is controller-0's.
     c.sh("mtce lock controller-0", timeout=30)
     lose_worker_pxeboot(c, True)
-    c.wait(lambda: active_200_003(c), 90, "200.003 raised for worker-0")
+    wait(lambda: active_200_003(c), 90, "200.003 raised for worker-0")
     raised = active_200_003(c)[0]["raised_at"]
     c.sh("systemctl restart mtcagent", timeout=60)
     assert show(c, "mtcagent", "ActiveState")["ActiveState"] == "active"
@@ -270,11 +275,11 @@ def test_kill_9_of_each_daemon_is_restarted_by_systemd_with_its_state(box, unit)
     before = show(c, unit, "MainPID", "NRestarts")
     raised = [a["raised_at"] for a in active_200_003(c)]
     c.sh(f"kill -9 {before['MainPID']}")
-    c.wait(lambda: show(c, unit, "NRestarts")["NRestarts"] == str(int(before["NRestarts"]) + 1)
+    wait(lambda: show(c, unit, "NRestarts")["NRestarts"] == str(int(before["NRestarts"]) + 1)
            and show(c, unit, "ActiveState")["ActiveState"] == "active", 30,
            f"{unit} restarted by systemd")
     assert show(c, unit, "MainPID")["MainPID"] != before["MainPID"]
-    c.wait(lambda: hosts(c), 15, "the agent answers")
+    wait(lambda: hosts(c), 15, "the agent answers")
     assert hosts(c)["controller-0"]["administrative"] == "locked"
     assert [a["raised_at"] for a in active_200_003(c)] == raised
 
@@ -282,7 +287,7 @@ def test_kill_9_of_each_daemon_is_restarted_by_systemd_with_its_state(box, unit)
 def test_the_alarm_clears_and_the_lock_is_undone(box):
     c = box
     lose_worker_pxeboot(c, False)
-    c.wait(lambda: not active_200_003(c), 90, "200.003 cleared")
+    wait(lambda: not active_200_003(c), 90, "200.003 cleared")
     c.sh("mtce unlock controller-0", timeout=30)
     assert hosts(c)["controller-0"]["administrative"] == "unlocked"
     log = c.result("alarms.log")
@@ -293,10 +298,10 @@ def test_the_alarm_clears_and_the_lock_is_undone(box):
 
 def test_the_failsafe_fires_after_its_service_is_stopped(box):
     c = box
-    c.wait(lambda: all_ok(c), 60, "every host ok")
+    wait(lambda: all_ok(c), 60, "every host ok")
     r = c.sh("mtce reboot controller-0 --wait 30", check=False, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    c.wait(lambda: "reboot" in actions(c, "controller-0"), 10, "[actions] reboot run")
+    wait(lambda: "reboot" in actions(c, "controller-0"), 10, "[actions] reboot run")
     launched = time.monotonic()
     c.sh("systemctl stop mtcclient", timeout=60)
     assert show(c, "mtcclient", "ActiveState")["ActiveState"] == "inactive"
@@ -310,7 +315,7 @@ def test_the_failsafe_fires_after_its_service_is_stopped(box):
             break
         c.sh("systemctl daemon-reload", timeout=60)
         time.sleep(0.5)
-    c.wait(lambda: "failsafe" in actions(c, "controller-0"), 5,
+    wait(lambda: "failsafe" in actions(c, "controller-0"), 5,
            "the failsafe fired with mtcclient stopped")
     fired = time.monotonic() - launched
     assert 1.0 < fired < FAILSAFE_DELAY_S + 2.5, fired
@@ -319,7 +324,7 @@ def test_the_failsafe_fires_after_its_service_is_stopped(box):
     # The host "rebooted": /var/run is empty again, and the client starts over.
     c.sh("rm -f /var/run/.node_reset /run/.node_reset && systemctl start mtcclient",
          timeout=60)
-    c.wait(lambda: all_ok(c), 60, "controller-0 ok again after its simulated reboot")
+    wait(lambda: all_ok(c), 60, "controller-0 ok again after its simulated reboot")
 
 
 # -- 5. the journal and logrotate ----------------------------------------------------------------
@@ -349,7 +354,7 @@ def test_logrotate_rotates_the_installed_logs_and_the_daemons_write_the_new_file
         assert f"considering log {log}" in r.stdout, r.stdout
     c.sh("logrotate -f -s /tmp/logrotate.state /etc/logrotate.d/mtce")
     c.sh("systemctl reload mtcagent")
-    c.wait(lambda: "SIGHUP: reloading" in c.sh("cat /var/log/mtcAgent.log", check=False).stdout,
+    wait(lambda: "SIGHUP: reloading" in c.sh("cat /var/log/mtcAgent.log", check=False).stdout,
            20, "the agent writes the new /var/log/mtcAgent.log")
     assert c.sh("test -s /var/log/mtcAgent.log.1").returncode == 0
 
@@ -373,7 +378,7 @@ def test_an_upgrade_keeps_the_config_restarts_each_daemon_once_and_loses_nothing
     c = box
     c.sh("mtce lock controller-0", timeout=30)
     lose_worker_pxeboot(c, True)
-    c.wait(lambda: active_200_003(c), 90, "200.003 raised for worker-0")
+    wait(lambda: active_200_003(c), 90, "200.003 raised for worker-0")
     raised = active_200_003(c)[0]["raised_at"]
     old = subprocess.run(["dpkg-deb", "-f", deb, "Version"], capture_output=True, text=True,
                          check=True, timeout=60).stdout.strip()
