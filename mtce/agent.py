@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import agentnet, alarms, auth, config, ctl, hosts, logs, metrics, netif, store, \
-    transport
+from mtce import agentnet, alarms, auth, config, ctl, hosts, logs, metrics, netif, pacing, \
+    store, transport
 from mtce.table import HostTable
 from mtce.children import Children
 from mtce.inbox import Inbox
@@ -86,7 +86,7 @@ class Agent:
                                    self.counters)
         self.inbox = Inbox(self)
         self.net = agentnet.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
-                                     self.counters, self.inbox.on_datagram, self.hostname,
+                                     self.counters, self.inbox.on_raw, self.hostname,
                                      own.mgmt_ip if own else "", self.pxeboot_provisioned,
                                      netif.NetlinkWatcher if netlink_watch else None)
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
@@ -158,6 +158,7 @@ class Agent:
         self.net.watch()
         self.metrics.use(self.cfg.metrics.listen)
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
+        self.size_pile()
         self.loop.call_at(self.pacer.next_tick(now), self.audit)
         self.loop.pause_hint = self.pause_hint
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
@@ -232,7 +233,9 @@ class Agent:
     # -- periodic work -----------------------------------------------------------------------
     def _drained(self, net: Net, count: int) -> None:
         self._rate_count += count
-        if count >= agentnet.RX_BATCH:
+        self.counters.rx += count
+        self.counters.rx_net[net] += count
+        if count >= agentnet.RX_LIMIT:
             self.pacer.saturated = True
         if count > BATCH_LOG_ABOVE:
             self.noise.info(("batch", net), "serviced %d messages in one batch (%s)", count,
@@ -272,6 +275,12 @@ class Agent:
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
         self.counters.kernel_drops = self.net.set.check_drops()
         self.counters.drops_net = self.net.set.drops_by_net()
+        self.size_pile()
+
+    def size_pile(self) -> None:
+        """How much the loop may let pile up between reads (mtce/pacing.py): half of what the
+        smallest receive buffer holds, as the sockets are now."""
+        self.pacer.max_pile = max(pacing.COALESCE_MAX_PILE, self.net.rx_room() // 2)
 
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (docs/protocol.md §5.4 "Rate log")."""

@@ -13,7 +13,10 @@ from mtce import netif, netsocks, transport
 from mtce.netsocks import Slot
 from mtce.states import Net, cmd_name
 
-RX_BATCH = 50                   # MAX_RX_MSG_BATCH (docs/protocol.md §5.4 "Batches")
+RX_CALL = 256                   # datagrams a recvmmsg(2) call reads
+RX_LIMIT = 4096                 # datagrams a socket's drain reads in one loop turn (the
+                                # original's MAX_RX_MSG_BATCH is 50: docs/protocol.md §5.4
+                                # "Batches"); a full one means more is queued: no pause
 SOCKET_RETRY_S = 5.0            # a socket that could not be had is retried this often
 FIT_CHECK_S = 1.0
 
@@ -44,8 +47,8 @@ class AgentNet:
         self.hostname, self.own_mgmt_ip = hostname, own_mgmt_ip
         self.pxeboot_provisioned = pxeboot_provisioned
         self.set = netsocks.SocketSet(SLOTS, sockets, loop, log, throttle,
-                                      lambda: self.cfg.paths.run_dir, on_datagram, RX_BATCH,
-                                      watcher_factory)
+                                      lambda: self.cfg.paths.run_dir, on_datagram, RX_CALL,
+                                      watcher_factory, limit=RX_LIMIT, raw=True)
         self.set.on_lost = lambda name: self.setup()
         self.float_ip = ""
         self.clstr_ip = ""
@@ -135,6 +138,13 @@ class AgentNet:
         report_rcvbuf(self.log, self.throttle, name, got, wanted, hosts,
                       transport.read_rmem_max())
         return sock
+
+    def rx_room(self) -> int:
+        """Datagrams the smallest open receive buffer holds (the kernel charges each its
+        truesize, transport.DATAGRAM_TRUESIZE); 0 with no receive socket."""
+        sizes = [transport.rcvbuf_size(self.set[name]) for name in RX_OF.values()
+                 if self.set[name] is not None]
+        return min(sizes) // transport.DATAGRAM_TRUESIZE if sizes else 0
 
     def resize_rx(self) -> None:
         """The inventory changed size (SIGHUP): the receive buffers follow it."""

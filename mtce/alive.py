@@ -69,8 +69,8 @@ _UINT32 = 1 << 32
 
 
 # The fields an agent needs from an mtcAlive, in one unpack: signature, cmd, parm[0..3].
-_MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
-assert _MTCALIVE_FIELDS.size == HEADER_SIZE
+MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
+assert MTCALIVE_FIELDS.size == HEADER_SIZE
 _MTCALIVE = int(Cmd.MTCALIVE)      # a plain int: compared on the hot path
 _SEQ_KEY = b',"sequence":'
 # What may follow an accepted text's prefix for the next one to be valid as it is: a JSON
@@ -86,10 +86,14 @@ def mtcalive_fields(data) -> tuple | None:
     Only the header: whether the text is a valid mtcAlive is `text_matches` (against the
     host's last valid one) or `parse_mtcalive`.
     """
-    size = len(data)
-    if size <= HEADER_SIZE + 2 or size > MSG_SIZE - 1 or data[size - 1] != 0:
+    return mtcalive_fields_at(data, 0, len(data))
+
+
+def mtcalive_fields_at(buf, at: int, size: int) -> tuple | None:
+    """`mtcalive_fields` of the datagram `buf[at:at + size]`, read in place."""
+    if size <= HEADER_SIZE + 2 or size > MSG_SIZE - 1 or buf[at + size - 1] != 0:
         return None
-    sig, cmd, uptime, _, flags, seq = _MTCALIVE_FIELDS.unpack_from(data)
+    sig, cmd, uptime, _, flags, seq = MTCALIVE_FIELDS.unpack_from(buf, at)
     if sig != SIG_MESSAGE or cmd != _MTCALIVE:
         return None
     return uptime, flags, seq
@@ -104,8 +108,17 @@ def text_matches(data, prefix: bytes) -> bool:
     fields of the text the prefix came from (tests/test_alive.py proves it on random and
     mutated buffers).
     """
-    end = HEADER_SIZE + len(prefix)
-    return data[HEADER_SIZE:end] == prefix and _SEQ_TAIL.fullmatch(data, end) is not None
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)
+    return text_matches_at(data, 0, len(data), prefix)
+
+
+def text_matches_at(buf, at: int, size: int, prefix: bytes) -> bool:
+    """`text_matches` of the datagram `buf[at:at + size]` (`buf` a bytes or bytearray)."""
+    start = at + HEADER_SIZE
+    mid = start + len(prefix)
+    return mid <= at + size and buf[start:mid] == prefix and \
+        _SEQ_TAIL.fullmatch(buf[mid:at + size]) is not None
 
 
 def sequence_prefix(text: bytes) -> bytes | None:

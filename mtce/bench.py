@@ -43,7 +43,7 @@ from mtce.benchlab import (
     AGENT_HOST, AgentLog, BenchError, CLIENT_HOST, CoreMeter, FULL, Layout, Plan, QUICK, _say,
     proc_cpu_s, proc_status_mib, program, udp_bound, udp_drops,
 )
-from mtce.benchgen import Generator, _baseline_main
+from mtce.benchgen import Generator, _baseline_main, _floor_main
 
 class Bench:
     def __init__(self, plan: Plan, root: str):
@@ -472,6 +472,26 @@ class Phases:
         r["flat_out_ratio"] = round(r["agent_rate"] / r["baseline_rate"], 4) \
             if r["baseline_rate"] else 0.0
         r["baseline_generator_bound"] = r["baseline_lost"] == 0
+        self.floor()
+
+    def floor(self) -> None:
+        """Issue 25's floor (recvmmsg through ctypes, 256 a call, every 100 ms; it only
+        counts) at the sustained rate and at the steady rate: `floor_ratio` and
+        `steady_ratio` are its cost over the agent's."""
+        p, r = self.b.plan, self.b.r
+        _say(f"floor: recvmmsg every 100 ms at {p.sustained_rate:,}/s, {p.baseline_s:g} s")
+        fast = self._baseline(p.baseline_s, p.sustained_rate, _floor_main)
+        r["floor_cost_us"] = _cost_us(fast["cpu_s"], fast["received"])
+        r["floor_lost"] = fast["sent"] - fast["received"]
+        r["floor_ratio"] = round(r["floor_cost_us"] / r["agent_cost_us"], 4) \
+            if r["agent_cost_us"] else 0.0
+        rate = 3 * p.hosts / p.period_s
+        _say(f"floor: recvmmsg every 100 ms at {rate:,.0f}/s, {p.baseline_s:g} s")
+        slow = self._baseline(p.baseline_s, rate, _floor_main)
+        r["floor_steady_cpu_pct"] = round(100.0 * slow["cpu_s"] / slow["elapsed"], 3)
+        r["floor_steady_lost"] = slow["sent"] - slow["received"]
+        r["steady_ratio"] = round(r["floor_steady_cpu_pct"] / r["cpu_pct_2000_hosts"], 4) \
+            if r["cpu_pct_2000_hosts"] else 0.0
 
     def takeover(self) -> None:
         """A new agent takes over (docs/contract.md §8 "Takeover"): as soon as its receive sockets
@@ -518,12 +538,14 @@ class Phases:
         r["takeover_rcvbuf_wanted"] = max((want for _, want in sizes), default=0)
         b._stop(b.agent)
 
-    def _baseline(self, duration: float, rate: float = 0) -> dict:
+    def _baseline(self, duration: float, rate: float = 0, main=_baseline_main) -> dict:
+        """A bare receiver (`main`: the per-wake recvfrom_into loop, or the floor) on the
+        agent's addresses, the generator at `rate` (0: flat out) for `duration`."""
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe()
         rx = self.b.layout.agent_rx
         addrs = [(rx[net], net != Net.PXEBOOT) for net in Net]
-        proc = ctx.Process(target=_baseline_main, daemon=True, name="mtce-bench-baseline",
+        proc = ctx.Process(target=main, daemon=True, name="mtce-bench-baseline",
                            args=(child, addrs, transport.agent_rcvbuf(self.b.plan.hosts + 2),
                                  self.b.agent_cpus))
         proc.start()

@@ -393,8 +393,12 @@ class Config:
         return self.values[(section, key)]
 
     def __getattr__(self, section: str) -> Section:
+        """`cfg.agent`, `cfg.paths`, ...: made at the first use and kept (the object is
+        immutable), so that reading a key on a hot path builds nothing."""
         if section in SECTIONS:
-            return Section(section, {k: v for (s, k), v in self.values.items() if s == section})
+            made = Section(section, {k: v for (s, k), v in self.values.items() if s == section})
+            object.__setattr__(self, section, made)
+            return made
         raise AttributeError(section)
 
     # Converted once, named with their unit (style: no bare numbers for time).

@@ -11,6 +11,12 @@ import logging
 from mtce import alive
 from mtce.states import Cmd, Net, cmd_name
 
+# The hot path's names, looked up once (Inbox.on_raw).
+_MIN_ALIVE, _MSG_SIZE = alive.HEADER_SIZE + 2, alive.MSG_SIZE
+_FIELDS = alive.MTCALIVE_FIELDS.unpack_from
+_SIG, _MTCALIVE, _PXEBOOT = alive.SIG_MESSAGE, int(Cmd.MTCALIVE), Net.PXEBOOT
+_MATCHES = alive.text_matches_at
+
 
 class Inbox:
     """The agent's receive path. `agent` gives the table, counters, clock, logs, `run`
@@ -20,19 +26,39 @@ class Inbox:
     def __init__(self, agent):
         self.agent = agent
         self.table, self.counters, self.clock = agent.table, agent.counters, agent.clock
+        self.wire, self.now = agent.wire, agent.clock.now
+        self.by_addr = self.table.by_addr     # the hot path's exact match (else table.lookup)
         self.log, self.noise = agent.log, agent.noise
 
-    def on_datagram(self, data, src: str, net: Net) -> None:
-        """One datagram; `data` is a memoryview valid only during the call.
+    def on_raw(self, buf, at: int, size: int, src: str, net: Net) -> None:
+        """One datagram, `buf[at:at + size]` (a reused buffer: valid only during the call).
 
         An mtcAlive changes a host only if its JSON parses and has a valid personality
         (docs/contract.md §8, docs/protocol.md §1.3). A host's mtcAlive text differs from its
-        last valid one only in `"sequence"`, so the hot path is a byte comparison with that
-        text (`alive.text_matches`); any other text takes the full parse.
+        last valid one only in `"sequence"`, so the hot path reads the header in place and
+        compares the text with that one's bytes (`alive.text_matches_at`); anything else, and
+        everything when datagrams are signed, takes `on_datagram`. The agent counts what it
+        read per drain (`Agent._drained`).
         """
-        counters = self.counters
-        counters.rx += 1
-        counters.rx_net[net] += 1
+        if self.wire.auth is None and _MIN_ALIVE < size < _MSG_SIZE and buf[at + size - 1] == 0:
+            sig, cmd, uptime, _, flags, seq = _FIELDS(buf, at)
+            if sig == _SIG and cmd == _MTCALIVE:
+                host = self.by_addr.get(src)
+                if host is not None:
+                    prefix = host.nets[net].text_prefix
+                    if prefix is not None and _MATCHES(buf, at, size, prefix):
+                        self.counters.mtcalive += 1
+                        actions = host.on_mtcalive(net, seq, flags, uptime, self.now())
+                        if actions:
+                            self.agent.run(actions)
+                        if net is _PXEBOOT and self.agent.outbox.commands.pending:
+                            self.on_answer(host)
+                        return
+        self.on_datagram(memoryview(buf)[at:at + size], src, net)
+
+    def on_datagram(self, data, src: str, net: Net) -> None:
+        """One datagram that is not a known host's usual mtcAlive, or signed; `data` is a
+        memoryview valid only during the call."""
         wire = self.agent.wire
         if wire.auth is not None:
             data = wire.admit(data, src, net)[0]
@@ -44,7 +70,7 @@ class Inbox:
             if host is not None:
                 prefix = host.nets[net].text_prefix
                 if prefix is not None and alive.text_matches(data, prefix):
-                    counters.mtcalive += 1
+                    self.counters.mtcalive += 1
                     actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
                                                self.clock.now())
                     if actions:

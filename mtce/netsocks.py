@@ -5,7 +5,8 @@ time, closing a socket whose address vanished, a receive error, kernel drops.
 
 The daemons keep what differs: how a slot's socket is built (`build()` returns a socket or
 None, logging why) and which slots they want now. Received datagrams go to `on_datagram(data,
-source, net)`; `data` is a memoryview valid during the call (transport.Receiver).
+source, net)`, `data` a memoryview valid during the call; with `raw`, to `on_datagram(buf,
+start, size, source, net)` as transport.Receiver reads them (the agent's hot path).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Slot:
 class SocketSet:
     def __init__(self, slots: tuple, sockets: transport.Sockets, loop, log: logging.Logger,
                  throttle, run_dir: Callable[[], str], on_datagram, batch: int,
-                 watcher_factory=None):
+                 watcher_factory=None, limit: int | None = None, raw: bool = False):
         self.slots = {s.name: s for s in slots}
         self.socks: dict = {s.name: None for s in slots}
         self.sockets, self.loop, self.log, self.throttle = sockets, loop, log, throttle
@@ -45,9 +46,12 @@ class SocketSet:
         self.on_datagram = on_datagram
         self.on_lost: Callable[[str], None] | None = None     # after a receive error
         self.after_drain: Callable[[Net, int], None] | None = None   # (net, datagrams read)
-        self.receiver = transport.Receiver(batch)
-        self._handlers = {net: (lambda data, src, net=net: on_datagram(data, src, net))
-                          for net in Net}
+        self.receiver = transport.Receiver(batch, limit)
+        if raw:
+            self._handler = on_datagram
+        else:
+            self._handler = lambda buf, at, size, src, net: on_datagram(
+                memoryview(buf)[at:at + size], src, net)
         self.watcher_factory = watcher_factory
         self.watcher = None
         self._settle_timer = None
@@ -144,7 +148,7 @@ class SocketSet:
             return
         net = self.slots[name].net
         try:
-            self.last_count = self.receiver.drain(sock, self._handlers[net])
+            self.last_count = self.receiver.drain(sock, self._handler, net)
         except OSError as err:
             # Not a queued ICMP report (Receiver skips those): the socket's own failure.
             self.last_count = 0

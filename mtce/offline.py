@@ -145,6 +145,10 @@ class Presence:
     def check(self, now: float, out: list) -> float:
         """What is due at `now` for an online host: lost windows, the offline audit. Returns
         `deadline()` after it (INF once offline)."""
+        if not self.audit.running:
+            at = self.deadline()
+            if now < at:
+                return at                  # the common audit: a steady host heard in time
         h = self.host
         s = h.settings
         lost_s = lost_after_s(s)

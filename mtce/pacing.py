@@ -4,8 +4,9 @@ per wake-up as much as per datagram, so datagrams are let gather and read in bat
 Pure: the clock's `now` comes in. At light load every socket is read once a tick of the audit
 grid (the `offline_period`, or the largest fraction of it not above COALESCE_MAX_S), and the
 audit that runs on the same tick sees what gathered before it decides; a datagram waits at most
-one tick. At a higher rate the pause is the time COALESCE_MAX_PILE datagrams take to arrive;
-after a full batch, or when that time is under COALESCE_MIN_S, there is none.
+one tick. At a higher rate the pause is the time `max_pile` datagrams take to arrive (half of
+what the smallest receive buffer holds, so a pause never overflows one); after a full batch,
+or when that time is under COALESCE_MIN_S, there is none.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import math
 
 COALESCE_MAX_S = 0.1            # at light load, sockets are read on a grid this fine at most
-COALESCE_MAX_PILE = 256         # a pause never lets more pile up (far below a receive buffer)
+COALESCE_MAX_PILE = 256         # a pause never lets more pile up, until the agent says how
+                                # much its receive buffers hold (`max_pile`)
 COALESCE_MIN_S = 0.005          # no shorter pause: above 51,200/s the agent is busy anyway,
                                 # and a pause would only cost it reading time
 RATE_SAMPLE_S = 0.5             # the recent receive rate is measured over at least this long
@@ -25,6 +27,7 @@ class Pacer:
         self.saturated = False          # a drain of this turn read a full batch
         self.rate = 0.0                 # datagrams a second, recently
         self._mark = (now, 0)
+        self.max_pile = COALESCE_MAX_PILE
 
     def reconfigure(self, period_s: float) -> None:
         """A reload's offline_period (the audit already scheduled keeps its time)."""
@@ -52,6 +55,6 @@ class Pacer:
             self.saturated = False
             return 0.0
         pause = self.next_tick(now) - now
-        if self.rate * pause > COALESCE_MAX_PILE:
-            pause = COALESCE_MAX_PILE / self.rate
+        if self.rate * pause > self.max_pile:
+            pause = self.max_pile / self.rate
         return pause if pause >= COALESCE_MIN_S else 0.0

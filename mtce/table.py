@@ -1,5 +1,5 @@
 """Every host the agent maintains (`HostTable`): found by name and by any of its addresses,
-audited from a heap of deadlines, applied an inventory as a diff, asked for the summaries of
+audited from per-tick buckets of deadlines, applied an inventory as a diff, asked for the summaries of
 sequence events. The per-host state machine is hosts.HostMonitor. Pure, as hosts.py.
 """
 
@@ -18,15 +18,17 @@ from mtce.states import ALARM_MTCALIVE, Cmd, Net
 if TYPE_CHECKING:
     from mtce.config import Inventory
 
+BUCKET_S = 0.1                  # the width of a deadline bucket: no wider than the audit grid
+
 _INVENTORY_FIELDS = ("personality", "mgmt_mac", "mgmt_ip", "cluster_host_ip", "administrative")
 
 
 class HostTable:
-    """Every maintained host, by name and by address, audited from a heap of deadlines.
+    """Every maintained host, by name and by address, audited from buckets of deadlines.
 
     Hosts tell the table when their deadline may have moved earlier (going online, unlock,
     ready...), so `audit` only visits hosts that are due. Later-moving deadlines need no
-    notice: a stale heap entry just costs one idle `audit` call (lazy invalidation).
+    notice: a stale entry just costs one idle `audit` visit (lazy invalidation).
     """
 
     def __init__(self, settings: Settings,
@@ -34,9 +36,12 @@ class HostTable:
         self.settings = settings
         self.hosts: dict[str, HostMonitor] = {}
         self._factory = host_factory
-        self._by_addr: dict[str, HostMonitor] = {}
+        self.by_addr: dict[str, HostMonitor] = {}
         self._claims: dict[str, list[HostMonitor]] = {}
-        self._heap: list = []
+        # Hosts by the BUCKET_S slot of their next deadline (a host's entry is live while its
+        # token is its `_sched_tok`), and the slots that have a bucket, earliest first.
+        self._buckets: dict[int, list] = {}
+        self._indices: list[int] = []
         self._tok = itertools.count()
         self._woken: list[HostMonitor] = []
         self._auditing: set[HostMonitor] = set()     # hosts in an offline audit (few)
@@ -57,9 +62,9 @@ class HostTable:
 
     def lookup(self, addr: str) -> HostMonitor | None:
         """The host owning a source address (mgmt, cluster-host or pxeboot)."""
-        host = self._by_addr.get(addr)
+        host = self.by_addr.get(addr)
         if host is None and ("%" in addr or addr.startswith("::ffff:")):
-            host = self._by_addr.get(addr.split("%", 1)[0].removeprefix("::ffff:"))
+            host = self.by_addr.get(addr.split("%", 1)[0].removeprefix("::ffff:"))
         return host
 
     # -- address index: first claimant wins, later ones are remembered for when it leaves --
@@ -74,7 +79,7 @@ class HostTable:
             out.append(Log("warning", f"{host.hostname} address {addr} is also "
                                       f"{claims[0].hostname}'s ; keeping {claims[0].hostname}"))
         claims.append(host)
-        self._by_addr[addr] = claims[0]
+        self.by_addr[addr] = claims[0]
 
     def _unclaim(self, addr: str, host: HostMonitor) -> None:
         claims = self._claims.get(addr)
@@ -82,10 +87,10 @@ class HostTable:
             return
         claims.remove(host)
         if claims:
-            self._by_addr[addr] = claims[0]
+            self.by_addr[addr] = claims[0]
         else:
             del self._claims[addr]
-            del self._by_addr[addr]
+            del self.by_addr[addr]
 
     @staticmethod
     def _addrs(host: HostMonitor) -> tuple:
@@ -244,7 +249,12 @@ class HostTable:
         if at < host._sched_at:
             tok = next(self._tok)
             host._sched_tok, host._sched_at = tok, at
-            heapq.heappush(self._heap, (at, tok, host))
+            index = int(at // BUCKET_S)
+            bucket = self._buckets.get(index)
+            if bucket is None:
+                bucket = self._buckets[index] = []
+                heapq.heappush(self._indices, index)
+            bucket.append((tok, host))
 
     def _drain_woken(self) -> None:
         woken = self._woken
@@ -260,29 +270,49 @@ class HostTable:
         offline is declared on time and not up to one grid step late."""
         return min((h.presence.audit.offline_at for h in self._auditing), default=INF)
 
+    def _first_bucket(self) -> list | None:
+        """The earliest bucket that still holds a live entry (stale ones are dropped)."""
+        indices, buckets = self._indices, self._buckets
+        while indices:
+            bucket = buckets[indices[0]]
+            live = [(tok, host) for tok, host in bucket if tok == host._sched_tok]
+            if live:
+                buckets[indices[0]] = live
+                return live
+            del buckets[heapq.heappop(indices)]
+        return None
+
     def next_deadline(self) -> float:
         """When `audit` next has work (INF: none until an event)."""
         self._drain_woken()
-        heap = self._heap
-        while heap and heap[0][1] != heap[0][2]._sched_tok:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else INF
+        bucket = self._first_bucket()
+        return min(host._sched_at for _, host in bucket) if bucket else INF
 
     def audit(self, now: float) -> list:
         """Audit the hosts that are due at `now`; actions of all of them."""
         self._drain_woken()
-        heap = self._heap
+        indices, buckets = self._indices, self._buckets
         out: list = []
         due: list[HostMonitor] = []
-        while heap and heap[0][0] <= now:
-            _, tok, host = heapq.heappop(heap)
-            if tok != host._sched_tok:
-                continue                       # superseded or removed
-            host._sched_tok, host._sched_at = -1, INF
-            actions = host.audit(now)
-            if actions:
-                out.extend(actions)
-            due.append(host)
+        last = int(now // BUCKET_S)
+        while indices and indices[0] <= last:
+            index = indices[0]
+            later = []
+            for tok, host in buckets[index]:
+                if tok != host._sched_tok:
+                    continue                   # superseded or removed
+                if host._sched_at > now:
+                    later.append((tok, host))  # in this bucket, not due yet
+                    continue
+                host._sched_tok, host._sched_at = -1, INF
+                actions = host.audit(now)
+                if actions:
+                    out.extend(actions)
+                due.append(host)
+            if later:
+                buckets[index] = later
+                break
+            del buckets[heapq.heappop(indices)]
         for host in due:                       # after the loop: a host is audited once per call
             self._schedule(host, host.next_at)
         self._drain_woken()

@@ -304,3 +304,34 @@ def test_a_text_that_does_not_end_with_its_sequence_is_always_parsed():
     assert alive.sequence_prefix(b'{"personality":"worker","sequence":-5}') == \
         b'{"personality":"worker","sequence":'
 
+
+
+def test_the_in_place_check_reads_only_the_datagram_in_a_shared_buffer():
+    """Issue 25: the agent checks a datagram where recvmmsg put it, in a buffer shared with
+    others (`text_matches_at`). It decides as `text_matches` on the datagram's own bytes; what
+    lies after the datagram (the next slot, a longer datagram read there before) never helps
+    a short or cut text pass."""
+    import random
+    rng = random.Random(2505)
+    ident = alive.Identity("worker-3", "worker", "169.254.202.3", "192.168.204.3",
+                           "192.168.206.3", "08:00:27:00:00:03")
+    good = alive.mtcalive(ident, Net.MGMT, 77)
+    prefix = alive.sequence_prefix(alive.decode(good).buf)
+    slot = 2048
+    for i in range(3000):
+        data = bytearray(alive.mtcalive(ident, Net.MGMT, rng.randrange(1 << 32)))
+        cut = rng.choice((len(data), len(data), rng.randrange(0, len(data) + 1)))
+        data = data[:cut]
+        if data and rng.random() < 0.3:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        buf = bytearray(rng.randbytes(slot * 3))
+        at = slot * rng.randrange(3)
+        buf[at:at + len(data)] = data
+        # what was there before: the rest of a full, valid datagram
+        stale = alive.mtcalive(ident, Net.MGMT, 78)
+        if len(data) < len(stale):
+            buf[at + len(data):at + len(stale)] = stale[len(data):]
+        assert alive.text_matches_at(buf, at, len(data), prefix) == \
+            alive.text_matches(bytes(data), prefix), (i, bytes(data))
+        assert alive.mtcalive_fields_at(buf, at, len(data)) == \
+            alive.mtcalive_fields(bytes(data)), (i, bytes(data))

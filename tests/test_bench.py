@@ -23,7 +23,8 @@ CONTRACT_KEYS = ("agent_rate", "agent_capacity", "agent_cost_us", "baseline_cost
 COUNTS = ("lost", "kernel_drops", "false_offline", "sustained_sent", "sustained_processed",
           "lost_by_seq", "capacity_sent", "capacity_processed", "capacity_lost",
           "capacity_lost_by_seq", "capacity_kernel_drops", "baseline_lost", "takeover_sent",
-          "takeover_processed", "takeover_lost", "takeover_kernel_drops")
+          "takeover_processed", "takeover_lost", "takeover_kernel_drops", "floor_lost",
+          "floor_steady_lost")
 
 
 def _number(value) -> bool:
@@ -74,6 +75,19 @@ def test_the_ratio_is_bare_cost_over_agent_cost_at_the_same_offered_load(result)
     assert r["baseline_generator_bound"] == (r["baseline_lost"] == 0)
     assert r["loss_counts_agree"] == (r["lost"] == r["lost_by_seq"] == r["kernel_drops"])
     assert len(r["loadavg_before"]) == 3
+
+
+def test_the_floor_is_the_baseline_the_agent_is_measured_against(result):
+    """Issue 25 item 4: the floor (recvmmsg every 100 ms, only counting) at the sustained and
+    the steady rate; floor_ratio = floor cost / agent cost, steady_ratio = floor CPU / agent
+    CPU at the steady rate. The contract's ratio (the per-wake loop) stays as it is."""
+    r = result
+    assert _number(r["floor_cost_us"]) and r["floor_cost_us"] > 0
+    assert r["floor_ratio"] == pytest.approx(r["floor_cost_us"] / r["agent_cost_us"], rel=0.01)
+    assert _number(r["floor_steady_cpu_pct"]) and r["floor_steady_cpu_pct"] > 0
+    assert r["steady_ratio"] == pytest.approx(
+        r["floor_steady_cpu_pct"] / r["cpu_pct_2000_hosts"], rel=0.01)
+    assert {"floor_ratio", "steady_ratio"} <= set(r["met"])
 
 
 def test_the_steady_phase_scrapes_the_metrics_endpoint(result):

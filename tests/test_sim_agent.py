@@ -14,7 +14,7 @@ import pytest
 import soak
 from cluster import Cluster
 from mtce import agent as agent_mod
-from mtce import alive, config, ctl, hosts, metrics, pacing, transport
+from mtce import agentnet, alive, config, ctl, hosts, metrics, pacing, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
@@ -545,8 +545,9 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
     load the agent sleeps to the next point of its audit grid (the offline_period, or the
     largest fraction of it not above 100 ms), reads every socket there, then audits, so a
     datagram waits at most one tick and the audit always sees it. No pause after a full
-    batch; at a rate that would pile more than 256 datagrams up in one tick, the pause is
-    the time 256 take to come."""
+    drain (issue 25: agentnet.RX_LIMIT datagrams read from one socket in a turn); at a rate
+    that would pile up more than half of what the smallest receive buffer holds in one tick
+    (`pacer.max_pile`, at least 256), the pause is the time that many take to come."""
     s = sim(clients=[], agent_extra={"agent": {"offline_period": offline_ms}}).start()
     a = s.agent
     assert a.pacer.tick_s() == pytest.approx(tick)
@@ -567,15 +568,16 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
             seq += 1
             s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, dest)
         s.settle()
-    burst(60)                               # a full batch of 50 was waiting
+    burst(agentnet.RX_LIMIT)                # a full drain was waiting
     assert a.pause_hint() == 0.0
     assert a.pause_hint() > 0, "one turn without a pause, then back on the grid"
+    pile = a.pacer.max_pile
+    assert pile == max(COALESCE_PILE, a.net.rx_room() // 2)
     for _ in range(round(1.2 / tick)):     # twice what one tick may pile up, each tick
-        burst(2 * COALESCE_PILE)
+        burst(2 * pile)
         s.run(tick)
-    a.pause_hint()                          # (the last burst's full batch)
     pause = a.pause_hint()
-    assert pause == pytest.approx(tick / 2, rel=0.25), "as long as 256 datagrams take to come"
+    assert pause == pytest.approx(tick / 2, rel=0.25), "as long as max_pile datagrams take"
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == seq
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["missed"] == 0
 
@@ -1191,3 +1193,92 @@ def test_after_a_takeover_a_pxeboot_loss_in_progress_is_monitored_at_once(tmp_pa
         s.run_until(lambda: s.hosts()["worker-1"]["networks"]["pxeboot"]["state"] == "lost",
                     2 * window + 1, what="worker-1 pxeboot lost")
         assert s.hosts()["worker-0"]["networks"]["pxeboot"]["state"] == "ok"
+
+
+def test_the_in_place_fast_path_decides_as_the_full_parse_of_every_datagram(sim, monkeypatch):
+    """Issue 25 item 2: a known host's usual mtcAlive is taken by a byte comparison with its
+    last accepted text, read where it was received (`Inbox.on_raw`). Differential: the same
+    mutated datagrams (bit flips, digits, quotes, NULs, cut or grown texts, other headers,
+    another host's text from this host's address) go to an agent with the fast path and to
+    one where every datagram takes the full JSON parse (no text is ever remembered); the
+    hosts' JSON, the counters and the log lines come out the same."""
+    import random
+    from conftest import loopback_block
+    block = loopback_block()
+    rng = random.Random(2502)
+    script = []
+    for i in range(3000):
+        name = rng.choice(("worker-0", "worker-1"))
+        net = rng.choice(list(Net))
+        ops = [(rng.randrange(6), rng.randrange(64, 400), rng.randrange(256))
+               for _ in range(rng.choice((0, 0, 0, 1, 1, 2)))]
+        from_other = rng.random() < 0.03
+        script.append((name, net, ops, from_other))
+
+    parses = []
+
+    def run(full_parse: bool):
+        with monkeypatch.context() as m:
+            if full_parse:
+                m.setattr(alive, "sequence_prefix", lambda text: None)
+            parse = alive.parse_mtcalive
+            m.setattr(alive, "parse_mtcalive", lambda buf: (parses.append(full_parse),
+                                                             parse(buf))[1])
+            s = sim(clients=[], net=block).start()
+            seqs = {}
+            for step, (name, net, ops, from_other) in enumerate(script):
+                seqs[(name, net)] = seq = seqs.get((name, net), 0) + 1
+                data = bytearray(alive_msg(s, name, net, seq))
+                for op, at, value in ops:
+                    at = min(at, len(data) - 1)
+                    if op == 0:
+                        data[at] ^= 1 << (value % 8)
+                    elif op == 1:
+                        data[at] = b'{}",:0123456789-\\\0 e+'[value % 19]
+                    elif op == 2:
+                        del data[at:at + 1 + value % 4]
+                    elif op == 3:
+                        data[at:at] = b"7" * (1 + value % 3)
+                    elif op == 4:
+                        data = data[:at]
+                    else:
+                        data += bytes([value])
+                other = "worker-1" if name == "worker-0" else "worker-0"
+                src = (source(s, other if from_other else name, net), 40999)
+                s.net.transmit(bytes(data), src, agent_dest(s, net))
+                if step % 50 == 0:
+                    s.settle()
+                    s.run(0.5)
+            s.settle()
+            c = s.agent.counters
+            root = str(s.files.root)
+            return (s.hosts(), (c.rx, c.mtcalive, c.rx_bad, c.unknown_source, list(c.rx_net)),
+                    [line.replace(root, "<root>") for line in s.agent_capture.lines()])
+    fast, slow = run(False), run(True)
+    assert fast[1] == slow[1]
+    assert fast[0] == slow[0]
+    assert fast[2] == slow[2]
+    assert fast[1][1] > 2000, "most datagrams are valid mtcAlive"
+    assert parses.count(True) >= fast[1][1], "the reference parsed every one"
+    assert fast[1][1] - parses.count(False) > 300, "the fast path took many"
+
+
+def test_a_flood_on_one_network_does_not_starve_the_others_in_a_turn(sim):
+    """Issue 25 item 1: every socket is read every turn however busy the others are: a full
+    drain's worth queued on mgmt (agentnet.RX_LIMIT) and one mtcAlive on pxeboot and on
+    cluster-host are all read in the same loop turn; the rest of the flood in the next."""
+    s = sim(clients=[]).start()
+    src = (source(s, "worker-0", Net.MGMT), 40999)
+    for seq in range(1, agentnet.RX_LIMIT + 1):
+        s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, agent_dest(s, Net.MGMT))
+    for net in (Net.PXEBOOT, Net.CLSTR):
+        s.net.transmit(alive_msg(s, "worker-1", net, 1), (source(s, "worker-1", net), 40999),
+                       agent_dest(s, net))
+    rx = list(s.agent.counters.rx_net)
+    s.loop.run_once(0)
+    got = [a - b for a, b in zip(s.agent.counters.rx_net, rx)]
+    assert got[Net.PXEBOOT] == 1 and got[Net.CLSTR] == 1
+    assert got[Net.MGMT] == agentnet.RX_LIMIT
+    s.settle()
+    assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == agentnet.RX_LIMIT
+    assert s.hosts()["worker-1"]["networks"]["pxeboot"]["received"] == 1

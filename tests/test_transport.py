@@ -15,25 +15,115 @@ def test_kernel_drops_counts_what_a_full_buffer_dropped():
         for _ in range(300):
             tx.sendto(b"x" * 300, rx.getsockname())
         drops = transport.kernel_drops(rx)
-        received = transport.Receiver(batch=1000).drain(rx, lambda data, src: None)
+        received = transport.Receiver(batch=1000).drain(rx, lambda *datagram: None)
         assert drops > 0 and drops + received == 300
     finally:
         rx.close()
         tx.close()
 
 
-def test_drain_is_bounded_by_the_batch_and_reports_oversize_lengths():
-    rx = transport.udp_socket("127.0.0.1", 0)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def test_drain_is_bounded_by_its_limit_and_reports_oversize_lengths():
+    """Both ways of reading (recvmmsg in calls of 16, recvfrom_into): at most `limit` a drain,
+    the rest left for the next; a datagram longer than the 1060-byte struct keeps its length."""
+    for mmsg in (True, False):
+        rx = transport.udp_socket("127.0.0.1", 0)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for size in (10, 1100, 1500):
+                tx.sendto(b"y" * size, rx.getsockname())
+            for _ in range(60):
+                tx.sendto(b"z", rx.getsockname())
+            sizes: list = []
+            receiver = transport.Receiver(batch=16, limit=50, mmsg=mmsg)
+            assert receiver.mmsg == mmsg
+            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 50
+            assert sizes[:3] == [10, 1100, 1500], "longer than 1060 is seen, not truncated"
+            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 13
+            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 0
+            assert sizes[3:] == [1] * 60
+        finally:
+            rx.close()
+            tx.close()
+
+
+def _both_ways(family: int, address: str, sends) -> tuple[list, list]:
+    """The same datagrams into two sockets, one drained with recvmmsg, one with recvfrom_into:
+    what each handler saw (bytes, source)."""
+    seen = {True: [], False: []}
+    for mmsg in (True, False):
+        rx = transport.udp_socket(address, 0)
+        txs = {}
+        try:
+            for src, payload in sends:
+                tx = txs.get(src)
+                if tx is None:
+                    tx = txs[src] = socket.socket(family, socket.SOCK_DGRAM)
+                    tx.bind((src, 0))
+                tx.sendto(payload, rx.getsockname())
+            receiver = transport.Receiver(batch=7, mmsg=mmsg)
+            assert receiver.mmsg == mmsg
+            for _ in range(len(sends)):
+                if not receiver.drain(rx, lambda b, at, n, s, tag, out=seen[mmsg]:
+                                      out.append((bytes(b[at:at + n]), s))):
+                    break
+        finally:
+            rx.close()
+            for tx in txs.values():
+                tx.close()
+    return seen[True], seen[False]
+
+
+def test_recvmmsg_and_recvfrom_give_the_handler_the_same_datagrams_and_sources():
+    """Issue 25 item 1: the batched read (recvmmsg through ctypes) and the fallback decide
+    identically: same bytes (empty, short, the 1060-byte struct, oversize), same source text,
+    same order, across several calls of a small batch."""
+    import random
+    rng = random.Random(25)
+    sizes = [0, 1, 100, 1060, 1061, 1500, 2048, 3000] + [rng.randrange(0, 2100) for _ in range(40)]
+    sends = [(f"127.0.0.{1 + i % 5}", bytes(rng.randrange(256) for _ in range(n)))
+             for i, n in enumerate(sizes)]
+    batched, plain = _both_ways(socket.AF_INET, "127.0.0.1", sends)
+    assert batched == plain
+    assert len(plain) == len(sends)
+    assert [len(d) for d, _ in plain][:8] == [0, 1, 100, 1060, 1061, 1500, 2048, 2048]
+    assert {s for _, s in plain} == {f"127.0.0.{k}" for k in range(1, 6)}
+
+
+def test_recvmmsg_gives_ipv6_sources_as_recvfrom_does():
+    from conftest import need
     try:
-        for size in (10, 1100, 1500):
-            tx.sendto(b"y" * size, rx.getsockname())
-        for _ in range(60):
-            tx.sendto(b"z", rx.getsockname())
-        seen = []
-        assert transport.Receiver(batch=50).drain(rx, lambda d, s: seen.append(len(d))) == 50
-        assert seen[:3] == [10, 1100, 1500], "longer than 1060 is seen, not truncated to it"
-        assert transport.Receiver(batch=50).drain(rx, lambda d, s: seen.append(len(d))) == 13
-    finally:
-        rx.close()
-        tx.close()
+        transport.udp_socket("::1", 0).close()
+        ipv6 = True
+    except OSError:
+        ipv6 = False
+    need(ipv6, "no IPv6 loopback here")
+    sends = [("::1", b"six" * k) for k in range(12)]
+    batched, plain = _both_ways(socket.AF_INET6, "::1", sends)
+    assert batched == plain and {s for _, s in plain} == {"::1"}
+
+
+def test_recvmmsg_gives_ipv4_mapped_sources_as_recvfrom_does():
+    """An agent bound on an IPv6 wildcard receives IPv4 senders as `::ffff:a.b.c.d`; both ways
+    of reading say so, and the cache keyed by raw address never mixes two senders."""
+    from conftest import need
+    seen = {}
+    for mmsg in (True, False):
+        try:
+            rx = transport.udp_socket("::", 0, family=socket.AF_INET6)
+        except OSError:
+            need(False, "no IPv6 here")
+        txs = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for i, tx in enumerate(txs):
+                tx.bind((f"127.0.0.{i + 1}", 0))
+                tx.sendto(b"v4-%d" % i, ("127.0.0.1", rx.getsockname()[1]))
+            out: list = []
+            receiver = transport.Receiver(batch=8, mmsg=mmsg)
+            receiver.drain(rx, lambda b, at, n, src, tag: out.append((bytes(b[at:at + n]), src)))
+            seen[mmsg] = out
+        finally:
+            rx.close()
+            for tx in txs:
+                tx.close()
+    assert seen[True] == seen[False] == [(b"v4-%d" % i, f"::ffff:127.0.0.{i + 1}")
+                                         for i in range(3)]
