@@ -233,6 +233,7 @@ class Agent:
     # -- periodic work -----------------------------------------------------------------------
     def _drained(self, net: Net, count: int) -> None:
         self._rate_count += count
+        self.pacer.read(count)
         self.counters.rx += count
         self.counters.rx_net[net] += count
         if count >= agentnet.RX_LIMIT:

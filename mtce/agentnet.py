@@ -230,12 +230,13 @@ class AgentNet:
 
 def report_rcvbuf(log, throttle, name: str, got: int, wanted: int, hosts: int,
                   rmem_max: int) -> None:
-    """One clear line when the kernel gave a receive buffer smaller than the inventory wants:
-    a takeover (every host answering at once) may then lose datagrams to a full buffer."""
+    """One clear line when the kernel gave a receive buffer smaller than the agent wants: a
+    takeover (every host answering at once) or a load step may then lose datagrams to a full
+    buffer."""
     if got >= wanted:
         return
     throttle.warning(("rcvbuf", name), "%s receive buffer is %d bytes, %d wanted for %d hosts "
-                     "(a takeover's burst) ; the kernel allows %d without privilege "
+                     "(a takeover's burst, a tick at a flood's rate) ; the kernel allows %d without privilege "
                      "(net.core.rmem_max %d): run the agent as root or sysctl -w "
                      "net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max, rmem_max,
                      (wanted + 1) // 2)

@@ -28,6 +28,7 @@ class Pacer:
         self.rate = 0.0                 # datagrams a second, recently
         self._mark = (now, 0)
         self.max_pile = COALESCE_MAX_PILE
+        self._turn = (now, 0)           # when the last pause was asked, datagrams read since
 
     def reconfigure(self, period_s: float) -> None:
         """A reload's offline_period (the audit already scheduled keeps its time)."""
@@ -49,12 +50,24 @@ class Pacer:
             self.rate = (received - before) / (now - then)
             self._mark = (now, received)
 
+    def read(self, count: int) -> None:
+        """Datagrams a drain read (the rate of the last turn, for the next pause)."""
+        at, read = self._turn
+        self._turn = (at, read + count)
+
     def pause(self, now: float) -> float:
-        """Seconds the loop may sleep before its next wait."""
+        """Seconds the loop may sleep before its next wait: to the next tick, or as long as
+        `max_pile` datagrams take at the recent rate or the last turn's, whichever is higher
+        (a step from idle is seen at once, not at the next rate sample)."""
+        at, read = self._turn
+        self._turn = (now, 0)
+        rate = self.rate
+        if now > at and read / (now - at) > rate:
+            rate = read / (now - at)
         if self.saturated:
             self.saturated = False
             return 0.0
         pause = self.next_tick(now) - now
-        if self.rate * pause > self.max_pile:
-            pause = self.max_pile / self.rate
+        if rate * pause > self.max_pile:
+            pause = self.max_pile / rate
         return pause if pause >= COALESCE_MIN_S else 0.0

@@ -30,6 +30,10 @@ AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4),
 # on loopback, a page or more from many NICs): a page per host, twice over.
 RCVBUF_PER_HOST = 2 * 4096
 DATAGRAM_TRUESIZE = 2304
+# The agent reads on a 100 ms grid (mtce/pacing.py), and a load step from idle arrives while it
+# pauses a whole tick: one socket must hold 100 ms of the fastest flood the bench makes
+# (~140,000/s) at loopback's truesize: 32 MiB (issue 25, found by an attack).
+TICK_RCVBUF = 32 * 1024 * 1024
 RCVBUF_MAX = 64 * 1024 * 1024
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)     # Linux; CAP_NET_ADMIN
 RMEM_MAX = "/proc/sys/net/core/rmem_max"
@@ -80,8 +84,11 @@ def rcvbuf_size(sock: socket.socket) -> int:
 
 def agent_rcvbuf(hosts: int) -> int:
     """The receive buffer each of the agent's sockets wants for `hosts` hosts, as the kernel
-    counts it (what SO_RCVBUF reads back): never less than the original's."""
-    return min(max(2 * AGENT_RCVBUF, hosts * RCVBUF_PER_HOST), RCVBUF_MAX)
+    counts it (what SO_RCVBUF reads back): a takeover's answer from every host, and never less
+    than a tick of the audit grid at the highest rate the agent is measured at (TICK_RCVBUF),
+    which is well above the original's 500 KiB. The kernel takes the memory only while
+    datagrams wait in it."""
+    return min(max(TICK_RCVBUF, hosts * RCVBUF_PER_HOST), RCVBUF_MAX)
 
 
 def read_rmem_max() -> int:
@@ -168,11 +175,12 @@ class Receiver:
             batch = self.batches.get(sock.family)
             if batch is None:
                 batch = self.batches[sock.family] = Batch(self.batch, sock.family)
-            return batch.drain(sock.fileno(), handler, self.limit, tag)
+            return batch.drain(sock, handler, self.limit, tag)
         count = 0
         recv = sock.recvfrom_into
         buf = self.buffer
-        while count < self.limit:
+        fd = sock.fileno()
+        while count < self.limit and sock.fileno() == fd:   # a handler may close it
             try:
                 n, source = recv(buf)
             except (BlockingIOError, InterruptedError):
@@ -269,10 +277,12 @@ class Batch:
     def available() -> bool:
         return _recvmmsg() is not None
 
-    def drain(self, fd: int, handler, limit: int, tag=None) -> int:
-        """Up to `limit` datagrams, `size` a system call, each to `handler(buffers, start,
-        size, source, tag)`."""
+    def drain(self, sock, handler, limit: int, tag=None) -> int:
+        """Up to `limit` datagrams from `sock`, `size` a system call, each to
+        `handler(buffers, start, size, source, tag)`. It stops when a handler closed the
+        socket (its descriptor may be another socket's by then)."""
         count = 0
+        fd = sock.fileno()
         headers, words, names, slots = self.headers, self.words, self.name_words, self.slots
         text, call, size, buffers, ipv4 = self.text, self.call, self.size, self.buffers, self.ipv4
         while count < limit:
@@ -292,7 +302,7 @@ class Batch:
                     source = self._source(key, at_name)
                 handler(buffers, start, words[at_len], source, tag)
             count += got
-            if got < want:
+            if got < want or sock.fileno() != fd:
                 break
         return count
 

@@ -16,6 +16,7 @@ import pytest
 
 from cluster import Cluster, mac_of
 from conftest import REPO, wait_until
+from mtce import transport
 from test_loopback_agent import all_ok, ctl, hosts_json
 
 pytestmark = [pytest.mark.loopback, pytest.mark.slow]
@@ -38,11 +39,12 @@ def test_a_stalled_agent_gives_hosts_a_fresh_window_and_counts_kernel_drops(
     wait_until(lambda: all_ok(mtce_cmd, c), 20, interval=0.3, what="all ok")
     c.agent.signal(signal.SIGSTOP)
     try:
-        # While it sleeps, fill its mgmt receive buffer well past 512 KiB.
+        # While it sleeps, fill its mgmt receive buffer well past its size (32 MiB: a tick
+        # of a flood, transport.TICK_RCVBUF; each datagram is charged 2 KiB or more).
         flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         flood.bind((c.net + "98", 0))
-        for _ in range(20000):
-            flood.sendto(b"cgts mtc message:" + b"\0" * 300, (c.controller.controller, 2101))
+        for _ in range(2 * transport.TICK_RCVBUF // 2048):
+            flood.sendto(b"cgts mtc message:" + b"\0" * 1400, (c.controller.controller, 2101))
         flood.close()
         time.sleep(6)                 # > offline time with these timers (1 s + 20 x 50 ms)
     finally:

@@ -50,3 +50,16 @@ def test_the_rate_is_sampled_over_half_a_second_at_least_and_a_reload_moves_the_
     assert p.rate == pytest.approx(10000)
     p.reconfigure(0.05)
     assert p.tick_s() == pytest.approx(0.05)
+
+
+def test_a_load_step_shortens_the_next_pause_at_once():
+    """Attack on issue 25: the rate sampled at audits (over half a second at least) learns of a
+    step from idle too late; what the last turn read, over the time since the turn before,
+    bounds the next pause at once, and a quiet turn does not lengthen it beyond the tick."""
+    p = Pacer(0.1, 1000.0)
+    p.max_pile = 3640
+    assert p.pause(1000.0) == pytest.approx(0.1)      # idle: the whole tick
+    p.read(7000)                                      # 70,000 a second arrived meanwhile
+    assert p.pause(1000.1) == pytest.approx(3640 / 70000)
+    p.read(100)
+    assert p.pause(1000.2) == pytest.approx(0.1), "back on the grid once the step is over"

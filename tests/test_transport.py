@@ -127,3 +127,34 @@ def test_recvmmsg_gives_ipv4_mapped_sources_as_recvfrom_does():
                 tx.close()
     assert seen[True] == seen[False] == [(b"v4-%d" % i, f"::ffff:127.0.0.{i + 1}")
                                          for i in range(3)]
+
+
+def test_a_drain_stops_when_a_handler_closes_the_socket():
+    """Attack on issue 25: recvmmsg reads by descriptor; a handler that closes the socket (and
+    may make another that gets the same number) ends the drain with what was read, in both
+    ways of reading: the datagrams queued behind are not taken from whatever has that
+    number now."""
+    for mmsg in (True, False):
+        rx = transport.udp_socket("127.0.0.1", 0)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other = None
+        try:
+            for i in range(20):
+                tx.sendto(b"%d" % i, rx.getsockname())
+            seen = []
+
+            def handler(b, at, n, src, tag):
+                nonlocal other
+                seen.append(bytes(b[at:at + n]))
+                if len(seen) == 3:
+                    rx.close()
+                    other = transport.udp_socket("127.0.0.1", 0)   # often the same number
+                    tx.sendto(b"stranger", other.getsockname())
+            count = transport.Receiver(batch=2, limit=50, mmsg=mmsg).drain(rx, handler)
+            assert b"stranger" not in seen
+            assert seen[:3] == [b"0", b"1", b"2"] and count == len(seen) <= 4
+        finally:
+            tx.close()
+            if other is not None:
+                other.close()
+            rx.close()
