@@ -48,7 +48,8 @@ class AgentNet:
         self.pxeboot_provisioned = pxeboot_provisioned
         self.set = netsocks.SocketSet(SLOTS, sockets, loop, log, throttle,
                                       lambda: self.cfg.paths.run_dir, on_datagram, RX_CALL,
-                                      watcher_factory, limit=RX_LIMIT, raw=True)
+                                      watcher_factory, limit=RX_LIMIT, raw=True,
+                                      mmsg=True)
         self.set.on_lost = lambda name: self.setup()
         self.float_ip = ""
         self.clstr_ip = ""

@@ -351,8 +351,9 @@ def _floor_main(conn, addrs: list, rcvbuf: int, cpus) -> None:
         os.sched_setaffinity(0, cpus)
     socks = [transport.udp_socket(ip, port, reuseaddr=reuse, rcvbuf=rcvbuf)
              for (ip, port), reuse in addrs]
-    batch = transport.Batch(FLOOR_CALL, socket.AF_INET)
-    call, headers, flags = batch.call, batch.headers, transport.MSG_DONTWAIT
+    from mtce import mmsg
+    batch = mmsg.Batch(FLOOR_CALL, socket.AF_INET)
+    call, headers, flags = batch.call, batch.headers, mmsg.MSG_DONTWAIT
     fds = [s.fileno() for s in socks]
     count = 0
     conn.send("ready")

@@ -38,7 +38,8 @@ class Slot:
 class SocketSet:
     def __init__(self, slots: tuple, sockets: transport.Sockets, loop, log: logging.Logger,
                  throttle, run_dir: Callable[[], str], on_datagram, batch: int,
-                 watcher_factory=None, limit: int | None = None, raw: bool = False):
+                 watcher_factory=None, limit: int | None = None, raw: bool = False,
+                 mmsg: bool = False):
         self.slots = {s.name: s for s in slots}
         self.socks: dict = {s.name: None for s in slots}
         self.sockets, self.loop, self.log, self.throttle = sockets, loop, log, throttle
@@ -46,7 +47,7 @@ class SocketSet:
         self.on_datagram = on_datagram
         self.on_lost: Callable[[str], None] | None = None     # after a receive error
         self.after_drain: Callable[[Net, int], None] | None = None   # (net, datagrams read)
-        self.receiver = transport.Receiver(batch, limit)
+        self.receiver = transport.Receiver(batch, limit, mmsg)
         if raw:
             self._handler = on_datagram
         else:

@@ -10,14 +10,12 @@ truncated.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import ipaddress
 import os
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 
 from mtce.alive import MSG_SIZE
@@ -149,7 +147,13 @@ class Sockets:
 SYSTEM = Sockets()
 
 
-_RETRY_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+def mmsg_available() -> bool:
+    """Whether recvmmsg(2) can be called here (mtce/mmsg.py; ctypes is loaded only then)."""
+    from mtce import mmsg
+    return mmsg.available()
+
+
+RETRY_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 class Receiver:
@@ -158,22 +162,23 @@ class Receiver:
     `tag` what the caller passed (the agent's network). At most `limit` datagrams a drain, read
     `batch` at a time.
 
-    A real socket is read with recvmmsg(2) when the C library has it (a `Batch` per address
-    family), anything else (a fake socket, no recvmmsg) with one recvfrom_into per datagram;
-    both give the handler the same bytes and source."""
+    With `mmsg`, a real socket is read with recvmmsg(2) when the C library has it (a
+    `mmsg.Batch` per address family); anything else (a fake socket, no recvmmsg, the client)
+    with one recvfrom_into per datagram. Both give the handler the same bytes and source."""
 
-    def __init__(self, batch: int = 50, limit: int | None = None, mmsg: bool = True):
+    def __init__(self, batch: int = 50, limit: int | None = None, mmsg: bool = False):
         self.batch = batch
         self.limit = limit or batch
         self.buffer = bytearray(RX_BUFFER)
-        self.mmsg = mmsg and Batch.available()
-        self.batches: dict[int, Batch] = {}
+        self.mmsg = mmsg and mmsg_available()
+        self.batches: dict = {}
 
     def drain(self, sock, handler, tag=None) -> int:
         """Returns the number of datagrams handled; socket errors end the batch quietly."""
         if self.mmsg and type(sock) is socket.socket:
             batch = self.batches.get(sock.family)
             if batch is None:
+                from mtce.mmsg import Batch
                 batch = self.batches[sock.family] = Batch(self.batch, sock.family)
             return batch.drain(sock, handler, self.limit, tag)
         count = 0
@@ -186,154 +191,12 @@ class Receiver:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:
-                if err.errno in _RETRY_ERRNOS:
+                if err.errno in RETRY_ERRNOS:
                     continue    # a queued ICMP error for an earlier send; not a datagram
                 raise
             count += 1
             handler(buf, 0, n, source[0], tag)
         return count
-
-
-# -- recvmmsg(2) through ctypes -------------------------------------------------------------------
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
-
-
-_NAME_SIZE = {socket.AF_INET: 16, socket.AF_INET6: 28}    # struct sockaddr_in, sockaddr_in6
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_libc_recvmmsg = None
-
-
-def _recvmmsg():
-    global _libc_recvmmsg
-    if _libc_recvmmsg is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).recvmmsg
-        except (OSError, AttributeError):
-            fn = False
-        else:
-            fn.argtypes = [ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int,
-                           ctypes.c_void_p]
-            fn.restype = ctypes.c_int
-        _libc_recvmmsg = fn
-    return _libc_recvmmsg or None
-
-
-class Batch:
-    """Up to `size` datagrams per recvmmsg(2) call on sockets of one address family: the
-    buffers, iovecs, address buffers and headers are made once, and so is where each
-    datagram's length and source address lie in them. Sources are turned into text once per
-    distinct address (a bounded cache keyed by the raw address: an IPv4 one is a word of the
-    address buffer), so the handler gets what recvfrom would give: `"192.0.2.1"`,
-    `"2001:db8::1"`, `"fe80::1%eth0"`, `"::ffff:192.0.2.1"`."""
-
-    MAX_NAMES = 65536
-
-    def __init__(self, size: int, family: int = socket.AF_INET):
-        self.size, self.family = size, family
-        name_size = _NAME_SIZE.get(family, 28)
-        self.buffers = bytearray(RX_BUFFER * size)
-        self.names = ctypes.create_string_buffer(name_size * size)
-        self.names_view = memoryview(self.names).cast("B")
-        self.iovecs = (_Iovec * size)()
-        self.headers = (_Mmsghdr * size)()
-        base = ctypes.addressof(ctypes.c_char.from_buffer(self.buffers))
-        names = ctypes.addressof(self.names)
-        for i in range(size):
-            self.iovecs[i].iov_base = base + i * RX_BUFFER
-            self.iovecs[i].iov_len = RX_BUFFER
-            h = self.headers[i].msg_hdr
-            h.msg_name = names + i * name_size
-            h.msg_iov = ctypes.pointer(self.iovecs[i])
-            h.msg_iovlen = 1
-            h.msg_namelen = name_size
-        self.call = _recvmmsg()
-        self.text: dict = {}
-        # The headers as 32-bit words; per datagram: (where its data starts, the word of its
-        # length, the word of its IPv4 address or the byte offset of its address).
-        self.words = memoryview(self.headers).cast("B").cast("I")
-        self.name_words = self.names_view.cast("I")
-        stride = ctypes.sizeof(_Mmsghdr) // 4
-        at_len = _Mmsghdr.msg_len.offset // 4
-        self.ipv4 = family == socket.AF_INET
-        self.slots = [(i * RX_BUFFER, i * stride + at_len,
-                       (i * name_size) // 4 + 1 if self.ipv4 else i * name_size)
-                      for i in range(size)]
-        self.name_size = name_size
-
-    @staticmethod
-    def available() -> bool:
-        return _recvmmsg() is not None
-
-    def drain(self, sock, handler, limit: int, tag=None) -> int:
-        """Up to `limit` datagrams from `sock`, `size` a system call, each to
-        `handler(buffers, start, size, source, tag)`. It stops when a handler closed the
-        socket (its descriptor may be another socket's by then)."""
-        count = 0
-        fd = sock.fileno()
-        headers, words, names, slots = self.headers, self.words, self.name_words, self.slots
-        text, call, size, buffers, ipv4 = self.text, self.call, self.size, self.buffers, self.ipv4
-        while count < limit:
-            want = min(size, limit - count)
-            got = call(fd, headers, want, MSG_DONTWAIT, None)
-            if got < 0:
-                err = ctypes.get_errno()
-                if err in _RETRY_ERRNOS:
-                    continue
-                if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    break
-                raise OSError(err, os.strerror(err))
-            for start, at_len, at_name in slots[:got]:
-                key = names[at_name] if ipv4 else self._key(at_name)
-                source = text.get(key)
-                if source is None:
-                    source = self._source(key, at_name)
-                handler(buffers, start, words[at_len], source, tag)
-            count += got
-            if got < want or sock.fileno() != fd:
-                break
-        return count
-
-    def _key(self, at: int) -> bytes:
-        """The cache key of an IPv6 source: its address bytes without the port."""
-        raw = self.names_view[at:at + self.name_size]
-        return bytes(raw[:2]) + bytes(raw[4:])
-
-    def _source(self, key, at_name: int) -> str:
-        """A source address as recvfrom gives it, kept under `key`."""
-        if self.ipv4:
-            raw = self.names_view[at_name * 4 - 4:at_name * 4 + 12]
-        else:
-            raw = self.names_view[at_name:at_name + self.name_size]
-        family = int.from_bytes(raw[:2], sys.byteorder)
-        if family == socket.AF_INET:
-            text = socket.inet_ntop(socket.AF_INET, bytes(raw[4:8]))
-        elif family == socket.AF_INET6:
-            text = socket.inet_ntop(socket.AF_INET6, bytes(raw[8:24]))
-            scope = int.from_bytes(raw[24:28], sys.byteorder)
-            if scope:
-                try:
-                    text += "%" + socket.if_indextoname(scope)
-                except OSError:
-                    text += f"%{scope}"
-        else:
-            text = ""
-        if len(self.text) >= self.MAX_NAMES:
-            self.text.clear()
-        self.text[key] = text
-        return text
 
 
 def sendto(sock: socket.socket | None, data: bytes, address: str, port: int) -> OSError | None:

@@ -158,3 +158,16 @@ def test_a_drain_stops_when_a_handler_closes_the_socket():
             if other is not None:
                 other.close()
             rx.close()
+
+
+def test_the_client_reads_without_loading_ctypes():
+    """Issue 25: recvmmsg through ctypes is the agent's (mtce/mmsg.py); the client's receiver
+    reads with recvfrom_into, and its process does not carry ctypes (RSS, docs/bench.md)."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    code = ("import sys; from mtce import client, clientnet, transport; "
+            "transport.Receiver(clientnet.RX_BATCH); print('ctypes' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "False"
