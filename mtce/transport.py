@@ -148,8 +148,12 @@ SYSTEM = Sockets()
 
 
 def mmsg_available() -> bool:
-    """Whether recvmmsg(2) can be called here (mtce/mmsg.py; ctypes is loaded only then)."""
-    from mtce import mmsg
+    """Whether recvmmsg(2) can be called here (mtce/mmsg.py; ctypes is loaded only then, and a
+    Python without ctypes reads with recvfrom_into)."""
+    try:
+        from mtce import mmsg
+    except ImportError:
+        return False
     return mmsg.available()
 
 

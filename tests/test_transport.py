@@ -171,3 +171,20 @@ def test_the_client_reads_without_loading_ctypes():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_without_ctypes_the_agent_reads_with_recvfrom_into():
+    """A Python built without ctypes (the module missing): the agent's receiver falls back to
+    recvfrom_into instead of failing to start."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    code = ("import sys; sys.modules['ctypes'] = None; import socket; "
+            "from mtce import transport; r = transport.Receiver(256, 4096, mmsg=True); "
+            "rx = transport.udp_socket('127.0.0.1', 0); "
+            "tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "tx.sendto(b'x', rx.getsockname()); import select; select.select([rx], [], [], 5); "
+            "print(r.mmsg, r.drain(rx, lambda *d: None))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.split() == ["False", "1"]
