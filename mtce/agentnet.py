@@ -237,8 +237,8 @@ def report_rcvbuf(log, throttle, name: str, got: int, wanted: int, hosts: int,
     if got >= wanted:
         return
     throttle.warning(("rcvbuf", name), "%s receive buffer is %d bytes, %d wanted for %d hosts "
-                     "(a takeover's burst, a tick at a flood's rate) ; the kernel allows %d without privilege "
-                     "(net.core.rmem_max %d): run the agent as root or sysctl -w "
+                     "(a takeover's burst, a tick at a flood's rate) ; the kernel allows %d "
+                     "without privilege (net.core.rmem_max %d): run the agent as root or sysctl -w "
                      "net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max, rmem_max,
                      (wanted + 1) // 2)
 

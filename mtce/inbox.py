@@ -30,20 +30,29 @@ class Inbox:
         self.by_addr = self.table.by_addr     # the hot path's exact match (else table.lookup)
         self.log, self.noise = agent.log, agent.noise
 
-    def on_raw(self, buf, at: int, size: int, src: str, net: Net) -> None:
+    def on_raw(self, buf, at: int, size: int, src: str, net: Net,
+               admitted: bool = False) -> None:
         """One datagram, `buf[at:at + size]` (a reused buffer: valid only during the call).
 
         An mtcAlive changes a host only if its JSON parses and has a valid personality
         (docs/contract.md §8, docs/protocol.md §1.3). A host's mtcAlive text differs from its
         last valid one only in `"sequence"`, so the hot path reads the header in place and
-        compares the text with that one's bytes (`alive.text_matches_at`); anything else, and
-        everything when datagrams are signed, takes `on_datagram`. The agent counts what it
-        read per drain (`Agent._drained`).
+        compares the text with that one's bytes (`alive.text_matches_at`); anything else
+        takes the full parse (`on_datagram`). Signed datagrams are checked first (`admitted`:
+        what the check passed). The agent counts what it read per drain (`Agent._drained`).
         """
-        if self.wire.auth is None and _MIN_ALIVE < size < _MSG_SIZE and buf[at + size - 1] == 0:
+        if not admitted and self.wire.auth is not None:
+            data = self.wire.admit(memoryview(buf)[at:at + size], src, net)[0]
+            if data is not None:
+                data = bytes(data)
+                self.on_raw(data, 0, len(data), src, net, True)
+            return
+        if _MIN_ALIVE < size < _MSG_SIZE and buf[at + size - 1] == 0:
             sig, cmd, uptime, _, flags, seq = _FIELDS(buf, at)
             if sig == _SIG and cmd == _MTCALIVE:
                 host = self.by_addr.get(src)
+                if host is None:
+                    host = self.table.lookup(src)      # a scoped or IPv4-mapped source
                 if host is not None:
                     prefix = host.nets[net].text_prefix
                     if prefix is not None and _MATCHES(buf, at, size, prefix):
@@ -57,27 +66,8 @@ class Inbox:
         self.on_datagram(memoryview(buf)[at:at + size], src, net)
 
     def on_datagram(self, data, src: str, net: Net) -> None:
-        """One datagram that is not a known host's usual mtcAlive, or signed; `data` is a
-        memoryview valid only during the call."""
-        wire = self.agent.wire
-        if wire.auth is not None:
-            data = wire.admit(data, src, net)[0]
-            if data is None:
-                return
-        fields = alive.mtcalive_fields(data)
-        if fields is not None:
-            host = self.table.lookup(src)
-            if host is not None:
-                prefix = host.nets[net].text_prefix
-                if prefix is not None and alive.text_matches(data, prefix):
-                    self.counters.mtcalive += 1
-                    actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
-                                               self.clock.now())
-                    if actions:
-                        self.agent.run(actions)
-                    if net is Net.PXEBOOT and self.agent.outbox.commands.pending:
-                        self.on_answer(host)
-                    return
+        """The full parse of a datagram that is not a known host's usual mtcAlive: decode,
+        validate, route. `data` is valid only during the call."""
         msg, reason = alive.try_decode(data)
         if msg is None:
             self.bad(net, src, reason)

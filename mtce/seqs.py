@@ -68,7 +68,7 @@ class NetTrack:
         self.count = 0               # mtcAlive received, ever
         self.ok = False              # received and state ok: the hot path tests one attribute
         # The text of the last valid mtcAlive up to its sequence number: a next one that
-        # matches it byte for byte is valid without a JSON parse (agent.on_datagram).
+        # matches it byte for byte is valid without a JSON parse (Inbox.on_raw).
         self.text_prefix: bytes | None = None
         # the sequence-event log budget (SEQ_LOG_BUDGET per SEQ_LOG_WINDOW_S)
         self.log_from = -INF
