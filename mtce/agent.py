@@ -281,7 +281,8 @@ class Agent:
     def size_pile(self) -> None:
         """How much the loop may let pile up between reads (mtce/pacing.py): half of what the
         smallest receive buffer holds, as the sockets are now."""
-        self.pacer.max_pile = max(pacing.COALESCE_MAX_PILE, self.net.rx_room() // 2)
+        room = self.net.rx_room()
+        self.pacer.max_pile = max(1, room // 2) if room else pacing.COALESCE_MAX_PILE
 
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (docs/protocol.md §5.4 "Rate log")."""

@@ -57,6 +57,7 @@ class AgentNet:
         self.pxeboot_note = ""              # why there is no pxeboot address (for its log)
         self._retry_timer = None
         self.host_count = lambda: 0         # the inventory's size (the agent sets it)
+        self._rx_wanted = 0                 # the receive buffer size last asked for
 
     def reconfigure(self, cfg) -> None:
         self.cfg = cfg
@@ -123,7 +124,7 @@ class AgentNet:
                                 "retrying ...", what)
             return None
         hosts = self.host_count()
-        wanted = transport.agent_rcvbuf(hosts)
+        wanted = self._rx_wanted = transport.agent_rcvbuf(hosts)
         try:
             # No SO_REUSEADDR (the original sets it): a second agent on the same address
             # must fail to bind, not silently share the traffic.
@@ -148,9 +149,13 @@ class AgentNet:
         return min(sizes) // transport.DATAGRAM_TRUESIZE if sizes else 0
 
     def resize_rx(self) -> None:
-        """The inventory changed size (SIGHUP): the receive buffers follow it."""
+        """The inventory changed size (SIGHUP): the receive buffers follow it, when what they
+        want changed (a buffer the kernel keeps smaller is not asked again at every reload)."""
         hosts = self.host_count()
         wanted = transport.agent_rcvbuf(hosts)
+        if wanted == self._rx_wanted:
+            return
+        self._rx_wanted = wanted
         for name in RX_OF.values():
             sock = self.set[name]
             if sock is None or transport.rcvbuf_size(sock) >= wanted:
@@ -231,16 +236,16 @@ class AgentNet:
 
 def report_rcvbuf(log, throttle, name: str, got: int, wanted: int, hosts: int,
                   rmem_max: int) -> None:
-    """One clear line when the kernel gave a receive buffer smaller than the agent wants: a
-    takeover (every host answering at once) or a load step may then lose datagrams to a full
-    buffer."""
+    """One clear line (for all three sockets) when the kernel gave a receive buffer smaller
+    than the agent wants: a takeover (every host answering at once) or a flood's first tick
+    may then lose datagrams to a full buffer."""
     if got >= wanted:
         return
-    throttle.warning(("rcvbuf", name), "%s receive buffer is %d bytes, %d wanted for %d hosts "
-                     "(a takeover's burst, a tick at a flood's rate) ; the kernel allows %d "
-                     "without privilege (net.core.rmem_max %d): run the agent as root or sysctl -w "
-                     "net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max, rmem_max,
-                     (wanted + 1) // 2)
+    throttle.warning(("rcvbuf",), "%s receive buffer is %d bytes, %d wanted (a takeover's "
+                     "answer from %d hosts, or 100 ms of a flood) ; without CAP_NET_ADMIN the "
+                     "kernel allows %d (net.core.rmem_max %d): give the agent CAP_NET_ADMIN or "
+                     "sysctl -w net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max,
+                     rmem_max, (wanted + 1) // 2)
 
 
 def dnsmasq_stamp(path: str, wall: float) -> tuple[tuple | None, bool]:

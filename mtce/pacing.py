@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 COALESCE_MAX_S = 0.1            # at light load, sockets are read on a grid this fine at most
-COALESCE_MAX_PILE = 256         # a pause never lets more pile up, until the agent says how
-                                # much its receive buffers hold (`max_pile`)
+COALESCE_MAX_PILE = 256         # a pause never lets more pile up until the agent has said
+                                # how much its receive buffers hold (`max_pile`)
 COALESCE_MIN_S = 0.005          # no shorter pause: above 51,200/s the agent is busy anyway,
                                 # and a pause would only cost it reading time
 RATE_SAMPLE_S = 0.5             # the recent receive rate is measured over at least this long

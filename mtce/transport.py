@@ -308,8 +308,11 @@ class Wire:
 
 
 def describe_error(err: OSError) -> str:
-    """`<errno>:<text>` as the original prints `(%d:%m)`."""
+    """`<errno>:<text>` as the original prints `(%d:%m)`; an address lookup's error with
+    its own text (its codes are not errno's)."""
     code = err.errno or 0
+    if isinstance(err, socket.gaierror) and err.strerror:
+        return f"{code}:{err.strerror}"
     return f"{code}:{os.strerror(code) if code else err}"
 
 

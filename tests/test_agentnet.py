@@ -76,12 +76,42 @@ def test_the_shortfall_is_one_clear_warning(caplog):
     throttle = Throttle(log, FakeClock())
     with caplog.at_level(logging.INFO, logger="t.agentnet"):
         for _ in range(3):
-            agentnet.report_rcvbuf(log, throttle, "mgmt_rx", got=425984, wanted=16 * 2 ** 20,
-                                   hosts=HOSTS, rmem_max=212992)
+            for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
+                agentnet.report_rcvbuf(log, throttle, name, got=425984,
+                                       wanted=16 * 2 ** 20, hosts=HOSTS, rmem_max=212992)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
+    assert len(warnings) == 1, "one line for the three sockets (attack on issue 25)"
     assert "net.core.rmem_max" in warnings[0] and "8388608" in warnings[0]
-    assert "2000 hosts" in warnings[0]
+    assert "2000 hosts" in warnings[0] and "CAP_NET_ADMIN" in warnings[0]
+    assert "as root" not in warnings[0], "root without the capability is no better"
+
+
+def test_a_reload_asks_for_a_bigger_buffer_only_when_the_agent_wants_more(tmp_path):
+    """Attack on issue 25: where the kernel keeps the buffers smaller than wanted (no
+    CAP_NET_ADMIN), every SIGHUP logged three 'receive buffer ... for N hosts' lines that
+    changed nothing. A reload now asks again only when the inventory's size changed what is
+    wanted."""
+    from sim import Sim
+    s = Sim(tmp_path / "s", workers=1, clients=[]).start()
+    try:
+        for name in agentnet.RX_OF.values():
+            sock = s.agent.net.set[name]
+            sock.rcvbuf = 8 * 2 ** 20
+            sock.setsockopt = lambda *a, sock=sock: None     # the kernel keeps it
+        s.agent.reload()
+        s.settle()
+        with open(s.files.inventory, "a", encoding="ascii") as f:
+            f.write("\n[worker-9]\npersonality = worker\nmgmt_mac = 02:00:00:00:00:09\n"
+                    f"mgmt_ip = {s.files.net}99\n")
+        s.agent.reload()
+        s.settle()
+        assert "worker-9" in s.hosts()
+        assert s.agent_capture.count("receive buffer 8388608 bytes for") == 0
+        s.agent.net.host_count = lambda: 10 ** 4            # now it wants more
+        s.agent.net.resize_rx()
+        assert s.agent_capture.count("receive buffer 8388608 bytes for") == 3
+    finally:
+        s.stop()
 
 
 def test_a_takeover_burst_of_2000_hosts_fits_while_the_agent_reads_nothing(tmp_path, daemons):
@@ -163,3 +193,20 @@ def test_a_step_from_idle_to_a_flood_loses_nothing_with_a_small_inventory(tmp_pa
 def udp_drops(addrs) -> int:
     from mtce.benchlab import udp_drops as drops
     return drops(addrs)
+
+
+def test_a_small_buffer_bounds_the_pause_below_256(tmp_path):
+    """Attack on issue 25: the pile a pause may let gather was at least 256 datagrams however
+    small the buffers (no CAP_NET_ADMIN, a small rmem_max): a 100-datagram buffer overflowed
+    at 1,500/s. Now half of what the smallest buffer holds, however small."""
+    from sim import Sim
+    s = Sim(tmp_path / "s", workers=1, clients=[]).start()
+    try:
+        for name in agentnet.RX_OF.values():
+            s.agent.net.set[name].rcvbuf = 100 * transport.DATAGRAM_TRUESIZE
+        s.agent.size_pile()
+        assert s.agent.pacer.max_pile == 50
+        s.agent.pacer.rate = 1500.0
+        assert s.agent.pacer.pause(s.clock.now()) <= 50 / 1500.0 + 1e-9
+    finally:
+        s.stop()

@@ -188,3 +188,12 @@ def test_without_ctypes_the_agent_reads_with_recvfrom_into():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert out.split() == ["False", "1"]
+
+
+def test_an_address_lookup_error_is_told_in_its_own_words():
+    """Attack on issue 25 (also before it): a getaddrinfo error's code is not an errno;
+    `(-9:Unknown error -9)` became the lookup's own text."""
+    err = socket.gaierror(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+    assert transport.describe_error(err) == \
+        f"{socket.EAI_ADDRFAMILY}:Address family for hostname not supported"
+    assert transport.describe_error(OSError(111, "x")) == "111:Connection refused"
