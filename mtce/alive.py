@@ -69,8 +69,8 @@ _UINT32 = 1 << 32
 
 
 # The fields an agent needs from an mtcAlive, in one unpack: signature, cmd, parm[0..3].
-MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
-assert MTCALIVE_FIELDS.size == HEADER_SIZE
+_MTCALIVE_FIELDS = struct.Struct("<17s55xI4x4I4x")
+assert _MTCALIVE_FIELDS.size == HEADER_SIZE
 _MTCALIVE = int(Cmd.MTCALIVE)      # a plain int: compared on the hot path
 _SEQ_KEY = b',"sequence":'
 # What may follow an accepted text's prefix for the next one to be valid as it is: a JSON
@@ -93,7 +93,7 @@ def mtcalive_fields_at(buf, at: int, size: int) -> tuple | None:
     """`mtcalive_fields` of the datagram `buf[at:at + size]`, read in place."""
     if size <= HEADER_SIZE + 2 or size > MSG_SIZE - 1 or buf[at + size - 1] != 0:
         return None
-    sig, cmd, uptime, _, flags, seq = MTCALIVE_FIELDS.unpack_from(buf, at)
+    sig, cmd, uptime, _, flags, seq = _MTCALIVE_FIELDS.unpack_from(buf, at)
     if sig != SIG_MESSAGE or cmd != _MTCALIVE:
         return None
     return uptime, flags, seq

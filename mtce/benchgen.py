@@ -304,16 +304,20 @@ def _merge(parts: list) -> dict:
 
 # -- the baseline: a bare recvfrom_into loop on the agent's sockets -----------------------------
 
-def _baseline_main(conn, addrs: list, rcvbuf: int, cpus) -> None:
+def _bare_sockets(addrs: list, rcvbuf: int, cpus) -> list:
+    """A bare receiver's start (the baseline's, the floor's): on the agent's CPUs, its
+    addresses bound with its receive buffer; ^C is the bench's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpus:
         os.sched_setaffinity(0, cpus)
+    return [transport.udp_socket(ip, port, reuseaddr=reuse, rcvbuf=rcvbuf)
+            for (ip, port), reuse in addrs]
+
+
+def _baseline_main(conn, addrs: list, rcvbuf: int, cpus) -> None:
     sel = selectors.DefaultSelector()
-    socks = []
-    for (ip, port), reuse in addrs:
-        s = transport.udp_socket(ip, port, reuseaddr=reuse, rcvbuf=rcvbuf)
+    for s in _bare_sockets(addrs, rcvbuf, cpus):
         sel.register(s, selectors.EVENT_READ)
-        socks.append(s)
     sel.register(conn, selectors.EVENT_READ)
     buf = bytearray(transport.RX_BUFFER)
     count = 0
@@ -346,11 +350,7 @@ FLOOR_CALL = 256                # datagrams a recvmmsg call reads
 def _floor_main(conn, addrs: list, rcvbuf: int, cpus) -> None:
     """The cheapest pure-Python receiver (issue 25's floor): every FLOOR_TICK_S each socket is
     read to empty with recvmmsg, FLOOR_CALL a call, into buffers made once; it only counts."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    socks = [transport.udp_socket(ip, port, reuseaddr=reuse, rcvbuf=rcvbuf)
-             for (ip, port), reuse in addrs]
+    socks = _bare_sockets(addrs, rcvbuf, cpus)
     from mtce import mmsg
     batch = mmsg.Batch(FLOOR_CALL, socket.AF_INET)
     call, headers, flags = batch.call, batch.headers, mmsg.MSG_DONTWAIT

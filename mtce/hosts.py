@@ -350,17 +350,8 @@ class HostMonitor:
         out: list = []
         at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
             else INF
-        pxe = self.pxe
-        if self.pxeboot_monitored and not self._held():
-            # the monitored host's common audit: its window has not ended (PxebootMonitor.run
-            # would return at once); else the monitor runs
-            if pxe.stage is not PxeStage.WAIT or now >= pxe.timer:
-                pxe.run(now, self.nets[Net.PXEBOOT], out)
-            due = pxe.deadline()
-            self.next_at = due if due < at else at
-        else:
-            self._audit_pxeboot(now, out)
-            self.next_at = self._pxeboot_deadline(at)
+        self._audit_pxeboot(now, out)
+        self.next_at = self._pxeboot_deadline(at)
         return out if out else NO_ACTIONS
 
     # -- the pxeboot monitor's gate (docs/protocol.md §5.5) -------------------------------

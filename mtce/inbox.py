@@ -12,10 +12,7 @@ from mtce import alive
 from mtce.states import Cmd, Net, cmd_name
 
 # The hot path's names, looked up once (Inbox.on_raw).
-_MIN_ALIVE, _MSG_SIZE = alive.HEADER_SIZE + 2, alive.MSG_SIZE
-_FIELDS = alive.MTCALIVE_FIELDS.unpack_from
-_SIG, _MTCALIVE, _PXEBOOT = alive.SIG_MESSAGE, int(Cmd.MTCALIVE), Net.PXEBOOT
-_MATCHES = alive.text_matches_at
+_FIELDS_AT, _MATCHES, _PXEBOOT = alive.mtcalive_fields_at, alive.text_matches_at, Net.PXEBOOT
 
 
 class Inbox:
@@ -47,22 +44,22 @@ class Inbox:
                 data = bytes(data)
                 self.on_raw(data, 0, len(data), src, net, True)
             return
-        if _MIN_ALIVE < size < _MSG_SIZE and buf[at + size - 1] == 0:
-            sig, cmd, uptime, _, flags, seq = _FIELDS(buf, at)
-            if sig == _SIG and cmd == _MTCALIVE:
-                host = self.by_addr.get(src)
-                if host is None:
-                    host = self.table.lookup(src)      # a scoped or IPv4-mapped source
-                if host is not None:
-                    prefix = host.nets[net].text_prefix
-                    if prefix is not None and _MATCHES(buf, at, size, prefix):
-                        self.counters.mtcalive += 1
-                        actions = host.on_mtcalive(net, seq, flags, uptime, self.now())
-                        if actions:
-                            self.agent.run(actions)
-                        if net is _PXEBOOT and self.agent.outbox.commands.pending:
-                            self.on_answer(host)
-                        return
+        fields = _FIELDS_AT(buf, at, size)
+        if fields is not None:
+            host = self.by_addr.get(src)
+            if host is None:
+                host = self.table.lookup(src)          # a scoped or IPv4-mapped source
+            if host is not None:
+                prefix = host.nets[net].text_prefix
+                if prefix is not None and _MATCHES(buf, at, size, prefix):
+                    self.counters.mtcalive += 1
+                    actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
+                                               self.now())
+                    if actions:
+                        self.agent.run(actions)
+                    if net is _PXEBOOT and self.agent.outbox.commands.pending:
+                        self.on_answer(host)
+                    return
         self.on_datagram(memoryview(buf)[at:at + size], src, net)
 
     def on_datagram(self, data, src: str, net: Net) -> None:

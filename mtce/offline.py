@@ -200,26 +200,18 @@ class Presence:
         out.append(Remember(h.hostname, "online", False))
 
     def deadline(self) -> float:
-        """When `check` next has work for an online host: the offline audit's next step, or
-        the end of the silent online_period; and each `ok` network's lost moment. One pass
-        over mgmt and cluster-host (every steady host's audit asks this)."""
+        """When `check` next has work for an online host."""
         h = self.host
         s = h.settings
-        window_from = self.window_from
-        lost_s = s.online_period_s * s.lost_windows              # acts.lost_after_s
-        running = self.audit.start is not None
-        at = self.audit.deadline() if running else INF
-        heard = window_from
-        for i, n in enumerate(h.nets[:2]):                      # mgmt, cluster-host
-            seen = n.last_seen
-            if seen is None or seen <= window_from:
-                seen = window_from
-            elif seen > heard:
-                heard = seen
-            if n.state is NetState.OK and (i == 0 or h.clstr_ip) and seen + lost_s < at:
-                at = seen + lost_s
-        if not running and heard + s.online_period_s < at:
-            at = heard + s.online_period_s
+        at = self.audit.deadline() if self.audit.running else \
+            self.last_heard() + s.online_period_s
+        lost_s = lost_after_s(s)
+        for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:     # mgmt, cluster-host
+            if n.state is NetState.OK:
+                seen = n.last_seen if n.last_seen is not None and \
+                    n.last_seen > self.window_from else self.window_from
+                if seen + lost_s < at:
+                    at = seen + lost_s
         return at
 
 

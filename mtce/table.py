@@ -1,5 +1,6 @@
 """Every host the agent maintains (`HostTable`): found by name and by any of its addresses,
-audited from per-tick buckets of deadlines, applied an inventory as a diff, asked for the summaries of
+audited from per-tick buckets of deadlines, applied an inventory as a diff, asked for the
+summaries of
 sequence events. The per-host state machine is hosts.HostMonitor. Pure, as hosts.py.
 """
 
