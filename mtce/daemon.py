@@ -423,12 +423,16 @@ def serve(program: str, cfg, foreground: bool, build) -> int:
         hostname = netif.read_hostname(cfg.paths.hostname_file)
         log = logs.setup(program, foreground=foreground, log_dir=cfg.paths.log_dir,
                          hostname=hostname, journal=journal)
+        # The signals are the loop's before the daemon says it is starting: a SIGTERM from
+        # then on (a stop right after a start) ends it through its loop, with its `stopped`
+        # line, not through the daemon library's default handler.
+        loop = Loop(clock, log)
+        loop.install_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         log.info("mtce %s %s starting (config %s)", __version__, program, cfg.path)
         if stale_pidfile:
             log.info("removed stale pidfile %s", stale_pidfile)
         for warning in cfg.warnings:
             log.warning("%s", warning)
-        loop = Loop(clock, log)
         app = build(cfg, loop, clock, log)
 
         def on_signal(signum):
@@ -440,7 +444,6 @@ def serve(program: str, cfg, foreground: bool, build) -> int:
                 loop.stop()
 
         loop.on_signal = on_signal
-        loop.install_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         try:
             app.start()
             sd_notify("READY=1")
