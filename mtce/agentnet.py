@@ -49,7 +49,7 @@ class AgentNet:
         self.set = netsocks.SocketSet(SLOTS, sockets, loop, log, throttle,
                                       lambda: self.cfg.paths.run_dir, on_datagram, RX_CALL,
                                       watcher_factory, limit=RX_LIMIT, raw=True,
-                                      mmsg=True)
+                                      mmsg=True, clock=loop.clock)
         self.set.on_lost = lambda name: self.setup()
         self.float_ip = ""
         self.clstr_ip = ""

@@ -23,6 +23,14 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def wait(self, selector, seconds: float) -> None:
+        """Sleep up to `seconds`, less if a file of `selector` is ready first (a selector
+        with nothing registered is a plain sleep)."""
+        if selector.get_map():
+            selector.select(seconds)
+        else:
+            time.sleep(seconds)
+
 
 class FakeClock(Clock):
     """A clock that moves only when told to."""
@@ -42,6 +50,10 @@ class FakeClock(Clock):
 
     def sleep(self, seconds: float) -> None:
         """A test's sleep is the clock moving on."""
+        self.advance(seconds)
+
+    def wait(self, selector, seconds: float) -> None:
+        """A test's pause is the whole pause: the clock moves on."""
         self.advance(seconds)
 
     def advance(self, seconds: float) -> float:

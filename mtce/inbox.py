@@ -27,7 +27,7 @@ class Inbox:
         self.by_addr = self.table.by_addr     # the hot path's exact match (else table.lookup)
         self.log, self.noise = agent.log, agent.noise
 
-    def on_raw(self, buf, at: int, size: int, src: str, net: Net,
+    def on_raw(self, buf, at: int, size: int, src: str, net: Net, arrived: float | None = None,
                admitted: bool = False) -> None:
         """One datagram, `buf[at:at + size]` (a reused buffer: valid only during the call).
 
@@ -42,7 +42,7 @@ class Inbox:
             data = self.wire.admit(memoryview(buf)[at:at + size], src, net)[0]
             if data is not None:
                 data = bytes(data)
-                self.on_raw(data, 0, len(data), src, net, True)
+                self.on_raw(data, 0, len(data), src, net, arrived, True)
             return
         fields = _FIELDS_AT(buf, at, size)
         if fields is not None:
@@ -54,17 +54,18 @@ class Inbox:
                 if prefix is not None and _MATCHES(buf, at, size, prefix):
                     self.counters.mtcalive += 1
                     actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
-                                               self.now())
+                                               self.now() if arrived is None else arrived)
                     if actions:
                         self.agent.run(actions)
                     if net is _PXEBOOT and self.agent.outbox.commands.pending:
                         self.on_answer(host)
                     return
-        self.on_datagram(memoryview(buf)[at:at + size], src, net)
+        self.on_datagram(memoryview(buf)[at:at + size], src, net, arrived)
 
-    def on_datagram(self, data, src: str, net: Net) -> None:
+    def on_datagram(self, data, src: str, net: Net, arrived: float | None = None) -> None:
         """The full parse of a datagram that is not a known host's usual mtcAlive: decode,
-        validate, route. `data` is valid only during the call."""
+        validate, route. `data` is valid only during the call; `arrived` when it arrived
+        (None: now)."""
         msg, reason = alive.try_decode(data)
         if msg is None:
             self.bad(net, src, reason)
@@ -75,7 +76,7 @@ class Inbox:
                 self.noise.info(("goenabled", net), "%s from %s on %s network ; not handled "
                                 "by mtce", cmd_name(msg.cmd), src, net.iface)
                 return
-            self.on_mtcalive_text(host, msg, src, net)
+            self.on_mtcalive_text(host, msg, src, net, arrived)
             return
         if host is None:
             self.unknown(src, net, msg)
@@ -88,7 +89,8 @@ class Inbox:
             self.noise.warning(("unsupported", net), "Received unsupported or badly formed "
                                "message from %s on %s network", src, net.iface)
 
-    def on_mtcalive_text(self, host, msg: alive.Message, src: str, net: Net) -> None:
+    def on_mtcalive_text(self, host, msg: alive.Message, src: str, net: Net,
+                         arrived: float | None = None) -> None:
         """An mtcAlive whose text is not the host's last one: parse and validate it first."""
         try:
             text = alive.parse_mtcalive(msg.buf)
@@ -105,7 +107,7 @@ class Inbox:
             self.bad(net, src, f"mtcAlive names {text.hostname[:64]}, not {host.hostname} "
                                f"whose address it comes from")
             return
-        now = self.clock.now()
+        now = self.clock.now() if arrived is None else arrived
         if net is not Net.PXEBOOT:
             # docs/contract.md §8: the pxeboot address a host may be learned at is the one it
             # reports itself over mgmt or cluster-host (learn_source)

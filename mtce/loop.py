@@ -32,6 +32,9 @@ class Loop:
         self.clock = clock
         self.log = logger or logs.get()
         self.selector = selectors.DefaultSelector()
+        # Everything but the batched readers: what ends a pause early (a control request, a
+        # signal, a scrape, a netlink event must not wait for the next read of the sockets).
+        self.urgent = selectors.DefaultSelector()
         self._timers: list = []
         self._seq = itertools.count()
         self._signals: list[int] = []
@@ -47,20 +50,26 @@ class Loop:
         self._errors = logs.Throttle(self.log, clock)
 
     # -- readiness ---------------------------------------------------------------------------
-    def add_reader(self, fileobj, callback) -> None:
-        """`callback(fileobj)` whenever `fileobj` is readable."""
+    def add_reader(self, fileobj, callback, batched: bool = False) -> None:
+        """`callback(fileobj)` whenever `fileobj` is readable. A `batched` reader (the
+        agent's receive sockets) is read after a pause, not woken for: the pause lets its
+        datagrams gather; any other reader ends a pause as soon as it is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
+        if not batched:
+            self.urgent.register(fileobj, selectors.EVENT_READ)
 
     def remove_reader(self, fileobj) -> None:
-        try:
-            self.selector.unregister(fileobj)
-        except (KeyError, ValueError):
-            pass
+        for selector in (self.selector, self.urgent):
+            try:
+                selector.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
 
     def add_writer(self, fileobj, callback) -> None:
         """`callback(fileobj)` whenever `fileobj` is writable (a file is a reader or a writer
         here, not both)."""
         self.selector.register(fileobj, selectors.EVENT_WRITE, callback)
+        self.urgent.register(fileobj, selectors.EVENT_WRITE)
 
     remove_writer = remove_reader
 
@@ -120,10 +129,11 @@ class Loop:
 
     def run_once(self, max_wait: float | None = 0.05) -> int:
         """One turn: wait for readiness at most until the next timer (and `max_wait`, unless
-        None), then run what is due. `pause_hint()`, when set, may ask for a short sleep before
+        None), then run what is due. `pause_hint()`, when set, may ask for a pause before
         the wait, never past the next timer: at light load the agent lets datagrams gather
         and reads them in one batch instead of waking for each; not after a turn whose reader
-        left work queued (`hurry`, a full listen queue). Returns how many readers,
+        left work queued (`hurry`, a full listen queue). A pause ends early when a reader that
+        is not `batched` (or a signal) is ready. Returns how many readers,
         timers and signals ran (a test's "settle" loop runs turns until nothing is left)."""
         ran = 0
         self.turns += 1
@@ -136,7 +146,7 @@ class Loop:
                 if deadline is not None:
                     pause = min(pause, deadline - now)
                 if pause > 0:
-                    self.clock.sleep(pause)
+                    self.clock.wait(self.urgent, pause)
                     now = self.clock.now()
         if deadline is None:
             wait = max_wait
@@ -175,3 +185,4 @@ class Loop:
     def close(self) -> None:
         self.restore_signals()
         self.selector.close()
+        self.urgent.close()

@@ -39,7 +39,7 @@ class SocketSet:
     def __init__(self, slots: tuple, sockets: transport.Sockets, loop, log: logging.Logger,
                  throttle, run_dir: Callable[[], str], on_datagram, batch: int,
                  watcher_factory=None, limit: int | None = None, raw: bool = False,
-                 mmsg: bool = False):
+                 mmsg: bool = False, clock=None):
         self.slots = {s.name: s for s in slots}
         self.socks: dict = {s.name: None for s in slots}
         self.sockets, self.loop, self.log, self.throttle = sockets, loop, log, throttle
@@ -47,11 +47,12 @@ class SocketSet:
         self.on_datagram = on_datagram
         self.on_lost: Callable[[str], None] | None = None     # after a receive error
         self.after_drain: Callable[[Net, int], None] | None = None   # (net, datagrams read)
-        self.receiver = transport.Receiver(batch, limit, mmsg)
+        self.receiver = transport.Receiver(batch, limit, mmsg, clock)
+        self._stamped: set[str] = set()     # receive sockets whose datagrams carry a time
         if raw:
             self._handler = on_datagram
         else:
-            self._handler = lambda buf, at, size, src, net: on_datagram(
+            self._handler = lambda buf, at, size, src, net, arrived: on_datagram(
                 memoryview(buf)[at:at + size], src, net)
         self.watcher_factory = watcher_factory
         self.watcher = None
@@ -90,8 +91,19 @@ class SocketSet:
         self.socks[name] = sock
         self.throttle.clear(("setup", name))
         if slot.rx:
-            self.loop.add_reader(sock, self._readable)
+            if self.receiver.prepare(sock):
+                self._stamped.add(name)
+            else:
+                self._stamped.discard(name)
+            self.loop.add_reader(sock, self._readable, batched=True)
         return True
+
+    @property
+    def stamped(self) -> bool:
+        """Every open receive socket gives each datagram's kernel arrival time (and one is
+        open): the agent may then read them late (issue 25 item 3)."""
+        rx = [n for n, s in self.slots.items() if s.rx and self.socks[n] is not None]
+        return bool(rx) and all(n in self._stamped for n in rx)
 
     def close(self, name: str) -> None:
         sock = self.socks.get(name)

@@ -4,7 +4,9 @@ per wake-up as much as per datagram, so datagrams are let gather and read in bat
 Pure: the clock's `now` comes in. At light load every socket is read once a tick of the audit
 grid (the `offline_period`, or the largest fraction of it not above COALESCE_MAX_S), and the
 audit that runs on the same tick sees what gathered before it decides; a datagram waits at most
-one tick. At a higher rate the pause is the time `max_pile` datagrams take to arrive (half of
+one tick. When nothing needs the fine grid (`long`: no host in an offline audit, and every
+datagram comes with its kernel arrival time) the grid is LONG_TICK_S (issue 25 item 3). At a
+higher rate the pause is the time `max_pile` datagrams take to arrive (half of
 what the smallest receive buffer holds, so a pause never overflows one); after a full batch,
 or when that time is under COALESCE_MIN_S, there is none.
 """
@@ -19,28 +21,37 @@ COALESCE_MAX_PILE = 256         # a pause never lets more pile up until the agen
 COALESCE_MIN_S = 0.005          # no shorter pause: above 51,200/s the agent is busy anyway,
                                 # and a pause would only cost it reading time
 RATE_SAMPLE_S = 0.5             # the recent receive rate is measured over at least this long
+LONG_TICK_S = 1.0               # the grid when nothing needs the fine one: no longer than
+                                # half an offline audit, and a whole number of fine ticks
 
 
 class Pacer:
-    def __init__(self, period_s: float, now: float):
+    def __init__(self, period_s: float, now: float, audit_s: float = math.inf):
         self.period_s = period_s
+        self.audit_s = audit_s          # how long an offline audit lasts
+        self.long = False               # on the long grid (the agent decides at each audit)
         self.saturated = False          # a drain of this turn read a full batch
         self.rate = 0.0                 # datagrams a second, recently
         self._mark = (now, 0)
         self.max_pile = COALESCE_MAX_PILE
         self._turn = (now, 0)           # when the last pause was asked, datagrams read since
 
-    def reconfigure(self, period_s: float) -> None:
+    def reconfigure(self, period_s: float, audit_s: float = math.inf) -> None:
         """A reload's offline_period (the audit already scheduled keeps its time)."""
-        self.period_s = period_s
+        self.period_s, self.audit_s = period_s, audit_s
 
     def tick_s(self) -> float:
         """The grid: the offline audit period, or its largest fraction not above
         COALESCE_MAX_S, so that the audit is on the grid too."""
         return self.period_s / math.ceil(self.period_s / COALESCE_MAX_S - 1e-9)
 
-    def next_tick(self, now: float) -> float:
+    def long_s(self) -> float:
+        """The long grid: LONG_TICK_S, or less to fit half an offline audit, in fine ticks."""
         tick = self.tick_s()
+        return tick * max(1, math.floor(min(LONG_TICK_S, self.audit_s / 2) / tick + 1e-9))
+
+    def next_tick(self, now: float) -> float:
+        tick = self.long_s() if self.long else self.tick_s()
         return (math.floor(now / tick + 1e-9) + 1) * tick
 
     def count(self, now: float, received: int) -> None:

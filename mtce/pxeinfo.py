@@ -12,14 +12,20 @@ class PxebootAddresses:
     def __init__(self, agent):
         self.agent = agent
         self._stamp = None
+        self._turn = -1                       # the loop turn of the last look at the file
 
     def load(self, force: bool = False) -> None:
         """pxeboot addresses by mgmt MAC (docs/protocol.md §5.2), read where the original reads
-        them: before every pxeboot mtcAlive request and on every ready event; parsed again only
-        when it may have changed (agentnet.dnsmasq_stamp)."""
+        them: before every pxeboot mtcAlive request and on every ready event; looked at once
+        a loop turn (a turn reads a second's worth of ready events at light load), parsed
+        again only when it may have changed (agentnet.dnsmasq_stamp)."""
         a = self.agent
         if not a.pxeboot_provisioned:
             return
+        turn = a.loop.turns
+        if turn == self._turn and not force:
+            return
+        self._turn = turn
         stamp, settled = agentnet.dnsmasq_stamp(a.dnsmasq_path, a.clock.wall())
         if stamp == self._stamp and settled and not force:
             return

@@ -264,6 +264,11 @@ class HostTable:
             if host._waker is not None:
                 self._schedule(host)
 
+    @property
+    def auditing(self) -> bool:
+        """Whether a host is in an offline audit."""
+        return bool(self._auditing)
+
     def next_offline_at(self) -> float:
         """The earliest moment a host in an offline audit is due to go offline (INF: none).
 

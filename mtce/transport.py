@@ -15,6 +15,7 @@ import errno
 import ipaddress
 import os
 import socket
+import time
 import struct
 from dataclasses import dataclass
 
@@ -157,25 +158,43 @@ def mmsg_available() -> bool:
     return mmsg.available()
 
 
+# How far back a datagram's kernel time stamp is believed on a socket not read before (later:
+# back to its previous read; mtce/mmsg.py).
+STAMP_HORIZON_S = 10.0
+
 RETRY_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 class Receiver:
-    """Drains a non-blocking socket into `handler(buf, start, size, source_ip, tag)`: the
-    datagram is `buf[start:start + size]`, `buf` a reused bytearray valid only during the call,
-    `tag` what the caller passed (the agent's network). At most `limit` datagrams a drain, read
-    `batch` at a time.
+    """Drains a non-blocking socket into `handler(buf, start, size, source_ip, tag, arrived)`:
+    the datagram is `buf[start:start + size]`, `buf` a reused bytearray valid only during the
+    call, `tag` what the caller passed (the agent's network), `arrived` when it arrived on
+    `clock` (None: not known, it is now). At most `limit` datagrams a drain, read `batch` at a
+    time.
 
     With `mmsg`, a real socket is read with recvmmsg(2) when the C library has it (a
-    `mmsg.Batch` per address family); anything else (a fake socket, no recvmmsg, the client)
-    with one recvfrom_into per datagram. Both give the handler the same bytes and source."""
+    `mmsg.Batch` per address family), with the kernel's arrival time of each datagram when
+    the socket was `prepare`d (True: its datagrams come with their arrival time); anything
+    else (a fake socket, no recvmmsg, the client) with one recvfrom_into per datagram. Both
+    give the handler the same bytes and source."""
 
-    def __init__(self, batch: int = 50, limit: int | None = None, mmsg: bool = False):
+    def __init__(self, batch: int = 50, limit: int | None = None, mmsg: bool = False,
+                 clock=None):
         self.batch = batch
         self.limit = limit or batch
         self.buffer = bytearray(RX_BUFFER)
         self.mmsg = mmsg and mmsg_available()
+        self.clock = clock
         self.batches: dict = {}
+        self.read_at: dict = {}             # descriptor -> when it was last read to empty
+
+    def prepare(self, sock) -> bool:
+        """A new socket this receiver will read: True when its datagrams will come with the
+        kernel's arrival time (a real socket read with recvmmsg, a clock to put it on)."""
+        if self.mmsg and self.clock is not None and type(sock) is socket.socket:
+            from mtce.mmsg import enable_stamps
+            return enable_stamps(sock)
+        return False
 
     def drain(self, sock, handler, tag=None) -> int:
         """Returns the number of datagrams handled; socket errors end the batch quietly."""
@@ -184,7 +203,12 @@ class Receiver:
             if batch is None:
                 from mtce.mmsg import Batch
                 batch = self.batches[sock.family] = Batch(self.batch, sock.family)
-            return batch.drain(sock, handler, self.limit, tag)
+            now = self.clock.now() if self.clock is not None else time.monotonic()
+            fd = sock.fileno()
+            count = batch.drain(sock, handler, self.limit, tag, now,
+                                self.read_at.get(fd, now - STAMP_HORIZON_S))
+            self.read_at[fd] = now if count < self.limit else self.read_at.get(fd, now)
+            return count
         count = 0
         recv = sock.recvfrom_into
         buf = self.buffer
@@ -199,7 +223,7 @@ class Receiver:
                     continue    # a queued ICMP error for an earlier send; not a datagram
                 raise
             count += 1
-            handler(buf, 0, n, source[0], tag)
+            handler(buf, 0, n, source[0], tag, None)
         return count
 
 

@@ -619,6 +619,52 @@ def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):
         loop.close()
 
 
+def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path):
+    """Issue 25 item 3, real sockets: their datagrams carry the kernel's arrival time, so with
+    nothing that needs the fine grid the agent reads and audits once a second (a host's
+    silence is still measured from its last datagram's arrival); on the fine grid while a
+    host is in an offline audit (a request every offline_period) or a command waits for its
+    ACK (the operator waits for it)."""
+    files = Cluster(tmp_path / "c", workers=1)
+    log, _ = daemon_logger("agent", logging.DEBUG)
+    clock = FakeClock()
+    loop = Loop(clock, log)
+    a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
+                        sockets=transport.SYSTEM, netlink_watch=False)
+    a.start()
+    try:
+        assert a.net.set.stamped
+        tick = a.pacer.tick_s()
+        st = a.table.settings          # at most half an offline audit, in fine ticks
+        long_s = min(pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
+        assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
+        assert a.pause_hint() > tick, "nothing needs the fine grid"
+        assert a.table.facts.late_s == pytest.approx(long_s)
+        a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
+        assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
+        a.outbox.commands.pending.clear()
+        assert a.pause_hint() > tick
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            peer.bind((files.host("worker-0").mgmt_ip, 0))
+            peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.MGMT, 1),
+                        a.socks["mgmt_rx"].getsockname())
+            for _ in range(200):          # bounded: the datagram is on loopback
+                loop.run_once(0.01)
+                if a.counters.mtcalive:
+                    break
+        finally:
+            peer.close()
+        assert a.table.hosts["worker-0"].availability.value == "online"
+        clock.advance(a.table.settings.online_period_s + 0.5)
+        a.audit()
+        assert a.table.auditing
+        assert a.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
+    finally:
+        a.stop()
+        loop.close()
+
+
 def ident_of(files, name):
     h = files.host(name)
     return alive.Identity(name, "worker", h.pxeboot_ip, h.mgmt_ip, h.cluster_host_ip, h.mac)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import time
+
+import pytest
 
 from mtce import transport
+from mtce.clock import FakeClock
 
 
 def test_kernel_drops_counts_what_a_full_buffer_dropped():
@@ -36,10 +41,10 @@ def test_drain_is_bounded_by_its_limit_and_reports_oversize_lengths():
             sizes: list = []
             receiver = transport.Receiver(batch=16, limit=50, mmsg=mmsg)
             assert receiver.mmsg == mmsg
-            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 50
+            assert receiver.drain(rx, lambda b, at, n, src, tag, arrived: sizes.append(n)) == 50
             assert sizes[:3] == [10, 1100, 1500], "longer than 1060 is seen, not truncated"
-            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 13
-            assert receiver.drain(rx, lambda b, at, n, src, tag: sizes.append(n)) == 0
+            assert receiver.drain(rx, lambda b, at, n, src, tag, arrived: sizes.append(n)) == 13
+            assert receiver.drain(rx, lambda b, at, n, src, tag, arrived: sizes.append(n)) == 0
             assert sizes[3:] == [1] * 60
         finally:
             rx.close()
@@ -63,7 +68,7 @@ def _both_ways(family: int, address: str, sends) -> tuple[list, list]:
             receiver = transport.Receiver(batch=7, mmsg=mmsg)
             assert receiver.mmsg == mmsg
             for _ in range(len(sends)):
-                if not receiver.drain(rx, lambda b, at, n, s, tag, out=seen[mmsg]:
+                if not receiver.drain(rx, lambda b, at, n, s, tag, arrived, out=seen[mmsg]:
                                       out.append((bytes(b[at:at + n]), s))):
                     break
         finally:
@@ -119,7 +124,7 @@ def test_recvmmsg_gives_ipv4_mapped_sources_as_recvfrom_does():
                 tx.sendto(b"v4-%d" % i, ("127.0.0.1", rx.getsockname()[1]))
             out: list = []
             receiver = transport.Receiver(batch=8, mmsg=mmsg)
-            receiver.drain(rx, lambda b, at, n, src, tag: out.append((bytes(b[at:at + n]), src)))
+            receiver.drain(rx, lambda b, at, n, src, tag, arrived: out.append((bytes(b[at:at + n]), src)))
             seen[mmsg] = out
         finally:
             rx.close()
@@ -143,7 +148,7 @@ def test_a_drain_stops_when_a_handler_closes_the_socket():
                 tx.sendto(b"%d" % i, rx.getsockname())
             seen = []
 
-            def handler(b, at, n, src, tag):
+            def handler(b, at, n, src, tag, arrived):
                 nonlocal other
                 seen.append(bytes(b[at:at + n]))
                 if len(seen) == 3:
@@ -197,3 +202,97 @@ def test_an_address_lookup_error_is_told_in_its_own_words():
     assert transport.describe_error(err) == \
         f"{socket.EAI_ADDRFAMILY}:Address family for hostname not supported"
     assert transport.describe_error(OSError(111, "x")) == "111:Connection refused"
+
+
+def _stamped_pair(stamps: bool):
+    rx = transport.udp_socket("127.0.0.1", 0)
+    tx = transport.udp_socket("127.0.0.1", 0)
+    receiver = transport.Receiver(batch=8, limit=64, mmsg=True, clock=FakeClock(1000.0))
+    if stamps:
+        assert receiver.prepare(rx)
+        _stamping(rx, tx, receiver)
+    return rx, tx, receiver
+
+
+def _stamping(rx, tx, receiver) -> None:
+    """Until the kernel stamps: it turns time stamping on for the whole host a moment after the
+    first socket asks (a deferred static key); until then a datagram is stamped when read."""
+    stamped = []
+    for _ in range(100):                     # bounded: milliseconds in practice
+        tx.sendto(b"probe", rx.getsockname())
+        time.sleep(0.01)
+        receiver.drain(rx, lambda b, at, n, src, tag, arrived: stamped.append(
+            arrived < receiver.clock.now()))
+        if any(stamped):
+            receiver.read_at.clear()
+            return
+    raise AssertionError("the kernel never stamped a datagram")
+
+
+def _arrivals(rx, receiver) -> dict:
+    got = {}
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        select.select([rx], [], [], 1)
+        receiver.drain(rx, lambda b, at, n, src, tag, arrived: got.update(
+            {bytes(b[at:at + n]): arrived}))
+    return got
+
+
+def test_each_datagram_comes_with_its_kernel_arrival_time_on_the_agents_clock():
+    """Issue 25 item 3: read once a second at light load, a datagram still counts from when it
+    arrived (SO_TIMESTAMP), not from when the agent read it: the earlier one is older by the
+    time between the two sends, on the receiver's own clock (here a fake one at 1000)."""
+    rx, tx, receiver = _stamped_pair(stamps=True)
+    with rx, tx:
+        tx.sendto(b"first", rx.getsockname())
+        time.sleep(0.3)                      # a real gap between two real arrivals
+        tx.sendto(b"second", rx.getsockname())
+        time.sleep(0.05)
+        got = _arrivals(rx, receiver)
+    assert set(got) == {b"first", b"second"}
+    assert 1000.0 - 5 < got[b"first"] <= got[b"second"] - 0.25, got
+    assert got[b"second"] <= 1000.0, "never later than the clock's now"
+
+
+def test_without_a_stamp_a_datagram_arrived_when_it_is_read():
+    rx, tx, receiver = _stamped_pair(stamps=False)
+    with rx, tx:
+        tx.sendto(b"first", rx.getsockname())
+        tx.sendto(b"second", rx.getsockname())
+        got = _arrivals(rx, receiver)
+    assert got == {b"first": 1000.0, b"second": 1000.0}
+
+
+class _SteppedWall:
+    """time as the mmsg module sees it, its wall clock stepped by `step_s` (an NTP step)."""
+
+    def __init__(self, step_s: float):
+        self.step_s = step_s
+
+    def time(self) -> float:
+        return time.time() + self.step_s
+
+
+@pytest.mark.parametrize("step_s", [30.0, -30.0])
+def test_a_wall_clock_step_between_arrival_and_reading_moves_a_datagram_at_most_one_pause(
+        monkeypatch, step_s):
+    """The kernel stamps on the wall clock; NTP may step it while a datagram waits to be read.
+    Stepped 30 s forward, the datagram would look 30 s old (every host silent, every network
+    lost); it is taken as arrived no earlier than the socket's previous read, and never after
+    now."""
+    from mtce import mmsg
+    clock = FakeClock(1000.0)
+    rx, tx, receiver = _stamped_pair(stamps=True)
+    receiver.clock = clock
+    with rx, tx:
+        assert receiver.drain(rx, lambda *d: None) == 0      # the previous read, at 1000
+        clock.advance(1.0)
+        tx.sendto(b"first", rx.getsockname())
+        tx.sendto(b"second", rx.getsockname())
+        time.sleep(0.05)
+        monkeypatch.setattr(mmsg, "time", _SteppedWall(step_s))
+        got = _arrivals(rx, receiver)
+    assert set(got) == {b"first", b"second"}
+    for arrived in got.values():
+        assert 1000.0 <= arrived <= 1001.0
