@@ -306,6 +306,10 @@ class Phases:
         r["steady_window_s"] = round(wall, 1)
         r["steady_processed"] = count
         r["cpu_pct_2000_hosts"] = round(100.0 * cpu / wall, 3)
+        # The same without the CPU the scrapes took (the floor is not scraped; a Prometheus
+        # server scrapes every 15 s to every minute: docs/bench.md).
+        scraped = sum(sc[2] for sc in scrapes)
+        r["cpu_pct_2000_hosts_unscraped"] = round(100.0 * max(0.0, cpu - scraped) / wall, 3)
         r["cpu_s_per_1000"] = round(cpu / (count / 1000.0), 5) if count else None
         r["agent_rss_mib"] = round(proc_status_mib(pid), 1)
         r["offline_configured"] = offline_cfg
@@ -492,6 +496,8 @@ class Phases:
         r["floor_steady_lost"] = slow["sent"] - slow["received"]
         r["steady_ratio"] = round(r["floor_steady_cpu_pct"] / r["cpu_pct_2000_hosts"], 4) \
             if r["cpu_pct_2000_hosts"] else 0.0
+        bare = r["cpu_pct_2000_hosts_unscraped"]
+        r["steady_ratio_unscraped"] = round(r["floor_steady_cpu_pct"] / bare, 4) if bare else 0.0
 
     def takeover(self) -> None:
         """A new agent takes over (docs/contract.md §8 "Takeover"): as soon as its receive sockets

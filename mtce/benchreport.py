@@ -85,7 +85,9 @@ def _measured(key: str, r: dict) -> str:
                 f"{r['floor_lost']:,}; agent {r['agent_cost_us']:.2f} us)")
     if key == "steady_ratio":
         return (f"{r['steady_ratio']:.2f} (floor {r['floor_steady_cpu_pct']:.3f}% of a core, "
-                f"lost {r['floor_steady_lost']:,}; agent {r['cpu_pct_2000_hosts']:.3f}%)")
+                f"lost {r['floor_steady_lost']:,}; agent {r['cpu_pct_2000_hosts']:.3f}%; "
+                f"without its scrapes {r['cpu_pct_2000_hosts_unscraped']:.3f}%, ratio "
+                f"{r['steady_ratio_unscraped']:.2f})")
     if key == "agent_rate":
         flag = ("; the bare loop lost nothing: generator-bound, so this is agent / offered"
                 if r["baseline_generator_bound"] else "")
@@ -99,7 +101,8 @@ def _measured(key: str, r: dict) -> str:
     if key == "kernel_drops":
         return f"{r['kernel_drops']:,} (flat out {r['capacity_kernel_drops']:,})"
     if key == "cpu_pct_2000_hosts":
-        return (f"{r['cpu_pct_2000_hosts']:.2f}% ({r['cpu_s_per_1000']} CPU-s per 1,000 over "
+        return (f"{r['cpu_pct_2000_hosts']:.2f}% ({r['cpu_pct_2000_hosts_unscraped']:.2f}% "
+                f"without the metrics scrapes; {r['cpu_s_per_1000']} CPU-s per 1,000 over "
                 f"{r['steady_window_s']:g} s, {r['hosts']} hosts x 3 every {r['period_s']:g} s; "
                 f"{r['steady_rate']:,.1f}/s processed of {r['steady_expected_rate']:,.1f}/s "
                 f"expected)")

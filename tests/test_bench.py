@@ -88,6 +88,10 @@ def test_the_floor_is_the_baseline_the_agent_is_measured_against(result):
     assert r["steady_ratio"] == pytest.approx(
         r["floor_steady_cpu_pct"] / r["cpu_pct_2000_hosts"], rel=0.01)
     assert {"floor_ratio", "steady_ratio"} <= set(r["met"])
+    # The steady figure without the scrapes' CPU, and its ratio (the floor is not scraped).
+    assert 0 < r["cpu_pct_2000_hosts_unscraped"] <= r["cpu_pct_2000_hosts"]
+    assert r["steady_ratio_unscraped"] == pytest.approx(
+        r["floor_steady_cpu_pct"] / r["cpu_pct_2000_hosts_unscraped"], rel=0.01)
 
 
 def test_the_steady_phase_scrapes_the_metrics_endpoint(result):

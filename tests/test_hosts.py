@@ -388,21 +388,30 @@ def test_the_one_step_quiet_window_is_what_the_stages_would_do(seed):
     quiet good window (no miss, loss, alarm or debug) in one step (issue 13: 200 of them a
     second at 2,000 hosts); under random pxeboot arrivals, gaps, client restarts and
     losses, a host that takes it and one that always goes through the stages say and do
-    exactly the same."""
+    exactly the same. So does one whose audit always takes the general path (issue 25: the
+    steady host's shortcut), through locks, unlocks and mgmt silences long enough to go
+    offline."""
     import random
     rng = random.Random(seed)
     fast, slow = monitored(T0), monitored(T0)
     slow.pxe._good_quiet_window = lambda now, pxe: False
+    slow.audit = slow.audit_all
+    silent = range(rng.randint(100, 400), rng.randint(420, 500))
     taken = []
     quiet = fast.pxe._good_quiet_window
     fast.pxe._good_quiet_window = lambda now, pxe: taken.append(quiet(now, pxe)) or taken[-1]
     seq = 0
     for step in range(1, 600):
         now = T0 + step
-        if step % 5 == 0:                           # each client's 5 s tick
+        if rng.random() < 0.01:
+            admin = rng.choice(["locked", "unlocked"])
+            out = [list(h.set_admin(admin, now)) for h in (fast, slow)]
+            assert out[0] == out[1]
+        if step % 5 == 0 and step not in silent:   # each client's 5 s tick
             for h in (fast, slow):
+                flags = LOCKED if h.admin is Admin.LOCKED else 0
                 for net in (Net.MGMT, Net.CLSTR):
-                    h.on_mtcalive(net, step // 5 + 1, 0, 12, now)
+                    h.on_mtcalive(net, step // 5 + 1, flags, 12, now)
             roll = rng.random()
             if roll < 0.75 or step < 50:
                 seq += 1                             # in order
@@ -418,6 +427,9 @@ def test_the_one_step_quiet_window_is_what_the_stages_would_do(seed):
             seq = seq or 0
         got = [list(h.audit(now)) for h in (fast, slow)]
         assert got[0] == got[1], (step, got)
+        got = [list(h.audit(now + 0.5)) for h in (fast, slow)]
+        assert got[0] == got[1], (step, got)
+        assert fast.availability is slow.availability
         assert [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
                 for h in (fast, slow)][0] == \
             [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
