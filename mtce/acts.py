@@ -67,16 +67,13 @@ class Facts:
     and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
     `<platform_dir>/simplex` file, which the original checks at each locked correction
     (no pxeboot send and no LOCK_PERSIST while it exists,
-    docs/protocol.md §5.4 "Locked correction"); `late_s` is how late after a host's deadline
-    the agent may audit it (its read grid, issue 25: an offline audit that starts late
-    starts from when the silence began)."""
+    docs/protocol.md §5.4 "Locked correction")."""
 
-    __slots__ = ("still_simplex", "seq_budget", "late_s")
+    __slots__ = ("still_simplex", "seq_budget")
 
     def __init__(self, still_simplex: bool = False):
         self.still_simplex = still_simplex
         self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)
-        self.late_s = 0.0
 
 
 def _default(section: str, key: str):

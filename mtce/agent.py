@@ -269,20 +269,23 @@ class Agent:
         self._choose_grid()
         # The next audit on the tick grid (pause_hint wakes on it too), or earlier when a
         # host in an offline audit is due to go offline before that (offline on time, not
-        # one grid step late).
+        # one grid step late); on the long grid also when a host's silence starts to count
+        # before it (HostTable.refresh).
+        tick = self.pacer.next_tick(now)
         due = self.table.next_offline_at()
-        self.loop.call_at(min(self.pacer.next_tick(now), max(due, now + 0.001)), self.audit)
+        if self.pacer.long:
+            due = min(due, self.table.refresh(tick))
+        self.loop.call_at(min(tick, max(due, now + 0.001)), self.audit)
 
     def _choose_grid(self) -> None:
         """Issue 25 item 3: the long grid (a read and an audit a second at light load) when
-        every datagram comes with its kernel arrival time, no host is in an offline audit
-        (its requests go out every offline_period) and no command waits for its ACK (the
-        operator waits too); a host's other deadlines may be judged up to one long tick
-        late, from those arrival times, with the same outcome."""
-        stamped = self.net.set.stamped
-        self.pacer.long = stamped and not self.table.auditing and \
+        every datagram comes with its kernel arrival time (a datagram read a second late
+        still counts from when it came), no host is in an offline audit (its requests go out
+        every offline_period) and no command waits for its ACK (the operator waits too).
+        A host whose silence starts to count before the next tick wakes the agent on time
+        (`audit`); a pxeboot window may be judged up to a tick late."""
+        self.pacer.long = self.net.set.stamped and not self.table.auditing and \
             not self.outbox.commands.pending
-        self.table.facts.late_s = self.pacer.long_s() if stamped else 0.0
 
     def drops_tick(self) -> None:
         if self.stopped:

@@ -87,10 +87,10 @@ class Batch:
 
     With each datagram comes when it arrived, on the caller's clock: the kernel's time stamp
     (a socket with `enable_stamps`) turned into an age and taken from `now`; `now` itself
-    when the datagram has no stamp. The stamp is on the wall clock, which may be stepped
-    between arrival and reading: a time before `since` (the previous read of the socket,
-    which left nothing queued) is `since`, one after `now` is `now`, so a step can make a
-    datagram at most one pause younger or older, never silent for longer."""
+    when the datagram has no stamp. A time before `since` (the previous read of the socket,
+    which left nothing queued) is `since`, one after `now` is `now`; the caller gives
+    `since` = `now` when the wall clock the kernel stamps on was stepped since that read
+    (transport.Receiver)."""
 
     MAX_NAMES = 65536
 

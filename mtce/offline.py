@@ -26,12 +26,11 @@ class OfflineAudit:
     def running(self) -> bool:
         return self.start is not None
 
-    def begin(self, silent_until: float, now: float, period_s: float, threshold: int,
-              late_s: float = 0.0) -> None:
+    def begin(self, silent_until: float, now: float, period_s: float, threshold: int) -> None:
         """It starts when the silent period ended, not when the agent noticed (at most one
-        period earlier, or `late_s`, as late as the agent's audit may run): the audit grid's
-        granularity is not counted twice in the time to offline."""
-        start = max(silent_until, now - max(period_s, late_s))
+        period earlier, in case the agent's call is late): the audit tick's granularity is
+        not counted twice in the time to offline."""
+        start = max(silent_until, now - period_s)
         self.start, self.sends, self.slot = start, 0, 0
         self.send_at = start
         self.offline_at = start + period_s * threshold
@@ -166,8 +165,7 @@ class Presence:
                 return self.deadline()
             # docs/contract.md §8: one online_period without mgmt or cluster-host mtcAlive
             # starts it.
-            self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold,
-                             h.facts.late_s)
+            self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h._auditing is not None:
                 h._auditing.add(h)
             h._update_steady()

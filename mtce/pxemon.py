@@ -13,8 +13,6 @@ from mtce.states import ALARM_MTCALIVE, Cmd, Net
 
 PXEBOOT_MISS_THRESHOLD = 6      # PXEBOOT_MTCALIVE_LOSS_THRESHOLD (C/nodeClass.h:344)
 PXEBOOT_LOSS_THRESHOLD = 2      # PXEBOOT_MTCALIVE_LOSS_ALARM_THRESHOLD (C/nodeClass.h:345)
-JUDGE_SLACK_S = 0.1             # a window judged this late starts the next from then (the fine
-                                # grid); later judgements do not move the windows any further
 PXEBOOT_LOG_THROTTLE = 60       # lost / not-seen-yet logs: 1 in 60 CHECKs (C/nodeClass.h:346)
 
 
@@ -83,7 +81,6 @@ class PxebootMonitor:
         self.may_alarm = False
         self.start_at = now                  # when START was entered: due from then on
         self.timer = INF                     # the WAIT deadline
-        self._ended = INF                    # the deadline of the window CHECK judged
         self._save: int | None = None        # seq at the last CHECK; None: none since START
         self._count_saved = 0                # pxeboot count at START / the last CHECK
         self._lost_logs = 0                  # the two 1-in-60 throttles
@@ -130,7 +127,6 @@ class PxebootMonitor:
             if stage is PxeStage.WAIT:
                 if now < self.timer:
                     return
-                self._ended = self.timer
                 self.stage_to(PxeStage.CHECK)
                 self._check(pxe, out)
             elif stage is PxeStage.START:
@@ -145,8 +141,7 @@ class PxebootMonitor:
                 out.append(Send(self.hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
                 self.stage_to(PxeStage.MONITOR)
             elif stage is PxeStage.MONITOR:
-                self.timer = self._next_window(self._ended, now)
-                self._ended = INF
+                self.timer = now + self.settings.pxeboot_window_s
                 self.stage_to(PxeStage.WAIT)
             elif stage is PxeStage.FAIL:
                 self._fail(out)
@@ -173,19 +168,8 @@ class PxebootMonitor:
         self._count_saved = pxe.count
         self._save = cur
         self._lost_logs = self._not_seen_logs = 0
-        self.timer = self._next_window(self.timer, now)
+        self.timer = now + self.settings.pxeboot_window_s
         return True
-
-    def _next_window(self, ended: float, now: float) -> float:
-        """When the next window ends: one window from its judgement, as the original restarts
-        its timer, when that came within JUDGE_SLACK_S of the window's end; from no later
-        than that when the agent judged it later (it reads once a second at light load,
-        issue 25), so that late judgements do not add up; from `now` after a START or a
-        judgement a whole window late (a stall)."""
-        window = self.settings.pxeboot_window_s
-        if 0 <= now - ended < window:
-            return min(now, ended + JUDGE_SLACK_S) + window
-        return now + window
 
     def _check(self, pxe: NetTrack, out: list) -> None:
         h = self.hostname

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from mtce.acts import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
 from mtce.hosts import HostMonitor, host_json
 from mtce.seqs import SEQ_LOG_WINDOW_S
-from mtce.states import ALARM_MTCALIVE, Cmd, Net
+from mtce.states import ALARM_MTCALIVE, Availability, Cmd, Net
 
 if TYPE_CHECKING:
     from mtce.config import Inventory
@@ -287,6 +287,37 @@ class HostTable:
                 return live
             del buckets[heapq.heappop(indices)]
         return None
+
+    def refresh(self, until: float) -> float:
+        """Issue 25 item 3: re-time every host scheduled by `until` from what it was heard
+        since, and return the earliest moment by `until` at which a host's presence (its
+        offline audit's start, a network's `lost`) is due: INF if none.
+
+        Between two reads a second apart the agent cannot see a host go silent, but it knows
+        when the silence would start to count: a host heard every 5 s is due 7 s after its
+        last mtcAlive, so one due within the next second is one already silent for 6 s, and
+        the agent wakes for it on time. A steady host is re-timed here instead of audited;
+        its pxeboot window is judged at the next read (as the original restarts its timer,
+        a window judged late is not a shorter one)."""
+        self._drain_woken()
+        last = int(until // BUCKET_S)
+        earliest = INF
+        online = Availability.ONLINE
+        later = []
+        for index in [i for i in self._indices if i <= last]:
+            for tok, host in self._buckets[index]:
+                if tok != host._sched_tok or host._sched_at > until:
+                    continue
+                due = host.presence.deadline() if host.availability is online else INF
+                if due < earliest:
+                    earliest = due
+                at = host._pxeboot_deadline(due)            # = host.next_deadline()
+                if at > host._sched_at:
+                    later.append((host, at))
+        for host, at in later:
+            host._sched_tok, host._sched_at = -1, INF
+            self._schedule(host, at)
+        return earliest if earliest <= until else INF
 
     def next_deadline(self) -> float:
         """When `audit` next has work (INF: none until an event)."""

@@ -161,6 +161,14 @@ def mmsg_available() -> bool:
 # How far back a datagram's kernel time stamp is believed on a socket not read before (later:
 # back to its previous read; mtce/mmsg.py).
 STAMP_HORIZON_S = 10.0
+# The kernel stamps on the wall clock: when it moved against the monotonic clock by more than
+# this since a socket's previous read (an NTP step, `date -s`), that read's stamps are not
+# believed and its datagrams arrived when read.
+WALL_STEP_S = 0.05
+
+
+def wall_offset() -> float:
+    return time.time() - time.monotonic()
 
 RETRY_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
@@ -186,7 +194,9 @@ class Receiver:
         self.mmsg = mmsg and mmsg_available()
         self.clock = clock
         self.batches: dict = {}
-        self.read_at: dict = {}             # descriptor -> when it was last read to empty
+        # descriptor -> (when it was last read to empty, the wall clock's offset then)
+        self.read_at: dict = {}
+        self._offset0 = wall_offset()
 
     def prepare(self, sock) -> bool:
         """A new socket this receiver will read: True when its datagrams will come with the
@@ -205,9 +215,13 @@ class Receiver:
                 batch = self.batches[sock.family] = Batch(self.batch, sock.family)
             now = self.clock.now() if self.clock is not None else time.monotonic()
             fd = sock.fileno()
-            count = batch.drain(sock, handler, self.limit, tag, now,
-                                self.read_at.get(fd, now - STAMP_HORIZON_S))
-            self.read_at[fd] = now if count < self.limit else self.read_at.get(fd, now)
+            offset = wall_offset()
+            since, before = self.read_at.get(fd, (now - STAMP_HORIZON_S, self._offset0))
+            if abs(offset - before) > WALL_STEP_S:
+                since = now                     # stepped: every stamp of this read is `now`
+            count = batch.drain(sock, handler, self.limit, tag, now, since)
+            if count < self.limit or fd not in self.read_at:
+                self.read_at[fd] = (now, offset)
             return count
         count = 0
         recv = sock.recvfrom_into

@@ -639,7 +639,6 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path
         long_s = min(pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
         assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
         assert a.pause_hint() > tick, "nothing needs the fine grid"
-        assert a.table.facts.late_s == pytest.approx(long_s)
         a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
         assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
         a.outbox.commands.pending.clear()
@@ -661,6 +660,89 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path
         assert a.table.auditing
         assert a.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
     finally:
+        a.stop()
+        loop.close()
+
+
+@pytest.mark.parametrize("net", [Net.MGMT, Net.CLSTR])
+def test_on_the_long_grid_a_silent_host_is_noticed_on_time_and_audited_in_full(tmp_path, net):
+    """Issue 25 attack: read once a second, the agent noticed a silent host up to a second
+    late, started its offline audit from when the silence began and sent fewer requests than
+    offline_threshold (a host answering them late went offline; the old tree kept it), and
+    declared a network `lost` up to a second late. The agent wakes when a host's silence
+    starts to count: the audit starts then and sends every request; `lost` comes on time.
+    Real stamped sockets, the agent's loop on a fake clock."""
+    files = Cluster(tmp_path / "c", workers=1)
+    log, cap = daemon_logger("agent", logging.DEBUG)
+    clock = FakeClock()
+    loop = Loop(clock, log)
+    a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
+                        sockets=transport.SYSTEM, netlink_watch=False)
+    a.start()
+    requests = []
+    send = a.outbox.send
+
+    def counted(host, n, cmd, *rest):
+        if cmd == Cmd.REQ_MTCALIVE:
+            requests.append((clock.now(), n))
+        return send(host, n, cmd, *rest)
+    a.outbox.send = counted
+    h = files.host("worker-0")
+    peers = {Net.MGMT: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+             Net.CLSTR: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)}
+    peers[Net.MGMT].bind((h.mgmt_ip, 0))
+    peers[Net.CLSTR].bind((h.cluster_host_ip, 0))
+    seq = {Net.MGMT: 0, Net.CLSTR: 0}
+
+    def mtcalive(n):
+        seq[n] += 1
+        peers[n].sendto(alive.mtcalive(ident_of(files, "worker-0"), n, seq[n]),
+                        a.socks["mgmt_rx" if n is Net.MGMT else "clstr_rx"].getsockname())
+        want = a.counters.mtcalive + 1
+        for _ in range(200):              # bounded: the datagram is on loopback
+            loop.run_once(0.01)
+            if a.counters.mtcalive >= want:
+                return
+        raise AssertionError("the agent did not take the mtcAlive")
+    try:
+        mtcalive(Net.MGMT)
+        mtcalive(Net.CLSTR)
+        host = a.table.hosts["worker-0"]
+        assert host.availability.value == "online"
+        st = a.table.settings
+        heard = host.nets[Net.CLSTR].last_seen if net is Net.CLSTR else \
+            host.presence.last_heard()
+        seen: dict = {}
+        marks = {"audit": "starting", "offline": "going offline",
+                 "lost": f"{net.iface} network mtcAlive lost"}
+        next_mgmt = clock.now() + st.online_period_s / 2
+        for _ in range(20000):            # bounded: fake time, a few thousand turns
+            if net is Net.CLSTR and clock.now() >= next_mgmt:
+                mtcalive(Net.MGMT)        # mgmt keeps coming, cluster-host is silent
+                next_mgmt += st.online_period_s / 2
+            if not loop.run_once(0):      # a pause under 5 ms is none: the fake clock moves
+                clock.advance(max(0.0, loop.next_deadline() - clock.now()))
+            for key, needle in marks.items():
+                if key not in seen and cap.count(needle):
+                    seen[key] = clock.now()
+            if ("lost" if net is Net.CLSTR else "offline") in seen:
+                break
+        tick = a.pacer.tick_s()
+        if net is Net.CLSTR:
+            lost_at = heard + st.lost_windows * st.online_period_s
+            assert lost_at <= seen["lost"] <= lost_at + tick + 0.002
+        else:                             # both silent: offline before a network is lost
+            start = heard + st.online_period_s
+            assert start <= seen["audit"] <= start + tick + 0.002
+            assert seen["offline"] == pytest.approx(
+                start + st.offline_period_s * st.offline_threshold, abs=tick + 0.002)
+            mgmt = [t for t, n in requests if n is Net.MGMT and t >= start]
+            assert len(mgmt) == st.offline_threshold
+        if net is Net.CLSTR:
+            assert "audit" not in seen and host.availability.value == "online"
+    finally:
+        for p in peers.values():
+            p.close()
         a.stop()
         loop.close()
 
