@@ -67,13 +67,15 @@ class Facts:
     and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
     `<platform_dir>/simplex` file, which the original checks at each locked correction
     (no pxeboot send and no LOCK_PERSIST while it exists,
-    docs/protocol.md §5.4 "Locked correction")."""
+    docs/protocol.md §5.4 "Locked correction"); `grid_s` the agent's long read grid (issue 25),
+    onto which a pxeboot window's end is put (0: none)."""
 
-    __slots__ = ("still_simplex", "seq_budget")
+    __slots__ = ("still_simplex", "seq_budget", "grid_s")
 
     def __init__(self, still_simplex: bool = False):
         self.still_simplex = still_simplex
         self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)
+        self.grid_s = 0.0
 
 
 def _default(section: str, key: str):

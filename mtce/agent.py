@@ -102,7 +102,7 @@ class Agent:
         self._rate_logged = 0.0
         self._last_turn = clock.now()
         self.pacer = Pacer(self.table.settings.offline_period_s, clock.now(),
-                           _audit_s(self.table.settings))
+                           _audit_s(self.table.settings), self.table.settings.pxeboot_window_s)
         self.started_at = clock.wall()
         self.stopped = False
         self.metrics = metrics.Endpoint(loop, lambda: metrics.agent_series(self, clock.now()),
@@ -284,8 +284,10 @@ class Agent:
         every offline_period) and no command waits for its ACK (the operator waits too).
         A host whose silence starts to count before the next tick wakes the agent on time
         (`audit`); a pxeboot window may be judged up to a tick late."""
-        self.pacer.long = self.net.set.stamped and not self.table.auditing and \
+        stamped = self.net.set.stamped
+        self.pacer.long = stamped and not self.table.auditing and \
             not self.outbox.commands.pending
+        self.table.facts.grid_s = self.pacer.long_s() if stamped else 0.0
 
     def drops_tick(self) -> None:
         if self.stopped:
@@ -389,7 +391,8 @@ class Agent:
         self.table.apply_settings(hosts.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
         self.pacer.reconfigure(self.table.settings.offline_period_s,
-                               _audit_s(self.table.settings))
+                               _audit_s(self.table.settings),
+                               self.table.settings.pxeboot_window_s)
         self.table.forget_texts()
         added, removed, changed, actions = self.table.apply_inventory(inventory, now)
         self.run(actions)

@@ -73,7 +73,7 @@ class HostMonitor:
         self.client_ready = False
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
-        self.pxe = PxebootMonitor(self.hostname, settings, now)
+        self.pxe = PxebootMonitor(self.hostname, settings, now, self.facts)
         # online/offline (docs/protocol.md §5.4, docs/contract.md §8)
         self.presence = Presence(self, now)
         # locked/unlocked correction (docs/protocol.md §5.4 "Locked correction")

@@ -25,10 +25,16 @@ LONG_TICK_S = 1.0               # the grid when nothing needs the fine one: no l
                                 # half an offline audit, and a whole number of fine ticks
 
 
+def _whole(x: float) -> bool:
+    return abs(x - round(x)) < 1e-6
+
+
 class Pacer:
-    def __init__(self, period_s: float, now: float, audit_s: float = math.inf):
+    def __init__(self, period_s: float, now: float, audit_s: float = math.inf,
+                 window_s: float = 0.0):
         self.period_s = period_s
         self.audit_s = audit_s          # how long an offline audit lasts
+        self.window_s = window_s        # the pxeboot window: a whole number of long ticks
         self.long = False               # on the long grid (the agent decides at each audit)
         self.saturated = False          # a drain of this turn read a full batch
         self.rate = 0.0                 # datagrams a second, recently
@@ -36,9 +42,10 @@ class Pacer:
         self.max_pile = COALESCE_MAX_PILE
         self._turn = (now, 0)           # when the last pause was asked, datagrams read since
 
-    def reconfigure(self, period_s: float, audit_s: float = math.inf) -> None:
+    def reconfigure(self, period_s: float, audit_s: float = math.inf,
+                    window_s: float = 0.0) -> None:
         """A reload's offline_period (the audit already scheduled keeps its time)."""
-        self.period_s, self.audit_s = period_s, audit_s
+        self.period_s, self.audit_s, self.window_s = period_s, audit_s, window_s
 
     def tick_s(self) -> float:
         """The grid: the offline audit period, or its largest fraction not above
@@ -46,9 +53,15 @@ class Pacer:
         return self.period_s / math.ceil(self.period_s / COALESCE_MAX_S - 1e-9)
 
     def long_s(self) -> float:
-        """The long grid: LONG_TICK_S, or less to fit half an offline audit, in fine ticks."""
+        """The long grid: LONG_TICK_S, or less to fit half an offline audit, in fine ticks,
+        and a divisor of the pxeboot window, whose ends are then points of the grid (a
+        window judged at the read after its end would be up to a tick longer)."""
         tick = self.tick_s()
-        return tick * max(1, math.floor(min(LONG_TICK_S, self.audit_s / 2) / tick + 1e-9))
+        ticks = max(1, math.floor(min(LONG_TICK_S, self.audit_s / 2) / tick + 1e-9))
+        window = self.window_s / tick
+        while ticks > 1 and window and not _whole(window / ticks):
+            ticks -= 1
+        return tick * ticks
 
     def next_tick(self, now: float) -> float:
         tick = self.long_s() if self.long else self.tick_s()

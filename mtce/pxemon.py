@@ -66,9 +66,10 @@ class PxebootMonitor:
     PXE_TRANSITIONS.
     """
 
-    def __init__(self, hostname: str, settings: Settings, now: float):
+    def __init__(self, hostname: str, settings: Settings, now: float, facts=None):
         self.hostname = hostname
         self.settings = settings
+        self.facts = facts                   # its `grid_s`: where a window may end
         self.stage = PxeStage.START
         self.miss = 0
         self.loss = 0
@@ -141,7 +142,7 @@ class PxebootMonitor:
                 out.append(Send(self.hostname, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
                 self.stage_to(PxeStage.MONITOR)
             elif stage is PxeStage.MONITOR:
-                self.timer = now + self.settings.pxeboot_window_s
+                self.timer = self._window_end(now)
                 self.stage_to(PxeStage.WAIT)
             elif stage is PxeStage.FAIL:
                 self._fail(out)
@@ -168,8 +169,16 @@ class PxebootMonitor:
         self._count_saved = pxe.count
         self._save = cur
         self._lost_logs = self._not_seen_logs = 0
-        self.timer = now + self.settings.pxeboot_window_s
+        self.timer = self._window_end(now)
         return True
+
+    def _window_end(self, now: float) -> float:
+        """One window from `now`; on the agent's long read grid (issue 25), at the point of the
+        grid nearest to that: the agent reads and judges the window there, neither a tick
+        later (a longer window each time: 200.003 late) nor counting past its end."""
+        end = now + self.settings.pxeboot_window_s
+        grid = self.facts.grid_s if self.facts is not None else 0.0
+        return round(end / grid) * grid if grid else end
 
     def _check(self, pxe: NetTrack, out: list) -> None:
         h = self.hostname

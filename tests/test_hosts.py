@@ -1239,3 +1239,19 @@ def test_a_pxeboot_window_judged_late_starts_the_next_from_its_judgement(late):
     online(host, t, seqs=(2, 2), nets=(Net.MGMT, Net.CLSTR))
     host.audit(t)
     assert host.pxe.deadline() == pytest.approx(t + 10)
+
+
+@pytest.mark.parametrize("window", [2.5, 10.0])
+def test_on_the_long_grid_pxeboot_windows_end_on_its_points(window):
+    """Issue 25 attack: read on a whole-second grid, each window was judged at the read after
+    its end (a few ms past a point of the grid: the next point), so 2.5 s windows lasted 3 s
+    and 200.003 came after 36 s instead of 30. A window now ends on the grid point nearest
+    one window from its start, where the read that judges it comes."""
+    grid = 0.5
+    host = monitored(T0, settings=Settings(pxeboot_window_s=window))
+    host.facts.grid_s = grid
+    host.audit(T0)                                 # START -> SEND -> MONITOR -> WAIT
+    sim = Sim(host, T0 + 0.003 - grid, step=grid)  # every read a little after its grid point
+    sim.run(T0 + 14 * window, alive=lambda net, t: net is not Net.PXEBOOT)
+    raised = sim.at(RaiseAlarm)
+    assert len(raised) == 1 and T0 + 12 * window <= raised[0] < T0 + 12 * window + grid

@@ -63,3 +63,19 @@ def test_a_load_step_shortens_the_next_pause_at_once():
     assert p.pause(1000.1) == pytest.approx(3640 / 70000)
     p.read(100)
     assert p.pause(1000.2) == pytest.approx(0.1), "back on the grid once the step is over"
+
+
+@pytest.mark.parametrize("period, audit, window, long_s", [
+    (0.1, 9.0, 10.0, 1.0), (0.1, 2.0, 6.0, 1.0), (0.1, 9.0, 2.5, 0.5), (0.1, 9.0, 1.5, 0.5),
+    (0.1, 9.0, 0.7, 0.7), (0.05, 1.0, 1.0, 0.5), (0.1, 0.3, 10.0, 0.1), (0.1, 9.0, 0.25, 0.1)])
+def test_the_long_grid_is_fine_ticks_that_divide_the_pxeboot_window(period, audit, window,
+                                                                      long_s):
+    """Issue 25 item 3: at most a second and half an offline audit, a whole number of fine
+    ticks, and a divisor of pxeboot_mtcalive_window, so that every window ends on a read."""
+    p = Pacer(period, 0.0, audit, window)
+    assert p.long_s() == pytest.approx(long_s)
+    p.long = True
+    now = 1000.0 + long_s / 3
+    nxt = p.next_tick(now)
+    assert 0 < nxt - now <= long_s + 1e-9
+    assert nxt / long_s == pytest.approx(round(nxt / long_s))
