@@ -89,6 +89,18 @@ class HostMonitor:
         self._sched_at = INF
         self.next_at = INF                       # next_deadline() as the last audit left it
 
+    @property
+    def facts(self) -> Facts:
+        return self._facts
+
+    @facts.setter
+    def facts(self, facts: Facts) -> None:
+        """The table's shared facts, the pxeboot monitor's as well (its `grid_s`)."""
+        self._facts = facts
+        pxe = self.__dict__.get("pxe")
+        if pxe is not None:
+            pxe.facts = facts
+
     # -- derived state ---------------------------------------------------------------------
 
     @property

@@ -639,6 +639,9 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path
         long_s = min(pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
         assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
         assert a.pause_hint() > tick, "nothing needs the fine grid"
+        # every host's pxeboot monitor ends its windows on that grid (the second attack: the
+        # monitors had a copy of the facts that never heard of it, 200.003 came 8.6 s late)
+        assert {h.pxe.facts.grid_s for h in a.table} == {long_s}
         a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
         assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
         a.outbox.commands.pending.clear()
