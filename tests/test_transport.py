@@ -221,6 +221,7 @@ def _stamping(rx, tx, receiver) -> None:
     for _ in range(100):                     # bounded: milliseconds in practice
         tx.sendto(b"probe", rx.getsockname())
         time.sleep(0.01)
+        receiver.read_at.clear()             # the fake clock stands: no previous read to bound
         receiver.drain(rx, lambda b, at, n, src, tag, arrived: stamped.append(
             arrived < receiver.clock.now()))
         if any(stamped):
