@@ -283,7 +283,8 @@ class Agent:
         still counts from when it came), no host is in an offline audit (its requests go out
         every offline_period) and no command waits for its ACK (the operator waits too).
         A host whose silence starts to count before the next tick wakes the agent on time
-        (`audit`); a pxeboot window may be judged up to a tick late."""
+        (`audit`); a pxeboot window ends on a point of the long grid (`Facts.grid_s`), where
+        the read that judges it comes."""
         stamped = self.net.set.stamped
         self.pacer.long = stamped and not self.table.auditing and \
             not self.outbox.commands.pending

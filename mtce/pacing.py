@@ -4,8 +4,9 @@ per wake-up as much as per datagram, so datagrams are let gather and read in bat
 Pure: the clock's `now` comes in. At light load every socket is read once a tick of the audit
 grid (the `offline_period`, or the largest fraction of it not above COALESCE_MAX_S), and the
 audit that runs on the same tick sees what gathered before it decides; a datagram waits at most
-one tick. When nothing needs the fine grid (`long`: no host in an offline audit, and every
-datagram comes with its kernel arrival time) the grid is LONG_TICK_S (issue 25 item 3). At a
+one tick. When nothing needs the fine grid (`long`: every datagram comes with its kernel
+arrival time, no host is in an offline audit, no command waits for its ACK) the grid is
+`long_s()`, at most LONG_TICK_S (issue 25 item 3). At a
 higher rate the pause is the time `max_pile` datagrams take to arrive (half of
 what the smallest receive buffer holds, so a pause never overflows one); after a full batch,
 or when that time is under COALESCE_MIN_S, there is none.

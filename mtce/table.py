@@ -297,8 +297,8 @@ class HostTable:
         when the silence would start to count: a host heard every 5 s is due 7 s after its
         last mtcAlive, so one due within the next second is one already silent for 6 s, and
         the agent wakes for it on time. A steady host is re-timed here instead of audited;
-        its pxeboot window is judged at the next read (as the original restarts its timer,
-        a window judged late is not a shorter one)."""
+        its pxeboot window ends on a point of the grid and is judged by the read there
+        (pxemon._window_end)."""
         self._drain_woken()
         last = int(until // BUCKET_S)
         earliest = INF
