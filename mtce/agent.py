@@ -1,10 +1,12 @@
-"""mtcAgent: receives mtcAlive on mgmt, cluster-host and pxeboot and acts on what `hosts` decides.
+"""mtcAgent: receives mtcAlive on mgmt, cluster-host and pxeboot and acts on what the host table
+decides.
 
 Wiring only (docs/design.md "Module map"): it builds the collaborators from the config and runs the
 periodic work. The decisions (sequence numbers, online/offline, the pxeboot monitor, lock
-corrections) are `table.HostTable`'s; datagrams in are inbox.Inbox's, commands out outbox.Outbox's,
-sockets agentnet.AgentNet's; this module carries out the `Send`, `RaiseAlarm`, `ClearAlarm` and
-`Log` actions the table returns, keeps the alarm and operator state, and answers the control socket.
+corrections) are `agent_table.HostTable`'s; datagrams in are `agent_inbox.Inbox`'s, commands out
+`agent_outbox.Outbox`'s, sockets `agent_net.AgentNet`'s; this module carries out the `Send`,
+`RaiseAlarm`, `ClearAlarm` and `Log` actions the table returns, keeps the alarm and operator state,
+and answers the control socket.
 Behaviour follows the original as docs/protocol.md states it; deviations are listed in
 docs/design.md.
 """
@@ -14,14 +16,14 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import agentnet, alarms, auth, config, ctl, hosts, logs, metrics, netif, pacing, \
-    store, transport
-from mtce.table import HostTable
+from mtce import agent_alarm_store, agent_ctl, agent_decisions, agent_net, agent_pacing, auth, \
+    config, logs, metrics, netif, store, transport
+from mtce.agent_table import HostTable
 from mtce.children import Children
-from mtce.inbox import Inbox
-from mtce.outbox import Outbox
-from mtce.pacing import Pacer
-from mtce.pxeinfo import PxebootAddresses
+from mtce.agent_inbox import Inbox
+from mtce.agent_outbox import Outbox
+from mtce.agent_pacing import Pacer
+from mtce.agent_dnsmasq import PxebootAddresses
 from mtce.states import ALARM_MTCALIVE, Net
 
 PROGRAM = "mtcAgent"
@@ -74,9 +76,9 @@ class Agent:
                                     and platform.get("management_interface", "") != "lo"
                                     and (bool(self.own_mac) or bool(cfg.agent.pxeboot_ip)))
         self.dnsmasq_path = config.expand_path(cfg.paths.dnsmasq_hosts, cfg.paths.build_info)
-        self.table = HostTable(hosts.Settings.from_config(
+        self.table = HostTable(agent_decisions.Settings.from_config(
             cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
-        self.alarms = alarms.AlarmStore(cfg.paths.state_dir, deferred=True)
+        self.alarms = agent_alarm_store.AlarmStore(cfg.paths.state_dir, deferred=True)
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
         self.host_facts = store.HostFacts(cfg.paths.state_dir)
         self.saver = store.SaveRetry((self.alarms, self.operator_states, self.host_facts), log,
@@ -85,7 +87,7 @@ class Agent:
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
         self.inbox = Inbox(self)
-        self.net = agentnet.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
+        self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
                                      self.counters, self.inbox.on_raw, self.hostname,
                                      own.mgmt_ip if own else "", self.pxeboot_provisioned,
                                      netif.NetlinkWatcher if netlink_watch else None)
@@ -165,7 +167,7 @@ class Agent:
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
 
     def refresh_facts(self) -> None:
-        """What hosts.py cannot read itself: the `<platform_dir>/simplex` file (checked at
+        """What agent_host.py cannot read itself: the `<platform_dir>/simplex` file (checked at
         each locked correction by the original, docs/protocol.md §5.4 "Locked correction"; here
         at every audit tick)."""
         self.table.facts.still_simplex = os.path.exists(
@@ -199,19 +201,19 @@ class Agent:
     def run(self, actions) -> None:
         for action in actions:
             kind = type(action)
-            if kind is hosts.Log:
+            if kind is agent_decisions.Log:
                 self.log.log(logs.LEVELS.get(action.level, logging.INFO), "%s", action.text)
-            elif kind is hosts.Send:
+            elif kind is agent_decisions.Send:
                 self.outbox.send(action.host, action.net, action.cmd, action.num, action.parm)
-            elif kind is hosts.RaiseAlarm:
-                alarm = alarms.Alarm.new(action.alarm_id, action.host, action.severity,
+            elif kind is agent_decisions.RaiseAlarm:
+                alarm = agent_alarm_store.Alarm.new(action.alarm_id, action.host, action.severity,
                                          action.reason, self.clock.wall())
                 if self.alarms.raise_(alarm):
                     self._alarm_hook(alarm, "raise")
                 self.check_store()
-            elif kind is hosts.ClearAlarm:
+            elif kind is agent_decisions.ClearAlarm:
                 self._clear(action)
-            elif kind is hosts.Remember:
+            elif kind is agent_decisions.Remember:
                 self.host_facts.set(action.host, action.fact, action.value)
 
     def _clear(self, action) -> None:
@@ -229,7 +231,8 @@ class Agent:
     def _alarm_hook(self, alarm, action: str) -> None:
         if self.cfg.actions.alarm:
             self.hooks.spawn("alarm", self.cfg.actions.alarm,
-                             alarms.hook_payload(alarm, action).encode(), ALARM_HOOK_TIMEOUT_S)
+                             agent_alarm_store.hook_payload(alarm, action).encode(),
+                             ALARM_HOOK_TIMEOUT_S)
 
     # -- periodic work -----------------------------------------------------------------------
     def _drained(self, net: Net, count: int) -> None:
@@ -237,14 +240,14 @@ class Agent:
         self.pacer.read(count)
         self.counters.rx += count
         self.counters.rx_net[net] += count
-        if count >= agentnet.RX_LIMIT:
+        if count >= agent_net.RX_LIMIT:
             self.pacer.saturated = True
         if count > BATCH_LOG_ABOVE:
             self.noise.info(("batch", net), "serviced %d messages in one batch (%s)", count,
                             _BATCH_NAME[net])
 
     def pause_hint(self) -> float:
-        """How long the loop may let datagrams gather before it reads (mtce/pacing.py)."""
+        """How long the loop may let datagrams gather before it reads (mtce/agent_pacing.py)."""
         self._choose_grid()
         return self.pacer.pause(self.clock.now())
 
@@ -299,10 +302,10 @@ class Agent:
         self.size_pile()
 
     def size_pile(self) -> None:
-        """How much the loop may let pile up between reads (mtce/pacing.py): half of what the
+        """How much the loop may let pile up between reads (mtce/agent_pacing.py): half of what the
         smallest receive buffer holds, as the sockets are now."""
         room = self.net.rx_room()
-        self.pacer.max_pile = max(1, room // 2) if room else pacing.COALESCE_MAX_PILE
+        self.pacer.max_pile = max(1, room // 2) if room else agent_pacing.COALESCE_MAX_PILE
 
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (docs/protocol.md §5.4 "Rate log")."""
@@ -324,7 +327,7 @@ class Agent:
     # -- ctl ---------------------------------------------------------------------------------
     def _start_ctl(self) -> None:
         try:
-            self.ctl = ctl.Server(self.cfg.paths.agent_socket, self.loop, self.handle_request,
+            self.ctl = agent_ctl.Server(self.cfg.paths.agent_socket, self.loop, self.handle_request,
                                   self.log, self.clock, forget=self.outbox.unwatch)
         except OSError as err:
             self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
@@ -345,17 +348,17 @@ class Agent:
             host = req.get("host")
             if not isinstance(host, str) or not host:
                 return {"ok": False, "error": "a host name is required"}
-            wait, bad = ctl.wait_seconds(req)
+            wait, bad = agent_ctl.wait_seconds(req)
             if bad:
                 return {"ok": False, "error": bad}
             ok, message = self.outbox.operator(cmd, host)
             if ok and wait is not None:
-                return ctl.Wait(self.outbox.watch(cmd, host, wait))
+                return agent_ctl.Wait(self.outbox.watch(cmd, host, wait))
             return {"ok": ok, "message" if ok else "error": message}
         return {"ok": False, "error": f"unknown request {cmd!r}"}
 
     def _tell_waiter(self, outcome) -> None:
-        """A `--wait` request's outcome (commands.Outcome), to its control connection."""
+        """A `--wait` request's outcome (agent_commands.Outcome), to its control connection."""
         if self.ctl is not None:
             self.ctl.tell(outcome.watch, {"ok": outcome.ok, "outcome": outcome.text(),
                                           "result": outcome.result, "attempts": outcome.attempts,
@@ -389,7 +392,7 @@ class Agent:
         self.net.reconfigure(new)
         self.wire.use(new_auth, warnings)
         now = self.clock.now()
-        self.table.apply_settings(hosts.Settings.from_config(
+        self.table.apply_settings(agent_decisions.Settings.from_config(
             new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
         self.pacer.reconfigure(self.table.settings.offline_period_s,
                                _audit_s(self.table.settings),
@@ -403,7 +406,7 @@ class Agent:
         for name in removed:
             self.outbox.forget_host(name)
             for a in [a for a in self.alarms.active() if a.host == name]:
-                self._clear(hosts.ClearAlarm(name, a.id))
+                self._clear(agent_decisions.ClearAlarm(name, a.id))
         for warning in inventory.warnings:
             if warning not in self.inventory.warnings:
                 self.log.warning("%s", warning)
@@ -444,13 +447,13 @@ def main(cfg: config.Config, foreground: bool) -> int:
     """`mtce agent`: the inventory is checked before forking (a bad one exits 2)."""
     import time
 
-    from mtce import daemon
+    from mtce import service
     inventory = config.load_inventory(cfg.agent.inventory)
     auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
-    return daemon.serve(PROGRAM, cfg, foreground,
+    return service.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))
 
 
-def _audit_s(s: hosts.Settings) -> float:
+def _audit_s(s: agent_decisions.Settings) -> float:
     """How long an offline audit lasts: the long grid is at most half of it."""
     return s.offline_period_s * s.offline_threshold

@@ -35,15 +35,15 @@ import tempfile
 import time
 import zipfile
 
-from mtce import ctl, hosts, transport
+from mtce import agent_decisions, agent_pxeboot, cli_ctl, transport
 from mtce.cli import say
 from mtce.states import Net
-from mtce.benchreport import TARGETS, met, table  # noqa: F401 - TARGETS for callers
-from mtce.benchlab import (
+from mtce.bench_report import TARGETS, met, table  # noqa: F401 - TARGETS for callers
+from mtce.bench_lab import (
     AGENT_HOST, AgentLog, BenchError, CLIENT_HOST, CoreMeter, FULL, Layout, Plan, QUICK, _say,
     proc_cpu_s, proc_status_mib, program, udp_bound, udp_drops,
 )
-from mtce.benchgen import Generator, _baseline_main, _floor_main
+from mtce.bench_gen import Generator, _baseline_main, _floor_main
 
 class Bench:
     def __init__(self, plan: Plan, root: str):
@@ -92,7 +92,7 @@ class Bench:
         if self.agent is not None and self.agent.poll() is not None:
             raise BenchError(f"the agent exited ({self.agent.returncode}); see its log:\n"
                              + _tail(self.layout.agent_log))
-        reply = ctl.request(self.layout.agent_socket, {"cmd": cmd}, timeout=30)
+        reply = cli_ctl.request(self.layout.agent_socket, {"cmd": cmd}, timeout=30)
         if not reply.get("ok"):
             raise BenchError(f"agent refused {cmd!r}: {reply.get('error')}")
         return reply
@@ -194,7 +194,7 @@ class Bench:
             try:
                 self._ctl("status")
                 break
-            except ctl.CtlError:
+            except cli_ctl.CtlError:
                 if time.monotonic() > deadline:
                     raise BenchError("the agent did not answer within 60 s:\n"
                                      + _tail(self.layout.agent_log)) from None
@@ -259,8 +259,8 @@ class Phases:
         p, r, s = self.b.plan, self.b.r, self.b.settings
         names = self.b.layout.names
         gone, pxe_gone = p.hosts // 3, (2 * p.hosts) // 3
-        offline_cfg = hosts.offline_after_s(s)
-        pxeboot_cfg = hosts.pxeboot_alarm_after_s(s)
+        offline_cfg = agent_decisions.offline_after_s(s)
+        pxeboot_cfg = agent_pxeboot.pxeboot_alarm_after_s(s)
         _say(f"steady load: {names[gone]} goes silent (offline expected after "
              f"{offline_cfg:g} s), {names[pxe_gone]} stops pxeboot (200.003 expected after "
              f"{pxeboot_cfg:g} s)")
@@ -522,7 +522,7 @@ class Phases:
         while time.monotonic() < deadline:
             try:
                 processed = b._processed()
-            except ctl.CtlError:            # its control socket comes after the sockets
+            except cli_ctl.CtlError:            # its control socket comes after the sockets
                 time.sleep(0.02)
                 continue
             if processed >= burst["sent"]:
@@ -613,15 +613,15 @@ def _tail(path: str, lines: int = 25) -> str:
 
 def main(args) -> int:
     if getattr(args, "scale", False):
-        from mtce import benchscale
-        return benchscale.main(args)
+        from mtce import bench_scale
+        return bench_scale.main(args)
     plan = QUICK if getattr(args, "quick", False) else FULL
     root = tempfile.mkdtemp(prefix="mtce-bench-")
     bench = None
     try:
         bench = Bench(plan, root)
         result = bench.run()
-    except (BenchError, ctl.CtlError) as err:
+    except (BenchError, cli_ctl.CtlError) as err:
         print(f"mtce bench: {err}", file=sys.stderr)
         return 1
     finally:

@@ -1,5 +1,5 @@
 """A token bucket: how many log lines a kind of cause may still write. Pure (no I/O, no
-clock of its own: `now` comes in), so that hosts.py can use it as logs.py does."""
+clock of its own: `now` comes in), so that agent_host.py can use it as logs.py does."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ import os
 import sys
 
 from mtce import __version__
+from mtce.states import MAX_WAIT_S
 
 DEFAULT_CONFIG = "/etc/mtc.ini"
 WAIT_DEFAULT_S = 60.0           # `--wait` without SECONDS (docs/contract.md §1)
 MIN_INTERVAL_S = 0.1            # the shortest `--watch` and `--wait`
 MAX_WATCH_S = 86400.0           # the longest `--watch` interval: a day
-MAX_WAIT_S = 3600.0             # the longest `--wait` (the agent's own bound too)
 
 
 class UsageError(Exception):
@@ -255,17 +255,17 @@ def _main(argv=None) -> int:
             from mtce import agent
             return agent.main(_load_config(args.config), args.foreground)
         if args.command in ("hosts", "alarms", "lock", "unlock", "reboot", "reset", "alive"):
-            from mtce import ctl
-            return ctl.cli(args, _load_config(args.config))
+            from mtce import cli_ctl
+            return cli_ctl.cli(args, _load_config(args.config))
         if args.command == "lab":
             if args.ha:
-                from mtce import labha
-                return labha.main(args)
+                from mtce import lab_ha
+                return lab_ha.main(args)
             from mtce import lab
             return lab.main(args)
         if args.command == "daemon-info":
-            from mtce import daemon
-            return daemon.info(args.mode, args.config)
+            from mtce import service
+            return service.info(args.mode, args.config)
         if args.command == "bench":
             from mtce import bench
             return bench.main(args)

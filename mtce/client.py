@@ -1,11 +1,11 @@
 """mtcClient: sends mtcAlive on every network it has and carries out the agent's commands.
 
 Wiring only (docs/design.md "Module map"): it builds the collaborators from the config, runs
-the 5 s tick, decodes what arrives, and carries out what the pure core (schedule.ClientCore)
+the 5 s tick, decodes what arrives, and carries out what the pure core (client_core.ClientCore)
 decides:
-addresses are ownaddr.AddressBook's, sockets and sends clientnet.ClientNet's, the host's
-files and `[actions]` actions.HostActions', the "I am" flags and sequence numbers
-status.Status'. Behaviour as docs/protocol.md describes the C daemon (HEAD `c1cd466`);
+addresses are client_addrs.AddressBook's, sockets and sends client_net.ClientNet's, the host's
+files and `[actions]` client_actions.HostActions', the "I am" flags and sequence numbers
+client_status.Status'. Behaviour as docs/protocol.md describes the C daemon (HEAD `c1cd466`);
 deviations are listed in docs/design.md.
 """
 
@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import alive, auth, clienttrust, config, logs, metrics, netif, schedule, store, transport
-from mtce.actions import HostActions
-from mtce.clientnet import RECOVERY_ORDER, SETUP_ORDER, ClientNet
-from mtce.ownaddr import AddressBook
-from mtce.schedule import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
-from mtce.status import Status
+from mtce import alive, auth, client_core, client_trust, config, logs, metrics, netif, store, \
+    transport
+from mtce.client_actions import HostActions
+from mtce.client_net import RECOVERY_ORDER, SETUP_ORDER, ClientNet
+from mtce.client_addrs import AddressBook
+from mtce.client_core import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
+from mtce.client_status import Status
 from mtce.states import Net, cmd_name
 
 PROGRAM = "mtcClient"
@@ -65,11 +66,11 @@ class Client:
         self.net = ClientNet(cfg, loop, log, self.throttle, self.noise, sockets, self.wire,
                              self.book, self.counters, self.on_datagram,
                              netif.NetlinkWatcher if netlink_watch else None)
-        self.core = schedule.ClientCore(cfg.client.mtcalive_period, clock.now(), self.counters)
+        self.core = client_core.ClientCore(cfg.client.mtcalive_period, clock.now(), self.counters)
         self.actions = HostActions(cfg, loop, clock, log, self.throttle, self.hostname,
                                    noise=self.noise, events=self.events)
         self.status = Status(cfg.paths, "", log)
-        self.gates: schedule.Gates | None = None
+        self.gates: client_core.Gates | None = None
         self.identity: alive.Identity | None = None
         self.tick_timer = None
         self.our_ifaces: set = set()
@@ -119,7 +120,7 @@ class Client:
         if self.gates is not None:
             return True
         pd = self.cfg.paths.platform_dir
-        g = self.gates = schedule.Gates(
+        g = self.gates = client_core.Gates(
             conf["management_interface"], conf.get("cluster_host_interface", ""),
             netif.system_mode(conf), conf["subfunction"],
             first_install=(os.path.exists(os.path.join(pd, ".first_controller"))
@@ -134,7 +135,7 @@ class Client:
         return True
 
     def _confirmed_path(self) -> tuple[str, str]:
-        return self.cfg.paths.persist_dir, clienttrust.CONFIRMED_FILE
+        return self.cfg.paths.persist_dir, client_trust.CONFIRMED_FILE
 
     def _load_confirmed(self) -> None:
         """The confirmed pxeboot controller addresses kept by an earlier run (docs/contract.md §8),
@@ -145,7 +146,7 @@ class Client:
         path = os.path.join(where, name)
         store.remove_stale_temps(where, name)
         try:
-            confirmed = clienttrust.parse_confirmed(store.read_state(path, limit=4096))
+            confirmed = client_trust.parse_confirmed(store.read_state(path, limit=4096))
         except FileNotFoundError:
             return
         except OSError as err:
@@ -165,7 +166,7 @@ class Client:
     def _save_confirmed(self, addresses: dict) -> None:
         where, name = self._confirmed_path()
         try:
-            store.atomic_write(where, name, clienttrust.confirmed_text(addresses))
+            store.atomic_write(where, name, client_trust.confirmed_text(addresses))
         except OSError as err:
             self.throttle.error(("confirmed", "save"), "failed to write %s (%s) ; kept in "
                                 "memory only", os.path.join(where, name), err.strerror)
@@ -363,7 +364,7 @@ class Client:
             a.unlock(net)
         elif do is Do.SUBF_FAILED:
             a.subf_failed()
-        elif do in schedule.AFTER_ACK:
+        elif do in client_core.AFTER_ACK:
             a.shutdown(do.value, net, action.parm[0] if action.num >= 1 else 0)
 
     # -- reload and stop ---------------------------------------------------------------------
@@ -416,7 +417,7 @@ def main(cfg: config.Config, foreground: bool) -> int:
     """`mtce client`: daemonise, then run until SIGTERM/SIGINT (SIGHUP reloads)."""
     import time
 
-    from mtce import daemon
+    from mtce import service
     auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
-    return daemon.serve(PROGRAM, cfg, foreground,
+    return service.serve(PROGRAM, cfg, foreground,
                         lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))

@@ -252,12 +252,32 @@ def _check_ip(value, *args, **kwargs):
         raise VdtValueError(value) from None
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """`[metrics] listen`: `ADDRESS:PORT` or `[IPv6]:PORT` -> (address, port); raises ValueError."""
+    import ipaddress
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("expected [IPv6]:PORT")
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError("brackets are for an IPv6 address")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected ADDRESS:PORT")
+        if ipaddress.ip_address(host).version != 4:
+            raise ValueError("an IPv6 address goes in brackets: [ADDRESS]:PORT")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r}: 1-65535")
+    return host, int(port)
+
+
 def _check_listen(value, *args, **kwargs):
     from validate import VdtValueError
     value = str(value).strip()
     if value == "":
         return ""
-    from mtce.metrics import parse_listen
     try:
         parse_listen(value)
     except ValueError:

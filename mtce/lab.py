@@ -24,22 +24,22 @@ import sys
 import tempfile
 import time
 
-from mtce import ctl
-from mtce.hosts import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
-from mtce.labplan import (
+from mtce import cli_ctl
+from mtce.agent_pxeboot import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
+from mtce.lab_plan import (
     AGENT_START_S, BURST_COUNT, BURST_RATE, DEFAULT_BLOCK, ENV_TAG, HA_SCENARIOS, MAX_HOSTS,
     MTCALIVE_PERIOD_S, NETS, OFFLINE_AFTER_S, ONLINE_PERIOD_S, POLL_S, PORT, PXEBOOT_ALARM_S,
     PXEBOOT_CLEAR_S, PXEBOOT_WINDOW_S, REBOOT_DOWN_S, REBOOT_KINDS, RECENT_LINES, REFRESH_S,
     SCENARIOS, STEADY_S, STOP_GRACE_S, TICK_S, check_ports, cli_hint, package_root, program,
     HostPlan, Interrupted, LabError, Plan,
 )
-from mtce.labproc import (
+from mtce.lab_proc import (
     PENDING_SIGNALS, STOP_SIGNALS, build_topology, check_stop, ignore_stop_signals,
     init_process, netns_problem, on_stop_signal, signals_held, start_guardian, stop_all,
     stop_guardian, sweep, Proc,
 )
-from mtce.labview import (Lines, LogTail, Screen, View, parse_log_line)
-from mtce.labscen import (SCENARIO_CLASSES, Scenario)
+from mtce.lab_view import (Lines, LogTail, Screen, View, parse_log_line)
+from mtce.lab_scenarios import (SCENARIO_CLASSES, Scenario)
 
 # == the lab =================================================================================
 
@@ -126,7 +126,7 @@ class Report:
             who = f"all {len(v.expected)} hosts" if len(v.expected) > 1 else "the host"
             self.lab.event(f"{who} online on every network {self.lab.elapsed(now):.1f} s after start")
             if not self.lab.tty:
-                self.lab.say(ctl.format_hosts([v.hosts[n] for n in v.order]))
+                self.lab.say(cli_ctl.format_hosts([v.hosts[n] for n in v.order]))
         alarms = {(a.get("id"), a.get("host")): a for a in v.alarms}
         for key, a in alarms.items():
             if key not in self._alarms_seen:
@@ -155,7 +155,7 @@ class Report:
             # Hosts that are not ok first; the rest is counted (mtce hosts lists them all).
             hosts = sorted(hosts, key=lambda h: v.host_ok(h["hostname"]))
             more, hosts = len(hosts) - (room - 1), hosts[:room - 1]
-        table = ctl.fit_hosts(hosts, shutil.get_terminal_size((120, 40)).columns - 1)
+        table = cli_ctl.fit_hosts(hosts, shutil.get_terminal_size((120, 40)).columns - 1)
         lines += table.splitlines()
         if more:
             lines.append(f"... and {more} more hosts (mtce hosts lists them all)")
@@ -165,7 +165,7 @@ class Report:
                              f"{self.lab.reboots[name][0] - now:.0f} s)")
         lines.append("")
         if v.alarms:
-            lines += ["alarms:"] + ["  " + a for a in ctl.format_alarms(v.alarms).splitlines()]
+            lines += ["alarms:"] + ["  " + a for a in cli_ctl.format_alarms(v.alarms).splitlines()]
         else:
             lines.append("alarms: none")
         monitors = []
@@ -314,8 +314,8 @@ class Lab:
         return proc.start()
 
     def start_loadgen(self, h: HostPlan) -> Proc:
-        code = ("import sys; sys.path.insert(0, %r); from mtce import loadgen; "
-                "sys.exit(loadgen.main(sys.argv[1:]))" % package_root())
+        code = ("import sys; sys.path.insert(0, %r); from mtce import lab_loadgen; "
+                "sys.exit(lab_loadgen.main(sys.argv[1:]))" % package_root())
         argv = self._prefix(h) + [sys.executable, "-c", code, "--src", h.mgmt_ip,
                                   "--dst", self.plan.floating,
                                   "--port", str(PORT["agent", "mtc_agent_port"]),
@@ -488,7 +488,7 @@ def main(args) -> int:
     if interrupted is not None:
         name = signal.Signals(interrupted).name
         if not lab.tty and lab.view is not None and lab.view.hosts:
-            lab.say(ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
+            lab.say(cli_ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
         what = "process, namespace and file" if lab.netns else "process and file"
         lab.say(f"mtce lab: stopped ({name}) ; every {what} of the lab removed")
         return 0 if lab.duration is None else 128 + interrupted
@@ -496,9 +496,9 @@ def main(args) -> int:
         print(f"mtce lab: {failure}", file=sys.stderr)
         return 1
     if not lab.tty and lab.view is not None and lab.view.hosts:
-        lab.say(ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
+        lab.say(cli_ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
         if lab.view.alarms:
-            lab.say(ctl.format_alarms(lab.view.alarms))
+            lab.say(cli_ctl.format_alarms(lab.view.alarms))
     for log in lab.crash_logs:
         lab.say(log)
     lab.say(f"mtce lab: {text}")

@@ -13,31 +13,12 @@ from __future__ import annotations
 import math
 import socket
 
+from mtce.config import parse_listen
+from mtce.states import NET_KEYS
 from mtce.streams import StreamServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEADER = 8 * 1024
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`ADDRESS:PORT` or `[IPv6]:PORT` -> (address, port); raises ValueError."""
-    import ipaddress
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ValueError("expected [IPv6]:PORT")
-        if ipaddress.ip_address(host).version != 6:
-            raise ValueError("brackets are for an IPv6 address")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host:
-            raise ValueError("expected ADDRESS:PORT")
-        if ipaddress.ip_address(host).version != 4:
-            raise ValueError("an IPv6 address goes in brackets: [ADDRESS]:PORT")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {port!r}: 1-65535")
-    return host, int(port)
 
 
 # -- the exposition format ------------------------------------------------------------------
@@ -158,11 +139,10 @@ class MetricsServer(StreamServer):
 
 # -- what the daemons export ------------------------------------------------------------------
 
-_NETS = ("mgmt", "cluster-host", "pxeboot")
 BAD_HELP = ("datagrams dropped, by reason: invalid (does not decode, not a valid message, not "
             "for this host) or why authentication failed (untagged, malformed_tag, "
             "unknown_key, bad_tag, stale, replayed)")
-# docs/contract.md §8 "Network state", as hosts.HostMonitor.net_state decides it
+# docs/contract.md §8 "Network state", as agent_host.HostMonitor.net_state decides it
 NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period windows without "
                    "mtcAlive while the host is online, pxeboot from the monitor's declared loss "
                    "to its next good window (its monitor held: after 6 silent windows); absent: "
@@ -199,7 +179,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
                       "(absent: not reported)")
     for h in agent.table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
-        for n, key in zip(h.nets, _NETS):
+        for n, key in zip(h.nets, NET_KEYS):
             state = h.net_state(n.net, now)
             if state is NetState.UNPROVISIONED:
                 continue
@@ -223,7 +203,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
             for name in failure_flag_names(h.flags):
                 failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')
     c = agent.counters
-    for i, key in enumerate(_NETS):
+    for i, key in enumerate(NET_KEYS):
         lab = labels(network=key)
         e.add("mtce_agent_datagrams_received_total", "counter", "datagrams received",
               c.rx_net[i], lab)
@@ -262,7 +242,7 @@ def client_series(client, version: str | None = None) -> str:
     version = version or __version__
     e = Exposition()
     c = client.counters
-    for i, key in enumerate(_NETS):
+    for i, key in enumerate(NET_KEYS):
         lab = labels(network=key)
         e.add("mtce_client_mtcalive_sent_total", "counter",
               "mtcAlive datagrams sent (one per controller on cluster-host and pxeboot)",

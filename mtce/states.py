@@ -34,6 +34,7 @@ class Net(enum.IntEnum):
 _IFACE_NAMES = {Net.MGMT: "Mgmnt", Net.CLSTR: "Clstr", Net.PXEBOOT: "Pxeboot"}
 _JSON_KEYS = {Net.MGMT: "mgmt", Net.CLSTR: "cluster-host", Net.PXEBOOT: "pxeboot"}
 _BY_IFACE = {v: k for k, v in _IFACE_NAMES.items()}
+NET_KEYS = tuple(_JSON_KEYS[n] for n in Net)   # ("mgmt", "cluster-host", "pxeboot"): JSON, ctl, metrics
 
 
 class Cmd(enum.IntEnum):
@@ -177,3 +178,4 @@ ALARM_MTCALIVE = "200.003"
 CONTROLLERS = ("controller-0", "controller-1")   # hard-coded names (docs/protocol.md §3)
 FEATURE_PXEBOOT_MTCALIVE = "pxeboot_mtcAlive"
 SERVICE_MTCCLIENT = "mtcClient"
+MAX_WAIT_S = 3600.0     # the longest `mtce lock --wait` the CLI asks for and the agent grants

@@ -1,5 +1,5 @@
 """One request and one reply per connection, on a listening stream socket, served from the
-daemon's loop: the control socket (ctl.py) and the metrics endpoint (metrics.py).
+daemon's loop: the control socket (agent_ctl.py) and the metrics endpoint (metrics.py).
 
 Everything is non-blocking and bounded, so that no client, slow or hostile, can block or slow
 the loop, nor keep others out: at most `max_connections` at once and `max_per_source` from one

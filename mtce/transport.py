@@ -29,8 +29,8 @@ AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4),
 # on loopback, a page or more from many NICs): a page per host, twice over.
 RCVBUF_PER_HOST = 2 * 4096
 DATAGRAM_TRUESIZE = 2304
-# The agent reads on a 100 ms grid (mtce/pacing.py), and a load step from idle arrives while it
-# pauses a whole tick: one socket must hold 100 ms of the fastest flood the bench makes
+# The agent reads on a 100 ms grid (mtce/agent_pacing.py), and a load step from idle arrives while
+# it pauses a whole tick: one socket must hold 100 ms of the fastest flood the bench makes
 # (~140,000/s) at loopback's truesize: 32 MiB (issue 25, found by an attack).
 TICK_RCVBUF = 32 * 1024 * 1024
 RCVBUF_MAX = 64 * 1024 * 1024

@@ -327,8 +327,9 @@ def _no_systemd_failsafe(monkeypatch):
     """An in-process client never asks this machine's systemd for a failsafe unit, even where
     systemd is PID 1: tests of that path (test_actions.py) point SYSTEMD_BOOTED at their own
     directory and put a fake systemd-run on PATH."""
-    from mtce import actions
-    monkeypatch.setattr(actions, "SYSTEMD_BOOTED", "/nonexistent/mtce-tests/run/systemd/system")
+    from mtce import client_actions
+    monkeypatch.setattr(client_actions, "SYSTEMD_BOOTED",
+                        "/nonexistent/mtce-tests/run/systemd/system")
 
 
 @pytest.fixture

@@ -681,14 +681,14 @@ def main(argv=None) -> int:
     agents, clients = [], []
     if args.agent:
         def probe(path=args.agent_socket):
-            from mtce import ctl
-            reply = ctl.request(path, {"cmd": "hosts"})
+            from mtce import cli_ctl
+            reply = cli_ctl.request(path, {"cmd": "hosts"})
             return {h["hostname"]: {k: v for k, v in h.items() if k != "networks"}
                     for h in reply.get("hosts", [])}
 
         def counters(path=args.agent_socket):
-            from mtce import ctl
-            return ctl.request(path, {"cmd": "status"}).get("counters", {})
+            from mtce import cli_ctl
+            return cli_ctl.request(path, {"cmd": "status"}).get("counters", {})
         agents.append(Target("agent", "agent", args.agent_pid or 0, args.agent,
                              agent_seeds([host]), unknown, [], args.agent_log,
                              probe if args.agent_socket else None,

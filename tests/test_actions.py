@@ -1,4 +1,4 @@
-"""What the client does to its own host (actions.py), where a real process is the point: the
+"""What the client does to its own host (client_actions.py), where a real process is the point: the
 failsafe (docs/contract.md §8 "The failsafe", issue 23 item 14, upstream 9b2fb85). Under systemd it
 is a transient unit of its own (`systemd-run`), so stopping mtcclient.service cannot
 kill it; elsewhere, or when systemd-run fails, a process detached from the daemon. A fake
@@ -15,8 +15,8 @@ import subprocess
 import pytest
 
 from conftest import wait_until
-from mtce import actions, config, logs
-from mtce.actions import HostActions
+from mtce import client_actions, config, logs
+from mtce.client_actions import HostActions
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Net
@@ -57,7 +57,7 @@ def host_actions(fakehost, tmp_path, monkeypatch):
     def systemd_booted() -> None:
         marker = tmp_path / "run" / "systemd" / "system"
         marker.mkdir(parents=True)
-        monkeypatch.setattr(actions, "SYSTEMD_BOOTED", str(marker))
+        monkeypatch.setattr(client_actions, "SYSTEMD_BOOTED", str(marker))
 
     yield acts, lines.lines, argv_file, fake_systemd_run, systemd_booted, host
     for proc in acts.children:
@@ -126,7 +126,7 @@ def test_the_failsafe_command_runs_as_sh_would_run_it(host_actions, tmp_path, co
     subprocess.run(as_systemd_runs(argv_of(argv_file)), timeout=10, check=True)
     assert out.read_text() == want
     out.unlink()
-    subprocess.run(["/bin/sh", "-c", actions.failsafe_script(0.01, command)], timeout=10,
+    subprocess.run(["/bin/sh", "-c", client_actions.failsafe_script(0.01, command)], timeout=10,
                    check=True)
     assert out.read_text() == want
 
@@ -186,19 +186,20 @@ def test_a_failing_systemd_run_falls_back_to_a_detached_process(host_actions, mo
     """A refused or hung systemd-run (bounded by a timeout) is logged, and the failsafe is
     the detached process instead: a host is never left without one."""
     acts, lines, argv_file, fake, booted, host = host_actions
-    monkeypatch.setattr(actions, "FAILSAFE_LAUNCH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(client_actions, "FAILSAFE_LAUNCH_TIMEOUT_S", 0.5)
     fake(body)
     booted()
     acts.launch_failsafe(2.0, "reboot")
     assert argv_file.exists(), "systemd-run was tried"
     assert f"systemd-run failed ({why}) ; failsafe as a detached process instead" in lines
     assert [p.action_name for p in acts.children] == ["failsafe"]
-    assert acts.children[0].args[-1] == actions.failsafe_script(2.0, acts.cfg.actions.failsafe)
+    assert acts.children[0].args[-1] == client_actions.failsafe_script(
+        2.0, acts.cfg.actions.failsafe)
 
 
 def test_a_missing_systemd_run_falls_back_to_a_detached_process(host_actions, monkeypatch):
     acts, lines, argv_file, fake, booted, host = host_actions
-    monkeypatch.setattr(actions, "SYSTEMD_RUN", "mtce-test-no-such-systemd-run")
+    monkeypatch.setattr(client_actions, "SYSTEMD_RUN", "mtce-test-no-such-systemd-run")
     booted()
     acts.launch_failsafe(2.0, "reboot")
     assert any(line.startswith("systemd-run failed (") for line in lines), lines

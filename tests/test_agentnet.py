@@ -18,7 +18,7 @@ import pytest
 
 from cluster import Cluster
 from conftest import need
-from mtce import agentnet, ctl, transport
+from mtce import agent_net, cli_ctl, transport
 from mtce.clock import FakeClock
 from mtce.logs import Throttle
 
@@ -77,7 +77,7 @@ def test_the_shortfall_is_one_clear_warning(caplog):
     with caplog.at_level(logging.INFO, logger="t.agentnet"):
         for _ in range(3):
             for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
-                agentnet.report_rcvbuf(log, throttle, name, got=425984,
+                agent_net.report_rcvbuf(log, throttle, name, got=425984,
                                        wanted=16 * 2 ** 20, hosts=HOSTS, rmem_max=212992)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "one line for the three sockets (attack on issue 25)"
@@ -94,7 +94,7 @@ def test_a_reload_asks_for_a_bigger_buffer_only_when_the_agent_wants_more(tmp_pa
     from sim import Sim
     s = Sim(tmp_path / "s", workers=1, clients=[]).start()
     try:
-        for name in agentnet.RX_OF.values():
+        for name in agent_net.RX_OF.values():
             sock = s.agent.net.set[name]
             sock.rcvbuf = 8 * 2 ** 20
             sock.setsockopt = lambda *a, sock=sock: None     # the kernel keeps it
@@ -179,19 +179,19 @@ def test_a_step_from_idle_to_a_flood_loses_nothing_with_a_small_inventory(tmp_pa
     assert udp_drops([mgmt]) == 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        counters = ctl.request(sock_path, {"cmd": "status"}, timeout=10)["counters"]
+        counters = cli_ctl.request(sock_path, {"cmd": "status"}, timeout=10)["counters"]
         if counters["mtcalive"] >= 10000:
             break
         time.sleep(0.2)
     assert counters["mtcalive"] == 10000
-    hosts = {h["hostname"]: h for h in ctl.request(sock_path, {"cmd": "hosts"},
+    hosts = {h["hostname"]: h for h in cli_ctl.request(sock_path, {"cmd": "hosts"},
                                                     timeout=10)["hosts"]}
     net = hosts["worker-0"]["networks"]["mgmt"]
     assert (net["last_seq"], net["missed"]) == (10000, 0)
 
 
 def udp_drops(addrs) -> int:
-    from mtce.benchlab import udp_drops as drops
+    from mtce.bench_lab import udp_drops as drops
     return drops(addrs)
 
 
@@ -202,7 +202,7 @@ def test_a_small_buffer_bounds_the_pause_below_256(tmp_path):
     from sim import Sim
     s = Sim(tmp_path / "s", workers=1, clients=[]).start()
     try:
-        for name in agentnet.RX_OF.values():
+        for name in agent_net.RX_OF.values():
             s.agent.net.set[name].rcvbuf = 100 * transport.DATAGRAM_TRUESIZE
         s.agent.size_pile()
         assert s.agent.pacer.max_pile == 50

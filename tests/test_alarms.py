@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from mtce.alarms import Alarm, AlarmSet, AlarmStore, hook_payload
-from mtce.hosts import ClearAlarm, RaiseAlarm
+from mtce.agent_alarm_store import Alarm, AlarmSet, AlarmStore, hook_payload
+from mtce.agent_decisions import ClearAlarm, RaiseAlarm
 
 WALL = 1_780_000_000.25
 

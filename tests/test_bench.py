@@ -162,12 +162,12 @@ def test_targets_and_table(result):
 def test_scale_rows_divide_by_the_inventory_size():
     """`mtce bench --scale` (docs/bench.md, "Scale on paper"): each size's figures come from
     its totals, per 1,000 hosts by division, and the table shows them."""
-    from mtce import benchscale
-    r = benchscale.row(2000, 5.0, 30.0, 0.45, 36000, 40.0, 0, 1_200_000, 0.2, 1.0, 0.1)
+    from mtce import bench_scale
+    r = bench_scale.row(2000, 5.0, 30.0, 0.45, 36000, 40.0, 0, 1_200_000, 0.2, 1.0, 0.1)
     assert (r["offered_rate"], r["processed_rate"]) == (1200.0, 1200.0)
     assert (r["cpu_pct"], r["cpu_pct_per_1000_hosts"]) == (1.5, 0.75)
     assert r["rss_mib_per_1000_hosts"] == 20.0
-    text = benchscale.table([r, benchscale.row(500, 5.0, 30.0, 0.15, 9000, 30.0, 3, 300_000,
+    text = bench_scale.table([r, bench_scale.row(500, 5.0, 30.0, 0.15, 9000, 30.0, 3, 300_000,
                                                 0.05, 0.0, 0.1)])
     assert "2,000" in text and "1.50%" in text and "0.75%" in text and "1.20 MB" in text
     assert len(text.splitlines()) == 3

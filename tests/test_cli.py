@@ -239,9 +239,9 @@ def test_item23_4_watch_and_wait_refuse_what_is_not_a_sane_interval(monkeypatch,
     the first table, `--watch 1e-300` asked the agent in a busy loop: SECONDS outside
     0.1..86400 (`--wait`: 0.1..3600) is a usage error, one line, exit 2, before anything is
     asked of the agent."""
-    from mtce import ctl
-    monkeypatch.setattr(ctl, "watch", lambda *a, **k: 99)
-    monkeypatch.setattr(ctl, "request", lambda *a, **k: pytest.fail("asked the agent"))
+    from mtce import cli_ctl
+    monkeypatch.setattr(cli_ctl, "watch", lambda *a, **k: 99)
+    monkeypatch.setattr(cli_ctl, "request", lambda *a, **k: pytest.fail("asked the agent"))
     assert run_main(argv + ["-c", ini]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err

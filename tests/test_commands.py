@@ -1,4 +1,4 @@
-"""commands.py, the operator commands' retry rule, on a fake timeline (issue 23 items 3, 22).
+"""agent_commands.py, the operator commands' retry rule, on a fake timeline (issue 23 items 3, 22).
 
 docs/protocol.md §5.4 and §8 (`MTC_CMD_RSP_TIMEOUT` 10 s, 5 attempts): a command is sent
 again every 10 s until the host ACKs on any network, 5 attempts at most; then it is given up.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtce.commands import (ACK_FORGET_S, ACKED, CMD_ATTEMPTS, CMD_RETRY_S, FORGOTTEN, GAVE_UP,
+from mtce.agent_commands import (ACK_FORGET_S, ACKED, CMD_ATTEMPTS, CMD_RETRY_S, FORGOTTEN, GAVE_UP,
                            REPLACED, TIMEOUT, Commands)
 from mtce.states import Cmd, Net
 

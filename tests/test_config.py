@@ -464,7 +464,7 @@ def test_a_known_section_spelt_otherwise_in_mtc_ini_stops_the_daemon(tmp_path, h
 @pytest.mark.parametrize("value", ["0", "-3", "0.5"])
 def test_a_failsafe_delay_below_1_is_taken_as_the_original_takes_it(tmp_path, value):
     """docs/protocol.md §8: the original reads `failsafe_shutdown_delay` with atoi and takes
-    a value below 1 as 2 (mtce/actions.py); an ini the original runs with must not stop the
+    a value below 1 as 2 (mtce/client_actions.py); an ini the original runs with must not stop the
     client (issue 23 review, second round: 0 was refused, exit 2)."""
     ini = tmp_path / "mtc.ini"
     ini.write_text(f"[timeouts]\nfailsafe_shutdown_delay = {value}\n")

@@ -1,5 +1,5 @@
-"""The operator's side of the control socket (ctl.py), in one process: the real Agent and
-Clients on the FakeNetwork (tests/sim.py), the agent's real Unix control socket, `ctl.cli`
+"""The operator's side of the control socket (cli_ctl.py, agent_ctl.py), in one process: the real Agent and
+Clients on the FakeNetwork (tests/sim.py), the agent's real Unix control socket, `cli_ctl.cli`
 as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and 18 (a full
 `state_dir`); docs/contract.md §1.
 """
@@ -18,9 +18,9 @@ import tempfile
 
 import pytest
 
-from mtce import config, ctl
+from mtce import agent_ctl, cli_ctl, config
 from mtce.cli import parse
-from mtce.commands import CMD_ATTEMPTS, CMD_RETRY_S
+from mtce.agent_commands import CMD_ATTEMPTS, CMD_RETRY_S
 from mtce.states import Cmd, Net
 from sim import sims
 
@@ -48,7 +48,7 @@ def to_client(s, name, net, cmd):
 
 
 class Asker:
-    """`ctl.cli`'s `ask`: one request over the agent's real control socket, protocol time
+    """`cli_ctl.cli`'s `ask`: one request over the agent's real control socket, protocol time
     running (in 50 ms steps) until the reply is whole; `elapsed` is the protocol time."""
 
     def __init__(self, s, limit_s: float = 200.0):
@@ -78,7 +78,7 @@ class Asker:
                     break
                 data += chunk
             else:
-                raise ctl.CtlError(f"the agent did not answer within {timeout:g} s")
+                raise cli_ctl.CtlError(f"the agent did not answer within {timeout:g} s")
         finally:
             sock.close()
         self.elapsed = self.s.clock.now() - t0
@@ -89,7 +89,7 @@ def mtce(s, *argv, ask=None):
     """`mtce ARGV` against the sim's agent: (exit code, Asker)."""
     args = parse(list(argv))
     ask = ask or Asker(s)
-    return ctl.cli(args, config.load(s.files.agent_ini), ask=ask), ask
+    return cli_ctl.cli(args, config.load(s.files.agent_ini), ask=ask), ask
 
 
 # -- item 3: --wait ------------------------------------------------------------------------------
@@ -220,9 +220,9 @@ def test_at_most_max_waiting_wait_and_one_more_is_refused_before_anything_is_sen
     s = sim(clients=[]).start()
     ask = Asker(s)
     socks = [ask.connect({"cmd": "reboot", "host": "worker-1", "wait": 60})
-             for _ in range(ctl.MAX_WAITING)]
+             for _ in range(agent_ctl.MAX_WAITING)]
     sent = len(to_client(s, "worker-1", Net.MGMT, Cmd.REBOOT))
-    assert sent == ctl.MAX_WAITING and len(s.agent.ctl.waiting) == ctl.MAX_WAITING
+    assert sent == agent_ctl.MAX_WAITING and len(s.agent.ctl.waiting) == agent_ctl.MAX_WAITING
     reply = ask({"cmd": "reboot", "host": "worker-1", "wait": 60}, 5)
     assert not reply["ok"] and "already wait" in reply["error"]
     assert len(to_client(s, "worker-1", Net.MGMT, Cmd.REBOOT)) == sent, "nothing sent"
@@ -412,7 +412,7 @@ def test_watch_on_a_narrow_terminal_fits_the_table_and_cuts_no_network(sim, monk
     monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setenv("LINES", "40")
     out = Tty()
-    ctl.watch("/x", 2.0, out=out, ask=s.agent.handle_request, sleep=lambda _: None, turns=1)
+    cli_ctl.watch("/x", 2.0, out=out, ask=s.agent.handle_request, sleep=lambda _: None, turns=1)
     lines = drawn(out.getvalue())
     assert all(len(line) < columns for line in lines), [ln for ln in lines if
                                                          len(ln) >= columns]
@@ -432,7 +432,7 @@ def test_watch_on_a_narrow_terminal_fits_the_table_and_cuts_no_network(sim, monk
 def test_a_line_the_screen_must_cut_says_so(monkeypatch):
     """What still does not fit (a terminal narrower than the narrowest form) is cut with a
     visible mark, never silently (the lab's screen and `--watch` alike)."""
-    from mtce.labview import Screen
+    from mtce.lab_view import Screen
     monkeypatch.setenv("COLUMNS", "20")
     monkeypatch.setenv("LINES", "10")
     out = Tty()
@@ -506,7 +506,7 @@ def test_item23_3_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpat
     listener, queued = full_backlog(sockpath)
     try:
         t = serve_later(listener, queued, 0.3)
-        assert ctl.request(sockpath, {"cmd": "hosts"}, timeout=5) == {"ok": True}
+        assert cli_ctl.request(sockpath, {"cmd": "hosts"}, timeout=5) == {"ok": True}
         t.join(10)
     finally:
         listener.close()
@@ -517,8 +517,8 @@ def test_item23_3_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(so
     listener, queued = full_backlog(sockpath)
     try:
         start = time.monotonic()
-        with pytest.raises(ctl.CtlError) as err:
-            ctl.request(sockpath, {"cmd": "hosts"}, timeout=0.5)
+        with pytest.raises(cli_ctl.CtlError) as err:
+            cli_ctl.request(sockpath, {"cmd": "hosts"}, timeout=0.5)
         assert 0.5 <= time.monotonic() - start < 2
         assert str(err.value) == f"the agent did not take the connection within 0.5 s " \
                                  f"({sockpath}: too many commands at once ; try again)"
@@ -557,8 +557,8 @@ def test_item23_3_an_agent_gone_without_a_reply_is_said_so(sockpath, how, says):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     try:
-        with pytest.raises(ctl.CtlError) as err:
-            ctl.request(sockpath, {"cmd": "reset", "host": "worker-1", "wait": 30}, timeout=10)
+        with pytest.raises(cli_ctl.CtlError) as err:
+            cli_ctl.request(sockpath, {"cmd": "reset", "host": "worker-1", "wait": 30}, timeout=10)
         assert str(err.value) == says
     finally:
         t.join(5)

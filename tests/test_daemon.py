@@ -1,5 +1,5 @@
 """Which process a pidfile names (issue 23 item 19; README "Where each file lives", docs/ha.md):
-`mtce/daemon.py` and the init scripts under `debian/init.d/` take a pidfile's pid for the
+`mtce/service.py` and the init scripts under `debian/init.d/` take a pidfile's pid for the
 daemon only while the daemon holds its lock on the file (or, for a daemon that holds none, while
 that pid runs `mtce <mode>` and started before the file was written). A pid the kernel has
 given to an unrelated process since the daemon died (`kill -9`) is never taken for the daemon:
@@ -21,7 +21,7 @@ import pytest
 
 from cluster import Cluster
 from conftest import REPO, gone, inih_style, need, wait_until
-from mtce import daemon
+from mtce import service
 
 
 @pytest.fixture
@@ -42,8 +42,8 @@ def test_a_pidfile_naming_an_unrelated_live_process_is_stale(tmp_path, stranger)
     """kill(pid, 0) succeeds for the stranger; it is still not the daemon."""
     path = str(tmp_path / "mtcClient.pid")
     write_pid(path, stranger.pid)
-    assert daemon.running_pid(path, "client", "/etc/mtc.ini") is None
-    assert daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini") is True
+    assert service.running_pid(path, "client", "/etc/mtc.ini") is None
+    assert service.clear_stale_pidfile(path, "client", "/etc/mtc.ini") is True
     assert not os.path.exists(path)
     assert stranger.poll() is None
 
@@ -55,24 +55,24 @@ def test_a_dead_pid_or_garbage_is_stale(tmp_path):
     for text in (f"{dead.pid}\n", "", "garbage\n", "-5\n"):
         with open(path, "w", encoding="ascii") as f:
             f.write(text)
-        assert daemon.running_pid(path, "agent", "/etc/mtc.ini") is None, text
+        assert service.running_pid(path, "agent", "/etc/mtc.ini") is None, text
 
 
 def test_the_pidfile_appears_locked_and_whole(tmp_path):
     """The pidfile is written under another name, locked, then linked into place: a reader
     never sees it empty or unlocked while its writer lives; a second writer is refused."""
     path = str(tmp_path / "mtcAgent.pid")
-    pf = daemon.held_pidfile_class()(path)
+    pf = service.held_pidfile_class()(path)
     pf.acquire()
     try:
         assert open(path, encoding="ascii").read() == f"{os.getpid()}\n"
         with open(path, encoding="ascii") as f:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        assert daemon.lock_holder(path) == os.getpid()
+        assert service.lock_holder(path) == os.getpid()
         import lockfile
         with pytest.raises(lockfile.AlreadyLocked):
-            daemon.held_pidfile_class()(path).acquire()
+            service.held_pidfile_class()(path).acquire()
         assert os.listdir(tmp_path) == ["mtcAgent.pid"]
     finally:
         pf.release()
@@ -98,7 +98,7 @@ def older_mtce():
         pids.append(pid)
         wait_until(lambda: "/usr/bin/mtce" in open(f"/proc/{pid}/cmdline").read(), 10)
         if lock:
-            wait_until(lambda: daemon.pidfile_held(lock), 10, what="the lock taken")
+            wait_until(lambda: service.pidfile_held(lock), 10, what="the lock taken")
         return pid
 
     yield start
@@ -116,11 +116,11 @@ def test_an_unlocked_pidfile_of_an_mtce_daemon_is_known_by_cmdline_and_start_tim
     ini = str(tmp_path / "mtc.ini")
     pid = older_mtce("client", ini)
     write_pid(path, pid)
-    assert daemon.running_pid(path, "client", ini) == pid
-    assert daemon.running_pid(path, "agent", ini) is None, "another mode is another daemon"
+    assert service.running_pid(path, "client", ini) == pid
+    assert service.running_pid(path, "agent", ini) is None, "another mode is another daemon"
     old = time.time() - 30
     os.utime(path, (old, old))           # written well before this process started
-    assert daemon.running_pid(path, "client", ini) is None
+    assert service.running_pid(path, "client", ini) is None
 
 
 def test_an_unlocked_pidfile_naming_another_configurations_daemon_is_stale(tmp_path,
@@ -136,13 +136,13 @@ def test_an_unlocked_pidfile_naming_another_configurations_daemon_is_stale(tmp_p
     path = str(tmp_path / "mtcClient.pid")
     pid = older_mtce("client", theirs)
     write_pid(path, pid)
-    assert daemon.running_pid(path, "client", theirs) == pid
-    assert daemon.running_pid(path, "client", ours) is None
+    assert service.running_pid(path, "client", theirs) == pid
+    assert service.running_pid(path, "client", ours) is None
     os.symlink(theirs, str(tmp_path / "link.ini"))
-    assert daemon.running_pid(path, "client", str(tmp_path / "link.ini")) == pid
+    assert service.running_pid(path, "client", str(tmp_path / "link.ini")) == pid
     relative = older_mtce("client", "worker-0.ini")     # from a directory unknown now
     write_pid(path, relative)
-    assert daemon.running_pid(path, "client", theirs) is None
+    assert service.running_pid(path, "client", theirs) is None
 
 
 def test_a_held_pidfile_names_its_lock_holder_not_what_it_says(tmp_path, older_mtce,
@@ -156,17 +156,17 @@ def test_a_held_pidfile_names_its_lock_holder_not_what_it_says(tmp_path, older_m
     write_pid(path, 1)
     holder = older_mtce("client", lock=path)
     write_pid(path, stranger.pid)                       # the same file, rewritten
-    assert daemon.running_pid(path, "client", "/etc/mtc.ini") == holder
-    with pytest.raises(daemon.AlreadyRunning, match=str(holder)):
-        daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
+    assert service.running_pid(path, "client", "/etc/mtc.ini") == holder
+    with pytest.raises(service.AlreadyRunning, match=str(holder)):
+        service.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
     os.kill(holder, signal.SIGKILL)
-    wait_until(lambda: not daemon.pidfile_held(path), 10, what="the lock dropped")
+    wait_until(lambda: not service.pidfile_held(path), 10, what="the lock dropped")
     with open(path) as f:                               # a lock, but not an mtce daemon's
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        with pytest.raises(daemon.Unidentified):
-            daemon.running_pid(path, "client", "/etc/mtc.ini")
-        with pytest.raises(daemon.AlreadyRunning):
-            daemon.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
+        with pytest.raises(service.Unidentified):
+            service.running_pid(path, "client", "/etc/mtc.ini")
+        with pytest.raises(service.AlreadyRunning):
+            service.clear_stale_pidfile(path, "client", "/etc/mtc.ini")
         assert os.path.exists(path)
     assert stranger.poll() is None
 
@@ -185,10 +185,10 @@ def test_a_pidfile_held_by_another_configurations_daemon_names_none_of_ours(tmp_
     path = str(tmp_path / "mtcAgent.pid")
     write_pid(path, 1)
     holder = older_mtce("agent", theirs, lock=path)
-    assert daemon.running_pid(path, "agent", theirs) == holder
-    assert daemon.running_pid(path, "agent", ours) is None
-    with pytest.raises(daemon.AlreadyRunning, match=str(holder)):
-        daemon.clear_stale_pidfile(path, "agent", ours)
+    assert service.running_pid(path, "agent", theirs) == holder
+    assert service.running_pid(path, "agent", ours) is None
+    with pytest.raises(service.AlreadyRunning, match=str(holder)):
+        service.clear_stale_pidfile(path, "agent", ours)
     assert os.path.exists(path)
 
 
@@ -254,14 +254,14 @@ def test_init_script_status_stop_start_over_a_reused_pid(tmp_path, fakehost, mtc
     try:
         r = run_init(script, "start")
         assert r.returncode == 0, r.stdout + r.stderr
-        pid = daemon.read_pid(pidfile)
+        pid = service.read_pid(pidfile)
         assert pid and pid != stranger.pid
         assert run_init(script, "status").returncode == 0
         assert run_init(script, "reload").returncode == 0
     finally:
         r = run_init(script, "stop")
-        pid = daemon.read_pid(pidfile)
-        if pid and pid != stranger.pid and daemon.lock_holder(pidfile) == pid:
+        pid = service.read_pid(pidfile)
+        if pid and pid != stranger.pid and service.lock_holder(pidfile) == pid:
             os.kill(pid, signal.SIGKILL)            # leave no daemon behind on a failure
     assert r.returncode == 0, r.stdout + r.stderr
     assert run_init(script, "status").returncode == 3
@@ -291,7 +291,7 @@ def test_init_script_knows_an_unlocked_mtce_daemon_by_cmdline_and_start_time(
 
 def kill_mtce(pidfile: str) -> None:
     """Cleanup after a failure: SIGKILL the mtce process a pidfile names, if it is one."""
-    pid = daemon.read_pid(pidfile)
+    pid = service.read_pid(pidfile)
     with contextlib.suppress(OSError):
         if pid and "mtce" in open(f"/proc/{pid}/cmdline").read():
             os.kill(pid, signal.SIGKILL)
@@ -310,7 +310,7 @@ def test_init_scripts_read_the_ini_as_mtce_does(tmp_path, fakehost, mtce_cmd):
     try:
         r = run_init(script, "start")
         assert r.returncode == 0, r.stdout + r.stderr
-        pid = daemon.read_pid(pidfile)
+        pid = service.read_pid(pidfile)
         assert run_init(script, "status").returncode == 0
         r = run_init(script, "stop")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -345,7 +345,7 @@ def test_init_script_stop_signals_the_lock_holder_not_the_pid_in_the_file(
     script = init_script(tmp_path, "mtcClient", host.ini, mtce_cmd)
     pidfile = os.path.join(host.paths["pid_dir"], "mtcClient.pid")
     assert run_init(script, "start").returncode == 0
-    pid = daemon.read_pid(pidfile)
+    pid = service.read_pid(pidfile)
     try:
         write_pid(pidfile, stranger.pid)
         assert run_init(script, "status").returncode == 0
@@ -367,7 +367,7 @@ def test_init_script_leaves_another_configurations_client_alone(tmp_path, fakeho
     status 0, and stop SIGTERMed it)."""
     w0, w1 = fakehost("worker-0"), fakehost("worker-1", hostname="worker-1")
     client0 = daemons("client", w0.ini)
-    wait_until(lambda: daemon.read_pid(os.path.join(w0.paths["pid_dir"], "mtcClient.pid"))
+    wait_until(lambda: service.read_pid(os.path.join(w0.paths["pid_dir"], "mtcClient.pid"))
                == client0.proc.pid, 20, what="worker-0's client runs")
     script = init_script(tmp_path, "mtcClient", w1.ini, mtce_cmd)
     write_pid(os.path.join(w1.paths["pid_dir"], "mtcClient.pid"), client0.proc.pid)
@@ -386,7 +386,7 @@ def test_init_script_stops_an_agent_whose_pidfile_was_removed(tmp_path, mtce_cmd
     pidfile = os.path.join(c.controller.paths["pid_dir"], "mtcAgent.pid")
     r = run_init(script, "start")
     assert r.returncode == 0, r.stdout + r.stderr
-    pid = daemon.read_pid(pidfile)
+    pid = service.read_pid(pidfile)
     try:
         wait_until(lambda: os.path.exists(c.controller.paths["agent_socket"]), 20,
                    what="the control socket")
@@ -422,7 +422,7 @@ def test_a_daemon_systemd_started_logs_to_its_journal_stream_and_its_file(tmp_pa
         try:
             assert r.returncode == 0, r
             wait_until(lambda: "starting" in host.log_text(), 30, what="the client's start")
-            pid = daemon.read_pid(pidfile)
+            pid = service.read_pid(pidfile)
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: gone(pid), 30, what="its stop")
             assert "mtcClient stopped" in host.log_text()

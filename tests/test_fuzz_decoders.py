@@ -10,7 +10,7 @@ never raises):
   config.read_ini -> never raises;  config.load, config.parse_inventory -> config.ConfigError
   netif.parse_platform_conf, dhcp_lease_address, static_ifcfg_address, parse_dnsmasq_hosts,
       parse_hosts_file -> never raise
-  ctl.Server._answer (one control request) -> a reply dict, never raises
+  agent_ctl.Server._answer (one control request) -> a reply dict, never raises
 
 Bugs this found are fixed, and their tests stay as regression tests. Examples are
 sized so the whole file runs in about 20 s; no example database is written (the tree is
@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from mtce import alive, auth, config, ctl, logs, netif
+from mtce import agent_ctl, alive, auth, config, logs, netif
 from mtce.clock import FakeClock
 from mtce.states import Cmd, Net, cmd_name
 
@@ -742,8 +742,8 @@ def test_hosts_file_round_trip(rows):
 
 
 def ctl_server(handler):
-    """A `ctl.Server` without its socket: `_answer` is the whole request decoder."""
-    server = ctl.Server.__new__(ctl.Server)
+    """A `agent_ctl.Server` without its socket: `_answer` is the whole request decoder."""
+    server = agent_ctl.Server.__new__(agent_ctl.Server)
     server.log = logging.getLogger("mtce.test.fuzz.ctl")
     server.throttle = logs.Throttle(server.log, FakeClock())
     server.handler = handler
@@ -763,7 +763,7 @@ requests = st.fixed_dictionaries({}, optional={
 @FUZZ
 @given(st.binary(max_size=400) | requests.map(lambda r: json.dumps(r).encode() + b"\n")
        | json_values.map(lambda v: json.dumps(v).encode()))
-@example(b"x" * (ctl.MAX_REQUEST + 1))
+@example(b"x" * (agent_ctl.MAX_REQUEST + 1))
 @example(b"\xff\xfe\n")
 def test_ctl_answer_gives_a_reply_and_the_handler_only_sees_objects(raw):
     seen = []

@@ -6,14 +6,14 @@ Time is a plain float `now` (FakeClock style): minutes of protocol time run in m
 
 import pytest
 
-from mtce import config
-from mtce import hosts as H
-from mtce.table import HostTable
+from mtce import agent_decisions, agent_pxeboot, agent_seqs, config
+from mtce import agent_host as H
+from mtce.agent_table import HostTable
 from mtce.config import HostEntry, Inventory
-from mtce.hosts import (
-    ClearAlarm, HostMonitor, Log, PxeStage, RaiseAlarm, Send, SeqResult, Settings,
-    INF, TransitionError, classify_seq,
-)
+from mtce.agent_decisions import SEQ_TABLE_BURST, INF, ClearAlarm, Log, RaiseAlarm, Send, Settings
+from mtce.agent_host import HostMonitor
+from mtce.agent_pxeboot import PxeStage, TransitionError
+from mtce.agent_seqs import SeqResult, classify_seq
 from mtce.states import ALARM_MTCALIVE, Admin, Availability, Cmd, Flag, Net, NetState
 
 T0 = 1000.0
@@ -167,7 +167,7 @@ def test_item3_past_the_budget_events_are_counted_and_summarised_once():
         seq += 2
         out += w0.on_mtcalive(Net.MGMT, seq, 0, 12, T0 + i * 0.5)
     gaps = [t for t in texts(out) if "missed 1 mtcAlive msgs" in t]
-    assert len(gaps) == H.SEQ_LOG_BUDGET
+    assert len(gaps) == agent_seqs.SEQ_LOG_BUDGET
     assert w0.nets[Net.MGMT].missed == 40, "every gap is counted, logged or not"
     # worker-0's cluster-host and worker-1's mgmt still log their first event
     assert texts(w0.on_mtcalive(Net.CLSTR, 5, 0, 12, T0 + 20), "warning")
@@ -197,13 +197,13 @@ def test_item3_when_every_host_has_gaps_at_once_the_log_gets_a_line_of_totals():
             host.on_mtcalive(net, 10, 0, 12, T0)
             out += host.on_mtcalive(net, 15, 0, 12, T0 + 1)
     gaps = [t for t in texts(out) if "missed 4 mtcAlive msgs" in t]
-    assert len(gaps) == H.SEQ_TABLE_BURST
+    assert len(gaps) == SEQ_TABLE_BURST
     assert sum(h.nets[net].missed for h in table for net in Net) == 4 * 3 * n_hosts
     summary = texts(table.sequence_summaries(T0 + 61))
-    assert len(summary) <= H.SEQ_TABLE_BURST + 1, "the summaries share the budget"
+    assert len(summary) <= SEQ_TABLE_BURST + 1, "the summaries share the budget"
     told = sum(1 for t in summary[:-1] if "1 more sequence events in 60 secs" in t)
-    assert summary[-1].startswith(f"{3 * n_hosts - H.SEQ_TABLE_BURST - told} more sequence "
-                                  f"events of {3 * n_hosts - H.SEQ_TABLE_BURST - told} host "
+    assert summary[-1].startswith(f"{3 * n_hosts - SEQ_TABLE_BURST - told} more sequence "
+                                  f"events of {3 * n_hosts - SEQ_TABLE_BURST - told} host "
                                   f"networks not logged"), summary[-1]
 
 
@@ -295,7 +295,7 @@ def test_offline_edges_and_audit_requests():
                     "worker-0 going offline ; (threshold (100 msec * 90)"]
     for net in Net:
         assert host.nets[net].last_seq == 0 and not host.nets[net].received
-    assert host.next_deadline() == H.INF
+    assert host.next_deadline() == agent_decisions.INF
     doc = H.host_json(host, t)
     assert doc["availability"] == "offline"
     assert doc["networks"]["mgmt"]["state"] == "lost"
@@ -309,7 +309,7 @@ def test_offline_driven_by_deadlines_is_exact():
     while host.availability is Availability.ONLINE:
         t = host.next_deadline()
         out += host.audit(t)
-    assert t == pytest.approx(T0 + H.offline_after_s(host.settings))
+    assert t == pytest.approx(T0 + agent_decisions.offline_after_s(host.settings))
     assert len(sends(out, Net.MGMT, Cmd.REQ_MTCALIVE)) == 90
     assert sends(out, Net.CLSTR) == []              # no cluster_host_ip: no request there
 
@@ -684,7 +684,7 @@ def test_transition_table_rejects_illegal_edges():
     assert host.stage is PxeStage.WAIT
     with pytest.raises(TransitionError):
         host.pxe.stage_to(PxeStage.FAIL)
-    for stage, allowed in H.PXE_TRANSITIONS.items():
+    for stage, allowed in agent_pxeboot.PXE_TRANSITIONS.items():
         assert (PxeStage.START in allowed) == (stage is not PxeStage.START)
 
 
@@ -717,7 +717,7 @@ def test_item8_the_simplex_file_not_the_system_mode_decides_the_locked_correctio
     """Issue 11 item 8, docs/protocol.md §5.4 "Locked correction": while `<platform_dir>/simplex`
     exists (a simplex system, or one still in transition to duplex), LOCKED goes without
     LOCK_PERSIST, not over pxeboot, and without the warning; once it is gone, with them."""
-    facts = H.Facts(still_simplex=True)
+    facts = agent_decisions.Facts(still_simplex=True)
     host = HostMonitor(entry(admin="locked"), Settings(), T0, pxeboot_ip=PXE_IP, facts=facts)
     out = host.on_mtcalive(Net.MGMT, 1, 0, 12, T0)
     assert sends(out) == [Send("worker-0", Net.MGMT, Cmd.LOCKED),
@@ -935,8 +935,9 @@ def test_settings_from_config_and_derived_times():
     s = Settings.from_config(config.defaults(), simplex=False, pxeboot_provisioned=True)
     assert (s.online_period_s, s.offline_period_s, s.offline_threshold, s.pxeboot_window_s) == (
         7.0, 0.1, 90, 10.0)
-    assert H.offline_after_s(s) == pytest.approx(16.0)
-    assert H.lost_after_s(s) == 21.0 and H.pxeboot_alarm_after_s(s) == 120.0
+    assert agent_decisions.offline_after_s(s) == pytest.approx(16.0)
+    assert agent_decisions.lost_after_s(s) == 21.0
+    assert agent_pxeboot.pxeboot_alarm_after_s(s) == 120.0
     sx = Settings.from_config(config.defaults(), simplex=True, pxeboot_provisioned=True)
     assert not sx.pxeboot_provisioned
     with pytest.raises(ValueError):
@@ -1027,13 +1028,13 @@ def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_
         for net in Net:
             roll = rng.random()
             if roll < gap_rate:
-                seq[net] = (seq[net] + rng.randint(2, 40)) & H.SEQ_MASK
+                seq[net] = (seq[net] + rng.randint(2, 40)) & agent_seqs.SEQ_MASK
             elif roll < gap_rate + 0.01:
                 seq[net] = rng.randint(1, 2)                       # the client restarted
             elif roll < gap_rate + 0.02:
                 pass                                              # a duplicate
             else:
-                seq[net] = (seq[net] + 1) & H.SEQ_MASK
+                seq[net] = (seq[net] + 1) & agent_seqs.SEQ_MASK
             for h in (fast, slow):
                 h.on_mtcalive(net, seq[net], 0, 12, now)
         if step % 97 == 0:                                        # an operator lock, unlock
@@ -1137,7 +1138,8 @@ def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online()
     sim = Sim(host, T0, period=1.0, step=0.05)
     sim.run(T0 + 30, alive=lambda net, t: net is Net.PXEBOOT)
     offline = [t for t, x in sim.texts() if "going offline" in x]
-    assert offline and offline[0] <= T0 + H.offline_after_s(s) + s.offline_period_s + 1e-6
+    assert offline and \
+        offline[0] <= T0 + agent_decisions.offline_after_s(s) + s.offline_period_s + 1e-6
     assert host.availability is Availability.OFFLINE and len(offline) == 1
     assert sum("pxeboot mtcAlive while offline" in x for _, x in sim.texts()) == 1
     sim.deliver(Net.MGMT, 1)
@@ -1171,7 +1173,7 @@ def test_the_deadline_buckets_audit_each_host_exactly_when_due():
     bucket, on its edge, moved earlier by a wake, later by the host itself) and however
     irregular the audit times."""
     import random
-    from mtce import table as table_mod
+    from mtce import agent_table as table_mod
 
     class Probe:
         """What HostTable needs of a host; its deadlines are set by the test."""

@@ -1,40 +1,56 @@
-"""The module rule of docs/design.md: state modules do no network or process I/O, and the
-zipapp's start-up stays light (pyroute2 only when netlink is used)."""
+"""docs/design.md's module map holds: every module is in it once, in its family's layer; a
+module imports only its own layer and those above, and neither daemon's family the other's;
+pure modules do no network or process I/O. And the zipapp's start-up stays light (pyroute2
+only when netlink is used)."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SOURCE_TREE
 
 NO_IO = {"socket", "select", "selectors", "subprocess", "pyroute2", "daemon", "lockfile"}
-PURE = {
-    "mtce.states": NO_IO | {"os", "time"},
-    "mtce.alive": NO_IO | {"os", "time"},
-    "mtce.clock": NO_IO | {"os"},
-    "mtce.hosts": NO_IO | {"os", "time"},
-    "mtce.alarms": NO_IO | {"time"},      # reads and writes its one state file
-    "mtce.auth": NO_IO | {"time"},        # reads the key file; the clock comes in
-    "mtce.status": NO_IO | {"time"},      # stats flag files
-    "mtce.schedule": NO_IO | {"os", "time"},
-    "mtce.clienttrust": NO_IO | {"os", "time"},
-    "mtce.acts": NO_IO | {"os", "time"},
-    "mtce.seqs": NO_IO | {"os", "time"},
-    "mtce.pxemon": NO_IO | {"os", "time"},
-    "mtce.locks": NO_IO | {"os", "time"},
-    "mtce.offline": NO_IO | {"os", "time"},
-    "mtce.table": NO_IO | {"os", "time"},
-    "mtce.commands": NO_IO | {"os", "time"},
-    "mtce.budget": NO_IO | {"os", "time"},
-    "mtce.pacing": NO_IO | {"os", "time"},
-    "mtce.store": NO_IO | {"time"},       # reads and writes the state files
-}
+# What a module's rule in docs/design.md's map allows it (its rule's first words).
+PURITY = (("pure but for its files", NO_IO | {"time"}), ("pure but for time", NO_IO | {"os"}),
+          ("pure", NO_IO | {"os", "time"}))
+# The layer each family lives in (docs/design.md "Module map"); no prefix: shared (1 or 2).
+FAMILIES = (("agent", 4), ("client", 3), ("cli", 5), ("lab", 5), ("bench", 5))
+DESIGN = os.path.join(REPO, "docs", "design.md")
+
+
+def module_map() -> dict:
+    """docs/design.md's module map: {module: (layer, the rule it keeps)}."""
+    if not SOURCE_TREE:
+        return {}
+    with open(DESIGN, encoding="utf-8") as f:
+        section = f.read().split("\n## Module map")[1].split("\n## ")[0]
+    found, layer = {}, 0
+    for line in section.splitlines():
+        heading = re.match(r"\*\*(\d)\. ", line)
+        if heading:
+            layer = int(heading.group(1))
+        elif line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rule = cells[2] if len(cells) > 2 else ""
+            for name in re.findall(r"`(\w+)\.py`", cells[0]):
+                assert name not in found, f"{name}.py is in the module map twice"
+                found[name] = (layer, rule)
+    return found
+
+
+MAP = module_map()
+
+
+def family(name: str) -> str | None:
+    return next((f for f, _ in FAMILIES if name == f or name.startswith(f + "_")), None)
 
 
 def imported(module) -> set[str]:
@@ -49,10 +65,55 @@ def imported(module) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", sorted(PURE))
-def test_state_modules_do_no_io(name):
-    banned = imported(importlib.import_module(name)) & PURE[name]
-    assert not banned, f"{name} imports {sorted(banned)}"
+def mtce_imports(name: str) -> set[str]:
+    """The mtce modules `mtce.<name>` imports, at the top or inside a function."""
+    with open(os.path.join(REPO, "mtce", name + ".py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "mtce":
+            names |= {a.name for a in node.names if a.name != "__version__"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mtce."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mtce.")}
+    return names
+
+
+@pytest.mark.source_tree
+def test_the_module_map_names_every_module_once_in_its_familys_layer():
+    """docs/design.md is the way in: a module missing from it, or named for one daemon but
+    listed with the other's (or with the shared ones), is a map that lies."""
+    on_disk = {f[:-3] for f in os.listdir(os.path.join(REPO, "mtce")) if f.endswith(".py")}
+    assert set(MAP) == on_disk, (f"not in the map: {sorted(on_disk - set(MAP))}; "
+                                 f"in the map, not in mtce/: {sorted(set(MAP) - on_disk)}")
+    for name, (layer, _) in MAP.items():
+        fam = family(name)
+        want = dict(FAMILIES)[fam] if fam else None
+        assert layer == want if fam else layer in (1, 2), \
+            f"{name}.py is listed in layer {layer}; its family says {want or '1 or 2'}"
+
+
+@pytest.mark.source_tree
+@pytest.mark.parametrize("name", sorted(MAP))
+def test_a_module_imports_only_its_own_layer_and_those_above(name):
+    layer = MAP[name][0]
+    for other in sorted(mtce_imports(name)):
+        assert other in MAP, f"{name}.py imports mtce.{other}, which is not in the module map"
+        assert MAP[other][0] <= layer, (f"{name}.py (layer {layer}) imports {other}.py "
+                                        f"(layer {MAP[other][0]}), a layer below it")
+        assert {family(name), family(other)} != {"agent", "client"}, \
+            f"{name}.py imports {other}.py: one daemon's family imports the other's"
+
+
+@pytest.mark.source_tree
+@pytest.mark.parametrize("name", sorted(n for n, (_, rule) in MAP.items()
+                                        if rule.startswith("pure")))
+def test_pure_modules_do_no_io(name):
+    rule = MAP[name][1]
+    banned = next(b for words, b in PURITY if rule.startswith(words))
+    found = imported(importlib.import_module("mtce." + name)) & banned
+    assert not found, f"{name}.py is pure ({rule.split(';')[0]}) but imports {sorted(found)}"
 
 
 def test_version_does_not_import_pyroute2_or_the_daemons():

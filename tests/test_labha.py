@@ -34,14 +34,14 @@ CRM_MON_FENCING = os.path.join(REPO, "tests", "data", "crm_mon_fencing.xml")
 
 @pytest.fixture
 def plan(tmp_path):
-    from mtce.labplan import Plan
+    from mtce.lab_plan import Plan
     p = Plan(str(tmp_path / "lab"), 4, netns=True, ha=True, ns_prefix="t-")
     p.write()
     return p
 
 
 def lab_cib(plan) -> ET.Element:
-    from mtce.labcluster import cib_configuration
+    from mtce.lab_cluster import cib_configuration
     return ET.fromstring(cib_configuration(plan, "/usr/bin/python3", "/usr/bin/mtce",
                                            "/srv/shared"))
 
@@ -122,7 +122,7 @@ def test_crm_verify_accepts_the_lab_cib(plan, tmp_path):
 
 
 def test_corosync_conf_two_node_knet_with_a_raised_token():
-    from mtce.labcluster import TOKEN_MS, corosync_conf
+    from mtce.lab_cluster import TOKEN_MS, corosync_conf
 
     class N:
         def __init__(self, name, nodeid):
@@ -165,48 +165,48 @@ def stdin_of(text: str):
 def test_fence_options_from_stdin_as_pacemaker_writes_them_or_from_argv():
     """fence-agents API: pacemaker-fenced writes key=value lines on stdin; an operator types
     -o/--action and -n/--plug."""
-    from mtce import labfence
+    from mtce import lab_fence
     with stdin_of("# from pacemaker-fenced\naction=reboot\nport=controller-1\n"
                   "nodename=controller-1\nplug\n") as f:
-        opts = labfence.options([], f)
+        opts = lab_fence.options([], f)
     assert opts == {"action": "reboot", "port": "controller-1", "nodename": "controller-1"}
-    assert labfence.options(["-o", "off", "-n", "controller-0"], None) == \
+    assert lab_fence.options(["-o", "off", "-n", "controller-0"], None) == \
         {"action": "off", "port": "controller-0"}
-    assert labfence.options(["--action=status", "--plug=controller-1"], None) == \
+    assert lab_fence.options(["--action=status", "--plug=controller-1"], None) == \
         {"action": "status", "port": "controller-1"}
-    assert labfence.target_of({"nodename": "controller-1"}) == "controller-1"
+    assert lab_fence.target_of({"nodename": "controller-1"}) == "controller-1"
 
 
 def test_fence_metadata_and_the_actions_pacemaker_asks_for(fence_dir, capsys):
-    from mtce import labfence
-    assert labfence.main(fence_dir, ["-o", "metadata"]) == 0
+    from mtce import lab_fence
+    assert lab_fence.main(fence_dir, ["-o", "metadata"]) == 0
     meta = ET.fromstring(capsys.readouterr().out)
     actions = {a.get("name") for a in meta.iter("action")}
     assert {"on", "off", "reboot", "status", "monitor", "list", "metadata"} <= actions
     assert {p.get("name") for p in meta.iter("parameter")} >= {"action", "port"}
-    assert labfence.main(fence_dir, ["-o", "monitor"]) == 0
-    assert labfence.main(os.path.join(fence_dir, "gone"), ["-o", "monitor"]) == 1
-    assert labfence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 0
+    assert lab_fence.main(fence_dir, ["-o", "monitor"]) == 0
+    assert lab_fence.main(os.path.join(fence_dir, "gone"), ["-o", "monitor"]) == 1
+    assert lab_fence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 0
     open(os.path.join(fence_dir, "controller-1.off"), "w").close()
-    assert labfence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 2
-    assert labfence.main(fence_dir, ["-o", "reboot"]) == 1
-    assert labfence.main(fence_dir, ["-o", "explode", "-n", "controller-1"]) == 1
+    assert lab_fence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 2
+    assert lab_fence.main(fence_dir, ["-o", "reboot"]) == 1
+    assert lab_fence.main(fence_dir, ["-o", "explode", "-n", "controller-1"]) == 1
     err = capsys.readouterr().err
     assert "no target" in err and "unknown action 'explode'" in err
     assert os.listdir(fence_dir) == ["controller-1.off"]      # no request for either
 
 
 def fence_in_thread(fence_dir, action, target, wait=20.0):
-    from mtce import labfence
+    from mtce import lab_fence
     result = {}
     t = threading.Thread(target=lambda: result.update(
-        r=labfence.ask(fence_dir, action, target, wait=wait)))
+        r=lab_fence.ask(fence_dir, action, target, wait=wait)))
     t.start()
     return t, result
 
 
 def serve_until(fence_dir, nodes, thread, limit=20.0) -> list:
-    from mtce.labcluster import power_switch
+    from mtce.lab_cluster import power_switch
     done, end = [], time.monotonic() + limit
     while thread.is_alive() and time.monotonic() < end:
         done += power_switch(fence_dir, nodes)
@@ -216,7 +216,7 @@ def serve_until(fence_dir, nodes, thread, limit=20.0) -> list:
 
 
 def test_a_fence_request_powers_the_target_off_and_status_then_says_off(fence_dir):
-    from mtce import labfence
+    from mtce import lab_fence
     me = socket.gethostname()
     nodes = {me: FakeNode(), "controller-1": FakeNode()}
     t, result = fence_in_thread(fence_dir, "reboot", "controller-1")
@@ -224,7 +224,7 @@ def test_a_fence_request_powers_the_target_off_and_status_then_says_off(fence_di
     assert result["r"] == (True, "")
     assert done == [(me, "controller-1", "reboot", True)]
     assert nodes["controller-1"].cuts == 1 and nodes[me].alive()
-    assert labfence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 2
+    assert lab_fence.main(fence_dir, ["-o", "status", "-n", "controller-1"]) == 2
     t, result = fence_in_thread(fence_dir, "on", "controller-1")
     serve_until(fence_dir, nodes, t)
     assert result["r"] == (False, "the lab does not power on")
@@ -246,8 +246,8 @@ def test_the_power_switch_refuses_what_a_pdu_would(fence_dir, requester_alive, a
 
 
 def test_a_request_nobody_answers_fails_within_its_wait(fence_dir):
-    from mtce import labfence
-    ok, why = labfence.ask(fence_dir, "off", "controller-1", wait=0.3)
+    from mtce import lab_fence
+    ok, why = lab_fence.ask(fence_dir, "off", "controller-1", wait=0.3)
     assert (ok, why) == (False, "the lab did not answer in 0.3 s")
 
 
@@ -260,8 +260,8 @@ def test_the_fence_executable_runs_as_hacluster_without_the_lab_python():
         pwd.getpwnam("hacluster")
     except KeyError:
         need(False, "the hacluster user (Debian's pacemaker package)")
-    from mtce import labfence
-    from mtce.labcluster import fence_script
+    from mtce import lab_fence
+    from mtce.lab_cluster import fence_script
     d = tempfile.mkdtemp(prefix="mtce-fence-")
     try:
         os.chmod(d, 0o755)
@@ -273,7 +273,7 @@ def test_the_fence_executable_runs_as_hacluster_without_the_lab_python():
                             "--clear-groups", exe, "-o", "metadata"], capture_output=True,
                            text=True, timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"})
         assert r.returncode == 0, r.stderr
-        assert r.stdout == labfence.METADATA
+        assert r.stdout == lab_fence.METADATA
         r = subprocess.run([exe], input="action=monitor\n", capture_output=True, text=True,
                            timeout=30, cwd="/", env={"PATH": "/usr/bin:/bin"})
         assert r.returncode == 0, r.stderr
@@ -287,8 +287,8 @@ def test_crm_mon_during_a_fence_still_places_the_group_on_the_dead_node():
     """Captured from pacemaker 2.1.5 while controller-0 was being fenced: crm_mon still shows the
     group Started on it, so the lab never takes crm_mon alone as a takeover (it also asks the
     agent on the survivor and looks for the floating address there)."""
-    from mtce.labcluster import parse_crm_mon
-    from mtce.labha import GROUP
+    from mtce.lab_cluster import parse_crm_mon
+    from mtce.lab_ha import GROUP
     with open(CRM_MON_FENCING, encoding="utf-8") as f:
         state = parse_crm_mon(f.read())
     assert state.dc == "controller-1"
@@ -301,8 +301,8 @@ def test_crm_mon_during_a_fence_still_places_the_group_on_the_dead_node():
                                   "<crm_mon><resources><resource id='p_state' role='Started' "
                                   "active='true'/></resources></crm_mon>"])
 def test_crm_mon_garbage_places_nothing(text):
-    from mtce.labcluster import parse_crm_mon
-    from mtce.labha import GROUP
+    from mtce.lab_cluster import parse_crm_mon
+    from mtce.lab_ha import GROUP
     state = parse_crm_mon(text)
     assert state.dc == "" and state.online == set() and state.group_on(GROUP) == ""
 
@@ -340,7 +340,7 @@ def test_both_controllers_are_agent_hosts_sharing_state_dir(plan):
 
 
 def test_ha_needs_two_controllers():
-    from mtce.labplan import Plan
+    from mtce.lab_plan import Plan
     with pytest.raises(ValueError, match="hosts must be 2 to"):
         Plan("/tmp/x", 1, netns=True, ha=True)
 
@@ -387,8 +387,8 @@ def host(name, locked=False, bad=(), availability="online"):
 def moved(plan):
     """A lab just after a move: worker-1 locked, worker-0's pxeboot lost and alarmed, the hook
     run once; every check of check_after_move passes until a test breaks one."""
-    from mtce.labha import HaLab
-    from mtce.labview import View
+    from mtce.lab_ha import HaLab
+    from mtce.lab_view import View
     out = open(os.devnull, "w")
     lab = HaLab(argparse.Namespace(hosts=4, duration=None, scenario="swact"), out=out)
     lab.plan, lab.view = plan, View(plan)
@@ -423,14 +423,14 @@ def test_after_a_move_every_promise_held(moved):
      "worker-1 online, not ok on mgmt"),
 ])
 def test_a_move_that_broke_a_promise_fails(moved, breaks, complaint):
-    from mtce.labha import ScenarioFailed
+    from mtce.lab_ha import ScenarioFailed
     breaks(moved.view)
     with pytest.raises(ScenarioFailed, match=complaint):
         check(moved)
 
 
 def test_a_second_raise_or_an_offline_seen_fails_the_move(moved):
-    from mtce.labha import ScenarioFailed
+    from mtce.lab_ha import ScenarioFailed
     with open(moved.plan.alarm_log, "a", encoding="utf-8") as f:
         f.write(json.dumps({"id": "200.003", "host": "worker-0", "action": "raise"}) + "\n")
     with pytest.raises(ScenarioFailed, match="the alarm hook ran 2 raises for worker-0"):
@@ -444,7 +444,7 @@ def test_a_second_raise_or_an_offline_seen_fails_the_move(moved):
 
 @pytest.mark.parametrize("field, value", [("missed", 1), ("out_of_sequence", 2), ("last_seq", 0)])
 def test_a_swact_that_lost_an_mtcalive_fails(moved, field, value):
-    from mtce.labha import ScenarioFailed
+    from mtce.lab_ha import ScenarioFailed
     moved.view.hosts["worker-1"]["networks"]["cluster-host"][field] = value
     with pytest.raises(ScenarioFailed, match="mtcAlive lost across the swact: worker-1 "
                                              "cluster-host"):
@@ -469,10 +469,10 @@ def test_a_closed_pipe_stops_the_lab_once_then_nothing_more_is_written(kind):
     """`mtce lab --ha | head`: once the reader is gone the lab stops as for Ctrl-C
     (Interrupted) and every later line (the table, the final verdict) is dropped, not a
     traceback from a second broken write."""
-    from mtce.labplan import Interrupted
+    from mtce.lab_plan import Interrupted
     args = argparse.Namespace(hosts=None, duration=None, netns=False, scenario="none")
     if kind == "ha":
-        from mtce.labha import HaLab
+        from mtce.lab_ha import HaLab
         lab = HaLab(args, out=ClosedPipe())
     else:
         from mtce.lab import Lab
@@ -487,7 +487,7 @@ def test_only_the_agent_itself_is_counted_as_an_agent_not_a_command_about_it():
     the OCF agent's `mtce daemon-info agent -c <lab ini>` (issue 23 item 19) names the mode
     and the ini too, and was counted as a second agent (CI: "2 agents ran at the same time"),
     and `agent-kill` could have killed it instead of the agent."""
-    from mtce.labcluster import LAB_INI, is_agent
+    from mtce.lab_cluster import LAB_INI, is_agent
     prefix = [b"/usr/bin/python3", b"/usr/bin/mtce"]
     assert is_agent(prefix + [b"agent", b"-c", LAB_INI.encode(), b"-f"])
     assert is_agent(prefix + [b"-c", LAB_INI.encode(), b"agent"])

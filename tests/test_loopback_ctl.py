@@ -142,7 +142,7 @@ def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agen
     ("16 commands already wait ..."), never a socket error. The agent then stopped (SIGTERM)
     answers those waiting."""
     import threading
-    from mtce import ctl
+    from mtce import agent_ctl, cli_ctl
     c = lab(clients=())
     path = c.controller.paths["agent_socket"]
     results, go = [], threading.Event()
@@ -150,8 +150,8 @@ def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agen
     def one(req, timeout):
         go.wait(10)
         try:
-            results.append(ctl.request(path, req, timeout))
-        except ctl.CtlError as err:
+            results.append(cli_ctl.request(path, req, timeout))
+        except cli_ctl.CtlError as err:
             results.append(str(err))
 
     threads = [threading.Thread(target=one, args=({"cmd": "hosts"}, 20), daemon=True)
@@ -171,7 +171,7 @@ def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agen
     for t in threads:
         t.start()
     go.set()
-    wait_until(lambda: len(results) >= 20 - ctl.MAX_WAITING, 20, interval=0.1,
+    wait_until(lambda: len(results) >= 20 - agent_ctl.MAX_WAITING, 20, interval=0.1,
                what="the refusals")
     c.agent.stop()
     for t in threads:
@@ -179,7 +179,7 @@ def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agen
     refused = [r for r in results if isinstance(r, dict) and "already wait" in r.get("error", "")]
     stopped = [r for r in results if r == {"ok": False,
                                            "error": "the agent stopped before the outcome"}]
-    assert (len(refused), len(stopped)) == (20 - ctl.MAX_WAITING, ctl.MAX_WAITING), results
+    assert (len(refused), len(stopped)) == (20 - agent_ctl.MAX_WAITING, agent_ctl.MAX_WAITING), results
 
 
 def test_a_waiting_command_whose_agent_is_killed_says_so(lab, mtce_cmd):

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import loopback_block, need
-from mtce import metrics
+from mtce import config, metrics
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from sim import sims
@@ -31,7 +31,7 @@ from sim import sims
     (" 10.1.2.3:1 ", ("10.1.2.3", 1)),
 ])
 def test_listen_addresses(text, want):
-    assert metrics.parse_listen(text) == want
+    assert config.parse_listen(text) == want
 
 
 @pytest.mark.parametrize("text", ["9100", ":9100", "127.0.0.1", "127.0.0.1:0",
@@ -39,7 +39,7 @@ def test_listen_addresses(text, want):
                                   "host:9100", "[::1]9100", "127.0.0.1:x"])
 def test_bad_listen_addresses_are_refused(text):
     with pytest.raises(ValueError):
-        metrics.parse_listen(text)
+        config.parse_listen(text)
 
 
 def test_exposition_format_help_type_labels_and_numbers():
@@ -258,7 +258,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_first_byte_deadline(se
 
 # -- issue 23 item 21 again: strangers that keep sending, connect floods, a scraper's own address -
 
-TURN_S = 0.1        # the agent's loop turns about this often at light load (mtce/pacing.py)
+TURN_S = 0.1        # the agent's loop turns about this often at light load (mtce/agent_pacing.py)
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -502,7 +502,7 @@ def test_item21_scrapes_sent_with_their_connections_are_answered_in_one_turn_and
 
 def test_item21_a_connect_flood_faster_than_the_paced_loop_is_drained_without_its_pause(server):
     """Issue 23 item 21 (docs/design.md, the metrics endpoint): at light load the agent's loop
-    pauses before each turn (about 10 turns a second, mtce/pacing.py), and a listen queue that
+    pauses before each turn (about 10 turns a second, mtce/agent_pacing.py), and a listen queue that
     fills within a pause drops the next handshakes, a scrape's among them (the attack session's
     connect floods: scrapes that took 2-3 s or timed out). A turn that took a full batch
     (`accepts_per_turn`) leaves the loop no pause before the next, so the queue is drained as
@@ -541,12 +541,12 @@ def test_item21_the_control_socket_answers_whatever_strangers_keep_sending(shape
     request sent at once is answered within a second while 40 peers trickle a request without
     its newline, or a flood of peers send a byte and go."""
     import tempfile
-    from mtce import ctl
+    from mtce import agent_ctl
     clock = FakeClock()
     log = logging.getLogger("t.ctl.strangers")
     loop = Loop(clock, log)
     short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
-    srv = ctl.Server(os.path.join(short, "agent.sock"), loop,
+    srv = agent_ctl.Server(os.path.join(short, "agent.sock"), loop,
                      lambda req: {"ok": True, "echo": req.get("cmd")}, log, clock)
 
     def turn(n=1):

@@ -1,4 +1,4 @@
-"""When the agent reads its sockets (mtce/pacing.py, docs/bench.md issue 13), with `now` in:
+"""When the agent reads its sockets (mtce/agent_pacing.py, docs/bench.md issue 13), with `now` in:
 the tick grid the audit runs on, the pause at light load, the pause bounded by what may pile
 up at higher rates, none after a full batch or when it would be too short to pay."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtce.pacing import COALESCE_MAX_PILE, COALESCE_MIN_S, Pacer
+from mtce.agent_pacing import COALESCE_MAX_PILE, COALESCE_MIN_S, Pacer
 
 
 @pytest.mark.parametrize("period, tick", [(0.05, 0.05), (0.1, 0.1), (0.25, 0.25 / 3),

@@ -1,4 +1,4 @@
-"""The client's pure core (schedule.py), table-driven from the reference, in milliseconds: the
+"""The client's pure core (client_core.py), table-driven from the reference, in milliseconds: the
 gates (docs/protocol.md §4.1), the tick and the ready-event cadence (§5.1), the command table
 (§2, §4), the MAC check and dispatch (§1.2), who may command (README "Security") and what a
 pxebootInfo teaches (§5.2). Every input here is one a C agent or a stranger can send."""
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from mtce import alive, clienttrust, schedule
-from mtce.schedule import (Ack, ClientCore, Do, Gates, RunAction, Say, SaveConfirmed, SendAck,
+from mtce import alive, client_core, client_trust
+from mtce.client_core import (Ack, ClientCore, Do, Gates, RunAction, Say, SaveConfirmed, SendAck,
                            SendAlive)
-from mtce.clienttrust import TRUST_STALE_S
+from mtce.client_trust import TRUST_STALE_S
 from mtce.states import Cmd, Net
 from mtce.transport import Counters
 
@@ -68,7 +68,7 @@ def test_gates_from_the_platform_facts(mgmt, clstr, mode, first, pxeboot, has_cl
     g = Gates(mgmt, clstr, mode, "controller", first_install=first)
     assert (g.pxeboot, g.clstr, len(g.controllers)) == (pxeboot, has_clstr, ctls)
     assert g.lines()[-1][1] == last_line
-    assert g.lines()[0] == ("info", f"System Type : {schedule.SYSTEM_TYPES[mode]}")
+    assert g.lines()[0] == ("info", f"System Type : {client_core.SYSTEM_TYPES[mode]}")
 
 
 # -- the tick (docs/protocol.md §5.1, §4) --------------------------------------------------------
@@ -190,7 +190,7 @@ def test_host_services_fit_files_fail_the_rc_or_withhold_the_ack():
     out = core().on_command(cmd(Cmd.START_WORKER_SVCS), CTL, Net.MGMT, False, 1.0,
                             Facts(fits={"host_services"}))
     ack = next(a for a in out if isinstance(a, SendAck))
-    assert ack.parm[0] == schedule.FAIL_FIT
+    assert ack.parm[0] == client_core.FAIL_FIT
     out = core().on_command(cmd(Cmd.START_WORKER_SVCS), CTL, Net.MGMT, False, 1.0,
                             Facts(fits={"no_hs_ack"}))
     assert not any(isinstance(a, SendAck) for a in out)
@@ -211,7 +211,7 @@ def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
                                   "controller-1": "10.2.0.7"}
     else:
         assert not any(isinstance(a, SendAlive) for a in out)
-        assert c.ctrl_pxeboot == dict.fromkeys(clienttrust.PXEBOOT_KEYS, "")
+        assert c.ctrl_pxeboot == dict.fromkeys(client_trust.PXEBOOT_KEYS, "")
 
 
 # -- the MAC check and dispatch (docs/protocol.md §1.2) --------------------------------------
@@ -306,7 +306,7 @@ def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair()
     assert any(isinstance(a, RunAction) for a in c.on_command(
         cmd(Cmd.REBOOT), "10.2.0.7", Net.PXEBOOT, False, 2.0, Facts())), "controller-1 trusted"
     rogue = alive.pxeboot_info("10.9.9.9", "10.9.9.9", "10.9.9.8")
-    stale = clienttrust.TRUST_STALE_S
+    stale = client_trust.TRUST_STALE_S
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        1.0 + stale - 1, Facts())
     assert out[-1] == SendAlive(Net.PXEBOOT) and "pxebootInfo from 10.9.9.9 on Pxeboot " \
@@ -432,7 +432,7 @@ def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_o
     c = core()
     request(c, (P0, P0, ""), CTL, net=Net.MGMT)
     request(c, (STRANGER, STRANGER, STRANGER), STRANGER)        # every slot empty: all filled
-    assert c.ctrl_pxeboot == dict.fromkeys(clienttrust.PXEBOOT_KEYS, STRANGER)
+    assert c.ctrl_pxeboot == dict.fromkeys(client_trust.PXEBOOT_KEYS, STRANGER)
     assert not carried_out(c, Cmd.REBOOT, STRANGER)
     out = request(c, (P0, P0, ""), P0, now=3.0)                # the agent's: replaces, and
     assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": ""}
@@ -448,7 +448,7 @@ def test_item16_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
     c = core()
     request(c, (P0, P0, P1), CTL, net=Net.MGMT, now=1.0)
     request(c, (P0, P0, P1), P0, now=1.0)
-    stale = clienttrust.TRUST_STALE_S
+    stale = client_trust.TRUST_STALE_S
     request(c, (P0, P0, P1), CTL, net=Net.MGMT, now=stale)     # only mgmt reaches the client
     request(c, (STRANGER,) * 3, STRANGER, now=stale + 10)
     assert c.ctrl_pxeboot["controller-0"] == P0
@@ -485,10 +485,10 @@ def test_item16_a_kept_set_is_loaded_and_a_bad_one_refuses_until_confirmed_again
 def test_item16_the_kept_file_is_checked_whole(text, confirmed):
     if confirmed is ValueError:
         with pytest.raises(ValueError):
-            clienttrust.parse_confirmed(text)
+            client_trust.parse_confirmed(text)
     else:
-        assert clienttrust.parse_confirmed(text) == confirmed
-        assert clienttrust.parse_confirmed(clienttrust.confirmed_text(confirmed)) == confirmed
+        assert client_trust.parse_confirmed(text) == confirmed
+        assert client_trust.parse_confirmed(client_trust.confirmed_text(confirmed)) == confirmed
 
 
 # -- learning the controllers' pxeboot addresses (docs/protocol.md §5.2) -------------------------
@@ -522,7 +522,7 @@ A, B, C = "10.2.0.6", "10.2.0.7", "10.2.0.8"
       "Failed to parse controller-1 pxeboot ip from 'pxebootInfo' : TEXT"]),
 ])
 def test_pxeboot_info_learning_as_load_pxebootinfo_msg(stored, info, learned, lines):
-    lesson = clienttrust.learn_pxeboot_info(stored, info, "TEXT")
+    lesson = client_trust.learn_pxeboot_info(stored, info, "TEXT")
     assert lesson.addresses == learned
     assert [text for _, _, text in lesson.lines] == lines
 
@@ -541,4 +541,4 @@ def test_a_bad_pxeboot_info_teaches_nothing_and_is_noise(data):
 
 
 def test_only_ack_forms_the_table_knows():
-    assert {row.ack for row in schedule.COMMANDS.values()} == set(Ack)
+    assert {row.ack for row in client_core.COMMANDS.values()} == set(Ack)

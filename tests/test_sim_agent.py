@@ -13,14 +13,14 @@ import pytest
 
 import soak
 from cluster import Cluster
-from mtce import agent as agent_mod
-from mtce import agentnet, alive, config, ctl, hosts, metrics, pacing, transport
+from mtce import agent as agent_mod, agent_decisions
+from mtce import agent_ctl, agent_net, agent_pacing, alive, cli_ctl, config, metrics, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
 from sim import daemon_logger, sims
 
-COALESCE_PILE = pacing.COALESCE_MAX_PILE
+COALESCE_PILE = agent_pacing.COALESCE_MAX_PILE
 
 AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
 CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
@@ -339,7 +339,7 @@ def test_item4_the_table_says_where_administrative_came_from():
              "administrative_source": "operator", "availability": "online", "networks": {}},
             {"hostname": "w1", "personality": "worker", "administrative": "unlocked",
              "administrative_source": "inventory", "availability": "online", "networks": {}}]
-    table = ctl.format_hosts(rows)
+    table = cli_ctl.format_hosts(rows)
     assert "locked*" in table.splitlines()[1] and "*" not in table.splitlines()[2]
     assert "* set by mtce lock/unlock" in table
 
@@ -435,7 +435,7 @@ def test_item10_many_alarms_in_one_audit_are_one_state_file_write(sim):
     saves = s.agent.alarms.saves
     now = s.clock.now()
     for name in s.files.names:
-        s.agent.run([hosts.RaiseAlarm(name, "200.003", "minor",
+        s.agent.run([agent_decisions.RaiseAlarm(name, "200.003", "minor",
                                       f"{name} pxeboot network communication failure")])
     assert s.agent.alarms.saves == saves, "not written in the middle of the audit"
     s.run(0.2)
@@ -455,7 +455,7 @@ def test_item10_a_large_host_table_is_sent_without_blocking_the_loop(tmp_path):
     clock = FakeClock()
     loop = Loop(clock)
     big = {"ok": True, "hosts": [{"hostname": f"h{i}", "pad": "x" * 500} for i in range(2000)]}
-    server = ctl.Server(path, loop, lambda req: big, logging.getLogger("t"), clock)
+    server = agent_ctl.Server(path, loop, lambda req: big, logging.getLogger("t"), clock)
     try:
         peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         peer.connect(path)
@@ -545,7 +545,7 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
     load the agent sleeps to the next point of its audit grid (the offline_period, or the
     largest fraction of it not above 100 ms), reads every socket there, then audits, so a
     datagram waits at most one tick and the audit always sees it. No pause after a full
-    drain (issue 25: agentnet.RX_LIMIT datagrams read from one socket in a turn); at a rate
+    drain (issue 25: agent_net.RX_LIMIT datagrams read from one socket in a turn); at a rate
     that would pile up more than half of what the smallest receive buffer holds in one tick
     (`pacer.max_pile`, at least 256), the pause is the time that many take to come."""
     s = sim(clients=[], agent_extra={"agent": {"offline_period": offline_ms}}).start()
@@ -568,7 +568,7 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
             seq += 1
             s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, dest)
         s.settle()
-    burst(agentnet.RX_LIMIT)                # a full drain was waiting
+    burst(agent_net.RX_LIMIT)                # a full drain was waiting
     assert a.pause_hint() == 0.0
     assert a.pause_hint() > 0, "one turn without a pause, then back on the grid"
     assert a.pacer.max_pile == a.net.rx_room() // 2
@@ -636,7 +636,7 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path
         assert a.net.set.stamped
         tick = a.pacer.tick_s()
         st = a.table.settings          # at most half an offline audit, in fine ticks
-        long_s = min(pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
+        long_s = min(agent_pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
         assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
         assert a.pause_hint() > tick, "nothing needs the fine grid"
         # every host's pxeboot monitor ends its windows on that grid (the second attack: the
@@ -763,7 +763,7 @@ def test_hosts_watch_redraws_the_table_and_alarms_until_ctrl_c(sim):
     s = sim().start()
     s.run_until(s.all_ok, 20, what="every host ok")
     out, turns = io.StringIO(), []
-    down = ctl.CtlError("the agent is not running (no control socket /x)")
+    down = cli_ctl.CtlError("the agent is not running (no control socket /x)")
 
     def ask(req):
         if len(turns) == 2:
@@ -774,7 +774,7 @@ def test_hosts_watch_redraws_the_table_and_alarms_until_ctrl_c(sim):
         turns.append(seconds)
         if len(turns) == 4:
             raise KeyboardInterrupt
-    assert ctl.watch("/x", 0.5, out=out, ask=ask, sleep=sleep) == 0
+    assert cli_ctl.watch("/x", 0.5, out=out, ask=ask, sleep=sleep) == 0
     blocks = out.getvalue().split("mtce hosts --watch 0.5")[1:]
     assert len(blocks) == 4 and turns == [0.5] * 4
     assert all("worker-1" in b and "alarms:" in b for i, b in enumerate(blocks) if i != 2)
@@ -1398,11 +1398,11 @@ def test_the_in_place_fast_path_decides_as_the_full_parse_of_every_datagram(sim,
 
 def test_a_flood_on_one_network_does_not_starve_the_others_in_a_turn(sim):
     """Issue 25 item 1: every socket is read every turn however busy the others are: a full
-    drain's worth queued on mgmt (agentnet.RX_LIMIT) and one mtcAlive on pxeboot and on
+    drain's worth queued on mgmt (agent_net.RX_LIMIT) and one mtcAlive on pxeboot and on
     cluster-host are all read in the same loop turn; the rest of the flood in the next."""
     s = sim(clients=[]).start()
     src = (source(s, "worker-0", Net.MGMT), 40999)
-    for seq in range(1, agentnet.RX_LIMIT + 1):
+    for seq in range(1, agent_net.RX_LIMIT + 1):
         s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, agent_dest(s, Net.MGMT))
     for net in (Net.PXEBOOT, Net.CLSTR):
         s.net.transmit(alive_msg(s, "worker-1", net, 1), (source(s, "worker-1", net), 40999),
@@ -1411,7 +1411,7 @@ def test_a_flood_on_one_network_does_not_starve_the_others_in_a_turn(sim):
     s.loop.run_once(0)
     got = [a - b for a, b in zip(s.agent.counters.rx_net, rx)]
     assert got[Net.PXEBOOT] == 1 and got[Net.CLSTR] == 1
-    assert got[Net.MGMT] == agentnet.RX_LIMIT
+    assert got[Net.MGMT] == agent_net.RX_LIMIT
     s.settle()
-    assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == agentnet.RX_LIMIT
+    assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == agent_net.RX_LIMIT
     assert s.hosts()["worker-1"]["networks"]["pxeboot"]["received"] == 1

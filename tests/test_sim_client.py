@@ -97,7 +97,7 @@ def test_item5_a_readdressed_controller_pair_is_followed_once_the_old_one_is_sil
     """Issue 11 item 5: after a readdress nothing the client knows speaks any more; once no
     known controller has sent a pxeboot request for TRUST_STALE_S, the next valid request is
     followed (a live agent sends one at every ready event, about a minute apart)."""
-    from mtce.clienttrust import TRUST_STALE_S
+    from mtce.client_trust import TRUST_STALE_S
     s = sim().start()
     c = Controller(s)
     c0, new = s.files.controller.c_pxeboot[0], s.files.net + "160"
@@ -166,7 +166,7 @@ def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(s
     host). It used to be refused for 180 s. Filling trusts nobody (a stranger could fill it):
     the active `controller` slot and pxeboot commands follow controller-1 once the old active
     controller has been silent for 3 minutes, as a standby C agent is."""
-    from mtce.clienttrust import TRUST_STALE_S
+    from mtce.client_trust import TRUST_STALE_S
     s = sim().start()
     c = Controller(s)
     c0, c1 = s.files.controller.c_pxeboot

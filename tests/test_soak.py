@@ -19,7 +19,7 @@ import pytest
 import soak
 from cluster import Cluster
 from conftest import wait_until
-from mtce import alive, ctl
+from mtce import alive, cli_ctl
 from mtce.states import Cmd, Net
 
 # Windows a little longer than the lab's, so that on a busy two-core machine (the fuzzer, the
@@ -32,7 +32,7 @@ STABLE = ("personality", "administrative", "availability", "mgmt_ip", "cluster_h
 
 
 def _hosts(c) -> dict:
-    reply = ctl.request(c.controller.paths["agent_socket"], {"cmd": "hosts"})
+    reply = cli_ctl.request(c.controller.paths["agent_socket"], {"cmd": "hosts"})
     return {h["hostname"]: h for h in reply.get("hosts", [])}
 
 
@@ -70,7 +70,7 @@ def fuzz_cluster(tmp_path, daemons):
     wait_until(lambda: _all_ok(c), 30, interval=0.2, what="every host online on every network")
     w0 = c.clients["worker-0"]
     if "controller pxeboot address:" not in w0.text():
-        ctl.request(c.controller.paths["agent_socket"], {"cmd": "alive", "host": "worker-0"})
+        cli_ctl.request(c.controller.paths["agent_socket"], {"cmd": "alive", "host": "worker-0"})
     w0.wait_log("controller pxeboot address:")
     w0.wait_log("controller pxeboot addresses confirmed over Mgmnt network")
     return c
@@ -86,13 +86,13 @@ def targets(c):
     unknown = [c.net + "99", c.net + "98", c.net + "250"]
 
     def agent_probe():
-        alarms = ctl.request(sock, {"cmd": "alarms"})["alarms"]
+        alarms = cli_ctl.request(sock, {"cmd": "alarms"})["alarms"]
         return {"hosts": {n: _host_state(h) for n, h in _hosts(c).items()},
                 "alarms": json.dumps(alarms, sort_keys=True),
                 "alarm_hook": c.alarm_hook_log()}
 
     def agent_counters():
-        return ctl.request(sock, {"cmd": "status"})["counters"]
+        return cli_ctl.request(sock, {"cmd": "status"})["counters"]
 
     agent = soak.Target(
         "agent", "agent", c.agent.proc.pid,
@@ -208,8 +208,8 @@ def test_client_throttles_goenabled_result_acks(fuzz_cluster):
     assert lines <= 10, f"{lines} log lines for 300 datagrams from one unknown address"
 
 
-FORGED = "2026-11-26T00:00:00.000 [1.00001] controller-0 mtcAgent hosts.py(1) audit:  Info : " \
-    "worker-1 going offline"
+FORGED = "2026-11-26T00:00:00.000 [1.00001] controller-0 mtcAgent agent_host.py(1) audit:  " \
+    "Info : worker-1 going offline"
 
 
 @pytest.mark.loopback

@@ -160,7 +160,7 @@ def test_the_package_installs_disabled_and_both_units_start_on_ready(box, deb):
         assert c.sh(f"systemctl is-active {unit}", check=False).stdout.strip() == "inactive"
     # The lab's generated two-host tree, by the installed program; then the operator's files.
     c.sh(f"python3 -c \"import sys; sys.path.insert(0, '/usr/bin/mtce'); "
-         f"from mtce.labplan import Plan; Plan('{LAB}', 2, pxeboot_window={PXEBOOT_WINDOW_S})"
+         f"from mtce.lab_plan import Plan; Plan('{LAB}', 2, pxeboot_window={PXEBOOT_WINDOW_S})"
          f".write()\"")
     defaults = ("run_dir", "persist_dir", "state_dir", "pid_dir", "log_dir", "agent_socket")
     ctrl = with_actions(c.read(f"{LAB}/controller-0/mtc.ini"), "controller-0",

@@ -124,7 +124,8 @@ def test_recvmmsg_gives_ipv4_mapped_sources_as_recvfrom_does():
                 tx.sendto(b"v4-%d" % i, ("127.0.0.1", rx.getsockname()[1]))
             out: list = []
             receiver = transport.Receiver(batch=8, mmsg=mmsg)
-            receiver.drain(rx, lambda b, at, n, src, tag, arrived: out.append((bytes(b[at:at + n]), src)))
+            receiver.drain(rx, lambda b, at, n, src, tag, arrived:
+                           out.append((bytes(b[at:at + n]), src)))
             seen[mmsg] = out
         finally:
             rx.close()
@@ -171,8 +172,8 @@ def test_the_client_reads_without_loading_ctypes():
     import subprocess
     import sys
     from conftest import REPO
-    code = ("import sys; from mtce import client, clientnet, transport; "
-            "transport.Receiver(clientnet.RX_BATCH); print('ctypes' in sys.modules)")
+    code = ("import sys; from mtce import client, client_net, transport; "
+            "transport.Receiver(client_net.RX_BATCH); print('ctypes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert out.strip() == "False"

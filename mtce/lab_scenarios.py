@@ -12,12 +12,12 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from mtce.labplan import (
+from mtce.lab_plan import (
     BURST_COUNT, BURST_LOG_BUDGET, BURST_MIN_RATE, BURST_RATE, MTCALIVE_PERIOD_S,
     PXEBOOT_ALARM_S, PXEBOOT_CLEAR_S, RESTART_DEADLINE_S, STEADY_S,
 )
-from mtce.labproc import (Proc, ip_cmd, stop_all)
-from mtce.labview import (LogTail, View)
+from mtce.lab_proc import (Proc, ip_cmd, stop_all)
+from mtce.lab_view import (LogTail, View)
 
 # == scenarios ===============================================================================
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from mtce.labplan import (ENV_TAG, Interrupted, LabError, Plan, STOP_GRACE_S)
+from mtce.lab_plan import (ENV_TAG, Interrupted, LabError, Plan, STOP_GRACE_S)
 
 # == processes ===============================================================================
 

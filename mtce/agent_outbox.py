@@ -1,12 +1,13 @@
 """Commands from the agent to hosts (docs/protocol.md §3, §4, §5.4): what each carries (the default
 data, the pxebootInfo of a pxeboot mtcAlive request), where it goes on each network, and the
-operator's commands (`mtce lock`, `reboot`, ...) with their retries until ACKed (commands.Commands).
+operator's commands (`mtce lock`, `reboot`, ...) with their retries until ACKed
+(agent_commands.Commands).
 """
 
 from __future__ import annotations
 
 from mtce import alive
-from mtce.commands import CMD_ATTEMPTS, Commands
+from mtce.agent_commands import CMD_ATTEMPTS, Commands
 from mtce.states import PARM_LOCK_PERSIST, Admin, Cmd, Net, cmd_name
 
 # What each operator request sends (`mtce lock HOST` ...; `mtce reboot --lazy` is lazy-reboot).

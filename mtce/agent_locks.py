@@ -6,7 +6,7 @@ once per online_period and its warning once per episode (throttled). Pure.
 
 from __future__ import annotations
 
-from mtce.acts import INF, Send
+from mtce.agent_decisions import INF, Send
 from mtce.states import PARM_LOCK_PERSIST, Admin, Cmd, Flag, Net
 
 LOCKED_BIT = int(Flag.I_AM_LOCKED)   # plain int: IntFlag arithmetic is slow on the hot path

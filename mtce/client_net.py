@@ -1,7 +1,7 @@
 """The client's sockets and what it sends through them (docs/protocol.md §4):
 where each socket is bound, where mtcAlive, the ready event and ACKs go, and the original's
 log lines for each. Socket life (fault insertion, recovery, netlink, receive errors) is
-netsocks.SocketSet's; the addresses are ownaddr.AddressBook's.
+netsocks.SocketSet's; the addresses are client_addrs.AddressBook's.
 """
 
 from __future__ import annotations

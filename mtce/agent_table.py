@@ -1,7 +1,7 @@
 """Every host the agent maintains (`HostTable`): found by name and by any of its addresses,
 audited from per-tick buckets of deadlines, applied an inventory as a diff, asked for the
 summaries of
-sequence events. The per-host state machine is hosts.HostMonitor. Pure, as hosts.py.
+sequence events. The per-host state machine is agent_host.HostMonitor. Pure, as agent_host.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import ipaddress
 import itertools
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from mtce.acts import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
-from mtce.hosts import HostMonitor, host_json
-from mtce.seqs import SEQ_LOG_WINDOW_S
+from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
+from mtce.agent_host import HostMonitor, host_json
+from mtce.agent_seqs import SEQ_LOG_WINDOW_S
 from mtce.states import ALARM_MTCALIVE, Availability, Cmd, Net
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ class HostTable:
         last mtcAlive, so one due within the next second is one already silent for 6 s, and
         the agent wakes for it on time. A steady host is re-timed here instead of audited;
         its pxeboot window ends on a point of the grid and is judged by the read there
-        (pxemon._window_end)."""
+        (agent_pxeboot._window_end)."""
         self._drain_woken()
         last = int(until // BUCKET_S)
         earliest = INF

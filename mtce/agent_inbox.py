@@ -1,7 +1,7 @@
 """What the agent does with each datagram it receives (docs/protocol.md §1.3, §3): decode,
 find the host by source address, validate an mtcAlive, and hand it to the host table; ready
 events, ACKs, and everything that must be dropped, counted and logged within the noise
-budget. The decisions about hosts are hosts.py's; the actions they return go to `run`.
+budget. The decisions about hosts are agent_host.py's; the actions they return go to `run`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 an mtcAlive, what each command code does, who may send commands, what a pxebootInfo teaches.
 
 Events and `now` in, actions out (`SendAlive`, `SendReady`, `SendAck`, `RunAction`, `Say`), as
-hosts.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
+agent_host.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
 The command rows follow `M/mtcCompMsg.cpp:245-745` (docs/protocol.md §2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
 it (reboot, reset, wipedisk). No I/O: what only files can tell (a lock file there, a fit file)
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from mtce import alive
-from mtce.clienttrust import PxebootTrust, Sources, may_command
+from mtce.client_trust import PxebootTrust, Sources, may_command
 from mtce.states import CONTROLLERS, ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
 
 FAIL_FIT = 254                  # returnCodes.h FAIL_FIT: the host-services fit failure
@@ -31,7 +31,7 @@ class Ack(enum.Enum):
 
 
 class Do(enum.Enum):
-    """What the client does for a command (carried out by client.py / actions.py)."""
+    """What the client does for a command (carried out by client.py / client_actions.py)."""
     NOTHING = "nothing"
     PXEBOOT_INFO = "pxebootInfo"    # learn the controllers' pxeboot addresses, answer at once
     SYNC = "sync"

@@ -64,7 +64,7 @@ Action = Union[Send, RaiseAlarm, ClearAlarm, Log, Remember]
 
 class Facts:
     """Facts about the agent's own host that can change while it runs, shared by every host
-    and refreshed by the wiring (hosts.py reads no files): `still_simplex` is the
+    and refreshed by the wiring (agent_host.py reads no files): `still_simplex` is the
     `<platform_dir>/simplex` file, which the original checks at each locked correction
     (no pxeboot send and no LOCK_PERSIST while it exists,
     docs/protocol.md §5.4 "Locked correction"); `grid_s` the agent's long read grid (issue 25),

@@ -2,7 +2,7 @@
 the cluster resource ocf:mtce:mtcAgent, workers running real clients (docs/contract.md §6,
 docs/ha.md).
 
-The controllers are cluster nodes (`labcluster.Node`); the lab loads the reference CIB's
+The controllers are cluster nodes (`lab_cluster.Node`); the lab loads the reference CIB's
 group (the shared state_dir as a bind-mount Filesystem, IPaddr2 for the floating
 `controller` address, the agent) and plays a scenario:
 
@@ -29,21 +29,21 @@ import sys
 import tempfile
 import time
 
-from mtce import ctl
-from mtce.labcluster import (
+from mtce import cli_ctl
+from mtce.lab_cluster import (
     FENCE_DELAY_S, TOOLS, ClusterState, Node, cib_configuration, corosync_conf, fence_script,
     mtce_program, ocf_agent, parse_crm_mon, power_switch,
 )
-from mtce.labplan import (
+from mtce.lab_plan import (
     ENV_TAG, HA_SCENARIOS, MAX_HOSTS, NETS, ONLINE_PERIOD_S, OFFLINE_AFTER_S, Interrupted,
     LabError, Plan, cli_hint, program,
 )
-from mtce.labproc import (
+from mtce.lab_proc import (
     PENDING_SIGNALS, STOP_SIGNALS, Proc, build_topology, check_stop, ignore_stop_signals,
     init_process, ip_cmd, netns_problem, on_stop_signal, signals_held, start_guardian,
     stop_all, stop_guardian, sweep,
 )
-from mtce.labview import Lines, View
+from mtce.lab_view import Lines, View
 
 GROUP = ("p_state", "p_controller_ip", "p_mtcagent")
 PXEBOOT_WINDOW_S = 1            # --ha: 200.003 after ~12 s of loss, cleared ~7 s after it ends
@@ -273,9 +273,9 @@ class HaLab:
 
     def agent_status(self, name: str) -> dict:
         try:
-            return ctl.request(self.plan.socket_of(self.plan.host(name)), {"cmd": "status"},
+            return cli_ctl.request(self.plan.socket_of(self.plan.host(name)), {"cmd": "status"},
                                timeout=2.0)
-        except ctl.CtlError:
+        except cli_ctl.CtlError:
             return {}
 
     def agent_answers(self, name: str) -> bool:
@@ -326,7 +326,7 @@ class HaLab:
                              lambda: self.hosts_ok(everyone), HOSTS_OK_S)
         self.event(f"all {len(everyone)} hosts online on mgmt, cluster-host and pxeboot "
                    f"({self.elapsed():.1f} s after start)")
-        self.say(ctl.format_hosts([self.view.hosts[n] for n in self.view.order]))
+        self.say(cli_ctl.format_hosts([self.view.hosts[n] for n in self.view.order]))
 
     # -- what the move scenarios prepare and check -----------------------------------------------
     def pxeboot_link(self, host: str, up: bool) -> None:
@@ -356,7 +356,7 @@ class HaLab:
         workers = [h.name for h in self.plan.workers]
         alarmed, locked = workers[0], workers[-1]
         self.may_be_lost.add((alarmed, "pxeboot"))
-        r = ctl.request(self.view.socket, {"cmd": "lock", "host": locked}, timeout=5.0)
+        r = cli_ctl.request(self.view.socket, {"cmd": "lock", "host": locked}, timeout=5.0)
         if not r.get("ok"):
             raise ScenarioFailed(f"mtce lock {locked}: {r.get('error')}")
         self.wait_for(f"{locked} locked", lambda: (self.view.hosts.get(locked) or {}).get(
@@ -582,9 +582,9 @@ def main(args) -> int:
             interrupted = signal.SIGINT
         finally:
             if lab.view is not None and lab.view.hosts and interrupted is None:
-                lab.say(ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
+                lab.say(cli_ctl.format_hosts([lab.view.hosts[n] for n in lab.view.order]))
                 if lab.view.alarms:
-                    lab.say(ctl.format_alarms(lab.view.alarms))
+                    lab.say(cli_ctl.format_alarms(lab.view.alarms))
             lab.cleanup()
     finally:
         for s, handler in old.items():

@@ -16,7 +16,7 @@ import time
 
 from mtce import alive, transport
 from mtce.states import Net
-from mtce.benchlab import (
+from mtce.bench_lab import (
     BenchError, IP_PKTINFO, Layout, MIB, PARM3_OFFSET, Plan, _NET_ORDER, _SEQ, _SEQ_KEY,
     host_addresses, host_mac,
 )

@@ -1,11 +1,11 @@
 """The hosts' pxeboot addresses from dnsmasq.hosts, by mgmt MAC (docs/protocol.md §5.2): read
 where the original reads it, applied to the host table, the agent's own line rebinding its pxeboot
-sockets. The parsing is netif.read_dnsmasq_hosts'; when to parse again agentnet.dnsmasq_stamp's.
+sockets. The parsing is netif.read_dnsmasq_hosts'; when to parse again agent_net.dnsmasq_stamp's.
 """
 
 from __future__ import annotations
 
-from mtce import agentnet, netif
+from mtce import agent_net, netif
 
 
 class PxebootAddresses:
@@ -18,7 +18,7 @@ class PxebootAddresses:
         """pxeboot addresses by mgmt MAC (docs/protocol.md §5.2), read where the original reads
         them: before every pxeboot mtcAlive request and on every ready event; looked at once
         a loop turn (a turn reads a second's worth of ready events at light load), parsed
-        again only when it may have changed (agentnet.dnsmasq_stamp)."""
+        again only when it may have changed (agent_net.dnsmasq_stamp)."""
         a = self.agent
         if not a.pxeboot_provisioned:
             return
@@ -26,7 +26,7 @@ class PxebootAddresses:
         if turn == self._turn and not force:
             return
         self._turn = turn
-        stamp, settled = agentnet.dnsmasq_stamp(a.dnsmasq_path, a.clock.wall())
+        stamp, settled = agent_net.dnsmasq_stamp(a.dnsmasq_path, a.clock.wall())
         if stamp == self._stamp and settled and not force:
             return
         self._stamp = stamp

@@ -15,7 +15,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 
-from mtce import alive, hosts
+from mtce import agent_decisions, alive
 from mtce.states import Net
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)   # Linux value; Python exposes it from 3.12
@@ -125,9 +125,9 @@ class Layout:
                          Net.CLSTR: (self.c0_clstr, AGENT_PORT),
                          Net.PXEBOOT: (self.c0_pxeboot, AGENT_PXEBOOT_PORT)}
 
-    def settings(self) -> hosts.Settings:
+    def settings(self) -> agent_decisions.Settings:
         p = self.plan
-        return hosts.Settings(online_period_s=p.online_period_s,
+        return agent_decisions.Settings(online_period_s=p.online_period_s,
                               offline_period_s=p.offline_period_ms / 1000.0,
                               offline_threshold=p.offline_threshold,
                               pxeboot_window_s=p.pxeboot_window_s)

@@ -1,32 +1,25 @@
 """One host's mtcAlive state as the agent sees it, a pure state machine (`HostMonitor`).
 
-Events plus `now` (monotonic seconds) in, actions out (acts.py: `Send`, `RaiseAlarm`,
+Events plus `now` (monotonic seconds) in, actions out (agent_decisions.py: `Send`, `RaiseAlarm`,
 `ClearAlarm`, `Log`), carried out by the wiring (agent.py). Here: availability and the
 offline audit (docs/protocol.md §5.4), per-network ok/lost, what a valid mtcAlive says of the
-host; with its parts: sequence numbers (seqs.py, docs/protocol.md §6), the pxeboot monitor
-(pxemon.py, docs/protocol.md §5.5) and the locked/unlocked correction (locks.py,
+host; with its parts: sequence numbers (agent_seqs.py, docs/protocol.md §6), the pxeboot monitor
+(agent_pxeboot.py, docs/protocol.md §5.5) and the locked/unlocked correction (agent_locks.py,
 docs/protocol.md §5.4 "Locked correction"). All hosts:
-table.HostTable. No socket, select, time, os or subprocess: the clock comes in as `now`.
+agent_table.HostTable. No socket, select, time, os or subprocess: the clock comes in as `now`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from mtce.acts import (
-    ALARM_SEVERITY, INF, NO_ACTIONS, SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN, Action, ClearAlarm,
-    Facts, Log, RaiseAlarm, Remember, Send, Settings, lost_after_s, offline_after_s,
+from mtce.agent_decisions import (
+    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Log, Remember, Send, Settings,
 )
-from mtce.locks import LOCKED_BIT, LockCorrection
-from mtce.offline import Presence
-from mtce.pxemon import (
-    PXE_TRANSITIONS, PXEBOOT_LOG_THROTTLE, PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD,
-    PxebootMonitor, PxeStage, TransitionError, pxeboot_alarm_after_s,
-)
-from mtce.seqs import (
-    RESTART_SEQ_MAX, SEQ_HALF, SEQ_LOG_BUDGET, SEQ_LOG_WINDOW_S, SEQ_MASK, NetTrack,
-    SeqResult, classify_seq,
-)
+from mtce.agent_locks import LOCKED_BIT, LockCorrection
+from mtce.agent_presence import Presence
+from mtce.agent_pxeboot import PXEBOOT_MISS_THRESHOLD, PxebootMonitor, PxeStage
+from mtce.agent_seqs import SEQ_HALF, SEQ_MASK, NetTrack
 from mtce.states import (
     FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState, failure_flag_names,
 )
@@ -35,14 +28,6 @@ if TYPE_CHECKING:   # config reads files; only its types are needed here
     from mtce.config import HostEntry
 
 WARN_THROTTLE_S = 60.0          # per-host warnings: first, then one a minute per cause
-
-__all__ = [  # this module is where callers find the host-state names of its parts
-    "ALARM_SEVERITY", "INF", "NO_ACTIONS", "SEQ_TABLE_BURST", "SEQ_TABLE_PER_MIN", "Action",
-    "ClearAlarm", "Facts", "Log", "RaiseAlarm", "Remember", "Send", "Settings", "lost_after_s",
-    "offline_after_s", "PXE_TRANSITIONS", "PXEBOOT_LOG_THROTTLE", "PXEBOOT_LOSS_THRESHOLD",
-    "PXEBOOT_MISS_THRESHOLD", "PxebootMonitor", "PxeStage", "TransitionError",
-    "pxeboot_alarm_after_s", "RESTART_SEQ_MAX", "SEQ_HALF", "SEQ_LOG_BUDGET", "SEQ_LOG_WINDOW_S",
-    "SEQ_MASK", "NetTrack", "SeqResult", "classify_seq", "HostMonitor", "WARN_THROTTLE_S"]
 
 
 class HostMonitor:
@@ -193,8 +178,8 @@ class HostMonitor:
             # Feature unknown (no ready event since the agent started) or known from the
             # agent before (state_dir, `restore`): monitored from its first pxeboot mtcAlive,
             # not ~60 s later at its next ready event (the original waits); while unknown,
-            # 200.003 waits for the announcement (pxemon.may_alarm). A ready event without the
-            # feature wins (on_ready).
+            # 200.003 waits for the announcement (agent_pxeboot.may_alarm). A ready event
+            # without the feature wins (on_ready).
             self.pxeboot_supported = True
             self.pxe.to_start(now)
             out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "

@@ -14,9 +14,9 @@ import sys
 import tempfile
 import time
 
-from mtce import ctl
+from mtce import cli_ctl
 from mtce.cli import say
-from mtce.benchlab import FULL, BenchError, CoreMeter, _say, proc_cpu_s, proc_status_mib, udp_drops
+from mtce.bench_lab import FULL, BenchError, CoreMeter, _say, proc_cpu_s, proc_status_mib, udp_drops
 
 SIZES = (500, 2000, 10000)
 WINDOW_S = 30.0
@@ -25,7 +25,7 @@ QUICK_SIZES, QUICK_WINDOW_S = (100, 400), 3.0
 
 def measure(hosts: int, window_s: float, quick: bool) -> dict:
     from mtce import bench
-    from mtce.benchlab import QUICK
+    from mtce.bench_lab import QUICK
     base = QUICK if quick else FULL
     plan = dataclasses.replace(base, hosts=hosts)
     root = tempfile.mkdtemp(prefix="mtce-bench-scale-")
@@ -46,7 +46,7 @@ def measure(hosts: int, window_s: float, quick: bool) -> dict:
         drops = udp_drops(rx) - drops0
         others = max(0.0, 100.0 * (core.busy_s() - cpu) / wall)
         t = time.monotonic()
-        reply = ctl.request(b.layout.agent_socket, {"cmd": "hosts"}, timeout=60)
+        reply = cli_ctl.request(b.layout.agent_socket, {"cmd": "hosts"}, timeout=60)
         reply_s = time.monotonic() - t
         reply_bytes = len(json.dumps(reply, separators=(",", ":")))
         status = b._ctl("status")
@@ -101,7 +101,7 @@ def main(args) -> int:
         for n in sizes:
             _say(f"scale: {n:,} hosts, a {window:g} s steady window")
             rows.append(measure(n, window, quick))
-    except (BenchError, ctl.CtlError) as err:
+    except (BenchError, cli_ctl.CtlError) as err:
         print(f"mtce bench: {err}", file=sys.stderr)
         return 1
     if args.json:

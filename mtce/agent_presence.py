@@ -8,7 +8,7 @@ online (docs/contract.md §8; the original counts them).
 
 from __future__ import annotations
 
-from mtce.acts import INF, Log, Remember, Send, lost_after_s
+from mtce.agent_decisions import INF, Log, Remember, Send, lost_after_s
 from mtce.states import Availability, Cmd, Net, NetState
 
 

@@ -51,7 +51,7 @@ class AddressBook:
         self.cfg, self.log, self.throttle = cfg, log, throttle
         self.links_factory = links_factory
         self.own = OwnAddresses()
-        self.gates = None                # schedule.Gates once platform.conf is read
+        self.gates = None                # client_core.Gates once platform.conf is read
         self._names_stamp = None
         self._learn_outcome = None
         self._lease_seen = None

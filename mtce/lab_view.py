@@ -9,9 +9,9 @@ import re
 import shutil
 import signal
 
-from mtce import ctl
+from mtce import cli_ctl
 from mtce.cli import OutputError
-from mtce.labplan import (NETS, Interrupted, Plan)
+from mtce.lab_plan import (NETS, Interrupted, Plan)
 
 # == what the agent says =====================================================================
 
@@ -34,9 +34,9 @@ class View:
 
     def poll(self, now: float) -> bool:
         try:
-            hosts = ctl.request(self.socket, {"cmd": "hosts"}, timeout=2.0)
-            alarms = ctl.request(self.socket, {"cmd": "alarms"}, timeout=2.0)
-        except ctl.CtlError as err:
+            hosts = cli_ctl.request(self.socket, {"cmd": "hosts"}, timeout=2.0)
+            alarms = cli_ctl.request(self.socket, {"cmd": "alarms"}, timeout=2.0)
+        except cli_ctl.CtlError as err:
             self.error = str(err)
             self.all_ok_since = None
             return False
