@@ -6,7 +6,7 @@
 #   make test-chroot  packaging tests on the host, then install/remove/upgrade and the test
 #                     suite in a fresh Debian 12 chroot (tools/chroot_test.sh; root)
 #   make test-systemd the .deb in a booted Debian 12 container with systemd as PID 1
-#                     (systemd-nspawn; tests/test_systemd.py, tests/container.py; root)
+#                     (systemd-nspawn; tests/test_systemd.py, tests/harness/container.py; root)
 # Uses VENV (and the Makefile's rule that makes $(VENV)/bin/python) and APT_GET; the
 # defaults below are the Makefile's, so the include may come before or after them.
 # stdeb runs with Debian's /usr/bin/python3 and system setuptools, never a venv or pyenv

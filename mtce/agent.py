@@ -18,12 +18,12 @@ import os
 
 from mtce import agent_alarm_store, agent_ctl, agent_decisions, agent_net, agent_pacing, auth, \
     config, logs, metrics, netif, store, transport
-from mtce.agent_table import HostTable
-from mtce.children import Children
+from mtce.agent_dnsmasq import PxebootAddresses
 from mtce.agent_inbox import Inbox
 from mtce.agent_outbox import Outbox
 from mtce.agent_pacing import Pacer
-from mtce.agent_dnsmasq import PxebootAddresses
+from mtce.agent_table import HostTable
+from mtce.children import Children
 from mtce.states import ALARM_MTCALIVE, Net
 
 PROGRAM = "mtcAgent"

@@ -36,14 +36,14 @@ import time
 import zipfile
 
 from mtce import agent_decisions, agent_pxeboot, cli_ctl, transport
-from mtce.cli import say
-from mtce.states import Net
-from mtce.bench_report import TARGETS, met, table  # noqa: F401 - TARGETS for callers
+from mtce.bench_gen import Generator, _baseline_main, _floor_main
 from mtce.bench_lab import (
     AGENT_HOST, AgentLog, BenchError, CLIENT_HOST, CoreMeter, FULL, Layout, Plan, QUICK, _say,
     proc_cpu_s, proc_status_mib, program, udp_bound, udp_drops,
 )
-from mtce.bench_gen import Generator, _baseline_main, _floor_main
+from mtce.bench_report import TARGETS, met, table  # noqa: F401 - TARGETS for callers
+from mtce.cli import say
+from mtce.states import Net
 
 class Bench:
     def __init__(self, plan: Plan, root: str):

@@ -15,11 +15,11 @@ import struct
 import time
 
 from mtce import alive, transport
-from mtce.states import Net
 from mtce.bench_lab import (
     BenchError, IP_PKTINFO, Layout, MIB, PARM3_OFFSET, Plan, _NET_ORDER, _SEQ, _SEQ_KEY,
     host_addresses, host_mac,
 )
+from mtce.states import Net
 
 # -- the load generator ------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 
 from mtce import cli_ctl
-from mtce.cli import say
 from mtce.bench_lab import FULL, BenchError, CoreMeter, _say, proc_cpu_s, proc_status_mib, udp_drops
+from mtce.cli import say
 
 SIZES = (500, 2000, 10000)
 WINDOW_S = 30.0

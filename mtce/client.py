@@ -17,9 +17,9 @@ import os
 from mtce import alive, auth, client_core, client_trust, config, logs, metrics, netif, store, \
     transport
 from mtce.client_actions import HostActions
-from mtce.client_net import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.client_addrs import AddressBook
 from mtce.client_core import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
+from mtce.client_net import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.client_status import Status
 from mtce.states import Net, cmd_name
 

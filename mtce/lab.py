@@ -38,8 +38,8 @@ from mtce.lab_proc import (
     init_process, netns_problem, on_stop_signal, signals_held, start_guardian, stop_all,
     stop_guardian, sweep, Proc,
 )
-from mtce.lab_view import (Lines, LogTail, Screen, View, parse_log_line)
 from mtce.lab_scenarios import (SCENARIO_CLASSES, Scenario)
+from mtce.lab_view import (Lines, LogTail, Screen, View, parse_log_line)
 
 # == the lab =================================================================================
 

@@ -11,9 +11,11 @@ import contextlib
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -76,7 +78,7 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    import sweep
+    from harness import sweep
     for what in sweep.sweep():
         sys.stderr.write(f"conftest: removed a stale {what}\n")
 
@@ -325,7 +327,7 @@ class FakeHost:
 @pytest.fixture(autouse=True)
 def _no_systemd_failsafe(monkeypatch):
     """An in-process client never asks this machine's systemd for a failsafe unit, even where
-    systemd is PID 1: tests of that path (test_actions.py) point SYSTEMD_BOOTED at their own
+    systemd is PID 1: tests of that path (test_client_actions.py) point SYSTEMD_BOOTED at their own
     directory and put a fake systemd-run on PATH."""
     from mtce import client_actions
     monkeypatch.setattr(client_actions, "SYSTEMD_BOOTED",
@@ -403,3 +405,34 @@ def daemons(mtce_cmd, tmp_path):
     yield start
     for d in started:
         d.stop()
+
+
+@pytest.fixture
+def sim(tmp_path, request):
+    """`make(**kw)` builds an in-process Sim (tests/harness/sim.py: the real Agent and Clients
+    on a FakeNetwork, one FakeClock); every Sim is stopped at the end, and a traceback any of
+    them caught fails the test. A module or test narrows the defaults with
+    `@pytest.mark.sim(clients=["worker-0"], agent=False)` (the test plays the agent);
+    `ctl=True` puts the agent's control socket in a short directory (a Unix socket path has
+    at most 107 bytes) for tests that talk to it."""
+    from harness.sim import sims
+    mark = request.node.get_closest_marker("sim")
+    defaults = dict(mark.kwargs) if mark else {}
+    short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp") if defaults.pop("ctl", False) \
+        else None
+    if short:
+        defaults["agent_extra"] = {"paths": {"agent_socket": os.path.join(short, "agent.sock")}}
+    try:
+        with sims(tmp_path, **defaults) as make:
+            yield make
+    finally:
+        if short:
+            shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def netlab(tmp_path, daemons, mtce_cmd):
+    """`make(workers=2, ...)`: the real agent and clients in network namespaces
+    (tests/harness/netns.py `build_netlab`); everything is stopped and removed at the end."""
+    from harness.netns import netlab_maker
+    yield from netlab_maker(tmp_path, daemons)

@@ -495,10 +495,10 @@ def test_the_start_follows_the_clock_when_it_is_corrected():
     assert rx.check(signed_at(REBOOT, started - 5_000))[0] is None
 
 
-# -- the attack in process: a real Client on the in-memory network (tests/sim.py) ----------------
+# -- the attack in process: a real Client on the in-memory network (tests/harness/sim.py) ----------------
 
 def keyed_client(tmp_path):
-    from sim import sims
+    from harness.sim import sims
     keys = tmp_path / "keys"
     keys.write_text(f"{K1[0]} {K1[1].hex()}\n")
     keys.chmod(0o600)
@@ -510,7 +510,7 @@ def reboot_captured(make):
     """The keyed client started; a signed REBOOT sent to it (it reboots) and kept as an
     attacker on the path would keep it: (sim, its recorded actions, the controller, the
     agent's authenticator, the command's data, the captured datagram)."""
-    from sim import Controller, record_actions
+    from harness.sim import Controller, record_actions
     s = make().start()
     spawns = record_actions(s)
     c = Controller(s)
@@ -527,7 +527,7 @@ def test_attack_a_captured_reboot_replayed_after_the_clients_clock_stepped_back(
     """docs/contract.md §3, the confirmed attack on item 20: a signed REBOOT captured on its way
     to a client (require = yes); 63 s of signed traffic later (its tag pruned), the client's
     wall clock steps back 64 s and the capture is sent again: `reboot` does not run twice."""
-    from sim import log
+    from harness.sim import log
     with keyed_client(tmp_path) as make:
         s, spawns, c, agent, data, captured = reboot_captured(make)
         for _ in range(63):
@@ -555,7 +555,7 @@ def test_attack_a_captured_reboot_replayed_after_the_clients_clock_stepped_back(
 def test_attack_a_captured_reboot_replayed_to_the_restarted_client(tmp_path):
     """The attack's doubt (the replay memory is per process): a REBOOT replayed 4.8 s after its
     capture to the client restarted meanwhile is refused, as signed before it started."""
-    from sim import log, record_actions
+    from harness.sim import log, record_actions
     with keyed_client(tmp_path) as make:
         s, spawns, c, agent, data, captured = reboot_captured(make)
         s.clients["worker-0"].stop()

@@ -46,7 +46,7 @@ def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_re
     without -f) started in a directory, the paths inside the file absolute or relative
     too: the daemon (whose working directory is `/` once it runs) still reads the same files
     on SIGHUP, twice, and the ctl commands started there find its socket."""
-    from cluster import Cluster
+    from harness.cluster import Cluster
     from conftest import assert_harmless, wait_until
     c = Cluster(tmp_path / "ag", workers=1)
     host = c.controller if mode == "agent" else c.host("worker-0")

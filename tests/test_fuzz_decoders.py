@@ -790,7 +790,7 @@ def test_ctl_deeply_nested_request_gets_a_reply():
 
 def test_agent_handle_request_answers_any_object(tmp_path):
     """The agent's request handler behind `_answer`, on a real (socketless) Agent."""
-    from cluster import Cluster
+    from harness.cluster import Cluster
 
     from mtce import agent, loop
 

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import REPO, gone, inih_style, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.ha]

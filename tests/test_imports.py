@@ -23,7 +23,7 @@ PURITY = (("pure but for its files", NO_IO | {"time"}), ("pure but for time", NO
           ("pure", NO_IO | {"os", "time"}))
 # The layer each family lives in (docs/design.md "Module map"); no prefix: shared (1 or 2).
 FAMILIES = (("agent", 4), ("client", 3), ("cli", 5), ("lab", 5), ("bench", 5))
-DESIGN = os.path.join(REPO, "docs", "design.md")
+DESIGN = os.path.join(REPO, "docs/design.md")
 
 
 def module_map() -> dict:

@@ -216,8 +216,8 @@ def test_default_lab_comes_up_and_answers_a_second_terminal(tmp_path):
 # so). Each lab runs alone (two cores); tools/ci_lab.sh runs every scenario to its end, on
 # loopback and in namespaces, as CI's end-to-end test (each exits 0 only if its promise held),
 # and the behaviour each scenario shows has its in-process test (pxeboot loss and the alarm:
-# test_hosts, test_netns_agent; a client restart: test_sim_client_plan,
-# test_loopback_client; bursts: test_hosts, test_loopback_faults).
+# test_agent_pxeboot, test_netns_agent; a client restart: test_sim_client_plan,
+# test_loopback_client; bursts: test_agent_seqs, test_loopback_faults).
 
 @pytest.mark.slow
 def test_a_scenario_that_has_no_time_to_end_fails_and_says_so(tmp_path):

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from harness.agent_io import all_ok, ctl, hosts_json
+from harness.cluster import Cluster
 from conftest import wait_until
 
 pytestmark = pytest.mark.loopback
@@ -30,36 +31,6 @@ def lab(tmp_path, daemons, mtce_cmd):
                 c.clients[name] = daemons("client", h.ini, name=name)
         return c
     return make
-
-
-def ctl(mtce_cmd, cluster, *args, check=True):
-    r = subprocess.run(mtce_cmd + list(args) + ["-c", cluster.agent_ini], capture_output=True,
-                       text=True, timeout=20)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
-
-
-def hosts_json(mtce_cmd, cluster) -> dict:
-    r = ctl(mtce_cmd, cluster, "hosts", "--json", check=False)
-    if r.returncode != 0:
-        return {}
-    return {h["hostname"]: h for h in json.loads(r.stdout)}
-
-
-def all_ok(mtce_cmd, cluster, names=None):
-    hosts = hosts_json(mtce_cmd, cluster)
-    names = names or cluster.names
-    if not all(n in hosts for n in names):
-        return None
-    for n in names:
-        h = hosts[n]
-        if h["availability"] != "online":
-            return None
-        if any(h["networks"][net]["state"] != "ok" or h["networks"][net]["last_seen_s"] is None
-               for net in ("mgmt", "cluster-host", "pxeboot")):
-            return None
-    return hosts
 
 
 def test_every_host_online_on_every_network(lab, mtce_cmd):
@@ -280,7 +251,7 @@ def test_item23_1_an_inventory_that_does_not_parse_exactly_stops_the_agent_at_st
     [worker-1], a second [worker-0], `personality = wroker`, a line without `=`, a shared MAC)
     stop `mtce agent -f` before it does anything: exit 2, one line `FILE:LINE: [section]
     key: why` naming the line of the fault."""
-    from cluster import issue23_bad_inventories
+    from harness.cluster import issue23_bad_inventories
     c = Cluster(tmp_path / "c", workers=2)
     for what, text, line, key in issue23_bad_inventories(c):
         with open(c.inventory, "w") as f:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import wait_until
 from mtce.client import NOISE_BURST
-from peer import AgentPeer
+from harness.peer import AgentPeer
 
 pytestmark = pytest.mark.loopback
 

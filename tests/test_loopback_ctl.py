@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import need, wait_until
 
 pytestmark = pytest.mark.loopback

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from cluster import Cluster, mac_of
+from harness.cluster import Cluster, mac_of
 from conftest import REPO, wait_until
 from mtce import transport
-from test_loopback_agent import all_ok, ctl, hosts_json
+from harness.agent_io import all_ok, ctl, hosts_json
 
 pytestmark = [pytest.mark.loopback, pytest.mark.slow]
 
@@ -118,7 +118,7 @@ def test_kill_9_at_random_moments_then_restart(tmp_path, daemons, mtce_cmd):
 def test_repeated_sighup_under_load_loses_nothing(tmp_path, daemons, mtce_cmd):
     c = start(Cluster(tmp_path / "c", workers=1), daemons, skip=("worker-0",))
     spare = c.hosts["worker-0"]      # no client: the burst sender speaks for it
-    sender = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "burst.py"),
+    sender = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "harness", "burst.py"),
                                spare.mgmt_ip, c.controller.controller, "2101", "worker-0",
                                mac_of(1), "6000", "1000"], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, MTCE_PATH=REPO))

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import wait_until
 from mtce import auth
-from peer import AgentPeer
+from harness.peer import AgentPeer
 
 pytestmark = pytest.mark.loopback
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -141,3 +142,26 @@ def test_make_lab_on_a_fresh_clone_as_a_normal_user_builds_the_venv_once(open_tm
     assert r.returncode == 0, r
     assert log.read_text().count("pip") == 1, "the second make found the venv made"
     assert os.stat(interpreter).st_mtime_ns == before, "the system's interpreter untouched"
+
+
+def test_make_test_fast_runs_the_in_process_tests_and_no_real_daemon_or_namespace():
+    """Issue 26 item 4: `make test-fast` is the edit-run loop. What it selects must not start
+    real daemons, namespaces, containers or the soak (their markers), and must still be most
+    of the suite; what it leaves out, `make test` runs."""
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-C", REPO, "test-fast",
+                          "VPY=python"], capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    markers = re.search(r'-m "([^"]+)"', dry.stdout).group(1)
+    for marker in ("loopback", "netns", "slow", "soak", "systemd", "prometheus", "ha"):
+        assert f"not {marker}" in markers, f"make test-fast runs {marker} tests"
+
+    def collected(*args) -> list[str]:
+        r = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                            "-p", "no:cacheprovider", *args, "tests/"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+        return [line for line in r.stdout.splitlines() if "::" in line]
+
+    fast = collected("-m", markers)
+    everything = collected("-m", "not soak and not systemd")
+    assert not [t for t in fast if "test_loopback_" in t or "test_netns_" in t], fast
+    assert len(fast) > len(everything) // 2, (len(fast), len(everything))

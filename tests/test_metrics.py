@@ -22,7 +22,6 @@ from conftest import loopback_block, need
 from mtce import config, metrics
 from mtce.clock import FakeClock
 from mtce.loop import Loop
-from sim import sims
 
 
 @pytest.mark.parametrize("text, want", [
@@ -53,12 +52,6 @@ def test_exposition_format_help_type_labels_and_numbers():
         'mtce_x_total{host="a\\"b\\\\c\\nd"} 3\nmtce_x_total{host="e"} 4\n'
         "# HELP mtce_y a gauge\n# TYPE mtce_y gauge\nmtce_y NaN\n"
         "# HELP mtce_z a float\n# TYPE mtce_z gauge\nmtce_z 0.5\n")
-
-
-@pytest.fixture
-def sim(tmp_path):
-    with sims(tmp_path) as make:
-        yield make
 
 
 def promtool_check(text: str) -> tuple[int, str]:

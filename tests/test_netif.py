@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from mtce import netif, netlink
 from mtce.netif import NetlinkLinks
-from sysnet import NICS, bond, build_netlink, build_sysfs, vlan
+from harness.sysnet import NICS, bond, build_netlink, build_sysfs, vlan
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]

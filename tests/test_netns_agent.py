@@ -7,7 +7,6 @@ are short (1 s online and pxeboot windows) so that the pxeboot alarm comes after
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,97 +14,12 @@ import time
 
 import pytest
 
-from cluster import Cluster, mac_of
+from harness.cluster import mac_of
 from conftest import REPO, wait_until
-from netns import Switch, Topology, require_netns
+from harness.agent_io import alarms_json, all_ok, hosts_json
+from harness.netns import C6, M, M6, P
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
-
-M, C, P = "198.18.204.", "198.18.206.", "198.18.202."
-M6, C6 = "fd00:204::", "fd00:206::"          # unique local: only inside these namespaces
-
-
-def addresses(workers: int, v6: bool = False) -> dict:
-    m, c = (M6, C6) if v6 else (M, C)
-    addrs = {"controllers": {"controller": m + "1", "c_mgmt": [m + "2", m + "3"],
-                             "c_clstr": [c + "4", c + "5"], "c_pxeboot": [P + "6", P + "7"]},
-             "controller-0": {"mgmt": m + "2", "clstr": c + "4", "pxeboot": P + "6"}}
-    for i in range(workers + 1):
-        addrs[f"worker-{i}"] = {"mgmt": m + str(10 + i), "clstr": c + str(20 + i),
-                                "pxeboot": P + str(30 + i)}
-    return addrs
-
-
-@pytest.fixture
-def netlab(tmp_path, daemons, mtce_cmd):
-    require_netns()
-    topo = Topology()
-    made = []
-
-    def make(workers=2, start=True, extra_hosts=0, v6=False):
-        c = Cluster(tmp_path / "cluster", workers=workers + extra_hosts,
-                    addrs=addresses(workers + extra_hosts, v6))
-        plen = "/64" if v6 else "/24"
-        sw = Switch(topo)
-        c.ns = {}
-        for i, (name, h) in enumerate(c.hosts.items()):
-            ns = topo.ns(name.replace("controller", "c").replace("worker", "w"))
-            c.ns[name] = ns
-            sw.plug(ns, "eth0", "mgmt", mac=h.mac)
-            sw.plug(ns, "eth1", "clstr")
-            sw.plug(ns, "eth2", "pxe")
-            topo.addr(ns, "eth0", h.mgmt_ip + plen)
-            topo.addr(ns, "eth1", h.cluster_host_ip + plen)
-            # The pxeboot address is the mgmt interface's `:2` in StarlingX; on its own
-            # link here, so that pxeboot can fail while mgmt stays up.
-            topo.addr(ns, "eth2", h.pxeboot_ip + "/24")
-            if name == "controller-0":
-                topo.addr(ns, "eth0", h.controller + plen)
-            h.write_lease("eth0:2", h.pxeboot_ip)
-            h.values["client"].update({"mgmt_ip": "", "cluster_host_ip": ""})
-            h.values["paths"]["sys_class_net"] = "/sys/class/net"
-            h.write_platform(subfunction="controller" if i == 0 else "worker",
-                             management_interface="eth0", cluster_host_interface="eth1")
-            h.write_ini()
-        c.agent = daemons("agent", c.agent_ini, name="agent",
-                          prefix=topo.exec_prefix(c.ns["controller-0"]))
-        c.clients = {}
-        c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
-        if start:
-            for name in c.names[:workers + 1]:
-                c.clients[name] = daemons("client", c.hosts[name].ini, name=name,
-                                          prefix=topo.exec_prefix(c.ns[name]))
-        c.topo = topo
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        for d in [c.agent] + list(c.clients.values()):
-            d.stop()
-    topo.close()
-
-
-def hosts_json(mtce_cmd, c) -> dict:
-    r = subprocess.run(mtce_cmd + ["hosts", "--json", "-c", c.agent_ini], capture_output=True,
-                       text=True, timeout=20)
-    return {h["hostname"]: h for h in json.loads(r.stdout)} if r.returncode == 0 else {}
-
-
-def alarms_json(mtce_cmd, c) -> list:
-    r = subprocess.run(mtce_cmd + ["alarms", "--json", "-c", c.agent_ini],
-                       capture_output=True, text=True, timeout=20)
-    return json.loads(r.stdout) if r.returncode == 0 else []
-
-
-def all_ok(mtce_cmd, c, names):
-    hosts = hosts_json(mtce_cmd, c)
-    ok = all(n in hosts and hosts[n]["availability"] == "online" and
-             all(hosts[n]["networks"][net]["state"] == "ok" and
-                 hosts[n]["networks"][net]["last_seen_s"] is not None
-                 for net in ("mgmt", "cluster-host", "pxeboot")) for n in names)
-    return hosts if ok else None
-
 
 def test_all_hosts_online_on_all_networks_then_pxeboot_loss_alarm_and_clear(netlab, mtce_cmd):
     c = netlab(workers=2)
@@ -147,7 +61,7 @@ def test_a_sequence_gap_is_counted(netlab, mtce_cmd):
     wait_until(lambda: hosts_json(mtce_cmd, c), 10, what="agent up")
     env = dict(os.environ, MTCE_PATH=REPO)
     r = subprocess.run(c.topo.exec_prefix(c.ns["worker-1"]) + [
-        sys.executable, os.path.join(REPO, "tests", "burst.py"), spare.mgmt_ip, M + "1",
+        sys.executable, os.path.join(REPO, "tests", "harness", "burst.py"), spare.mgmt_ip, M + "1",
         "2101", "worker-1", mac_of(2), "20", "200", "1", "4"], capture_output=True, text=True,
         timeout=30, env=env)
     assert r.returncode == 0, r.stderr
@@ -170,7 +84,7 @@ def test_ten_thousand_mtcalive_at_burst_rate_are_all_processed(netlab, mtce_cmd)
     lines_before = c.agent.text().count("\n")
     env = dict(os.environ, MTCE_PATH=REPO)
     r = subprocess.run(c.topo.exec_prefix(c.ns["worker-1"]) + [
-        sys.executable, os.path.join(REPO, "tests", "burst.py"), spare.mgmt_ip, M + "1",
+        sys.executable, os.path.join(REPO, "tests", "harness", "burst.py"), spare.mgmt_ip, M + "1",
         "2101", "worker-1", mac_of(2), "10000", "2000"], capture_output=True, text=True,
         timeout=60, env=env)
     assert r.returncode == 0, r.stderr

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from netns import Topology, require_netns
-from peer import AgentPeer
+from harness.netns import Topology, require_netns
+from harness.peer import AgentPeer
 
 pytestmark = pytest.mark.netns
 

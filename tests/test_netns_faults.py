@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import wait_until
-from test_netns_agent import M, P, hosts_json, netlab  # noqa: F401 (fixture)
+from harness.agent_io import hosts_json
+from harness.netns import M, P
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 NETS = ("mgmt", "cluster-host", "pxeboot")

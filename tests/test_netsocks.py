@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from sim import daemon_logger
+from harness.sim import daemon_logger
 
 from mtce import logs, netsocks
 from mtce.clock import FakeClock

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import REPO, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.prometheus]

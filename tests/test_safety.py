@@ -96,7 +96,7 @@ def test_a_test_that_runs_too_long_is_stopped_with_a_failure():
 def test_the_session_sweep_touches_only_what_is_stale():
     import os
     import subprocess
-    import sweep
+    from harness import sweep
     dead = subprocess.Popen(["true"])
     dead.wait(10)
     names = [f"mtce-t{dead.pid}-worker-0-1", f"mtce-t{os.getpid()}-worker-0-2",

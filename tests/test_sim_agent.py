@@ -1,4 +1,4 @@
-"""The real Agent in one process on a FakeNetwork (tests/sim.py): what a C peer or an
+"""The real Agent in one process on a FakeNetwork (tests/harness/sim.py): what a C peer or an
 attacker can send it, and what an operator relies on. Issue 11's agent items, each named."""
 
 from __future__ import annotations
@@ -11,25 +11,19 @@ import socket
 
 import pytest
 
-import soak
-from cluster import Cluster
+from harness import soak
+from harness.cluster import Cluster
 from mtce import agent as agent_mod, agent_decisions
 from mtce import agent_ctl, agent_net, agent_pacing, alive, cli_ctl, config, metrics, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
-from sim import daemon_logger, sims
+from harness.sim import daemon_logger, set_admin_in_file, sims
 
 COALESCE_PILE = agent_pacing.COALESCE_MAX_PILE
 
 AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
 CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
-
-
-@pytest.fixture
-def sim(tmp_path):
-    with sims(tmp_path) as make:
-        yield make
 
 
 def ident(sim, name):
@@ -260,15 +254,6 @@ def test_item3_three_gaps_of_one_host_in_one_second_are_each_logged(sim):
 
 
 # -- item 4: an operator's lock survives reloads and restarts -------------------------------
-
-def set_admin_in_file(s, name, value):
-    text = open(s.files.inventory).read()
-    head, _, tail = text.partition(f"[{name}]")
-    block, sep, rest = tail.partition("\n\n")
-    block = "\n".join(f"administrative = {value}" if line.startswith("administrative")
-                      else line for line in block.splitlines())
-    open(s.files.inventory, "w").write(head + f"[{name}]" + block + sep + rest)
-
 
 def test_item4_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
     """Issue 11 item 4, docs/contract.md §4: a SIGHUP that changes another key of the host's section
@@ -817,7 +802,7 @@ def test_item23_1_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
     """Issue 23 item 1, docs/contract.md §4: on SIGHUP each of the issue's inputs is refused with
     the start's `FILE:LINE: [section] key: why` logged, and the running table is kept (today a
     header without `]` gives worker-1 the next section's address and personality)."""
-    from cluster import issue23_bad_inventories
+    from harness.cluster import issue23_bad_inventories
     s = sim(clients=[]).start(settle=1)
     before = {name: {k: h[k] for k in ("personality", "mgmt_ip", "cluster_host_ip",
                                        "administrative")} for name, h in s.hosts().items()}

@@ -1,4 +1,4 @@
-"""The real Client in one process on a FakeNetwork (tests/sim.py), the test playing the agent:
+"""The real Client in one process on a FakeNetwork (tests/harness/sim.py), the test playing the agent:
 what a C agent, a controller that moved, or an attacker can send it. Issue 11's client items,
 each named."""
 
@@ -12,17 +12,12 @@ import struct
 
 import pytest
 
-import soak
+from harness import soak
 from mtce import alive, auth
 from mtce.states import ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
-from sim import AGENT_PORT, Controller, Sim, log, record_actions, sims
+from harness.sim import AGENT_PORT, Controller, Sim, log, record_actions, sims
 
-
-@pytest.fixture
-def sim(tmp_path):
-    """Sims of worker-0's client alone: the test plays the agent."""
-    with sims(tmp_path, clients=["worker-0"], agent=False) as make:
-        yield make
+pytestmark = pytest.mark.sim(clients=["worker-0"], agent=False)
 
 
 # -- item 5: trusted sources follow the hosts file and the latest pxebootInfo -------------------

@@ -14,14 +14,10 @@ import pytest
 
 from mtce import alive
 from mtce.states import Cmd, Net
-from sim import AGENT_PORT, Controller, log, record_actions, sims
-from sysnet import MGMT_KINDS, dress
+from harness.sim import AGENT_PORT, Controller, log, record_actions, sims
+from harness.sysnet import MGMT_KINDS, dress
 
-
-@pytest.fixture
-def sim(tmp_path):
-    with sims(tmp_path, clients=["worker-0"], agent=False) as make:
-        yield make
+pytestmark = pytest.mark.sim(clients=["worker-0"], agent=False)
 
 
 def sent(c: Controller, net: Net, sig: bytes = alive.SIG_MESSAGE) -> list:

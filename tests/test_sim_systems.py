@@ -19,8 +19,8 @@ import pytest
 
 from mtce import alive
 from mtce.states import Net
-from sim import AGENT_PORT, log, sims
-from sysnet import dress
+from harness.sim import AGENT_PORT, log
+from harness.sysnet import dress
 
 KINDS = ("ethernet", "vlan", "bond", "vlan over bond")
 
@@ -35,12 +35,6 @@ SYSTEMS = {
     "Storage 2+1+1": (["controller-0", "controller-1", "storage-0", "worker-0"], "Standard",
                       "duplex", "controller"),
 }
-
-
-@pytest.fixture
-def sim(tmp_path):
-    with sims(tmp_path) as make:
-        yield make
 
 
 def build(make, system: str):

@@ -4,7 +4,7 @@ then both still running, host states unchanged, log lines bounded and RSS growth
 `test_soak_short` runs in the normal suite (25,000 datagrams to each daemon); `test_soak_full`
 sends 1,000,000 to each and is deselected by default (`-m soak`, `make soak`). Each prints
 one `fuzz:` summary line per daemon. What "host states unchanged" means with real traffic
-interleaved is explained in tests/soak.py.
+interleaved is explained in tests/harness/soak.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import socket
 
 import pytest
 
-import soak
-from cluster import Cluster
+from harness import soak
+from harness.cluster import Cluster
 from conftest import wait_until
 from mtce import alive, cli_ctl
 from mtce.states import Cmd, Net

@@ -1,5 +1,5 @@
 """The .deb under a real systemd (issue 24): installed with dpkg into a booted Debian 12
-container (tests/container.py) and driven as an operator drives a host.
+container (tests/harness/container.py) and driven as an operator drives a host.
 
 `make test-systemd` runs this file (root, systemd-nspawn, debootstrap; MTCE_DEB names the
 package). The tests share one booted container and run in file order, as one operator's day:
@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import REPO, need, wait_until
-from container import Container
+from harness.container import Container
 
 # The first run builds the container root (debootstrap, about 75 s) in the first test's setup.
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]

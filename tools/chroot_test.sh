@@ -528,7 +528,7 @@ else
 fi
 cp -a "$ROOT/tests" "$WORK/root/mtce-tests/tests"
 # pytest.ini (markers, options), etc/mtc.ini (a test compares it with the OPTIONS table) and
-# the reference CIB (tests/test_labha.py compares the lab's with it).
+# the reference CIB (tests/test_lab_ha.py compares the lab's with it).
 [ -f "$ROOT/pytest.ini" ] && cp "$ROOT/pytest.ini" "$WORK/root/mtce-tests/"
 mkdir -p "$WORK/root/mtce-tests/etc/pacemaker" && cp "$ROOT/etc/mtc.ini" "$WORK/root/mtce-tests/etc/"
 cp "$ROOT/etc/pacemaker/mtce-cib.xml" "$WORK/root/mtce-tests/etc/pacemaker/"

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 from conftest import need
-from sweep import namespace_name
+from harness.sweep import namespace_name
 
 
 def require_netns() -> None:
@@ -113,3 +113,73 @@ class Switch:
         port = f"p{self.count}-{net}"[:15]
         self.topo.veth(host_ns, ifname, self.ns, port, mac_a=mac)
         ip("link", "set", port, "master", f"br-{net}", ns=self.ns)
+
+
+# -- the netns lab of test_netns_*.py: controller-0 and workers on three bridges ---------------
+
+M, C, P = "198.18.204.", "198.18.206.", "198.18.202."
+M6, C6 = "fd00:204::", "fd00:206::"          # unique local: only inside these namespaces
+
+
+def addresses(workers: int, v6: bool = False) -> dict:
+    m, c = (M6, C6) if v6 else (M, C)
+    addrs = {"controllers": {"controller": m + "1", "c_mgmt": [m + "2", m + "3"],
+                             "c_clstr": [c + "4", c + "5"], "c_pxeboot": [P + "6", P + "7"]},
+             "controller-0": {"mgmt": m + "2", "clstr": c + "4", "pxeboot": P + "6"}}
+    for i in range(workers + 1):
+        addrs[f"worker-{i}"] = {"mgmt": m + str(10 + i), "clstr": c + str(20 + i),
+                                "pxeboot": P + str(30 + i)}
+    return addrs
+
+
+def netlab_maker(tmp_path, daemons):
+    """The `netlab` fixture (conftest.py): `make(workers=2, start=True, extra_hosts=0, v6=False)`
+    builds controller-0 and the workers, each with mgmt, cluster-host and pxeboot links into
+    one bridge per network, and starts the agent and clients in their namespaces."""
+    from harness.cluster import Cluster
+    require_netns()
+    topo = Topology()
+    made = []
+
+    def make(workers=2, start=True, extra_hosts=0, v6=False):
+        c = Cluster(tmp_path / "cluster", workers=workers + extra_hosts,
+                    addrs=addresses(workers + extra_hosts, v6))
+        plen = "/64" if v6 else "/24"
+        sw = Switch(topo)
+        c.ns = {}
+        for i, (name, h) in enumerate(c.hosts.items()):
+            ns = topo.ns(name.replace("controller", "c").replace("worker", "w"))
+            c.ns[name] = ns
+            sw.plug(ns, "eth0", "mgmt", mac=h.mac)
+            sw.plug(ns, "eth1", "clstr")
+            sw.plug(ns, "eth2", "pxe")
+            topo.addr(ns, "eth0", h.mgmt_ip + plen)
+            topo.addr(ns, "eth1", h.cluster_host_ip + plen)
+            # The pxeboot address is the mgmt interface's `:2` in StarlingX; on its own
+            # link here, so that pxeboot can fail while mgmt stays up.
+            topo.addr(ns, "eth2", h.pxeboot_ip + "/24")
+            if name == "controller-0":
+                topo.addr(ns, "eth0", h.controller + plen)
+            h.write_lease("eth0:2", h.pxeboot_ip)
+            h.values["client"].update({"mgmt_ip": "", "cluster_host_ip": ""})
+            h.values["paths"]["sys_class_net"] = "/sys/class/net"
+            h.write_platform(subfunction="controller" if i == 0 else "worker",
+                             management_interface="eth0", cluster_host_interface="eth1")
+            h.write_ini()
+        c.agent = daemons("agent", c.agent_ini, name="agent",
+                          prefix=topo.exec_prefix(c.ns["controller-0"]))
+        c.clients = {}
+        c.agent.wait_log("Listening On: 'mtc client receive' socket", count=3)
+        if start:
+            for name in c.names[:workers + 1]:
+                c.clients[name] = daemons("client", c.hosts[name].ini, name=name,
+                                          prefix=topo.exec_prefix(c.ns[name]))
+        c.topo = topo
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        for d in [c.agent] + list(c.clients.values()):
+            d.stop()
+    topo.close()

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import REPO, gone, inih_style, need, wait_until
 from mtce import service
 

@@ -1,5 +1,5 @@
 """The operator's side of the control socket (cli_ctl.py, agent_ctl.py), in one process: the real Agent and
-Clients on the FakeNetwork (tests/sim.py), the agent's real Unix control socket, `cli_ctl.cli`
+Clients on the FakeNetwork (tests/harness/sim.py), the agent's real Unix control socket, `cli_ctl.cli`
 as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and 18 (a full
 `state_dir`); docs/contract.md §1.
 """
@@ -19,24 +19,13 @@ import tempfile
 import pytest
 
 from mtce import agent_ctl, cli_ctl, config
-from mtce.cli import parse
 from mtce.agent_commands import CMD_ATTEMPTS, CMD_RETRY_S
+from mtce.cli import parse
 from mtce.states import Cmd, Net
-from sim import sims
+
+pytestmark = pytest.mark.sim(ctl=True)
 
 CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
-
-
-@pytest.fixture
-def sim(tmp_path):
-    # A Unix socket path has at most 107 bytes: the control socket lives in a short directory.
-    short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
-    try:
-        with sims(tmp_path, agent_extra={"paths": {
-                "agent_socket": os.path.join(short, "agent.sock")}}) as make:
-            yield make
-    finally:
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def to_client(s, name, net, cmd):
@@ -346,7 +335,7 @@ def test_an_operator_state_change_not_saved_is_saved_when_there_is_room(sim):
     """A reload that takes an operator's lock back to the inventory (the file's
     `administrative` changed) on a full disk: memory says inventory, the file still says
     operator; the file follows within a second of room returning."""
-    from test_sim_agent import set_admin_in_file
+    from harness.sim import set_admin_in_file
     s = sim(clients=["worker-1"]).start()
     assert s.request(cmd="lock", host="worker-1")["ok"]
     path = s.agent.operator_states.path

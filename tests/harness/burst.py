@@ -1,6 +1,6 @@
 """A burst sender for tests and the lab: N mtcAlive for one host at a given rate.
 
-    python3 tests/burst.py SRC DST PORT HOSTNAME MAC COUNT RATE [FIRST_SEQ] [SKIP]
+    python3 tests/harness/burst.py SRC DST PORT HOSTNAME MAC COUNT RATE [FIRST_SEQ] [SKIP]
 
 Sequence numbers start at FIRST_SEQ (default 1); SKIP (default 0) leaves that many numbers
 out once, half-way, so a test can check that the agent counts the gap.
@@ -11,8 +11,8 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.environ.get("MTCE_PATH", os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+sys.path.insert(0, os.environ.get("MTCE_PATH", os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))))
 
 from mtce import alive  # noqa: E402
 from mtce.states import Net  # noqa: E402

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from harness.cluster import Cluster
 from conftest import need
 from mtce import agent_net, cli_ctl, transport
 from mtce.clock import FakeClock
@@ -91,7 +91,7 @@ def test_a_reload_asks_for_a_bigger_buffer_only_when_the_agent_wants_more(tmp_pa
     CAP_NET_ADMIN), every SIGHUP logged three 'receive buffer ... for N hosts' lines that
     changed nothing. A reload now asks again only when the inventory's size changed what is
     wanted."""
-    from sim import Sim
+    from harness.sim import Sim
     s = Sim(tmp_path / "s", workers=1, clients=[]).start()
     try:
         for name in agent_net.RX_OF.values():
@@ -199,7 +199,7 @@ def test_a_small_buffer_bounds_the_pause_below_256(tmp_path):
     """Attack on issue 25: the pile a pause may let gather was at least 256 datagrams however
     small the buffers (no CAP_NET_ADMIN, a small rmem_max): a 100-datagram buffer overflowed
     at 1,500/s. Now half of what the smallest buffer holds, however small."""
-    from sim import Sim
+    from harness.sim import Sim
     s = Sim(tmp_path / "s", workers=1, clients=[]).start()
     try:
         for name in agent_net.RX_OF.values():

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 
-from cluster import FAST_TIMERS, Cluster
+from harness.cluster import FAST_TIMERS, Cluster
 from conftest import loopback_block
 
 from mtce import agent as agent_mod
@@ -287,3 +287,13 @@ def record_actions(s, name="worker-0") -> Spawns:
     spawns = Spawns()
     s.clients[name].actions.kids = spawns
     return spawns
+
+
+def set_admin_in_file(s, name, value):
+    """Write `administrative = value` into host `name`'s block of Sim `s`'s inventory file."""
+    text = open(s.files.inventory).read()
+    head, _, tail = text.partition(f"[{name}]")
+    block, sep, rest = tail.partition("\n\n")
+    block = "\n".join(f"administrative = {value}" if line.startswith("administrative")
+                      else line for line in block.splitlines())
+    open(s.files.inventory, "w").write(head + f"[{name}]" + block + sep + rest)

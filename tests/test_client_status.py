@@ -7,8 +7,8 @@ import os
 import types
 
 from mtce import alive
-from mtce.states import Flag, Net
 from mtce.client_status import SM_UNHEALTHY_DEBOUNCE, Status
+from mtce.states import Flag, Net
 
 IDENT = alive.Identity("worker-0", "worker", "", "10.0.0.9", "", "08:00:27:00:00:09")
 

@@ -28,7 +28,7 @@ one to that host's `missed` (README: availability against a flood is not protect
 socket's own drop count (/proc/net/udp) such changes are reported as excused, not as state
 changes.
 
-    python3 tests/soak.py --agent 127.1.2.1:2101:mgmt ... --count 100000   (see --help)
+    python3 tests/harness/soak.py --agent 127.1.2.1:2101:mgmt ... --count 100000   (see --help)
 
 sends to daemons that are already running (the lab, say) and checks what it can from pids,
 logs and the agent's control socket; the tests start theirs through the `daemons` fixture.
@@ -48,8 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 if __name__ == "__main__":     # imported by the tests, conftest has chosen which mtce
-    sys.path.insert(0, os.environ.get("MTCE_PATH", os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))
+    sys.path.insert(0, os.environ.get("MTCE_PATH", os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))))
 
 from mtce import alive  # noqa: E402
 from mtce.states import EVENT_MONITOR_READY, Cmd, Net  # noqa: E402

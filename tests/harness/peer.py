@@ -214,7 +214,7 @@ class AgentPeer:
 
 
 def main(argv=None) -> int:
-    """`python3 tests/peer.py [DIR]`: a host's files in DIR and a test agent for it.
+    """`python3 tests/harness/peer.py [DIR]`: a host's files in DIR and a test agent for it.
 
     Prints the command that starts a client for that host, then one line per datagram the
     client sends, each checked against the reference layout; it answers the first ready event
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     import sys
     import tempfile
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/
     from conftest import FakeHost
 
     p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     os.makedirs(root, exist_ok=True)
     host = FakeHost(root)
     peer = AgentPeer(host)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     print(f"host files in {root} ; in another terminal run:\n"
           f"  {sys.executable} {repo}/mtce.py client -c {host.ini} -f\n"
           f"checking every datagram; Ctrl-C to stop", flush=True)
