@@ -86,7 +86,8 @@ class Agent:
         self.counters = transport.Counters()
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
-        self.inbox = Inbox(self)
+        self.inbox = Inbox(self.table, self.counters, clock, self.wire, log, self.noise, self.run,
+                           self.load_dnsmasq_hosts, lambda: bool(self.net.clstr_ip))
         self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
                                      self.counters, self.inbox.on_raw, self.hostname,
                                      own.mgmt_ip if own else "", self.pxeboot_provisioned,
@@ -95,9 +96,14 @@ class Agent:
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.set.after_drain = self._drained
         self.net.host_count = lambda: len(self.inventory.hosts)
-        self.outbox = Outbox(self)
+        self.outbox = Outbox(self.table, self.net, clock, loop, log, self.operator_states,
+                             self.run, self.load_dnsmasq_hosts, self.refresh_facts, cfg,
+                             self.simplex, self.pxeboot_provisioned)
         self.outbox.on_outcome = self._tell_waiter
-        self.pxeinfo = PxebootAddresses(self)
+        self.inbox.outbox = self.outbox       # it sends through the sockets that deliver there
+        self.pxeinfo = PxebootAddresses(self.table, self.net, loop, clock, log, self.throttle,
+                                        self.run, self.own_mac, self.pxeboot_provisioned, cfg,
+                                        self.dnsmasq_path)
         self.hooks = Children(log, clock)
         self.ctl = None
         self._rate_count = 0
@@ -107,8 +113,13 @@ class Agent:
                            _audit_s(self.table.settings), self.table.settings.pxeboot_window_s)
         self.started_at = clock.wall()
         self.stopped = False
-        self.metrics = metrics.Endpoint(loop, lambda: metrics.agent_series(self, clock.now()),
+        self.metrics = metrics.Endpoint(loop, lambda: self.series(clock.now()),
                                         log, clock)
+
+    def series(self, now: float, version: str | None = None) -> str:
+        """The Prometheus text of `GET /metrics` (metrics.agent_series)."""
+        return metrics.agent_series(self.table, self.counters, self.outbox.commands.counts,
+                                    self.pacer.rate, self.started_at, now, version)
 
     @property
     def socks(self) -> dict:
@@ -390,6 +401,7 @@ class Agent:
             new = new.with_value(key, old.get(*key))
         self.cfg = new
         self.net.reconfigure(new)
+        self.outbox.reconfigure(new)
         self.wire.use(new_auth, warnings)
         now = self.clock.now()
         self.table.apply_settings(agent_decisions.Settings.from_config(
@@ -415,6 +427,7 @@ class Agent:
                       len(removed), len(changed))
         self.net.resize_rx()
         self.dnsmasq_path = config.expand_path(new.paths.dnsmasq_hosts, new.paths.build_info)
+        self.pxeinfo.reconfigure(new, self.dnsmasq_path)
         if ("agent", "pxeboot_ip") in changed_keys:
             self.net.pxeboot_ip = new.agent.pxeboot_ip
         for key in changed_keys & set(SOCKET_KEYS):

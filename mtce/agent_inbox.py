@@ -16,16 +16,20 @@ _FIELDS_AT, _MATCHES, _PXEBOOT = alive.mtcalive_fields_at, alive.text_matches_at
 
 
 class Inbox:
-    """The agent's receive path. `agent` gives the table, counters, clock, logs, `run`
-    (carry out actions), `load_dnsmasq_hosts`, the `commands` waiting for ACKs and whether
-    the agent has a cluster-host network (`net.clstr_ip`)."""
+    """The agent's receive path. Its collaborators: the host `table`, the `counters`, the
+    `clock`, the `wire` (signature checks), the `log` and its `noise` throttle; `run` carries
+    out the actions the table returns, `load_pxeboot` looks at dnsmasq.hosts again,
+    `has_clstr` says whether this controller has a cluster-host network. The `outbox`
+    (operator commands waiting for an ACK or an answer) is set by the agent once it is built:
+    it sends through the sockets that deliver here."""
 
-    def __init__(self, agent):
-        self.agent = agent
-        self.table, self.counters, self.clock = agent.table, agent.counters, agent.clock
-        self.wire, self.now = agent.wire, agent.clock.now
-        self.by_addr = self.table.by_addr     # the hot path's exact match (else table.lookup)
-        self.log, self.noise = agent.log, agent.noise
+    def __init__(self, table, counters, clock, wire, log, noise, run, load_pxeboot, has_clstr):
+        self.table, self.counters, self.clock, self.wire = table, counters, clock, wire
+        self.now = clock.now
+        self.by_addr = table.by_addr          # the hot path's exact match (else table.lookup)
+        self.log, self.noise = log, noise
+        self.run, self.load_pxeboot, self.has_clstr = run, load_pxeboot, has_clstr
+        self.outbox = None
 
     def on_raw(self, buf, at: int, size: int, src: str, net: Net, arrived: float | None = None,
                admitted: bool = False) -> None:
@@ -56,8 +60,8 @@ class Inbox:
                     actions = host.on_mtcalive(net, fields[2], fields[1], fields[0],
                                                self.now() if arrived is None else arrived)
                     if actions:
-                        self.agent.run(actions)
-                    if net is _PXEBOOT and self.agent.outbox.commands.pending:
+                        self.run(actions)
+                    if net is _PXEBOOT and self.outbox.waiting:
                         self.on_answer(host)
                     return
         self.on_datagram(memoryview(buf)[at:at + size], src, net, arrived)
@@ -116,27 +120,23 @@ class Inbox:
         # (the original takes it from any network; over pxeboot one spoofed datagram would
         # move it, and mgmt is the network a host is known on first).
         actions = self.table.on_identity(host, text.personality, text.cluster_host_ip
-                                         if self.agent.net.clstr_ip and net is Net.MGMT
+                                         if net is Net.MGMT and self.has_clstr()
                                          else None, now)
         if actions:
-            self.agent.run(actions)
+            self.run(actions)
         host.nets[net].text_prefix = alive.sequence_prefix(msg.buf)
         self.counters.mtcalive += 1
         p = msg.parm
         actions = host.on_mtcalive(net, p[3], p[2], p[0], now)
         if actions:
-            self.agent.run(actions)
-        if net is Net.PXEBOOT and self.agent.outbox.commands.pending:
+            self.run(actions)
+        if net is Net.PXEBOOT and self.outbox.waiting:
             self.on_answer(host)
 
     def on_answer(self, host) -> None:
         """A pxeboot mtcAlive: the answer to the operator's `alive`, if one is pending."""
-        answered, lines = self.agent.outbox.commands.on_answer(host.hostname, Net.PXEBOOT,
-                                                              self.clock.now())
-        if answered:
-            for line in lines:
-                self.log.info("%s", line)
-            self.agent.outbox.rearm()
+        for line in self.outbox.answered(host.hostname, Net.PXEBOOT, self.clock.now()):
+            self.log.info("%s", line)
 
     def bad(self, net: Net, src: str, reason: str) -> None:
         self.counters.rx_bad += 1
@@ -166,7 +166,7 @@ class Inbox:
             return None
         self.log.info("%s hostname learned from %s mtcAlive ; hostaddr:%s was:%s", name,
                       net.iface, src, host.pxeboot_ip or "none")
-        self.agent.run(self.table.set_pxeboot_ip(name, src, self.clock.now()))
+        self.run(self.table.set_pxeboot_ip(name, src, self.clock.now()))
         return self.table.lookup(src)
 
     def on_event(self, host, msg: alive.Message, net: Net) -> None:
@@ -188,8 +188,8 @@ class Inbox:
             self.noise.info(("ready-old", net), "%s mtcClient not offering feature list ; "
                             "node may have upgrade pending", host.hostname)
         # docs/protocol.md §5.2: re-read on every ready event (its pxeboot request).
-        self.agent.load_dnsmasq_hosts()
-        self.agent.run(host.on_ready(features, self.clock.now(), net))
+        self.load_pxeboot()
+        self.run(host.on_ready(features, self.clock.now(), net))
 
     def on_ack(self, host, msg: alive.Message, net: Net) -> None:
         """`<host> <cmd> request ACK (<net>)` for a command this agent sent; any other ACK
@@ -198,7 +198,7 @@ class Inbox:
         now = self.clock.now()
         host.on_ack(msg.cmd, net, now)
         level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
-        pending, lines = self.agent.outbox.commands.on_ack(host.hostname, msg.cmd, net, now)
+        pending, lines = self.outbox.acked(host.hostname, msg.cmd, net, now)
         if not pending:
             self.noise.log(level, ("ack", host.hostname, net), "%s %s request ACK (%s)",
                            host.hostname, cmd_name(msg.cmd), net.iface)
@@ -206,4 +206,3 @@ class Inbox:
         self.log.log(level, "%s", lines[0])
         for line in lines[1:]:
             self.log.info("%s", line)
-        self.agent.outbox.rearm()

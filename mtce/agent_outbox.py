@@ -16,31 +16,62 @@ REQUESTS = {"lock": Cmd.LOCKED, "unlock": Cmd.UNLOCKED, "reboot": Cmd.REBOOT,
 
 
 class Outbox:
-    """`agent` gives the table, the sockets (`net`), the clock, the log, `run`,
-    `load_dnsmasq_hosts`, `refresh_facts`, the operator states and `pxeboot_provisioned`."""
+    """Its collaborators: the host `table`, the sockets (`net`), the `clock`, the `loop` (one
+    timer for retries), the `log`, the `operator_states` kept in state_dir; `run` carries out
+    the table's actions, `load_pxeboot` looks at dnsmasq.hosts again, `refresh_facts` reads the
+    simplex file. What this controller is (`simplex`, `pxeboot_provisioned`) is fixed at start;
+    `reconfigure(cfg)` takes `[agent] lazy_reboot_delay` from a reloaded config."""
 
-    def __init__(self, agent):
-        self.agent = agent
+    def __init__(self, table, net, clock, loop, log, operator_states, run, load_pxeboot,
+                 refresh_facts, cfg, simplex: bool, pxeboot_provisioned: bool):
+        self.table, self.net, self.clock, self.loop, self.log = table, net, clock, loop, log
+        self.operator_states = operator_states
+        self.run, self.load_pxeboot, self.refresh_facts = run, load_pxeboot, refresh_facts
+        self.simplex, self.pxeboot_provisioned = simplex, pxeboot_provisioned
+        self.lazy_reboot_delay = cfg.agent.lazy_reboot_delay
         self.commands = Commands()
         self._timer = None
         self.on_outcome = None          # told each waiter's Outcome (the control socket)
+
+    def reconfigure(self, cfg) -> None:
+        self.lazy_reboot_delay = cfg.agent.lazy_reboot_delay
+
+    # -- what the receive path tells it ---------------------------------------------------------
+    @property
+    def waiting(self) -> bool:
+        """Whether any command waits for an ACK or an answer."""
+        return bool(self.commands.pending)
+
+    def acked(self, hostname: str, cmd: int, net: Net, now: float) -> tuple[bool, list]:
+        """An ACK of `cmd` from `hostname` over `net`: (whether a command waited for it, its
+        lines to log)."""
+        pending, lines = self.commands.on_ack(hostname, cmd, net, now)
+        if pending:
+            self.rearm()
+        return pending, lines
+
+    def answered(self, hostname: str, net: Net, now: float) -> list:
+        """An mtcAlive from `hostname` over `net`: the lines of the `alive` it answers, if any."""
+        answered, lines = self.commands.on_answer(hostname, net, now)
+        if not answered:
+            return []
+        self.rearm()
+        return lines
 
     # -- one command, one host, one network -----------------------------------------------------
     def command_data(self, net: Net, cmd: Cmd) -> str:
         """The data of `cmd` over `net` (docs/protocol.md §3); a pxeboot mtcAlive request's
         pxebootInfo goes over mgmt too, beside it (`send`)."""
-        a = self.agent
         if cmd == Cmd.REQ_MTCALIVE and net == Net.PXEBOOT:
-            c0, c1 = a.table.get("controller-0"), a.table.get("controller-1")
-            return alive.pxeboot_info(a.net.pxeboot_ip, c0.pxeboot_ip if c0 else "",
+            c0, c1 = self.table.get("controller-0"), self.table.get("controller-1")
+            return alive.pxeboot_info(self.net.pxeboot_ip, c0.pxeboot_ip if c0 else "",
                                       c1.pxeboot_ip if c1 else "")
-        sender = {Net.MGMT: a.net.float_ip, Net.CLSTR: "", Net.PXEBOOT: a.net.pxeboot_ip}[net]
+        sender = {Net.MGMT: self.net.float_ip, Net.CLSTR: "", Net.PXEBOOT: self.net.pxeboot_ip}[net]
         return alive.default_data(sender, net)
 
     def send(self, hostname: str, net: Net, cmd: Cmd, num: int = 0, parm: tuple = ()) -> bool:
         """Send one command to one host over one network (docs/protocol.md §4)."""
-        a = self.agent
-        host = a.table.get(hostname)
+        host = self.table.get(hostname)
         if host is None:
             return False
         if net == Net.MGMT:
@@ -48,36 +79,35 @@ class Outbox:
         elif net == Net.CLSTR:
             dest = host.clstr_ip
         else:
-            if not a.pxeboot_provisioned:
+            if not self.pxeboot_provisioned:
                 return False
             if cmd == Cmd.REQ_MTCALIVE:
-                a.load_dnsmasq_hosts()
+                self.load_pxeboot()
             dest = host.pxeboot_ip
         text = self.command_data(net, cmd)
         if net == Net.PXEBOOT and cmd == Cmd.REQ_MTCALIVE and host.entry.mgmt_ip:
             # docs/contract.md §8: the same request over mgmt first, from the address of every mgmt
             # command: it confirms these pxeboot addresses to an mtce client, so that pxeboot
             # commands from anyone else are refused there (a C client ignores it).
-            a.net.send(hostname, Net.MGMT, cmd, host.entry.mgmt_ip,
+            self.net.send(hostname, Net.MGMT, cmd, host.entry.mgmt_ip,
                        alive.command(cmd, host.entry.mgmt_mac, text))
         if not dest:
             if net == Net.PXEBOOT and cmd == Cmd.REBOOT:
-                a.log.info("%s Pxeboot network address not learned yet ; can't reboot",
+                self.log.info("%s Pxeboot network address not learned yet ; can't reboot",
                            hostname)
             return False
         data = alive.command(cmd, host.entry.mgmt_mac, text, num=num, parm=parm)
-        return a.net.send(hostname, net, cmd, dest, data)
+        return self.net.send(hostname, net, cmd, dest, data)
 
     # -- the operator's commands -------------------------------------------------------------
     def operator(self, request: str, hostname: str) -> tuple[bool, str]:
         """lock, unlock, reboot, reset, lazy-reboot or alive for one host, from the CLI."""
-        a = self.agent
-        host = a.table.get(hostname)
+        host = self.table.get(hostname)
         if host is None:
             return False, f"no such host: {hostname}"
-        now = a.clock.now()
+        now = self.clock.now()
         if request == "alive":
-            if not a.pxeboot_provisioned:
+            if not self.pxeboot_provisioned:
                 return False, "pxeboot is not provisioned on this controller"
             if not host.pxeboot_ip:
                 return False, f"{hostname} has no pxeboot address (dnsmasq.hosts)"
@@ -90,25 +120,25 @@ class Outbox:
             # restarts until the file's `administrative` itself changes. Saved first: a lock
             # that cannot be kept is refused (nothing sent, nothing changed), or a restart
             # would bring back the inventory's value behind the operator's back.
-            problem = a.operator_states.set(host.hostname, state.value,
-                                            host.entry.administrative, a.clock.wall())
+            problem = self.operator_states.set(host.hostname, state.value,
+                                            host.entry.administrative, self.clock.wall())
             if problem:
-                a.log.error("%s %s refused: %s", hostname, request, problem)
+                self.log.error("%s %s refused: %s", hostname, request, problem)
                 return False, (f"{hostname} not {request}ed: cannot save the operator state "
                                f"({problem}) ; nothing changed")
-            a.run(host.set_admin(state, now, "operator"))
+            self.run(host.set_admin(state, now, "operator"))
             if request == "lock":
                 return self.start(host, Cmd.LOCKED, *self.lock_persist())
             return self.start(host, Cmd.UNLOCKED)
         if request not in REQUESTS:
             return False, f"unknown request {request!r}"
         if request == "lazy-reboot":
-            return self.start(host, Cmd.LAZY_REBOOT, 1, (a.cfg.agent.lazy_reboot_delay,))
+            return self.start(host, Cmd.LAZY_REBOOT, 1, (self.lazy_reboot_delay,))
         return self.start(host, REQUESTS[request])
 
     def watch(self, request: str, hostname: str, seconds: float) -> int:
         """A waiter for the command `operator(request, hostname)` just started; its id."""
-        watch = self.commands.watch(hostname, REQUESTS[request], self.agent.clock.now(),
+        watch = self.commands.watch(hostname, REQUESTS[request], self.clock.now(),
                                     seconds)
         self.rearm()
         return watch
@@ -130,9 +160,8 @@ class Outbox:
     def lock_persist(self) -> tuple[int, tuple]:
         """num/parm of LOCKED: LOCK_PERSIST unless `<platform_dir>/simplex` exists
         (`M/mtcCtrlMsg.cpp:814-838`, read at the send as the original does)."""
-        a = self.agent
-        a.refresh_facts()
-        if a.table.facts.still_simplex:
+        self.refresh_facts()
+        if self.table.facts.still_simplex:
             return 0, ()
         return 1, tuple(int(i == PARM_LOCK_PERSIST) for i in range(PARM_LOCK_PERSIST + 1))
 
@@ -141,13 +170,12 @@ class Outbox:
         commands"): REBOOT and LAZY REBOOT over pxeboot first; LOCKED over pxeboot unless the
         simplex file exists; RESET never over pxeboot (the original sends no RESET there); `alive`
         only over pxeboot."""
-        a = self.agent
         if cmd == Cmd.REQ_MTCALIVE:
-            return [Net.PXEBOOT] if a.pxeboot_provisioned and host.pxeboot_ip else []
+            return [Net.PXEBOOT] if self.pxeboot_provisioned and host.pxeboot_ip else []
         nets = []
-        pxeboot = a.pxeboot_provisioned and host.pxeboot_ip and not a.simplex
+        pxeboot = self.pxeboot_provisioned and host.pxeboot_ip and not self.simplex
         if pxeboot and (cmd in (Cmd.REBOOT, Cmd.LAZY_REBOOT) or
-                        (cmd == Cmd.LOCKED and not a.table.facts.still_simplex)):
+                        (cmd == Cmd.LOCKED and not self.table.facts.still_simplex)):
             nets.append(Net.PXEBOOT)
         nets.append(Net.MGMT)
         if host.clstr_ip and cmd != Cmd.LAZY_REBOOT:
@@ -156,7 +184,7 @@ class Outbox:
 
     def start(self, host, cmd: Cmd, num: int = 0, parm: tuple = ()) -> tuple[bool, str]:
         attempt, outcomes = self.commands.start(host.hostname, cmd, num, parm,
-                                                self.agent.clock.now())
+                                                self.clock.now())
         self._tell(outcomes)
         sent = self._attempt(attempt)
         self.rearm()
@@ -166,14 +194,13 @@ class Outbox:
         return True, f"{cmd_name(cmd)} sent to {host.hostname} ({nets}) ; waiting for ACK"
 
     def _attempt(self, at) -> list[Net]:
-        a = self.agent
-        host = a.table.get(at.host)
+        host = self.table.get(at.host)
         if host is None:
             self.commands.forget_host(at.host)
             return []
         sent = [net for net in self.nets_for(host, at.cmd)
                 if self.send(at.host, net, at.cmd, at.num, at.parm)]
-        a.log.info("%s sending '%s' request (%s) ; attempt %d of %d", at.host,
+        self.log.info("%s sending '%s' request (%s) ; attempt %d of %d", at.host,
                    cmd_name(at.cmd), ",".join(n.iface for n in sent) or "none", at.attempt,
                    CMD_ATTEMPTS)
         return sent
@@ -191,13 +218,13 @@ class Outbox:
             self._timer = None
         at = self.commands.next_deadline()
         if at != float("inf"):
-            self._timer = self.agent.loop.call_at(at, self._due)
+            self._timer = self.loop.call_at(at, self._due)
 
     def _due(self) -> None:
         self._timer = None
-        due = self.commands.due(self.agent.clock.now())
+        due = self.commands.due(self.clock.now())
         for line in due.lines:
-            self.agent.log.error("%s", line)
+            self.log.error("%s", line)
         for attempt in due.attempts:
             self._attempt(attempt)
         self._tell(due.outcomes)

@@ -149,8 +149,11 @@ NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period wi
                    "unprovisioned")
 
 
-def agent_series(agent, now: float, version: str | None = None) -> str:
-    """Every series of the agent (README, Observability); one pass over the host table."""
+def agent_series(table, counters, command_counts: dict, receive_rate: float, started_at: float,
+                 now: float, version: str | None = None) -> str:
+    """Every series of the agent (README, Observability), from its host `table`, its
+    `counters` (transport.Counters), the operator commands' `command_counts`, the recent
+    `receive_rate` and when it started (unix time); one pass over the table."""
     from mtce import __version__
     from mtce.states import FAILURE_MASK, Admin, Availability, NetState, failure_flag_names
     version = version or __version__
@@ -177,7 +180,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
     failed = e.family("mtce_host_failure_flag", "gauge",
                       "1 for each failure bit of parm[2] the host's latest mtcAlive reports "
                       "(absent: not reported)")
-    for h in agent.table:
+    for h in table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, NET_KEYS):
             state = h.net_state(n.net, now)
@@ -202,7 +205,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
         if h.flags & FAILURE_MASK:
             for name in failure_flag_names(h.flags):
                 failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')
-    c = agent.counters
+    c = counters
     for i, key in enumerate(NET_KEYS):
         lab = labels(network=key)
         e.add("mtce_agent_datagrams_received_total", "counter", "datagrams received",
@@ -216,7 +219,7 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
               "datagrams from an address no host owns", c.unknown_net[i], lab)
         e.add("mtce_agent_kernel_drops_total", "counter",
               "datagrams the kernel dropped on a full receive buffer", c.drops_net[i], lab)
-    counts = agent.outbox.commands.counts
+    counts = command_counts
     e.add("mtce_agent_commands_sent_total", "counter", "operator command attempts sent",
           counts["sent"])
     e.add("mtce_agent_commands_acked_total", "counter", "operator commands ACKed",
@@ -227,10 +230,10 @@ def agent_series(agent, now: float, version: str | None = None) -> str:
     e.add("mtce_agent_loop_stalls_total", "counter",
           "times the main loop found itself stalled", c.stalls)
     e.add("mtce_agent_receive_rate", "gauge", "datagrams received per second, recently",
-          float(agent.pacer.rate))
+          float(receive_rate))
     e.add("mtce_agent_start_time_seconds", "gauge", "when the agent started (unix time)",
-          float(agent.started_at))
-    e.add("mtce_agent_hosts", "gauge", "hosts in the inventory", len(agent.table))
+          float(started_at))
+    e.add("mtce_agent_hosts", "gauge", "hosts in the inventory", len(table))
     e.add("mtce_build_info", "gauge", "the running mtce", 1,
           labels(version=version, daemon="agent"))
     return e.text()

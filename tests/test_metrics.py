@@ -67,7 +67,7 @@ def test_the_agents_series_of_a_running_cluster_pass_promtool(sim):
     s.run_until(s.all_ok, 20, what="every host ok")
     s.request(cmd="lock", host="worker-1")
     s.run(3)
-    text = metrics.agent_series(s.agent, s.clock.now(), "9.9.9")
+    text = s.agent.series(s.clock.now(), "9.9.9")
     rc, out = promtool_check(text)
     assert rc == 0, out
     assert 'mtce_host_available{host="worker-0",personality="worker"} 1' in text
@@ -639,7 +639,7 @@ def test_issue23_item8_an_agent_requiring_tags_exports_its_drops_by_reason(sim, 
     s.start()
     s.run(5)
     assert s.hosts()["worker-0"]["availability"] == "offline"
-    series = parse_series(metrics.agent_series(s.agent, s.clock.now()))
+    series = parse_series(s.agent.series(s.clock.now()))
     for net in ("mgmt", "cluster-host", "pxeboot"):
         got = series[f'mtce_agent_datagrams_bad_total{{network="{net}",reason="{reason}"}}']
         assert got > 0 or net == "pxeboot", (net, got)     # pxeboot: only once requested
@@ -713,7 +713,7 @@ def test_issue23_item15_the_failure_flag_series_pass_promtool(sim):
     s.net.transmit(alive.mtcalive(ident, Net.MGMT, 1, flags=0xFFFFFFFF), (w.mgmt_ip, 40999),
                    (s.files.controller.controller, 2101))
     s.settle()
-    text = metrics.agent_series(s.agent, s.clock.now())
+    text = s.agent.series(s.clock.now())
     rc, out = promtool_check(text)
     assert rc == 0, out
     flags = [ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{")]

@@ -14,7 +14,7 @@ import pytest
 from harness import soak
 from harness.cluster import Cluster
 from mtce import agent as agent_mod, agent_decisions
-from mtce import agent_ctl, agent_net, agent_pacing, alive, cli_ctl, config, metrics, transport
+from mtce import agent_ctl, agent_net, agent_pacing, alive, cli_ctl, config, transport
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
@@ -849,7 +849,7 @@ def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_r
     def sample(phase):
         p = s.hosts()["worker-0"]["networks"]["pxeboot"]
         samples.append((phase, s.clock.now(), p))
-        text = metrics.agent_series(s.agent, s.clock.now())
+        text = s.agent.series(s.clock.now())
         assert f"{up}{1 if p['state'] == 'ok' else 0}" in text, "the metric says the state"
 
     end = s.clock.now() + 40
@@ -1008,7 +1008,7 @@ def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_me
     h = s.hosts()
     assert h["worker-0"]["failure_flags"] == ["MAIN_GOENABLE_FAIL", "MAIN_SERVICES_FAIL"]
     assert h["worker-1"]["failure_flags"] == []
-    text = metrics.agent_series(s.agent, s.clock.now())
+    text = s.agent.series(s.clock.now())
     flagged = sorted(ln for ln in text.splitlines() if ln.startswith("mtce_host_failure_flag{"))
     assert flagged == [
         'mtce_host_failure_flag{host="worker-0",personality="worker",'
@@ -1018,7 +1018,7 @@ def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_me
     assert s.agent.table.get("worker-0")._steady, "the next one takes the fast path"
     send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, 5, flags=0x1))
     assert s.hosts()["worker-0"]["failure_flags"] == []
-    assert "mtce_host_failure_flag{" not in metrics.agent_series(s.agent, s.clock.now())
+    assert "mtce_host_failure_flag{" not in s.agent.series(s.clock.now())
 
 
 def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
@@ -1228,8 +1228,7 @@ def test_a_locked_hosts_pxeboot_is_lost_when_its_mtcalive_stop(sim):
     s.run(2.5)
     p = s.hosts()["worker-1"]["networks"]["pxeboot"]
     assert p["state"] == "lost" and p["last_seen_s"] > window * 6, p
-    from mtce import metrics
-    text = metrics.agent_series(s.agent, s.clock.now())
+    text = s.agent.series(s.clock.now())
     assert 'mtce_host_network_up{host="worker-1",personality="worker",network="pxeboot"} 0' \
         in text
     s.net.drop = None
