@@ -101,7 +101,7 @@ class Agent:
                              self.simplex, self.pxeboot_provisioned)
         self.outbox.on_outcome = self._tell_waiter
         self.inbox.outbox = self.outbox       # it sends through the sockets that deliver there
-        self.pxeinfo = PxebootAddresses(self.table, self.net, loop, clock, log, self.throttle,
+        self.pxeboot_addrs = PxebootAddresses(self.table, self.net, loop, clock, log, self.throttle,
                                         self.run, self.own_mac, self.pxeboot_provisioned, cfg,
                                         self.dnsmasq_path)
         self.hooks = Children(log, clock)
@@ -206,7 +206,7 @@ class Agent:
                           "silent for one detection window", online)
 
     def load_dnsmasq_hosts(self, force: bool = False) -> None:
-        self.pxeinfo.load(force)
+        self.pxeboot_addrs.load(force)
 
     # -- the table's actions -----------------------------------------------------------------
     def run(self, actions) -> None:
@@ -427,7 +427,7 @@ class Agent:
                       len(removed), len(changed))
         self.net.resize_rx()
         self.dnsmasq_path = config.expand_path(new.paths.dnsmasq_hosts, new.paths.build_info)
-        self.pxeinfo.reconfigure(new, self.dnsmasq_path)
+        self.pxeboot_addrs.reconfigure(new, self.dnsmasq_path)
         if ("agent", "pxeboot_ip") in changed_keys:
             self.net.pxeboot_ip = new.agent.pxeboot_ip
         for key in changed_keys & set(SOCKET_KEYS):

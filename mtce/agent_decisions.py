@@ -1,6 +1,7 @@
 """The actions the agent's host state machines return, and what they share: `Send`,
 `RaiseAlarm`, `ClearAlarm`, `Log` (carried out by agent.py), the timer `Settings`, the `Facts`
-the wiring refreshes, and the pure timing arithmetic. Stdlib and `states` only.
+the wiring refreshes, and the pure timing arithmetic. Imports `states` and `budget`, and
+`config` for `Settings.from_config`.
 """
 
 from __future__ import annotations

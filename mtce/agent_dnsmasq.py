@@ -1,11 +1,13 @@
 """The hosts' pxeboot addresses from dnsmasq.hosts, by mgmt MAC (docs/protocol.md §5.2): read
 where the original reads it, applied to the host table, the agent's own line rebinding its pxeboot
-sockets. The parsing is netif.read_dnsmasq_hosts'; when to parse again agent_net.dnsmasq_stamp's.
+sockets. The parsing is netif.read_dnsmasq_hosts'; when to parse again is `dnsmasq_stamp`'s.
 """
 
 from __future__ import annotations
 
-from mtce import agent_net, netif
+import os
+
+from mtce import netif
 
 
 class PxebootAddresses:
@@ -31,14 +33,14 @@ class PxebootAddresses:
         """pxeboot addresses by mgmt MAC (docs/protocol.md §5.2), read where the original reads
         them: before every pxeboot mtcAlive request and on every ready event; looked at once
         a loop turn (a turn reads a second's worth of ready events at light load), parsed
-        again only when it may have changed (agent_net.dnsmasq_stamp)."""
+        again only when it may have changed (`dnsmasq_stamp`)."""
         if not self.pxeboot_provisioned:
             return
         turn = self.loop.turns
         if turn == self._turn and not force:
             return
         self._turn = turn
-        stamp, settled = agent_net.dnsmasq_stamp(self.path, self.clock.wall())
+        stamp, settled = dnsmasq_stamp(self.path, self.clock.wall())
         if stamp == self._stamp and settled and not force:
             return
         self._stamp = stamp
@@ -72,3 +74,15 @@ class PxebootAddresses:
         if self.pxeboot_provisioned and socks["pxeboot_rx"] is None and self.net.pxeboot_ip \
                 and socks["mgmt_rx"] is not None:
             self.net.setup()
+
+
+def dnsmasq_stamp(path: str, wall: float) -> tuple[tuple | None, bool]:
+    """(stamp, settled) of dnsmasq.hosts: it is parsed again when its inode, size, mtime or
+    ctime changed, or while its ctime is under 2 s old (a change within the same timestamp
+    tick could hide; ctime cannot be set back, unlike mtime)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, True
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), \
+        wall - st.st_ctime_ns / 1e9 > 2.0

@@ -6,7 +6,6 @@ fault-insertion files. Socket life is netsocks.SocketSet's.
 
 from __future__ import annotations
 
-import os
 import socket
 
 from mtce import netif, netsocks, transport
@@ -246,15 +245,3 @@ def report_rcvbuf(log, throttle, name: str, got: int, wanted: int, hosts: int,
                      "kernel allows %d (net.core.rmem_max %d): give the agent CAP_NET_ADMIN or "
                      "sysctl -w net.core.rmem_max=%d", name, got, wanted, hosts, 2 * rmem_max,
                      rmem_max, (wanted + 1) // 2)
-
-
-def dnsmasq_stamp(path: str, wall: float) -> tuple[tuple | None, bool]:
-    """(stamp, settled) of dnsmasq.hosts: it is parsed again when its inode, size, mtime or
-    ctime changed, or while its ctime is under 2 s old (a change within the same timestamp
-    tick could hide; ctime cannot be set back, unlike mtime)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None, True
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), \
-        wall - st.st_ctime_ns / 1e9 > 2.0

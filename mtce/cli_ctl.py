@@ -187,8 +187,7 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
     import shutil
     import time
 
-    from mtce.lab_plan import Interrupted
-    from mtce.lab_view import Lines, Screen
+    from mtce.cli_screen import Interrupted, Lines, Screen
     out = out or sys.stdout
     ask = ask or (lambda req: request(path, req))
     sleep = sleep or time.sleep

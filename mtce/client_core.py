@@ -6,8 +6,8 @@ agent_host.py is for the agent; `client.py` carries them out (sockets, files, `[
 The command rows follow `M/mtcCompMsg.cpp:245-745` (docs/protocol.md §2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
 it (reboot, reset, wipedisk). No I/O: what only files can tell (a lock file there, a fit file)
-comes in through a `facts` object; who may command is clienttrust's. Imports `states`, `alive`
-and `clienttrust`.
+comes in through a `facts` object; who may command is client_trust's. Imports `states`, `alive`
+and `client_trust`.
 """
 
 from __future__ import annotations
@@ -353,7 +353,7 @@ class ClientCore:
 
         An mtcAlive request over pxeboot is answered from anyone (docs/contract.md §8: it only makes
         the client send mtcAlive to the learned controllers); what its pxebootInfo may
-        change is clienttrust's."""
+        change is client_trust's."""
         cmd = msg.cmd
         out: list = []
         trusted = may_command(self.sources, src, net, tagged)

@@ -26,12 +26,13 @@ import time
 
 from mtce import cli_ctl
 from mtce.agent_pxeboot import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
+from mtce.cli_screen import Interrupted, Lines, Screen
 from mtce.lab_plan import (
     AGENT_START_S, BURST_COUNT, BURST_RATE, DEFAULT_BLOCK, ENV_TAG, HA_SCENARIOS, MAX_HOSTS,
-    MTCALIVE_PERIOD_S, NETS, OFFLINE_AFTER_S, ONLINE_PERIOD_S, POLL_S, PORT, PXEBOOT_ALARM_S,
+    MTCALIVE_PERIOD_S, OFFLINE_AFTER_S, ONLINE_PERIOD_S, POLL_S, PORT, PXEBOOT_ALARM_S,
     PXEBOOT_CLEAR_S, PXEBOOT_WINDOW_S, REBOOT_DOWN_S, REBOOT_KINDS, RECENT_LINES, REFRESH_S,
     SCENARIOS, STEADY_S, STOP_GRACE_S, TICK_S, check_ports, cli_hint, package_root, program,
-    HostPlan, Interrupted, LabError, Plan,
+    HostPlan, LabError, Plan,
 )
 from mtce.lab_proc import (
     PENDING_SIGNALS, STOP_SIGNALS, build_topology, check_stop, ignore_stop_signals,
@@ -39,7 +40,8 @@ from mtce.lab_proc import (
     stop_guardian, sweep, Proc,
 )
 from mtce.lab_scenarios import (SCENARIO_CLASSES, Scenario)
-from mtce.lab_view import (Lines, LogTail, Screen, View, parse_log_line)
+from mtce.lab_view import LogTail, View, parse_log_line
+from mtce.states import NET_KEYS
 
 # == the lab =================================================================================
 
@@ -97,7 +99,7 @@ class Report:
         for name in v.order:
             h = v.hosts[name]
             state = {"availability": h.get("availability"), "admin": h.get("administrative")}
-            for net in NETS:
+            for net in NET_KEYS:
                 state[net] = v.net_state(name, net)
             mon = h.get("pxeboot_monitor") or {}
             state["loss"] = mon.get("loss", 0)
@@ -118,7 +120,7 @@ class Report:
                     if value:
                         self.lab.event(f"{name} pxeboot monitor: loss {value} of "
                                    f"{PXEBOOT_LOSS_THRESHOLD}")
-                elif key in NETS:
+                elif key in NET_KEYS:
                     self.lab.event(f"{name} {key} {old.get(key)} -> {value}")
                 else:
                     self.lab.event(f"{name} {value}")

@@ -30,12 +30,13 @@ import tempfile
 import time
 
 from mtce import cli_ctl
+from mtce.cli_screen import Interrupted, Lines
 from mtce.lab_cluster import (
     FENCE_DELAY_S, TOOLS, ClusterState, Node, cib_configuration, corosync_conf, fence_script,
     mtce_program, ocf_agent, parse_crm_mon, power_switch,
 )
 from mtce.lab_plan import (
-    ENV_TAG, HA_SCENARIOS, MAX_HOSTS, NETS, ONLINE_PERIOD_S, OFFLINE_AFTER_S, Interrupted,
+    ENV_TAG, HA_SCENARIOS, MAX_HOSTS, ONLINE_PERIOD_S, OFFLINE_AFTER_S,
     LabError, Plan, cli_hint, program,
 )
 from mtce.lab_proc import (
@@ -43,7 +44,8 @@ from mtce.lab_proc import (
     init_process, ip_cmd, netns_problem, on_stop_signal, signals_held, start_guardian,
     stop_all, stop_guardian, sweep,
 )
-from mtce.lab_view import Lines, View
+from mtce.lab_view import View
+from mtce.states import NET_KEYS
 
 GROUP = ("p_state", "p_controller_ip", "p_mtcagent")
 PXEBOOT_WINDOW_S = 1            # --ha: 200.003 after ~12 s of loss, cleared ~7 s after it ends
@@ -222,7 +224,7 @@ class HaLab:
                         if h.get("availability") == "offline":
                             self.offline_seen.append(f"{name} at {self.elapsed():.1f} s")
                         # docs/contract.md §8 "Takeover": nor a network lost
-                        for net in NETS:
+                        for net in NET_KEYS:
                             if self.view.net_state(name, net) == "lost" and \
                                     (name, net) not in self.may_be_lost:
                                 self.offline_seen.append(f"{name} {net} lost at "
@@ -376,7 +378,7 @@ class HaLab:
         problems = []
         for name in survivors:
             h = v.hosts.get(name) or {}
-            bad = [n for n in NETS if v.net_state(name, n) != "ok" and
+            bad = [n for n in NET_KEYS if v.net_state(name, n) != "ok" and
                    not (name == alarmed and n == "pxeboot")]
             if h.get("availability") != "online" or bad:
                 problems.append(f"{name} {h.get('availability')}" +
@@ -493,7 +495,7 @@ class HaLab:
         v = self.view
         bad = []
         for name in v.expected:
-            for net in NETS:
+            for net in NET_KEYS:
                 if name == alarmed and net == "pxeboot":
                     continue
                 n = v.net(name, net)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from mtce import config
 from mtce.agent_pxeboot import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
-from mtce.states import NET_KEYS
 
 # -- the lab's timers: minutes of protocol in seconds (printed in the header) ----------------
 MTCALIVE_PERIOD_S = 1          # [client] mtcalive_period
@@ -44,7 +43,7 @@ SUN_PATH_MAX = 107             # sockaddr_un.sun_path, NUL excluded
 DEFAULT_BLOCK = "127.42"       # loopback: 127.42.204.0/24 mgmt, .206 cluster-host, .202 pxeboot
 NETNS_BLOCK = "198.18"         # --netns: the same layout in 198.18.0.0/15, inside namespaces
 NET_OCTET = {"mgmt": 204, "cluster-host": 206, "pxeboot": 202}
-NETS = NET_KEYS           # the lab shows and checks every network by its JSON key
+
 SCENARIOS = ("none", "pxeboot-loss", "restart", "burst")
 HA_SCENARIOS = ("none", "agent-kill", "node-kill", "swact", "split")   # with --ha
 REBOOT_KINDS = ("reboot", "reset", "lazy_reboot", "wipedisk")
@@ -59,14 +58,6 @@ PORT = {k: config.OPTION_INDEX[k].default for k in (
 
 class LabError(Exception):
     """A failure that ends the lab with one line (exit 1)."""
-
-
-class Interrupted(BaseException):
-    """SIGINT, SIGTERM or SIGHUP: stop now, clean up."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 # == the generated cluster =====================================================================

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 
-from mtce.lab_plan import (ENV_TAG, Interrupted, LabError, Plan, STOP_GRACE_S)
+from mtce.cli_screen import Interrupted
+from mtce.lab_plan import ENV_TAG, STOP_GRACE_S, LabError, Plan
 
 # == processes ===============================================================================
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 
 from mtce import cli_ctl
-from mtce.cli import OutputError
-from mtce.lab_plan import (NETS, Interrupted, Plan)
+from mtce.lab_plan import Plan
+from mtce.states import NET_KEYS
 
 # == what the agent says =====================================================================
 
@@ -54,7 +52,7 @@ class View:
                 continue
             if h.get("availability") == "online":
                 self.online_seen.add(name)
-            for net in NETS:
+            for net in NET_KEYS:
                 if self.net_ok(name, net):
                     self.ok_seen[name].add(net)
         if self.all_ok_now():
@@ -81,7 +79,7 @@ class View:
     def host_ok(self, name: str) -> bool:
         h = self.hosts.get(name)
         return bool(h) and h.get("availability") == "online" and all(
-            self.net_ok(name, n) for n in NETS)
+            self.net_ok(name, n) for n in NET_KEYS)
 
     def all_ok_now(self) -> bool:
         return all(self.host_ok(n) for n in self.expected)
@@ -99,7 +97,7 @@ class View:
             if name not in self.online_seen:
                 out.append(f"{name} never online")
                 continue
-            lacking = [n for n in NETS if n not in self.ok_seen[name]]
+            lacking = [n for n in NET_KEYS if n not in self.ok_seen[name]]
             if lacking:
                 out.append(f"{name} never ok on {', '.join(lacking)}")
         return out
@@ -143,67 +141,3 @@ def parse_log_line(line: str) -> tuple[str, str, str] | None:
 
 
 # == display =================================================================================
-
-_COLOURS = [(re.compile(r"(?<![\w-])(lost|offline|FAILED)(?![\w-])"), "\x1b[31m"),
-            (re.compile(r"(?<![\w-])(locked)(?![\w-])"), "\x1b[33m"),
-            (re.compile(r"(?<![\w-])(ok|online)(?![\w-])"), "\x1b[32m")]
-
-
-def _colour(line: str) -> str:
-    for pattern, code in _COLOURS:
-        line = pattern.sub(lambda m, code=code: f"{code}{m.group(1)}\x1b[0m", line)
-    return line
-
-
-class Lines:
-    """The labs' line output. `mtce lab | head`: the first write to a pipe whose reader is gone
-    stops the lab as Ctrl-C does (Interrupted, SIGPIPE); every later line is dropped."""
-
-    def __init__(self, out):
-        self.out = out
-        self.broken = False
-
-    def say(self, text: str = "") -> None:
-        if self.broken:
-            return
-        try:
-            self.out.write(text + "\n")
-            self.out.flush()
-        except BrokenPipeError:
-            self.broken = True
-            raise Interrupted(signal.SIGPIPE) from None
-        except OSError as err:          # a full disk: the lab stops, `mtce` says so (exit 1)
-            self.broken = True
-            raise OutputError(f"cannot write the output: {err.strerror or err}") from None
-
-
-class Screen:
-    """The live block on a terminal: redrawn in place (cursor up, rewrite each line, clear to
-    its end) in one write, so nothing flickers; lines fit the terminal's width and height."""
-
-    def __init__(self, out):
-        self.out = out
-        self.drawn = 0
-
-    def draw(self, lines: list[str]) -> None:
-        size = shutil.get_terminal_size((120, 40))
-        lines = lines[:max(3, size.lines - 1)]
-        buf = [f"\x1b[{self.drawn}A\r" if self.drawn else "\r"]
-        width = max(10, size.columns - 1)
-        for line in lines:        # a line cut to the width says so with its last character
-            line = line if len(line) <= width else line[:width - 1] + ">"
-            buf.append(_colour(line) + "\x1b[K\n")
-        buf.append("\x1b[J")
-        self.out.write("".join(buf))
-        self.out.flush()
-        self.drawn = len(lines)
-
-    def hide_cursor(self) -> None:
-        self.out.write("\x1b[?25l")
-        self.out.flush()
-
-    def restore(self) -> None:
-        self.out.write("\x1b[0m\x1b[?25h")
-        self.out.flush()
-
-

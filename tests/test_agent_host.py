@@ -74,7 +74,7 @@ def test_to_json_has_the_contract_keys():
         doc["networks"]["pxeboot"].items()
 
 
-def test_item15_failure_flags_name_the_originals_defines_and_clear_when_offline():
+def test_failure_flags_name_the_originals_defines_and_clear_when_offline():
     """Issue 23 item 15, docs/contract.md §5 `failure_flags` (docs/protocol.md §2.1): the failure
     bits of the latest valid mtcAlive, by define, lowest first; none of the state bits; an
     offline host reports nothing now."""

@@ -41,7 +41,7 @@ def test_unlocked_correction_and_simplex_locked():
                           Send("worker-0", Net.CLSTR, Cmd.UNLOCKED)]
 
 
-def test_item8_the_simplex_file_not_the_system_mode_decides_the_locked_correction():
+def test_the_simplex_file_not_the_system_mode_decides_the_locked_correction():
     """Issue 11 item 8, docs/protocol.md §5.4 "Locked correction": while `<platform_dir>/simplex`
     exists (a simplex system, or one still in transition to duplex), LOCKED goes without
     LOCK_PERSIST, not over pxeboot, and without the warning; once it is gone, with them."""

@@ -72,9 +72,9 @@ def test_without_privilege_the_buffer_is_raised_to_rmem_max_and_the_shortfall_sa
 
 
 def test_the_shortfall_is_one_clear_warning(caplog):
-    log = logging.getLogger("t.agentnet")
+    log = logging.getLogger("t.agent_net")
     throttle = Throttle(log, FakeClock())
-    with caplog.at_level(logging.INFO, logger="t.agentnet"):
+    with caplog.at_level(logging.INFO, logger="t.agent_net"):
         for _ in range(3):
             for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
                 agent_net.report_rcvbuf(log, throttle, name, got=425984,

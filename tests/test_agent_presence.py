@@ -157,7 +157,7 @@ def test_stall_without_traffic_still_goes_offline_later():
 
 # -- issue 23 item 17: pxeboot alone never keeps a host online ------------------------------
 
-def test_item17_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
+def test_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
     """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" and Availability:
     pxeboot mtcAlive bring a host online at first (after an agent start they are often the
     first to answer), but neither delay nor end the offline audit: with mgmt and

@@ -188,7 +188,7 @@ def test_client_restart_during_monitoring_counts_one_miss():
     assert host.pxe_miss == 0 and host.pxe_loss == 0
 
 
-def test_item8_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
+def test_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
     """Issue 11 item 8, docs/protocol.md §6 (when `last` is zeroed): every pxeboot monitor START
     zeroes the pxeboot `last`, so what comes next is not counted or logged as missed (an agent
     restart, an unlock, a re-learned address all pass through START)."""
@@ -322,7 +322,7 @@ def test_transition_table_rejects_illegal_edges():
 # -- issue 23 item 12: no pxeboot monitoring for a client without the feature ---------------
 
 @pytest.mark.parametrize("features", [None, [], ["goenabled"]])
-def test_item12_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
+def test_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
     """Issue 23 item 12, docs/contract.md §8 "Revision" (docs/protocol.md §3, §5.5): a client whose
     ready event lacks `pxeboot_mtcAlive` (a C client before 649e94c, or any list without it)
     is tracked on mgmt and cluster-host; its pxeboot shows `unprovisioned` even when pxeboot
@@ -341,7 +341,7 @@ def test_item12_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(fea
     assert not host.pxeboot_monitored and host.stage is PxeStage.START
 
 
-def test_item12_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
+def test_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
     """Issue 23 item 12, docs/design.md deviations: after an agent start nothing is known of a
     host's client; its first pxeboot mtcAlive starts the monitor (a HEAD client re-announces
     only every ~60 s), but 200.003 waits for a ready event announcing the feature (a C client
@@ -363,7 +363,7 @@ def test_item12_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_annou
     assert sim.at(RaiseAlarm) and sim.at(RaiseAlarm)[0] <= T0 + 310
 
 
-def test_item12_a_ready_event_without_the_feature_stops_an_inferred_monitor():
+def test_a_ready_event_without_the_feature_stops_an_inferred_monitor():
     host = make()
     online(host)
     assert host.pxeboot_monitored

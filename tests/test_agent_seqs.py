@@ -63,7 +63,7 @@ def test_gap_adds_missed_and_is_logged_with_expect_and_detect():
         "; expect:11 detect:14 ; correcting"]
 
 
-def test_item3_three_sequence_events_in_one_second_are_each_logged():
+def test_three_sequence_events_in_one_second_are_each_logged():
     """Issue 11 item 3, docs/protocol.md §6: the original logs every gap and every out-of-sequence.
     A peer that skips 6, then 3, then repeats one, within a second, gets three lines."""
     host = make()
@@ -84,7 +84,7 @@ def test_item3_three_sequence_events_in_one_second_are_each_logged():
     assert (n.missed, n.out_of_sequence) == (9, 1)
 
 
-def test_item3_past_the_budget_events_are_counted_and_summarised_once():
+def test_past_the_budget_events_are_counted_and_summarised_once():
     """Issue 11 item 3: SEQ_LOG_BUDGET lines per host and network a window, then one summary
     line with the counts; another host or network has its own budget."""
     table = HostTable(Settings())
@@ -113,7 +113,7 @@ def test_item3_past_the_budget_events_are_counted_and_summarised_once():
         "a new window logs again"
 
 
-def test_item3_when_every_host_has_gaps_at_once_the_log_gets_a_line_of_totals():
+def test_when_every_host_has_gaps_at_once_the_log_gets_a_line_of_totals():
     """Issue 11 item 3: the per-host budget, and a table-wide one (SEQ_TABLE_BURST, then
     SEQ_TABLE_PER_MIN): 300 hosts x 3 networks with a gap each (the agent's own receive
     buffer overflowed) give at most the table's burst of lines, then one line of totals."""
@@ -219,7 +219,7 @@ def _seq_view(host):
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("gap_rate", [0.02, 0.6])
-def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_rate):
+def test_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_rate):
     """Issue 23 item 10, docs/contract.md §8 "Counters", docs/protocol.md §6 (when `last` is
     zeroed): the hot path of a steady host and the full path must agree on every counter, with the
     sequence-log budget spent (gap_rate 0.6: dozens of events a minute) and not (0.02). The
@@ -257,7 +257,7 @@ def test_item10_fast_and_slow_path_count_the_same_on_random_sequences(seed, gap_
     assert fast.nets[Net.PXEBOOT].missed < 60 * 1500, "no jump by a whole sequence number"
 
 
-def test_item10_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump():
+def test_after_a_monitor_start_with_the_budget_spent_missed_does_not_jump():
     """Issue 23 item 10 as an operator sees it: a peer with a gap every second spends the
     pxeboot log budget; an unlock restarts the pxeboot monitor (START zeroes `last`); the
     next pxeboot mtcAlive, seq 5000, adds nothing to `missed` (docs/protocol.md §6: last == 0 is a

@@ -224,7 +224,7 @@ def test_the_agents_header_check_agrees_with_decode():
             assert msg.cmd == 5 and msg.sig == alive.SIG_MESSAGE and msg.size == len(data)
 
 
-def test_item1_the_fast_path_accepts_only_what_the_full_parse_accepts():
+def test_the_fast_path_accepts_only_what_the_full_parse_accepts():
     """Issue 11 item 1, docs/contract.md §8: a host's next mtcAlive is valid without a JSON parse
     only when its text is the last valid text with another sequence number. For random mutations
     of real mtcAlive (bit flips, truncation, insertions, another number in "sequence"):
@@ -276,7 +276,7 @@ def test_item1_the_fast_path_accepts_only_what_the_full_parse_accepts():
      "mtcAlive with an invalid personality"),
     (b'["worker"]', "payload is not a JSON object"),
 ])
-def test_item1_an_mtcalive_without_valid_json_and_personality_is_refused(text, why):
+def test_an_mtcalive_without_valid_json_and_personality_is_refused(text, why):
     """Issue 11 item 1, docs/protocol.md §1.3: the original reads `personality` first and returns
     before `set_mtcAlive` when it cannot (`update_host_functions("")` fails)."""
     with pytest.raises(alive.DecodeError) as err:

@@ -12,7 +12,7 @@ import pytest
 from conftest import PROGRAM, REPO, shipped
 
 
-def test_item11_without_the_venv_one_line_says_what_to_run(tmp_path):
+def test_without_the_venv_one_line_says_what_to_run(tmp_path):
     """Issue 11 item 11, docs/contract.md §1: plain `python3 mtce.py ...` without the dependencies
     (here: a Python that sees no site-packages) prints one line saying what to run, exit 2,
     no traceback. Run against an installed zipapp (MTCE_BIN), which bundles them, the same
@@ -40,7 +40,7 @@ def test_item11_without_the_venv_one_line_says_what_to_run(tmp_path):
 @pytest.mark.parametrize("mode,foreground,inside", [
     ("agent", True, "absolute"), ("agent", False, "absolute"), ("client", True, "absolute"),
     ("client", False, "absolute"), ("agent", False, "relative"), ("client", True, "relative")])
-def test_item23_2_relative_paths_are_taken_from_the_start_directory_for_every_reload(
+def test_relative_paths_are_taken_from_the_start_directory_for_every_reload(
         tmp_path, mtce_cmd, mode, foreground, inside):
     """Issue 23 item 2, docs/contract.md §1: `mtce agent -c ag/mtc.ini` (and the client, with and
     without -f) started in a directory, the paths inside the file absolute or relative
@@ -129,7 +129,7 @@ def python_without_the_dependencies() -> list[str]:
 
 @pytest.mark.source_tree
 @pytest.mark.parametrize("argv", EVERY_COMMAND, ids=[" ".join(a) for a in EVERY_COMMAND])
-def test_item23_6_every_command_without_the_dependencies_says_what_to_run(tmp_path, argv):
+def test_every_command_without_the_dependencies_says_what_to_run(tmp_path, argv):
     """Issue 23 item 6, docs/contract.md §1: plain `python3 mtce.py ARGS` from the source tree
     without the dependencies (a Python that sees no site-packages, as Debian's python3 without the
     venv) prints one line saying what to run and exits 2, for every command, before it
@@ -146,7 +146,7 @@ def test_item23_6_every_command_without_the_dependencies_says_what_to_run(tmp_pa
     assert version.returncode == 0 and version.stdout.startswith("mtce "), version
 
 
-def test_item23_19_daemon_info_is_internal_and_answers(tmp_path):
+def test_daemon_info_is_internal_and_answers(tmp_path):
     """Issue 23 item 19, docs/design.md: `mtce daemon-info` (for the init scripts and the OCF
     agent) is not in `mtce --help` (docs/contract.md §1's table is the interface); it prints
     the [paths] mtce resolves and exits 3 when no daemon runs, 2 for an ini it cannot read."""
@@ -201,7 +201,7 @@ def ini(tmp_path):
      "mtce: lab: argument --hosts: invalid int value: 'many' (mtce lab --help)"),
     (["bench", "--jsn"], "mtce: bench: unrecognized arguments: --jsn (mtce bench --help)"),
 ])
-def test_item23_6_a_usage_error_is_one_line_naming_the_command(capsys, argv, line):
+def test_a_usage_error_is_one_line_naming_the_command(capsys, argv, line):
     """Issue 23 item 6, docs/contract.md §1 (exit 2, one line, for every command): argparse's
     two lines (`usage:` and `error:`), and for a subcommand's stray argument the top-level
     usage, become one line naming the command and where its help is."""
@@ -216,7 +216,7 @@ def test_item23_6_a_usage_error_is_one_line_naming_the_command(capsys, argv, lin
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["hosts", "--help"], ["reboot", "-h"]])
-def test_item23_6_help_stays_whole_and_exits_0(capsys, argv):
+def test_help_stays_whole_and_exits_0(capsys, argv):
     """`--help` is asked for: argparse's whole text on stdout, exit 0."""
     assert run_main(argv) == 0
     out, err = capsys.readouterr()
@@ -233,7 +233,7 @@ def test_item23_6_help_stays_whole_and_exits_0(capsys, argv):
     (["alive", "--wait=-inf", "worker-0"], "--wait"),
     (["reset", "worker-0", "--wait", "3601"], "--wait"),
 ])
-def test_item23_4_watch_and_wait_refuse_what_is_not_a_sane_interval(monkeypatch, capsys, ini,
+def test_watch_and_wait_refuse_what_is_not_a_sane_interval(monkeypatch, capsys, ini,
                                                                     argv, what):
     """Issue 23 item 4, docs/contract.md §1: `--watch nan|inf|1e300` crashed in time.sleep after
     the first table, `--watch 1e-300` asked the agent in a busy loop: SECONDS outside
@@ -252,7 +252,7 @@ def test_item23_4_watch_and_wait_refuse_what_is_not_a_sane_interval(monkeypatch,
     (["hosts", "--watch", "0.1"], 0.1), (["hosts", "--watch", "86400"], 86400.0),
     (["hosts", "--watch"], 2.0), (["reboot", "worker-0", "--wait", "3600"], 3600.0),
     (["reboot", "--wait", "worker-0"], 60.0)])
-def test_item23_4_sane_intervals_are_taken(argv, seconds):
+def test_sane_intervals_are_taken(argv, seconds):
     from mtce import cli
     args = cli.parse(argv)
     assert (args.watch if args.command == "hosts" else args.wait) == seconds
@@ -347,7 +347,7 @@ def run_into(argv, sink: str, ini: str):
 
 
 @pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a) for a in OUTPUT_COMMANDS])
-def test_item23_4_output_into_a_closed_pipe_ends_quietly_with_the_commands_status(fake_agent,
+def test_output_into_a_closed_pipe_ends_quietly_with_the_commands_status(fake_agent,
                                                                                   argv):
     """Issue 23 item 4, docs/contract.md §1: `mtce hosts | grep -q X`, `mtce alive HOST --wait |
     true`, `mtce hosts --json | head -1`: the reader goes first; the command ends quietly
@@ -357,7 +357,7 @@ def test_item23_4_output_into_a_closed_pipe_ends_quietly_with_the_commands_statu
 
 
 @pytest.mark.parametrize("argv", OUTPUT_COMMANDS, ids=[" ".join(a) for a in OUTPUT_COMMANDS])
-def test_item23_4_output_that_cannot_be_written_is_one_line_and_exit_1(fake_agent, argv):
+def test_output_that_cannot_be_written_is_one_line_and_exit_1(fake_agent, argv):
     """Issue 23 item 4, docs/contract.md §1 (1: runtime failure, one line): `mtce alarms >
     /dev/full` gave an OSError traceback; now one line saying why, exit 1."""
     r = run_into(argv, "/dev/full", fake_agent)
@@ -367,7 +367,7 @@ def test_item23_4_output_that_cannot_be_written_is_one_line_and_exit_1(fake_agen
 
 
 @pytest.mark.parametrize("sink", ["closed pipe", "/dev/full"])
-def test_item23_4_the_lab_and_the_bench_output_too(monkeypatch, capsys, tmp_path, sink):
+def test_the_lab_and_the_bench_output_too(monkeypatch, capsys, tmp_path, sink):
     """The lab's and the bench's own output paths: into /dev/full one line and exit 1; into a
     closed pipe quietly (the bench's status: 0; the lab stops as on Ctrl-C, as before)."""
     from mtce import bench
@@ -426,7 +426,7 @@ def doc_files() -> list[str]:
 
 
 @pytest.mark.source_tree
-def test_item23_6_the_docs_tell_a_way_of_running_mtce_that_works():
+def test_the_docs_tell_a_way_of_running_mtce_that_works():
     """Issue 23 item 6, docs/contract.md §1: plain `python3 mtce.py ARGS` without the venv
     exits 2 for every command; docs/lab.md said it "works the same" and gave it as the second
     terminal's command. A command line in the docs runs `.venv/bin/python mtce.py`, `python3
@@ -477,7 +477,7 @@ def man_synopsis() -> dict:
     return shown
 
 
-def test_item23_6_the_man_page_shows_every_option_of_every_command():
+def test_the_man_page_shows_every_option_of_every_command():
     """Issue 23 item 6: the man page's SYNOPSIS lacked `reboot --lazy` and `-c` for most
     commands: it shows every option `mtce COMMAND --help` has (docs/contract.md §1: every command
     takes `-c FILE`), and OPTIONS gives the bounds of `--watch` and `--wait`."""

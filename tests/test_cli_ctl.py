@@ -23,17 +23,10 @@ from mtce.agent_commands import CMD_ATTEMPTS, CMD_RETRY_S
 from mtce.cli import parse
 from mtce.states import Cmd, Net
 
+from harness.sim import to_client
+
 pytestmark = pytest.mark.sim(ctl=True)
 
-CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
-
-
-def to_client(s, name, net, cmd):
-    h = s.files.host(name)
-    addr = {Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip, Net.PXEBOOT: h.pxeboot_ip}[net]
-    from mtce import alive
-    return [d for d in s.net.sent + s.net.lost if d.dst == (addr, CLIENT_PORTS[net])
-            and alive.decode(d.data).cmd == cmd]
 
 
 class Asker:
@@ -134,7 +127,7 @@ KEPT = {"lock": "the agent keeps worker-1 locked (state_dir) and tells it again 
 
 
 @pytest.mark.parametrize("word", ["lock", "unlock"])
-def test_item23_3_lock_wait_that_gets_no_ack_says_the_lock_is_kept(sim, capsys, word):
+def test_lock_wait_that_gets_no_ack_says_the_lock_is_kept(sim, capsys, word):
     """Issue 23 item 3, docs/contract.md §1, docs/protocol.md §5.4 "Locked correction": `mtce
     lock HOST --wait` on a host that never ACKs exits 1, but unlike a reboot nothing is lost:
     the lock is recorded (kept in state_dir) and the locked correction tells the host as soon
@@ -421,7 +414,7 @@ def test_watch_on_a_narrow_terminal_fits_the_table_and_cuts_no_network(sim, monk
 def test_a_line_the_screen_must_cut_says_so(monkeypatch):
     """What still does not fit (a terminal narrower than the narrowest form) is cut with a
     visible mark, never silently (the lab's screen and `--watch` alike)."""
-    from mtce.lab_view import Screen
+    from mtce.cli_screen import Screen
     monkeypatch.setenv("COLUMNS", "20")
     monkeypatch.setenv("LINES", "10")
     out = Tty()
@@ -487,7 +480,7 @@ def serve_later(listener, queued, after_s: float):
     return t
 
 
-def test_item23_3_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpath):
+def test_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpath):
     """Issue 23 item 3, docs/contract.md §1: 17 commands at the same moment fill the agent's
     listen backlog; connect() on the CLI's timed (non-blocking) socket then fails with EAGAIN,
     which failed the command at once ("Resource temporarily unavailable", exit 1). A busy
@@ -501,7 +494,7 @@ def test_item23_3_a_full_listen_backlog_is_waited_for_within_the_timeout(sockpat
         listener.close()
 
 
-def test_item23_3_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(sockpath):
+def test_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(sockpath):
     import time
     listener, queued = full_backlog(sockpath)
     try:
@@ -523,7 +516,7 @@ def test_item23_3_a_backlog_full_for_the_whole_timeout_says_the_agent_is_busy(so
     ("half", "the agent closed the connection in the middle of its reply (stopped or "
              "killed)"),
 ])
-def test_item23_3_an_agent_gone_without_a_reply_is_said_so(sockpath, how, says):
+def test_an_agent_gone_without_a_reply_is_said_so(sockpath, how, says):
     """Issue 23 item 3, docs/contract.md §1: the agent killed (-9) while a command waits for
     its outcome: the connection closes with no reply at all, which read "the agent's reply is
     not JSON". Said as what it is (a SIGTERM'd agent still answers "the agent stopped before

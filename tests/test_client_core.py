@@ -344,7 +344,7 @@ def carried_out(c, code, src, now=2.0, net=Net.PXEBOOT) -> bool:
                                                                 Facts()))
 
 
-def test_item13_a_request_naming_an_empty_slot_is_taken_at_once():
+def test_a_request_naming_an_empty_slot_is_taken_at_once():
     """Issue 23 item 13, docs/contract.md §8: after a pxebootInfo without controller-1, a request
     from controller-1's pxeboot address with the full pxebootInfo (a swact to it, a C agent)
     fills the empty slot at once: pxeboot mtcAlive go to it now. Filling a slot makes nobody
@@ -386,7 +386,7 @@ def test_a_stranger_filling_an_empty_slot_gains_nothing_before_any_confirmation(
             assert carried_out(c, Cmd.REBOOT, P0, now=3.5 + i * 50)
 
 
-def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept():
+def test_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept():
     """Issue 23 item 16, docs/contract.md §8: an mtcAlive request with pxebootInfo over mgmt (or
     cluster-host) from an address the client takes commands from there confirms the addresses
     it names; the client answers nothing on mgmt (a C client ignores it too) and asks for the
@@ -407,7 +407,7 @@ def test_item16_a_pxebootinfo_over_mgmt_from_a_controller_confirms_and_is_kept()
     assert SaveConfirmed({"controller": P1, "controller-0": P0, "controller-1": P1}) in out
 
 
-def test_item16_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot():
+def test_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot():
     """Issue 23 item 16, docs/contract.md §8: once confirmed, a stranger's mtcAlive request over
     pxeboot is answered (one pxeboot mtcAlive to the learned controllers), its pxebootInfo
     replaces no slot, and its reboot, reset, lazy reboot, wipedisk and locked are refused;
@@ -426,7 +426,7 @@ def test_item16_once_confirmed_a_stranger_is_answered_but_cannot_command_over_px
     assert carried_out(c, Cmd.REBOOT, P1)
 
 
-def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_one():
+def test_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_one():
     """docs/contract.md §8: the pxebootInfo of any request fills an empty slot (the client then
     sends pxeboot mtcAlive there too); commands come only from confirmed addresses."""
     c = core()
@@ -441,7 +441,7 @@ def test_item16_once_confirmed_an_empty_slot_is_filled_by_anyone_but_trusts_no_o
     assert carried_out(c, Cmd.LOCKED, P0, now=4.0)
 
 
-def test_item16_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
+def test_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
     """The 180 s rule (docs/contract.md §8) counts a confirmed pxebootInfo over mgmt as a request
     from the controllers: a stranger's pxebootInfo replaces slots only after 180 s without
     either, and even then commands only from confirmed addresses are carried out."""
@@ -458,7 +458,7 @@ def test_item16_confirmed_addresses_follow_a_silent_pair_only_through_mgmt():
     assert not carried_out(c, Cmd.REBOOT, STRANGER, now=2 * stale + 2)
 
 
-def test_item16_a_kept_set_is_loaded_and_a_bad_one_refuses_until_confirmed_again():
+def test_a_kept_set_is_loaded_and_a_bad_one_refuses_until_confirmed_again():
     """A restart reopens nothing: the kept set is loaded before any datagram; a file that
     could not be read is taken as confirmed with no address (fail closed), until the agent
     confirms its addresses again (an mtce agent answers the start-up ready event)."""
@@ -482,7 +482,7 @@ def test_item16_a_kept_set_is_loaded_and_a_bad_one_refuses_until_confirmed_again
     ('{"controller":"10.2.0.300"}', ValueError), ('{"controller":7}', ValueError),
     ('{"elsewhere":"10.2.0.6"}', ValueError), ('{"controller":""}', ValueError),
 ])
-def test_item16_the_kept_file_is_checked_whole(text, confirmed):
+def test_the_kept_file_is_checked_whole(text, confirmed):
     if confirmed is ValueError:
         with pytest.raises(ValueError):
             client_trust.parse_confirmed(text)

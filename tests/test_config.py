@@ -249,7 +249,7 @@ BAD_INVENTORIES = [
 
 @pytest.mark.parametrize("text,line,key,why", [c[1:] for c in BAD_INVENTORIES],
                          ids=[c[0] for c in BAD_INVENTORIES])
-def test_item23_1_an_inventory_that_does_not_parse_exactly_names_the_faulty_line(text, line,
+def test_an_inventory_that_does_not_parse_exactly_names_the_faulty_line(text, line,
                                                                                  key, why):
     """Issue 23 item 1, docs/contract.md §4: each input the issue quotes (and the rest of §4's list:
     a bad `administrative`, a missing `mgmt_mac`/`mgmt_ip`, an address or MAC two hosts share
@@ -281,7 +281,7 @@ def test_an_unknown_inventory_key_is_warned_about_with_its_line_never_fatal():
 @pytest.mark.parametrize("personality", ["worker,", "worker,,storage", "lowlatency",
                                          "Worker", "compute", "worker worker", "worker,worker",
                                          "controller;worker"])
-def test_item23_1_a_personality_outside_the_originals_words_is_refused(personality):
+def test_a_personality_outside_the_originals_words_is_refused(personality):
     """docs/contract.md §4: a comma list of controller, worker, storage and the original's
     subfunction word lowlatency (platform.conf `subfunction=`, docs/design.md), naming at
     least one of the three functions."""
@@ -296,13 +296,13 @@ def test_item23_1_a_personality_outside_the_originals_words_is_refused(personali
     ("controller", "controller"), ("storage", "storage"), ("worker,lowlatency", "worker,lowlatency"),
     ("controller,worker,lowlatency", "controller,worker,lowlatency"),
     ("controller, worker", "controller,worker")])
-def test_item23_1_the_originals_subfunction_lists_are_taken(personality, kept):
+def test_the_originals_subfunction_lists_are_taken(personality, kept):
     text = _edit(ISSUE_INVENTORY, "personality = worker\nmgmt_mac = 08:00:27:1e:0b:02",
                  f"personality = {personality}\nmgmt_mac = 08:00:27:1e:0b:02")
     assert config.parse_inventory(text, "inv.ini").hosts["worker-2"].personality == kept
 
 
-def test_item23_1_the_shipped_inventory_and_its_example_parse():
+def test_the_shipped_inventory_and_its_example_parse():
     """The shipped file (all commented out) parses to no hosts, and its example, uncommented
     as its header says, parses exactly (README's Configure section shows the same)."""
     path = shipped("debian/inventory.ini", "/etc/mtce/inventory.ini")
@@ -316,7 +316,7 @@ def test_item23_1_the_shipped_inventory_and_its_example_parse():
     assert inv.hosts["worker-0"].cluster_host_ip == "192.168.206.50"
 
 
-def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_path,
+def test_relative_paths_are_resolved_once_from_the_start_directory(tmp_path,
                                                                            monkeypatch):
     """Issue 23 item 2, docs/contract.md §1: a relative `-c` and relative path values are taken from
     the directory the command started in, and a reload (from `/`, as a daemon) reads the same
@@ -337,7 +337,7 @@ def test_item23_2_relative_paths_are_resolved_once_from_the_start_directory(tmp_
         config.load("ag/mtc.ini", base="")
 
 
-def test_item23_19_load_paths_reads_paths_exactly_as_load(tmp_path, monkeypatch):
+def test_load_paths_reads_paths_exactly_as_load(tmp_path, monkeypatch):
     """Issue 23 item 19 (docs/design.md, `mtce daemon-info`): the init scripts and the OCF
     agent learn the [paths] from `config.load_paths`, which must give what the daemon's own
     `load` gives for any inih syntax (BOM, `key: value`, inline comments, continuation lines,

@@ -348,3 +348,45 @@ def test_the_checker_refuses_what_leads_nowhere():
     # In a doc, a bare § is the doc's own section.
     assert problems_in("docs/protocol.md", "see §5.3") == []
     assert problems_in("docs/design.md", "see §5.3")
+
+
+TEST_REF = re.compile(r"`(?:(test_\w+)::)?(test_\w+)(\.\.\.|\*)?`")
+NOT_TESTS = {"test_timeout"}        # pytest.ini's option
+
+
+def stale_test_references(text: str, modules: dict) -> list[str]:
+    """The `test_file::test_name` and bare `test_name` references in `text` that name no test
+    of this tree (a trailing `...` or `*` is a prefix); `modules` maps a test file's module
+    name to the test functions it defines."""
+    everywhere = set().union(*modules.values())
+    bad = []
+    for m in TEST_REF.finditer(text):
+        module, name, prefix = m.groups()
+        names = modules.get(module, set()) if module else everywhere
+        if module and module not in modules:
+            bad.append(f"{module}: no such test file")
+        elif not module and (name in modules or name in NOT_TESTS):
+            continue                                    # a test file named alone
+        elif prefix and not any(n.startswith(name) for n in names):
+            bad.append(f"{m.group(0)}: no test starts so")
+        elif not prefix and name not in names:
+            bad.append(f"{m.group(0)}: no such test" + (f" in {module}.py" if module else ""))
+    return bad
+
+
+def test_every_test_a_document_names_exists():
+    """docs/testing.md maps each line of the original's test plan to the tests that cover it,
+    and the docs name tests elsewhere too: each `test_file::test_name` and bare `test_name`
+    is a test of this tree (a rename, a split file or a moved test makes a stale map)."""
+    modules = {}
+    for f in os.listdir(os.path.join(REPO, "tests")):
+        if f.startswith("test_") and f.endswith(".py"):
+            modules[f[:-3]] = set(re.findall(r"(?m)^(?:    )?def (test_\w+)", read(f"tests/{f}")))
+    docs = ["README.md"] + [f"docs/{f}" for f in sorted(os.listdir(os.path.join(REPO, "docs")))
+                            if f.endswith(".md")]
+    bad = [f"{rel}: {why}" for rel in docs for why in stale_test_references(read(rel), modules)]
+    assert len(modules) > 40 and not bad, "\n".join(bad)
+    broken = stale_test_references("`test_x::test_a` `test_y::test_b` `test_c` `test_d...` `test_y`",
+                             {"test_y": {"test_a"}, "test_z": {"test_dd"}})
+    assert broken == ["test_x: no such test file", "`test_y::test_b`: no such test in test_y.py",
+                      "`test_c`: no such test"], broken

@@ -238,7 +238,7 @@ def test_mtcalive_round_trip(ident, net, seq, uptime, health, flags):
 @example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"17}\0", b"")
 @example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"017}\0", b"")
 @example(alive.Identity("worker-0", "worker", "", "", "", ""), Net.MGMT, 5, b"1}}\0", b"")
-def test_item1_fast_path_accepted_implies_full_parse_accepted(ident, net, seq, tail, other):
+def test_fast_path_accepted_implies_full_parse_accepted(ident, net, seq, tail, other):
     """Issue 11 item 1: whatever follows a valid text's prefix, or whatever random text comes
     instead, the byte comparison accepts only what parse_mtcalive accepts, same fields."""
     try:

@@ -469,7 +469,7 @@ def test_a_closed_pipe_stops_the_lab_once_then_nothing_more_is_written(kind):
     """`mtce lab --ha | head`: once the reader is gone the lab stops as for Ctrl-C
     (Interrupted) and every later line (the table, the final verdict) is dropped, not a
     traceback from a second broken write."""
-    from mtce.lab_plan import Interrupted
+    from mtce.cli_screen import Interrupted
     args = argparse.Namespace(hosts=None, duration=None, netns=False, scenario="none")
     if kind == "ha":
         from mtce.lab_ha import HaLab

@@ -245,7 +245,7 @@ def test_lazy_reboot_from_the_cli_waits_the_configured_delay(tmp_path, daemons, 
                                  "delay:2 seconds")
 
 
-def test_item23_1_an_inventory_that_does_not_parse_exactly_stops_the_agent_at_start(tmp_path,
+def test_an_inventory_that_does_not_parse_exactly_stops_the_agent_at_start(tmp_path,
                                                                                   mtce_cmd):
     """Issue 23 item 1, docs/contract.md §4 and §1: the issue's inputs (a header without `]` after
     [worker-1], a second [worker-0], `personality = wroker`, a line without `=`, a shared MAC)

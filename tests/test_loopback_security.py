@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
+from harness.agent_io import all_ok, hosts_json
 from harness.cluster import Cluster
 from conftest import wait_until
 from mtce import auth
@@ -32,22 +31,6 @@ def write_keys(path, *lines):
 def secure(host, keyfile, require="yes"):
     host.values["security"] = {"key_file": keyfile, "require": require}
     host.write_ini()
-
-
-def hosts_json(mtce_cmd, c):
-    r = subprocess.run(mtce_cmd + ["hosts", "--json", "-c", c.agent_ini], capture_output=True,
-                       text=True, timeout=20)
-    return {h["hostname"]: h for h in json.loads(r.stdout)} if r.returncode == 0 else {}
-
-
-def all_ok(mtce_cmd, c, names=None):
-    hosts = hosts_json(mtce_cmd, c)
-    names = names or c.names
-    return hosts if all(n in hosts and hosts[n]["availability"] == "online" and all(
-        hosts[n]["networks"][k]["state"] == "ok" and
-        hosts[n]["networks"][k]["last_seen_s"] is not None for k in ("mgmt", "cluster-host",
-                                                                     "pxeboot"))
-        for n in names) else None
 
 
 def test_signed_cluster_works_and_an_unsigned_client_is_not_heard(tmp_path, daemons, mtce_cmd):

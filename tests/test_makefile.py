@@ -59,7 +59,7 @@ def fake_python():
         shutil.rmtree(d)
 
 
-def test_item23_5_make_lab_as_a_normal_user_checks_only_what_the_demo_needs(fake_python):
+def test_make_lab_as_a_normal_user_checks_only_what_the_demo_needs(fake_python):
     """Issue 23 item 5, docs/contract.md §1 and §6: `make lab` as a normal user, with the venv made,
     runs the demo: it does not ask for the test suite's packages (here one that exists
     nowhere), and does not look for tools with a PATH that lacks /usr/sbin. `make bench` is
@@ -71,7 +71,7 @@ def test_item23_5_make_lab_as_a_normal_user_checks_only_what_the_demo_needs(fake
         assert "needs" not in r.stdout + r.stderr, r
 
 
-def test_item23_5_the_test_check_finds_tools_in_sbin_and_still_names_what_is_missing():
+def test_the_test_check_finds_tools_in_sbin_and_still_names_what_is_missing():
     """Issue 23 item 5: the test suite's check (`make test` runs it, and installs as root)
     finds the tools Debian puts in /usr/sbin for a user whose PATH lacks it, and still names
     a missing package (and, as a normal user, does not try to install it)."""
@@ -144,6 +144,7 @@ def test_make_lab_on_a_fresh_clone_as_a_normal_user_builds_the_venv_once(open_tm
     assert os.stat(interpreter).st_mtime_ns == before, "the system's interpreter untouched"
 
 
+@pytest.mark.slow                   # it collects the whole suite twice: not in the loop it checks
 def test_make_test_fast_runs_the_in_process_tests_and_no_real_daemon_or_namespace():
     """Issue 26 item 4: `make test-fast` is the edit-run loop. What it selects must not start
     real daemons, namespaces, containers or the soak (their markers), and must still be most

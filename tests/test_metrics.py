@@ -443,7 +443,7 @@ SHAPES = {      # the attacks that blinded /metrics after the first fix: sources
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_item21_a_scrape_is_answered_whatever_strangers_keep_sending(server, shape):
+def test_a_scrape_is_answered_whatever_strangers_keep_sending(server, shape):
     """Issue 23 item 21 (docs/design.md, the metrics endpoint; README "Observability"): a scrape
     that sends its request at once is answered within a second whatever strangers hold open
     or do, from other addresses or from its own: slowloris connections that trickle a byte
@@ -462,7 +462,7 @@ def test_item21_a_scrape_is_answered_whatever_strangers_keep_sending(server, sha
            lambda reply: reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"mtce_up 1\n"))
 
 
-def test_item21_scrapes_sent_with_their_connections_are_answered_in_one_turn_and_one_collection(
+def test_scrapes_sent_with_their_connections_are_answered_in_one_turn_and_one_collection(
         server):
     """Issue 23 item 21 (docs/design.md, the metrics endpoint): a turn of the loop takes what
     the listen queue holds and answers each request that came with its connection, so a scrape
@@ -493,7 +493,7 @@ def test_item21_scrapes_sent_with_their_connections_are_answered_in_one_turn_and
     assert len(scrapes) == 2, "the next turn collects again"
 
 
-def test_item21_a_connect_flood_faster_than_the_paced_loop_is_drained_without_its_pause(server):
+def test_a_connect_flood_faster_than_the_paced_loop_is_drained_without_its_pause(server):
     """Issue 23 item 21 (docs/design.md, the metrics endpoint): at light load the agent's loop
     pauses before each turn (about 10 turns a second, mtce/agent_pacing.py), and a listen queue that
     fills within a pause drops the next handshakes, a scrape's among them (the attack session's
@@ -529,7 +529,7 @@ def test_item21_a_connect_flood_faster_than_the_paced_loop_is_drained_without_it
 
 
 @pytest.mark.parametrize("shape", ["slowloris", "connect flood"])
-def test_item21_the_control_socket_answers_whatever_strangers_keep_sending(shape):
+def test_the_control_socket_answers_whatever_strangers_keep_sending(shape):
     """Issue 23 item 21, the same server on the agent's control socket (docs/design.md): a
     request sent at once is answered within a second while 40 peers trickle a request without
     its newline, or a flood of peers send a byte and go."""
@@ -589,7 +589,7 @@ def test_a_reload_moves_or_stops_the_endpoint_and_a_bad_address_is_only_logged(c
 
 
 @pytest.mark.source_tree
-def test_issue23_item7_the_readme_quotes_the_network_up_help_the_agent_serves():
+def test_the_readme_quotes_the_network_up_help_the_agent_serves():
     """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
     thing (docs/contract.md §8 "Network state"); the README's sample scrape is the HELP."""
     import os
@@ -623,7 +623,7 @@ def key_file(tmp_path, name: str, kid: str, hexkey: str) -> str:
 @pytest.mark.parametrize("client_key, reason", [(None, "untagged"),
                                                 (("k1", "ef" * 32), "bad_tag"),
                                                 (("k9", "ab" * 32), "unknown_key")])
-def test_issue23_item8_an_agent_requiring_tags_exports_its_drops_by_reason(sim, tmp_path,
+def test_an_agent_requiring_tags_exports_its_drops_by_reason(sim, tmp_path,
                                                                           client_key, reason):
     """Issue 23 item 8, docs/contract.md §3 "Authentication" ("each drop is counted"): an agent
     with `require = yes` and clients without the key (or with a wrong one): every host stays
@@ -650,7 +650,7 @@ def test_issue23_item8_an_agent_requiring_tags_exports_its_drops_by_reason(sim, 
         "every datagram was dropped, and each is in the metric"
 
 
-def test_issue23_item8_a_client_requiring_tags_exports_its_drops_by_reason(sim, tmp_path):
+def test_a_client_requiring_tags_exports_its_drops_by_reason(sim, tmp_path):
     """Issue 23 item 8, the client's equivalent: a client with `require = yes` and an agent
     without keys drops every request and command; `mtce_client_datagrams_bad_total` says
     `untagged`; a datagram that does not decode stays `invalid`."""
@@ -669,7 +669,7 @@ def test_issue23_item8_a_client_requiring_tags_exports_its_drops_by_reason(sim, 
         == c.counters.rx_bad
 
 
-def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
+def test_every_authentication_drop_has_its_own_reason_label():
     """Issue 23 item 8: each way auth.Authenticator.verify drops a datagram (docs/contract.md
     §3: no valid trailer, time more than 30 s off, already accepted) maps to its own
     `reason`, none to `other` (a renamed text would silently lose its label)."""
@@ -701,7 +701,7 @@ def test_issue23_item8_every_authentication_drop_has_its_own_reason_label():
 
 
 @pytest.mark.prometheus
-def test_issue23_item15_the_failure_flag_series_pass_promtool(sim):
+def test_the_failure_flag_series_pass_promtool(sim):
     """Issue 23 item 15: a host reporting every failure bit (docs/protocol.md §2.1) gives one
     `mtce_host_failure_flag` series per bit, in a scrape promtool accepts."""
     from mtce import alive

@@ -18,12 +18,11 @@ from mtce import agent_ctl, agent_net, agent_pacing, alive, cli_ctl, config, tra
 from mtce.clock import FakeClock
 from mtce.loop import Loop
 from mtce.states import Cmd, Net
-from harness.sim import daemon_logger, set_admin_in_file, sims
+from harness.sim import CLIENT_PORT, daemon_logger, set_admin_in_file, sims, to_client
 
 COALESCE_PILE = agent_pacing.COALESCE_MAX_PILE
 
 AGENT_PORT, AGENT_PXE_PORT = 2101, 2102
-CLIENT_PORTS = {Net.MGMT: 2118, Net.CLSTR: 2115, Net.PXEBOOT: 2119}
 
 
 def ident(sim, name):
@@ -62,14 +61,6 @@ def counters(sim, name):
                                for n, v in h["networks"].items()}
 
 
-def to_client(sim, name, net: Net):
-    """Commands the agent sent to `name` on `net`, decoded."""
-    h = sim.files.host(name)
-    addr = {Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip, Net.PXEBOOT: h.pxeboot_ip}[net]
-    return [alive.decode(d.data) for d in sim.net.sent + sim.net.lost
-            if d.dst == (addr, CLIENT_PORTS[net])]
-
-
 # -- item 1: only a valid mtcAlive changes a host ---------------------------------------------
 
 BAD_TEXTS = [
@@ -83,7 +74,7 @@ BAD_TEXTS = [
 
 
 @pytest.mark.parametrize("bad", BAD_TEXTS)
-def test_item1_an_mtcalive_whose_json_does_not_parse_changes_nothing(sim, bad):
+def test_an_mtcalive_whose_json_does_not_parse_changes_nothing(sim, bad):
     """Issue 11 item 1, docs/contract.md §8, docs/protocol.md §1.3: from the host's own
     address, with a jump
     in parm[3] that would count a million missed, an mtcAlive whose JSON does not parse or
@@ -102,7 +93,7 @@ def test_item1_an_mtcalive_whose_json_does_not_parse_changes_nothing(sim, bad):
     assert counters(s, "worker-0")[1]["mgmt"][:3] == (4, 0, 0)
 
 
-def test_item1_a_bad_mtcalive_from_an_offline_host_does_not_bring_it_online(sim):
+def test_a_bad_mtcalive_from_an_offline_host_does_not_bring_it_online(sim):
     s = sim(clients=[]).start()
     send(s, "worker-1", Net.PXEBOOT, alive_msg(s, "worker-1", Net.PXEBOOT, 7,
                                               text=b'{"hostname":"worker-1",,}'))
@@ -111,7 +102,7 @@ def test_item1_a_bad_mtcalive_from_an_offline_host_does_not_bring_it_online(sim)
     assert not h["pxeboot_monitor"]["supported"]
 
 
-def test_item1_a_host_without_an_inventory_cluster_host_ip_learns_it_from_its_mtcalive(sim):
+def test_a_host_without_an_inventory_cluster_host_ip_learns_it_from_its_mtcalive(sim):
     """Issue 11 item 1, docs/protocol.md §5.2 (`set_clstr_hostaddr`): where the agent has a
     cluster-host network, a host the inventory gives no cluster-host address learns the one
     its mtcAlive reports; its cluster-host mtcAlive then count, and commands go there too."""
@@ -131,7 +122,7 @@ def test_item1_a_host_without_an_inventory_cluster_host_ip_learns_it_from_its_mt
     assert [m.cmd for m in to_client(s, "worker-0", Net.CLSTR)][-1:] == [Cmd.LOCKED]
 
 
-def test_item1_an_inventory_cluster_host_ip_is_not_moved_by_an_mtcalive(sim):
+def test_an_inventory_cluster_host_ip_is_not_moved_by_an_mtcalive(sim):
     s = sim(clients=[]).start()
     w0 = s.files.host("worker-0")
     other = alive.Identity("worker-0", "worker", "", w0.mgmt_ip, "10.9.9.9", w0.mac)
@@ -187,7 +178,7 @@ def flood(s, mix, count: int, rate: float, deliver, during=None, every_second=No
 
 
 @pytest.mark.slow
-def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines(sim):
+def test_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines(sim):
     """Issue 11 item 2, style P9: 200,000 hostile datagrams at 2,000/s (100 s) to every
     receive address give at most 60 log lines, say how many were suppressed, change no host,
     and an operator's command in the middle of it is still logged."""
@@ -229,7 +220,7 @@ def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines(sim):
             assert last == seq[(name, Net.MGMT)], (name, net)
 
 
-def test_item2_acks_are_throttled_per_host_and_network_not_per_32_bit_code(sim):
+def test_acks_are_throttled_per_host_and_network_not_per_32_bit_code(sim):
     """Issue 11 item 2: an ACK throttle keyed on the wire's cmd gives a line per code; keyed
     on host and network it gives a line per minute."""
     s = sim(clients=[]).start()
@@ -242,7 +233,7 @@ def test_item2_acks_are_throttled_per_host_and_network_not_per_32_bit_code(sim):
 
 # -- item 3 at the agent: every sequence event of a real peer, bounded per host -----------
 
-def test_item3_three_gaps_of_one_host_in_one_second_are_each_logged(sim):
+def test_three_gaps_of_one_host_in_one_second_are_each_logged(sim):
     s = sim(clients=[]).start()
     for seq in (10, 17, 21, 21):
         send(s, "worker-0", Net.MGMT, alive_msg(s, "worker-0", Net.MGMT, seq))
@@ -255,7 +246,7 @@ def test_item3_three_gaps_of_one_host_in_one_second_are_each_logged(sim):
 
 # -- item 4: an operator's lock survives reloads and restarts -------------------------------
 
-def test_item4_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
+def test_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
     """Issue 11 item 4, docs/contract.md §4: a SIGHUP that changes another key of the host's section
     keeps the operator's lock; no UNLOCKED is sent; `mtce hosts` says who set it."""
     s = sim(clients=["worker-0"]).start(settle=3)
@@ -275,7 +266,7 @@ def test_item4_an_operator_lock_survives_a_reload_that_changes_another_key(sim):
     assert s.exists("worker-0", "run_dir", ".node_locked"), "the client is still locked"
 
 
-def test_item4_an_operator_lock_survives_an_agent_restart(sim):
+def test_an_operator_lock_survives_an_agent_restart(sim):
     s = sim(clients=["worker-0"]).start(settle=3)
     assert s.request(cmd="lock", host="worker-0")["ok"]
     s.run(2)
@@ -291,7 +282,7 @@ def test_item4_an_operator_lock_survives_an_agent_restart(sim):
     assert (h["administrative"], h["administrative_source"]) == ("unlocked", "operator")
 
 
-def test_item4_the_files_administrative_wins_when_that_field_itself_changes(sim):
+def test_the_files_administrative_wins_when_that_field_itself_changes(sim):
     s = sim(clients=["worker-0"]).start(settle=3)
     assert s.request(cmd="lock", host="worker-0")["ok"]
     set_admin_in_file(s, "worker-0", "locked")           # the file now agrees: it is its value
@@ -319,7 +310,7 @@ def test_item4_the_files_administrative_wins_when_that_field_itself_changes(sim)
     assert s.agent_capture.count("changed from unlocked to locked while the agent was stopped")
 
 
-def test_item4_the_table_says_where_administrative_came_from():
+def test_the_table_says_where_administrative_came_from():
     rows = [{"hostname": "w0", "personality": "worker", "administrative": "locked",
              "administrative_source": "operator", "availability": "online", "networks": {}},
             {"hostname": "w1", "personality": "worker", "administrative": "unlocked",
@@ -336,7 +327,7 @@ def operator_cmds(s, name, net) -> list:
     return [m.cmd for m in to_client(s, name, net) if m.cmd != Cmd.REQ_MTCALIVE]
 
 
-def test_item8_reset_is_not_sent_over_pxeboot(sim):
+def test_reset_is_not_sent_over_pxeboot(sim):
     """Issue 11 item 8, docs/protocol.md §5.4 "Operator commands": the original sends reboot
     over pxeboot, never reset."""
     s = sim(clients=[]).start()
@@ -347,7 +338,7 @@ def test_item8_reset_is_not_sent_over_pxeboot(sim):
     assert operator_cmds(s, "worker-0", Net.PXEBOOT) == [Cmd.REBOOT]
 
 
-def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim):
+def test_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim):
     """Issue 11 item 8, docs/protocol.md §5.4 "Locked correction" (`M/mtcCtrlMsg.cpp:814-838`):
     LOCK_PERSIST and the pxeboot LOCKED only while `<platform_dir>/simplex` is absent, read at the
     send."""
@@ -365,7 +356,7 @@ def test_item8_the_simplex_file_takes_lock_persist_and_pxeboot_off_the_lock(sim)
 
 # -- item 10: nothing in the loop blocks --------------------------------------------------------
 
-def test_item10_a_persistent_receive_error_re_creates_the_socket(sim):
+def test_a_persistent_receive_error_re_creates_the_socket(sim):
     s = sim(clients=[]).start()
     old = s.agent.socks["mgmt_rx"]
     old.recv_error = OSError(5, "Input/output error")
@@ -378,7 +369,7 @@ def test_item10_a_persistent_receive_error_re_creates_the_socket(sim):
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == 2
 
 
-def test_item10_sighup_applies_a_port_change_and_names_what_needs_a_restart(sim):
+def test_sighup_applies_a_port_change_and_names_what_needs_a_restart(sim):
     s = sim(clients=[]).start()
     c0 = s.files.controller
     c0.values["agent"]["mtc_agent_port"] = 3101
@@ -398,7 +389,7 @@ def test_item10_sighup_applies_a_port_change_and_names_what_needs_a_restart(sim)
     assert s.hosts()["worker-0"]["availability"] == "online"
 
 
-def test_item10_dnsmasq_hosts_is_read_on_every_ready_event(sim):
+def test_dnsmasq_hosts_is_read_on_every_ready_event(sim):
     """Issue 11 item 10, docs/protocol.md §5.2 (when dnsmasq.hosts is re-read): on every ready
     event (the pxeboot request it makes). A host whose lease line came after the agent started is
     learned at its next ready event, and gets its pxeboot mtcAlive request."""
@@ -414,7 +405,7 @@ def test_item10_dnsmasq_hosts_is_read_on_every_ready_event(sim):
     assert [m.cmd for m in to_client(s, "worker-1", Net.PXEBOOT)] == [Cmd.REQ_MTCALIVE]
 
 
-def test_item10_many_alarms_in_one_audit_are_one_state_file_write(sim):
+def test_many_alarms_in_one_audit_are_one_state_file_write(sim):
     """fsync off the hot path: every 200.003 raised in one audit tick costs one write."""
     s = sim(clients=[]).start()
     saves = s.agent.alarms.saves
@@ -429,7 +420,7 @@ def test_item10_many_alarms_in_one_audit_are_one_state_file_write(sim):
     assert now < s.clock.now()
 
 
-def test_item10_a_large_host_table_is_sent_without_blocking_the_loop(tmp_path):
+def test_a_large_host_table_is_sent_without_blocking_the_loop(tmp_path):
     """A 2,000-host reply (about 1 MB) to a client that does not read: the loop goes on."""
     import time
 
@@ -784,7 +775,7 @@ def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
         h = s.files.host(name)
         for net, addr in ((Net.MGMT, h.mgmt_ip), (Net.CLSTR, h.cluster_host_ip),
                           (Net.PXEBOOT, h.pxeboot_ip)):
-            reqs = [alive.decode(d.data) for d in new if d.dst == (addr, CLIENT_PORTS[net])
+            reqs = [alive.decode(d.data) for d in new if d.dst == (addr, CLIENT_PORT[net])
                     and alive.decode(d.data).cmd == Cmd.REQ_MTCALIVE]
             assert len(reqs) >= 1, (name, net)
             if net is Net.PXEBOOT:
@@ -798,7 +789,7 @@ def test_takeover_an_agent_that_starts_asks_every_host_on_every_network(sim):
     assert s.agent_capture.count("mtcAlive lost") == 0
 
 
-def test_item23_1_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
+def test_sighup_refuses_an_inventory_that_does_not_parse_exactly(sim):
     """Issue 23 item 1, docs/contract.md §4: on SIGHUP each of the issue's inputs is refused with
     the start's `FILE:LINE: [section] key: why` logged, and the running table is kept (today a
     header without `]` gives worker-1 the next section's address and personality)."""
@@ -827,7 +818,7 @@ PXE_TIMERS = {"agent": {"offline_period": 50, "offline_threshold": 20},
               "timeouts": {"online_period": 1, "pxeboot_mtcalive_window": 2}}
 
 
-def test_issue23_item7_pxeboot_state_agrees_with_what_arrives_through_loss_and_recovery(sim):
+def test_pxeboot_state_agrees_with_what_arrives_through_loss_and_recovery(sim):
     """Issue 23 item 7, docs/contract.md §8 "Network state" (docs/protocol.md §5.5): pxeboot is `ok`
     while its mtcAlive arrive, `lost` from the monitor's declared loss until the first good
     window after it; the alarm keeps its own clear debounce (7 good windows). Sampled every
@@ -891,7 +882,7 @@ C_READY_TEXTS = [
 
 
 @pytest.mark.parametrize("ready", C_READY_TEXTS)
-def test_issue23_item12_a_client_without_the_feature_gets_no_pxeboot_monitor(sim, ready):
+def test_a_client_without_the_feature_gets_no_pxeboot_monitor(sim, ready):
     """Issue 23 item 12, docs/contract.md §8 "Revision" (docs/protocol.md §3, the ready event): the
     agent as it meets a C client before 649e94c (or one whose ready event lists no
     pxeboot_mtcAlive): its mgmt and cluster-host mtcAlive count, its pxeboot mtcAlive come for a
@@ -933,7 +924,7 @@ def offline_bound(s) -> float:
 
 
 @pytest.mark.parametrize("dnsmasq_line", [True, False])
-def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(sim,
+def test_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(sim,
                                                                                  dnsmasq_line):
     """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" and Availability:
     worker-0 runs, then is killed; a stranger on the pxeboot network goes on sending valid
@@ -966,7 +957,7 @@ def test_issue23_item17_a_stranger_on_pxeboot_cannot_keep_a_killed_host_online(s
     assert s.agent_capture.count("worker-0 going offline") == 1
 
 
-def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_it(sim):
+def test_a_pxeboot_address_is_learned_only_as_the_host_reported_it(sim):
     """Issue 23 item 17, docs/contract.md §8 "A learned pxeboot address" (docs/protocol.md §1.3,
     the learning path): a host without a dnsmasq.hosts line. A stranger's valid pxeboot
     mtcAlive naming it, from the stranger's own address, teaches nothing; once the host
@@ -993,7 +984,7 @@ def test_issue23_item17_a_pxeboot_address_is_learned_only_as_the_host_reported_i
 
 # -- issue 23 item 15 (part): the goEnabled / host-services failure bits --------------------
 
-def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_metrics(sim):
+def test_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_metrics(sim):
     """Issue 23 item 15 (upstream 6106051), docs/contract.md §5 `failure_flags`, docs/protocol.md
     §2.1 flag bits: a HEAD client reports a failed main goEnable (0x10000) and failed main host
     services (0x40000) in parm[2], beside I_AM_CONFIGURED; `mtce hosts --json` names the failure
@@ -1021,7 +1012,7 @@ def test_issue23_item15_failure_bits_of_the_latest_mtcalive_in_hosts_json_and_me
     assert "mtce_host_failure_flag{" not in s.agent.series(s.clock.now())
 
 
-def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
+def test_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
     """Issue 23 item 16, docs/contract.md §8: the agent sends each mtcAlive request over pxeboot
     with the same request, same pxebootInfo, over mgmt just before it, from the address it sends
     every mgmt command from (the client takes its pxeboot controllers as confirmed from it; a
@@ -1035,29 +1026,29 @@ def test_item16_every_pxeboot_mtcalive_request_has_its_mgmt_twin(sim):
     assert s.request(cmd="lock", host="worker-1")["ok"]
     s.settle()
     w1 = s.files.host("worker-1")
-    lock_src = {d.src[0] for d in s.net.sent if d.dst == (w1.mgmt_ip, CLIENT_PORTS[Net.MGMT])
+    lock_src = {d.src[0] for d in s.net.sent if d.dst == (w1.mgmt_ip, CLIENT_PORT[Net.MGMT])
                 and alive.decode(d.data).cmd == Cmd.LOCKED}
     assert len(lock_src) == 1
     for name in s.client_names:
         h = s.files.host(name)
         sent = [d for d in s.net.sent + s.net.lost if d.dst in (
-            (h.mgmt_ip, CLIENT_PORTS[Net.MGMT]), (h.pxeboot_ip, CLIENT_PORTS[Net.PXEBOOT]))]
+            (h.mgmt_ip, CLIENT_PORT[Net.MGMT]), (h.pxeboot_ip, CLIENT_PORT[Net.PXEBOOT]))]
         msgs = [(d.dst[1], d.src[0], alive.decode(d.data)) for d in sent]
         pxe = [i for i, (port, _, m) in enumerate(msgs)
-               if port == CLIENT_PORTS[Net.PXEBOOT] and m.cmd == Cmd.REQ_MTCALIVE]
+               if port == CLIENT_PORT[Net.PXEBOOT] and m.cmd == Cmd.REQ_MTCALIVE]
         assert len(pxe) >= 3, (name, "start, ready events")
         for i in pxe:
             port, src, twin = msgs[i - 1]
-            assert port == CLIENT_PORTS[Net.MGMT] and twin.cmd == Cmd.REQ_MTCALIVE, (name, i)
+            assert port == CLIENT_PORT[Net.MGMT] and twin.cmd == Cmd.REQ_MTCALIVE, (name, i)
             assert twin.buf == msgs[i][2].buf and b'"pxebootInfo"' in twin.buf
-        mgmt_sources = {src for port, src, m in msgs if port == CLIENT_PORTS[Net.MGMT]}
+        mgmt_sources = {src for port, src, m in msgs if port == CLIENT_PORT[Net.MGMT]}
         assert mgmt_sources == lock_src, "the twin comes from where every mgmt command does"
     before = len(s.net.sent)
     s.restart_agent()
     for name in s.client_names:
         h = s.files.host(name)
         mgmt = [alive.decode(d.data) for d in s.net.sent[before:]
-                if d.dst == (h.mgmt_ip, CLIENT_PORTS[Net.MGMT])]
+                if d.dst == (h.mgmt_ip, CLIENT_PORT[Net.MGMT])]
         assert [m.cmd for m in mgmt] == [Cmd.REQ_MTCALIVE], (name, "one at the takeover")
         assert json.loads(mgmt[0].buf)["pxebootInfo"]["controller"] == \
             s.files.controller.pxeboot_ip

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.sim(clients=["worker-0"], agent=False)
 
 # -- item 5: trusted sources follow the hosts file and the latest pxebootInfo -------------------
 
-def test_item5_a_swact_moves_the_controller_address_and_commands_keep_working(sim):
+def test_a_swact_moves_the_controller_address_and_commands_keep_working(sim):
     """Issue 11 item 5: after a swact or a readdress the hosts file names new controller
     addresses; within one tick the client takes commands from them, ACKs to them, and no
     longer from the old ones (docs/protocol.md §4 for where ACKs go)."""
@@ -53,7 +53,7 @@ def test_item5_a_swact_moves_the_controller_address_and_commands_keep_working(si
     assert c.to_agent(new["controller"], Net.MGMT)[-1].data[:17] == alive.SIG_MESSAGE
 
 
-def test_item5_the_agents_pxeboot_source_is_trusted_whatever_its_pxebootinfo_says(sim):
+def test_the_agents_pxeboot_source_is_trusted_whatever_its_pxebootinfo_says(sim):
     """Issue 11 item 5: the C agent's pxeboot transmit socket is unbound (docs/protocol.md §4), so
     its requests may come from an address its pxebootInfo does not list (the pxecontroller
     floating address). The client used to take the first such request and refuse every later
@@ -72,7 +72,7 @@ def test_item5_the_agents_pxeboot_source_is_trusted_whatever_its_pxebootinfo_say
     assert [m.cmd for m in c.acks(floating, Net.PXEBOOT)] == [Cmd.LOCKED]
 
 
-def test_item5_a_swact_to_the_other_controller_is_followed_within_one_request(sim):
+def test_a_swact_to_the_other_controller_is_followed_within_one_request(sim):
     s = sim().start()
     c = Controller(s)
     c0, c1 = s.files.controller.c_pxeboot
@@ -88,7 +88,7 @@ def test_item5_a_swact_to_the_other_controller_is_followed_within_one_request(si
     assert [m.cmd for m in c.acks(c1, Net.PXEBOOT)] == [Cmd.LOCKED]
 
 
-def test_item5_a_readdressed_controller_pair_is_followed_once_the_old_one_is_silent(sim):
+def test_a_readdressed_controller_pair_is_followed_once_the_old_one_is_silent(sim):
     """Issue 11 item 5: after a readdress nothing the client knows speaks any more; once no
     known controller has sent a pxeboot request for TRUST_STALE_S, the next valid request is
     followed (a live agent sends one at every ready event, about a minute apart)."""
@@ -109,7 +109,7 @@ def test_item5_a_readdressed_controller_pair_is_followed_once_the_old_one_is_sil
     assert c.to_agent(new, Net.PXEBOOT), "pxeboot mtcAlive go to the new address"
 
 
-def test_item5_a_stranger_cannot_command_without_teaching_first(sim):
+def test_a_stranger_cannot_command_without_teaching_first(sim):
     """Keys off (README, Security): a command from an address that is neither a controller's
     name nor a pxebootInfo's is refused, on every network."""
     s = sim().start()
@@ -121,7 +121,7 @@ def test_item5_a_stranger_cannot_command_without_teaching_first(sim):
     assert s.clients["worker-0"].counters.refused == 3
 
 
-def test_item5_with_keys_a_valid_tag_decides_not_the_source(sim, tmp_path):
+def test_with_keys_a_valid_tag_decides_not_the_source(sim, tmp_path):
     """Issue 11 item 5: with message authentication on, a command with a valid tag is obeyed
     from any address (a controller that moved); an untagged one is refused with require."""
     keys = tmp_path / "keys"
@@ -154,7 +154,7 @@ def mgmt_request(c: Controller, info: dict, src=None) -> None:
                                       info.get("controller-1", "")))
 
 
-def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(sim):
+def test_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(sim):
     """Issue 23 item 13, docs/contract.md §8 (a C agent: requests over pxeboot only): after a
     pxebootInfo without controller-1, controller-1's request with the full pxebootInfo fills
     the empty slot at once: pxeboot mtcAlive go to it at once (no 200.003 for a healthy
@@ -182,7 +182,7 @@ def test_item13_a_swact_to_a_controller_1_not_named_before_is_followed_at_once(s
     assert s.exists("worker-0", "run_dir", ".node_locked")
 
 
-def test_item13_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obeyed(sim):
+def test_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obeyed(sim):
     """Issue 23 items 13 and 16, docs/contract.md §8 (an mtce agent: each pxeboot request has its
     mgmt twin): after a swact to a controller-1 the old agent never named, the new agent's
     mgmt pxebootInfo confirms controller-1, its pxeboot request is taken at once and its
@@ -206,7 +206,7 @@ def test_item13_after_a_swact_the_mtce_agents_controller_1_is_confirmed_and_obey
     assert spawns.names == ["failsafe", "reboot"]
 
 
-def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent(tmp_path):
+def test_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent(tmp_path):
     """Issue 23 item 16 (keys off), docs/contract.md §8, with the real mtce agent: a stranger, from
     its own unspoofed address and knowing the host's MAC, sends an mtcAlive request with its
     own pxebootInfo over pxeboot, then REBOOT and LOCKED. To a client that has met its agent,
@@ -259,7 +259,7 @@ def test_item16_a_stranger_cannot_reboot_or_lock_a_client_that_has_met_its_agent
         s.run_until(s.all_ok, 20, what="back to normal once the controller is heard")
 
 
-def test_item16_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule(sim):
+def test_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule(sim):
     """Issue 23 item 16, docs/contract.md §8 (README "Security"): a client that has never received a
     confirmed pxebootInfo (a C agent, or before it meets its agent) keeps the original's
     rule, trust on the first pxeboot request: a stranger first can command it over pxeboot.
@@ -272,7 +272,7 @@ def test_item16_a_fresh_client_that_never_met_its_agent_keeps_the_originals_rule
     assert spawns.names == ["failsafe", "reboot"]
 
 
-def test_item16_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(sim):
+def test_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(sim):
     """docs/contract.md §8: the kept set that cannot be read is logged once and fails closed:
     pxeboot commands are refused, even from the first requester, until a pxebootInfo over mgmt
     confirms the controllers again."""
@@ -300,7 +300,7 @@ def test_item16_an_unusable_kept_file_refuses_pxeboot_commands_until_confirmed(s
 # -- item 6: the host-services ACK is the original's --------------------------------------------
 
 @pytest.mark.parametrize("cmd", range(Cmd.STOP_CONTROL_SVCS, Cmd.START_STORAGE_SVCS + 1))
-def test_item6_host_services_ack_carries_num_2_the_result_and_the_enhanced_flag(sim, cmd):
+def test_host_services_ack_carries_num_2_the_result_and_the_enhanced_flag(sim, cmd):
     """Issue 11 item 6, docs/protocol.md §2, §1.2 (`M/mtcCompMsg.cpp:461-464`): the
     echo with num 2, parm[0] the result (0), parm[1] 0x1B0000B1; 100 bytes, the MAC remnant."""
     s = sim().start()
@@ -317,7 +317,7 @@ def test_item6_host_services_ack_carries_num_2_the_result_and_the_enhanced_flag(
     assert log(s).count(f"{cmd_name(cmd)} request from Mgmnt network") == 1
 
 
-def test_item6_host_services_fit_failure_and_no_ack(sim):
+def test_host_services_fit_failure_and_no_ack(sim):
     s = sim().start()
     c = Controller(s)
     c.listen((c.host.controller, 2101))
@@ -346,7 +346,7 @@ def test_other_acks_stay_the_plain_echo(sim):
 
 # -- item 7: wipedisk and the subfunction-failed flag ------------------------------------------
 
-def test_item7_wipedisk_runs_the_wipedisk_action_after_its_ack_with_a_failsafe(sim):
+def test_wipedisk_runs_the_wipedisk_action_after_its_ack_with_a_failsafe(sim):
     """Issue 11 item 7, docs/protocol.md §2 (`M/mtcCompMsg.cpp:714-742`): ACK, failsafe at half
     the delay, `.node_reset` says "wipedisk command", then `[actions] wipedisk`."""
     s = sim().start()
@@ -364,7 +364,7 @@ def test_item7_wipedisk_runs_the_wipedisk_action_after_its_ack_with_a_failsafe(s
         assert f.read() == "wipedisk command\n"
 
 
-def test_item7_wipedisk_fit_bypass(sim):
+def test_wipedisk_fit_bypass(sim):
     s = sim().start()
     c = Controller(s)
     s.run(1.5)
@@ -376,7 +376,7 @@ def test_item7_wipedisk_fit_bypass(sim):
     assert not s.clients["worker-0"].actions.children and "wipedisk" not in c.host.actions()
 
 
-def test_item7_subf_goenabled_failed_writes_its_flag_as_the_original(sim):
+def test_subf_goenabled_failed_writes_its_flag_as_the_original(sim):
     """Issue 11 item 7, `M/mtcCompMsg.cpp:310-316`: goenabled_subf removed,
     goenabled_subf_failed written; no ACK. The next mtcAlive no longer says SUBF_GOENABLED."""
     s = sim().start()
@@ -392,7 +392,7 @@ def test_item7_subf_goenabled_failed_writes_its_flag_as_the_original(sim):
     assert c.acks(c.host.controller, Net.MGMT) == []
 
 
-def test_item10_sync_is_not_run_in_the_loop(sim):
+def test_sync_is_not_run_in_the_loop(sim):
     s = sim().start()
     c = Controller(s)
     s.run(1.5)
@@ -431,7 +431,7 @@ def hostile_client_mix(s, c: Controller, rng: random.Random):
 
 
 @pytest.mark.slow
-def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_client_lines(sim):
+def test_two_hundred_thousand_hostile_datagrams_log_at_most_60_client_lines(sim):
     """Issue 11 item 2, style P9: 200,000 datagrams at 2,000/s to the client's three ports,
     most from the controllers' own addresses (commands it only ACKs, unknown signatures, bad
     JSON, wrong MAC, ACK-only codes): at most 60 lines, with the suppressed counts, nothing
@@ -466,7 +466,7 @@ def test_item2_two_hundred_thousand_hostile_datagrams_log_at_most_60_client_line
 
 # -- item 9: no two datagrams of one sender share a tag -----------------------------------------
 
-def test_item9_with_keys_ten_minutes_of_normal_traffic_have_no_replay_drops(tmp_path):
+def test_with_keys_ten_minutes_of_normal_traffic_have_no_replay_drops(tmp_path):
     """Issue 11 item 9: the client sends identical bytes on two networks in the same
     millisecond (the ready event on mgmt and pxeboot; an ACK to two cluster-host addresses),
     and the agent replies to the same host on three networks at once. With the protocol clock
@@ -496,7 +496,7 @@ def test_item9_with_keys_ten_minutes_of_normal_traffic_have_no_replay_drops(tmp_
         s.stop()
 
 
-def test_item9_identical_bytes_signed_in_one_millisecond_get_two_tags():
+def test_identical_bytes_signed_in_one_millisecond_get_two_tags():
     wall = [1_780_000_000.0]
     a = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0], lambda: 1.0)
     b = auth.Authenticator([("k1", b"k" * 32)], True, lambda: wall[0], lambda: 1.0)

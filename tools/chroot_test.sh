@@ -527,9 +527,11 @@ else
     TESTPATH=$TESTPATH:/root/mtce-tests/_testdeps
 fi
 cp -a "$ROOT/tests" "$WORK/root/mtce-tests/tests"
-# pytest.ini (markers, options), etc/mtc.ini (a test compares it with the OPTIONS table) and
-# the reference CIB (tests/test_lab_ha.py compares the lab's with it).
+# pytest.ini (markers, options), etc/mtc.ini (a test compares it with the OPTIONS table), the
+# reference CIB (tests/test_lab_ha.py compares the lab's with it) and docs/design.md (its module
+# map: tests/test_imports.py holds the installed package to it).
 [ -f "$ROOT/pytest.ini" ] && cp "$ROOT/pytest.ini" "$WORK/root/mtce-tests/"
+mkdir -p "$WORK/root/mtce-tests/docs" && cp -t "$WORK/root/mtce-tests/docs/" "$ROOT"/docs/design.md
 mkdir -p "$WORK/root/mtce-tests/etc/pacemaker" && cp "$ROOT/etc/mtc.ini" "$WORK/root/mtce-tests/etc/"
 cp "$ROOT/etc/pacemaker/mtce-cib.xml" "$WORK/root/mtce-tests/etc/pacemaker/"
 find "$WORK/root/mtce-tests" -name __pycache__ -prune -exec rm -rf {} +

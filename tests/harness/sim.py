@@ -297,3 +297,14 @@ def set_admin_in_file(s, name, value):
     block = "\n".join(f"administrative = {value}" if line.startswith("administrative")
                       else line for line in block.splitlines())
     open(s.files.inventory, "w").write(head + f"[{name}]" + block + sep + rest)
+
+
+def to_client(s, name, net: Net, cmd=None) -> list:
+    """What the agent of Sim `s` sent to `name`'s client on `net` (lost ones too), decoded;
+    only `cmd` if given."""
+    from mtce import alive
+    h = s.files.host(name)
+    addr = {Net.MGMT: h.mgmt_ip, Net.CLSTR: h.cluster_host_ip, Net.PXEBOOT: h.pxeboot_ip}[net]
+    msgs = [alive.decode(d.data) for d in s.net.sent + s.net.lost
+            if d.dst == (addr, CLIENT_PORT[net])]
+    return msgs if cmd is None else [m for m in msgs if m.cmd == cmd]
