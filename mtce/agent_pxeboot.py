@@ -181,7 +181,26 @@ class PxebootMonitor:
         return round(end / grid) * grid if grid else end
 
     def _check(self, pxe: NetTrack, out: list) -> None:
-        h = self.hostname
+        """A window ended: classify what it saw, then handle that (docs/protocol.md §5.5)."""
+        result, cur, save = self._classify(pxe)
+        if result is _Check.GOOD:
+            self._on_good(out)
+        elif result is _Check.OUT_OF_SEQUENCE:
+            self._on_out_of_sequence(cur, save, out)
+        else:
+            self._on_miss(pxe, out)
+        if self.miss > PXEBOOT_MISS_THRESHOLD:
+            self.miss = PXEBOOT_MISS_THRESHOLD
+        self._save = cur
+        if self.settings.debug and (self.miss or self.loss):
+            out.append(Log("debug", f"{self.hostname} pxeboot mtcAlive: Miss: {self.miss} of "
+                                    f"{PXEBOOT_MISS_THRESHOLD}  ,  Loss: {self.loss} of "
+                                    f"{PXEBOOT_LOSS_THRESHOLD}"))
+
+    def _classify(self, pxe: NetTrack) -> tuple:
+        """(GOOD, MISS or OUT_OF_SEQUENCE, this window's sequence number, the last window's):
+        nothing received is a miss, a sequence number not past the last one too, one that went
+        back is a client restart."""
         save = self._save
         if pxe.count == self._count_saved:
             result, cur = _Check.MISS, save
@@ -194,60 +213,56 @@ class PxebootMonitor:
                 result = (_Check.MISS if ahead == 0 else
                           _Check.GOOD if ahead < SEQ_HALF else _Check.OUT_OF_SEQUENCE)
         self._count_saved = pxe.count
-        if result is _Check.GOOD:
-            if self.miss > 0:
-                if not self.alarm and self.loss > 0:
-                    # Recovering from loss 1: start the debounce over (docs/protocol.md §5.5).
-                    self.miss = PXEBOOT_MISS_THRESHOLD
-                    self.loss = 0
-                tail = "; alarm clear when 0 " if self.alarm else ""
-                out.append(Log("info", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
-                                       f"decrement {tail}; recovery"))
-                self.miss -= 1
-            else:
+        return result, cur, save
+
+    def _on_good(self, out: list) -> None:
+        if self.miss > 0:
+            if not self.alarm and self.loss > 0:
+                # Recovering from loss 1: start the debounce over (docs/protocol.md §5.5).
+                self.miss = PXEBOOT_MISS_THRESHOLD
                 self.loss = 0
-                self.clear_alarm(out)
-            self._lost_logs = self._not_seen_logs = 0
-            self.lost = False
-            self.stage_to(PxeStage.MONITOR)
-        elif result is _Check.OUT_OF_SEQUENCE:
-            # The mtcClient restarted (its sequence went back): one miss and a request.
-            self.miss += 1
-            out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; loss "
-                                      f"count {self.loss} ; out-of-sequence ; this:{cur}  "
-                                      f"last:{save}"))
-            self.stage_to(PxeStage.SEND if self.miss < PXEBOOT_MISS_THRESHOLD
-                          else PxeStage.FAIL)
+            tail = "; alarm clear when 0 " if self.alarm else ""
+            out.append(Log("info", f"{self.hostname} pxeboot mtcAlive miss count {self.miss} ; "
+                                   f"decrement {tail}; recovery"))
+            self.miss -= 1
         else:
-            self.miss += 1
-            if self.miss < PXEBOOT_MISS_THRESHOLD:
-                out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
-                                          f"loss count {self.loss} ; sending request"))
-                self.stage_to(PxeStage.SEND)
-            else:
-                if pxe.received:
-                    self._lost_logs += 1
-                    if self._lost_logs == 1:
-                        out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; missed: "
-                                                  f"{self.miss} ; last: count:{pxe.count} "
-                                                  f"seq: {pxe.last_seq} ; sending request"))
-                    if self._lost_logs >= PXEBOOT_LOG_THROTTLE:
-                        self._lost_logs = 0
-                else:
-                    self._not_seen_logs += 1
-                    if self._not_seen_logs == 1:
-                        out.append(Log("info", f"{h} pxeboot mtcAlive not seen yet ; "
-                                               f"sending request"))
-                    if self._not_seen_logs >= PXEBOOT_LOG_THROTTLE:
-                        self._not_seen_logs = 0
-                self.stage_to(PxeStage.FAIL)
-        if self.miss > PXEBOOT_MISS_THRESHOLD:
-            self.miss = PXEBOOT_MISS_THRESHOLD
-        self._save = cur
-        if self.settings.debug and (self.miss or self.loss):
-            out.append(Log("debug", f"{h} pxeboot mtcAlive: Miss: {self.miss} of "
-                                    f"{PXEBOOT_MISS_THRESHOLD}  ,  Loss: {self.loss} of "
-                                    f"{PXEBOOT_LOSS_THRESHOLD}"))
+            self.loss = 0
+            self.clear_alarm(out)
+        self._lost_logs = self._not_seen_logs = 0
+        self.lost = False
+        self.stage_to(PxeStage.MONITOR)
+
+    def _on_out_of_sequence(self, cur: int, save: int, out: list) -> None:
+        # The mtcClient restarted (its sequence went back): one miss and a request.
+        self.miss += 1
+        out.append(Log("warning", f"{self.hostname} pxeboot mtcAlive miss count {self.miss} ; "
+                                  f"loss count {self.loss} ; out-of-sequence ; this:{cur}  "
+                                  f"last:{save}"))
+        self.stage_to(PxeStage.SEND if self.miss < PXEBOOT_MISS_THRESHOLD else PxeStage.FAIL)
+
+    def _on_miss(self, pxe: NetTrack, out: list) -> None:
+        h = self.hostname
+        self.miss += 1
+        if self.miss < PXEBOOT_MISS_THRESHOLD:
+            out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
+                                      f"loss count {self.loss} ; sending request"))
+            self.stage_to(PxeStage.SEND)
+            return
+        if pxe.received:
+            self._lost_logs += 1
+            if self._lost_logs == 1:
+                out.append(Log("warning", f"{h} pxeboot mtcAlive lost ; missed: {self.miss} ; "
+                                          f"last: count:{pxe.count} seq: {pxe.last_seq} ; "
+                                          f"sending request"))
+            if self._lost_logs >= PXEBOOT_LOG_THROTTLE:
+                self._lost_logs = 0
+        else:
+            self._not_seen_logs += 1
+            if self._not_seen_logs == 1:
+                out.append(Log("info", f"{h} pxeboot mtcAlive not seen yet ; sending request"))
+            if self._not_seen_logs >= PXEBOOT_LOG_THROTTLE:
+                self._not_seen_logs = 0
+        self.stage_to(PxeStage.FAIL)
 
     def _fail(self, out: list) -> None:
         if self.alarm:

@@ -217,8 +217,7 @@ class Client:
 
     def _send_tick_mtcalive(self) -> None:
         mgmt_ready = self.gates is not None or bool(self.cfg.client.mgmt_ip)
-        for action in self.core.tick_nets(mgmt_ready, self.net["clstr_rx"] is not None):
-            self.send_mtcalive(action.net)
+        self.carry_out(self.core.tick_nets(mgmt_ready, self.net["clstr_rx"] is not None))
 
     def log_suppressed(self) -> None:
         """Once a minute: what each throttle held back, by cause."""
@@ -274,7 +273,8 @@ class Client:
         ident = self.identity or alive.Identity(self.hostname, "", "", "", "", "")
         return self.status.build(ident, net, self.clock.uptime())
 
-    def send_mtcalive(self, net: Net) -> None:
+    def send_mtcalive(self, net: Net, to: tuple = ()) -> None:
+        """One mtcAlive on `net`; over pxeboot to the controllers of `to` (SendAlive)."""
         data = self.build_mtcalive(net)
         port = self.cfg.agent.mtc_agent_port
         if net is Net.MGMT:
@@ -286,11 +286,9 @@ class Client:
                 self.net.send(net, "clstr_tx", data, dests.get(ctl, ""), port,
                               f"mtc_client_clstr_tx_socket_c{ctl[-1]} not ok")
         else:
-            for ctl, addr in self.core.pxeboot_destinations():
-                if not addr:
-                    self._say(self.core.not_learned(ctl))
-                elif self.net.send_pxeboot(ctl, addr, data):
-                    self._say(self.core.sent_to(ctl, addr, self.cfg.agent.mtc_rx_pxeboot_port))
+            results = [(ctl, addr, bool(addr) and self.net.send_pxeboot(ctl, addr, data))
+                       for ctl, addr in to]
+            self.carry_out(self.core.pxeboot_sent(results, self.cfg.agent.mtc_rx_pxeboot_port))
 
     def send_ready_event(self) -> None:
         """`{"hostname":..,"service":"mtcClient",..,"features":["pxeboot_mtcAlive"]}`."""
@@ -348,7 +346,7 @@ class Client:
                 self.net.send_ack(data, cmd_name(action.msg.cmd), action.src, action.net,
                                   action.log and said)
             elif kind is SendAlive:
-                self.send_mtcalive(action.net)
+                self.send_mtcalive(action.net, action.to)
             elif kind is RunAction:
                 self._run(action)
             elif kind is SaveConfirmed:

@@ -1,7 +1,7 @@
 """The client's pure core: its gates, the tick and ready-event cadence, which network gets
 an mtcAlive, what each command code does, who may send commands, what a pxebootInfo teaches.
 
-Events and `now` in, actions out (`SendAlive`, `SendReady`, `SendAck`, `RunAction`, `Say`), as
+Events and `now` in, actions out (`SendAlive`, `SendAck`, `RunAction`, `SaveConfirmed`, `Say`), as
 agent_host.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
 The command rows follow `M/mtcCompMsg.cpp:245-745` (docs/protocol.md §2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
@@ -168,12 +168,11 @@ class Gates:
 # -- actions of the core -----------------------------------------------------------------------
 
 class SendAlive(NamedTuple):
-    """Build the network's next mtcAlive (a sequence number is consumed) and send it."""
+    """Build the network's next mtcAlive (a sequence number is consumed) and send it; over
+    pxeboot to each controller of `to` ((name, learned address or ""), in order), and tell
+    `pxeboot_sent` what became of each."""
     net: Net
-
-
-class SendReady(NamedTuple):
-    """The ready event, over mgmt and (when the active controller is known) pxeboot."""
+    to: tuple = ()
 
 
 class SendAck(NamedTuple):
@@ -265,7 +264,7 @@ class ClientCore:
         g = self.gates
         out = []
         if g is not None and g.pxeboot:
-            out.append(SendAlive(Net.PXEBOOT))
+            out.append(self.send_pxeboot())
         if mgmt_ready:
             out.append(SendAlive(Net.MGMT))
         if g is not None and g.clstr and clstr_rx_ok:
@@ -280,25 +279,28 @@ class ClientCore:
             return True
         return False
 
-    def pxeboot_destinations(self) -> list[tuple[str, str]]:
-        """(controller, learned address or "") where pxeboot mtcAlive go."""
+    def send_pxeboot(self) -> SendAlive:
+        """A pxeboot mtcAlive to each controller, at its learned address ("" if none)."""
         ctls = self.gates.controllers if self.gates is not None else CONTROLLERS
-        return [(ctl, self.ctrl_pxeboot.get(ctl, "")) for ctl in ctls]
+        return SendAlive(Net.PXEBOOT, tuple((ctl, self.ctrl_pxeboot.get(ctl, ""))
+                                            for ctl in ctls))
 
-    def not_learned(self, ctl: str) -> Say | None:
-        """The once-per-transition warning of `M/mtcCompMsg.cpp:1192-1212`."""
-        if not self._announced[ctl]:
-            return None
-        self._announced[ctl] = False
-        return Say("log", "warning", ("pxeboot", ctl), f"{ctl} pxeboot address not learned ; "
-                                                      f"unable to send pxeboot mtcAlive")
-
-    def sent_to(self, ctl: str, addr: str, port: int) -> Say | None:
-        if self._announced[ctl]:
-            return None
-        self._announced[ctl] = True
-        return Say("log", "info", ("pxeboot", ctl), f"sending pxeboot network mtcAlive msg on "
-                                                   f"port {port} to {ctl} at {addr}")
+    def pxeboot_sent(self, results, port: int) -> list[Say]:
+        """What became of a pxeboot `SendAlive`: (controller, address, sent) of each of its
+        `to`. The lines of `M/mtcCompMsg.cpp:1192-1212`, each once per transition: 'not
+        learned' while a controller has no address, 'sending ... to' at the first send
+        after that (and not at all if the address was learned before the first tick)."""
+        out = []
+        for ctl, addr, sent in results:
+            if not addr and self._announced[ctl]:
+                self._announced[ctl] = False
+                out.append(Say("log", "warning", ("pxeboot", ctl), f"{ctl} pxeboot address not "
+                               f"learned ; unable to send pxeboot mtcAlive"))
+            elif addr and sent and not self._announced[ctl]:
+                self._announced[ctl] = True
+                out.append(Say("log", "info", ("pxeboot", ctl), f"sending pxeboot network "
+                               f"mtcAlive msg on port {port} to {ctl} at {addr}"))
+        return out
 
     # -- who may command ----------------------------------------------------------------------
     def set_names(self, mgmt=(), clstr=()) -> None:
@@ -373,7 +375,7 @@ class ClientCore:
         if row.do is Do.PXEBOOT_INFO:
             if net is Net.PXEBOOT:
                 out += self.learn(msg.buf, src, tagged, now)
-                out.append(SendAlive(Net.PXEBOOT))
+                out.append(self.send_pxeboot())
             else:
                 out += self.confirm(msg.buf, net, now)
             return out

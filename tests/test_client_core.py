@@ -85,7 +85,7 @@ def test_gates_from_the_platform_facts(mgmt, clstr, mode, first, pxeboot, has_cl
 def test_each_tick_sends_in_the_originals_order(gates, mgmt_ready, clstr_rx_ok, nets):
     c = core()
     c.gates = gates
-    assert c.tick_nets(mgmt_ready, clstr_rx_ok) == [SendAlive(n) for n in nets]
+    assert [a.net for a in c.tick_nets(mgmt_ready, clstr_rx_ok)] == nets
 
 
 @pytest.mark.parametrize("period, every", [(5.0, 12), (1.0, 60), (0.5, 120), (120.0, 1)])
@@ -98,21 +98,24 @@ def test_the_ready_event_is_due_about_once_a_minute(period, every):
 
 def test_pxeboot_destinations_and_the_once_per_transition_logs():
     """docs/protocol.md §5.1: 'not learned' once per controller until a send succeeds,
-    then 'sending pxeboot network mtcAlive msg on port 2102 ...' once."""
+    then 'sending pxeboot network mtcAlive msg on port 2102 ...' once. The core says where a
+    pxeboot mtcAlive goes (`SendAlive.to`) and is told what became of each send."""
     c = core()
-    assert c.pxeboot_destinations() == [("controller-0", ""), ("controller-1", "")]
-    first = c.not_learned("controller-0")
-    assert first.level == "warning" and first.text == \
-        "controller-0 pxeboot address not learned ; unable to send pxeboot mtcAlive"
-    assert c.not_learned("controller-0") is None
-    sent = c.sent_to("controller-0", "10.2.0.6", 2102)
-    assert sent.text == "sending pxeboot network mtcAlive msg on port 2102 to controller-0 at " \
-                        "10.2.0.6"
-    assert c.sent_to("controller-0", "10.2.0.6", 2102) is None
-    # The flags start true: learning before the first tick logs neither line.
-    assert c.sent_to("controller-1", "10.2.0.7", 2102) is None
+    assert c.send_pxeboot() == SendAlive(Net.PXEBOOT, (("controller-0", ""), ("controller-1", "")))
+    first = c.pxeboot_sent([("controller-0", "", False), ("controller-1", "10.2.0.7", True)],
+                           2102)
+    # The flags start true: an address learned before the first tick logs no 'sending' line.
+    assert [(s.level, s.text) for s in first] == [
+        ("warning", "controller-0 pxeboot address not learned ; unable to send pxeboot mtcAlive")]
+    assert c.pxeboot_sent([("controller-0", "", False)], 2102) == []
+    assert c.pxeboot_sent([("controller-0", "10.2.0.6", False)], 2102) == [], "a failed send"
+    sent = c.pxeboot_sent([("controller-0", "10.2.0.6", True)], 2102)
+    assert [s.text for s in sent] == ["sending pxeboot network mtcAlive msg on port 2102 to "
+                                      "controller-0 at 10.2.0.6"]
+    assert c.pxeboot_sent([("controller-0", "10.2.0.6", True)], 2102) == []
+    c.ctrl_pxeboot = {"controller-0": "10.2.0.6"}
     c.gates = Gates("eth0", "eth1", "simplex", "controller")
-    assert [ctl for ctl, _ in c.pxeboot_destinations()] == ["controller-0"]
+    assert c.send_pxeboot().to == (("controller-0", "10.2.0.6"),)
 
 
 # -- the command table (docs/protocol.md §2, §4) --------------------------------------------------
@@ -206,7 +209,7 @@ def test_an_mtcalive_request_teaches_and_answers_only_over_pxeboot(net):
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=info), src, net, False, 1.0, Facts())
     assert not any(isinstance(a, SendAck) for a in out)
     if net is Net.PXEBOOT:
-        assert out[-1] == SendAlive(Net.PXEBOOT)
+        assert out[-1].net is Net.PXEBOOT and isinstance(out[-1], SendAlive)
         assert c.ctrl_pxeboot == {"controller": "10.2.0.6", "controller-0": "10.2.0.6",
                                   "controller-1": "10.2.0.7"}
     else:
@@ -309,7 +312,7 @@ def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair()
     stale = client_trust.TRUST_STALE_S
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        1.0 + stale - 1, Facts())
-    assert out[-1] == SendAlive(Net.PXEBOOT) and "pxebootInfo from 10.9.9.9 on Pxeboot " \
+    assert out[-1] == c.send_pxeboot() and "pxebootInfo from 10.9.9.9 on Pxeboot " \
         "network not taken: not a controller address" in texts(out)
     assert c.ctrl_pxeboot["controller-0"] == "10.2.0.6" and c.counters.refused == 1
     # The known pair asks again: the clock of trust restarts.
@@ -320,7 +323,7 @@ def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair()
     assert any("not taken" in t for t in texts(out))
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=rogue), "10.9.9.9", Net.PXEBOOT, False,
                        100.0 + stale + 1, Facts())
-    assert any("following it" in t for t in texts(out)) and out[-1] == SendAlive(Net.PXEBOOT)
+    assert any("following it" in t for t in texts(out)) and out[-1] == c.send_pxeboot()
     assert c.sources.pxeboot == {"10.9.9.9", "10.9.9.8"}
     # Only a request teaches: a stale pair does not open the door to other commands.
     c2 = core()
@@ -354,7 +357,7 @@ def test_a_request_naming_an_empty_slot_is_taken_at_once():
     c = core()
     request(c, (P0, P0, ""), P0)
     out = request(c, (P1, P0, P1), P1, now=2.0)
-    assert out[-1] == SendAlive(Net.PXEBOOT)
+    assert out[-1] == c.send_pxeboot()
     assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": P1}
     assert c.counters.refused == 1, "the filled controller slot is not replaced yet"
     assert not carried_out(c, Cmd.REBOOT, P1, now=3.0)
@@ -376,7 +379,7 @@ def test_a_stranger_filling_an_empty_slot_gains_nothing_before_any_confirmation(
     request(c, (P0, P0, ""), P0)
     for i in range(12):
         out = request(c, (STRANGER, STRANGER, STRANGER), STRANGER, now=2.0 + i * 50)
-        assert out[-1] == SendAlive(Net.PXEBOOT), "answered"
+        assert out[-1] == c.send_pxeboot(), "answered"
         assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0,
                                   "controller-1": STRANGER}
         assert not carried_out(c, Cmd.REBOOT, STRANGER, now=2.5 + i * 50)
@@ -416,7 +419,7 @@ def test_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot()
     request(c, (P0, P0, P1), CTL, net=Net.MGMT)
     request(c, (P0, P0, P1), P0, now=1.5)
     out = request(c, (STRANGER,) * 3, STRANGER, now=2.0)
-    assert out[-1] == SendAlive(Net.PXEBOOT)
+    assert out[-1] == c.send_pxeboot()
     assert [a.text for a in out if isinstance(a, Say) and a.key[0] == "refused"] == [
         f"pxebootInfo from {STRANGER} on Pxeboot network not taken: not a confirmed "
         f"controller address"]
