@@ -12,12 +12,12 @@ deviations are listed in docs/design.md.
 from __future__ import annotations
 
 import logging
-import os
 
-from mtce import alive, auth, client_core, client_trust, config, logs, metrics, netif, store, \
+from mtce import alive, auth, client_core, config, logs, metrics, netif, \
     transport
 from mtce.client_actions import HostActions
-from mtce.client_addrs import AddressBook
+from mtce.client_addrs import AddressBook, gates_of, read_platform
+from mtce.client_confirmed import ConfirmedFile
 from mtce.client_core import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
 from mtce.client_net import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.client_status import Status
@@ -67,6 +67,7 @@ class Client:
                              self.book, self.counters, self.on_datagram,
                              netif.NetlinkWatcher if netlink_watch else None)
         self.core = client_core.ClientCore(cfg.client.mtcalive_period, clock.now(), self.counters)
+        self.confirmed_file = ConfirmedFile(lambda: self.cfg.paths.persist_dir, log, self.throttle)
         self.actions = HostActions(cfg, loop, clock, log, self.throttle, self.hostname,
                                    noise=self.noise, events=self.events)
         self.status = Status(cfg.paths, "", log)
@@ -88,7 +89,7 @@ class Client:
         self.log.info("Client Mgmnt: %d (rx)", c.client.mtc_rx_mgmnt_port)
         self.log.info("Shutdown TO : %g secs", c.timeouts.failsafe_shutdown_delay)
         self.log.info("%s", self.hostname)
-        self._load_confirmed()
+        self.confirmed_file.load(self.core)
         self._load_platform()
         self._setup_all(first=True)
         if self.gates is not None and self.gates.pxeboot:
@@ -102,29 +103,12 @@ class Client:
 
     def _load_platform(self) -> bool:
         """platform.conf facts; the gates are evaluated once, when the facts first exist."""
-        path = self.cfg.paths.platform_conf
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                conf = netif.parse_platform_conf(f.read())
-        except OSError as err:
-            self.throttle.warning(("platform", "read"), "cannot read %s (%s) ; retrying ...",
-                                  path, err.strerror)
+        conf = read_platform(self.cfg.paths.platform_conf, self.throttle)
+        if conf is None:
             return False
-        missing = [k for k in ("management_interface", "subfunction") if not conf.get(k)]
-        if missing:
-            self.throttle.warning(("platform", "keys"), "%s lacks %s ; retrying ...", path,
-                                  " and ".join(missing))
-            return False
-        self.throttle.clear(("platform", "read"))
-        self.throttle.clear(("platform", "keys"))
         if self.gates is not None:
             return True
-        pd = self.cfg.paths.platform_dir
-        g = self.gates = client_core.Gates(
-            conf["management_interface"], conf.get("cluster_host_interface", ""),
-            netif.system_mode(conf), conf["subfunction"],
-            first_install=(os.path.exists(os.path.join(pd, ".first_controller"))
-                           and not os.path.exists(os.path.join(pd, ".initial_config_complete"))))
+        g = self.gates = gates_of(conf, self.cfg.paths.platform_dir)
         self.status.personality = g.personality
         self.core.gates = self.book.gates = g
         for level, text in g.lines():
@@ -133,45 +117,6 @@ class Client:
             self.book._set(pxeboot_iface=g.mgmt_iface)
             self.book.learn_pxeboot()
         return True
-
-    def _confirmed_path(self) -> tuple[str, str]:
-        return self.cfg.paths.persist_dir, client_trust.CONFIRMED_FILE
-
-    def _load_confirmed(self) -> None:
-        """The confirmed pxeboot controller addresses kept by an earlier run (docs/contract.md §8),
-        before any socket opens, so that a restart reopens nothing to strangers. A file that
-        cannot be used is logged and fails closed: no pxeboot command is carried out until
-        the agent confirms its addresses again (it does at the start-up ready event)."""
-        where, name = self._confirmed_path()
-        path = os.path.join(where, name)
-        store.remove_stale_temps(where, name)
-        try:
-            confirmed = client_trust.parse_confirmed(store.read_state(path, limit=4096))
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            problem = err.strerror or str(err)
-        except (ValueError, RecursionError) as err:
-            problem = f"bad content: {str(err)[:200]}"
-        else:
-            self.core.load_confirmed(confirmed)
-            self.log.info("controller pxeboot addresses confirmed earlier: %s ; pxeboot "
-                          "commands are taken only from them",
-                          " ".join(sorted(self.core.sources.pxeboot)))
-            return
-        self.core.load_confirmed({})
-        self.log.error("cannot use %s (%s) ; pxeboot commands are refused until the agent "
-                       "confirms its controllers' pxeboot addresses again", path, problem)
-
-    def _save_confirmed(self, addresses: dict) -> None:
-        where, name = self._confirmed_path()
-        try:
-            store.atomic_write(where, name, client_trust.confirmed_text(addresses))
-        except OSError as err:
-            self.throttle.error(("confirmed", "save"), "failed to write %s (%s) ; kept in "
-                                "memory only", os.path.join(where, name), err.strerror)
-        else:
-            self.throttle.clear(("confirmed", "save"))
 
     def _wanted(self, name: str) -> bool:
         g = self.gates
@@ -350,7 +295,7 @@ class Client:
             elif kind is RunAction:
                 self._run(action)
             elif kind is SaveConfirmed:
-                self._save_confirmed(action.addresses)
+                self.confirmed_file.save(action.addresses)
 
     def _run(self, action: RunAction) -> None:
         do, net, a = action.do, action.net, self.actions

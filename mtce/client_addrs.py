@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 
 from mtce import alive, logs, netif, transport
+from mtce.client_core import Gates
 
 
 @dataclass(frozen=True)
@@ -265,3 +266,33 @@ class AddressBook:
             ours |= {links.owner_of(a) for a in (own.mgmt_ip, own.clstr_ip, own.pxeboot_ip)
                      if a}
         return ours - {""}
+
+
+def read_platform(path: str, throttle) -> dict | None:
+    """platform.conf's facts, or None (logged through `throttle`, retried at the next tick)
+    while it cannot be read or lacks the management interface or the subfunction."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            conf = netif.parse_platform_conf(f.read())
+    except OSError as err:
+        throttle.warning(("platform", "read"), "cannot read %s (%s) ; retrying ...", path,
+                         err.strerror)
+        return None
+    missing = [k for k in ("management_interface", "subfunction") if not conf.get(k)]
+    if missing:
+        throttle.warning(("platform", "keys"), "%s lacks %s ; retrying ...", path,
+                         " and ".join(missing))
+        return None
+    throttle.clear(("platform", "read"))
+    throttle.clear(("platform", "keys"))
+    return conf
+
+
+def gates_of(conf: dict, platform_dir: str) -> Gates:
+    """The client's gates (docs/protocol.md §4.1) from platform.conf's facts and the
+    first-install flags under `platform_dir`."""
+    return Gates(conf["management_interface"], conf.get("cluster_host_interface", ""),
+                 netif.system_mode(conf), conf["subfunction"],
+                 first_install=(os.path.exists(os.path.join(platform_dir, ".first_controller"))
+                                and not os.path.exists(os.path.join(
+                                    platform_dir, ".initial_config_complete"))))
