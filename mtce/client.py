@@ -231,9 +231,12 @@ class Client:
                 self.net.send(net, "clstr_tx", data, dests.get(ctl, ""), port,
                               f"mtc_client_clstr_tx_socket_c{ctl[-1]} not ok")
         else:
-            results = [(ctl, addr, bool(addr) and self.net.send_pxeboot(ctl, addr, data))
-                       for ctl, addr in to]
-            self.carry_out(self.core.pxeboot_sent(results, self.cfg.agent.mtc_rx_pxeboot_port))
+            # Each controller's line right after its send, as the original's loop logs it
+            # (a send error is logged by the send itself, before the next controller's).
+            port = self.cfg.agent.mtc_rx_pxeboot_port
+            for ctl, addr in to:
+                sent = bool(addr) and self.net.send_pxeboot(ctl, addr, data)
+                self.carry_out(self.core.pxeboot_sent([(ctl, addr, sent)], port))
 
     def send_ready_event(self) -> None:
         """`{"hostname":..,"service":"mtcClient",..,"features":["pxeboot_mtcAlive"]}`."""

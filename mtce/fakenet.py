@@ -134,7 +134,8 @@ class FakeNetwork(Sockets):
     - `down`: addresses no longer on this "host" (a bind fails, `is_local` says no, and
       datagrams to or from them are lost);
     - `drop(datagram) -> bool`: lose a datagram in flight;
-    - `send_error`: an OSError every `sendto` raises.
+    - `send_error`: an OSError every `sendto` raises;
+    - `send_errors`: an OSError each `sendto` to that destination address raises.
 
     `sent` records every datagram that reached a bound socket (`lost` the others).
     """
@@ -145,6 +146,7 @@ class FakeNetwork(Sockets):
         self.down: set[str] = set()
         self.drop: Callable[[Datagram], bool] | None = None
         self.send_error: OSError | None = None
+        self.send_errors: dict[str, OSError] = {}
         self.default_source = default_source
         self.sent: list[Datagram] = []
         self.lost: list[Datagram] = []
@@ -200,6 +202,8 @@ class FakeNetwork(Sockets):
     def _send(self, sock: FakeSocket, data: bytes, dst: tuple) -> int:
         if self.send_error is not None:
             raise self.send_error
+        if dst[0] in self.send_errors:
+            raise self.send_errors[dst[0]]
         if sock.addr is None:
             sock.bind((self.default_source, 0))
         if sock.addr[0] in self.down:

@@ -78,6 +78,29 @@ def test_the_request_teaches_and_pxeboot_goes_to_both_controllers_with_one_seque
     assert (body["interface"], body["pxeboot_ip"]) == ("Pxeboot", c.host.pxeboot_ip)
 
 
+def test_each_controllers_pxeboot_line_follows_its_own_send(sim):
+    """docs/protocol.md §5.1 (`M/mtcCompMsg.cpp:1192-1212`): the client sends to controller-0,
+    then to controller-1, and logs each one's line right after its send: a failed send to
+    controller-1 comes after controller-0's 'sending ... to' line, not before it (attack on
+    issue 26: the order once changed when the core was told the outcomes at the end)."""
+    import errno
+    s = sim(period=1.0).start()
+    c = Controller(s)
+    c0, c1 = s.files.controller.c_pxeboot
+    s.net.send_errors[c1] = OSError(errno.EINVAL, "Invalid argument")
+    s.run_until(lambda: log(s).count("controller-1 pxeboot address not learned"), 2.5,
+                step=0.01, what="a tick before the addresses are learned")
+    c.request({"controller": c0, "controller-0": c0, "controller-1": c1})
+    lines = [line for line in log(s).lines(logging.DEBUG)
+             if "sending pxeboot network mtcAlive msg" in line or "failed to send" in line]
+    assert len(lines) == 2, lines
+    assert "to controller-0 at" in lines[0] and "controller-1" in lines[1] and \
+        "failed to send" in lines[1], lines
+    del s.net.send_errors[c1]
+    s.run_until(lambda: log(s).count(f"to controller-1 at {c1}"), 2.5, step=0.01,
+                what="controller-1's line once its send works")
+
+
 def test_cluster_host_combined_with_mgmt_sends_no_cluster_host_mtcalive(sim):
     """Test plan: "mgmt-combined or separate cluster-host network" (docs/protocol.md §4.1)."""
     s = sim(period=1.0)
