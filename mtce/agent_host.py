@@ -385,24 +385,6 @@ class HostMonitor:
             return
         pxe.run(now, self.nets[Net.PXEBOOT], out)
 
-    # -- compatibility views of the monitor, for callers and the JSON ----------------------
-
-    @property
-    def alarm(self) -> bool:
-        return self.pxe.alarm
-
-    @property
-    def stage(self) -> PxeStage:
-        return self.pxe.stage
-
-    @property
-    def pxe_miss(self) -> int:
-        return self.pxe.miss
-
-    @property
-    def pxe_loss(self) -> int:
-        return self.pxe.loss
-
     # -- scheduling and reporting -------------------------------------------------------------
 
     def next_deadline(self) -> float:

@@ -197,11 +197,11 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
                      f"{1 if h.availability is Availability.ONLINE else 0}")
         locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
         if h.pxeboot_monitored:
-            stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.stage.value}"}} 1')
+            stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.pxe.stage.value}"}} 1')
             misses.append(f"mtce_host_pxeboot_misses{{{base}}} {h.pxe.miss}")
             losses.append(f"mtce_host_pxeboot_losses{{{base}}} {h.pxe.loss}")
         alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
-                     f'{1 if h.alarm else 0}')
+                     f'{1 if h.pxe.alarm else 0}')
         if h.flags & FAILURE_MASK:
             for name in failure_flag_names(h.flags):
                 failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')

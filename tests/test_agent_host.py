@@ -48,7 +48,7 @@ def test_client_dropping_the_feature_clears_its_alarm():
     out = host.on_ready(None, sim.t)
     assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out and sends(out) == []
     assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
-    assert host.stage is PxeStage.START
+    assert host.pxe.stage is PxeStage.START
 
 
 def test_ack_is_recorded():

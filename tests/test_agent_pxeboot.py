@@ -69,9 +69,9 @@ def test_the_one_step_quiet_window_is_what_the_stages_would_do(seed):
         got = [list(h.audit(now + 0.5)) for h in (fast, slow)]
         assert got[0] == got[1], (step, got)
         assert fast.availability is slow.availability
-        assert [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
+        assert [(h.pxe.stage, h.pxe.miss, h.pxe.loss, h.pxe.alarm, h.pxe.timer, h.next_at)
                 for h in (fast, slow)][0] == \
-            [(h.stage, h.pxe_miss, h.pxe_loss, h.alarm, h.pxe.timer, h.next_at)
+            [(h.pxe.stage, h.pxe.miss, h.pxe.loss, h.pxe.alarm, h.pxe.timer, h.next_at)
              for h in (fast, slow)][1]
         assert fast.next_at == fast.next_deadline(), "the audit leaves next_deadline()"
     assert True in taken and False in taken, "both ways were taken"
@@ -82,7 +82,7 @@ def test_pxeboot_timeline_loss_alarm_and_clear():
     host = monitored(S)
     sim = Sim(host, S)
     sim.record(host.audit(S))                            # START -> SEND -> MONITOR -> WAIT
-    assert host.stage is PxeStage.WAIT
+    assert host.pxe.stage is PxeStage.WAIT
     resume = S + 151
     sim.run(S + 240, alive=lambda net, t: net is not Net.PXEBOOT or t >= resume)
 
@@ -118,7 +118,7 @@ def test_pxeboot_timeline_loss_alarm_and_clear():
         (S + 220, "worker-0 minor Pxeboot mtcAlive messaging failure"),
         (S + 220, "worker-0 clearing 'mtcAlive' alarm (200.003)")]
     assert not [t for t in reqs if S + 150 < t]        # no request while messages flow
-    assert (host.pxe_miss, host.pxe_loss, host.alarm) == (0, 0, False)
+    assert (host.pxe.miss, host.pxe.loss, host.pxe.alarm) == (0, 0, False)
     assert host.net_state(Net.PXEBOOT) is NetState.OK
 
 
@@ -145,10 +145,10 @@ def test_loss_one_then_recovery_resets():
     sim = Sim(host, T0)
     sim.record(host.audit(T0))
     sim.run(T0 + 60, alive=lambda net, t: net is not Net.PXEBOOT)
-    assert (host.pxe_loss, host.pxe_miss) == (1, 0)
+    assert (host.pxe.loss, host.pxe.miss) == (1, 0)
     assert host.net_state(Net.PXEBOOT) is NetState.LOST
     sim.run(T0 + 70)                                   # pxeboot back: good window, miss == 0
-    assert (host.pxe_loss, host.pxe_miss, host.alarm) == (0, 0, False)
+    assert (host.pxe.loss, host.pxe.miss, host.pxe.alarm) == (0, 0, False)
     assert sim.at(ClearAlarm) == [] and sim.at(RaiseAlarm) == []
     assert host.net_state(Net.PXEBOOT) is NetState.OK
 
@@ -158,11 +158,11 @@ def test_loss_one_then_a_miss_then_recovery_restarts_the_debounce():
     sim = Sim(host, T0)
     sim.record(host.audit(T0))
     sim.run(T0 + 70, alive=lambda net, t: net is not Net.PXEBOOT)
-    assert (host.pxe_loss, host.pxe_miss) == (1, 1)
+    assert (host.pxe.loss, host.pxe.miss) == (1, 1)
     sim.run(T0 + 80)
     assert sim.texts(T0 + 80)[-1] == (T0 + 80, "worker-0 pxeboot mtcAlive miss count 6 ; "
                                                "decrement ; recovery")
-    assert (host.pxe_loss, host.pxe_miss) == (0, 5)
+    assert (host.pxe.loss, host.pxe.miss) == (0, 5)
     assert host.net_state(Net.PXEBOOT) is NetState.OK
 
 
@@ -171,21 +171,21 @@ def test_client_restart_during_monitoring_counts_one_miss():
     sim = Sim(host, T0)
     sim.record(host.audit(T0))
     sim.run(T0 + 30)
-    assert host.pxe_miss == 0
+    assert host.pxe.miss == 0
     sim.next[Net.PXEBOOT] = 1e18                       # the client restarts at T0 + 32
     sim.run(T0 + 32)
     sim.deliver(Net.PXEBOOT, 1)
     sim.deliver(Net.PXEBOOT, 2)
     last = sim.seq[Net.PXEBOOT]
     sim.run(T0 + 40)
-    assert host.pxe_miss == 1
+    assert host.pxe.miss == 1
     assert sim.texts(T0 + 40)[-1] == (T0 + 40, "worker-0 pxeboot mtcAlive miss count 1 ; loss "
                                                "count 0 ; out-of-sequence ; this:2  last:6")
     assert sim.at(Send, Net.PXEBOOT)[-1] == T0 + 40
     assert last == 2 and host.nets[Net.PXEBOOT].out_of_sequence == 0
     sim.next[Net.PXEBOOT] = T0 + 42
     sim.run(T0 + 50)
-    assert host.pxe_miss == 0 and host.pxe_loss == 0
+    assert host.pxe.miss == 0 and host.pxe.loss == 0
 
 
 def test_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
@@ -201,7 +201,7 @@ def test_pxeboot_monitor_start_zeroes_the_pxeboot_sequence():
     sim.record(host.set_admin(Admin.LOCKED, sim.t))
     sim.record(host.set_admin(Admin.UNLOCKED, sim.t))          # unlock: the monitor STARTs
     sim.record(host.audit(sim.t))
-    assert host.stage is PxeStage.WAIT and pxe.last_seq == 0
+    assert host.pxe.stage is PxeStage.WAIT and pxe.last_seq == 0
     before = len(sim.log)
     sim.deliver(Net.PXEBOOT, sim.seq[Net.PXEBOOT] + 5)        # the client went on meanwhile
     assert all("missed" not in a.text for _, a in sim.log[before:] if isinstance(a, Log))
@@ -214,26 +214,26 @@ def test_locked_host_clears_alarm_and_holds_the_monitor():
     out = host.set_admin(Admin.LOCKED, sim.t)
     assert ClearAlarm("worker-0", ALARM_MTCALIVE) in out
     assert texts(out)[0] == "worker-0 administrative state unlocked -> locked (inventory)"
-    assert host.stage is PxeStage.START and not host.alarm
+    assert host.pxe.stage is PxeStage.START and not host.pxe.alarm
     sim.record(out)
     mark = len(sim.log)
     sim.run(sim.t + 300, alive=lambda net, t: net is not Net.PXEBOOT)
     later = sim.log[mark:]
     assert not [a for _, a in later if isinstance(a, (Send, RaiseAlarm, ClearAlarm))
                 and getattr(a, "net", Net.PXEBOOT) is Net.PXEBOOT]
-    assert host.stage is PxeStage.START
+    assert host.pxe.stage is PxeStage.START
     out = host.set_admin("unlocked", sim.t)
     out += host.audit(sim.t)
     assert sends(out, Net.PXEBOOT, Cmd.REQ_MTCALIVE)
-    assert host.stage is PxeStage.WAIT
+    assert host.pxe.stage is PxeStage.WAIT
 
 
 def test_offline_host_holds_the_monitor_and_keeps_the_alarm():
     host, sim = alarmed()
     sim.run(sim.t + 30, alive=lambda net, t: False)
     assert host.availability is Availability.OFFLINE
-    assert host.alarm and host.stage is PxeStage.START
-    assert (host.pxe_miss, host.pxe_loss) == (6, 2)
+    assert host.pxe.alarm and host.pxe.stage is PxeStage.START
+    assert (host.pxe.miss, host.pxe.loss) == (6, 2)
     assert sim.at(ClearAlarm) == []
 
 
@@ -241,7 +241,7 @@ def test_restore_alarm_then_seven_good_windows_clear_it():
     host = monitored()
     out = host.restore_alarm(T0)
     assert texts(out) == ["worker-0 found mtcAlive alarm ; loaded minor"]
-    assert (host.alarm, host.pxe_loss, host.pxe_miss) == (True, 2, 6)
+    assert (host.pxe.alarm, host.pxe.loss, host.pxe.miss) == (True, 2, 6)
     assert host.net_state(Net.PXEBOOT) is NetState.LOST
     sim = Sim(host, T0)
     sim.record(host.audit(T0))
@@ -252,7 +252,7 @@ def test_restore_alarm_then_seven_good_windows_clear_it():
 def test_restore_alarm_on_locked_or_simplex_clears_at_once():
     host = make(admin="locked")
     out = host.restore_alarm(T0)
-    assert out[-1] == ClearAlarm("worker-0", ALARM_MTCALIVE) and not host.alarm
+    assert out[-1] == ClearAlarm("worker-0", ALARM_MTCALIVE) and not host.pxe.alarm
     host = make(settings=Settings(simplex=True, pxeboot_provisioned=False))
     assert host.restore_alarm(T0)[-1] == ClearAlarm("worker-0", ALARM_MTCALIVE)
 
@@ -268,7 +268,7 @@ def test_ready_without_features_leaves_pxeboot_unprovisioned():
         host.on_mtcalive(Net.MGMT, 1 + t, 0, 12, T0 + t)
         host.on_mtcalive(Net.CLSTR, 1 + t, 0, 12, T0 + t)
         assert sends(host.audit(T0 + t)) == []
-    assert not host.alarm and host.stage is PxeStage.START
+    assert not host.pxe.alarm and host.pxe.stage is PxeStage.START
 
 
 def test_ready_with_features_sends_a_request_every_time():
@@ -282,7 +282,7 @@ def test_ready_with_features_sends_a_request_every_time():
         out = host.on_ready(FEATURES, T0 + t)
         assert texts(out) == [] and sends(out) == [Send("worker-0", Net.PXEBOOT,
                                                         Cmd.REQ_MTCALIVE)]
-    assert host.stage is PxeStage.WAIT                # an already supporting client: no restart
+    assert host.pxe.stage is PxeStage.WAIT                # an already supporting client: no restart
 
 
 def test_simplex_runs_no_monitor():
@@ -308,11 +308,11 @@ def test_no_pxeboot_address_no_monitor_until_learned():
 
 def test_transition_table_rejects_illegal_edges():
     host = monitored()
-    assert host.stage is PxeStage.START
+    assert host.pxe.stage is PxeStage.START
     with pytest.raises(TransitionError):
         host.pxe.stage_to(PxeStage.CHECK)
     host.audit(T0)
-    assert host.stage is PxeStage.WAIT
+    assert host.pxe.stage is PxeStage.WAIT
     with pytest.raises(TransitionError):
         host.pxe.stage_to(PxeStage.FAIL)
     for stage, allowed in agent_pxeboot.PXE_TRANSITIONS.items():
@@ -338,7 +338,7 @@ def test_a_ready_event_without_the_feature_wins_over_pxeboot_mtcalive(features):
     assert host.net_state(Net.PXEBOOT) is NetState.UNPROVISIONED
     assert H.host_json(host, T0 + 360)["networks"]["pxeboot"]["state"] == "unprovisioned"
     assert sim.at(Send, Net.PXEBOOT) == [] and sim.at(RaiseAlarm) == []
-    assert not host.pxeboot_monitored and host.stage is PxeStage.START
+    assert not host.pxeboot_monitored and host.pxe.stage is PxeStage.START
 
 
 def test_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
@@ -353,7 +353,7 @@ def test_unknown_feature_monitors_from_pxeboot_but_alarms_only_once_announced():
     sim = Sim(host, T0)
     sim.record(host.audit(T0))
     sim.run(T0 + 300, alive=lambda net, t: net is not Net.PXEBOOT)
-    assert host.pxe_loss == 2 and sim.at(RaiseAlarm) == []
+    assert host.pxe.loss == 2 and sim.at(RaiseAlarm) == []
     assert host.net_state(Net.PXEBOOT) is NetState.LOST
     held = [x for _, x in sim.texts() if "announces" in x]
     assert held == ["worker-0 pxeboot mtcAlive lost (2) ; no 200.003 until its mtcClient "

@@ -85,7 +85,7 @@ def test_restore_alarms_for_unknown_hosts_clears_them():
     table = table_of(1)
     out = table.restore_alarms(["worker-0", "gone-9"], T0)
     assert ClearAlarm("gone-9", ALARM_MTCALIVE) in out
-    assert table.get("worker-0").alarm
+    assert table.get("worker-0").pxe.alarm
 
 
 def test_heap_audits_only_due_hosts():
@@ -148,7 +148,7 @@ def test_two_thousand_hosts_for_a_minute():
             assert not isinstance(a, (RaiseAlarm, Send)) or a.net is Net.PXEBOOT, a
     assert all(h.availability is Availability.ONLINE for h in hosts)
     assert all(h.nets[net].missed == 0 for h in hosts for net in Net)
-    assert all(h.stage is PxeStage.WAIT and h.pxe_miss == 0 for h in hosts)
+    assert all(h.pxe.stage is PxeStage.WAIT and h.pxe.miss == 0 for h in hosts)
     assert len(table.to_json(now)) == n_hosts
 
 

@@ -102,5 +102,5 @@ def alarmed(start=T0):
     sim = Sim(host, start)
     sim.record(host.audit(start))
     sim.run(start + 120, alive=lambda net, t: net is not Net.PXEBOOT)
-    assert host.alarm
+    assert host.pxe.alarm
     return host, sim
