@@ -17,7 +17,7 @@ import time
 import pytest
 
 from harness.cluster import Cluster
-from conftest import need
+from harness.env import need
 from mtce import agent_net, cli_ctl, transport
 from mtce.clock import FakeClock
 from mtce.logs import Throttle

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import PROGRAM, REPO, shipped
+from harness.env import PROGRAM, REPO, shipped
 
 
 def test_without_the_venv_one_line_says_what_to_run(tmp_path):
@@ -47,7 +47,8 @@ def test_relative_paths_are_taken_from_the_start_directory_for_every_reload(
     too: the daemon (whose working directory is `/` once it runs) still reads the same files
     on SIGHUP, twice, and the ctl commands started there find its socket."""
     from harness.cluster import Cluster
-    from conftest import assert_harmless, wait_until
+    from harness.env import wait_until
+    from harness.fakehost import assert_harmless
     c = Cluster(tmp_path / "ag", workers=1)
     host = c.controller if mode == "agent" else c.host("worker-0")
     if inside == "relative":

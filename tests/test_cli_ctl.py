@@ -350,7 +350,7 @@ def test_an_operator_state_change_not_saved_is_saved_when_there_is_room(sim):
 def test_watch_into_a_closed_pipe_ends_quietly(tmp_path, mtce_cmd):
     """docs/contract.md §1: `mtce hosts --watch | head -1` ends without a traceback once `head`
     has gone (exit 0)."""
-    from conftest import FakeHost
+    from harness.fakehost import FakeHost
     host = FakeHost(tmp_path / "h")
     watch = subprocess.Popen(mtce_cmd + ["hosts", "--watch", "0.1", "-c", host.ini],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)

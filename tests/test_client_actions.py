@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import wait_until
+from harness.env import wait_until
 from mtce import client_actions, config, logs
 from mtce.client_actions import HostActions
 from mtce.clock import FakeClock

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import shipped
+from harness.env import shipped
 from mtce import config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

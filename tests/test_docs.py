@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import REPO
+from harness.env import REPO
 
 # About the source tree: the chroot run (tools/chroot_test.sh) leaves this file out; anywhere
 # else a tree without docs/ is a failure, not a skip.

@@ -17,7 +17,8 @@ import subprocess
 import pytest
 
 from harness.cluster import Cluster
-from conftest import REPO, gone, inih_style, need, wait_until
+from harness.env import REPO, gone, need, wait_until
+from harness.fakehost import inih_style
 
 pytestmark = [pytest.mark.loopback, pytest.mark.ha]
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from harness.env import REPO
 
 NO_IO = {"socket", "select", "selectors", "subprocess", "pyroute2", "daemon", "lockfile"}
 # What a module's rule in docs/design.md's map allows it (its rule's first words).

@@ -20,7 +20,9 @@ import time
 
 import pytest
 
-from conftest import PROGRAM, assert_harmless, need, wait_until
+from harness.env import PROGRAM, need, wait_until
+
+from harness.fakehost import assert_harmless
 
 pytestmark = pytest.mark.loopback
 

@@ -26,7 +26,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO, assert_harmless, need
+from harness.env import REPO, need
+
+from harness.fakehost import assert_harmless
 
 REFERENCE_CIB = os.path.join(REPO, "etc", "pacemaker", "mtce-cib.xml")
 CRM_MON_FENCING = os.path.join(REPO, "tests", "data", "crm_mon_fencing.xml")

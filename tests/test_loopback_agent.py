@@ -12,7 +12,7 @@ import pytest
 
 from harness.agent_io import all_ok, ctl, hosts_json
 from harness.cluster import Cluster
-from conftest import wait_until
+from harness.env import wait_until
 
 pytestmark = pytest.mark.loopback
 

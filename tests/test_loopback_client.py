@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from harness.env import wait_until
 from mtce.client import NOISE_BURST
 from harness.peer import AgentPeer
 
@@ -366,7 +366,7 @@ def test_socket_failure_relearns_a_changed_lease_address(cluster):
 def test_without_f_the_client_detaches_logs_to_its_file_and_stops_on_sigterm(fakehost,
                                                                             mtce_cmd):
     import subprocess
-    from conftest import assert_harmless
+    from harness.fakehost import assert_harmless
     host = fakehost()
     assert_harmless(host.ini)
     peer = AgentPeer(host)

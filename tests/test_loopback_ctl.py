@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness.cluster import Cluster
-from conftest import need, wait_until
+from harness.env import need, wait_until
 
 pytestmark = pytest.mark.loopback
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from harness.cluster import Cluster, mac_of
-from conftest import REPO, wait_until
+from harness.env import REPO, wait_until
 from mtce import transport
 from harness.agent_io import all_ok, ctl, hosts_json
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness.agent_io import all_ok, hosts_json
 from harness.cluster import Cluster
-from conftest import wait_until
+from harness.env import wait_until
 from mtce import auth
 from harness.peer import AgentPeer
 

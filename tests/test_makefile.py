@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO, need
+from harness.env import REPO, need
 
 pytestmark = pytest.mark.source_tree
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import loopback_block, need
+from harness.env import loopback_block, need
 from mtce import config, metrics
 from mtce.clock import FakeClock
 from mtce.loop import Loop
@@ -593,7 +593,7 @@ def test_the_readme_quotes_the_network_up_help_the_agent_serves():
     """Issue 23 item 7: the state (hosts.net_state), the metric's HELP and the README say one
     thing (docs/contract.md §8 "Network state"); the README's sample scrape is the HELP."""
     import os
-    from conftest import REPO
+    from harness.env import REPO
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = f.read()
     assert f"# HELP mtce_host_network_up {metrics.NETWORK_UP_HELP}\n" in readme

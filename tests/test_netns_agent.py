@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from harness.cluster import mac_of
-from conftest import REPO, wait_until
 from harness.agent_io import alarms_json, all_ok, hosts_json
+from harness.cluster import mac_of
+from harness.env import REPO, wait_until
 from harness.netns import C6, M, M6, P
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import wait_until
 from harness.agent_io import hosts_json
+from harness.env import wait_until
 from harness.netns import M, P
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]

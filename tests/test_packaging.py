@@ -27,7 +27,7 @@ import zipfile
 
 import pytest
 
-from conftest import need
+from harness.env import need
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILDER = os.path.join(REPO, "tools", "build_pyz.py")

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from harness.cluster import Cluster
-from conftest import REPO, need, wait_until
+from harness.env import REPO, need, wait_until
 
 pytestmark = [pytest.mark.loopback, pytest.mark.prometheus]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_harmless
+from harness.fakehost import assert_harmless
 from mtce import config
 
 
@@ -61,7 +61,7 @@ def _calls_without_timeout(path: str) -> list[str]:
 def test_every_subprocess_call_has_a_timeout():
     import glob
     import os
-    from conftest import REPO
+    from harness.env import REPO
     files = sorted(glob.glob(os.path.join(REPO, "tests", "*.py"))
                    + glob.glob(os.path.join(REPO, "mtce", "*.py"))
                    + glob.glob(os.path.join(REPO, "tools", "*.py")))

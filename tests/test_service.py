@@ -20,7 +20,8 @@ import time
 import pytest
 
 from harness.cluster import Cluster
-from conftest import REPO, gone, inih_style, need, wait_until
+from harness.env import REPO, gone, need, wait_until
+from harness.fakehost import inih_style
 from mtce import service
 
 

@@ -1311,7 +1311,7 @@ def test_the_in_place_fast_path_decides_as_the_full_parse_of_every_datagram(sim,
     one where every datagram takes the full JSON parse (no text is ever remembered); the
     hosts' JSON, the counters and the log lines come out the same."""
     import random
-    from conftest import loopback_block
+    from harness.env import loopback_block
     block = loopback_block()
     rng = random.Random(2502)
     script = []

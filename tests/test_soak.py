@@ -18,7 +18,7 @@ import pytest
 
 from harness import soak
 from harness.cluster import Cluster
-from conftest import wait_until
+from harness.env import wait_until
 from mtce import alive, cli_ctl
 from mtce.states import Cmd, Net
 

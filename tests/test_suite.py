@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, need
+from harness.env import REPO, need
 
 FLOODS = ("tests/test_sim_agent.py::"
           "test_two_hundred_thousand_hostile_datagrams_log_at_most_60_lines",

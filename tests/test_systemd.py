@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from conftest import REPO, need, wait_until
 from harness.container import Container
+from harness.env import REPO, need, wait_until
 
 # The first run builds the container root (debootstrap, about 75 s) in the first test's setup.
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]

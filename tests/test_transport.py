@@ -95,7 +95,7 @@ def test_recvmmsg_and_recvfrom_give_the_handler_the_same_datagrams_and_sources()
 
 
 def test_recvmmsg_gives_ipv6_sources_as_recvfrom_does():
-    from conftest import need
+    from harness.env import need
     try:
         transport.udp_socket("::1", 0).close()
         ipv6 = True
@@ -110,7 +110,7 @@ def test_recvmmsg_gives_ipv6_sources_as_recvfrom_does():
 def test_recvmmsg_gives_ipv4_mapped_sources_as_recvfrom_does():
     """An agent bound on an IPv6 wildcard receives IPv4 senders as `::ffff:a.b.c.d`; both ways
     of reading say so, and the cache keyed by raw address never mixes two senders."""
-    from conftest import need
+    from harness.env import need
     seen = {}
     for mmsg in (True, False):
         try:
@@ -171,7 +171,7 @@ def test_the_client_reads_without_loading_ctypes():
     reads with recvfrom_into, and its process does not carry ctypes (RSS, docs/bench.md)."""
     import subprocess
     import sys
-    from conftest import REPO
+    from harness.env import REPO
     code = ("import sys; from mtce import client, client_net, transport; "
             "transport.Receiver(client_net.RX_BATCH); print('ctypes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -184,7 +184,7 @@ def test_without_ctypes_the_agent_reads_with_recvfrom_into():
     recvfrom_into instead of failing to start."""
     import subprocess
     import sys
-    from conftest import REPO
+    from harness.env import REPO
     code = ("import sys; sys.modules['ctypes'] = None; import socket; "
             "from mtce import transport; r = transport.Receiver(256, 4096, mmsg=True); "
             "rx = transport.udp_socket('127.0.0.1', 0); "

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from conftest import FakeHost, loopback_block
+from harness.env import loopback_block
+
+from harness.fakehost import FakeHost
 
 FAST_TIMERS = {
     "agent": {"offline_period": 50, "offline_threshold": 20},

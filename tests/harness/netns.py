@@ -13,7 +13,7 @@ import random
 import shutil
 import subprocess
 
-from conftest import need
+from harness.env import need
 from harness.sweep import namespace_name
 
 

@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     import tempfile
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/
-    from conftest import FakeHost
+    from harness.fakehost import FakeHost
 
     p = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     p.add_argument("dir", nargs="?", help="where to write the host's files (default: a "

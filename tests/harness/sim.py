@@ -15,7 +15,7 @@ import logging
 import os
 
 from harness.cluster import FAST_TIMERS, Cluster
-from conftest import loopback_block
+from harness.env import loopback_block
 
 from mtce import agent as agent_mod
 from mtce import client as client_mod

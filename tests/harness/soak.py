@@ -427,7 +427,7 @@ def udp_sockets(dests) -> dict:
 
 def _wait(predicate, timeout: float, interval: float = 0.05):
     try:
-        from conftest import wait_until
+        from harness.env import wait_until
     except ImportError:                        # run by hand outside the tests directory
         deadline = time.monotonic() + timeout
         while not predicate() and time.monotonic() < deadline:
