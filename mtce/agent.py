@@ -65,6 +65,7 @@ class Agent:
         self.log = log = logger or logs.get()
         self.throttle = logs.Throttle(log, clock)
         self.noise = logs.Throttle(log, clock, budget=logs.Budget(NOISE_BURST, NOISE_PER_MIN))
+        self.lines = logs.Lines(log, self.noise, self.throttle)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.inventory = inventory or config.load_inventory(cfg.agent.inventory)
         platform = self._read_platform()
@@ -86,7 +87,7 @@ class Agent:
         self.counters = transport.Counters()
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
                                    self.counters)
-        self.inbox = Inbox(self.table, self.counters, clock, self.wire, log, self.noise, self.run,
+        self.inbox = Inbox(self.table, self.counters, clock, self.wire, self.lines.say, self.run,
                            self.load_dnsmasq_hosts, lambda: bool(self.net.clstr_ip))
         self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
                                      self.counters, self.inbox.on_raw, self.hostname,
@@ -213,7 +214,7 @@ class Agent:
         for action in actions:
             kind = type(action)
             if kind is agent_decisions.Log:
-                self.log.log(logs.LEVELS.get(action.level, logging.INFO), "%s", action.text)
+                self.lines.say(action)
             elif kind is agent_decisions.Send:
                 self.outbox.send(action.host, action.net, action.cmd, action.num, action.parm)
             elif kind is agent_decisions.RaiseAlarm:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from mtce.budget import Budget
+from mtce.decisions import Log  # noqa: F401 - the agent's actions include it
 from mtce.states import Cmd, Net
 
 INF = float("inf")
@@ -42,11 +43,6 @@ class RaiseAlarm(NamedTuple):
 class ClearAlarm(NamedTuple):
     host: str
     alarm_id: str
-
-
-class Log(NamedTuple):
-    level: str          # "debug", "info", "warning"
-    text: str
 
 
 class Remember(NamedTuple):

@@ -6,9 +6,8 @@ budget. The decisions about hosts are agent_host.py's; the actions they return g
 
 from __future__ import annotations
 
-import logging
-
 from mtce import alive
+from mtce.decisions import Log
 from mtce.states import Cmd, Net, cmd_name
 
 # The hot path's names, looked up once (Inbox.on_raw).
@@ -17,17 +16,18 @@ _FIELDS_AT, _MATCHES, _PXEBOOT = alive.mtcalive_fields_at, alive.text_matches_at
 
 class Inbox:
     """The agent's receive path. Its collaborators: the host `table`, the `counters`, the
-    `clock`, the `wire` (signature checks), the `log` and its `noise` throttle; `run` carries
+    `clock`, the `wire` (signature checks); `say` logs a line it decides by the one rule
+    (logs.Lines: a dropped datagram's line is "noise", throttled per cause); `run` carries
     out the actions the table returns, `load_pxeboot` looks at dnsmasq.hosts again,
     `has_clstr` says whether this controller has a cluster-host network. The `outbox`
     (operator commands waiting for an ACK or an answer) is set by the agent once it is built:
     it sends through the sockets that deliver here."""
 
-    def __init__(self, table, counters, clock, wire, log, noise, run, load_pxeboot, has_clstr):
+    def __init__(self, table, counters, clock, wire, say, run, load_pxeboot, has_clstr):
         self.table, self.counters, self.clock, self.wire = table, counters, clock, wire
         self.now = clock.now
         self.by_addr = table.by_addr          # the hot path's exact match (else table.lookup)
-        self.log, self.noise = log, noise
+        self.say = say
         self.run, self.load_pxeboot, self.has_clstr = run, load_pxeboot, has_clstr
         self.outbox = None
 
@@ -77,8 +77,8 @@ class Inbox:
         host = self.table.lookup(src)
         if msg.sig == alive.SIG_MESSAGE:
             if msg.cmd != Cmd.MTCALIVE:
-                self.noise.info(("goenabled", net), "%s from %s on %s network ; not handled "
-                                "by mtce", cmd_name(msg.cmd), src, net.iface)
+                self.say(Log("info", f"{cmd_name(msg.cmd)} from {src} on {net.iface} network "
+                                     f"; not handled by mtce", "noise", ("goenabled", net)))
                 return
             self.on_mtcalive_text(host, msg, src, net, arrived)
             return
@@ -90,8 +90,8 @@ class Inbox:
         elif msg.sig == alive.SIG_EVENT:
             self.on_event(host, msg, net)
         else:
-            self.noise.warning(("unsupported", net), "Received unsupported or badly formed "
-                               "message from %s on %s network", src, net.iface)
+            self.say(Log("warning", f"Received unsupported or badly formed message from {src} "
+                                    f"on {net.iface} network", "noise", ("unsupported", net)))
 
     def on_mtcalive_text(self, host, msg: alive.Message, src: str, net: Net,
                          arrived: float | None = None) -> None:
@@ -136,20 +136,20 @@ class Inbox:
     def on_answer(self, host) -> None:
         """A pxeboot mtcAlive: the answer to the operator's `alive`, if one is pending."""
         for line in self.outbox.answered(host.hostname, Net.PXEBOOT, self.clock.now()):
-            self.log.info("%s", line)
+            self.say(Log("info", line))
 
     def bad(self, net: Net, src: str, reason: str) -> None:
         self.counters.rx_bad += 1
         self.counters.bad_net[net] += 1
-        self.noise.warning(("bad", net, reason.split(" (")[0]), "bad message from %s on %s "
-                           "network: %s ; dropping", src, net.iface, reason)
+        self.say(Log("warning", f"bad message from {src} on {net.iface} network: {reason} ; "
+                                f"dropping", "noise", ("bad", net, reason.split(" (")[0])))
 
     def unknown(self, src: str, net: Net, msg: alive.Message | None) -> None:
         self.counters.unknown_source += 1
         self.counters.unknown_net[net] += 1
-        self.noise.warning(("unknown", net), "unknown hostname message from %s on %s network "
-                           "... dropping (%s)", src, net.iface,
-                           alive.describe(msg) if msg else "")
+        self.say(Log("warning", f"unknown hostname message from {src} on {net.iface} network "
+                                f"... dropping ({alive.describe(msg) if msg else ''})", "noise",
+                     ("unknown", net)))
 
     def learn_source(self, text: alive.AliveText, src: str, net: Net, msg: alive.Message):
         """A valid mtcAlive from an address no host owns: the original takes the JSON hostname
@@ -164,15 +164,15 @@ class Inbox:
                 src != host.reported_pxeboot_ip:
             self.unknown(src, net, msg)
             return None
-        self.log.info("%s hostname learned from %s mtcAlive ; hostaddr:%s was:%s", name,
-                      net.iface, src, host.pxeboot_ip or "none")
+        self.say(Log("info", f"{name} hostname learned from {net.iface} mtcAlive ; hostaddr:{src} "
+                             f"was:{host.pxeboot_ip or 'none'}"))
         self.run(self.table.set_pxeboot_ip(name, src, self.clock.now()))
         return self.table.lookup(src)
 
     def on_event(self, host, msg: alive.Message, net: Net) -> None:
         self.counters.events += 1
         if msg.cmd != alive.EVENT_MONITOR_READY:
-            self.log.debug("%s event 0x%x from %s network", host.hostname, msg.cmd, net.iface)
+            self.say(Log("debug", f"{host.hostname} event 0x{msg.cmd:x} from {net.iface} network"))
             return
         try:
             name, features = alive.parse_ready_event(msg)
@@ -180,13 +180,13 @@ class Inbox:
             self.bad(net, host.hostname, f"ready event: {err.reason}")
             return
         if name != host.hostname:
-            self.noise.warning(("ready-name", net), "ready event names %s but comes from %s's "
-                               "address on %s network ; dropping", name, host.hostname,
-                               net.iface)
+            self.say(Log("warning", f"ready event names {name} but comes from {host.hostname}'s "
+                                    f"address on {net.iface} network ; dropping", "noise",
+                         ("ready-name", net)))
             return
         if features is None:
-            self.noise.info(("ready-old", net), "%s mtcClient not offering feature list ; "
-                            "node may have upgrade pending", host.hostname)
+            self.say(Log("info", f"{host.hostname} mtcClient not offering feature list ; node "
+                                 f"may have upgrade pending", "noise", ("ready-old", net)))
         # docs/protocol.md §5.2: re-read on every ready event (its pxeboot request).
         self.load_pxeboot()
         self.run(host.on_ready(features, self.clock.now(), net))
@@ -197,12 +197,12 @@ class Inbox:
         self.counters.acks += 1
         now = self.clock.now()
         host.on_ack(msg.cmd, net, now)
-        level = logging.DEBUG if msg.cmd == Cmd.LOCKED else logging.INFO
+        level = "debug" if msg.cmd == Cmd.LOCKED else "info"
         pending, lines = self.outbox.acked(host.hostname, msg.cmd, net, now)
         if not pending:
-            self.noise.log(level, ("ack", host.hostname, net), "%s %s request ACK (%s)",
-                           host.hostname, cmd_name(msg.cmd), net.iface)
+            self.say(Log(level, f"{host.hostname} {cmd_name(msg.cmd)} request ACK ({net.iface})",
+                         "noise", ("ack", host.hostname, net)))
             return
-        self.log.log(level, "%s", lines[0])
+        self.say(Log(level, lines[0]))
         for line in lines[1:]:
-            self.log.info("%s", line)
+            self.say(Log("info", line))

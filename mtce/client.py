@@ -18,9 +18,10 @@ from mtce import alive, auth, client_core, config, logs, metrics, netif, \
 from mtce.client_actions import HostActions
 from mtce.client_addrs import AddressBook, gates_of, read_platform
 from mtce.client_confirmed import ConfirmedFile
-from mtce.client_core import Do, RunAction, SaveConfirmed, Say, SendAck, SendAlive
+from mtce.client_core import Do, RunAction, SaveConfirmed, SendAck, SendAlive
 from mtce.client_net import RECOVERY_ORDER, SETUP_ORDER, ClientNet
 from mtce.client_status import Status
+from mtce.decisions import Log
 from mtce.states import Net, cmd_name
 
 PROGRAM = "mtcClient"
@@ -56,6 +57,7 @@ class Client:
         self.noise = logs.Throttle(log, clock, budget=logs.Budget(NOISE_BURST, NOISE_PER_MIN))
         self.events = logs.Throttle(log, clock, interval=0.0,
                                     budget=logs.Budget(EVENTS_BURST, EVENTS_PER_MIN))
+        self.lines = logs.Lines(log, self.noise, self.events)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
         self.metrics = metrics.Endpoint(loop, lambda: metrics.client_series(self), log, clock)
@@ -269,24 +271,15 @@ class Client:
     def fit(self, name: str) -> bool:
         return self.actions.fit(name)
 
-    def _say(self, say: Say | None) -> bool:
-        """Log one of the core's lines through the throttle its kind says; True if logged."""
-        if say is None:
-            return False
-        level = logs.LEVELS[say.level]
-        if level < self.log.getEffectiveLevel():
-            return False
-        if say.kind == "log":
-            self.log.log(level, "%s", say.text, stacklevel=3)
-            return True
-        throttle = self.events if say.kind == "change" else self.noise
-        return throttle.log(level, say.key, "%s", say.text, _depth=4)
+    def _say(self, line: Log | None) -> bool:
+        """Log one of the core's lines by the one rule (logs.Lines); True if logged."""
+        return False if line is None else self.lines.say(line, 4)
 
     def carry_out(self, actions) -> None:
         said = False
         for action in actions:
             kind = type(action)
-            if kind is Say:
+            if kind is Log:
                 said = self._say(action)
             elif kind is SendAck:
                 data = alive.ack(action.msg, num=action.num, parm=action.parm)

@@ -1,7 +1,7 @@
 """The client's pure core: its gates, the tick and ready-event cadence, which network gets
 an mtcAlive, what each command code does, who may send commands, what a pxebootInfo teaches.
 
-Events and `now` in, actions out (`SendAlive`, `SendAck`, `RunAction`, `SaveConfirmed`, `Say`), as
+Events and `now` in, actions out (`SendAlive`, `SendAck`, `RunAction`, `SaveConfirmed`, `Log`), as
 agent_host.py is for the agent; `client.py` carries them out (sockets, files, `[actions]`, logs).
 The command rows follow `M/mtcCompMsg.cpp:245-745` (docs/protocol.md §2): which codes are ACKed and
 how, what each logs, and whether its action comes before the ACK (the locked files) or after
@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol
 
 from mtce import alive
 from mtce.client_trust import PxebootTrust, Sources, may_command
+from mtce.decisions import Log
 from mtce.states import CONTROLLERS, ENHANCED_HOST_SERVICES, Cmd, Net, cmd_name
 
 FAIL_FIT = 254                  # returnCodes.h FAIL_FIT: the host-services fit failure
@@ -198,15 +199,6 @@ class RunAction(NamedTuple):
     parm: tuple
 
 
-class Say(NamedTuple):
-    """A log line: `kind` "noise" (a datagram can repeat it at will: throttled and within the
-    noise budget), "change" (a change a datagram made: the events budget), "log" (plain)."""
-    kind: str
-    level: str
-    key: tuple
-    text: str
-
-
 class Facts(Protocol):
     """What the core asks of the host (client.py answers from files)."""
 
@@ -285,7 +277,7 @@ class ClientCore:
         return SendAlive(Net.PXEBOOT, tuple((ctl, self.ctrl_pxeboot.get(ctl, ""))
                                             for ctl in ctls))
 
-    def pxeboot_sent(self, results, port: int) -> list[Say]:
+    def pxeboot_sent(self, results, port: int) -> list[Log]:
         """What became of a pxeboot `SendAlive`: (controller, address, sent) of each of its
         `to`. The lines of `M/mtcCompMsg.cpp:1192-1212`, each once per transition: 'not
         learned' while a controller has no address, 'sending ... to' at the first send
@@ -294,12 +286,12 @@ class ClientCore:
         for ctl, addr, sent in results:
             if not addr and self._announced[ctl]:
                 self._announced[ctl] = False
-                out.append(Say("log", "warning", ("pxeboot", ctl), f"{ctl} pxeboot address not "
-                               f"learned ; unable to send pxeboot mtcAlive"))
+                out.append(Log("warning", f"{ctl} pxeboot address not learned ; unable to "
+                               f"send pxeboot mtcAlive", "log", ("pxeboot", ctl)))
             elif addr and sent and not self._announced[ctl]:
                 self._announced[ctl] = True
-                out.append(Say("log", "info", ("pxeboot", ctl), f"sending pxeboot network "
-                               f"mtcAlive msg on port {port} to {ctl} at {addr}"))
+                out.append(Log("info", f"sending pxeboot network mtcAlive msg on port {port} "
+                               f"to {ctl} at {addr}", "log", ("pxeboot", ctl)))
         return out
 
     # -- who may command ----------------------------------------------------------------------
@@ -317,10 +309,10 @@ class ClientCore:
         self.counters.rx_bad += 1
         kind = reason.split(" (")[0]
         if kind == "unknown header signature":
-            return [Say("noise", "warning", ("unsupported", net),
-                        f"unsupported message from {src} from {net.iface} network")]
-        return [Say("noise", "warning", ("malformed", net, kind), f"malformed message from "
-                    f"{src} from {net.iface} network ({reason}) ; dropping")]
+            return [Log("warning", f"unsupported message from {src} from {net.iface} network",
+                        "noise", ("unsupported", net))]
+        return [Log("warning", f"malformed message from {src} from {net.iface} network "
+                               f"({reason}) ; dropping", "noise", ("malformed", net, kind))]
 
     def on_message(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
                    facts: Facts, own_ips: tuple, own_mac: str) -> list:
@@ -330,23 +322,23 @@ class ClientCore:
             mine, theirs = own_mac.lower(), msg.mac
             if theirs.lower() != mine or not mine:
                 self.counters.rx_bad += 1
-                return [Say("noise", "warning", ("mac", net), f"{cmd_name(msg.cmd)} req command "
+                return [Log("warning", f"{cmd_name(msg.cmd)} req command "
                             f"from {net.iface} network not for this host (exp:{mine} "
-                            f"det:{theirs}) ; ignoring ...")]
+                            f"det:{theirs}) ; ignoring ...", "noise", ("mac", net))]
         if msg.sig == alive.SIG_CMD_REQ:
             self.counters.commands += 1
             return self.on_command(msg, src, net, tagged, now, facts)
         if msg.sig == alive.SIG_REP_MSG:
             which = "main function" if msg.cmd == Cmd.MAIN_GOENABLED else "sub-function"
-            return [Say("noise", "info", ("rep", net), f"{which} goEnabled results "
-                        f"acknowledged from {net.iface} network")]
+            return [Log("info", f"{which} goEnabled results "
+                        f"acknowledged from {net.iface} network", "noise", ("rep", net))]
         self.counters.rx_bad += 1
         if msg.sig == alive.SIG_MESSAGE:
-            return [Say("noise", "warning", ("unexpected", net), f"unexpected mtcAlive message "
+            return [Log("warning", f"unexpected mtcAlive message "
                         f"from {src} from {net.iface} network ; WARNING: mtcClient is receiving "
-                        f"mtcAgent bound mtcAlive messages")]
-        return [Say("noise", "warning", ("unsupported", net),
-                    f"unsupported message from {src} from {net.iface} network")]
+                        f"mtcAgent bound mtcAlive messages", "noise", ("unexpected", net))]
+        return [Log("warning", f"unsupported message from {src} from {net.iface} network",
+                    "noise", ("unsupported", net))]
 
     # -- commands ----------------------------------------------------------------------------
     def on_command(self, msg: alive.Message, src: str, net: Net, tagged: bool, now: float,
@@ -361,17 +353,17 @@ class ClientCore:
         trusted = may_command(self.sources, src, net, tagged)
         if not trusted and not (cmd == Cmd.REQ_MTCALIVE and net is Net.PXEBOOT):
             self.counters.refused += 1
-            return [Say("noise", "warning", ("refused", net), f"{cmd_name(cmd)} command "
+            return [Log("warning", f"{cmd_name(cmd)} command "
                         f"from {src} on {net.iface} network refused: not a controller "
-                        f"address")]
+                        f"address", "noise", ("refused", net))]
         row = row_for(cmd)
         changes = facts.would_change(row.do.value, msg.num, msg.parm, net)
         if row.text is not None:
             text = row.text.format(iface=net.iface, delay=msg.parm[0] if msg.num >= 1 else 0,
                                    code=cmd, size=msg.size, name=cmd_name(cmd),
                                    host=facts.hostname)
-            out.append(Say("change" if changes else "noise", row.level,
-                           ("command", row.do.value, net), text))
+            out.append(Log(row.level, text, "change" if changes else "noise",
+                           ("command", row.do.value, net)))
         if row.do is Do.PXEBOOT_INFO:
             if net is Net.PXEBOOT:
                 out += self.learn(msg.buf, src, tagged, now)
@@ -383,11 +375,11 @@ class ClientCore:
         if row.do is Do.HOST_SERVICES:
             if facts.fit("host_services"):
                 rc = FAIL_FIT
-                out.append(Say("noise", "warning", ("command", "hs fit", net),
-                               f"{cmd_name(cmd)} Start Services - fit failure ({net.iface})"))
+                out.append(Log("warning", f"{cmd_name(cmd)} Start Services - fit failure "
+                                          f"({net.iface})", "noise", ("command", "hs fit", net)))
             if facts.fit("no_hs_ack"):
-                out.append(Say("noise", "warning", ("command", "hs no ack", net),
-                               f"{cmd_name(cmd)} Start Services - fit no ACK ({net.iface})"))
+                out.append(Log("warning", f"{cmd_name(cmd)} Start Services - fit no ACK "
+                                          f"({net.iface})", "noise", ("command", "hs no ack", net)))
                 return out
         elif row.do not in AFTER_ACK and row.do is not Do.NOTHING:
             out.append(RunAction(row.do, net, msg.num, msg.parm))
@@ -404,8 +396,8 @@ class ClientCore:
         try:
             info = alive.parse_pxeboot_info(buf)
         except alive.DecodeError as err:
-            return [Say("noise", "error", ("pxebootInfo", err.reason),
-                        f"{err.reason}: {buf[:200].decode('utf-8', 'replace')}")]
+            return [Log("error", f"{err.reason}: {buf[:200].decode('utf-8', 'replace')}",
+                        "noise", ("pxebootInfo", err.reason))]
         lines, refused = self.trust.on_request(info, buf[:200].decode("utf-8", "replace"), src,
                                                vouched, now)
         if refused:
@@ -428,8 +420,8 @@ class ClientCore:
         return out
 
     @staticmethod
-    def _said(kind: str, level: str, line: str, net: Net) -> Say:
+    def _said(kind: str, level: str, line: str, net: Net) -> Log:
         if kind == "refused":
-            return Say("noise", level, ("refused", net), line)
+            return Log(level, line, "noise", ("refused", net))
         key = ("pxebootInfo", line.split(" ")[0]) + (("fault",) if kind == "fault" else ())
-        return Say({"change": "change", "fault": "noise"}.get(kind, "log"), level, key, line)
+        return Log(level, line, {"change": "change", "fault": "noise"}.get(kind, "log"), key)

@@ -218,3 +218,24 @@ class Throttle:
         self.suppressed_total = 0
         self._by_cause.clear()
         return text
+
+
+class Lines:
+    """The one rule both daemons log a decided line (`decisions.Log`) by: kind "log" plainly,
+    "noise" through the `noise` throttle, "change" through the `events` throttle, each per
+    the line's key. `depth`: the stack frames between the caller to name in the line and this
+    method (the log format names the function that decided to log)."""
+
+    def __init__(self, log: logging.Logger, noise: "Throttle", events: "Throttle"):
+        self.log, self.noise, self.events = log, noise, events
+
+    def say(self, line, depth: int = 2) -> bool:
+        """Log `line`; True if it was logged (not below the level, not held back)."""
+        level = LEVELS.get(line.level, logging.INFO)
+        if level < self.log.getEffectiveLevel():
+            return False
+        if line.kind == "log":
+            self.log.log(level, "%s", line.text, stacklevel=depth)
+            return True
+        throttle = self.events if line.kind == "change" else self.noise
+        return throttle.log(level, line.key, "%s", line.text, _depth=depth + 1)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 
 from mtce import alive, client_core, client_trust
-from mtce.client_core import (Ack, ClientCore, Do, Gates, RunAction, Say, SaveConfirmed, SendAck,
+from mtce.client_core import (Ack, ClientCore, Do, Gates, RunAction, SaveConfirmed, SendAck,
                            SendAlive)
 from mtce.client_trust import TRUST_STALE_S
+from mtce.decisions import Log
 from mtce.states import Cmd, Net
 from mtce.transport import Counters
 
@@ -159,7 +160,7 @@ def test_every_command_code_over_mgmt_as_the_reference_table_says(code):
         assert [r.do for r in runs] == [do]
         ack_at = out.index(acks[0]) if acks else len(out)
         assert (out.index(runs[0]) < ack_at) == before_ack
-    said = [a.text for a in out if isinstance(a, Say)]
+    said = [a.text for a in out if isinstance(a, Log)]
     if words is None:
         assert said == []
     else:
@@ -245,7 +246,7 @@ def test_the_mac_check_is_skipped_for_self_and_for_version_0():
 def test_a_host_without_a_mac_accepts_no_command_from_a_controller():
     out = core().on_message(cmd(Cmd.REBOOT, mac=""), CTL, Net.MGMT, False, 1.0, Facts(),
                             (OWN,), "")
-    assert kinds(out) == ["Say"] and "not for this host" in out[0].text
+    assert kinds(out) == ["Log"] and "not for this host" in out[0].text
 
 
 @pytest.mark.parametrize("sig, words", [
@@ -289,13 +290,14 @@ def test_a_reboot_is_carried_out_only_from_a_trusted_source(src, net, tagged, ca
     out = c.on_command(cmd(Cmd.REBOOT), src, net, tagged, 1.0, Facts())
     assert any(isinstance(a, RunAction) for a in out) == carried_out
     if not carried_out:
-        assert out == [Say("noise", "warning", ("refused", net), f"reboot command from {src} "
-                           f"on {net.iface} network refused: not a controller address")]
+        assert out == [Log("warning", f"reboot command from {src} on {net.iface} network "
+                                      f"refused: not a controller address", "noise",
+                           ("refused", net))]
         assert c.counters.refused == 1
 
 
 def texts(out) -> list[str]:
-    return [a.text for a in out if isinstance(a, Say)]
+    return [a.text for a in out if isinstance(a, Log)]
 
 
 def test_pxeboot_trust_is_first_use_then_follows_only_a_silent_controller_pair():
@@ -420,7 +422,7 @@ def test_once_confirmed_a_stranger_is_answered_but_cannot_command_over_pxeboot()
     request(c, (P0, P0, P1), P0, now=1.5)
     out = request(c, (STRANGER,) * 3, STRANGER, now=2.0)
     assert out[-1] == c.send_pxeboot()
-    assert [a.text for a in out if isinstance(a, Say) and a.key[0] == "refused"] == [
+    assert [a.text for a in out if isinstance(a, Log) and a.key[0] == "refused"] == [
         f"pxebootInfo from {STRANGER} on Pxeboot network not taken: not a confirmed "
         f"controller address"]
     assert c.ctrl_pxeboot == {"controller": P0, "controller-0": P0, "controller-1": P1}
@@ -539,7 +541,7 @@ def test_a_bad_pxeboot_info_teaches_nothing_and_is_noise(data):
     out = c.on_command(cmd(Cmd.REQ_MTCALIVE, data=data), "10.2.0.6", Net.PXEBOOT, False, 1.0,
                        Facts())
     assert c.ctrl_pxeboot == before
-    errors = [a for a in out if isinstance(a, Say) and a.level == "error"]
+    errors = [a for a in out if isinstance(a, Log) and a.level == "error"]
     assert len(errors) == 1 and errors[0].kind == "noise"
 
 
