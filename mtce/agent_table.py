@@ -1,25 +1,22 @@
 """Every host the agent maintains (`HostTable`): found by name and by any of its addresses,
-audited from per-tick buckets of deadlines, applied an inventory as a diff, asked for the
-summaries of
-sequence events. The per-host state machine is agent_host.HostMonitor. Pure, as agent_host.py.
+applied an inventory as a diff, asked for the summaries of sequence events, audited when due
+(agent_deadlines.Deadlines). The per-host state machine is agent_host.HostMonitor. Pure, as
+agent_host.py.
 """
 
 from __future__ import annotations
 
-import heapq
 import ipaddress
-import itertools
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from mtce.agent_deadlines import Deadlines
 from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
 from mtce.agent_host import HostMonitor, host_json
 from mtce.agent_seqs import SEQ_LOG_WINDOW_S
-from mtce.states import ALARM_MTCALIVE, Availability, Cmd, Net
+from mtce.states import ALARM_MTCALIVE, Cmd, Net
 
 if TYPE_CHECKING:
     from mtce.config import Inventory
-
-BUCKET_S = 0.1                  # the width of a deadline bucket: no wider than the audit grid
 
 _INVENTORY_FIELDS = ("personality", "mgmt_mac", "mgmt_ip", "cluster_host_ip", "administrative")
 
@@ -39,12 +36,8 @@ class HostTable:
         self._factory = host_factory
         self.by_addr: dict[str, HostMonitor] = {}
         self._claims: dict[str, list[HostMonitor]] = {}
-        # Hosts by the BUCKET_S slot of their next deadline (a host's entry is live while its
-        # token is its `_sched_tok`), and the slots that have a bucket, earliest first.
-        self._buckets: dict[int, list] = {}
-        self._indices: list[int] = []
-        self._tok = itertools.count()
-        self._woken: list[HostMonitor] = []
+        self.deadlines = Deadlines()          # when each host is next due (agent_deadlines)
+        self._woken = self.deadlines.woken
         self._auditing: set[HostMonitor] = set()     # hosts in an offline audit (few)
         self._seq_pending: set[HostMonitor] = set()  # hosts with sequence events not logged
         self.facts = Facts()
@@ -242,27 +235,19 @@ class HostTable:
             host.settings = host.pxe.settings = settings
             self._woken.append(host)
 
-    # -- scheduling ---------------------------------------------------------------------------
+    # -- scheduling (agent_deadlines.Deadlines) -------------------------------------------------
 
-    def _schedule(self, host: HostMonitor, at: float | None = None) -> None:
-        if at is None:
-            at = host.next_deadline()
-        if at < host._sched_at:
-            tok = next(self._tok)
-            host._sched_tok, host._sched_at = tok, at
-            index = int(at // BUCKET_S)
-            bucket = self._buckets.get(index)
-            if bucket is None:
-                bucket = self._buckets[index] = []
-                heapq.heappush(self._indices, index)
-            bucket.append((tok, host))
+    def refresh(self, until: float) -> float:
+        """Deadlines.refresh: re-time the hosts due by `until`; the earliest presence deadline."""
+        return self.deadlines.refresh(until)
 
-    def _drain_woken(self) -> None:
-        woken = self._woken
-        while woken:
-            host = woken.pop()
-            if host._waker is not None:
-                self._schedule(host)
+    def next_deadline(self) -> float:
+        """When `audit` next has work (INF: none until an event)."""
+        return self.deadlines.next_deadline()
+
+    def audit(self, now: float) -> list:
+        """Audit the hosts that are due at `now`; actions of all of them."""
+        return self.deadlines.audit(now)
 
     @property
     def auditing(self) -> bool:
@@ -275,85 +260,6 @@ class HostTable:
         The agent audits on an offline_period grid; it also wakes at this moment, so that
         offline is declared on time and not up to one grid step late."""
         return min((h.presence.audit.offline_at for h in self._auditing), default=INF)
-
-    def _first_bucket(self) -> list | None:
-        """The earliest bucket that still holds a live entry (stale ones are dropped)."""
-        indices, buckets = self._indices, self._buckets
-        while indices:
-            bucket = buckets[indices[0]]
-            live = [(tok, host) for tok, host in bucket if tok == host._sched_tok]
-            if live:
-                buckets[indices[0]] = live
-                return live
-            del buckets[heapq.heappop(indices)]
-        return None
-
-    def refresh(self, until: float) -> float:
-        """Issue 25 item 3: re-time every host scheduled by `until` from what it was heard
-        since, and return the earliest moment by `until` at which a host's presence (its
-        offline audit's start, a network's `lost`) is due: INF if none.
-
-        Between two reads a second apart the agent cannot see a host go silent, but it knows
-        when the silence would start to count: a host heard every 5 s is due 7 s after its
-        last mtcAlive, so one due within the next second is one already silent for 6 s, and
-        the agent wakes for it on time. A steady host is re-timed here instead of audited;
-        its pxeboot window ends on a point of the grid and is judged by the read there
-        (agent_pxeboot._window_end)."""
-        self._drain_woken()
-        last = int(until // BUCKET_S)
-        earliest = INF
-        online = Availability.ONLINE
-        later = []
-        for index in [i for i in self._indices if i <= last]:
-            for tok, host in self._buckets[index]:
-                if tok != host._sched_tok or host._sched_at > until:
-                    continue
-                due = host.presence.deadline() if host.availability is online else INF
-                if due < earliest:
-                    earliest = due
-                at = host._pxeboot_deadline(due)            # = host.next_deadline()
-                if at > host._sched_at:
-                    later.append((host, at))
-        for host, at in later:
-            host._sched_tok, host._sched_at = -1, INF
-            self._schedule(host, at)
-        return earliest if earliest <= until else INF
-
-    def next_deadline(self) -> float:
-        """When `audit` next has work (INF: none until an event)."""
-        self._drain_woken()
-        bucket = self._first_bucket()
-        return min(host._sched_at for _, host in bucket) if bucket else INF
-
-    def audit(self, now: float) -> list:
-        """Audit the hosts that are due at `now`; actions of all of them."""
-        self._drain_woken()
-        indices, buckets = self._indices, self._buckets
-        out: list = []
-        due: list[HostMonitor] = []
-        last = int(now // BUCKET_S)
-        while indices and indices[0] <= last:
-            index = indices[0]
-            later = []
-            for tok, host in buckets[index]:
-                if tok != host._sched_tok:
-                    continue                   # superseded or removed
-                if host._sched_at > now:
-                    later.append((tok, host))  # in this bucket, not due yet
-                    continue
-                host._sched_tok, host._sched_at = -1, INF
-                actions = host.audit(now)
-                if actions:
-                    out.extend(actions)
-                due.append(host)
-            if later:
-                buckets[index] = later
-                break
-            del buckets[heapq.heappop(indices)]
-        for host in due:                       # after the loop: a host is audited once per call
-            self._schedule(host, host.next_at)
-        self._drain_woken()
-        return out
 
     def takeover_requests(self) -> list:
         """docs/contract.md §8 "Takeover": an agent that starts (a restart, or the other controller

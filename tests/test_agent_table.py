@@ -159,7 +159,7 @@ def test_the_deadline_buckets_audit_each_host_exactly_when_due():
     bucket, on its edge, moved earlier by a wake, later by the host itself) and however
     irregular the audit times."""
     import random
-    from mtce import agent_table as table_mod
+    from mtce import agent_deadlines
 
     class Probe:
         """What HostTable needs of a host; its deadlines are set by the test."""
@@ -182,7 +182,7 @@ def test_the_deadline_buckets_audit_each_host_exactly_when_due():
             return []
 
     rng = random.Random(25)
-    w = table_mod.BUCKET_S
+    w = agent_deadlines.BUCKET_S
     hosts = {}
 
     def factory(e, settings, now):
