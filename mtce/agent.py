@@ -90,9 +90,9 @@ class Agent:
         self.inbox = Inbox(self.table, self.counters, clock, self.wire, self.lines.say, self.run,
                            self.load_dnsmasq_hosts, lambda: bool(self.net.clstr_ip))
         self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
-                                     self.counters, self.inbox.on_raw, self.hostname,
-                                     own.mgmt_ip if own else "", self.pxeboot_provisioned,
-                                     netif.NetlinkWatcher if netlink_watch else None)
+                                      self.counters, self.inbox.on_raw, self.hostname,
+                                      own.mgmt_ip if own else "", self.pxeboot_provisioned,
+                                      netif.NetlinkWatcher if netlink_watch else None)
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.set.after_drain = self._drained
@@ -219,7 +219,7 @@ class Agent:
                 self.outbox.send(action.host, action.net, action.cmd, action.num, action.parm)
             elif kind is agent_decisions.RaiseAlarm:
                 alarm = agent_alarm_store.Alarm.new(action.alarm_id, action.host, action.severity,
-                                         action.reason, self.clock.wall())
+                                                    action.reason, self.clock.wall())
                 if self.alarms.raise_(alarm):
                     self._alarm_hook(alarm, "raise")
                 self.check_store()
@@ -340,7 +340,7 @@ class Agent:
     def _start_ctl(self) -> None:
         try:
             self.ctl = agent_ctl.Server(self.cfg.paths.agent_socket, self.loop, self.handle_request,
-                                  self.log, self.clock, forget=self.outbox.unwatch)
+                                        self.log, self.clock, forget=self.outbox.unwatch)
         except OSError as err:
             self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
                            "work", self.cfg.paths.agent_socket, err.strerror or err)
@@ -465,7 +465,7 @@ def main(cfg: config.Config, foreground: bool) -> int:
     inventory = config.load_inventory(cfg.agent.inventory)
     auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
     return service.serve(PROGRAM, cfg, foreground,
-                        lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))
+                         lambda cfg, loop, clock, log: Agent(cfg, loop, clock, log, inventory))
 
 
 def _audit_s(s: agent_decisions.Settings) -> float:

@@ -128,9 +128,9 @@ class Layout:
     def settings(self) -> agent_decisions.Settings:
         p = self.plan
         return agent_decisions.Settings(online_period_s=p.online_period_s,
-                              offline_period_s=p.offline_period_ms / 1000.0,
-                              offline_threshold=p.offline_threshold,
-                              pxeboot_window_s=p.pxeboot_window_s)
+                                        offline_period_s=p.offline_period_ms / 1000.0,
+                                        offline_threshold=p.offline_threshold,
+                                        pxeboot_window_s=p.pxeboot_window_s)
 
     def _paths(self, d: str) -> dict:
         rel = {"platform_conf": "platform/platform.conf", "platform_dir": "platform",

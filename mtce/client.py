@@ -359,4 +359,4 @@ def main(cfg: config.Config, foreground: bool) -> int:
     from mtce import service
     auth.from_config(cfg, time.time, time.monotonic)  # a bad key file exits 2 before forking
     return service.serve(PROGRAM, cfg, foreground,
-                        lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))
+                         lambda cfg, loop, clock, log: Client(cfg, loop, clock, log))

@@ -276,7 +276,7 @@ class HaLab:
     def agent_status(self, name: str) -> dict:
         try:
             return cli_ctl.request(self.plan.socket_of(self.plan.host(name)), {"cmd": "status"},
-                               timeout=2.0)
+                                   timeout=2.0)
         except cli_ctl.CtlError:
             return {}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mtce.agent_commands import (ACK_FORGET_S, ACKED, CMD_ATTEMPTS, CMD_RETRY_S, FORGOTTEN, GAVE_UP,
-                           REPLACED, TIMEOUT, Commands)
+                                 REPLACED, TIMEOUT, Commands)
 from mtce.states import Cmd, Net
 
 T0 = 1000.0

@@ -78,7 +78,7 @@ def test_the_shortfall_is_one_clear_warning(caplog):
         for _ in range(3):
             for name in ("mgmt_rx", "clstr_rx", "pxeboot_rx"):
                 agent_net.report_rcvbuf(log, throttle, name, got=425984,
-                                       wanted=16 * 2 ** 20, hosts=HOSTS, rmem_max=212992)
+                                        wanted=16 * 2 ** 20, hosts=HOSTS, rmem_max=212992)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "one line for the three sockets (attack on issue 25)"
     assert "net.core.rmem_max" in warnings[0] and "8388608" in warnings[0]
@@ -185,7 +185,7 @@ def test_a_step_from_idle_to_a_flood_loses_nothing_with_a_small_inventory(tmp_pa
         time.sleep(0.2)
     assert counters["mtcalive"] == 10000
     hosts = {h["hostname"]: h for h in cli_ctl.request(sock_path, {"cmd": "hosts"},
-                                                    timeout=10)["hosts"]}
+                                                       timeout=10)["hosts"]}
     net = hosts["worker-0"]["networks"]["mgmt"]
     assert (net["last_seq"], net["missed"]) == (10000, 0)
 

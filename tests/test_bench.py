@@ -168,6 +168,6 @@ def test_scale_rows_divide_by_the_inventory_size():
     assert (r["cpu_pct"], r["cpu_pct_per_1000_hosts"]) == (1.5, 0.75)
     assert r["rss_mib_per_1000_hosts"] == 20.0
     text = bench_scale.table([r, bench_scale.row(500, 5.0, 30.0, 0.15, 9000, 30.0, 3, 300_000,
-                                                0.05, 0.0, 0.1)])
+                                                 0.05, 0.0, 0.1)])
     assert "2,000" in text and "1.50%" in text and "0.75%" in text and "1.20 MB" in text
     assert len(text.splitlines()) == 3

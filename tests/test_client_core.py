@@ -9,7 +9,7 @@ import pytest
 
 from mtce import alive, client_core, client_trust
 from mtce.client_core import (Ack, ClientCore, Do, Gates, RunAction, SaveConfirmed, SendAck,
-                           SendAlive)
+                              SendAlive)
 from mtce.client_trust import TRUST_STALE_S
 from mtce.decisions import Log
 from mtce.states import Cmd, Net

@@ -540,7 +540,7 @@ def test_the_control_socket_answers_whatever_strangers_keep_sending(shape):
     loop = Loop(clock, log)
     short = tempfile.mkdtemp(prefix="mtce-ctl-", dir="/tmp")
     srv = agent_ctl.Server(os.path.join(short, "agent.sock"), loop,
-                     lambda req: {"ok": True, "echo": req.get("cmd")}, log, clock)
+                           lambda req: {"ok": True, "echo": req.get("cmd")}, log, clock)
 
     def turn(n=1):
         for _ in range(n):

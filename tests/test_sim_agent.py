@@ -412,7 +412,7 @@ def test_many_alarms_in_one_audit_are_one_state_file_write(sim):
     now = s.clock.now()
     for name in s.files.names:
         s.agent.run([agent_decisions.RaiseAlarm(name, "200.003", "minor",
-                                      f"{name} pxeboot network communication failure")])
+                                                f"{name} pxeboot network communication failure")])
     assert s.agent.alarms.saves == saves, "not written in the middle of the audit"
     s.run(0.2)
     assert s.agent.alarms.saves == saves + 1
