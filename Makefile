@@ -1,7 +1,7 @@
 # mtce: every target installs what it needs first (apt and pip), on a fresh Debian 12.
 #   make lab    the demo: an agent and clients on this machine, live table
 #   make test   the whole test suite (root for the network-namespace tests)
-#   make test-fast  the in-process tests alone, for the edit-run loop (half a minute)
+#   make test-fast  the in-process tests alone, for the edit-run loop (under a minute)
 #   make soak   the long fuzz soak (1,000,000 datagrams per daemon); make bench: the benchmark
 
 PYTHON  ?= python3
@@ -78,7 +78,7 @@ test: $(VPY)
 	$(VPY) -m pytest -n $(TEST_JOBS) --dist loadfile --basetemp=$(TEST_TMP) $(PYTEST_ARGS)
 
 # The edit-run loop: the in-process tests alone (pure cores, the fake clock and network, the
-# docs and the module map), about half a minute and no root; `make test` stays the whole suite.
+# docs and the module map), under a minute and no root; `make test` stays the whole suite.
 FAST_MARKERS = not loopback and not netns and not slow and not soak and not systemd and \
                not prometheus and not ha
 test-fast: $(VPY)
