@@ -102,9 +102,9 @@ class Agent:
                              self.simplex, self.pxeboot_provisioned)
         self.outbox.on_outcome = self._tell_waiter
         self.inbox.outbox = self.outbox       # it sends through the sockets that deliver there
-        self.pxeboot_addrs = PxebootAddresses(self.table, self.net, loop, clock, log, self.throttle,
-                                        self.run, self.own_mac, self.pxeboot_provisioned, cfg,
-                                        self.dnsmasq_path)
+        self.pxeboot_addrs = PxebootAddresses(self.table, self.net, loop, clock, log,
+                                              self.throttle, self.run, self.own_mac,
+                                              self.pxeboot_provisioned, cfg, self.dnsmasq_path)
         self.hooks = Children(log, clock)
         self.ctl = None
         self._rate_count = 0
@@ -302,7 +302,7 @@ class Agent:
         the read that judges it comes."""
         stamped = self.net.set.stamped
         self.pacer.long = stamped and not self.table.auditing and \
-            not self.outbox.commands.pending
+            not self.outbox.waiting
         self.table.facts.grid_s = self.pacer.long_s() if stamped else 0.0
 
     def drops_tick(self) -> None:
