@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from mtce import alive, auth, client_core, config, logs, metrics, netif, \
-    transport
+from mtce import alive, auth, client_core, config, logs, metrics, netif, transport
 from mtce.client_actions import HostActions
 from mtce.client_addrs import AddressBook, gates_of, read_platform
 from mtce.client_confirmed import ConfirmedFile

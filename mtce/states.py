@@ -34,7 +34,8 @@ class Net(enum.IntEnum):
 _IFACE_NAMES = {Net.MGMT: "Mgmnt", Net.CLSTR: "Clstr", Net.PXEBOOT: "Pxeboot"}
 _JSON_KEYS = {Net.MGMT: "mgmt", Net.CLSTR: "cluster-host", Net.PXEBOOT: "pxeboot"}
 _BY_IFACE = {v: k for k, v in _IFACE_NAMES.items()}
-NET_KEYS = tuple(_JSON_KEYS[n] for n in Net)   # ("mgmt", "cluster-host", "pxeboot"): JSON, ctl, metrics
+# ("mgmt", "cluster-host", "pxeboot"): the JSON keys, as ctl, metrics and the labs name them
+NET_KEYS = tuple(_JSON_KEYS[n] for n in Net)
 
 
 class Cmd(enum.IntEnum):

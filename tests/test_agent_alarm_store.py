@@ -1,4 +1,5 @@
-"""mtce.agent_alarm_store: de-duplication, the state file across restarts, corrupt and unwritable files."""
+"""mtce.agent_alarm_store: de-duplication, the state file across restarts, corrupt and
+unwritable files."""
 
 import datetime
 import json

@@ -495,7 +495,7 @@ def test_the_start_follows_the_clock_when_it_is_corrected():
     assert rx.check(signed_at(REBOOT, started - 5_000))[0] is None
 
 
-# -- the attack in process: a real Client on the in-memory network (tests/harness/sim.py) ----------------
+# -- the attack in process: a real Client on the in-memory network (tests/harness/sim.py) ---
 
 def keyed_client(tmp_path):
     from harness.sim import sims

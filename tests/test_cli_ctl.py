@@ -1,7 +1,7 @@
-"""The operator's side of the control socket (cli_ctl.py, agent_ctl.py), in one process: the real Agent and
-Clients on the FakeNetwork (tests/harness/sim.py), the agent's real Unix control socket, `cli_ctl.cli`
-as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and 18 (a full
-`state_dir`); docs/contract.md §1.
+"""The operator's side of the control socket (cli_ctl.py, agent_ctl.py), in one process: the
+real Agent and Clients on the FakeNetwork (tests/harness/sim.py), the agent's real Unix control
+socket, `cli_ctl.cli` as `mtce` runs it. Issue 23 items 3 (`--wait`), 4 (`hosts --watch`) and
+18 (a full `state_dir`); docs/contract.md §1.
 """
 
 from __future__ import annotations

@@ -386,7 +386,8 @@ def test_every_test_a_document_names_exists():
                             if f.endswith(".md")]
     bad = [f"{rel}: {why}" for rel in docs for why in stale_test_references(read(rel), modules)]
     assert len(modules) > 40 and not bad, "\n".join(bad)
-    broken = stale_test_references("`test_x::test_a` `test_y::test_b` `test_c` `test_d...` `test_y`",
-                             {"test_y": {"test_a"}, "test_z": {"test_dd"}})
+    broken = stale_test_references(
+        "`test_x::test_a` `test_y::test_b` `test_c` `test_d...` `test_y`",
+        {"test_y": {"test_a"}, "test_z": {"test_dd"}})
     assert broken == ["test_x: no such test file", "`test_y::test_b`: no such test in test_y.py",
                       "`test_c`: no such test"], broken

@@ -179,7 +179,8 @@ def test_a_burst_of_commands_at_once_is_served_and_waits_are_refused_by_the_agen
     refused = [r for r in results if isinstance(r, dict) and "already wait" in r.get("error", "")]
     stopped = [r for r in results if r == {"ok": False,
                                            "error": "the agent stopped before the outcome"}]
-    assert (len(refused), len(stopped)) == (20 - agent_ctl.MAX_WAITING, agent_ctl.MAX_WAITING), results
+    assert (len(refused), len(stopped)) == (20 - agent_ctl.MAX_WAITING, agent_ctl.MAX_WAITING), \
+        results
 
 
 def test_a_waiting_command_whose_agent_is_killed_says_so(lab, mtce_cmd):

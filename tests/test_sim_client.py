@@ -1,5 +1,5 @@
-"""The real Client in one process on a FakeNetwork (tests/harness/sim.py), the test playing the agent:
-what a C agent, a controller that moved, or an attacker can send it. Issue 11's client items,
+"""The real Client in one process on a FakeNetwork (tests/harness/sim.py), the test playing the
+agent: what a C agent, a controller that moved, or an attacker can send it. Issue 11's client items,
 each named."""
 
 from __future__ import annotations

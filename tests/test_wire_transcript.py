@@ -1,10 +1,11 @@
 """Every datagram of a whole cluster's run, compared with a recording (tests/data/
 wire-transcript.txt): a restructuring of the daemons must not change one byte on the wire.
 
-The run is deterministic: one process, a FakeClock, fixed addresses (tests/harness/sim.py). It covers
-start-up, steady mtcAlive on three networks, ready events and pxeboot requests, every operator
-command and its ACKs, a pxeboot loss with its alarm and recovery, an offline host, and hostile
-datagrams. `python3 tests/test_wire_transcript.py --write` records it again, on purpose only.
+The run is deterministic: one process, a FakeClock, fixed addresses (tests/harness/sim.py). It
+covers start-up, steady mtcAlive on three networks, ready events and pxeboot requests, every
+operator command and its ACKs, a pxeboot loss with its alarm and recovery, an offline host, and
+hostile datagrams. `python3 tests/test_wire_transcript.py --write` records it again, on
+purpose only.
 """
 
 from __future__ import annotations
