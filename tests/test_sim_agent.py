@@ -560,97 +560,11 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["missed"] == 0
 
 
-def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(tmp_path):
-    """Test plan: "pxeboot rx socket binding and non-blocking attribute" (docs/protocol.md §4: the
-    agent's pxeboot receive socket is non-blocking; a wake-up with nothing to read, as after
-    a datagram the kernel dropped for its checksum, must not stall the loop). Real sockets
-    on 127.x, the agent in this process."""
-    files = Cluster(tmp_path / "c", workers=1)
-    log, _ = daemon_logger("agent", logging.DEBUG)
-    clock = FakeClock()
-    loop = Loop(clock, log)
-    a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
-                        sockets=transport.SYSTEM, netlink_watch=False)
-    a.start()
-    try:
-        sock = a.socks["pxeboot_rx"]
-        assert sock.getsockname() == (files.controller.pxeboot_ip, 2102)
-        assert sock.getblocking() is False
-        a.net.set._readable(sock)        # readable, nothing there: returns at once
-        assert a.net.set.last_count == 0
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            peer.bind((files.host("worker-0").pxeboot_ip, 0))
-            peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.PXEBOOT, 1),
-                        (files.controller.pxeboot_ip, 2102))
-            for _ in range(200):          # bounded: the datagram is on loopback
-                loop.run_once(0.01)
-                if a.net.set.last_count:
-                    break
-            assert a.net.set.last_count == 1
-        finally:
-            peer.close()
-    finally:
-        a.stop()
-        loop.close()
-
-
-def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(tmp_path):
-    """Issue 25 item 3, real sockets: their datagrams carry the kernel's arrival time, so with
-    nothing that needs the fine grid the agent reads and audits once a second (a host's
-    silence is still measured from its last datagram's arrival); on the fine grid while a
-    host is in an offline audit (a request every offline_period) or a command waits for its
-    ACK (the operator waits for it)."""
-    files = Cluster(tmp_path / "c", workers=1)
-    log, _ = daemon_logger("agent", logging.DEBUG)
-    clock = FakeClock()
-    loop = Loop(clock, log)
-    a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
-                        sockets=transport.SYSTEM, netlink_watch=False)
-    a.start()
-    try:
-        assert a.net.set.stamped
-        tick = a.pacer.tick_s()
-        st = a.table.settings          # at most half an offline audit, in fine ticks
-        long_s = min(agent_pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
-        assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
-        assert a.pause_hint() > tick, "nothing needs the fine grid"
-        # every host's pxeboot monitor ends its windows on that grid (the second attack: the
-        # monitors had a copy of the facts that never heard of it, 200.003 came 8.6 s late)
-        assert {h.pxe.facts.grid_s for h in a.table} == {long_s}
-        a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
-        assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
-        a.outbox.commands.pending.clear()
-        assert a.pause_hint() > tick
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            peer.bind((files.host("worker-0").mgmt_ip, 0))
-            peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.MGMT, 1),
-                        a.socks["mgmt_rx"].getsockname())
-            for _ in range(200):          # bounded: the datagram is on loopback
-                loop.run_once(0.01)
-                if a.counters.mtcalive:
-                    break
-        finally:
-            peer.close()
-        assert a.table.hosts["worker-0"].availability.value == "online"
-        clock.advance(a.table.settings.online_period_s + 0.5)
-        a.audit()
-        assert a.table.auditing
-        assert a.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
-    finally:
-        a.stop()
-        loop.close()
-
-
-@pytest.mark.parametrize("net", [Net.MGMT, Net.CLSTR])
-def test_on_the_long_grid_a_silent_host_is_noticed_on_time_and_audited_in_full(tmp_path, net):
-    """Issue 25 attack: read once a second, the agent noticed a silent host up to a second
-    late, started its offline audit from when the silence began and sent fewer requests than
-    offline_threshold (a host answering them late went offline; the old tree kept it), and
-    declared a network `lost` up to a second late. The agent wakes when a host's silence
-    starts to count: the audit starts then and sends every request; `lost` comes on time.
-    Real stamped sockets, the agent's loop on a fake clock."""
+@pytest.fixture
+def real_agent(tmp_path):
+    """The agent in this process on real sockets (127.x: each datagram with the kernel's
+    arrival time), its loop on a fake clock, a cluster of one worker's files: (files, agent,
+    clock, loop, what the agent logged). Stopped at the end."""
     files = Cluster(tmp_path / "c", workers=1)
     log, cap = daemon_logger("agent", logging.DEBUG)
     clock = FakeClock()
@@ -658,6 +572,85 @@ def test_on_the_long_grid_a_silent_host_is_noticed_on_time_and_audited_in_full(t
     a = agent_mod.Agent(config.load(files.agent_ini), loop, clock, log,
                         sockets=transport.SYSTEM, netlink_watch=False)
     a.start()
+    try:
+        yield files, a, clock, loop, cap
+    finally:
+        a.stop()
+        loop.close()
+
+
+def test_the_pxeboot_receive_socket_is_bound_and_non_blocking(real_agent):
+    """Test plan: "pxeboot rx socket binding and non-blocking attribute" (docs/protocol.md §4: the
+    agent's pxeboot receive socket is non-blocking; a wake-up with nothing to read, as after
+    a datagram the kernel dropped for its checksum, must not stall the loop). Real sockets
+    on 127.x, the agent in this process."""
+    files, a, clock, loop, _ = real_agent
+    sock = a.socks["pxeboot_rx"]
+    assert sock.getsockname() == (files.controller.pxeboot_ip, 2102)
+    assert sock.getblocking() is False
+    a.net.set._readable(sock)        # readable, nothing there: returns at once
+    assert a.net.set.last_count == 0
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind((files.host("worker-0").pxeboot_ip, 0))
+        peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.PXEBOOT, 1),
+                    (files.controller.pxeboot_ip, 2102))
+        for _ in range(200):          # bounded: the datagram is on loopback
+            loop.run_once(0.01)
+            if a.net.set.last_count:
+                break
+        assert a.net.set.last_count == 1
+    finally:
+        peer.close()
+
+
+def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(real_agent):
+    """Issue 25 item 3, real sockets: their datagrams carry the kernel's arrival time, so with
+    nothing that needs the fine grid the agent reads and audits once a second (a host's
+    silence is still measured from its last datagram's arrival); on the fine grid while a
+    host is in an offline audit (a request every offline_period) or a command waits for its
+    ACK (the operator waits for it)."""
+    files, a, clock, loop, _ = real_agent
+    assert a.net.set.stamped
+    tick = a.pacer.tick_s()
+    st = a.table.settings          # at most half an offline audit, in fine ticks
+    long_s = min(agent_pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
+    assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
+    assert a.pause_hint() > tick, "nothing needs the fine grid"
+    # every host's pxeboot monitor ends its windows on that grid (the second attack: the
+    # monitors had a copy of the facts that never heard of it, 200.003 came 8.6 s late)
+    assert {h.pxe.facts.grid_s for h in a.table} == {long_s}
+    a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
+    assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
+    a.outbox.commands.pending.clear()
+    assert a.pause_hint() > tick
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind((files.host("worker-0").mgmt_ip, 0))
+        peer.sendto(alive.mtcalive(ident_of(files, "worker-0"), Net.MGMT, 1),
+                    a.socks["mgmt_rx"].getsockname())
+        for _ in range(200):          # bounded: the datagram is on loopback
+            loop.run_once(0.01)
+            if a.counters.mtcalive:
+                break
+    finally:
+        peer.close()
+    assert a.table.hosts["worker-0"].availability.value == "online"
+    clock.advance(a.table.settings.online_period_s + 0.5)
+    a.audit()
+    assert a.table.auditing
+    assert a.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
+
+
+@pytest.mark.parametrize("net", [Net.MGMT, Net.CLSTR])
+def test_on_the_long_grid_a_silent_host_is_noticed_on_time_and_audited_in_full(real_agent, net):
+    """Issue 25 attack: read once a second, the agent noticed a silent host up to a second
+    late, started its offline audit from when the silence began and sent fewer requests than
+    offline_threshold (a host answering them late went offline; the old tree kept it), and
+    declared a network `lost` up to a second late. The agent wakes when a host's silence
+    starts to count: the audit starts then and sends every request; `lost` comes on time.
+    Real stamped sockets, the agent's loop on a fake clock."""
+    files, a, clock, loop, cap = real_agent
     requests = []
     send = a.outbox.send
 
@@ -722,8 +715,6 @@ def test_on_the_long_grid_a_silent_host_is_noticed_on_time_and_audited_in_full(t
     finally:
         for p in peers.values():
             p.close()
-        a.stop()
-        loop.close()
 
 
 def ident_of(files, name):
