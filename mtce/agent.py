@@ -85,8 +85,8 @@ class Agent:
         self.saver = store.SaveRetry((self.alarms, self.operator_states, self.host_facts), log,
                                      self.throttle)
         self.counters = transport.Counters()
-        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
-                                   self.counters)
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log,
+                                   self.lines.say, self.counters)
         self.inbox = Inbox(self.table, self.counters, clock, self.wire, self.lines.say, self.run,
                            self.load_dnsmasq_hosts, lambda: bool(self.net.clstr_ip))
         self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
@@ -345,36 +345,21 @@ class Agent:
             self.log.error("cannot create the control socket %s (%s) ; mtce hosts will not "
                            "work", self.cfg.paths.agent_socket, err.strerror or err)
 
-    def handle_request(self, req: dict) -> dict:
-        now = self.clock.now()
-        cmd = req.get("cmd")
-        if cmd == "hosts":
-            return {"ok": True, "hosts": self.table.to_json(now)}
-        if cmd == "alarms":
-            return {"ok": True, "alarms": self.alarms.to_json()}
-        if cmd == "status":
-            return {"ok": True, "hostname": self.hostname, "counters": self.counters.as_dict(),
-                    "pxeboot_ip": self.pxeboot_ip, "hosts": len(self.table),
-                    "max_loop_lag_s": round(self.loop.max_lag, 3)}
-        if cmd in ("lock", "unlock", "reboot", "reset", "lazy-reboot", "alive"):
-            host = req.get("host")
-            if not isinstance(host, str) or not host:
-                return {"ok": False, "error": "a host name is required"}
-            wait, bad = agent_ctl.wait_seconds(req)
-            if bad:
-                return {"ok": False, "error": bad}
-            ok, message = self.outbox.operator(cmd, host)
-            if ok and wait is not None:
-                return agent_ctl.Wait(self.outbox.watch(cmd, host, wait))
-            return {"ok": ok, "message" if ok else "error": message}
-        return {"ok": False, "error": f"unknown request {cmd!r}"}
+    def handle_request(self, req: dict):
+        """One control request's reply (agent_ctl.answer), or an agent_ctl.Wait."""
+        return agent_ctl.answer(req, self.table, self.alarms, self.outbox, self.status,
+                                self.clock.now())
+
+    def status(self) -> dict:
+        """`mtce status` (docs/contract.md §5)."""
+        return {"hostname": self.hostname, "counters": self.counters.as_dict(),
+                "pxeboot_ip": self.pxeboot_ip, "hosts": len(self.table),
+                "max_loop_lag_s": round(self.loop.max_lag, 3)}
 
     def _tell_waiter(self, outcome) -> None:
         """A `--wait` request's outcome (agent_commands.Outcome), to its control connection."""
         if self.ctl is not None:
-            self.ctl.tell(outcome.watch, {"ok": outcome.ok, "outcome": outcome.text(),
-                                          "result": outcome.result, "attempts": outcome.attempts,
-                                          "acked": [n.key for n in outcome.nets]})
+            self.ctl.tell(outcome.watch, agent_ctl.outcome_reply(outcome))
 
     # -- reload and stop ---------------------------------------------------------------------
     def reload(self) -> None:

@@ -1,6 +1,7 @@
-"""The agent's control socket, server side: one JSON request and one JSON reply per
-connection, on a Unix socket (`[paths] agent_socket`, mode 0600) served from the agent's loop;
-only root or the agent's own user may talk to it (SO_PEERCRED). The command line's side
+"""The agent's control socket, server side: what a request means (`answer`), and the server:
+one JSON request and one JSON reply per connection, on a Unix socket (`[paths] agent_socket`,
+mode 0600) served from the agent's loop; only root or the agent's own user may talk to it
+(SO_PEERCRED). The command line's side
 (`mtce hosts`, `alarms`, `lock`, ...) is cli_ctl.py.
 """
 
@@ -43,6 +44,37 @@ def wait_seconds(req: dict) -> tuple[float | None, str | None]:
             not 0 < value <= MAX_WAIT_S:
         return None, f"bad request: wait is seconds above 0, at most {MAX_WAIT_S:g}"
     return float(value), None
+
+
+def answer(req: dict, table, alarms, outbox, status, now: float):
+    """What a control request means (docs/contract.md §5): its JSON reply from the agent's
+    `table`, `alarms` store, `status()`, or, for a command, what the `outbox` made of it; an
+    accepted command with `wait` is a `Wait` for its outcome (`outcome_reply`)."""
+    cmd = req.get("cmd")
+    if cmd == "hosts":
+        return {"ok": True, "hosts": table.to_json(now)}
+    if cmd == "alarms":
+        return {"ok": True, "alarms": alarms.to_json()}
+    if cmd == "status":
+        return {"ok": True, **status()}
+    if cmd in ("lock", "unlock", "reboot", "reset", "lazy-reboot", "alive"):
+        host = req.get("host")
+        if not isinstance(host, str) or not host:
+            return {"ok": False, "error": "a host name is required"}
+        wait, bad = wait_seconds(req)
+        if bad:
+            return {"ok": False, "error": bad}
+        ok, message = outbox.operator(cmd, host)
+        if ok and wait is not None:
+            return Wait(outbox.watch(cmd, host, wait))
+        return {"ok": ok, "message" if ok else "error": message}
+    return {"ok": False, "error": f"unknown request {cmd!r}"}
+
+
+def outcome_reply(outcome) -> dict:
+    """The reply a `--wait` request gets: its command's outcome (agent_commands.Outcome)."""
+    return {"ok": outcome.ok, "outcome": outcome.text(), "result": outcome.result,
+            "attempts": outcome.attempts, "acked": [n.key for n in outcome.nets]}
 
 
 class Server(StreamServer):

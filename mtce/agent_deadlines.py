@@ -1,7 +1,7 @@
 """When each host of the agent's table is next due (`Deadlines`): hosts wait in buckets of
 BUCKET_S by their next deadline, so that an audit visits only the hosts that are due, and the
 long grid re-times steady hosts instead of auditing them (docs/bench.md, issue 25). Lazy
-invalidation: a host's entry is live while its token is the host's `_sched_tok`; a deadline
+invalidation: a host's entry is live while its token is the host's `links.tok`; a deadline
 that moved later costs one idle visit, one that moved earlier is announced by the host
 (`woken`). Pure, as agent_table.py.
 """
@@ -30,9 +30,9 @@ class Deadlines:
     def schedule(self, host, at: float | None = None) -> None:
         if at is None:
             at = host.next_deadline()
-        if at < host._sched_at:
+        if at < host.links.at:
             tok = next(self._tok)
-            host._sched_tok, host._sched_at = tok, at
+            host.links.tok, host.links.at = tok, at
             index = int(at // BUCKET_S)
             bucket = self._buckets.get(index)
             if bucket is None:
@@ -44,7 +44,7 @@ class Deadlines:
         woken = self.woken
         while woken:
             host = woken.pop()
-            if host._waker is not None:
+            if host.links.wake is not None:
                 self.schedule(host)
 
     def first_bucket(self) -> list | None:
@@ -52,7 +52,7 @@ class Deadlines:
         indices, buckets = self._indices, self._buckets
         while indices:
             bucket = buckets[indices[0]]
-            live = [(tok, host) for tok, host in bucket if tok == host._sched_tok]
+            live = [(tok, host) for tok, host in bucket if tok == host.links.tok]
             if live:
                 buckets[indices[0]] = live
                 return live
@@ -77,16 +77,16 @@ class Deadlines:
         later = []
         for index in [i for i in self._indices if i <= last]:
             for tok, host in self._buckets[index]:
-                if tok != host._sched_tok or host._sched_at > until:
+                if tok != host.links.tok or host.links.at > until:
                     continue
                 due = host.presence.deadline() if host.availability is online else INF
                 if due < earliest:
                     earliest = due
-                at = host._pxeboot_deadline(due)            # = host.next_deadline()
-                if at > host._sched_at:
+                at = host.pxeboot_deadline(due)            # = host.next_deadline()
+                if at > host.links.at:
                     later.append((host, at))
         for host, at in later:
-            host._sched_tok, host._sched_at = -1, INF
+            host.links.tok, host.links.at = -1, INF
             self.schedule(host, at)
         return earliest if earliest <= until else INF
 
@@ -94,7 +94,7 @@ class Deadlines:
         """When `audit` next has work (INF: none until an event)."""
         self.drain_woken()
         bucket = self.first_bucket()
-        return min(host._sched_at for _, host in bucket) if bucket else INF
+        return min(host.links.at for _, host in bucket) if bucket else INF
 
     def audit(self, now: float) -> list:
         """Audit the hosts that are due at `now`; actions of all of them."""
@@ -107,12 +107,12 @@ class Deadlines:
             index = indices[0]
             later = []
             for tok, host in buckets[index]:
-                if tok != host._sched_tok:
+                if tok != host.links.tok:
                     continue                   # superseded or removed
-                if host._sched_at > now:
+                if host.links.at > now:
                     later.append((tok, host))  # in this bucket, not due yet
                     continue
-                host._sched_tok, host._sched_at = -1, INF
+                host.links.tok, host.links.at = -1, INF
                 actions = host.audit(now)
                 if actions:
                     out.extend(actions)

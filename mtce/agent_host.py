@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from mtce.agent_decisions import (
-    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Log, Remember, Send, Settings,
+    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Log, Remember, Send, Settings, Warnings,
 )
 from mtce.agent_locks import LOCKED_BIT, LockCorrection
 from mtce.agent_presence import Presence
@@ -27,7 +27,20 @@ from mtce.states import (
 if TYPE_CHECKING:   # config reads files; only its types are needed here
     from mtce.config import HostEntry
 
-WARN_THROTTLE_S = 60.0          # per-host warnings: first, then one a minute per cause
+class TableLinks:
+    """What the agent's table keeps on each host it holds (agent_table.py,
+    agent_deadlines.py): `wake`, called when the host's deadline may be earlier now; the
+    table's sets of hosts in an offline audit (`auditing`) and with unlogged sequence events
+    (`seq_pending`); the host's live entry in the deadline buckets (`tok`, due `at`). A host
+    outside any table has the unlinked default."""
+
+    __slots__ = ("wake", "auditing", "seq_pending", "tok", "at")
+
+    def __init__(self, wake: Callable[["HostMonitor"], None] | None = None,
+                 auditing: set | None = None, seq_pending: set | None = None):
+        self.wake, self.auditing, self.seq_pending = wake, auditing, seq_pending
+        self.tok = -1
+        self.at = INF
 
 
 class HostMonitor:
@@ -65,13 +78,8 @@ class HostMonitor:
         self._lock_bit = LOCKED_BIT if self.admin is Admin.LOCKED else 0
         self.locks = LockCorrection()
         self._steady = False
-        self._throttle: dict = {}
-        # HostTable scheduling: a callback for "my deadline may be earlier now"
-        self._waker: Callable[["HostMonitor"], None] | None = None
-        self._auditing: set | None = None        # the table's set of hosts in offline audit
-        self._seq_pending: set | None = None     # the table's hosts with unlogged events
-        self._sched_tok = -1
-        self._sched_at = INF
+        self.warnings = Warnings()
+        self.links = TableLinks()
         self.next_at = INF                       # next_deadline() as the last audit left it
 
     @property
@@ -132,18 +140,9 @@ class HostMonitor:
                         and self.locks.correcting is None)
 
     def _wake(self) -> None:
-        if self._waker is not None:
-            self._waker(self)
-
-    def _throttled(self, key, now: float, level: str, text: str, out: list) -> None:
-        entry = self._throttle.get(key)
-        if entry is not None and now - entry[0] < WARN_THROTTLE_S:
-            entry[1] += 1
-            return
-        if entry is not None and entry[1]:
-            text += f" ({entry[1]} similar suppressed)"
-        self._throttle[key] = [now, 0]
-        out.append(Log(level, text))
+        wake = self.links.wake
+        if wake is not None:
+            wake(self)
 
     # -- mtcAlive -----------------------------------------------------------------------------
 
@@ -171,8 +170,8 @@ class HostMonitor:
         h = self.hostname
         wake = self.presence.heard(now, n.net, seq, out)   # online: the monitor is not held
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
-                self._seq_pending is not None:
-            self._seq_pending.add(self)
+                self.links.seq_pending is not None:
+            self.links.seq_pending.add(self)
         if n.net is Net.PXEBOOT and not self.pxeboot_supported and \
                 self.pxeboot_feature is not False:
             # Feature unknown (no ready event since the agent started) or known from the
@@ -233,7 +232,7 @@ class HostMonitor:
             # docs/contract.md §8 "Revision": clients send a ready event over pxeboot only
             # since 649e94c, which gave it the feature list: one without it there is not the
             # host's client, and must not turn its monitor (and an active alarm) off.
-            self._throttled(("ready-pxeboot",), now, "warning", f"{h} ready event without "
+            self.warnings.log(("ready-pxeboot",), now, "warning", f"{h} ready event without "
                             f"pxeboot_mtcAlive over Pxeboot network ; not from its client, "
                             f"ignored", out)
             return out
@@ -366,7 +365,7 @@ class HostMonitor:
         at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
             else INF
         self._audit_pxeboot(now, out)
-        self.next_at = self._pxeboot_deadline(at)
+        self.next_at = self.pxeboot_deadline(at)
         return out if out else NO_ACTIONS
 
     # -- the pxeboot monitor's gate (docs/protocol.md §5.5) -------------------------------
@@ -389,10 +388,10 @@ class HostMonitor:
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `audit` has something to do (INF: nothing until an event)."""
-        return self._pxeboot_deadline(
+        return self.pxeboot_deadline(
             self.presence.deadline() if self.availability is Availability.ONLINE else INF)
 
-    def _pxeboot_deadline(self, at: float) -> float:
+    def pxeboot_deadline(self, at: float) -> float:
         """`at`, or the pxeboot monitor's deadline if that is earlier."""
         if self.pxeboot_monitored and not self._held():
             pxe = self.pxe.deadline()

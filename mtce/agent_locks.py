@@ -26,7 +26,7 @@ class LockCorrection:
 
     def check(self, host, flags: int, now: float, out: list) -> None:
         """`host`: admin, hostname, settings, facts (the simplex file), clstr_ip,
-        pxeboot_ip and its per-host `_throttled` log."""
+        pxeboot_ip and its per-host `warnings`."""
         reports_locked = bool(flags & LOCKED_BIT)
         if host.admin is Admin.LOCKED and not reports_locked:
             want = Cmd.LOCKED
@@ -42,7 +42,7 @@ class LockCorrection:
         h, clstr = host.hostname, bool(host.clstr_ip)
         if want is Cmd.UNLOCKED:
             if new_episode:
-                host._throttled(("correct", want), now, "warning",
+                host.warnings.log(("correct", want), now, "warning",
                                 f"{h} mtcAlive reporting locked while unlocked ; correcting",
                                 out)
             out.append(Send(h, Net.MGMT, Cmd.UNLOCKED))
@@ -55,7 +55,7 @@ class LockCorrection:
         else:
             num, parm = 1, LOCK_PERSIST_PARM
             if new_episode:
-                host._throttled(("correct", want), now, "warning",
+                host.warnings.log(("correct", want), now, "warning",
                                 f"{h} mtcAlive reporting unlocked while locked ; correcting",
                                 out)
             if host.settings.pxeboot_provisioned and host.pxeboot_ip:

@@ -130,7 +130,7 @@ class Presence:
 
     def end_audit(self) -> None:
         self.audit.end()
-        registry = self.host._auditing
+        registry = self.host.links.auditing
         if registry is not None:
             registry.discard(self.host)
 
@@ -166,8 +166,8 @@ class Presence:
             # docs/contract.md §8: one online_period without mgmt or cluster-host mtcAlive
             # starts it.
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
-            if h._auditing is not None:
-                h._auditing.add(h)
+            if h.links.auditing is not None:
+                h.links.auditing.add(h)
             h._update_steady()
             out.append(Log("info", f"{h.hostname} starting {_ms(s.offline_period_s)} msec "
                                    f"offline audit ({h.admin.value}-{h.availability.value})"))

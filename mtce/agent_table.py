@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from mtce.agent_deadlines import Deadlines
 from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
-from mtce.agent_host import HostMonitor, host_json
+from mtce.agent_host import HostMonitor, TableLinks, host_json
 from mtce.agent_seqs import SEQ_LOG_WINDOW_S
 from mtce.states import ALARM_MTCALIVE, Cmd, Net
 
@@ -101,12 +101,9 @@ class HostTable:
             host = self.hosts.pop(name)
             for addr in self._addrs(host):
                 self._unclaim(addr, host)
-            host._waker = None
             host.presence.end_audit()
-            host._auditing = None
-            host._seq_pending = None
+            host.links = TableLinks()
             self._seq_pending.discard(host)
-            host._sched_tok = -1
             removed.append(name)
             out.append(Log("info", f"{name} removed from inventory"))
             host.pxe.clear_alarm(out)
@@ -116,9 +113,7 @@ class HostTable:
                 host = self._factory(entry, self.settings, now)
                 host.facts = self.facts
                 self.hosts[name] = host
-                host._waker = self._woken.append
-                host._auditing = self._auditing
-                host._seq_pending = self._seq_pending
+                host.links = TableLinks(self._woken.append, self._auditing, self._seq_pending)
                 self._woken.append(host)
                 for addr in self._addrs(host):
                     self._claim(addr, host, out)
@@ -155,27 +150,27 @@ class HostTable:
         if personality != host.reported_personality:
             host.reported_personality = personality
             if personality != host.entry.personality:
-                host._throttled(("personality",), now, "info",
+                host.warnings.log(("personality",), now, "info",
                                 f"{h} mtcAlive reports personality '{personality}' ; the "
                                 f"inventory says '{host.entry.personality}'", out)
         ip = cluster_host_ip or ""
         if not ip or ip == "none" or ip == host.clstr_ip:
             return out
         if host.entry.cluster_host_ip:
-            host._throttled(("clstr-ip",), now, "warning",
+            host.warnings.log(("clstr-ip",), now, "warning",
                             f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
                             f"inventory's {host.entry.cluster_host_ip}", out)
             return out
         try:
             ip = str(ipaddress.ip_address(ip))      # the original requires an IP address
         except ValueError:
-            host._throttled(("clstr-ip",), now, "warning", f"{h} mtcAlive reports "
+            host.warnings.log(("clstr-ip",), now, "warning", f"{h} mtcAlive reports "
                             f"cluster_host_ip {ip[:64]!r}, not an IP address ; ignored", out)
             return out
         if ip == host.clstr_ip:
             return out
         # A state change, but one the host's own mgmt address can repeat at will: throttled.
-        host._throttled(("clstr-change",), now, "info", f"{h} cluster address provision "
+        host.warnings.log(("clstr-change",), now, "info", f"{h} cluster address provision "
                         f"change from {host.learned_clstr_ip or 'none'} to {ip}", out)
         old = host.clstr_ip
         host.learn_clstr_ip(ip)

@@ -60,8 +60,8 @@ class Client:
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
         self.metrics = metrics.Endpoint(loop, lambda: metrics.client_series(self), log, clock)
-        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log, self.noise,
-                                   self.counters)
+        self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log,
+                                   self.lines.say, self.counters)
         self.book = AddressBook(cfg, log, self.throttle,
                                 links_factory or netif.NetlinkLinks.from_kernel)
         self.net = ClientNet(cfg, loop, log, self.throttle, self.noise, sockets, self.wire,

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from mtce.alive import MSG_SIZE
+from mtce.decisions import Log
 
 RX_BUFFER = 2048                # > MSG_SIZE: an oversize datagram shows its excess
 AGENT_RCVBUF = 500 * 1024       # MTC_AGENT_RX_BUFF_SIZE (docs/protocol.md §4), asked of the kernel
@@ -307,8 +308,9 @@ class Wire:
     """Every datagram into and out of a daemon: tagged and checked when `[security]` has keys
     (mtce.auth), as is otherwise. One place for what agent and client both need."""
 
-    def __init__(self, authenticator, warnings, log, throttle, counters: Counters):
-        self.log, self.throttle, self.counters = log, throttle, counters
+    def __init__(self, authenticator, warnings, log, say, counters: Counters):
+        """`say`: how a decided line is logged (logs.Lines.say); a drop is noise."""
+        self.log, self.say, self.counters = log, say, counters
         self.auth = self._kept = None
         self.use(authenticator, warnings)
         if authenticator is not None:
@@ -340,8 +342,8 @@ class Wire:
         if payload is None:
             self.counters.rx_bad += 1
             self.counters.auth_net[net][auth_reason(why)] += 1
-            self.throttle.warning(("auth", net, why.split(" ")[0]), "dropping datagram from %s "
-                                  "on %s network: %s", src, net.iface, why)
+            self.say(Log("warning", f"dropping datagram from {src} on {net.iface} network: "
+                                    f"{why}", "noise", ("auth", net, why.split(" ")[0])))
         return payload, tagged
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from mtce import config
 from mtce.agent_decisions import INF, ClearAlarm, RaiseAlarm, Send, Settings
-from mtce.agent_host import HostMonitor
+from mtce.agent_host import HostMonitor, TableLinks
 from mtce.agent_pxeboot import PxeStage
 from mtce.agent_table import HostTable
 from mtce.config import HostEntry, Inventory
@@ -166,8 +166,7 @@ def test_the_deadline_buckets_audit_each_host_exactly_when_due():
 
         def __init__(self, name):
             self.hostname, self.due_at, self.audits = name, INF, []
-            self._sched_tok, self._sched_at, self.next_at = -1, INF, INF
-            self._waker = self._auditing = self._seq_pending = None
+            self.links, self.next_at = TableLinks(), INF
             self.entry = entry(name, 10)
             self.clstr_ip = self.pxeboot_ip = ""
             self.facts = None

@@ -572,3 +572,30 @@ def test_attack_a_captured_reboot_replayed_to_the_restarted_client(tmp_path):
         assert log(s).count("before this daemon started") == 1
         c.send(Net.MGMT, agent.sign(alive.command(Cmd.REBOOT, c.host.mac, data)))
         assert spawns.names.count("reboot") == 1
+
+
+def test_a_flood_of_unsigned_datagrams_is_one_warning_line_per_cause_and_minute(tmp_path):
+    """Bad input gets a clear, rate-limited line (transport.Wire hands its drops to the
+    daemon's one throttling rule, logs.Lines): 200 unsigned REBOOTs at a client that requires
+    tags run nothing and log one line per cause, named after `admit`, with the count of those
+    held back on the next one a minute later."""
+    from harness.sim import Controller, log, record_actions
+    with keyed_client(tmp_path) as make:
+        s = make().start()
+        spawns = record_actions(s)
+        c = Controller(s)
+        s.run(1.5)
+        reboot = alive.command(Cmd.REBOOT, c.host.mac, alive.default_data(c.src[Net.MGMT],
+                                                                          Net.MGMT))
+        for _ in range(200):
+            c.send(Net.MGMT, reboot)
+        s.run(1.0)
+        drops = [r for r in log(s).records if "dropping datagram" in r.getMessage()]
+        assert len(drops) == 1 and drops[0].funcName == "admit", [r.getMessage() for r in drops]
+        assert drops[0].levelname == "WARNING" and "Mgmnt network" in drops[0].getMessage()
+        s.run(61.0)
+        c.send(Net.MGMT, reboot)
+        s.run(1.0)
+        drops = [r.getMessage() for r in log(s).records if "dropping datagram" in r.getMessage()]
+        assert len(drops) == 2 and "(199 similar suppressed)" in drops[1], drops
+        assert "reboot" not in spawns.names
