@@ -387,15 +387,15 @@ def host(name, locked=False, bad=(), availability="online"):
 
 @pytest.fixture
 def moved(plan):
-    """A lab just after a move: worker-1 locked, worker-0's pxeboot lost and alarmed, the hook
-    run once; every check of check_after_move passes until a test breaks one."""
-    from mtce.lab_ha import HaLab
+    """The scenarios just after a move (the lab's watch not ticking): worker-1 locked,
+    worker-0's pxeboot lost and alarmed, the hook run once; every check of check_after_move
+    passes until a test breaks one."""
+    from mtce.lab_ha import Watch
+    from mtce.lab_ha_scenarios import HaScenarios
     from mtce.lab_view import View
-    out = open(os.devnull, "w")
-    lab = HaLab(argparse.Namespace(hosts=4, duration=None, scenario="swact"), out=out)
-    lab.plan, lab.view = plan, View(plan)
-    lab.hold = lambda seconds: None
-    v = lab.view
+    v = View(plan)
+    watch = Watch(plan, v, None, {}, lambda: 0.0, None)
+    watch.hold = lambda seconds: None
     v.hosts = {"controller-0": host("controller-0"), "controller-1": host("controller-1"),
                "worker-0": host("worker-0", bad=("pxeboot",)),
                "worker-1": host("worker-1", locked=True)}
@@ -403,12 +403,11 @@ def moved(plan):
                  "raised_at": "2026-12-03T00:00:00Z"}]
     with open(plan.alarm_log, "w", encoding="utf-8") as f:
         f.write(json.dumps({**v.alarms[0], "action": "raise"}) + "\n\n")
-    yield lab
-    out.close()
+    return HaScenarios(plan, v, None, watch, lambda text: None, [])
 
 
-def check(lab):
-    lab.check_after_move("worker-1", "worker-0", list(lab.view.hosts))
+def check(moved):
+    moved.check_after_move("worker-1", "worker-0", list(moved.view.hosts))
 
 
 def test_after_a_move_every_promise_held(moved):
@@ -439,7 +438,7 @@ def test_a_second_raise_or_an_offline_seen_fails_the_move(moved):
         check(moved)
     with open(moved.plan.alarm_log, "w", encoding="utf-8") as f:
         f.write(json.dumps({"id": "200.003", "host": "worker-0", "action": "raise"}) + "\n")
-    moved.offline_seen.append("worker-1 at 50.0 s")
+    moved.watch.offline_seen.append("worker-1 at 50.0 s")
     with pytest.raises(ScenarioFailed, match="seen offline: worker-1 at 50.0 s"):
         check(moved)
 
