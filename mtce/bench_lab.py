@@ -334,3 +334,10 @@ def _say(text: str) -> None:
     print(f"mtce bench: {text}", file=sys.stderr, flush=True)
 
 
+def _tail(path: str, lines: int = 25) -> str:
+    """The end of a log, for an error that sends the reader there."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
