@@ -24,7 +24,7 @@ from mtce.agent_outbox import Outbox
 from mtce.agent_pacing import Pacer
 from mtce.agent_table import HostTable
 from mtce.children import Children
-from mtce.states import ALARM_MTCALIVE, Net
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Net
 
 PROGRAM = "mtcAgent"
 BATCH_LOG_ABOVE = 25            # "serviced %d messages in one batch" above this
@@ -78,7 +78,8 @@ class Agent:
                                     and (bool(self.own_mac) or bool(cfg.agent.pxeboot_ip)))
         self.dnsmasq_path = config.expand_path(cfg.paths.dnsmasq_hosts, cfg.paths.build_info)
         self.table = HostTable(agent_decisions.Settings.from_config(
-            cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned))
+            cfg, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned),
+            agent_host=self.hostname)
         self.alarms = agent_alarm_store.AlarmStore(cfg.paths.state_dir, deferred=True)
         self.operator_states = store.OperatorStates(cfg.paths.state_dir)
         self.host_facts = store.HostFacts(cfg.paths.state_dir)
@@ -167,6 +168,10 @@ class Agent:
         active = [a.host for a in self.alarms.active() if a.id == ALARM_MTCALIVE]
         if active:
             self.run(self.table.restore_alarms(active, now))
+        for alarm in [a for a in self.alarms.active() if a.id == ALARM_MNFA]:
+            raised = alarm.raised_wall()
+            age = self.clock.wall() - raised if raised is not None else 0.0
+            self.run(self.table.restore_mnfa(alarm.network, alarm.hosts, age, now))
         self.net.setup()
         self.run(self.table.takeover_requests())
         self._start_ctl()
@@ -219,7 +224,8 @@ class Agent:
                 self.outbox.send(action.host, action.net, action.cmd, action.num, action.parm)
             elif kind is agent_decisions.RaiseAlarm:
                 alarm = agent_alarm_store.Alarm.new(action.alarm_id, action.host, action.severity,
-                                                    action.reason, self.clock.wall())
+                                                    action.reason, self.clock.wall(),
+                                                    action.network, action.hosts)
                 if self.alarms.raise_(alarm):
                     self._alarm_hook(alarm, "raise")
                 self.check_store()
@@ -229,7 +235,7 @@ class Agent:
                 self.host_facts.set(action.host, action.fact, action.value)
 
     def _clear(self, action) -> None:
-        alarm = self.alarms.clear(action.host, action.alarm_id)
+        alarm = self.alarms.clear(action.host, action.alarm_id, action.network)
         if alarm is not None:
             self._alarm_hook(alarm, "clear")
         self.check_store()

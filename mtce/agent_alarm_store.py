@@ -1,8 +1,9 @@
-"""Active alarms (200.003, docs/protocol.md §5.5): de-duplicated, and kept across agent restarts.
+"""Active alarms (200.003, docs/protocol.md §5.5; mtce.mnfa, agent_mnfa.py): de-duplicated, and
+kept across agent restarts.
 
-`AlarmSet` is the pure part: raise/clear with de-duplication by (host, id) and the text of the
-state file. `AlarmStore` adds the only I/O of this module: `<state_dir>/alarms.json`, read once
-at start (missing or corrupt: empty, never an exception) and rewritten atomically
+`AlarmSet` is the pure part: raise/clear with de-duplication by (host, id, network) and the
+text of the state file. `AlarmStore` adds the only I/O of this module: `<state_dir>/alarms.json`,
+read once at start (missing or corrupt: empty, never an exception) and rewritten atomically
 (`store.atomic_write`) after a change: at once, or, `deferred`, at the wiring's next `flush()`,
 so that a thousand alarms raised in one audit cost one write, not a thousand fsyncs in the
 loop. Stdlib only; no sockets, no subprocess (the `[actions] alarm` hook is run by the wiring,
@@ -11,6 +12,7 @@ with `hook_payload` as its stdin).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -37,24 +39,37 @@ class Alarm:
     severity: str
     reason: str
     raised_at: str
+    network: str = ""           # mtce.mnfa: one alarm per network (a JSON key: "pxeboot" ...)
+    hosts: tuple = ()           # mtce.mnfa: the hosts in it
 
     @classmethod
-    def new(cls, alarm_id: str, host: str, severity: str, reason: str,
-            wall: float) -> "Alarm":
+    def new(cls, alarm_id: str, host: str, severity: str, reason: str, wall: float,
+            network: str = "", hosts: tuple = ()) -> "Alarm":
         """An alarm raised now; `wall` is the wall clock (display only)."""
-        return cls(alarm_id, host, severity, reason, iso8601(wall))
+        return cls(alarm_id, host, severity, reason, iso8601(wall), network, tuple(hosts))
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.host, self.id)
+    def key(self) -> tuple[str, str, str]:
+        return (self.host, self.id, self.network)
+
+    def raised_wall(self) -> float | None:
+        """`raised_at` as seconds since the epoch; None if it does not parse."""
+        try:
+            return datetime.datetime.fromisoformat(self.raised_at).timestamp()
+        except ValueError:
+            return None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "host": self.host, "severity": self.severity,
-                "reason": self.reason, "raised_at": self.raised_at}
+        obj = {"id": self.id, "host": self.host, "severity": self.severity}
+        if self.network:
+            obj.update(network=self.network, hosts=list(self.hosts))
+        obj.update(reason=self.reason, raised_at=self.raised_at)
+        return obj
 
     @classmethod
     def from_json(cls, obj) -> "Alarm":
-        """Raises ValueError unless `obj` is an object with the five string keys."""
+        """Raises ValueError unless `obj` is an object with the five string keys (and, for a
+        network's alarm, `network` a string and `hosts` a list of strings)."""
         if not isinstance(obj, dict):
             raise ValueError("not a JSON object")
         missing = [k for k in _KEYS if not isinstance(obj.get(k), str)]
@@ -62,7 +77,11 @@ class Alarm:
             raise ValueError("missing or not a string: " + ", ".join(missing))
         if not obj["id"] or not obj["host"]:
             raise ValueError("empty id or host")
-        return cls(*(obj[k] for k in _KEYS))
+        network, hosts = obj.get("network", ""), obj.get("hosts", [])
+        if not isinstance(network, str) or not isinstance(hosts, list) or \
+                not all(isinstance(h, str) and h for h in hosts):
+            raise ValueError("network not a string or hosts not a list of host names")
+        return cls(*(obj[k] for k in _KEYS), network, tuple(hosts))
 
 
 def hook_payload(alarm: Alarm, action: str) -> str:
@@ -71,26 +90,35 @@ def hook_payload(alarm: Alarm, action: str) -> str:
 
 
 class AlarmSet:
-    """Active alarms by (host, id), in the order raised. No I/O."""
+    """Active alarms by (host, id, network), in the order raised. No I/O."""
 
     def __init__(self, alarms=()):
-        self._active: dict[tuple[str, str], Alarm] = {}
+        self._active: dict[tuple[str, str, str], Alarm] = {}
         for alarm in alarms:
             self.raise_(alarm)
 
     def raise_(self, alarm: Alarm) -> bool:
-        """Add `alarm`; False (and no change) if (host, id) is already active."""
+        """Add `alarm`; False (and no change) if (host, id, network) is already active."""
         if alarm.key in self._active:
             return False
         self._active[alarm.key] = alarm
         return True
 
-    def clear(self, host: str, alarm_id: str) -> Alarm | None:
-        """Remove and return the active alarm, or None if there was none."""
-        return self._active.pop((host, alarm_id), None)
+    def rename_hosts(self, alarm: Alarm) -> bool:
+        """The active alarm of `alarm`'s key names `alarm.hosts` now (raised_at stays); False
+        if it is not active or names them already."""
+        old = self._active.get(alarm.key)
+        if old is None or old.hosts == alarm.hosts:
+            return False
+        self._active[alarm.key] = dataclasses.replace(old, hosts=alarm.hosts)
+        return True
 
-    def get(self, host: str, alarm_id: str) -> Alarm | None:
-        return self._active.get((host, alarm_id))
+    def clear(self, host: str, alarm_id: str, network: str = "") -> Alarm | None:
+        """Remove and return the active alarm, or None if there was none."""
+        return self._active.pop((host, alarm_id, network), None)
+
+    def get(self, host: str, alarm_id: str, network: str = "") -> Alarm | None:
+        return self._active.get((host, alarm_id, network))
 
     def active(self) -> list[Alarm]:
         return list(self._active.values())
@@ -124,7 +152,8 @@ class AlarmSet:
                 problems.append(f"entry {i} ignored: {err}")
                 continue
             if not found.raise_(alarm):
-                problems.append(f"entry {i} ignored: duplicate {alarm.id} for {alarm.host}")
+                problems.append(f"entry {i} ignored: duplicate {alarm.id} for {alarm.host}"
+                                + (f" ({alarm.network})" if alarm.network else ""))
         return found, problems
 
 
@@ -165,21 +194,24 @@ class AlarmStore:
         return None
 
     def raise_(self, alarm: Alarm) -> bool:
-        """Add and persist; False (nothing written) if already active."""
+        """Add and persist; False if already active (then persisted if it names other
+        hosts now, AlarmSet.rename_hosts)."""
         if not self._set.raise_(alarm):
+            if self._set.rename_hosts(alarm):
+                self._persist()
             return False
         self._persist()
         return True
 
-    def clear(self, host: str, alarm_id: str) -> Alarm | None:
+    def clear(self, host: str, alarm_id: str, network: str = "") -> Alarm | None:
         """Remove and persist; None (nothing written) if it was not active."""
-        alarm = self._set.clear(host, alarm_id)
+        alarm = self._set.clear(host, alarm_id, network)
         if alarm is not None:
             self._persist()
         return alarm
 
-    def get(self, host: str, alarm_id: str) -> Alarm | None:
-        return self._set.get(host, alarm_id)
+    def get(self, host: str, alarm_id: str, network: str = "") -> Alarm | None:
+        return self._set.get(host, alarm_id, network)
 
     def active(self) -> list[Alarm]:
         return self._set.active()

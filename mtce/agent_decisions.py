@@ -34,15 +34,19 @@ class Send(NamedTuple):
 
 
 class RaiseAlarm(NamedTuple):
+    """Raise an alarm; raised again with other `hosts` (mtce.mnfa), it names them."""
     host: str
     alarm_id: str
     severity: str
     reason: str
+    network: str = ""                   # mtce.mnfa: the network's JSON key (one alarm each)
+    hosts: tuple = ()                   # mtce.mnfa: the hosts in it
 
 
 class ClearAlarm(NamedTuple):
     host: str
     alarm_id: str
+    network: str = ""
 
 
 class Remember(NamedTuple):
@@ -112,6 +116,8 @@ class Settings:
     simplex: bool = False
     pxeboot_provisioned: bool = True    # the agent's own pxeboot network
     lost_windows: int = 3               # docs/contract.md §8: mgmt/cluster-host lost after 3
+    mnfa_threshold: int = int(_default("agent", "mnfa_threshold"))         # 0: off
+    mnfa_timeout_s: float = float(_default("timeouts", "mnfa_timeout"))    # 0: never
     debug: bool = False                 # emit the original's clog/alog detail as debug Logs
 
     def __post_init__(self):
@@ -128,6 +134,8 @@ class Settings:
                    offline_period_s=config.offline_period_s,
                    offline_threshold=int(config.get("agent", "offline_threshold")),
                    pxeboot_window_s=float(config.get("timeouts", "pxeboot_mtcalive_window")),
+                   mnfa_threshold=int(config.get("agent", "mnfa_threshold")),
+                   mnfa_timeout_s=float(config.get("timeouts", "mnfa_timeout")),
                    simplex=simplex, pxeboot_provisioned=pxeboot_provisioned and not simplex)
 
 

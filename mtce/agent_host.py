@@ -31,14 +31,16 @@ class TableLinks:
     """What the agent's table keeps on each host it holds (agent_table.py,
     agent_deadlines.py): `wake`, called when the host's deadline may be earlier now; the
     table's sets of hosts in an offline audit (`auditing`) and with unlogged sequence events
-    (`seq_pending`); the host's live entry in the deadline buckets (`tok`, due `at`). A host
-    outside any table has the unlinked default."""
+    (`seq_pending`); its multi-node failure avoidance (`mnfa`, agent_mnfa.Mnfa), told of each
+    network's loss and return; the host's live entry in the deadline buckets (`tok`, due `at`).
+    A host outside any table has the unlinked default."""
 
-    __slots__ = ("wake", "auditing", "seq_pending", "tok", "at")
+    __slots__ = ("wake", "auditing", "seq_pending", "mnfa", "tok", "at")
 
     def __init__(self, wake: Callable[["HostMonitor"], None] | None = None,
-                 auditing: set | None = None, seq_pending: set | None = None):
+                 auditing: set | None = None, seq_pending: set | None = None, mnfa=None):
         self.wake, self.auditing, self.seq_pending = wake, auditing, seq_pending
+        self.mnfa = mnfa
         self.tok = -1
         self.at = INF
 
@@ -168,10 +170,16 @@ class HostMonitor:
     def _mtcalive_slow(self, n: NetTrack, seq: int, flags: int, uptime: int, now: float) -> list:
         out: list = []
         h = self.hostname
+        was_ok = n.ok
         wake = self.presence.heard(now, n.net, seq, out)   # online: the monitor is not held
         if n.take(seq, uptime, now, h, self.facts.seq_budget, self.settings.debug, out) and \
                 self.links.seq_pending is not None:
             self.links.seq_pending.add(self)
+        if not was_ok and n.net is not Net.PXEBOOT:
+            n.back_ok()
+            mnfa = self.links.mnfa
+            if mnfa is not None and mnfa.watching(self, n.net):
+                mnfa.back(self, n.net, now, out)
         if n.net is Net.PXEBOOT and not self.pxeboot_supported and \
                 self.pxeboot_feature is not False:
             # Feature unknown (no ready event since the agent started) or known from the
@@ -277,6 +285,8 @@ class HostMonitor:
         self.pxe.to_start(now)
         if state is Admin.LOCKED:
             self.pxe.clear_alarm(out)        # docs/protocol.md §5.5: no 200.003 if locked
+            if self.links.mnfa is not None:
+                self.links.mnfa.forget(self, out)
         else:
             self._wake()
         self._update_steady()
@@ -316,6 +326,14 @@ class HostMonitor:
             out.extend(self.set_admin(entry.administrative, now, "inventory"))
         self._wake()
         return out
+
+    def transitions(self, net: Net) -> tuple[int, int]:
+        """(ok -> lost, lost -> ok) changes of `net` so far: flapping shows before it is an
+        alarm (pxeboot: the monitor's declared losses and returns)."""
+        if net is Net.PXEBOOT:
+            return self.pxe.went_lost, self.pxe.went_ok
+        n = self.nets[net]
+        return n.went_lost, n.went_ok
 
     def _reset_net(self, net: Net) -> None:
         self.nets[net].reset()
@@ -382,7 +400,14 @@ class HostMonitor:
             if pxe.stage is not PxeStage.START:
                 pxe.to_start(now)
             return
+        was_lost = pxe.lost
         pxe.run(now, self.nets[Net.PXEBOOT], out)
+        mnfa = self.links.mnfa
+        if mnfa is not None:
+            if pxe.lost and not was_lost:
+                mnfa.lost(self, Net.PXEBOOT, now, out)
+            elif pxe.clean and mnfa.watching(self, Net.PXEBOOT):
+                mnfa.back(self, Net.PXEBOOT, now, out)
 
     # -- scheduling and reporting -------------------------------------------------------------
 
@@ -419,6 +444,7 @@ def host_json(host: HostMonitor, now: float) -> dict:
     if host.presence.audit.running:
         audit = {"sends": host.presence.audit.sends,
                  "threshold": host.settings.offline_threshold}
+    mnfa = host.links.mnfa
     return {
         "hostname": host.hostname,
         "personality": e.personality,
@@ -440,4 +466,5 @@ def host_json(host: HostMonitor, now: float) -> dict:
         "failure_flags": failure_flag_names(host.flags),
         "client_ready": host.client_ready,
         "offline_audit": audit,
+        "mnfa": mnfa.held_nets(host) if mnfa is not None else [],
     }

@@ -157,8 +157,11 @@ class Presence:
                     lost_s:
                 n.state = NetState.LOST
                 n.ok = False
+                n.went_lost += 1
                 out.append(Log("info", f"{h.hostname} {n.net.iface} network mtcAlive lost ; "
                                        f"none for {s.lost_windows} x {s.online_period_s:g} secs"))
+                if h.links.mnfa is not None:
+                    h.links.mnfa.lost(h, n.net, now, out)
         if not self.audit.running:
             silent_until = self.last_heard() + s.online_period_s
             if now < silent_until:
@@ -190,6 +193,8 @@ class Presence:
         h.client_ready = False
         h.flags = 0                    # docs/contract.md §5: failure_flags are what it reports now
         for n in h.nets:               # docs/protocol.md §6: zeroed on offline
+            if n.state is NetState.OK and n.net is not Net.PXEBOOT:
+                n.went_lost += 1
             n.last_seq = 0
             n.received = n.ok = False
             n.state = NetState.LOST

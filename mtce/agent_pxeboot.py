@@ -80,6 +80,9 @@ class PxebootMonitor:
         # 200.003 only for a client that announced the feature (docs/contract.md §8 "Revision"); its
         # owner sets this from the ready events.
         self.may_alarm = False
+        self.mnfa_held = False               # in a multi-node failure (agent_mnfa): no 200.003
+        self.clean = False                   # the last window was good with no miss to work off
+        self.went_lost = self.went_ok = 0    # declared losses, and returns from one
         self.start_at = now                  # when START was entered: due from then on
         self.timer = INF                     # the WAIT deadline
         self._save: int | None = None        # seq at the last CHECK; None: none since START
@@ -94,12 +97,27 @@ class PxebootMonitor:
         self.stage = new
 
     def to_start(self, now: float) -> None:
-        """Back to START (blocked, restarted): the next run begins with a request."""
+        """Back to START (blocked, restarted): the next run begins with a request; a declared
+        loss is withdrawn."""
+        self._restart(now)
+        self._not_lost()
+
+    def _restart(self, now: float) -> None:
         if self.stage is not PxeStage.START:
             self.stage_to(PxeStage.START)
         self.start_at = now
         self.timer = INF
-        self.lost = False
+        self.clean = False
+
+    def _not_lost(self) -> None:
+        if self.lost:
+            self.lost = False
+            self.went_ok += 1
+
+    def loss_begins(self) -> None:
+        """A multi-node failure that held this host timed out (agent_mnfa): its loss is
+        handled from now on as if it began now (the miss and loss counts start again)."""
+        self.miss = self.loss = 0
 
     def deadline(self) -> float:
         return self.timer if self.stage is PxeStage.WAIT else self.start_at
@@ -146,8 +164,10 @@ class PxebootMonitor:
                 self.stage_to(PxeStage.WAIT)
             elif stage is PxeStage.FAIL:
                 self._fail(out)
-                self.to_start(now)
-                self.lost = True
+                self._restart(now)
+                if not self.lost:
+                    self.lost = True
+                    self.went_lost += 1
             else:   # CHECK never rests: _check always leaves it
                 raise TransitionError(f"{self.hostname} pxeboot monitor resting in {stage}")
             if debug:
@@ -170,6 +190,7 @@ class PxebootMonitor:
         self._save = cur
         self._lost_logs = self._not_seen_logs = 0
         self.timer = self._window_end(now)
+        self.clean = True
         return True
 
     def _window_end(self, now: float) -> float:
@@ -216,6 +237,7 @@ class PxebootMonitor:
         return result, cur, save
 
     def _on_good(self, out: list) -> None:
+        self.clean = self.miss == 0
         if self.miss > 0:
             if not self.alarm and self.loss > 0:
                 # Recovering from loss 1: start the debounce over (docs/protocol.md §5.5).
@@ -229,11 +251,12 @@ class PxebootMonitor:
             self.loss = 0
             self.clear_alarm(out)
         self._lost_logs = self._not_seen_logs = 0
-        self.lost = False
+        self._not_lost()
         self.stage_to(PxeStage.MONITOR)
 
     def _on_out_of_sequence(self, cur: int, save: int, out: list) -> None:
         # The mtcClient restarted (its sequence went back): one miss and a request.
+        self.clean = False
         self.miss += 1
         out.append(Log("warning", f"{self.hostname} pxeboot mtcAlive miss count {self.miss} ; "
                                   f"loss count {self.loss} ; out-of-sequence ; this:{cur}  "
@@ -242,6 +265,7 @@ class PxebootMonitor:
 
     def _on_miss(self, pxe: NetTrack, out: list) -> None:
         h = self.hostname
+        self.clean = False
         self.miss += 1
         if self.miss < PXEBOOT_MISS_THRESHOLD:
             out.append(Log("warning", f"{h} pxeboot mtcAlive miss count {self.miss} ; "
@@ -275,6 +299,8 @@ class PxebootMonitor:
                                       f"{PXEBOOT_LOSS_THRESHOLD - self.loss} more loss "
                                       f"before alarm assertion"))
             self.miss = 0
+        elif self.mnfa_held:
+            pass                         # one fault of many (agent_mnfa): its alarm is mtce.mnfa
         elif not self.may_alarm:
             # Held as if asserted (counters stay, each window re-requests); the next loss
             # after the client announces the feature raises it.

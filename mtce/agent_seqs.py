@@ -55,7 +55,7 @@ class NetTrack:
 
     __slots__ = ("net", "last_seq", "missed", "out_of_sequence", "last_seen", "received",
                  "state", "count", "ok", "text_prefix", "log_from", "logged", "unlogged",
-                 "unlogged_missed", "unlogged_oos")
+                 "unlogged_missed", "unlogged_oos", "went_lost", "went_ok")
 
     def __init__(self, net: Net):
         self.net = net
@@ -67,6 +67,8 @@ class NetTrack:
         self.state = NetState.LOST   # stored ok/lost; JSON derives unprovisioned
         self.count = 0               # mtcAlive received, ever
         self.ok = False              # received and state ok: the hot path tests one attribute
+        self.went_lost = 0           # ok -> lost changes (agent_presence), and back (`back_ok`)
+        self.went_ok = 0
         # The text of the last valid mtcAlive up to its sequence number: a next one that
         # matches it byte for byte is valid without a JSON parse (Inbox.on_raw).
         self.text_prefix: bytes | None = None
@@ -108,6 +110,11 @@ class NetTrack:
         self.state = NetState.OK
         self.ok = True
         return pending
+
+    def back_ok(self) -> None:
+        """`ok` again after a counted loss (the first mtcAlive ever is no return)."""
+        if self.went_ok < self.went_lost:
+            self.went_ok += 1
 
     def reset(self) -> None:
         """The network's address changed: its counters start again."""

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from mtce.agent_deadlines import Deadlines
 from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
 from mtce.agent_host import HostMonitor, TableLinks, host_json
+from mtce.agent_mnfa import Mnfa
 from mtce.agent_seqs import SEQ_LOG_WINDOW_S
-from mtce.states import ALARM_MTCALIVE, Cmd, Net
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Cmd, Net
 
 if TYPE_CHECKING:
     from mtce.config import Inventory
@@ -30,8 +31,9 @@ class HostTable:
     """
 
     def __init__(self, settings: Settings,
-                 host_factory: Callable[..., HostMonitor] = HostMonitor):
+                 host_factory: Callable[..., HostMonitor] = HostMonitor, agent_host: str = ""):
         self.settings = settings
+        self.mnfa = Mnfa(settings, agent_host)   # multi-node failure avoidance (agent_mnfa)
         self.hosts: dict[str, HostMonitor] = {}
         self._factory = host_factory
         self.by_addr: dict[str, HostMonitor] = {}
@@ -102,6 +104,7 @@ class HostTable:
             for addr in self._addrs(host):
                 self._unclaim(addr, host)
             host.presence.end_audit()
+            self.mnfa.forget(host, out)
             host.links = TableLinks()
             self._seq_pending.discard(host)
             removed.append(name)
@@ -113,7 +116,8 @@ class HostTable:
                 host = self._factory(entry, self.settings, now)
                 host.facts = self.facts
                 self.hosts[name] = host
-                host.links = TableLinks(self._woken.append, self._auditing, self._seq_pending)
+                host.links = TableLinks(self._woken.append, self._auditing, self._seq_pending,
+                                        self.mnfa)
                 self._woken.append(host)
                 for addr in self._addrs(host):
                     self._claim(addr, host, out)
@@ -223,9 +227,27 @@ class HostTable:
                 out.extend(host.restore_alarm(now))
         return out
 
+    def restore_mnfa(self, network: str, hostnames: Iterable[str], age_s: float,
+                     now: float) -> list:
+        """An mtce.mnfa alarm found at start (agent_mnfa.Mnfa.restore): its hosts still in the
+        inventory are held again; one for an unknown network, or with none of them left, is
+        cleared."""
+        net = next((n for n in Net if n.key == network), None)
+        hosts = [self.hosts[h] for h in hostnames if h in self.hosts]
+        if net is None or not hosts:
+            return [Log("info", f"MNFA ({network}) found at start without its hosts ; "
+                                f"clearing {ALARM_MNFA}"),
+                    ClearAlarm(self.mnfa.agent_host, ALARM_MNFA, network)]
+        self.mnfa.restore(net, hosts, age_s, now)
+        out = [Log("info", f"MNFA ({network}) found at start ; {len(hosts)} hosts held until "
+                           f"they are back")]
+        if len(hosts) != len(list(hostnames)):
+            out.append(self.mnfa.alarm_of(net))
+        return out
+
     def apply_settings(self, settings: Settings, now: float) -> None:
         """New timers after a reload; every host is rescheduled."""
-        self.settings = settings
+        self.settings = self.mnfa.settings = settings
         for host in self.hosts.values():
             host.settings = host.pxe.settings = settings
             self._woken.append(host)
@@ -238,11 +260,14 @@ class HostTable:
 
     def next_deadline(self) -> float:
         """When `audit` next has work (INF: none until an event)."""
-        return self.deadlines.next_deadline()
+        return min(self.deadlines.next_deadline(), self.mnfa.deadline())
 
     def audit(self, now: float) -> list:
-        """Audit the hosts that are due at `now`; actions of all of them."""
-        return self.deadlines.audit(now)
+        """Audit the hosts that are due at `now`, then the MNFA timeouts; their actions."""
+        out = self.deadlines.audit(now)
+        if now >= self.mnfa.deadline():
+            self.mnfa.audit(now, out)
+        return out
 
     @property
     def auditing(self) -> bool:

@@ -101,6 +101,9 @@ def _age(value) -> str:
     return f"{value / 3600:.0f}h"
 
 
+SHOWN_HOSTS = 5                 # an mtce.mnfa alarm's hosts `mtce alarms` names
+
+
 def format_hosts(hosts: list, compact: int = 0) -> str:
     """The operator's table: one line per host; each network cell reads
     `state last-seq/missed age` (`-`: the host has no address on that network).
@@ -108,7 +111,7 @@ def format_hosts(hosts: list, compact: int = 0) -> str:
     leaves PERSONALITY out, 3 shows each network's state alone."""
     head = ["HOST", "PERSONALITY", "ADMIN", "AVAIL"] + [n.upper() for n in NET_KEYS]
     rows = []
-    by_operator = False
+    by_operator = held = False
     for h in hosts:
         admin = h.get("administrative", "")
         if h.get("administrative_source") == "operator":
@@ -120,6 +123,9 @@ def format_hosts(hosts: list, compact: int = 0) -> str:
             n = (h.get("networks") or {}).get(net) or {}
             state, seq, missed = n.get("state", "?"), n.get("last_seq", 0), n.get("missed", 0)
             age = n.get("last_seen_s")
+            if net in (h.get("mnfa") or ()):
+                state += "^"
+                held = True
             if state == "unprovisioned":
                 row.append("-")
             elif compact >= 3:
@@ -128,7 +134,7 @@ def format_hosts(hosts: list, compact: int = 0) -> str:
                 row.append(f"{state} {seq}/{missed} "
                            f"{'-' if age is None else format(age, '.0f') + 's'}")
             else:
-                row.append(f"{state:<4} {seq:>5}/{missed:<3} {_age(age):>5}")
+                row.append(f"{state:<5} {seq:>5}/{missed:<3} {_age(age):>5}")
         rows.append(row)
     if compact >= 2:
         head, rows = head[:1] + head[2:], [r[:1] + r[2:] for r in rows]
@@ -139,6 +145,9 @@ def format_hosts(hosts: list, compact: int = 0) -> str:
     if by_operator:
         table += "\n* set by mtce lock/unlock (kept in state_dir ; the inventory's " \
                  "administrative applies again when it changes)"
+    if held:
+        table += "\n^ held by a multi-node failure: one mtce.mnfa alarm for the network, no " \
+                 "200.003 for its hosts (mtce alarms)"
     return table
 
 
@@ -175,7 +184,17 @@ def format_alarms(alarms: list) -> str:
     if not alarms:
         return "no active alarms"
     return "\n".join(f"{a.get('id')}  {a.get('severity'):<8} {a.get('host'):<16} "
-                     f"{a.get('raised_at')}  {a.get('reason')}" for a in alarms)
+                     f"{a.get('raised_at')}  {a.get('reason')}{_held_hosts(a)}" for a in alarms)
+
+
+def _held_hosts(alarm: dict) -> str:
+    """A multi-node failure's network and hosts (the first few by name)."""
+    hosts = alarm.get("hosts")
+    if not alarm.get("network") or not isinstance(hosts, list):
+        return ""
+    shown = ", ".join(map(str, hosts[:SHOWN_HOSTS])) + (", ..." if len(hosts) > SHOWN_HOSTS
+                                                        else "")
+    return f" ; {alarm['network']}: {len(hosts)} hosts ({shown})"
 
 
 def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None) -> int:

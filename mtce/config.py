@@ -58,6 +58,9 @@ OPTIONS = (
     _o("agent", "offline_period", "ms", 100, "milliseconds between offline audits"),
     _o("agent", "offline_threshold", "count", 90, "offline audits without mtcAlive before a "
        "host is declared offline"),
+    _o("agent", "mnfa_threshold", "int", 2, "hosts losing the same network within one detection "
+       "window that make it a multi-node failure (one mtce.mnfa alarm, no 200.003 for them); "
+       "0: off"),
     _o("agent", "lazy_reboot_delay", "int", 15, "seconds a lazy reboot command asks the host "
        "to wait (parm[0] of the command)"),
     _o("agent", "inventory", "path", "/etc/mtce/inventory.ini",
@@ -79,6 +82,8 @@ OPTIONS = (
     _o("timeouts", "online_period", "seconds", 7, "seconds per online audit window"),
     _o("timeouts", "pxeboot_mtcalive_window", "seconds", 10,
        "seconds per pxeboot mtcAlive monitor window"),
+    _o("timeouts", "mnfa_timeout", "off_seconds", 0, "seconds after which a multi-node failure "
+       "ends and each host still lost is handled on its own; 0: never"),
     _o("timeouts", "failsafe_shutdown_delay", "any_seconds", 120,
        "seconds after a reboot command before [actions] failsafe runs if the host is still up"),
     _o("paths", "platform_conf", "path", "/etc/platform/platform.conf",
@@ -232,6 +237,7 @@ def _spec_for(opt: Option) -> str:
         "ms": "integer(min=1)",
         "seconds": "seconds()",
         "any_seconds": "any_seconds()",
+        "off_seconds": "off_seconds()",
         "string": "string()",
         "path": "string()",
         "command": "string()",
@@ -307,6 +313,15 @@ def _check_seconds(value, *args, **kwargs):
     return number
 
 
+def _check_off_seconds(value, *args, **kwargs):
+    """A finite number of seconds, 0 or more (0: off, `mnfa_timeout`)."""
+    from validate import VdtValueTooSmallError
+    number = _check_any_seconds(value)
+    if number < 0:
+        raise VdtValueTooSmallError(value)
+    return number
+
+
 def _check_yes_no(value, *args, **kwargs):
     from validate import VdtTypeError
     if isinstance(value, bool):
@@ -335,11 +350,15 @@ def _explain(opt: Option, err: Exception) -> str:
         "ms": "milliseconds, a whole number (1 or more)",
         "seconds": "seconds, a finite number above 0",
         "any_seconds": "seconds, a finite number (below 1: 2)",
+        "off_seconds": "seconds, a finite number, 0 or more (0: off)",
         "ip": "an IPv4 or IPv6 address, or empty",
         "bool": "yes or no",
         "listen": "ADDRESS:PORT or [IPv6]:PORT, or empty",
     }.get(opt.kind, "a string")
     return f"{_WHY.get(type(err).__name__, 'invalid')}, expected {what}"
+
+
+_NUMBERS = ("port", "int", "count", "ms", "seconds", "any_seconds", "off_seconds")
 
 
 def _typed(values: dict, lines: dict, path: str) -> dict:
@@ -356,13 +375,13 @@ def _typed(values: dict, lines: dict, path: str) -> dict:
     raw = {s: {} for s in SECTIONS}
     for (section, key), value in values.items():
         opt = OPTION_INDEX[(section, key)]
-        if opt.kind in ("port", "int", "count", "ms", "seconds", "any_seconds") and \
-                value.endswith(";"):
+        if opt.kind in _NUMBERS and value.endswith(";"):
             value = value[:-1].rstrip()     # `120;` reads as 120, as the original's atoi
         raw[section][key] = value
     conf = ConfigObj(raw, configspec=spec, interpolation=False, list_values=False)
     validator = Validator({"ip_or_empty": _check_ip, "yes_no": _check_yes_no,
                            "seconds": _check_seconds, "any_seconds": _check_any_seconds,
+                           "off_seconds": _check_off_seconds,
                            "listen_or_empty": _check_listen})
     result = conf.validate(validator, preserve_errors=True)
     if result is not True:

@@ -180,6 +180,9 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
     failed = e.family("mtce_host_failure_flag", "gauge",
                       "1 for each failure bit of parm[2] the host's latest mtcAlive reports "
                       "(absent: not reported)")
+    flaps = e.family("mtce_host_network_transitions_total", "counter",
+                     "changes of the network's state, by the state changed to: ok (back from "
+                     "a loss) or lost (pxeboot: the monitor's declared loss)")
     for h in table:
         base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
         for n, key in zip(h.nets, NET_KEYS):
@@ -193,6 +196,10 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
             oos.append(f"mtce_host_network_out_of_sequence_total{lab} {n.out_of_sequence}")
             ago = None if n.last_seen is None else now - n.last_seen
             seen.append(f"mtce_host_network_last_seen_seconds{lab} {number(ago)}")
+            went_lost, went_ok = h.transitions(n.net)
+            head = f'mtce_host_network_transitions_total{{{base},network="{key}",to='
+            flaps.append(f'{head}"lost"}} {went_lost}')
+            flaps.append(f'{head}"ok"}} {went_ok}')
         avail.append(f"mtce_host_available{{{base}}} "
                      f"{1 if h.availability is Availability.ONLINE else 0}")
         locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
@@ -234,6 +241,11 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
     e.add("mtce_agent_start_time_seconds", "gauge", "when the agent started (unix time)",
           float(started_at))
     e.add("mtce_agent_hosts", "gauge", "hosts in the inventory", len(table))
+    for key, held in table.mnfa.counts().items():
+        e.add("mtce_mnfa_active", "gauge", "1 while a multi-node failure (alarm mtce.mnfa) "
+              "holds the network's hosts", 0 if held is None else 1, labels(network=key))
+        e.add("mtce_mnfa_hosts", "gauge", "hosts held by the network's multi-node failure",
+              held or 0, labels(network=key))
     e.add("mtce_build_info", "gauge", "the running mtce", 1,
           labels(version=version, daemon="agent"))
     return e.text()

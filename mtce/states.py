@@ -176,6 +176,7 @@ class Admin(str, enum.Enum):
 
 
 ALARM_MTCALIVE = "200.003"
+ALARM_MNFA = "mtce.mnfa"          # one per network in a multi-node failure (docs/contract.md §5)
 CONTROLLERS = ("controller-0", "controller-1")   # hard-coded names (docs/protocol.md §3)
 FEATURE_PXEBOOT_MTCALIVE = "pxeboot_mtcAlive"
 SERVICE_MTCCLIENT = "mtcClient"

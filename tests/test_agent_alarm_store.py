@@ -222,3 +222,39 @@ def test_a_state_file_a_hand_or_a_disk_mangled_is_a_problem_never_a_crash_or_a_h
     states = OperatorStates(str(tmp_path))
     problems = states.load()
     assert problems and "administrative.json" in problems[0] and states.hosts() == []
+
+
+def mnfa(network="pxeboot", hosts=("worker-0", "worker-1"), wall=WALL):
+    return Alarm.new("mtce.mnfa", "controller-0", "major", f"{network} lost together", wall,
+                     network, hosts)
+
+
+def test_one_mnfa_alarm_per_network_kept_with_its_hosts_across_a_restart(tmp_path):
+    """docs/contract.md §5: mtce.mnfa carries `network` and `hosts`; one per network (the
+    agent's hostname is the host of each); raised again naming more hosts, the stored one
+    names them and keeps its raised_at; a restart reads it back as it was."""
+    store = AlarmStore(str(tmp_path))
+    assert store.raise_(mnfa()) and store.raise_(mnfa("cluster-host"))
+    doc = store.get("controller-0", "mtce.mnfa", "pxeboot").to_json()
+    assert list(doc) == ["id", "host", "severity", "network", "hosts", "reason", "raised_at"]
+    assert doc["hosts"] == ["worker-0", "worker-1"]
+    assert store.raise_(mnfa(hosts=("worker-0", "worker-1", "worker-2"), wall=WALL + 9)) is False
+    restarted = AlarmStore(str(tmp_path))
+    assert restarted.load() is None
+    again = restarted.get("controller-0", "mtce.mnfa", "pxeboot")
+    assert again.hosts == ("worker-0", "worker-1", "worker-2") and again.raised_wall() == WALL
+    assert restarted.clear("controller-0", "mtce.mnfa", "cluster-host") is not None
+    assert [a.network for a in restarted.active()] == ["pxeboot"]
+    payload = json.loads(hook_payload(again, "raise"))
+    assert payload["network"] == "pxeboot" and payload["hosts"] == list(again.hosts)
+
+
+@pytest.mark.parametrize("entry", [{"network": 7}, {"hosts": "worker-0"}, {"hosts": [3]},
+                                   {"hosts": [""]}])
+def test_a_mangled_mnfa_entry_is_skipped_with_a_problem(tmp_path, entry):
+    text = json.dumps({"version": 1, "alarms": [dict(mnfa().to_json(), **entry),
+                                                alarm().to_json()]})
+    (tmp_path / "alarms.json").write_text(text)
+    store = AlarmStore(str(tmp_path))
+    assert "entry 0 ignored" in store.load()
+    assert store.active() == [alarm()]

@@ -478,3 +478,18 @@ def test_a_mac_no_host_can_have_is_refused(mac):
     text = _edit(ISSUE_INVENTORY, "mgmt_mac = 08:00:27:1e:0b:01", f"mgmt_mac = {mac}")
     with pytest.raises(config.ConfigError, match=r"inv.ini:8: \[worker-1\] mgmt_mac: .*no host"):
         config.parse_inventory(text, "inv.ini")
+
+
+def test_mnfa_keys_default_and_take_the_originals_spelling(tmp_path):
+    """Issue 27, docs/contract.md §2: `[agent] mnfa_threshold` (2; 0: off) and `[timeouts]
+    mnfa_timeout` (0: never) as the original's mtc_ini_handler names them."""
+    cfg = load_text(tmp_path, "; nothing\n")
+    assert cfg.get("agent", "mnfa_threshold") == 2 and cfg.get("timeouts", "mnfa_timeout") == 0
+    cfg = load_text(tmp_path, "[agent]\nmnfa_threshold = 0\n[timeouts]\nmnfa_timeout = 900\n")
+    assert cfg.get("agent", "mnfa_threshold") == 0 and cfg.get("timeouts", "mnfa_timeout") == 900
+    for text, key in (("[agent]\nmnfa_threshold = -1\n", "[agent] mnfa_threshold"),
+                      ("[timeouts]\nmnfa_timeout = -5\n", "[timeouts] mnfa_timeout"),
+                      ("[timeouts]\nmnfa_timeout = nan\n", "[timeouts] mnfa_timeout")):
+        with pytest.raises(config.ConfigError) as err:
+            load_text(tmp_path, text)
+        assert str(err.value).startswith(f"{tmp_path}/mtc.ini:2: {key}: "), str(err.value)

@@ -466,6 +466,8 @@ def _typed_ok(opt: config.Option, v) -> bool:
         return isinstance(v, (int, float)) and v > 0
     if opt.kind == "any_seconds":
         return isinstance(v, (int, float)) and math.isfinite(v)
+    if opt.kind == "off_seconds":
+        return isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
     if opt.kind == "ip":
         return v == "" or str(ipaddress.ip_address(v)) == v
     if opt.kind == "bool":

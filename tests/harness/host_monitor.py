@@ -104,3 +104,53 @@ def alarmed(start=T0):
     sim.run(start + 120, alive=lambda net, t: net is not Net.PXEBOOT)
     assert host.pxe.alarm
     return host, sim
+
+
+class TableSim:
+    """Hosts of one HostTable driven in fixed steps, as `Sim` drives one host: each host sends an
+    mtcAlive every `period` s (phases spread over the period) on the networks `alive(name, net,
+    t)` allows, then the table audits. Every host is online and its pxeboot monitor runs (its
+    client announced the feature). Every action is recorded with its time."""
+
+    def __init__(self, n, settings, start=T0, period=1.0, step=0.1, agent_host="controller-0"):
+        self.table = table_of(n, settings, now=start, agent_host=agent_host)
+        self.t, self.period, self.step = start, period, step
+        self.names = list(self.table.hosts)
+        self.seq = {(h, net): 0 for h in self.names for net in Net}
+        self.next = {h: start + period * i / n for i, h in enumerate(self.names)}
+        self.log = []                       # (t, action)
+        self.alive = lambda name, net, t: True
+        for i, name in enumerate(self.names):
+            self.record(self.table.set_pxeboot_ip(name, f"192.168.202.{10 + i}", start))
+            host = self.table.hosts[name]
+            for net in Net:
+                self.deliver(name, net)
+            self.record(host.on_ready(FEATURES, start))
+        self.record(self.table.audit(start))
+
+    def record(self, actions):
+        self.log += [(self.t, a) for a in actions]
+
+    def deliver(self, name, net):
+        self.seq[name, net] += 1
+        host = self.table.hosts[name]
+        flags = LOCKED if host.admin is Admin.LOCKED else 0
+        self.record(host.on_mtcalive(net, self.seq[name, net], flags, 12, self.t))
+
+    def run(self, seconds):
+        until = self.t + seconds
+        while self.t < until - 1e-9:
+            self.t = round(self.t + self.step, 6)
+            for name in self.names:
+                if self.t >= self.next[name] - 1e-9:
+                    self.next[name] += self.period
+                    for net in Net:
+                        if self.alive(name, net, self.t):
+                            self.deliver(name, net)
+            self.record(self.table.audit(self.t))
+
+    def actions(self, kind, start=-1.0):
+        return [a for t, a in self.log if isinstance(a, kind) and t >= start]
+
+    def texts(self, needle=""):
+        return [a.text for _, a in self.log if isinstance(a, Log) and needle in a.text]

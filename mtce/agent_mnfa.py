@@ -1,0 +1,181 @@
+"""Multi-node failure avoidance on the mtcAlive networks (`Mnfa`, docs/contract.md §8 "Multi-node
+failure avoidance (MNFA)", docs/protocol.md §5.8): when at least `mnfa_threshold` hosts that were
+`ok` on one network lose it within one detection window of each other, the fault is the controller's
+side (its link, its switch port), not theirs. The agent then raises one `mtce.mnfa` alarm for that
+network instead of a 200.003 for each host; hosts that lose the network later join it. It ends when
+every host in it is back (after 200.003's clear debounce), or after `mnfa_timeout` seconds, when
+each host still lost is handled on its own as if its loss began then.
+
+Beyond the original, whose MNFA guards its heartbeat only (`[agent] mnfa_threshold`, `[timeouts]
+mnfa_timeout`, docs/protocol.md §5.8). Pure: the hosts (agent_host.HostMonitor) report each
+network's loss and return (`lost`, `back`) with `now`; actions go out.
+"""
+
+from __future__ import annotations
+
+from mtce.agent_decisions import INF, ClearAlarm, Log, RaiseAlarm, Settings
+from mtce.states import ALARM_MNFA, Admin, Net
+
+MNFA_SEVERITY = "major"
+DETECTION_SLACK_S = 1.0         # the agent's read grid at most: a loss is declared on a tick
+
+
+class Failure:
+    """One network's MNFA bookkeeping."""
+
+    __slots__ = ("net", "recent", "unrecovered", "held", "back", "since")
+
+    def __init__(self, net: Net):
+        self.net = net
+        self.recent: list = []              # (when, host): losses from ok, no MNFA under way
+        self.unrecovered: set = set()       # hosts lost since their last return
+        self.held: set | None = None        # the hosts in the MNFA; None: none under way
+        self.back: set = set()              # hosts in it that are back
+        self.since = INF                    # when it began (monotonic)
+
+    @property
+    def active(self) -> bool:
+        return self.held is not None
+
+
+class Mnfa:
+    """The agent's MNFA, per network. `agent_host` names the alarm's host (the agent's own)."""
+
+    def __init__(self, settings: Settings, agent_host: str = ""):
+        self.settings = settings
+        self.agent_host = agent_host
+        self.nets = {net: Failure(net) for net in Net}
+
+    def window_s(self, net: Net) -> float:
+        """One detection window: the time between two hosts' declared losses of one fault
+        (each host's loss is declared at the end of one of its own windows)."""
+        s = self.settings
+        return (s.pxeboot_window_s if net is Net.PXEBOOT else s.online_period_s) + \
+            DETECTION_SLACK_S
+
+    # -- events from the hosts ---------------------------------------------------------------
+
+    def lost(self, host, net: Net, now: float, out: list) -> None:
+        """`host` was ok on `net` and lost it (pxeboot: its monitor declared a loss)."""
+        if not self.settings.mnfa_threshold:
+            return
+        f = self.nets[net]
+        if host in f.unrecovered or host.admin is Admin.LOCKED:
+            return                          # not from ok; a locked host is its operator's
+        f.unrecovered.add(host)
+        if f.held is not None:
+            f.back.discard(host)
+            if host not in f.held:
+                f.held.add(host)
+                _hold(host, net, True)
+                out.append(self.alarm_of(net))
+            return
+        window = self.window_s(net)
+        f.recent = [(t, h) for t, h in f.recent if now - t <= window and h in f.unrecovered]
+        f.recent.append((now, host))
+        if len(f.recent) >= self.settings.mnfa_threshold:
+            self._enter(f, {h for _, h in f.recent}, now, out)
+
+    def back(self, host, net: Net, now: float, out: list) -> None:
+        """`host` is back on `net` (pxeboot: a good window once 200.003 would clear)."""
+        f = self.nets[net]
+        if host not in f.unrecovered:
+            return
+        f.unrecovered.discard(host)
+        if f.held is not None and host in f.held:
+            f.back.add(host)
+            if f.back >= f.held:
+                self._exit(f, out)
+
+    def watching(self, host, net: Net) -> bool:
+        """Whether `host`'s return on `net` is awaited (`back` then has something to do)."""
+        return host in self.nets[net].unrecovered
+
+    def forget(self, host, out: list) -> None:
+        """`host` is locked or left the inventory: its losses no longer count."""
+        for f in self.nets.values():
+            f.unrecovered.discard(host)
+            f.recent = [(t, h) for t, h in f.recent if h is not host]
+            if f.held is None or host not in f.held:
+                continue
+            f.held.discard(host)
+            f.back.discard(host)
+            _hold(host, f.net, False)
+            if f.back >= f.held:
+                self._exit(f, out)
+            else:
+                out.append(self.alarm_of(f.net))
+
+    def audit(self, now: float, out: list) -> None:
+        """`mnfa_timeout`: each MNFA under way longer ends."""
+        timeout = self.settings.mnfa_timeout_s
+        if not timeout:
+            return
+        for f in self.nets.values():
+            if f.held is not None and now >= f.since + timeout:
+                self._exit(f, out, timed_out=True)
+
+    def deadline(self) -> float:
+        """When `audit` next has work (INF: none)."""
+        timeout = self.settings.mnfa_timeout_s
+        if not timeout:
+            return INF
+        return min((f.since + timeout for f in self.nets.values() if f.held is not None),
+                   default=INF)
+
+    def restore(self, net: Net, hosts: list, age_s: float, now: float) -> None:
+        """An MNFA the agent before this one had (its alarm in `state_dir`), `age_s` old: its
+        hosts are held, and each counts as back at its next return."""
+        f = self.nets[net]
+        f.held, f.back, f.since = set(hosts), set(), now - max(0.0, age_s)
+        f.unrecovered |= f.held
+        for host in hosts:
+            _hold(host, net, True)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def held_nets(self, host) -> list[str]:
+        """The networks (JSON keys) on which `host` is held by an MNFA under way."""
+        return [f.net.key for f in self.nets.values() if f.held is not None and host in f.held]
+
+    def counts(self) -> dict:
+        """{network key: hosts in its MNFA, or None when none is under way}."""
+        return {f.net.key: None if f.held is None else len(f.held) for f in self.nets.values()}
+
+    # -- entering and leaving ------------------------------------------------------------------
+
+    def _enter(self, f: Failure, hosts: set, now: float, out: list) -> None:
+        f.held, f.back, f.since, f.recent = hosts, set(), now, []
+        for host in hosts:
+            _hold(host, f.net, True)
+        out.append(Log("warning", f"MNFA ENTER ({f.net.key}) ; {len(hosts)} hosts"))
+        out.append(self.alarm_of(f.net))
+
+    def _exit(self, f: Failure, out: list, timed_out: bool = False) -> None:
+        still = [h for h in f.held if h not in f.back]
+        for host in f.held:
+            _hold(host, f.net, False)
+            if timed_out and host in still and f.net is Net.PXEBOOT:
+                host.pxe.loss_begins()
+        text = f"MNFA EXIT ({f.net.key})"
+        if timed_out:
+            text += (f" ; timeout after {self.settings.mnfa_timeout_s:g} secs ; {len(still)} "
+                     f"hosts still lost")
+        f.held, f.back, f.since = None, set(), INF
+        out.append(Log("info", text))
+        out.append(ClearAlarm(self.agent_host, ALARM_MNFA, f.net.key))
+
+    def alarm_of(self, net: Net) -> RaiseAlarm:
+        """The mtce.mnfa alarm of `net`'s MNFA under way, naming its hosts now."""
+        f = self.nets[net]
+        net = f.net.key
+        return RaiseAlarm(self.agent_host, ALARM_MNFA, MNFA_SEVERITY,
+                          f"{net} network lost by several hosts at once ; the controller's "
+                          f"side (its {net} link or switch port) is the likely fault",
+                          net, tuple(sorted(h.hostname for h in f.held)))
+
+
+def _hold(host, net: Net, held: bool) -> None:
+    """A host's pxeboot monitor raises no 200.003 while held (agent_pxeboot)."""
+    if net is Net.PXEBOOT:
+        host.pxe.mnfa_held = held

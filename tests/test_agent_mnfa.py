@@ -1,0 +1,346 @@
+"""Multi-node failure avoidance (issue 27, docs/contract.md §8 "Multi-node failure avoidance
+(MNFA)", docs/protocol.md §5.8): hosts that were `ok` on one network and lose it within one
+detection window of each other are one fault of the controller's side, not one alarm per host. In
+process, on a HostTable of hosts driven by plain floats (tests/harness/host_monitor.TableSim): the
+rule's edges.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mtce.agent_decisions import ClearAlarm, RaiseAlarm, Settings
+from mtce.agent_host import host_json
+from mtce.agent_pxeboot import pxeboot_alarm_after_s
+from mtce.config import Inventory
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Admin, Availability, Net, NetState
+
+from harness.host_monitor import TableSim
+
+WINDOW_S = 2.0
+S = Settings(online_period_s=2.0, offline_period_s=0.05, offline_threshold=20,
+             pxeboot_window_s=WINDOW_S)
+ALARM_S = pxeboot_alarm_after_s(S)                 # 24 s of total pxeboot loss to 200.003
+
+
+def table_sim(n=4, **settings):
+    from dataclasses import replace
+    return TableSim(n, replace(S, **settings))
+
+
+def cut(s, names, nets=(Net.PXEBOOT,), since=None):
+    """`names` send nothing on `nets` from `since` (now) on; None names: nobody is cut."""
+    since = s.t if since is None else since
+    names, nets = set(names), set(nets)
+    s.alive = lambda name, net, t: not (name in names and net in nets and t >= since)
+
+
+def heal(s):
+    s.alive = lambda name, net, t: True
+
+
+def raised(s, alarm_id, start=-1.0):
+    return [a for a in s.actions(RaiseAlarm, start) if a.alarm_id == alarm_id]
+
+
+def cleared(s, alarm_id, start=-1.0):
+    return [a for a in s.actions(ClearAlarm, start) if a.alarm_id == alarm_id]
+
+
+def held(s, name):
+    return host_json(s.table.hosts[name], s.t)["mnfa"]
+
+
+def test_the_threshold_exactly_met_is_one_fault_raised_and_cleared_without_200_003():
+    """Two of four hosts (the default threshold) lose pxeboot at once, for longer than the
+    alarm bound: one `MNFA ENTER (pxeboot) ; 2 hosts`, one mtce.mnfa alarm (the agent's, major,
+    naming the network and the hosts), no 200.003; back, after 200.003's clear debounce:
+    `MNFA EXIT (pxeboot)` and the alarm cleared."""
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(ALARM_S + 20)
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (pxeboot) ; 2 hosts"]
+    [alarm] = raised(s, ALARM_MNFA)
+    assert (alarm.host, alarm.severity, alarm.network) == ("controller-0", "major", "pxeboot")
+    assert alarm.hosts == ("worker-0", "worker-1") and "pxeboot" in alarm.reason
+    assert not raised(s, ALARM_MTCALIVE), "no per-host 200.003 for the hosts in it"
+    assert held(s, "worker-0") == ["pxeboot"] and held(s, "worker-2") == []
+    assert s.table.hosts["worker-0"].net_state(Net.PXEBOOT, s.t) is NetState.LOST
+    heal(s)
+    back = s.t
+    s.run(8 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+    assert [c.network for c in cleared(s, ALARM_MNFA)] == ["pxeboot"]
+    exit_at = next(t for t, a in s.log if getattr(a, "text", "") == "MNFA EXIT (pxeboot)")
+    assert exit_at - back >= 6 * WINDOW_S, "the clear debounce of 200.003 (6 good windows)"
+    s.run(ALARM_S)
+    assert not raised(s, ALARM_MTCALIVE) and held(s, "worker-0") == []
+    assert all(h.availability is Availability.ONLINE for h in s.table)
+
+
+def test_one_host_below_the_threshold_still_raises_its_200_003():
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-2"])
+    s.run(ALARM_S + 5)
+    assert [a.host for a in raised(s, ALARM_MTCALIVE)] == ["worker-2"]
+    assert not s.texts("MNFA") and not raised(s, ALARM_MNFA)
+
+
+def test_threshold_0_is_off():
+    s = table_sim(mnfa_threshold=0)
+    s.run(10)
+    cut(s, s.names)
+    s.run(ALARM_S + 5)
+    assert sorted(a.host for a in raised(s, ALARM_MTCALIVE)) == s.names
+    assert not s.texts("MNFA")
+
+
+def test_losses_spread_over_two_windows_are_separate_faults():
+    """Two hosts whose losses are declared more than one detection window apart are two
+    single failures: each raises its own 200.003, no MNFA."""
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0"])
+    s.run(3 * WINDOW_S)
+    cut_both = {"worker-0": 10.0, "worker-1": s.t}
+    s.alive = lambda name, net, t: not (net is Net.PXEBOOT and name in cut_both)
+    s.run(ALARM_S + 10)
+    assert sorted(a.host for a in raised(s, ALARM_MTCALIVE)) == ["worker-0", "worker-1"]
+    assert not s.texts("MNFA")
+
+
+def test_later_losers_join_and_a_host_failing_again_inside_stays_held():
+    """Hosts that lose the network after MNFA began join it (the alarm names them); a host
+    that recovers and fails again while MNFA lasts is held again: no 200.003 for any."""
+    s = table_sim(n=5)
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(14)
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (pxeboot) ; 2 hosts"]
+    cut(s, ["worker-0", "worker-1", "worker-2"])
+    s.run(20)
+    assert held(s, "worker-2") == ["pxeboot"]
+    assert raised(s, ALARM_MNFA)[-1].hosts == ("worker-0", "worker-1", "worker-2")
+    cut(s, ["worker-1", "worker-2"])                 # worker-0 back ...
+    s.run(8 * WINDOW_S)
+    assert not s.texts("MNFA EXIT")
+    cut(s, ["worker-0", "worker-1", "worker-2"])     # ... and lost again
+    s.run(ALARM_S + 10)
+    assert held(s, "worker-0") == ["pxeboot"] and not raised(s, ALARM_MTCALIVE)
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (pxeboot) ; 2 hosts"], "one MNFA throughout"
+    heal(s)
+    s.run(8 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+    assert not raised(s, ALARM_MTCALIVE)
+
+
+def test_the_timeout_ends_it_and_each_host_still_lost_is_handled_from_then():
+    """mnfa_timeout: MNFA ends when it passes; each host still lost gets its 200.003 one alarm
+    bound later, as if its loss began then, and not before."""
+    s = table_sim(mnfa_timeout_s=30.0)
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(14)
+    entered = next(t for t, a in s.log if getattr(a, "text", "").startswith("MNFA ENTER"))
+    s.run(entered + 30 - s.t + 0.5)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot) ; timeout after 30 secs ; 2 hosts "
+                                    "still lost"]
+    assert len(cleared(s, ALARM_MNFA)) == 1 and held(s, "worker-0") == []
+    timed_out = s.t
+    s.run(ALARM_S - 2 * WINDOW_S)
+    assert not raised(s, ALARM_MTCALIVE), "not before one alarm bound from the timeout"
+    s.run(4 * WINDOW_S)
+    assert sorted(a.host for a in raised(s, ALARM_MTCALIVE, timed_out)) == ["worker-0",
+                                                                           "worker-1"]
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (pxeboot) ; 2 hosts"], "no new MNFA"
+
+
+def test_a_locked_host_neither_counts_nor_stays_held():
+    """A locked host's loss is its operator's doing: it does not count toward the threshold;
+    locked while held, it leaves the set (locked hosts carry no 200.003) and MNFA ends when
+    the others are back."""
+    s = table_sim()
+    s.run(10)
+    s.record(s.table.hosts["worker-3"].set_admin(Admin.LOCKED, s.t))
+    cut(s, ["worker-2", "worker-3"], nets=(Net.CLSTR,))
+    s.run(20)
+    assert s.table.hosts["worker-3"].net_state(Net.CLSTR) is NetState.LOST
+    assert not s.texts("MNFA"), "one unlocked host is below the threshold"
+    heal(s)
+    s.run(20)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(14)
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (pxeboot) ; 2 hosts"]
+    s.record(s.table.hosts["worker-1"].set_admin(Admin.LOCKED, s.t))
+    assert held(s, "worker-1") == []
+    cut(s, ["worker-1"])
+    s.run(8 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+    assert not [a for a in raised(s, ALARM_MTCALIVE) if a.host in ("worker-0", "worker-1")]
+
+
+def test_cluster_host_lost_together_is_mnfa_and_no_host_goes_offline():
+    """The controller's cluster-host link: every host lost on cluster-host at once stays
+    online on mgmt; one MNFA (cluster-host), held hosts marked, exit when they are back."""
+    s = table_sim()
+    s.run(10)
+    cut(s, s.names, nets=(Net.CLSTR,))
+    s.run(20)
+    assert s.texts("MNFA ENTER") == ["MNFA ENTER (cluster-host) ; 2 hosts"], "at the threshold"
+    assert {a.network for a in raised(s, ALARM_MNFA)} == {"cluster-host"}
+    assert raised(s, ALARM_MNFA)[-1].hosts == tuple(s.names), "the others joined it"
+    assert all(h.availability is Availability.ONLINE for h in s.table)
+    assert held(s, "worker-3") == ["cluster-host"]
+    heal(s)
+    s.run(5)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (cluster-host)"]
+    assert [c.network for c in cleared(s, ALARM_MNFA)] == ["cluster-host"]
+
+
+def test_a_host_silent_on_every_network_still_goes_offline():
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"], nets=tuple(Net))
+    s.run(20)
+    assert [s.table.hosts[n].availability for n in ("worker-0", "worker-1")] == \
+        [Availability.OFFLINE] * 2
+
+
+def test_two_networks_at_once_are_two_alarms():
+    s = table_sim()
+    s.run(10)
+    cut(s, s.names, nets=(Net.CLSTR, Net.PXEBOOT))
+    s.run(ALARM_S + 5)
+    assert s.texts("MNFA ENTER (") == ["MNFA ENTER (cluster-host) ; 2 hosts",
+                                       "MNFA ENTER (pxeboot) ; 2 hosts"]
+    assert held(s, "worker-0") == ["cluster-host", "pxeboot"]
+    heal(s)
+    s.run(8 * WINDOW_S)
+    assert sorted(c.network for c in cleared(s, ALARM_MNFA)) == ["cluster-host", "pxeboot"]
+    assert not raised(s, ALARM_MTCALIVE)
+
+
+def test_a_host_removed_from_the_inventory_leaves_the_set():
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1", "worker-2"])
+    s.run(14)
+    keep = {n: s.table.hosts[n].entry for n in s.names if n != "worker-2"}
+    s.record(s.table.apply_inventory(Inventory("<test>", keep), s.t)[3])
+    s.names.remove("worker-2")
+    assert raised(s, ALARM_MNFA)[-1].hosts == ("worker-0", "worker-1")
+    heal(s)
+    s.run(8 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+
+
+def test_ok_and_lost_transitions_are_counted_per_host_and_network():
+    """Flapping shows before it becomes an alarm: every ok -> lost and lost -> ok change of a
+    host's network is counted (the metric mtce_host_network_transitions_total)."""
+    s = table_sim()
+    s.run(10)
+    for _ in range(2):
+        cut(s, ["worker-0"], nets=(Net.CLSTR,))
+        s.run(8)
+        heal(s)
+        s.run(4)
+    assert s.table.hosts["worker-0"].transitions(Net.CLSTR) == (2, 2)
+    assert s.table.hosts["worker-1"].transitions(Net.CLSTR) == (0, 0)
+    assert s.table.hosts["worker-0"].transitions(Net.MGMT) == (0, 0)
+
+
+@pytest.mark.parametrize("threshold", [2, 3])
+def test_the_count_in_the_window_is_what_decides(threshold):
+    s = table_sim(n=5, mnfa_threshold=threshold)
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(ALARM_S + 5)
+    assert bool(s.texts("MNFA ENTER")) is (threshold == 2)
+    assert bool(raised(s, ALARM_MTCALIVE)) is (threshold == 3)
+
+
+
+# -- the agent: alarm store, hook, restart, what an operator sees (tests/harness/sim.py) ------
+
+AGENT_TIMERS = {"agent": {"offline_period": 50, "offline_threshold": 20},
+                "timeouts": {"online_period": 2, "pxeboot_mtcalive_window": 2}}
+PXEBOOT_PORT = 2102
+
+
+def mnfa_alarms(s):
+    return [a for a in s.request(cmd="alarms")["alarms"] if a["id"] == ALARM_MNFA]
+
+
+def test_the_agent_raises_one_mnfa_alarm_keeps_it_over_a_restart_and_clears_it(sim):
+    """The controller's pxeboot side fails for longer than the alarm bound (every pxeboot
+    mtcAlive to the agent is lost), the agent restarts in the middle, the link comes back:
+    one mtce.mnfa alarm as docs/contract.md §5 shows it, raised and cleared once through the
+    hook, kept in state_dir over the restart (no 200.003 before or after it), the hosts marked
+    in `hosts --json`, and the metrics say so."""
+    s = sim(workers=3, timers=AGENT_TIMERS).start()
+    s.run_until(s.all_ok, 30, what="every host ok")
+    names = sorted(s.hosts())
+    cut = {"on": True}
+    s.net.drop = lambda d: cut["on"] and d.dst[1] == PXEBOOT_PORT
+    s.run(ALARM_S + 6)
+    [alarm] = mnfa_alarms(s)
+    assert list(alarm) == ["id", "host", "severity", "network", "hosts", "reason", "raised_at"]
+    assert (alarm["host"], alarm["severity"], alarm["network"]) == \
+        ("controller-0", "major", "pxeboot")
+    assert alarm["hosts"] == names
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == [ALARM_MNFA]
+    assert all(h["mnfa"] == ["pxeboot"] for h in s.hosts().values())
+    assert all(h["availability"] == "online" for h in s.hosts().values())
+    text = s.agent.series(s.clock.now())
+    assert 'mtce_mnfa_active{network="pxeboot"} 1' in text
+    assert f'mtce_mnfa_hosts{{network="pxeboot"}} {len(names)}' in text
+    assert 'mtce_mnfa_active{network="mgmt"} 0' in text
+    assert s.agent_capture.count("MNFA ENTER (pxeboot) ; ") == 1
+
+    s.restart_agent()
+    s.run(ALARM_S + 6)
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == [ALARM_MNFA], \
+        "held over the restart: no 200.003"
+    assert mnfa_alarms(s)[0]["raised_at"] == alarm["raised_at"]
+    assert s.agent_capture.count("MNFA (pxeboot) found at start ; ") == 1
+
+    cut["on"] = False
+    s.run(10 * 2.0)
+    assert s.request(cmd="alarms")["alarms"] == []
+    assert s.agent_capture.count("MNFA EXIT (pxeboot)") == 1
+    assert all(h["mnfa"] == [] for h in s.hosts().values())
+    assert 'mtce_mnfa_active{network="pxeboot"} 0' in s.agent.series(s.clock.now())
+    s.run(1.0)
+    hooks = [line for line in s.files.alarm_hook_log().splitlines() if line.strip()]
+    assert [(json.loads(h)["id"], json.loads(h)["action"]) for h in hooks] == \
+        [(ALARM_MNFA, "raise"), (ALARM_MNFA, "clear")]
+    assert set(json.loads(hooks[0])["hosts"]) < set(names), "raised at the threshold"
+    assert json.loads(hooks[1])["hosts"] == names, "the clear names every host it held"
+
+
+def test_mtce_hosts_marks_the_held_networks_and_mtce_alarms_names_the_hosts():
+    """What an operator reads: the host table marks each network a multi-node failure holds
+    (with a legend), and the alarm list names the network and the hosts of mtce.mnfa."""
+    from mtce.cli_ctl import fit_hosts, format_alarms, format_hosts
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(16)
+    hosts = s.table.to_json(s.t)
+    table = format_hosts(hosts)
+    row = {line.split()[0]: line for line in table.splitlines()}
+    assert "lost^" in row["worker-0"] and "^" not in row["worker-2"]
+    assert table.splitlines()[-1].startswith("^ held by a multi-node failure")
+    assert "lost^" in fit_hosts(hosts, 60)
+    alarm = {"id": ALARM_MNFA, "host": "controller-0", "severity": "major",
+             "network": "pxeboot", "hosts": ["worker-0", "worker-1"],
+             "reason": "why", "raised_at": "2026-12-07T18:00:00.000+00:00"}
+    line = format_alarms([alarm])
+    assert line.startswith("mtce.mnfa  major    controller-0 ") and \
+        line.endswith("why ; pxeboot: 2 hosts (worker-0, worker-1)")
+    many = format_alarms([dict(alarm, hosts=[f"worker-{i}" for i in range(40)])])
+    assert many.endswith("40 hosts (worker-0, worker-1, worker-2, worker-3, worker-4, ...)")
