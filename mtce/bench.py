@@ -137,6 +137,7 @@ class Bench:
         self.warm_up()
         Steady(self).run()
         phases = Phases(self)
+        phases.mnfa()
         phases.sustained()
         phases.capacity()
         phases.takeover()

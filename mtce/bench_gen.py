@@ -27,7 +27,7 @@ class Stream:
     """One simulated host's mtcAlive on one network: a reused buffer, patched per send."""
 
     __slots__ = ("host", "net", "identity", "dest", "anc", "seq", "buf", "at", "width",
-                 "silent", "last_sent")
+                 "silent", "muted", "last_sent")
 
     def __init__(self, host: int, net: Net, identity: alive.Identity, source: str, dest):
         self.host, self.net, self.identity, self.dest = host, net, identity, dest
@@ -35,7 +35,8 @@ class Stream:
                      struct.pack("=I4s4s", 0, socket.inet_aton(source), bytes(4)))]
         self.seq = 0
         self.width = 0
-        self.silent = False
+        self.silent = False             # this host's stream stopped for good (a victim)
+        self.muted = False              # the whole network stopped for a while (`mute`)
         self.last_sent = 0.0            # wall time of the last datagram sent
 
     def _build(self, seq: int) -> None:
@@ -96,9 +97,21 @@ class _Sender:
                 out[int(st.net)] = st.last_sent
         return out
 
+    def mute(self, net: int, on: bool) -> int:
+        """Every host's stream on `net` stops (`on`) or starts again: the network fails at
+        the agent's end; the streams muted now."""
+        for st in self.streams:
+            if st.net == net:
+                st.muted = on
+        return sum(st.muted for st in self.streams)
+
+    def answer(self, conn, cmd) -> None:
+        conn.send(self.silence(cmd[1], cmd[2]) if cmd[0] == "silence" else
+                  self.mute(cmd[1], cmd[2]))
+
     def steady(self, conn, period: float, ready_every: int, agent_rx: dict) -> tuple:
         """Each host's tick once a period (spread evenly), until a command other than
-        "silence" arrives; returns (stats, that command)."""
+        "silence" or "mute" arrives; returns (stats, that command)."""
         t0 = time.monotonic()
         sent0, cpu0 = self.sent, _own_cpu()
         ready_dest = agent_rx[Net.MGMT]
@@ -110,17 +123,17 @@ class _Sender:
             if due > now or conn.poll(0):
                 if conn.poll(max(0.0, min(due - now, 0.05))):
                     cmd = conn.recv()
-                    if cmd[0] != "silence":
+                    if cmd[0] not in ("silence", "mute"):
                         return {"sent": self.sent - sent0, "elapsed": time.monotonic() - t0,
                                 "cpu_s": _own_cpu() - cpu0, "max_late_s": late}, cmd
-                    conn.send(self.silence(cmd[1], cmd[2]))
+                    self.answer(conn, cmd)
                 continue
             late = max(late, now - due)
             _, _, streams, ready, ready_anc = order[j]
             wall = time.time()
             if cycle:                   # as the client: the ready event first, a tick later
                 for st in streams:      # the mtcAlive, and ready again every minute
-                    if not st.silent and self.send(st):
+                    if not st.silent and not st.muted and self.send(st):
                         st.last_sent = wall
             if cycle % ready_every == 0 and not all(st.silent for st in streams):
                 try:
@@ -208,8 +221,8 @@ def _obey(conn, sender: _Sender, agent_rx: dict) -> None:
             conn.send(sender.burst())
         elif cmd[0] == "seqs":
             conn.send(sender.seqs())
-        elif cmd[0] == "silence":       # while idle
-            conn.send(sender.silence(cmd[1], cmd[2]))
+        elif cmd[0] in ("silence", "mute"):     # while idle
+            sender.answer(conn, cmd)
         else:
             return
         cmd = conn.recv()
@@ -258,6 +271,10 @@ class Generator:
         if not conn.poll(10):
             raise BenchError("generator did not answer 'silence'")
         return {Net(k): v for k, v in conn.recv().items()}
+
+    def mute(self, net: Net, on: bool) -> int:
+        """Every host's `net` stops (`on`), or starts again; the streams muted now."""
+        return sum(self._all(("mute", int(net), on), 10))
 
     def pause(self) -> dict:
         return _merge(self._all(("pause",), 10))

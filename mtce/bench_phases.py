@@ -18,7 +18,7 @@ from mtce.bench_lab import (
     AGENT_HOST, BenchError, CLIENT_HOST, CoreMeter, _say, _tail, proc_cpu_s, proc_status_mib,
     udp_bound, udp_drops,
 )
-from mtce.states import Net
+from mtce.states import ALARM_MNFA, Net
 
 
 class Steady:
@@ -181,6 +181,51 @@ class Phases:
                 "gen_cpu_s": gen["cpu_s"], "processed": count, "lost": gen["sent"] - count,
                 "lost_by_seq": missed1 - missed0 + tail, "kernel_drops": drops,
                 "agent_cpu_s": cpu, "others_pct": round(max(0.0, 100.0 * others / elapsed), 1)}
+
+    def mnfa(self) -> None:
+        """The controller's pxeboot side fails under the steady load (issue 27): every host's
+        pxeboot mtcAlive stop at once for longer than the 200.003 bound, then flow again. The
+        agent must enter one multi-node failure and leave it, raising no 200.003: its CPU
+        meanwhile, against the steady figure."""
+        b, p, r = self.b, self.b.plan, self.b.r
+        bound = agent_pxeboot.pxeboot_alarm_after_s(b.settings)
+        hold = bound + 2 * p.pxeboot_window_s
+        _say(f"multi-node failure: every host's pxeboot stops for {hold:g} s, then comes back")
+        pid = b.agent.pid
+        mark = b.log.mark()
+        cpu0, t0, wall0 = proc_cpu_s(pid), time.monotonic(), time.time()
+        b.gen.mute(Net.PXEBOOT, True)
+        enter = None
+        while time.monotonic() - t0 < hold:
+            time.sleep(0.2)
+            b.log.poll()
+            enter = enter or next(iter(b.log.find(r"MNFA ENTER \(pxeboot\) ; ", mark)), None)
+            self._agent_alive()
+        alarms = b._ctl("alarms")["alarms"]
+        held = max((len(a.get("hosts", ())) for a in alarms if a["id"] == ALARM_MNFA), default=0)
+        back, wall1 = time.monotonic(), time.time()
+        b.gen.mute(Net.PXEBOOT, False)
+        leave = None
+        while leave is None and time.monotonic() - back < 10 * p.pxeboot_window_s + 10:
+            time.sleep(0.2)
+            b.log.poll()
+            leave = next(iter(b.log.find(r"MNFA EXIT \(pxeboot\)", mark)), None)
+            self._agent_alive()
+        wall = time.monotonic() - t0
+        r["mnfa_hosts"] = held
+        r["mnfa_enter_s"] = round(enter[0] - wall0, 3) if enter else None
+        r["mnfa_exit_s"] = round(leave[0] - wall1, 3) if leave else None
+        r["mnfa_cpu_pct"] = round(100.0 * (proc_cpu_s(pid) - cpu0) / wall, 3)
+        r["mnfa_alarms_200003"] = len(b.log.find(r"\S+ setting \S+ 'mtcAlive' failure alarm",
+                                                 mark))
+        if enter is None or leave is None:
+            what = "not entered" if enter is None else "not left"
+            raise BenchError(f"the multi-node failure was {what}; agent log:\n"
+                             + _tail(b.layout.agent_log))
+
+    def _agent_alive(self) -> None:
+        if self.b.agent.poll() is not None:
+            raise BenchError("the agent exited:\n" + _tail(self.b.layout.agent_log))
 
     def sustained(self) -> None:
         p, r = self.b.plan, self.b.r

@@ -146,8 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ha", action="store_true",
                    help="(root) two controllers under corosync and Pacemaker, the agent a "
                    "cluster resource (docs/ha.md)")
-    p.add_argument("--scenario", choices=("none", "pxeboot-loss", "restart", "burst",
-                                          "agent-kill", "node-kill", "swact", "split"),
+    p.add_argument("--scenario", choices=("none", "pxeboot-loss", "controller-link", "restart",
+                                          "burst", "agent-kill", "node-kill", "swact", "split"),
                    default="none", help="a fault to play out while the lab runs (the last "
                    "four with --ha)")
     # Internal, not in --help (docs/design.md, the man page's notes): how the init scripts

@@ -134,7 +134,7 @@ def format_hosts(hosts: list, compact: int = 0) -> str:
                 row.append(f"{state} {seq}/{missed} "
                            f"{'-' if age is None else format(age, '.0f') + 's'}")
             else:
-                row.append(f"{state:<5} {seq:>5}/{missed:<3} {_age(age):>5}")
+                row.append(f"{state:<4} {seq:>5}/{missed:<3} {_age(age):>5}")
         rows.append(row)
     if compact >= 2:
         head, rows = head[:1] + head[2:], [r[:1] + r[2:] for r in rows]

@@ -129,14 +129,17 @@ class Report:
             self.lab.event(f"{who} online on every network {self.lab.elapsed(now):.1f} s after start")
             if not self.lab.tty:
                 self.lab.say(cli_ctl.format_hosts([v.hosts[n] for n in v.order]))
-        alarms = {(a.get("id"), a.get("host")): a for a in v.alarms}
+        alarms = {(a.get("id"), a.get("host"), a.get("network")): a for a in v.alarms}
         for key, a in alarms.items():
             if key not in self._alarms_seen:
-                self.lab.event(f"alarm raised: {a.get('id')} {a.get('severity')} {a.get('host')}: "
-                           f"{a.get('reason')}")
+                held = f" ({a['network']}: {len(a.get('hosts') or ())} hosts)" \
+                    if a.get("network") else ""
+                self.lab.event(f"alarm raised: {a.get('id')} {a.get('severity')} "
+                               f"{a.get('host')}{held}: {a.get('reason')}")
         for key, a in self._alarms_seen.items():
             if key not in alarms:
-                self.lab.event(f"alarm cleared: {a.get('id')} {a.get('host')}")
+                held = f" ({a['network']})" if a.get("network") else ""
+                self.lab.event(f"alarm cleared: {a.get('id')} {a.get('host')}{held}")
         self._alarms_seen = alarms
 
     def frame(self, now: float) -> list[str]:
@@ -245,7 +248,9 @@ class Lab:
         if cls is None:
             return f"unknown scenario {self.scenario_name!r} (one of {', '.join(SCENARIOS)})"
         if cls.needs_workers and self.hosts - 1 < cls.needs_workers:
-            return f"--scenario {self.scenario_name} needs a worker: use --hosts 2 or more"
+            workers = "a worker" if cls.needs_workers == 1 else f"{cls.needs_workers} workers"
+            return (f"--scenario {self.scenario_name} needs {workers}: use --hosts "
+                    f"{cls.needs_workers + 1} or more")
         if self.netns:
             return netns_problem()
         if not re.fullmatch(r"127\.\d{1,3}", self.block) or int(self.block.split(".")[1]) > 255:

@@ -44,7 +44,7 @@ DEFAULT_BLOCK = "127.42"       # loopback: 127.42.204.0/24 mgmt, .206 cluster-ho
 NETNS_BLOCK = "198.18"         # --netns: the same layout in 198.18.0.0/15, inside namespaces
 NET_OCTET = {"mgmt": 204, "cluster-host": 206, "pxeboot": 202}
 
-SCENARIOS = ("none", "pxeboot-loss", "restart", "burst")
+SCENARIOS = ("none", "pxeboot-loss", "controller-link", "restart", "burst")
 HA_SCENARIOS = ("none", "agent-kill", "node-kill", "swact", "split")   # with --ha
 REBOOT_KINDS = ("reboot", "reset", "lazy_reboot", "wipedisk")
 ENV_TAG = "MTCE_LAB_ID"        # every process the lab starts carries this (the cleanup sweep)

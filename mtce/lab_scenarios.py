@@ -1,6 +1,6 @@
-"""`mtce lab`'s fault scenarios (`--scenario`): pxeboot-loss, restart, burst. Each steps with
-the lab, changes something real (a fault-insertion file, a link down, a client killed, a
-flood) and ends with its promise held or `failed`.
+"""`mtce lab`'s fault scenarios (`--scenario`): pxeboot-loss, controller-link, restart, burst.
+Each steps with the lab, changes something real (a fault-insertion file, a link down, a client
+killed, a flood) and ends with its promise held or `failed`.
 """
 
 from __future__ import annotations
@@ -200,6 +200,156 @@ class PxebootLoss(Scenario):
             self._fit(False)
 
 
+class ControllerLink(Scenario):
+    """The controller's own side fails (issue 27, docs/protocol.md §5.8): first its pxeboot
+    link, then, in a second phase, its cluster-host link, each for longer than the pxeboot alarm
+    bound, then back. Every host loses that network at once: the agent must raise exactly one
+    mtce.mnfa for it and clear it once they are back, raise no 200.003, take no host offline,
+    with no operator command.
+
+    --netns: `ip -n <controller's namespace> link set eth2 (eth1) down`, then up. Loopback: no
+    link to take down; the agent's own receive socket of that network is closed by its
+    fault-insertion file (`<run_dir>/fit/agent_pxeboot_rxsock`, `agent_clstr_rxsock`) while
+    the phase lasts: what arrives from every host is lost at the controller, as on a dead link.
+    """
+
+    name = "controller-link"
+    needs_workers = 2                   # the default mnfa_threshold, whatever the controller does
+    PHASES = (("pxeboot", "eth2", "agent_pxeboot_rxsock"),
+              ("cluster-host", "eth1", "agent_clstr_rxsock"))
+    HOLD_S = PXEBOOT_ALARM_S + 10        # down for longer than the alarm bound
+    about_s = 2 * (STEADY_S + HOLD_S + PXEBOOT_CLEAR_S + 5)
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.phase = 0
+        self.down_at = self.up_at = None
+        self.tail: LogTail | None = None
+        self.lines: list[str] = []
+        self.problems: list[str] = []
+        self.results: list[str] = []
+        self.held = 0                       # hosts the phase's mtce.mnfa named
+        self.link_down = False
+
+    @property
+    def net(self) -> str:
+        return self.PHASES[self.phase][0]
+
+    def status(self) -> str:
+        now = time.monotonic()
+        if self.state == "waiting":
+            return (f"controller-link: the controller's {self.net} link fails once every host "
+                    f"is ok for {STEADY_S:g} s")
+        if self.state == "down":
+            return (f"controller-link: the controller's {self.net} link down for "
+                    f"{now - self.down_at:.0f} s of {self.HOLD_S:g} ; one mtce.mnfa expected")
+        if self.state == "recovering":
+            return (f"controller-link: the controller's {self.net} link back for "
+                    f"{now - self.up_at:.0f} s ; mtce.mnfa clears once every host is back")
+        return f"controller-link: {self.state}" + (f": {self.summary}" if self.summary else "")
+
+    def _link(self, up: bool) -> None:
+        net, ifname, fit = self.PHASES[self.phase]
+        self.link_down = not up
+        c = self.lab.plan.controller
+        word = "up" if up else "down"
+        if self.lab.plan.netns:
+            ip_cmd("link", "set", ifname, word, ns=c.ns)
+            self.lab.event(f"{c.name}: {net} link {ifname} set {word} (ip -n {c.ns} link set "
+                           f"{ifname} {word})")
+            return
+        path = os.path.join(c.run_dir, "fit", fit)
+        if up:
+            if os.path.exists(path):
+                os.unlink(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w"):
+                pass
+        self.lab.event(f"{c.name}: the agent's {net} receive socket "
+                       f"{'back' if up else 'closed'} (fit/{fit} {'removed' if up else 'made'})")
+
+    def _watch(self, view: View) -> None:
+        """What must never happen while the scenario lasts: a 200.003, a host offline."""
+        for a in view.alarms:
+            if a.get("id") != "mtce.mnfa":
+                why = f"{a.get('id')} raised for {a.get('host')}"
+                if why not in self.problems:
+                    self.problems.append(why)
+        for name in view.expected:
+            if (view.hosts.get(name) or {}).get("availability") == "offline":
+                why = f"{name} went offline"
+                if why not in self.problems:
+                    self.problems.append(why)
+
+    def _mnfa(self, view: View) -> dict | None:
+        return next((a for a in view.alarms if a.get("id") == "mtce.mnfa"
+                     and a.get("network") == self.net), None)
+
+    def _count(self, text: str) -> int:
+        if self.tail is not None:
+            self.lines += self.tail.read()
+        return sum(text in line for line in self.lines)
+
+    def step(self, now: float, view: View) -> None:
+        if self.state != "waiting":
+            self._watch(view)
+            if self.problems:
+                self.fail("; ".join(self.problems))
+                return
+        if self.state == "waiting":
+            if view.steady_for(now) >= STEADY_S:
+                if self.started_at is None:
+                    self.started_at = now
+                    self.tail = LogTail(self.lab.plan.agent_log, from_end=True)
+                self.down_at = now
+                self._link(False)
+                self.state = "down"
+            return
+        if self.state == "down":
+            if now - self.down_at < self.HOLD_S:
+                return
+            alarm = self._mnfa(view)
+            if alarm is None:
+                self.fail(f"no mtce.mnfa for {self.net} {now - self.down_at:.0f} s after the "
+                          f"controller's {self.net} link went down")
+                return
+            self.held = len(alarm.get("hosts") or ())
+            self.up_at = now
+            self._link(True)
+            self.state = "recovering"
+            return
+        if self.state == "recovering":
+            if self._mnfa(view) is None and view.all_ok_now():
+                self._phase_done(now)
+            elif now - self.up_at > PXEBOOT_CLEAR_S + 20:
+                self.fail(f"mtce.mnfa for {self.net} not cleared {now - self.up_at:.0f} s after "
+                          f"the controller's {self.net} link came back")
+
+    def _phase_done(self, now: float) -> None:
+        entered = self._count(f"MNFA ENTER ({self.net}) ; ")
+        left = self._count(f"MNFA EXIT ({self.net})")
+        if (entered, left) != (1, 1):
+            self.fail(f"{self.net}: {entered} MNFA ENTER and {left} MNFA EXIT lines (expected "
+                      f"one each)")
+            return
+        self.results.append(f"{self.net}: one mtce.mnfa ({self.held} hosts), cleared "
+                            f"{now - self.up_at:.1f} s after the link came back")
+        if self.phase + 1 < len(self.PHASES):
+            self.phase += 1
+            self.state = "waiting"
+            return
+        self.finish(" ; ".join(self.results) + " ; no 200.003, no host offline")
+
+    def fail(self, why: str) -> None:
+        super().fail(why)
+        self.stop()
+
+    def stop(self) -> None:
+        if self.link_down:
+            self._link(True)
+
+
 class Restart(Scenario):
     """A client is killed (SIGKILL, like a crash) and started again: within 10 s the agent
     must see that host's pxeboot mtcAlive again, numbered from 1 (it re-learned its own
@@ -356,7 +506,7 @@ class Burst(Scenario):
             stop_all([self.proc], 1.0)
 
 
-SCENARIO_CLASSES = {c.name: c for c in (Scenario, PxebootLoss, Restart, Burst)}
+SCENARIO_CLASSES = {c.name: c for c in (Scenario, PxebootLoss, ControllerLink, Restart, Burst)}
 
 
 def _count_lines(path: str) -> int:

@@ -88,7 +88,9 @@ class View:
         return 0.0 if self.all_ok_since is None else now - self.all_ok_since
 
     def alarm_for(self, name: str) -> dict | None:
-        return next((a for a in self.alarms if a.get("host") == name), None)
+        """The host's own alarm (200.003), not a network's (mtce.mnfa, the agent's host)."""
+        return next((a for a in self.alarms if a.get("host") == name and not a.get("network")),
+                    None)
 
     def missing(self) -> list[str]:
         """What never came up: 'worker-1 never online', 'worker-0 never ok on pxeboot'."""

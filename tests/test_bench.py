@@ -171,3 +171,15 @@ def test_scale_rows_divide_by_the_inventory_size():
                                                  0.05, 0.0, 0.1)])
     assert "2,000" in text and "1.50%" in text and "0.75%" in text and "1.20 MB" in text
     assert len(text.splitlines()) == 3
+
+
+def test_a_multi_node_failure_of_every_host_is_one_fault_and_its_cost_is_reported(result):
+    """Issue 27 item 5: every host's pxeboot stops at once, for longer than the 200.003 bound,
+    then flows again: the agent entered one multi-node failure holding every live host (all
+    but the silenced one and the one with its own 200.003), left it, raised no 200.003, and
+    the bench says what that cost."""
+    r = result
+    assert r["mnfa_hosts"] == r["hosts"] - 2
+    assert r["mnfa_alarms_200003"] == 0
+    assert 0 < r["mnfa_enter_s"] and 0 < r["mnfa_exit_s"]
+    assert _number(r["mnfa_cpu_pct"]) and r["mnfa_cpu_pct"] > 0

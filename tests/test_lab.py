@@ -314,6 +314,8 @@ def test_a_port_in_use_is_named_with_the_fix(tmp_path):
     (["--hosts", "0"], "--hosts must be between 1 and 100 (controller-0 included)"),
     (["--hosts", "1", "--scenario", "pxeboot-loss"],
      "--scenario pxeboot-loss needs a worker: use --hosts 2 or more"),
+    (["--hosts", "2", "--scenario", "controller-link"],
+     "--scenario controller-link needs 2 workers: use --hosts 3 or more"),
     (["--duration", "0"], "--duration must be more than 0 seconds"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):

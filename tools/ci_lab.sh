@@ -11,7 +11,7 @@
 #
 # Environment: PYTHON (default .venv/bin/python if present, else python3),
 #              MTCE_BIN (default "$PYTHON mtce.py"; e.g. "python3 dist/mtce.pyz"),
-#              CI_LAB_SCENARIOS (default "none pxeboot-loss restart burst"),
+#              CI_LAB_SCENARIOS (default "none pxeboot-loss controller-link restart burst"),
 #              CI_LAB_HA_SCENARIOS (default "agent-kill node-kill swact split"; "" for none).
 set -uo pipefail
 
@@ -20,10 +20,10 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 read -r -a MTCE <<< "${MTCE_BIN:-$PYTHON mtce.py}"
-SCENARIOS=${CI_LAB_SCENARIOS:-none pxeboot-loss restart burst}
+SCENARIOS=${CI_LAB_SCENARIOS:-none pxeboot-loss controller-link restart burst}
 HA_SCENARIOS=${CI_LAB_HA_SCENARIOS-agent-kill node-kill swact split}
 HA_DURATION=240                 # an upper bound: an --ha lab ends when its scenario does (~80 s)
-declare -A DURATION=([none]=15 [pxeboot-loss]=75 [restart]=30 [burst]=30)
+declare -A DURATION=([none]=15 [pxeboot-loss]=75 [controller-link]=130 [restart]=30 [burst]=30)
 
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/ci-lab.XXXXXX")
 LANES=()
