@@ -16,18 +16,17 @@ from __future__ import annotations
 import logging
 import os
 
-from mtce import agent_alarm_store, agent_ctl, agent_decisions, agent_net, agent_pacing, auth, \
+from mtce import agent_alarm_store, agent_ctl, agent_decisions, agent_net, agent_takeover, auth, \
     config, logs, metrics, netif, store, transport
 from mtce.agent_dnsmasq import PxebootAddresses
 from mtce.agent_inbox import Inbox
 from mtce.agent_outbox import Outbox
 from mtce.agent_pacing import Pacer
+from mtce.agent_reading import Reading
 from mtce.agent_table import HostTable
 from mtce.children import Children
-from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Net
 
 PROGRAM = "mtcAgent"
-BATCH_LOG_ABOVE = 25            # "serviced %d messages in one batch" above this
 RATE_PERIOD_S = 60.0            # LOOP_TIMER_PERIOD_SECS
 RATE_LOG_ABOVE = 20.0           # MSGS_PER_SEC_THRESHOLD
 STALL_S = 2.0                   # a loop turn this late means the process was stalled
@@ -37,7 +36,6 @@ ALARM_HOOK_TIMEOUT_S = 30.0
 # datagram can cause that is not a host's state change shares this budget.
 NOISE_BURST, NOISE_PER_MIN = 10, 6
 SIMPLEX_FILE = "simplex"        # <platform_dir>/simplex (STILL_SIMPLEX_FILE)
-_BATCH_NAME = {Net.MGMT: "Mgmnt", Net.CLSTR: "Clstr", Net.PXEBOOT: "pxeboot"}
 # Keys whose change a SIGHUP applies by re-creating the sockets they shape.
 SOCKET_KEYS = {("agent", "mtc_agent_port"): ("mgmt_rx", "clstr_rx"),
                ("agent", "mtc_rx_pxeboot_port"): ("pxeboot_rx",),
@@ -96,7 +94,6 @@ class Agent:
                                       netif.NetlinkWatcher if netlink_watch else None)
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
-        self.net.set.after_drain = self._drained
         self.net.host_count = lambda: len(self.inventory.hosts)
         self.outbox = Outbox(self.table, self.net, clock, loop, log, self.operator_states,
                              self.run, self.load_dnsmasq_hosts, self.refresh_facts, cfg,
@@ -108,11 +105,13 @@ class Agent:
                                               self.pxeboot_provisioned, cfg, self.dnsmasq_path)
         self.hooks = Children(log, clock)
         self.ctl = None
-        self._rate_count = 0
         self._rate_logged = 0.0
         self._last_turn = clock.now()
         self.pacer = Pacer(self.table.settings.offline_period_s, clock.now(),
                            _audit_s(self.table.settings), self.table.settings.pxeboot_window_s)
+        self.reading = Reading(self.net, self.pacer, self.counters, self.table, self.outbox,
+                               self.noise, clock)
+        self.net.set.after_drain = self.reading.drained
         self.started_at = clock.wall()
         self.stopped = False
         self.metrics = metrics.Endpoint(loop, lambda: self.series(clock.now()),
@@ -155,32 +154,25 @@ class Agent:
                              self.hostname, self.inventory.path)
         self.run(self.table.apply_inventory(self.inventory, now)[3])
         self.refresh_facts()
-        self._restore_operator_states(now)
-        self._restore_host_facts(now)
+        agent_takeover.restore_hosts(self.table, self.operator_states, self.host_facts, self.log,
+                                     self.run, now)
+        self.check_store()
         if self.simplex:
             self.log.info("Simplex Mode: Pxeboot network not provisioned")
         self.load_dnsmasq_hosts(force=True)
         if self.pxeboot_provisioned:
             self.log.info("Pxeboot IP  : %s", self.pxeboot_ip or "none")
-        problem = self.alarms.load()
-        if problem:
-            self.log.error("%s", problem)
-        active = [a.host for a in self.alarms.active() if a.id == ALARM_MTCALIVE]
-        if active:
-            self.run(self.table.restore_alarms(active, now))
-        for alarm in [a for a in self.alarms.active() if a.id == ALARM_MNFA]:
-            raised = alarm.raised_wall()
-            age = self.clock.wall() - raised if raised is not None else 0.0
-            self.run(self.table.restore_mnfa(alarm.network, alarm.hosts, age, now))
+        agent_takeover.restore_alarms(self.table, self.alarms, self.log, self.run, now,
+                                      self.clock.wall())
         self.net.setup()
         self.run(self.table.takeover_requests())
         self._start_ctl()
         self.net.watch()
         self.metrics.use(self.cfg.metrics.listen)
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
-        self.size_pile()
+        self.reading.size_pile()
         self.loop.call_at(self.pacer.next_tick(now), self.audit)
-        self.loop.pause_hint = self.pause_hint
+        self.loop.pause_hint = self.reading.pause_hint
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
 
     def refresh_facts(self) -> None:
@@ -189,27 +181,6 @@ class Agent:
         at every audit tick)."""
         self.table.facts.still_simplex = os.path.exists(
             os.path.join(self.cfg.paths.platform_dir, SIMPLEX_FILE))
-
-    def _restore_operator_states(self, now: float) -> None:
-        for problem in self.operator_states.load():
-            self.log.error("%s", problem)
-        self.operator_states.restore(self.table, now, self.log, self.run)
-        self.check_store()
-
-    def _restore_host_facts(self, now: float) -> None:
-        """docs/contract.md §8 "Takeover": what the agent before this one knew of each host."""
-        for problem in self.host_facts.load():
-            self.log.error("%s", problem)
-        self.host_facts.keep_only(self.table.hosts)
-        online = 0
-        for name, host in self.table.hosts.items():
-            facts = self.host_facts.get(name)
-            if facts:
-                host.restore(facts.get("online"), facts.get("pxeboot_feature"), now)
-                online += bool(facts.get("online"))
-        if online:
-            self.log.info("%d hosts online before this agent started ; each goes offline if "
-                          "silent for one detection window", online)
 
     def load_dnsmasq_hosts(self, force: bool = False) -> None:
         self.pxeboot_addrs.load(force)
@@ -253,22 +224,6 @@ class Agent:
                              ALARM_HOOK_TIMEOUT_S)
 
     # -- periodic work -----------------------------------------------------------------------
-    def _drained(self, net: Net, count: int) -> None:
-        self._rate_count += count
-        self.pacer.read(count)
-        self.counters.rx += count
-        self.counters.rx_net[net] += count
-        if count >= agent_net.RX_LIMIT:
-            self.pacer.saturated = True
-        if count > BATCH_LOG_ABOVE:
-            self.noise.info(("batch", net), "serviced %d messages in one batch (%s)", count,
-                            _BATCH_NAME[net])
-
-    def pause_hint(self) -> float:
-        """How long the loop may let datagrams gather before it reads (mtce/agent_pacing.py)."""
-        self._choose_grid()
-        return self.pacer.pause(self.clock.now())
-
     def audit(self) -> None:
         """Every tick (the offline_period or a fraction of it): stall check, then the hosts
         that are due."""
@@ -287,7 +242,7 @@ class Agent:
         self.hooks.reap()
         # One write for every alarm change of this tick; what a full disk refused, again.
         self.saver.tick(now)
-        self._choose_grid()
+        self.reading.choose_grid()
         # The next audit on the tick grid (pause_hint wakes on it too), or earlier when a
         # host in an offline audit is due to go offline before that (offline on time, not
         # one grid step late); on the long grid also when a host's silence starts to count
@@ -298,39 +253,18 @@ class Agent:
             due = min(due, self.table.refresh(tick))
         self.loop.call_at(min(tick, max(due, now + 0.001)), self.audit)
 
-    def _choose_grid(self) -> None:
-        """Issue 25 item 3: the long grid (a read and an audit a second at light load) when
-        every datagram comes with its kernel arrival time (a datagram read a second late
-        still counts from when it came), no host is in an offline audit (its requests go out
-        every offline_period) and no command waits for its ACK (the operator waits too).
-        A host whose silence starts to count before the next tick wakes the agent on time
-        (`audit`); a pxeboot window ends on a point of the long grid (`Facts.grid_s`), where
-        the read that judges it comes."""
-        stamped = self.net.set.stamped
-        self.pacer.long = stamped and not self.table.auditing and \
-            not self.outbox.waiting
-        self.table.facts.grid_s = self.pacer.long_s() if stamped else 0.0
-
     def drops_tick(self) -> None:
         if self.stopped:
             return
         self.loop.call_later(DROPS_CHECK_S, self.drops_tick)
-        self.counters.kernel_drops = self.net.set.check_drops()
-        self.counters.drops_net = self.net.set.drops_by_net()
-        self.size_pile()
-
-    def size_pile(self) -> None:
-        """How much the loop may let pile up between reads (mtce/agent_pacing.py): half of what the
-        smallest receive buffer holds, as the sockets are now."""
-        room = self.net.rx_room()
-        self.pacer.max_pile = max(1, room // 2) if room else agent_pacing.COALESCE_MAX_PILE
+        self.reading.check_drops()
 
     def rate_tick(self) -> None:
         """The original's 60 s message-rate log (docs/protocol.md §5.4 "Rate log")."""
         if self.stopped:
             return
         self.loop.call_later(RATE_PERIOD_S, self.rate_tick)
-        count, self._rate_count = self._rate_count, 0
+        count = self.reading.take_count()
         rate = count / RATE_PERIOD_S
         if rate > RATE_LOG_ABOVE and abs(rate - self._rate_logged) > 10:
             self.log.info("%d messages processed ; rate: %.1f msgs/sec] [%d:0:0:0:0:0", count,

@@ -204,7 +204,7 @@ def test_a_small_buffer_bounds_the_pause_below_256(tmp_path):
     try:
         for name in agent_net.RX_OF.values():
             s.agent.net.set[name].rcvbuf = 100 * transport.DATAGRAM_TRUESIZE
-        s.agent.size_pile()
+        s.agent.reading.size_pile()
         assert s.agent.pacer.max_pile == 50
         s.agent.pacer.rate = 1500.0
         assert s.agent.pacer.pause(s.clock.now()) <= 50 / 1500.0 + 1e-9

@@ -529,7 +529,7 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
     assert a.pacer.tick_s() == pytest.approx(tick)
     for _ in range(3):
         now = s.clock.now()
-        pause = a.pause_hint()
+        pause = a.reading.pause_hint()
         assert 0 < pause <= tick + 1e-9
         assert (now + pause) / tick == pytest.approx(round((now + pause) / tick), abs=1e-6)
         assert s.loop.next_deadline() == pytest.approx(now + pause), "the audit is on the grid"
@@ -545,8 +545,8 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
             s.net.transmit(alive_msg(s, "worker-0", Net.MGMT, seq), src, dest)
         s.settle()
     burst(agent_net.RX_LIMIT)                # a full drain was waiting
-    assert a.pause_hint() == 0.0
-    assert a.pause_hint() > 0, "one turn without a pause, then back on the grid"
+    assert a.reading.pause_hint() == 0.0
+    assert a.reading.pause_hint() > 0, "one turn without a pause, then back on the grid"
     assert a.pacer.max_pile == a.net.rx_room() // 2
     # The rule at a smaller pile than these buffers allow (the fake socket holds 4,096
     # datagrams, a drain reads as many: twice a real pile would be a full drain each turn).
@@ -554,7 +554,7 @@ def test_at_light_load_the_agent_reads_once_a_tick_on_its_audit_grid(sim, offlin
     for _ in range(round(1.2 / tick)):     # twice what one tick may pile up, each tick
         burst(2 * pile)
         s.run(tick)
-    pause = a.pause_hint()
+    pause = a.reading.pause_hint()
     assert pause == pytest.approx(tick / 2, rel=0.25), "as long as max_pile datagrams take"
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == seq
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["missed"] == 0
@@ -616,14 +616,14 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(real_age
     st = a.table.settings          # at most half an offline audit, in fine ticks
     long_s = min(agent_pacing.LONG_TICK_S, st.offline_period_s * st.offline_threshold / 2)
     assert a.pacer.long_s() == pytest.approx(long_s) and long_s > tick
-    assert a.pause_hint() > tick, "nothing needs the fine grid"
+    assert a.reading.pause_hint() > tick, "nothing needs the fine grid"
     # every host's pxeboot monitor ends its windows on that grid (the second attack: the
     # monitors had a copy of the facts that never heard of it, 200.003 came 8.6 s late)
     assert {h.pxe.facts.grid_s for h in a.table} == {long_s}
     a.outbox.commands.start("worker-0", Cmd.REBOOT, 0, (), clock.now())
-    assert a.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
+    assert a.reading.pause_hint() <= tick + 1e-9, "a command waits for its ACK"
     a.outbox.commands.pending.clear()
-    assert a.pause_hint() > tick
+    assert a.reading.pause_hint() > tick
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         peer.bind((files.host("worker-0").mgmt_ip, 0))
@@ -639,7 +639,7 @@ def test_on_stamped_sockets_at_light_load_the_agent_reads_once_a_second(real_age
     clock.advance(a.table.settings.online_period_s + 0.5)
     a.audit()
     assert a.table.auditing
-    assert a.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
+    assert a.reading.pause_hint() <= tick + 1e-9, "a host is in an offline audit"
 
 
 @pytest.mark.parametrize("net", [Net.MGMT, Net.CLSTR])
