@@ -330,8 +330,8 @@ class Agent:
         self.outbox.reconfigure(new)
         self.wire.use(new_auth, warnings)
         now = self.clock.now()
-        self.table.apply_settings(agent_decisions.Settings.from_config(
-            new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now)
+        self.run(self.table.apply_settings(agent_decisions.Settings.from_config(
+            new, simplex=self.simplex, pxeboot_provisioned=self.pxeboot_provisioned), now))
         self.pacer.reconfigure(self.table.settings.offline_period_s,
                                _audit_s(self.table.settings),
                                self.table.settings.pxeboot_window_s)

@@ -23,7 +23,7 @@ DETECTION_SLACK_S = 1.0         # the agent's read grid at most: a loss is decla
 class Failure:
     """One network's MNFA bookkeeping."""
 
-    __slots__ = ("net", "recent", "unrecovered", "held", "back", "since")
+    __slots__ = ("net", "recent", "unrecovered", "held", "back", "since", "raised_on")
 
     def __init__(self, net: Net):
         self.net = net
@@ -32,6 +32,7 @@ class Failure:
         self.held: set | None = None        # the hosts in the MNFA; None: none under way
         self.back: set = set()              # hosts in it that are back
         self.since = INF                    # when it began (monotonic)
+        self.raised_on = ""                 # the host its alarm names (a takeover keeps it)
 
     @property
     def active(self) -> bool:
@@ -113,7 +114,7 @@ class Mnfa:
             return
         for f in self.nets.values():
             if f.held is not None and now >= f.since + timeout:
-                self._exit(f, out, timed_out=True)
+                self._exit(f, out, why=f"timeout after {timeout:g} secs")
 
     def deadline(self) -> float:
         """When `audit` next has work (INF: none)."""
@@ -123,11 +124,24 @@ class Mnfa:
         return min((f.since + timeout for f in self.nets.values() if f.held is not None),
                    default=INF)
 
-    def restore(self, net: Net, hosts: list, age_s: float, now: float) -> None:
-        """An MNFA the agent before this one had (its alarm in `state_dir`), `age_s` old: its
-        hosts are held, and each counts as back at its next return."""
+    def reconfigure(self, settings: Settings, out: list) -> None:
+        """New settings (SIGHUP); turned off (`mnfa_threshold` 0), each MNFA under way ends,
+        its hosts still lost handled on their own from now, as at a timeout."""
+        self.settings = settings
+        if not settings.mnfa_threshold:
+            for f in self.nets.values():
+                if f.held is not None:
+                    self._exit(f, out, why="turned off (mnfa_threshold 0)")
+                f.recent, f.unrecovered = [], set()
+
+    def restore(self, net: Net, hosts: list, age_s: float, now: float,
+                raised_on: str = "") -> None:
+        """An MNFA the agent before this one had (its alarm in `state_dir`, raised on
+        `raised_on`: the other controller after a takeover), `age_s` old: its hosts are held,
+        and each counts as back at its next return."""
         f = self.nets[net]
         f.held, f.back, f.since = set(hosts), set(), now - max(0.0, age_s)
+        f.raised_on = raised_on or self.agent_host
         f.unrecovered |= f.held
         for host in hosts:
             _hold(host, net, True)
@@ -146,30 +160,32 @@ class Mnfa:
 
     def _enter(self, f: Failure, hosts: set, now: float, out: list) -> None:
         f.held, f.back, f.since, f.recent = hosts, set(), now, []
+        f.raised_on = self.agent_host
         for host in hosts:
             _hold(host, f.net, True)
         out.append(Log("warning", f"MNFA ENTER ({f.net.key}) ; {len(hosts)} hosts"))
         out.append(self.alarm_of(f.net))
 
-    def _exit(self, f: Failure, out: list, timed_out: bool = False) -> None:
+    def _exit(self, f: Failure, out: list, why: str = "") -> None:
+        """Every host is back; or, `why` (a timeout, turned off), each still lost is handled on
+        its own from now on, as if its loss began now."""
         still = [h for h in f.held if h not in f.back]
         for host in f.held:
             _hold(host, f.net, False)
-            if timed_out and host in still and f.net is Net.PXEBOOT:
+            if why and host in still and f.net is Net.PXEBOOT:
                 host.pxe.loss_begins()
         text = f"MNFA EXIT ({f.net.key})"
-        if timed_out:
-            text += (f" ; timeout after {self.settings.mnfa_timeout_s:g} secs ; {len(still)} "
-                     f"hosts still lost")
+        if why:
+            text += f" ; {why} ; {len(still)} hosts still lost"
         f.held, f.back, f.since = None, set(), INF
         out.append(Log("info", text))
-        out.append(ClearAlarm(self.agent_host, ALARM_MNFA, f.net.key))
+        out.append(ClearAlarm(f.raised_on, ALARM_MNFA, f.net.key))
 
     def alarm_of(self, net: Net) -> RaiseAlarm:
         """The mtce.mnfa alarm of `net`'s MNFA under way, naming its hosts now."""
         f = self.nets[net]
         net = f.net.key
-        return RaiseAlarm(self.agent_host, ALARM_MNFA, MNFA_SEVERITY,
+        return RaiseAlarm(f.raised_on, ALARM_MNFA, MNFA_SEVERITY,
                           f"{net} network lost by several hosts at once ; the controller's "
                           f"side (its {net} link or switch port) is the likely fault",
                           net, tuple(sorted(h.hostname for h in f.held)))

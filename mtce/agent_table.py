@@ -227,30 +227,34 @@ class HostTable:
                 out.extend(host.restore_alarm(now))
         return out
 
-    def restore_mnfa(self, network: str, hostnames: Iterable[str], age_s: float,
-                     now: float) -> list:
-        """An mtce.mnfa alarm found at start (agent_mnfa.Mnfa.restore): its hosts still in the
-        inventory are held again; one for an unknown network, or with none of them left, is
+    def restore_mnfa(self, network: str, hostnames: Iterable[str], age_s: float, now: float,
+                     raised_on: str = "") -> list:
+        """An mtce.mnfa alarm found at start (agent_mnfa.Mnfa.restore), raised on `raised_on`
+        (this agent's host, or the other controller's before a takeover): its hosts still in
+        the inventory are held again; one for an unknown network, or with none of them left, is
         cleared."""
         net = next((n for n in Net if n.key == network), None)
         hosts = [self.hosts[h] for h in hostnames if h in self.hosts]
-        if net is None or not hosts:
-            return [Log("info", f"MNFA ({network}) found at start without its hosts ; "
-                                f"clearing {ALARM_MNFA}"),
-                    ClearAlarm(self.mnfa.agent_host, ALARM_MNFA, network)]
-        self.mnfa.restore(net, hosts, age_s, now)
+        if net is None or not hosts or not self.settings.mnfa_threshold:
+            return [Log("info", f"MNFA ({network}) found at start without its hosts, or "
+                                f"mnfa_threshold 0 ; clearing {ALARM_MNFA}"),
+                    ClearAlarm(raised_on or self.mnfa.agent_host, ALARM_MNFA, network)]
+        self.mnfa.restore(net, hosts, age_s, now, raised_on)
         out = [Log("info", f"MNFA ({network}) found at start ; {len(hosts)} hosts held until "
                            f"they are back")]
         if len(hosts) != len(list(hostnames)):
             out.append(self.mnfa.alarm_of(net))
         return out
 
-    def apply_settings(self, settings: Settings, now: float) -> None:
-        """New timers after a reload; every host is rescheduled."""
-        self.settings = self.mnfa.settings = settings
+    def apply_settings(self, settings: Settings, now: float) -> list:
+        """New timers after a reload; every host is rescheduled; MNFA turned off ends."""
+        self.settings = settings
+        out: list = []
+        self.mnfa.reconfigure(settings, out)
         for host in self.hosts.values():
             host.settings = host.pxe.settings = settings
             self._woken.append(host)
+        return out
 
     # -- scheduling (agent_deadlines.Deadlines) -------------------------------------------------
 

@@ -42,4 +42,4 @@ def restore_alarms(table, alarms, log, run, now: float, wall: float) -> None:
     for alarm in [a for a in alarms.active() if a.id == ALARM_MNFA]:
         raised = alarm.raised_wall()
         run(table.restore_mnfa(alarm.network, alarm.hosts,
-                               wall - raised if raised is not None else 0.0, now))
+                               wall - raised if raised is not None else 0.0, now, alarm.host))

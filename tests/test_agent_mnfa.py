@@ -344,3 +344,36 @@ def test_mtce_hosts_marks_the_held_networks_and_mtce_alarms_names_the_hosts():
         line.endswith("why ; pxeboot: 2 hosts (worker-0, worker-1)")
     many = format_alarms([dict(alarm, hosts=[f"worker-{i}" for i in range(40)])])
     assert many.endswith("40 hosts (worker-0, worker-1, worker-2, worker-3, worker-4, ...)")
+
+
+def test_an_mnfa_taken_over_by_the_other_controller_is_cleared_under_the_name_it_was_raised():
+    """A takeover: the agent on controller-1 finds controller-0's mtce.mnfa in the shared
+    state_dir. It holds the hosts and, once they are back, clears that very alarm (the host it
+    was raised on), not one of its own name that does not exist."""
+    s = table_sim()
+    s.run(10)
+    s.table.mnfa.agent_host = "controller-1"
+    out = s.table.restore_mnfa("pxeboot", ("worker-0", "worker-1"), 30.0, s.t,
+                               raised_on="controller-0")
+    assert [type(a).__name__ for a in out] == ["Log"], out
+    assert held(s, "worker-0") == ["pxeboot"]
+    s.run(3 * WINDOW_S)
+    [clear] = cleared(s, ALARM_MNFA)
+    assert (clear.host, clear.network) == ("controller-0", "pxeboot")
+
+
+def test_a_reload_that_turns_mnfa_off_ends_the_one_under_way():
+    """mnfa_threshold = 0 by SIGHUP while one lasts: it ends at once, as at its timeout (each
+    host still lost handled on its own from then), rather than holding its hosts forever."""
+    from dataclasses import replace
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1"])
+    s.run(16)
+    assert s.texts("MNFA ENTER")
+    s.record(s.table.apply_settings(replace(s.table.settings, mnfa_threshold=0), s.t))
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot) ; turned off (mnfa_threshold 0) ; 2 "
+                                    "hosts still lost"]
+    assert held(s, "worker-0") == [] and len(cleared(s, ALARM_MNFA)) == 1
+    s.run(ALARM_S + 2 * WINDOW_S)
+    assert sorted(a.host for a in raised(s, ALARM_MTCALIVE)) == ["worker-0", "worker-1"]
