@@ -93,7 +93,7 @@ class Mnfa:
         return host in self.nets[net].unrecovered
 
     def forget(self, host, out: list) -> None:
-        """`host` is locked or left the inventory: its losses no longer count."""
+        """`host` is locked, offline or left the inventory: its losses no longer count."""
         for f in self.nets.values():
             f.unrecovered.discard(host)
             f.recent = [(t, h) for t, h in f.recent if h is not host]

@@ -200,6 +200,8 @@ class Presence:
             n.state = NetState.LOST
         h.locks.reset()
         h._update_steady()
+        if h.links.mnfa is not None:   # offline is its own fault: no multi-node failure holds it
+            h.links.mnfa.forget(h, out)
         out.append(Log("info", f"{h.hostname} going offline ; (threshold "
                                f"({_ms(s.offline_period_s)} msec * {s.offline_threshold})"))
         out.append(Remember(h.hostname, "online", False))

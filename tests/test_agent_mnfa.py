@@ -377,3 +377,18 @@ def test_a_reload_that_turns_mnfa_off_ends_the_one_under_way():
     assert held(s, "worker-0") == [] and len(cleared(s, ALARM_MNFA)) == 1
     s.run(ALARM_S + 2 * WINDOW_S)
     assert sorted(a.host for a in raised(s, ALARM_MTCALIVE)) == ["worker-0", "worker-1"]
+
+
+def test_a_held_host_that_goes_offline_leaves_the_set_and_the_others_end_it():
+    """The link comes back but one host of the set died meanwhile: offline, it is handled as
+    any offline host; the MNFA ends when the others are back instead of lasting forever."""
+    s = table_sim()
+    s.run(10)
+    cut(s, ["worker-0", "worker-1", "worker-2"])
+    s.run(16)
+    assert held(s, "worker-2") == ["pxeboot"]
+    cut(s, ["worker-2"], nets=tuple(Net))
+    s.run(8 * WINDOW_S)
+    assert s.table.hosts["worker-2"].availability is Availability.OFFLINE
+    assert held(s, "worker-2") == []
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
