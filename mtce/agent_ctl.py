@@ -150,6 +150,8 @@ class Server(StreamServer):
         self.loop.add_reader(conn, lambda c, watch=reply.watch: self._waiter_read(watch, c))
 
     def _waiter_read(self, watch: int, conn) -> None:
+        if self.waiting.get(watch) is not conn:
+            return                      # told or replaced already: not parked any more
         try:
             data = conn.recv(4096)
         except (BlockingIOError, InterruptedError):

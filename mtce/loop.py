@@ -154,7 +154,11 @@ class Loop:
             wait = max(0.0, deadline - now)
             if max_wait is not None:
                 wait = min(wait, max_wait)
-        for key, _ in self.selector.select(wait):
+        ready = self.selector.select(wait)
+        registered = self.selector.get_map()
+        for key, _ in ready:
+            if registered.get(key.fd) is not key:
+                continue                # removed (and closed) by a reader before it this turn
             ran += 1
             self._guard(getattr(key.data, "__qualname__", "reader"), key.data, key.fileobj)
         now = self.clock.now()

@@ -74,3 +74,35 @@ def test_a_removed_reader_no_longer_ends_a_pause(loop, pair):
     loop.add_reader(ready, lambda s: None)
     loop.remove_reader(ready)
     assert not loop.urgent.get_map() and not loop.selector.get_map()
+
+
+def test_a_reader_removed_earlier_in_the_same_turn_is_not_called(loop):
+    """Two readers ready in one turn; the first one's callback removes and closes the second
+    (the agent answering a parked `--wait` request whose client also hung up: issue 26's
+    attack found `ValueError: file descriptor cannot be a negative integer` from its stale
+    read). The second one's callback must not run on a closed socket."""
+    pairs = [socket.socketpair() for _ in range(2)]
+    (a, a_peer), (b, b_peer) = pairs
+    calls = []
+
+    def first(s):
+        calls.append("first")
+        s.recv(1)
+        if b.fileno() != -1:
+            loop.remove_reader(b)
+            b.close()
+
+    def second(s):
+        calls.append("second")
+        s.recv(1)                       # what a stale call would do: on fd -1, it raises
+
+    loop.add_reader(a, first)
+    loop.add_reader(b, second)
+    a_peer.send(b"x")
+    b_peer.send(b"y")
+    for _ in range(2):
+        loop.run_once(0.5)
+    assert calls in (["first"], ["second", "first"]), calls
+    assert "first" in calls
+    for s in (a, a_peer, b_peer):
+        s.close()
