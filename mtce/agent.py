@@ -17,14 +17,16 @@ import logging
 import os
 
 from mtce import agent_alarm_store, agent_ctl, agent_decisions, agent_net, agent_takeover, auth, \
-    config, logs, metrics, netif, store, transport
+    config, logs, metrics, netif, netlink, store, transport
 from mtce.agent_dnsmasq import PxebootAddresses
 from mtce.agent_inbox import Inbox
 from mtce.agent_outbox import Outbox
 from mtce.agent_pacing import Pacer
 from mtce.agent_reading import Reading
 from mtce.agent_table import HostTable
+from mtce.budget import Budget
 from mtce.children import Children
+from mtce.decisions import Log
 
 PROGRAM = "mtcAgent"
 RATE_PERIOD_S = 60.0            # LOOP_TIMER_PERIOD_SECS
@@ -62,7 +64,7 @@ class Agent:
         self.cfg, self.loop, self.clock = cfg, loop, clock
         self.log = log = logger or logs.get()
         self.throttle = logs.Throttle(log, clock)
-        self.noise = logs.Throttle(log, clock, budget=logs.Budget(NOISE_BURST, NOISE_PER_MIN))
+        self.noise = logs.Throttle(log, clock, budget=Budget(NOISE_BURST, NOISE_PER_MIN))
         self.lines = logs.Lines(log, self.noise, self.throttle)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.inventory = inventory or config.load_inventory(cfg.agent.inventory)
@@ -91,7 +93,7 @@ class Agent:
         self.net = agent_net.AgentNet(cfg, loop, log, self.throttle, sockets, self.wire,
                                       self.counters, self.inbox.on_raw, self.hostname,
                                       own.mgmt_ip if own else "", self.pxeboot_provisioned,
-                                      netif.NetlinkWatcher if netlink_watch else None)
+                                      netlink.NetlinkWatcher if netlink_watch else None)
         self.net.pxeboot_note = (f"no pxeboot address for {self.hostname} (mac "
                                  f"{self.own_mac or 'unknown'}) in {self.dnsmasq_path}")
         self.net.host_count = lambda: len(self.inventory.hosts)
@@ -189,7 +191,7 @@ class Agent:
     def run(self, actions) -> None:
         for action in actions:
             kind = type(action)
-            if kind is agent_decisions.Log:
+            if kind is Log:
                 self.lines.say(action)
             elif kind is agent_decisions.Send:
                 self.outbox.send(action.host, action.net, action.cmd, action.num, action.parm)

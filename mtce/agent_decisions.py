@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from mtce.budget import Budget
-from mtce.decisions import Log  # noqa: F401 - the agent's actions include it
+from mtce.decisions import Log
 from mtce.states import Cmd, Net
 
 INF = float("inf")
@@ -77,27 +77,6 @@ class Facts:
         self.still_simplex = still_simplex
         self.seq_budget = Budget(SEQ_TABLE_BURST, SEQ_TABLE_PER_MIN)
         self.grid_s = 0.0
-
-
-WARN_THROTTLE_S = 60.0          # per-host warnings: first, then one a minute per cause
-
-
-class Warnings:
-    """One host's warnings: the first of each cause (`key`), then at most one a WARN_THROTTLE_S
-    with the count of those suppressed in between."""
-
-    def __init__(self):
-        self._last: dict = {}                   # key -> [when logged, suppressed since]
-
-    def log(self, key, now: float, level: str, text: str, out: list) -> None:
-        entry = self._last.get(key)
-        if entry is not None and now - entry[0] < WARN_THROTTLE_S:
-            entry[1] += 1
-            return
-        if entry is not None and entry[1]:
-            text += f" ({entry[1]} similar suppressed)"
-        self._last[key] = [now, 0]
-        out.append(Log(level, text))
 
 
 def _default(section: str, key: str):

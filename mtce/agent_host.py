@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from mtce.agent_decisions import (
-    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Log, Remember, Send, Settings, Warnings,
+    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Remember, Send, Settings,
 )
 from mtce.agent_locks import LOCKED_BIT, LockCorrection
 from mtce.agent_presence import Presence
 from mtce.agent_pxeboot import PXEBOOT_MISS_THRESHOLD, PxebootMonitor, PxeStage
 from mtce.agent_seqs import SEQ_HALF, SEQ_MASK, NetTrack
+from mtce.decisions import Log
 from mtce.states import (
     FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState, failure_flag_names,
 )
@@ -80,7 +81,6 @@ class HostMonitor:
         self._lock_bit = LOCKED_BIT if self.admin is Admin.LOCKED else 0
         self.locks = LockCorrection()
         self._steady = False
-        self.warnings = Warnings()
         self.links = TableLinks()
         self.next_at = INF                       # next_deadline() as the last audit left it
 
@@ -137,7 +137,7 @@ class HostMonitor:
             return NetState.OK
         return self.nets[net].state
 
-    def _update_steady(self) -> None:
+    def update_steady(self) -> None:
         self._steady = (self.availability is Availability.ONLINE and not self.presence.audit.running
                         and self.locks.correcting is None)
 
@@ -193,7 +193,7 @@ class HostMonitor:
                                    f"monitoring pxeboot"))
             wake = True
         self.locks.check(self, flags, now, out)
-        self._update_steady()
+        self.update_steady()
         if wake:
             self._wake()
         return out
@@ -221,7 +221,7 @@ class HostMonitor:
         feature its client's latest ready event offered stands until the next one."""
         if online:
             self.presence.go_online(now)
-            self._update_steady()
+            self.update_steady()
         if pxeboot_feature is not None:
             self.pxeboot_feature = self.pxe.may_alarm = pxeboot_feature
         if pxeboot_feature:
@@ -240,9 +240,9 @@ class HostMonitor:
             # docs/contract.md §8 "Revision": clients send a ready event over pxeboot only
             # since 649e94c, which gave it the feature list: one without it there is not the
             # host's client, and must not turn its monitor (and an active alarm) off.
-            self.warnings.log(("ready-pxeboot",), now, "warning", f"{h} ready event without "
-                            f"pxeboot_mtcAlive over Pxeboot network ; not from its client, "
-                            f"ignored", out)
+            out.append(Log("warning", f"{h} ready event without pxeboot_mtcAlive over Pxeboot "
+                                      f"network ; not from its client, ignored", "change",
+                           (h, "ready-pxeboot")))
             return out
         if supported is not self.pxeboot_feature:
             out.append(Remember(h, "pxeboot_feature", supported))
@@ -289,7 +289,7 @@ class HostMonitor:
                 self.links.mnfa.forget(self, out)
         else:
             self._wake()
-        self._update_steady()
+        self.update_steady()
         return out
 
     def set_pxeboot_ip(self, ip: str | None, now: float):
@@ -353,7 +353,7 @@ class HostMonitor:
     def note_stall(self, now: float) -> None:
         """The loop was stalled: give every window a fresh start instead of blaming the host."""
         if self.presence.note_stall(now):
-            self._update_steady()
+            self.update_steady()
         self.pxe.restart_window(now)
 
     # -- audit ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ once per online_period and its warning once per episode (throttled). Pure.
 from __future__ import annotations
 
 from mtce.agent_decisions import INF, Send
+from mtce.decisions import Log
 from mtce.states import PARM_LOCK_PERSIST, Admin, Cmd, Flag, Net
 
 LOCKED_BIT = int(Flag.I_AM_LOCKED)   # plain int: IntFlag arithmetic is slow on the hot path
@@ -26,7 +27,7 @@ class LockCorrection:
 
     def check(self, host, flags: int, now: float, out: list) -> None:
         """`host`: admin, hostname, settings, facts (the simplex file), clstr_ip,
-        pxeboot_ip and its per-host `warnings`."""
+        pxeboot_ip. Its warning is a "change" line: the daemon logs it once a minute at most."""
         reports_locked = bool(flags & LOCKED_BIT)
         if host.admin is Admin.LOCKED and not reports_locked:
             want = Cmd.LOCKED
@@ -42,9 +43,8 @@ class LockCorrection:
         h, clstr = host.hostname, bool(host.clstr_ip)
         if want is Cmd.UNLOCKED:
             if new_episode:
-                host.warnings.log(("correct", want), now, "warning",
-                                f"{h} mtcAlive reporting locked while unlocked ; correcting",
-                                out)
+                out.append(Log("warning", f"{h} mtcAlive reporting locked while unlocked ; "
+                                          f"correcting", "change", (h, "correct", want)))
             out.append(Send(h, Net.MGMT, Cmd.UNLOCKED))
             if clstr:
                 out.append(Send(h, Net.CLSTR, Cmd.UNLOCKED))
@@ -55,9 +55,8 @@ class LockCorrection:
         else:
             num, parm = 1, LOCK_PERSIST_PARM
             if new_episode:
-                host.warnings.log(("correct", want), now, "warning",
-                                f"{h} mtcAlive reporting unlocked while locked ; correcting",
-                                out)
+                out.append(Log("warning", f"{h} mtcAlive reporting unlocked while locked ; "
+                                          f"correcting", "change", (h, "correct", want)))
             if host.settings.pxeboot_provisioned and host.pxeboot_ip:
                 out.append(Send(h, Net.PXEBOOT, Cmd.LOCKED, num, parm))
         out.append(Send(h, Net.MGMT, Cmd.LOCKED, num, parm))

@@ -13,7 +13,8 @@ network's loss and return (`lost`, `back`) with `now`; actions go out.
 
 from __future__ import annotations
 
-from mtce.agent_decisions import INF, ClearAlarm, Log, RaiseAlarm, Settings
+from mtce.agent_decisions import INF, ClearAlarm, RaiseAlarm, Settings
+from mtce.decisions import Log
 from mtce.states import ALARM_MNFA, Admin, Net
 
 MNFA_SEVERITY = "major"

@@ -8,7 +8,8 @@ online (docs/contract.md §8; the original counts them).
 
 from __future__ import annotations
 
-from mtce.agent_decisions import INF, Log, Remember, Send, lost_after_s
+from mtce.agent_decisions import INF, Remember, Send, lost_after_s
+from mtce.decisions import Log
 from mtce.states import Availability, Cmd, Net, NetState
 
 
@@ -171,7 +172,7 @@ class Presence:
             self.audit.begin(silent_until, now, s.offline_period_s, s.offline_threshold)
             if h.links.auditing is not None:
                 h.links.auditing.add(h)
-            h._update_steady()
+            h.update_steady()
             out.append(Log("info", f"{h.hostname} starting {_ms(s.offline_period_s)} msec "
                                    f"offline audit ({h.admin.value}-{h.availability.value})"))
         due = self.audit.due(now, s.offline_period_s)
@@ -199,7 +200,7 @@ class Presence:
             n.received = n.ok = False
             n.state = NetState.LOST
         h.locks.reset()
-        h._update_steady()
+        h.update_steady()
         if h.links.mnfa is not None:   # offline is its own fault: no multi-node failure holds it
             h.links.mnfa.forget(h, out)
         out.append(Log("info", f"{h.hostname} going offline ; (threshold "

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import enum
 
-from mtce.agent_decisions import ALARM_SEVERITY, INF, ClearAlarm, Log, RaiseAlarm, Send, Settings
+from mtce.agent_decisions import ALARM_SEVERITY, INF, ClearAlarm, RaiseAlarm, Send, Settings
 from mtce.agent_seqs import SEQ_HALF, SEQ_MASK, NetTrack
+from mtce.decisions import Log
 from mtce.states import ALARM_MTCALIVE, Cmd, Net
 
 PXEBOOT_MISS_THRESHOLD = 6      # PXEBOOT_MTCALIVE_LOSS_THRESHOLD (C/nodeClass.h:344)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 
-from mtce.agent_decisions import INF, Log
+from mtce.agent_decisions import INF
+from mtce.decisions import Log
 from mtce.states import Net, NetState
 
 SEQ_MASK = 0xFFFFFFFF           # parm[3] is a C unsigned int: compare modulo 2^32

@@ -10,10 +10,11 @@ import ipaddress
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from mtce.agent_deadlines import Deadlines
-from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Log, Send, Settings
+from mtce.agent_decisions import INF, NO_ACTIONS, ClearAlarm, Facts, Send, Settings
 from mtce.agent_host import HostMonitor, TableLinks, host_json
 from mtce.agent_mnfa import Mnfa
 from mtce.agent_seqs import SEQ_LOG_WINDOW_S
+from mtce.decisions import Log
 from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Cmd, Net
 
 if TYPE_CHECKING:
@@ -154,28 +155,29 @@ class HostTable:
         if personality != host.reported_personality:
             host.reported_personality = personality
             if personality != host.entry.personality:
-                host.warnings.log(("personality",), now, "info",
-                                f"{h} mtcAlive reports personality '{personality}' ; the "
-                                f"inventory says '{host.entry.personality}'", out)
+                out.append(Log("info", f"{h} mtcAlive reports personality '{personality}' ; "
+                                       f"the inventory says '{host.entry.personality}'",
+                               "change", (h, "personality")))
         ip = cluster_host_ip or ""
         if not ip or ip == "none" or ip == host.clstr_ip:
             return out
         if host.entry.cluster_host_ip:
-            host.warnings.log(("clstr-ip",), now, "warning",
-                            f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping the "
-                            f"inventory's {host.entry.cluster_host_ip}", out)
+            out.append(Log("warning", f"{h} mtcAlive reports cluster_host_ip {ip} ; keeping "
+                                      f"the inventory's {host.entry.cluster_host_ip}", "change",
+                           (h, "clstr-ip")))
             return out
         try:
             ip = str(ipaddress.ip_address(ip))      # the original requires an IP address
         except ValueError:
-            host.warnings.log(("clstr-ip",), now, "warning", f"{h} mtcAlive reports "
-                            f"cluster_host_ip {ip[:64]!r}, not an IP address ; ignored", out)
+            out.append(Log("warning", f"{h} mtcAlive reports cluster_host_ip {ip[:64]!r}, not "
+                                      f"an IP address ; ignored", "change", (h, "clstr-ip")))
             return out
         if ip == host.clstr_ip:
             return out
         # A state change, but one the host's own mgmt address can repeat at will: throttled.
-        host.warnings.log(("clstr-change",), now, "info", f"{h} cluster address provision "
-                        f"change from {host.learned_clstr_ip or 'none'} to {ip}", out)
+        out.append(Log("info", f"{h} cluster address provision change from "
+                               f"{host.learned_clstr_ip or 'none'} to {ip}", "change",
+                       (h, "clstr-change")))
         old = host.clstr_ip
         host.learn_clstr_ip(ip)
         self._unclaim(old, host)

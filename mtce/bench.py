@@ -42,7 +42,7 @@ from mtce.bench_lab import (
     program,
 )
 from mtce.bench_phases import Phases, Steady
-from mtce.bench_report import TARGETS, met, table  # noqa: F401 - TARGETS for callers
+from mtce.bench_report import met, table
 from mtce.cli import say
 
 
@@ -67,7 +67,7 @@ class Bench:
         self.log = AgentLog(self.layout.agent_log)
 
     # -- processes ------------------------------------------------------------------------
-    def _spawn(self, mode: str, ini: str, log: str) -> subprocess.Popen:
+    def spawn(self, mode: str, ini: str, log: str) -> subprocess.Popen:
         argv = self.prog + [mode, "-c", ini, "-f"]
         profile_dir = os.environ.get("MTCE_BENCH_PROFILE")
         if profile_dir and len(self.prog) == 2 and self.prog[1].endswith((".py", ".pyz")):
@@ -80,7 +80,7 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def _stop(self, proc: subprocess.Popen) -> None:
+    def stop(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -89,7 +89,7 @@ class Bench:
                 proc.kill()
                 proc.wait(5)
 
-    def _ctl(self, cmd: str) -> dict:
+    def ctl(self, cmd: str) -> dict:
         if self.agent is not None and self.agent.poll() is not None:
             raise BenchError(f"the agent exited ({self.agent.returncode}); see its log:\n"
                              + _tail(self.layout.agent_log))
@@ -98,19 +98,19 @@ class Bench:
             raise BenchError(f"agent refused {cmd!r}: {reply.get('error')}")
         return reply
 
-    def _processed(self) -> int:
-        return self._ctl("status")["counters"]["mtcalive"]
+    def processed(self) -> int:
+        return self.ctl("status")["counters"]["mtcalive"]
 
-    def _hosts(self) -> dict:
-        return {h["hostname"]: h for h in self._ctl("hosts")["hosts"]}
+    def hosts(self) -> dict:
+        return {h["hostname"]: h for h in self.ctl("hosts")["hosts"]}
 
-    def _drained(self, timeout: float = 5.0) -> int:
+    def drained(self, timeout: float = 5.0) -> int:
         """The agent's mtcAlive count once it stops moving (the socket backlog is done)."""
-        last = self._processed()
+        last = self.processed()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(0.2)
-            now = self._processed()
+            now = self.processed()
             if now == last:
                 return now
             last = now
@@ -120,7 +120,7 @@ class Bench:
         if self.gen is not None:
             self.gen.close()
         for proc in self.procs:
-            self._stop(proc)
+            self.stop(proc)
 
     # -- phases -----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -189,12 +189,12 @@ class Bench:
     def start_agent(self) -> None:
         _say(f"starting the agent with {self.plan.hosts} simulated hosts "
              f"({' '.join(self.prog)})")
-        self.agent = self._spawn("agent", self.layout.agent_ini, self.layout.agent_log)
+        self.agent = self.spawn("agent", self.layout.agent_ini, self.layout.agent_log)
         os.sched_setaffinity(self.agent.pid, self.agent_cpus)
         deadline = time.monotonic() + 60
         while True:
             try:
-                self._ctl("status")
+                self.ctl("status")
                 break
             except cli_ctl.CtlError:
                 if time.monotonic() > deadline:
@@ -208,7 +208,7 @@ class Bench:
         _say("starting a client")
         mark = self.log.mark()
         started = time.time()
-        self.client = self._spawn("client", self.layout.client_ini, self.layout.client_log)
+        self.client = self.spawn("client", self.layout.client_ini, self.layout.client_log)
         first: dict[str, float] = {}
         deadline = time.monotonic() + 15
         while len(first) < 3 and time.monotonic() < deadline:
@@ -237,7 +237,7 @@ class Bench:
         deadline = time.monotonic() + 3 * p.period_s + 2 * p.pxeboot_window_s + 30
         time.sleep(2 * p.period_s + 0.5)
         while True:
-            table = self._hosts()
+            table = self.hosts()
             ready = [n for n in self.layout.names if _all_ok(table.get(n))]
             if len(ready) == p.hosts:
                 break

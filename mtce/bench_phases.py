@@ -41,7 +41,7 @@ class Steady:
              f"{offline_cfg:g} s), {names[pxe_gone]} stops pxeboot (200.003 expected after "
              f"{pxeboot_cfg:g} s)")
         pid = self.b.agent.pid
-        count0, cpu0, wall0 = self.b._processed(), proc_cpu_s(pid), time.monotonic()
+        count0, cpu0, wall0 = self.b.processed(), proc_cpu_s(pid), time.monotonic()
         core = CoreMeter(min(self.b.agent_cpus))
         client_cpu0, client_t0 = proc_cpu_s(self.b.client.pid), time.monotonic()
         mark = self.b.log.mark()
@@ -65,7 +65,7 @@ class Steady:
         wall = time.monotonic() - wall0
         cpu = proc_cpu_s(pid) - cpu0
         r["steady_others_pct"] = round(max(0.0, 100.0 * (core.busy_s() - cpu) / wall), 1)
-        count = self.b._processed() - count0
+        count = self.b.processed() - count0
         client_wall = time.monotonic() - client_t0
         client_cpu = proc_cpu_s(self.b.client.pid) - client_cpu0
         r["client_rss_mib"] = round(proc_status_mib(self.b.client.pid), 2)
@@ -101,8 +101,8 @@ class Steady:
         r["offline_detect_error"] = round(off[0] - last_gone - offline_cfg, 3)
         r["pxeboot_detect"] = round(alarm[0] - last_pxe, 3)
         r["pxeboot_detect_error"] = round(alarm[0] - last_pxe - pxeboot_cfg, 3)
-        table = self.b._hosts()
-        alarms = self.b._ctl("alarms")["alarms"]
+        table = self.b.hosts()
+        alarms = self.b.ctl("alarms")["alarms"]
         victim, pxe_victim = table[names[gone]], table[names[pxe_gone]]
         r["offline_confirmed"] = victim["availability"] == "offline"
         r["pxeboot_confirmed"] = (pxe_victim["networks"]["pxeboot"]["state"] == "lost" and any(
@@ -115,7 +115,7 @@ class Steady:
             1 for n in names if n not in (names[gone], names[pxe_gone]) and
             table[n]["networks"]["pxeboot"]["state"] != "ok")
         self.b.false_offline = false_off
-        self.b._stop(self.b.client)
+        self.b.stop(self.b.client)
 
     def _scrape(self, pid: int) -> tuple:
         """One GET /metrics of the agent: (bytes, seconds, agent CPU seconds meanwhile)."""
@@ -160,19 +160,19 @@ class Phases:
         """One fixed-rate (or as-fast-as-possible) phase against the agent, fully accounted."""
         pid = self.b.agent.pid
         rx = list(self.b.layout.agent_rx.values())
-        missed0, _ = self._seq_totals(self.b._hosts())
+        missed0, _ = self._seq_totals(self.b.hosts())
         if self.b.steady_running:         # the steady schedule runs until the last moment
             self.b.steady_running = False
             late = self.b.gen.pause()["max_late_s"]
             self.b.r["generator_max_late_s"] = round(late, 3)
-        count0, drops0, cpu0 = self.b._drained(), udp_drops(rx), proc_cpu_s(pid)
+        count0, drops0, cpu0 = self.b.drained(), udp_drops(rx), proc_cpu_s(pid)
         core = CoreMeter(min(self.b.agent_cpus))
         gen = self.b.gen.rate(rate, duration)
         cpu = proc_cpu_s(pid) - cpu0
         others = core.busy_s() - cpu
-        count = self.b._drained() - count0
+        count = self.b.drained() - count0
         drops = udp_drops(rx) - drops0
-        missed1, last = self._seq_totals(self.b._hosts())
+        missed1, last = self._seq_totals(self.b.hosts())
         sent_last = self.b.gen.seqs()
         tail = sum(max(0, seq - last.get(key, 0)) for key, seq in sent_last.items()
                    if key not in self.b.silenced)
@@ -201,7 +201,7 @@ class Phases:
             b.log.poll()
             enter = enter or next(iter(b.log.find(r"MNFA ENTER \(pxeboot\) ; ", mark)), None)
             self._agent_alive()
-        alarms = b._ctl("alarms")["alarms"]
+        alarms = b.ctl("alarms")["alarms"]
         held = max((len(a.get("hosts", ())) for a in alarms if a["id"] == ALARM_MNFA), default=0)
         back, wall1 = time.monotonic(), time.time()
         b.gen.mute(Net.PXEBOOT, False)
@@ -249,7 +249,7 @@ class Phases:
         self._check_false_offline()
 
     def _check_false_offline(self) -> None:
-        table = self.b._hosts()
+        table = self.b.hosts()
         names = self.b.layout.names
         victims = {names[i] for i in self.b.victims}
         self.b.false_offline |= {n for n in names if n not in victims
@@ -279,7 +279,7 @@ class Phases:
             if ph["agent_cpu_s"] else None
         r["capacity_others_pct"] = ph["others_pct"]
         r["capacity_generator_cpu_pct"] = round(100.0 * ph["gen_cpu_s"] / ph["elapsed"], 1)
-        self.b._stop(self.b.agent)
+        self.b.stop(self.b.agent)
         _say(f"bare recvfrom_into loop at {p.sustained_rate:,}/s, {p.baseline_s:g} s")
         same = self._baseline(p.baseline_s, p.sustained_rate)
         r["baseline_cost_offered_rate"] = round(same["sent"] / same["elapsed"], 1)
@@ -337,7 +337,7 @@ class Phases:
         _say(f"takeover: a new agent, then {b.plan.hosts:,} hosts x 3 networks at once")
         mark = b.log.mark()
         t0 = time.monotonic()
-        b.agent = b._spawn("agent", b.layout.agent_ini, b.layout.agent_log)
+        b.agent = b.spawn("agent", b.layout.agent_ini, b.layout.agent_log)
         os.sched_setaffinity(b.agent.pid, b.agent_cpus)
         while udp_bound(rx) < len(rx):
             if b.agent.poll() is not None or time.monotonic() - t0 > 60:
@@ -350,7 +350,7 @@ class Phases:
         processed, done_at, deadline = 0, None, t_burst + 60
         while time.monotonic() < deadline:
             try:
-                processed = b._processed()
+                processed = b.processed()
             except cli_ctl.CtlError:            # its control socket comes after the sockets
                 time.sleep(0.02)
                 continue
@@ -359,7 +359,7 @@ class Phases:
                 break
             time.sleep(0.05)
         if done_at is None:                 # something was lost: count what arrived
-            processed = b._drained()
+            processed = b.drained()
         r["takeover_sent"] = burst["sent"]
         r["takeover_processed"] = processed
         r["takeover_lost"] = burst["sent"] - processed
@@ -371,7 +371,7 @@ class Phases:
             r"Listening On: .* \((\d+) rx bytes - req:(\d+)\)", mark)]
         r["takeover_rcvbuf"] = min((got for got, _ in sizes), default=0)
         r["takeover_rcvbuf_wanted"] = max((want for _, want in sizes), default=0)
-        b._stop(b.agent)
+        b.stop(b.agent)
 
     def _baseline(self, duration: float, rate: float = 0, main=_baseline_main) -> dict:
         """A bare receiver (`main`: the per-wake recvfrom_into loop, or the floor) on the

@@ -1,8 +1,9 @@
 """`mtce bench --scale`: the agent's steady cost at several inventory sizes (docs/bench.md,
 "Scale on paper"). For each size a fresh agent and generator: every simulated host on three
 networks every 5 s, ready events once a minute, the pxeboot monitor running (no real
-client, no silenced host); then a steady window measured from /proc (CPU, RSS), the kernel's drop counter of the agent's sockets, the
-`hosts` control reply (bytes and time), and the longest audit turn the agent noticed.
+client, no silenced host); then a steady window measured from /proc (CPU, RSS), the kernel's
+drop counter of the agent's sockets, the `hosts` control reply (bytes and time), and the
+longest audit turn the agent noticed.
 """
 
 from __future__ import annotations
@@ -36,20 +37,20 @@ def measure(hosts: int, window_s: float, quick: bool) -> dict:
         b.warm_up()
         pid = b.agent.pid
         rx = list(b.layout.agent_rx.values())
-        count0, cpu0, drops0 = b._processed(), proc_cpu_s(pid), udp_drops(rx)
+        count0, cpu0, drops0 = b.processed(), proc_cpu_s(pid), udp_drops(rx)
         core = CoreMeter(min(b.agent_cpus))
         t0 = time.monotonic()
         time.sleep(window_s)
         wall = time.monotonic() - t0
         cpu = proc_cpu_s(pid) - cpu0
-        count = b._processed() - count0
+        count = b.processed() - count0
         drops = udp_drops(rx) - drops0
         others = max(0.0, 100.0 * (core.busy_s() - cpu) / wall)
         t = time.monotonic()
         reply = cli_ctl.request(b.layout.agent_socket, {"cmd": "hosts"}, timeout=60)
         reply_s = time.monotonic() - t
         reply_bytes = len(json.dumps(reply, separators=(",", ":")))
-        status = b._ctl("status")
+        status = b.ctl("status")
         return row(hosts, plan.period_s, wall, cpu, count, proc_status_mib(pid), drops,
                    reply_bytes, reply_s, others, status.get("max_loop_lag_s"))
     finally:

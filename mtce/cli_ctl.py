@@ -206,7 +206,7 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
     import shutil
     import time
 
-    from mtce.cli_screen import Interrupted, Lines, Screen
+    from mtce.cli_screen import Interrupted, Output, Screen
     out = out or sys.stdout
     ask = ask or (lambda req: request(path, req))
     sleep = sleep or time.sleep
@@ -215,7 +215,7 @@ def watch(path: str, interval: float, out=None, ask=None, sleep=None, turns=None
         screen = Screen(out)
         screen.hide_cursor()
     else:
-        lines_out = Lines(out)
+        lines_out = Output(out)
     try:
         n = 0
         while turns is None or n < turns:

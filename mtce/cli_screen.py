@@ -1,4 +1,4 @@
-"""What the command line and the labs write to a terminal or a pipe: `Lines` (line output that
+"""What the command line and the labs write to a terminal or a pipe: `Output` (line output that
 stops at a reader gone: `mtce hosts --watch | head`, `mtce lab | head`), `Screen` (a live block
 redrawn in place), and `Interrupted`, the stop every one of them ends with (a signal, SIGPIPE).
 """
@@ -31,7 +31,7 @@ def _colour(line: str) -> str:
     return line
 
 
-class Lines:
+class Output:
     """The labs' line output. `mtce lab | head`: the first write to a pipe whose reader is gone
     stops the lab as Ctrl-C does (Interrupted, SIGPIPE); every later line is dropped."""
 

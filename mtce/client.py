@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from mtce import alive, auth, client_core, config, logs, metrics, netif, transport
+from mtce import alive, auth, client_core, config, logs, metrics, netif, netlink, transport
+from mtce.budget import Budget
 from mtce.client_actions import HostActions
 from mtce.client_addrs import AddressBook, gates_of, read_platform
 from mtce.client_confirmed import ConfirmedFile
@@ -53,9 +54,9 @@ class Client:
         self.cfg, self.loop, self.clock = cfg, loop, clock
         self.log = log = logger or logs.get()
         self.throttle = logs.Throttle(log, clock)
-        self.noise = logs.Throttle(log, clock, budget=logs.Budget(NOISE_BURST, NOISE_PER_MIN))
+        self.noise = logs.Throttle(log, clock, budget=Budget(NOISE_BURST, NOISE_PER_MIN))
         self.events = logs.Throttle(log, clock, interval=0.0,
-                                    budget=logs.Budget(EVENTS_BURST, EVENTS_PER_MIN))
+                                    budget=Budget(EVENTS_BURST, EVENTS_PER_MIN))
         self.lines = logs.Lines(log, self.noise, self.events)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
@@ -63,10 +64,10 @@ class Client:
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log,
                                    self.lines.say, self.counters)
         self.book = AddressBook(cfg, log, self.throttle,
-                                links_factory or netif.NetlinkLinks.from_kernel)
+                                links_factory or netlink.NetlinkLinks.from_kernel)
         self.net = ClientNet(cfg, loop, log, self.throttle, self.noise, sockets, self.wire,
                              self.book, self.counters, self.on_datagram,
-                             netif.NetlinkWatcher if netlink_watch else None)
+                             netlink.NetlinkWatcher if netlink_watch else None)
         self.core = client_core.ClientCore(cfg.client.mtcalive_period, clock.now(), self.counters)
         self.confirmed_file = ConfirmedFile(lambda: self.cfg.paths.persist_dir, log, self.throttle)
         self.actions = HostActions(cfg, loop, clock, log, self.throttle, self.hostname,
@@ -115,7 +116,7 @@ class Client:
         for level, text in g.lines():
             self.log.log(logs.LEVELS[level], "%s", text)
         if g.pxeboot:
-            self.book._set(pxeboot_iface=g.mgmt_iface)
+            self.book.update(pxeboot_iface=g.mgmt_iface)
             self.book.learn_pxeboot()
         return True
 

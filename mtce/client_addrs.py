@@ -14,7 +14,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from mtce import alive, logs, netif, transport
+from mtce import alive, ifchain, logs, netif, netlink, transport
 from mtce.client_core import Gates
 
 
@@ -61,7 +61,8 @@ class AddressBook:
         self.cfg = cfg
         self._names_stamp = None         # names resolved again with the new hosts file
 
-    def _set(self, **changes) -> None:
+    def update(self, **changes) -> None:
+        """A new `own` value with `changes` (what the client's set-up decided)."""
         self.own = dataclasses.replace(self.own, **changes)
 
     def links(self):
@@ -70,7 +71,7 @@ class AddressBook:
         except Exception as err:   # noqa: BLE001 - netlink unavailable: learn from files only
             self.throttle.warning(("netlink",), "netlink dump failed (%s) ; using %s only",
                                   err, self.cfg.paths.sys_class_net)
-            return netif.NetlinkLinks([])
+            return netlink.NetlinkLinks([])
 
     def resolve(self, name: str, family: int | None = None) -> str:
         """An address for `name`: hosts file first, IPv6 first (or the given family)."""
@@ -116,7 +117,7 @@ class AddressBook:
                     self.throttle.warning(("resolve", ctl), "Unable to get ip address list for "
                                           "'%s-cluster-host', retrying ...", ctl)
             dests = tuple(dests)
-        self._set(mgmt_family=family, controller=controller, c_mgmt=c_mgmt, clstr_dests=dests)
+        self.update(mgmt_family=family, controller=controller, c_mgmt=c_mgmt, clstr_dests=dests)
 
     # -- own mgmt and cluster-host addresses -------------------------------------------------
     def iface_address(self, iface: str, family: int, exclude: str = "") -> str:
@@ -124,7 +125,7 @@ class AddressBook:
         active controller the floating `controller` address sits on the mgmt interface too,
         and with IPv6 (no primary address) it may be listed first."""
         links = self.links()
-        master = netif.iface_master(iface, self.cfg.paths.sys_class_net, links)
+        master = ifchain.iface_master(iface, self.cfg.paths.sys_class_net, links)
         skip = ipaddress.ip_address(exclude) if exclude else None
         for name in dict.fromkeys((master, iface)):
             addrs = [a for a in netif.iface_addresses(name, links, family)
@@ -160,13 +161,13 @@ class AddressBook:
         if mgmt_iface:
             links = self.links()
             sys_net = self.cfg.paths.sys_class_net
-            master = netif.iface_master(mgmt_iface, sys_net, links)
+            master = ifchain.iface_master(mgmt_iface, sys_net, links)
             found = netif.iface_mac(master, links, sys_net) or \
                 netif.iface_mac(mgmt_iface, links, sys_net)
             if found and found != mac:
                 self.log.info("Mac Address : %s", found)
             mac = found or mac
-        self._set(mgmt_ip=ip, mgmt_master=master, mgmt_mac=mac)
+        self.update(mgmt_ip=ip, mgmt_master=master, mgmt_mac=mac)
         return bool(ip and own.controller)
 
     def update_clstr(self) -> bool:
@@ -182,7 +183,7 @@ class AddressBook:
                                       "retrying ...", g.clstr_iface, 1)
             else:
                 self.throttle.clear(("noaddr", g.clstr_iface))
-        self._set(clstr_ip=ip)
+        self.update(clstr_ip=ip)
         return bool(ip and self.own.clstr_dests)
 
     # -- own pxeboot address (docs/protocol.md §5.2) -----------------------------------------
@@ -197,7 +198,7 @@ class AddressBook:
             return False
         p, own = self.cfg.paths, self.own
         is_controller = "controller" in g.personality.split(",")
-        result = netif.learn_pxeboot_address(own.pxeboot_iface or g.mgmt_iface, is_controller,
+        result = ifchain.learn_pxeboot_address(own.pxeboot_iface or g.mgmt_iface, is_controller,
                                              p.sys_class_net, p.dhcp_leases_dir, p.ifcfg_dir,
                                              self.links())
         outcome = (result.addr, result.info.chain if result.info else None)
@@ -220,7 +221,7 @@ class AddressBook:
         iface = own.pxeboot_iface
         if result.info is not None and result.info.ok and result.info.parent:
             iface = result.info.parent
-        self._set(pxeboot_ip=own.pxeboot_ip if result.addr is None else result.addr,
+        self.update(pxeboot_ip=own.pxeboot_ip if result.addr is None else result.addr,
                   pxeboot_iface=iface)
         return changed
 

@@ -56,8 +56,8 @@ class Row:
 
     `text` is formatted with `iface` (the network's name), `delay` (a lazy reboot's parm[0]),
     `code`, `size` (bytes received), `name` (the code's log name) and `host` (this host's
-    name); None: nothing is logged on receipt (the locked message logs the file it makes). `log_ack`: whether the
-    ACK's send is logged too (the original does not log the locked ACK).
+    name); None: nothing is logged on receipt (the locked message logs the file it makes).
+    `log_ack`: whether the ACK's send is logged too (the original does not log the locked ACK).
     """
     ack: Ack
     do: Do

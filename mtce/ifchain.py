@@ -23,8 +23,8 @@ BOND = "bond"
 
 LogLine = tuple[str, str]  # (level, text); level is "info", "warning", "error" or "debug"
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_HWADDR_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})*$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+HWADDR_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2})*$")
 _STRTOL_RE = re.compile(r"^\s*([+-]?\d+)")
 
 
@@ -32,7 +32,7 @@ _STRTOL_RE = re.compile(r"^\s*([+-]?\d+)")
 # Small file helpers (never raise)
 
 
-def _read_text(path: str) -> str | None:
+def read_text(path: str) -> str | None:
     """Whole file as text (undecodable bytes replaced), or None if it cannot be read."""
     try:
         with open(path, "rb") as handle:
@@ -61,7 +61,7 @@ def _first_line(text: str) -> str:
     return text.split("\n", 1)[0]
 
 
-def _is_ipv4(text: str) -> bool:
+def is_ipv4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
     except ValueError:
@@ -92,7 +92,7 @@ class IfaceInfo:
         return self.rc == PASS
 
 
-def _sys_path(sys_class_net: str, ifname: str, *parts: str) -> str:
+def sys_path(sys_class_net: str, ifname: str, *parts: str) -> str:
     return os.path.join(sys_class_net, ifname, *parts)
 
 
@@ -110,8 +110,8 @@ def _iface_type(ifname: str, current: str, sys_class_net: str, links: NetlinkLin
     facts = links.get(ifname)
     if facts is not None:
         return _kind_type(facts.kind, current), PASS
-    path = _sys_path(sys_class_net, ifname, "uevent")
-    text = _read_text(path)
+    path = sys_path(sys_class_net, ifname, "uevent")
+    text = read_text(path)
     if text is None:
         logs.append(("warning", f"Failed to find file: {path}"))
         return current, FAIL_FILE_OPEN
@@ -137,7 +137,7 @@ def _name_of_index(index: int, sys_class_net: str, links: NetlinkLinks) -> str:
     except OSError:
         return ""
     for name in names:
-        text = _read_text(_sys_path(sys_class_net, name, "ifindex"))
+        text = read_text(sys_path(sys_class_net, name, "ifindex"))
         if text is not None and _as_int(text.strip()) == index:
             return name
     return ""
@@ -148,8 +148,8 @@ def _iface_parent(ifname: str, sys_class_net: str, links: NetlinkLinks,
     facts = links.get(ifname)
     index = facts.link if facts is not None else None
     if index is None:
-        path = _sys_path(sys_class_net, ifname, "iflink")
-        text = _read_text(path)
+        path = sys_path(sys_class_net, ifname, "iflink")
+        text = read_text(path)
         if text is None:
             logs.append(("warning", f"failed to open {path}"))
             return "", FAIL_FILE_OPEN
@@ -166,8 +166,8 @@ def _iface_parent(ifname: str, sys_class_net: str, links: NetlinkLinks,
 
 
 def _bond_mode(bond: str, network: str, sys_class_net: str, logs: list[LogLine]) -> str:
-    path = _sys_path(sys_class_net, bond, "bonding", "mode")
-    text = _read_text(path)
+    path = sys_path(sys_class_net, bond, "bonding", "mode")
+    text = read_text(path)
     if text is None:
         logs.append(("warning", f"Failed to find bonding mode file: {path}"))
         return ""
@@ -182,8 +182,8 @@ def _bond_slaves(bond: str, network: str, sys_class_net: str, links: NetlinkLink
     if links.get(bond) is not None:
         line = " ".join(links.slaves_of(bond))
     else:
-        path = _sys_path(sys_class_net, bond, "bonding", "slaves")
-        text = _read_text(path)
+        path = sys_path(sys_class_net, bond, "bonding", "slaves")
+        text = read_text(path)
         if text is None:
             logs.append(("warning", f"failed to open file: {path}"))
             return "", "", FAIL_FILE_OPEN
@@ -295,7 +295,7 @@ def iface_master(ifname: str, sys_class_net: str, links: NetlinkLinks | None = N
         master = links.by_index(facts.master)
         if master is not None:
             return master.name
-    text = _read_text(_sys_path(sys_class_net, ifname, "master", "uevent"))
+    text = read_text(sys_path(sys_class_net, ifname, "master", "uevent"))
     for line in (text or "").split("\n"):
         if line.startswith("INTERFACE="):
             token = line[len("INTERFACE="):].split()
@@ -345,7 +345,7 @@ def dhcp_lease_address(leases_dir: str, key: str) -> tuple[str, list[LogLine]]:
             tokens = line.split()
             if len(tokens) > 1:  # like `stream >> s`: no token leaves the value unchanged
                 address = tokens[1][:-1] if tokens[1].endswith(";") else tokens[1]
-    if address and not _is_ipv4(address):
+    if address and not is_ipv4(address):
         logs.append(("warning", f"invalid fixed-address '{address}' in dhcp lease file: {path}"))
         return "", logs
     return address, logs
@@ -379,7 +379,7 @@ def static_ifcfg_address(ifcfg_dir: str, key: str) -> tuple[str, list[LogLine]]:
             if len(tokens) > 1:
                 address = tokens[1]
             logs.append(("info", f"found pxeboot address in {path}"))
-    if address and not _is_ipv4(address):
+    if address and not is_ipv4(address):
         logs.append(("warning", f"invalid address '{address}' in {path}"))
         return "", logs
     return address, logs

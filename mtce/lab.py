@@ -26,7 +26,7 @@ import time
 
 from mtce import cli_ctl
 from mtce.agent_pxeboot import PXEBOOT_LOSS_THRESHOLD, PXEBOOT_MISS_THRESHOLD
-from mtce.cli_screen import Interrupted, Lines, Screen
+from mtce.cli_screen import Interrupted, Output, Screen
 from mtce.lab_plan import (
     AGENT_START_S, BURST_COUNT, BURST_RATE, DEFAULT_BLOCK, ENV_TAG, HA_SCENARIOS, MAX_HOSTS,
     MTCALIVE_PERIOD_S, OFFLINE_AFTER_S, ONLINE_PERIOD_S, POLL_S, PORT, PXEBOOT_ALARM_S,
@@ -68,15 +68,15 @@ class Report:
         self.lab.say(f"  timers: mtcAlive every {MTCALIVE_PERIOD_S} s, online_period "
                  f"{ONLINE_PERIOD_S} s, pxeboot window {PXEBOOT_WINDOW_S} s: a pxeboot loss is "
                  f"alarmed")
-        self.lab.say(f"          after {PXEBOOT_ALARM_S} s and cleared ~{PXEBOOT_CLEAR_S} s after it "
-                 f"ends ; a silent host is offline after ~{OFFLINE_AFTER_S:g} s")
+        self.lab.say(f"          after {PXEBOOT_ALARM_S} s and cleared ~{PXEBOOT_CLEAR_S} s after "
+                     f"it ends ; a silent host is offline after ~{OFFLINE_AFTER_S:g} s")
         if self.lab.scenario_name != "none":
             self.lab.say(f"  scenario: {self.lab.scenario.status()}")
         self.lab.say(f"  files: {p.root} (removed on exit) ; daemon logs in */log/")
         self.lab.hint = f"{cli} -c {p.lab_ini} hosts"
         self.lab.say(f"  second terminal: {self.lab.hint}")
-        self.lab.say("    (or alarms, lock HOST, unlock HOST, reboot HOST, reset HOST, alive HOST ; "
-                 "reboot and reset restart that host's client)")
+        self.lab.say("    (or alarms, lock HOST, unlock HOST, reboot HOST, reset HOST, alive "
+                     "HOST ; reboot and reset restart that host's client)")
         self.lab.say("  " + (f"runs {self.lab.duration:g} s" if self.lab.duration else
                          "Ctrl-C stops the lab and removes everything"))
         self.lab.say()
@@ -126,7 +126,8 @@ class Report:
                     self.lab.event(f"{name} {value}")
         if v.first_all_ok == now:
             who = f"all {len(v.expected)} hosts" if len(v.expected) > 1 else "the host"
-            self.lab.event(f"{who} online on every network {self.lab.elapsed(now):.1f} s after start")
+            self.lab.event(f"{who} online on every network {self.lab.elapsed(now):.1f} s after "
+                           f"start")
             if not self.lab.tty:
                 self.lab.say(cli_ctl.format_hosts([v.hosts[n] for n in v.order]))
         alarms = {(a.get("id"), a.get("host"), a.get("network")): a for a in v.alarms}
@@ -144,8 +145,8 @@ class Report:
 
     def frame(self, now: float) -> list[str]:
         v = self.lab.view
-        left = f" ; {max(0.0, self.lab.t0 + self.lab.duration - now):.0f} s left" if self.lab.duration \
-            else " ; Ctrl-C to stop"
+        left = (f" ; {max(0.0, self.lab.t0 + self.lab.duration - now):.0f} s left"
+                if self.lab.duration else " ; Ctrl-C to stop")
         lines = [f"mtce lab  {time.strftime('%H:%M:%S')}  up {self.lab.elapsed(now):.0f} s{left}"]
         if self.lab.scenario_name != "none":
             lines.append("scenario " + self.lab.scenario.status())
@@ -220,7 +221,7 @@ class Lab:
         self.report = Report(self)
         self._guardian: tuple[int, int] | None = None
         self.hint = ""
-        self.lines = Lines(self.out)
+        self.lines = Output(self.out)
 
     # -- output ----------------------------------------------------------------------------------
     def elapsed(self, now: float | None = None) -> float:

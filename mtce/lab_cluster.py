@@ -28,7 +28,7 @@ from mtce.lab_plan import HostPlan, LabError, Plan, package_root, program
 from mtce.lab_proc import Proc
 
 RING = "198.19.1."             # the controllers' corosync link (ring0): .1 and .2
-TOKEN_MS = 3000                # corosync 3's default token (corosync 2: 1 s), kept for a 2-core host
+TOKEN_MS = 3000                # corosync 3's default token (corosync 2: 1 s), kept for 2 cores
 FENCE_DELAY_S = 3              # priority-fencing-delay: the active controller wins a split
 AGENT_MONITOR_S = 2            # the lab's monitor interval of the agent (reference: 10 s)
 OCF_SOURCE = os.path.join("debian", "ocf", "mtcAgent")

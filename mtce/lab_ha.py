@@ -29,9 +29,9 @@ import tempfile
 import time
 
 from mtce import cli_ctl
-from mtce.cli_screen import Interrupted, Lines
+from mtce.cli_screen import Interrupted, Output
 from mtce.lab_cluster import FENCE_DELAY_S, TOOLS, ocf_agent
-from mtce.lab_ha_cluster import GROUP, HaCluster  # noqa: F401 - GROUP for callers
+from mtce.lab_ha_cluster import HaCluster
 from mtce.lab_ha_scenarios import HOSTS_OK_S, HaScenarios, ScenarioFailed
 from mtce.lab_plan import (
     ENV_TAG, HA_SCENARIOS, MAX_HOSTS, LabError, Plan, cli_hint, program,
@@ -55,7 +55,7 @@ class HaLab:
     scenario, `cleanup`. What runs while it waits is its `watch`."""
 
     def __init__(self, args, out=None):
-        self.lines = Lines(out or sys.stdout)
+        self.lines = Output(out or sys.stdout)
         self.hosts = 4 if args.hosts is None else args.hosts
         self.duration = args.duration
         self.scenario = args.scenario

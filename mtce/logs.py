@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from mtce.budget import Budget  # noqa: F401 - re-exported: logs.Budget
+from mtce.budget import Budget
 
 LOGGER_NAME = "mtce"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,

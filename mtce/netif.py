@@ -1,8 +1,7 @@
 """Address sources for mtcClient/mtcAgent (docs/protocol.md §5.2): dnsmasq.hosts, the
 hosts file and name resolution (hosts file first, IPv6 first), an interface's addresses and
 MAC, platform.conf and the hostname. The interface chain and the own pxeboot address are
-ifchain.py's, netlink netlink.py's; their names are here too, where callers find them.
-Nothing here logs.
+ifchain.py's, netlink netlink.py's. Nothing here logs.
 """
 
 from __future__ import annotations
@@ -13,21 +12,8 @@ import socket
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from mtce.ifchain import (
-    BOND, ETHERNET, FAIL_FILE_OPEN, FAIL_NOT_FOUND, PASS, VLAN, IfaceInfo, LogLine,
-    _HWADDR_RE, _MAC_RE, PxebootLearn, _is_ipv4, _read_text, _sys_path, dhcp_lease_address,
-    get_iface_info,
-    iface_master, iface_summary, learn_pxeboot_address, static_ifcfg_address,
-)
-from mtce.netlink import LinkFacts, NetlinkLinks, NetlinkWatcher, iproute_class
-
-__all__ = ["BOND", "ETHERNET", "FAIL_FILE_OPEN", "FAIL_NOT_FOUND", "PASS", "VLAN", "IfaceInfo",
-           "LogLine", "PxebootLearn", "dhcp_lease_address", "get_iface_info", "iface_master",
-           "iface_summary", "learn_pxeboot_address", "static_ifcfg_address", "LinkFacts",
-           "NetlinkLinks", "NetlinkWatcher", "iproute_class", "DnsmasqEntry",
-           "parse_dnsmasq_hosts", "read_dnsmasq_hosts", "parse_hosts_file", "resolve",
-           "iface_addresses", "iface_mac", "parse_platform_conf", "system_mode",
-           "read_hostname"]
+from mtce.ifchain import HWADDR_RE, MAC_RE, is_ipv4, read_text, sys_path
+from mtce.netlink import NetlinkLinks
 
 # --------------------------------------------------------------------------------------------
 # dnsmasq.hosts (docs/protocol.md §5.2)
@@ -62,9 +48,9 @@ def parse_dnsmasq_hosts(text: str) -> tuple[list[DnsmasqEntry], list[tuple[int, 
             problems.append((lineno, f"fewer than 3 fields: {stripped!r}"))
             continue
         mac, name, ip = fields[0].lower(), fields[1], fields[2]
-        if not _MAC_RE.match(mac):
+        if not MAC_RE.match(mac):
             problems.append((lineno, f"bad MAC address: {fields[0]!r}"))
-        elif ip and not _is_ipv4(ip):
+        elif ip and not is_ipv4(ip):
             problems.append((lineno, f"bad IPv4 address: {ip!r}"))
         else:
             entries.append(DnsmasqEntry(mac, name, ip, lineno))
@@ -76,7 +62,7 @@ def read_dnsmasq_hosts(path: str) -> tuple[list[DnsmasqEntry], list[tuple[int, s
     """`parse_dnsmasq_hosts` of a file, plus the original's error text when it is unusable."""
     if not os.path.exists(path):
         return [], [], f"{path} file not present"
-    text = _read_text(path)
+    text = read_text(path)
     if text is None:
         return [], [], f"failed to open seemingly present {path} file"
     entries, problems = parse_dnsmasq_hosts(text)
@@ -124,7 +110,7 @@ def resolve(name: str, hosts_file: str | None = None) -> list[tuple[int, str]]:
     if not name:
         return []
     if hosts_file:
-        text = _read_text(hosts_file)
+        text = read_text(hosts_file)
         addrs = parse_hosts_file(text or "").get(name.lower(), [])
         if addrs:
             return _ipv6_first([(_ip_family(a) or socket.AF_INET, a) for a in addrs])
@@ -163,9 +149,9 @@ def iface_mac(ifname: str, links: NetlinkLinks | None, sys_class_net: str) -> st
     facts = links.get(ifname) if links is not None else None
     if facts is not None and facts.mac:
         return facts.mac
-    text = _read_text(_sys_path(sys_class_net, ifname, "address"))
+    text = read_text(sys_path(sys_class_net, ifname, "address"))
     mac = (text or "").strip().lower()
-    return mac if _HWADDR_RE.match(mac) else ""
+    return mac if HWADDR_RE.match(mac) else ""
 
 
 # --------------------------------------------------------------------------------------------

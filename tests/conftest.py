@@ -9,10 +9,8 @@ Tests that need root or network namespaces fail instead of skipping under CI=tru
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
@@ -21,6 +19,7 @@ import pytest
 from harness.daemons import Daemon
 from harness.env import PROGRAM          # first: it puts the program under test on sys.path
 from harness.fakehost import FakeHost, assert_harmless
+from harness.timeouts import time_limit
 
 
 # -- no test may hang: a per-test time limit, and a sweep of what killed runs left ------------
@@ -40,50 +39,21 @@ def pytest_sessionstart(session):
         sys.stderr.write(f"conftest: removed a stale {what}\n")
 
 
-class TestTimedOut(Exception):
-    """A test phase ran past its limit (raised from SIGALRM in the main thread)."""
-
-
-def _limit(item) -> float:
-    mark = item.get_closest_marker("timeout")
-    if mark:
-        return float(mark.args[0])
-    return float(item.config.getini("test_timeout"))
-
-
-@contextlib.contextmanager
-def _time_limit(item, phase: str):
-    limit = _limit(item)
-
-    def expire(signum, frame):
-        import faulthandler
-        faulthandler.dump_traceback(sys.stderr, all_threads=True)
-        raise TestTimedOut(f"{item.nodeid}: {phase} ran past {limit:g} s")
-
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
-    with _time_limit(item, "setup"):
+    with time_limit(item, "setup"):
         yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    with _time_limit(item, "the test"):
+    with time_limit(item, "the test"):
         yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    with _time_limit(item, "teardown"):
+    with time_limit(item, "teardown"):
         yield
 
 

@@ -68,7 +68,8 @@ def test_to_json_has_the_contract_keys():
     net = H.host_json(host, T0 + 2.5)["networks"]["mgmt"]
     assert {"state", "last_seq", "missed", "out_of_sequence", "last_seen_s"} <= set(net)
     assert (net["state"], net["last_seq"], net["last_seen_s"]) == ("ok", 7, 2.5)
-    assert H.host_json(make(clstr=False), T0)["networks"]["cluster-host"]["state"] == "unprovisioned"
+    networks = H.host_json(make(clstr=False), T0)["networks"]
+    assert networks["cluster-host"]["state"] == "unprovisioned"
     # docs/contract.md §8 "Network state": the pxeboot monitor's own view beside the state
     assert {"misses": 0, "losses": 0, "alarm": False}.items() <= \
         doc["networks"]["pxeboot"].items()

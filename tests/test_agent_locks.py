@@ -6,7 +6,6 @@ Time is a plain float `now` (FakeClock style): minutes of protocol time run in m
 
 from __future__ import annotations
 
-import pytest
 
 from mtce import agent_decisions
 from mtce.agent_decisions import Send, Settings

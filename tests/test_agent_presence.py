@@ -10,7 +10,8 @@ import pytest
 
 from mtce import agent_decisions
 from mtce import agent_host as H
-from mtce.agent_decisions import Log, Send, Settings
+from mtce.agent_decisions import Send, Settings
+from mtce.decisions import Log
 from mtce.states import Availability, Cmd, Net, NetState
 
 from harness.host_monitor import T0, Sim, make, online, sends, table_of, texts

@@ -10,8 +10,9 @@ import pytest
 
 from mtce import agent_pxeboot
 from mtce import agent_host as H
-from mtce.agent_decisions import ClearAlarm, Log, RaiseAlarm, Send, Settings
+from mtce.agent_decisions import ClearAlarm, RaiseAlarm, Send, Settings
 from mtce.agent_pxeboot import PxeStage, TransitionError
+from mtce.decisions import Log
 from mtce.states import ALARM_MTCALIVE, Admin, Availability, Cmd, Net, NetState
 
 from harness.host_monitor import (

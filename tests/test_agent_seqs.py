@@ -120,7 +120,8 @@ def test_when_every_host_has_gaps_at_once_the_log_gets_a_line_of_totals():
     n_hosts = 300
     table = HostTable(Settings())
     table.apply_inventory(Inventory("inv", {f"w{i}": HostEntry(
-        f"w{i}", "worker", f"08:00:27:{i // 256:02x}:{i % 256:02x}:01", f"10.1.{i // 250}.{i % 250}",
+        f"w{i}", "worker", f"08:00:27:{i // 256:02x}:{i % 256:02x}:01",
+        f"10.1.{i // 250}.{i % 250}",
         f"10.2.{i // 250}.{i % 250}", "unlocked") for i in range(n_hosts)}), T0)
     out = []
     for host in table:

@@ -150,13 +150,13 @@ def test_the_takeover_burst_is_accounted_and_fits_a_buffer_sized_to_the_inventor
 
 
 def test_targets_and_table(result):
-    from mtce import bench
-    assert set(result["met"]) == {t.key for t in bench.TARGETS}
+    from mtce import bench_report
+    assert set(result["met"]) == {t.key for t in bench_report.TARGETS}
     assert all(isinstance(v, bool) for v in result["met"].values())
-    text = bench.table(result)
-    for t in bench.TARGETS:
+    text = bench_report.table(result)
+    for t in bench_report.TARGETS:
         assert t.figure in text
-    assert text.count("\n") >= len(bench.TARGETS) + 2
+    assert text.count("\n") >= len(bench_report.TARGETS) + 2
 
 
 def test_scale_rows_divide_by_the_inventory_size():

@@ -109,10 +109,10 @@ def test_under_systemd_the_failsafe_is_a_transient_unit_of_its_own(host_actions)
     "echo 100% > OUT",
 ])
 def test_the_failsafe_command_runs_as_sh_would_run_it(host_actions, tmp_path, command):
-    """docs/contract.md §2: actions are shell commands run with `/bin/sh -c`. systemd expands `$VAR`,
-    `${VAR}` and `$$` in a unit's command line, so `${X}` ran empty and `$$` as a `$` (attack
-    on issue 24): the unit's argv, as systemd runs it, gives what `/bin/sh -c` gives, and so
-    does the detached fallback."""
+    """docs/contract.md §2: actions are shell commands run with `/bin/sh -c`. systemd expands
+    `$VAR`, `${VAR}` and `$$` in a unit's command line, so `${X}` ran empty and `$$` as a `$`
+    (attack on issue 24): the unit's argv, as systemd runs it, gives what `/bin/sh -c` gives,
+    and so does the detached fallback."""
     acts, lines, argv_file, fake, booted, host = host_actions
     fake()
     booted()

@@ -293,7 +293,8 @@ def test_a_personality_outside_the_originals_words_is_refused(personality):
 
 
 @pytest.mark.parametrize("personality,kept", [
-    ("controller", "controller"), ("storage", "storage"), ("worker,lowlatency", "worker,lowlatency"),
+    ("controller", "controller"), ("storage", "storage"),
+    ("worker,lowlatency", "worker,lowlatency"),
     ("controller,worker,lowlatency", "controller,worker,lowlatency"),
     ("controller, worker", "controller,worker")])
 def test_the_originals_subfunction_lists_are_taken(personality, kept):
@@ -398,7 +399,7 @@ def test_an_address_no_host_can_have_is_refused(key, value):
     """docs/contract.md §4 (a value the agent cannot take as written): an unspecified,
     multicast or broadcast address is no host's (issue 23 review: accepted silently)."""
     text = _edit(ISSUE_INVENTORY, "mgmt_ip = 192.168.204.51",
-                 f"mgmt_ip = 192.168.204.51\ncluster_host_ip = 192.168.206.51"
+                 "mgmt_ip = 192.168.204.51\ncluster_host_ip = 192.168.206.51"
                  if key == "cluster_host_ip" else f"{key} = {value}")
     if key == "cluster_host_ip":
         text = _edit(text, "cluster_host_ip = 192.168.206.51", f"cluster_host_ip = {value}")

@@ -37,7 +37,6 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import pytest
 
 from harness.env import REPO
 

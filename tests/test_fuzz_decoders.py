@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from mtce import agent_ctl, alive, auth, config, logs, netif
+from mtce import agent_ctl, alive, auth, config, ifchain, logs, netif
 from mtce.clock import FakeClock
 from mtce.states import Cmd, Net, cmd_name
 
@@ -651,7 +651,7 @@ def test_dhcp_lease_address_never_raises(scratch, data, key):
     d = os.path.join(scratch, "dhcp")
     os.makedirs(d, exist_ok=True)
     _write(os.path.join(d, "dhclient.eth0:2.leases"), data)
-    addr, logs_ = netif.dhcp_lease_address(d, key)
+    addr, logs_ = ifchain.dhcp_lease_address(d, key)
     _check_address(addr, logs_)
 
 
@@ -663,7 +663,7 @@ def test_dhcp_lease_round_trip(scratch, addrs, eol):
     blocks = [f'lease {{{eol}  interface "vlan10:2";{eol}  fixed-address {a};{eol}}}'
               for a in addrs]
     _write(os.path.join(d, "dhclient.vlan10:2.leases"), eol.join(blocks).encode())
-    addr, logs_ = netif.dhcp_lease_address(d, "vlan10:2")
+    addr, logs_ = ifchain.dhcp_lease_address(d, "vlan10:2")
     assert addr == addrs[-1]           # CRLF too: the '\r' goes with the white space
     _check_address(addr, logs_)
 
@@ -677,7 +677,7 @@ def test_static_ifcfg_address_never_raises(scratch, data, key):
     d = os.path.join(scratch, "ifcfg")
     os.makedirs(d, exist_ok=True)
     _write(os.path.join(d, "ifcfg-eth0:2"), data)
-    _check_address(*netif.static_ifcfg_address(d, key))
+    _check_address(*ifchain.static_ifcfg_address(d, key))
 
 
 @FEW
@@ -688,7 +688,7 @@ def test_static_ifcfg_round_trip(scratch, addrs):
     _write(os.path.join(d, "ifcfg-bond0:2"), "".join(
         f"iface bond0:2 inet static\naddress {a}\n    netmask 255.255.255.0\n"
         for a in addrs).encode())
-    assert netif.static_ifcfg_address(d, "bond0:2")[0] == addrs[-1]
+    assert ifchain.static_ifcfg_address(d, "bond0:2")[0] == addrs[-1]
 
 
 @FUZZ
@@ -699,7 +699,7 @@ def test_static_ifcfg_round_trip(scratch, addrs):
 def test_parse_dnsmasq_hosts_never_raises(text):
     entries, problems = netif.parse_dnsmasq_hosts(text)
     for e in entries:
-        assert netif._MAC_RE.match(e.mac) and len(e.mac) == 17
+        assert ifchain.MAC_RE.match(e.mac) and len(e.mac) == 17
         assert e.ip == "" or str(ipaddress.IPv4Address(e.ip)) == e.ip
     assert all(n >= 1 and why for n, why in problems)
 

@@ -339,7 +339,7 @@ def test_netns_without_root_exits_2_and_says_why(monkeypatch, capsys):
 
 @pytest.mark.parametrize("netns", [False, True])
 def test_every_generated_file_is_complete_and_every_ini_harmless(tmp_path, netns):
-    from mtce import config, lab, netif
+    from mtce import config, ifchain, lab, netif
     plan = lab.Plan(tmp_path, 5, netns=netns, block="127.77", burst=True, ns_prefix="t-")
     plan.write()
     assert len(plan.inis()) == 5
@@ -366,6 +366,6 @@ def test_every_generated_file_is_complete_and_every_ini_harmless(tmp_path, netns
     prefix = "198.18" if netns else "127.77"
     assert plan.host("worker-3").mgmt_ip == f"{prefix}.204.13"
     assert os.path.realpath(plan.lab_ini) == plan.agent_ini
-    address, _ = netif.dhcp_lease_address(plan.host("worker-0").path("dhcp"),
+    address, _ = ifchain.dhcp_lease_address(plan.host("worker-0").path("dhcp"),
                                           plan.lease_key())
     assert address == f"{prefix}.202.10"

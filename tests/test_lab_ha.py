@@ -290,7 +290,7 @@ def test_crm_mon_during_a_fence_still_places_the_group_on_the_dead_node():
     group Started on it, so the lab never takes crm_mon alone as a takeover (it also asks the
     agent on the survivor and looks for the floating address there)."""
     from mtce.lab_cluster import parse_crm_mon
-    from mtce.lab_ha import GROUP
+    from mtce.lab_ha_cluster import GROUP
     with open(CRM_MON_FENCING, encoding="utf-8") as f:
         state = parse_crm_mon(f.read())
     assert state.dc == "controller-1"
@@ -304,7 +304,7 @@ def test_crm_mon_during_a_fence_still_places_the_group_on_the_dead_node():
                                   "active='true'/></resources></crm_mon>"])
 def test_crm_mon_garbage_places_nothing(text):
     from mtce.lab_cluster import parse_crm_mon
-    from mtce.lab_ha import GROUP
+    from mtce.lab_ha_cluster import GROUP
     state = parse_crm_mon(text)
     assert state.dc == "" and state.online == set() and state.group_on(GROUP) == ""
 

@@ -81,13 +81,13 @@ def test_the_timeout_check_sees_a_call_without_one(tmp_path):
 def test_a_test_that_runs_too_long_is_stopped_with_a_failure():
     import time
     from types import SimpleNamespace
-    from conftest import TestTimedOut, _time_limit
+    from harness.timeouts import TestTimedOut, time_limit
     mark = SimpleNamespace(args=(0.2,))
     item = SimpleNamespace(nodeid="tests/x.py::t", get_closest_marker=lambda name: mark,
                            config=None)
     started = time.monotonic()
     with pytest.raises(TestTimedOut, match=r"tests/x.py::t: the test ran past 0.2 s"):
-        with _time_limit(item, "the test"):
+        with time_limit(item, "the test"):
             for _ in range(100):        # bounded: 5 s at most if the limit did not work
                 time.sleep(0.05)
     assert time.monotonic() - started < 2
@@ -108,3 +108,12 @@ def test_the_session_sweep_touches_only_what_is_stale():
     assert not sweep.stale_daemon(4242, ["python3", "/r/mtce.py", "client", "-c", ini])
     assert not sweep.stale_daemon(1, ["/usr/bin/mtce", "agent", "-c", "/etc/mtc.ini"])
     assert not sweep.stale_daemon(1, ["sleep", "-c", ini])
+
+
+def test_a_tests_loopback_block_is_never_one_a_lab_uses():
+    """Tests run beside `mtce lab` (127.42) and tools/ci_lab.sh's lanes (127.61-80): the random
+    block a test takes must never be theirs (issue 26's review: it could land on 127.42)."""
+    from harness.env import LAB_BLOCKS, loopback_block
+    seen = {int(loopback_block().split(".")[1]) for _ in range(3000)}
+    assert not seen & LAB_BLOCKS and seen <= set(range(10, 251))
+    assert 42 in LAB_BLOCKS and set(range(61, 81)) <= LAB_BLOCKS

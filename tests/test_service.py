@@ -435,7 +435,7 @@ def test_a_daemon_systemd_started_logs_to_its_journal_stream_and_its_file(tmp_pa
             continue
         starting = [line for line in lines if "mtcClient starting" in line]
         assert len(starting) == 1 and starting[0].startswith("<6>["), lines
-        assert f"] worker-0 mtcClient " in starting[0]
+        assert "] worker-0 mtcClient " in starting[0]
         assert any(line.startswith("<6>") and "mtcClient stopped" in line for line in lines)
         # the same lines, stamped, in the file
         assert starting[0][3:] in host.log_text()

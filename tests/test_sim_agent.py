@@ -1192,6 +1192,41 @@ def test_a_ready_event_without_the_feature_over_pxeboot_changes_nothing(sim):
     assert h["networks"]["pxeboot"]["state"] == "ok"
 
 
+def test_a_hosts_repeated_warning_is_one_line_a_minute_through_the_daemons_one_rule(sim):
+    """Issue 26 item 2 (one throttling rule): a host's warnings are decided by its pure core as
+    "change" lines and throttled where every line is, by the daemon's rule (logs.Lines): 60
+    ready events without the feature over pxeboot in a minute are one warning, the next one a
+    minute later says how many were held back."""
+    s = sim(clients=["worker-0"]).start(settle=3)
+    old_ready = alive.pack(alive.SIG_EVENT, cmd=alive.EVENT_MONITOR_READY,
+                           text='{"hostname":"worker-0","service":"mtcClient"}')
+    needle = "worker-0 ready event without pxeboot_mtcAlive over Pxeboot network"
+    for _ in range(60):
+        send(s, "worker-0", Net.PXEBOOT, old_ready)
+        s.run(0.5)
+    assert s.agent_capture.count(needle) == 1
+    s.run(31.0)
+    send(s, "worker-0", Net.PXEBOOT, old_ready)
+    lines = [line for line in s.agent_capture.lines() if needle in line]
+    assert len(lines) == 2 and lines[1].endswith("(59 similar suppressed)"), lines
+
+
+def test_lines_below_the_log_level_spend_none_of_the_datagram_budget(sim):
+    """A debug line the agent does not write (an unsolicited LOCKED ACK: it re-sends LOCKED on
+    every locked correction) takes nothing from the budget every datagram's line shares
+    (issue 26 review: it used to, so that 12 of them silenced the next bad datagram's warning).
+    What is logged, and only that, counts."""
+    s = sim(clients=[]).start()
+    ack = alive.pack(alive.SIG_CMD_RSP, cmd=int(Cmd.LOCKED), num=1, parm=(int(Cmd.LOCKED),))
+    for name in s.files.names:
+        for net in (Net.MGMT, Net.CLSTR):
+            for _ in range(6):
+                send(s, name, net, ack)
+    s.agent_capture.clear()
+    send(s, "worker-0", Net.MGMT, b"\x00" * 40)
+    assert s.agent_capture.count("bad message from") == 1, s.agent_capture.text()
+
+
 def test_a_locked_hosts_pxeboot_is_lost_when_its_mtcalive_stop(sim):
     """docs/contract.md §8 "Network state" (`ok` while mtcAlive arrives) and issue 23 item 7:
     a locked host's pxeboot monitor is held (docs/protocol.md §5.5), so no loss is declared

@@ -130,10 +130,10 @@ def issue23_bad_inventories(c: Cluster) -> list[tuple[str, str, int, str]]:
         ("second [worker-0]", text + sep + "[worker-0]\npersonality = worker\n"
          f"mgmt_mac = 08:00:27:5e:00:33\nmgmt_ip = {w3}\n", tail, "[worker-0]"),
         ("personality = wroker", text.replace(
-            f"[worker-1]\npersonality = worker\n", "[worker-1]\npersonality = wroker\n"),
+            "[worker-1]\npersonality = worker\n", "[worker-1]\npersonality = wroker\n"),
          line_of("personality = worker", "[worker-1]"), "[worker-1] personality"),
         ("line without =", text.replace(
-            f"[worker-1]\npersonality = worker\n", "[worker-1]\npersonality worker\n"),
+            "[worker-1]\npersonality = worker\n", "[worker-1]\npersonality worker\n"),
          line_of("personality = worker", "[worker-1]"), "[worker-1]"),
         ("shared mgmt MAC", text.replace(f"mgmt_mac = {w1.mac}",
                                          f"mgmt_mac = {c.host('worker-0').mac.upper()}"),

@@ -91,6 +91,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
+# 127.<a>: what the labs use while tests may run (mtce lab's default 127.42, tools/ci_lab.sh's
+# lanes 127.61-80); `mtce bench` takes 127.251-254, above the range.
+LAB_BLOCKS = frozenset({42, *range(61, 81)})
+
+
 def loopback_block() -> str:
     """A random 127.a.b. prefix so concurrent tests and labs never share an address."""
-    return f"127.{random.randint(10, 250)}.{random.randint(0, 250)}."
+    a = random.choice([a for a in range(10, 251) if a not in LAB_BLOCKS])
+    return f"127.{a}.{random.randint(0, 250)}."

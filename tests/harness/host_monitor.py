@@ -4,10 +4,11 @@ protocol time in milliseconds."""
 
 from __future__ import annotations
 
-from mtce.agent_decisions import Log, Send, Settings
+from mtce.agent_decisions import Send, Settings
 from mtce.agent_host import HostMonitor
 from mtce.agent_table import HostTable
 from mtce.config import HostEntry, Inventory
+from mtce.decisions import Log
 from mtce.states import Admin, Cmd, Flag, Net
 
 T0 = 1000.0

@@ -19,7 +19,7 @@ from harness.env import loopback_block
 
 from mtce import agent as agent_mod
 from mtce import client as client_mod
-from mtce import alive, config, netif
+from mtce import alive, config, netlink
 from mtce.clock import FakeClock
 from mtce.fakenet import FakeNetwork
 from mtce.loop import Loop
@@ -96,7 +96,7 @@ class Sim:
         log, capture = daemon_logger(name, self.level)
         self.captures[name] = capture
         return client_mod.Client(config.load(host.ini), self.loop, self.clock, log,
-                                 links_factory=lambda: netif.NetlinkLinks([]),
+                                 links_factory=lambda: netlink.NetlinkLinks([]),
                                  sockets=self.net, netlink_watch=False)
 
     def start(self, settle: float = 0.0) -> "Sim":

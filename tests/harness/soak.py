@@ -562,7 +562,8 @@ def blast(target: Target, count: int, rng: random.Random, rate: float, result: R
     result.datagrams += sent
 
 
-def soak_one(target: Target, count: int, seed: int, rate: float, warmup: int | None = None) -> Result:
+def soak_one(target: Target, count: int, seed: int, rate: float,
+             warmup: int | None = None) -> Result:
     """Warm-up, measure, fuzz, measure again: one target's Result. The warm-up (a
     twentieth, at most 50,000) is part of `count`; RSS growth is measured after it, log
     lines and state from before it."""
@@ -612,7 +613,8 @@ def soak_one(target: Target, count: int, seed: int, rate: float, warmup: int | N
     return result
 
 
-def run(agent_targets, client_targets, count: int, seed: int = 1, rate: float = 25_000, out=print) -> list[Result]:
+def run(agent_targets, client_targets, count: int, seed: int = 1, rate: float = 25_000,
+        out=print) -> list[Result]:
     """Soak every target in turn with `count` datagrams each; print two lines per target."""
     results = []
     for target in list(agent_targets) + list(client_targets):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from mtce.netif import NetlinkLinks
+from mtce.netlink import NetlinkLinks
 
 # --------------------------------------------------------------------------------------------
 # Topologies, rendered either as a sysfs tree (no netlink) or as netlink messages plus a sysfs
@@ -19,6 +19,16 @@ from mtce.netif import NetlinkLinks
 # it), iflink ("auto", "missing", "dir").
 
 NICS = {"enp0s8": {"index": 2}, "enp0s9": {"index": 3}, "enp0s10": {"index": 6}}
+
+
+def write(path: Path, data) -> Path:
+    """`data` (text or bytes) into `path`, its directories made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data)
+    return path
 
 
 def bond(slaves=("enp0s8", "enp0s9"), mode="802.3ad 4", **extra):
