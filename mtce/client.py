@@ -60,7 +60,7 @@ class Client:
         self.lines = logs.Lines(log, self.noise, self.events)
         self.hostname = netif.read_hostname(cfg.paths.hostname_file)
         self.counters = transport.Counters()
-        self.metrics = metrics.Endpoint(loop, lambda: metrics.client_series(self), log, clock)
+        self.metrics = metrics.Endpoint(loop, self.series, log, clock)
         self.wire = transport.Wire(*auth.from_config(cfg, clock.wall, clock.now), log,
                                    self.lines.say, self.counters)
         self.book = AddressBook(cfg, log, self.throttle,
@@ -346,10 +346,15 @@ class Client:
         self.net.set.close_all()
         self.actions.reap()
 
-    # -- what tests and the lab ask ----------------------------------------------------------
+    # -- what tests, the lab and the metrics endpoint ask ------------------------------------
     @property
     def ctrl_pxeboot(self) -> dict:
         return self.core.ctrl_pxeboot
+
+    def series(self, version: str | None = None) -> str:
+        """The Prometheus text of `GET /metrics` (metrics.client_series)."""
+        return metrics.client_series(self.counters, self.net.set.recoveries,
+                                     self.book.own.pxeboot_ip, self.core.ctrl_pxeboot, version)
 
 
 def main(cfg: config.Config, foreground: bool) -> int:

@@ -251,12 +251,15 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
     return e.text()
 
 
-def client_series(client, version: str | None = None) -> str:
-    """Every series of the client (README, Observability)."""
+def client_series(counters, recoveries: int, own_pxeboot: str, ctrl_pxeboot: dict,
+                  version: str | None = None) -> str:
+    """Every series of the client (README, Observability), from its transport `counters`, its
+    socket `recoveries`, its own pxeboot address and the controllers' it learned ("": not
+    known)."""
     from mtce import __version__
     version = version or __version__
     e = Exposition()
-    c = client.counters
+    c = counters
     for i, key in enumerate(NET_KEYS):
         lab = labels(network=key)
         e.add("mtce_client_mtcalive_sent_total", "counter",
@@ -276,9 +279,9 @@ def client_series(client, version: str | None = None) -> str:
         e.add("mtce_client_datagrams_bad_total", "counter", BAD_HELP, count,
               labels(reason=reason))
     e.add("mtce_client_socket_recoveries_total", "counter",
-          "sockets set up again after they failed or closed", client.net.set.recoveries)
-    learned = {"own pxeboot": client.book.own.pxeboot_ip}
-    learned.update({f"{ctl} pxeboot": client.core.ctrl_pxeboot.get(ctl)
+          "sockets set up again after they failed or closed", recoveries)
+    learned = {"own pxeboot": own_pxeboot}
+    learned.update({f"{ctl} pxeboot": ctrl_pxeboot.get(ctl)
                     for ctl in ("controller", "controller-0", "controller-1")})
     for what, present in learned.items():
         e.add("mtce_client_address_learned", "gauge",

@@ -83,7 +83,7 @@ def test_the_agents_series_of_a_running_cluster_pass_promtool(sim):
 def test_the_clients_series_pass_promtool(sim):
     s = sim().start()
     s.run_until(s.all_ok, 20, what="every host ok")
-    text = metrics.client_series(s.clients["worker-0"], "9.9.9")
+    text = s.clients["worker-0"].series("9.9.9")
     rc, out = promtool_check(text)
     assert rc == 0, out
     sent = {ln.split("{")[1].split("}")[0]: int(ln.split()[-1]) for ln in text.splitlines()
@@ -662,7 +662,7 @@ def test_a_client_requiring_tags_exports_its_drops_by_reason(sim, tmp_path):
     s.start()
     s.run(3)
     c = s.clients["worker-0"]
-    series = parse_series(metrics.client_series(c))
+    series = parse_series(c.series())
     assert series['mtce_client_datagrams_bad_total{reason="untagged"}'] > 0
     assert series['mtce_client_datagrams_bad_total{reason="invalid"}'] == 0
     assert sum(v for k, v in series.items() if k.startswith("mtce_client_datagrams_bad_")) \
