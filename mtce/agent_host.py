@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from mtce.agent_decisions import (
-    ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Remember, Send, Settings,
-)
+from mtce.agent_decisions import ALARM_SEVERITY, INF, NO_ACTIONS, Facts, Settings
 from mtce.agent_locks import LOCKED_BIT, LockCorrection
 from mtce.agent_presence import Presence
-from mtce.agent_pxeboot import PXEBOOT_MISS_THRESHOLD, PxebootMonitor, PxeStage
+from mtce.agent_pxeboot import PxebootMonitor, PxeStage
+from mtce.agent_pxeboot_gate import PxebootGate
 from mtce.agent_seqs import SEQ_HALF, SEQ_MASK, NetTrack
 from mtce.decisions import Log
-from mtce.states import (
-    FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState, failure_flag_names,
-)
+from mtce.states import Admin, Availability, Net, NetState, failure_flag_names
 
 if TYPE_CHECKING:   # config reads files; only its types are needed here
     from mtce.config import HostEntry
@@ -77,6 +74,7 @@ class HostMonitor:
         self.pxe = PxebootMonitor(self.hostname, settings, now, self.facts)
         # online/offline (docs/protocol.md §5.4, docs/contract.md §8)
         self.presence = Presence(self, now)
+        self.gate = PxebootGate(self)           # whether and how the pxeboot monitor runs
         # locked/unlocked correction (docs/protocol.md §5.4 "Locked correction")
         self._lock_bit = LOCKED_BIT if self.admin is Admin.LOCKED else 0
         self.locks = LockCorrection()
@@ -100,10 +98,8 @@ class HostMonitor:
 
     @property
     def pxeboot_monitored(self) -> bool:
-        """Whether the pxeboot monitor applies at all (docs/protocol.md §5.5, §4.1)."""
-        s = self.settings
-        return (self.pxeboot_supported and bool(self.pxeboot_ip) and s.pxeboot_provisioned
-                and not s.simplex)
+        """Whether the pxeboot monitor applies at all (agent_pxeboot_gate)."""
+        return self.gate.monitored()
 
     @property
     def clstr_ip(self) -> str:
@@ -122,26 +118,16 @@ class HostMonitor:
         net = Net(net)
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
-        if net is Net.PXEBOOT and self._held() and now is not None:
-            # A held monitor (locked, offline) declares no loss; what arrives still decides:
-            # lost after as long a silence as the monitor takes to declare one.
-            seen = self.nets[net].last_seen
-            quiet_s = PXEBOOT_MISS_THRESHOLD * self.settings.pxeboot_window_s
-            return NetState.OK if seen is not None and now - seen < quiet_s else NetState.LOST
         if net is Net.PXEBOOT:
-            # docs/contract.md §8: lost from the monitor's declared loss to its next good window
-            # (the alarm has its own clear debounce), and, never heard since the agent started,
-            # once a window has passed without one (not at once: "Takeover").
-            if self.pxe.lost or (not self.nets[net].received and self.pxe.miss > 0):
-                return NetState.LOST
-            return NetState.OK
+            return self.gate.net_state(now)
         return self.nets[net].state
 
     def update_steady(self) -> None:
         self._steady = (self.availability is Availability.ONLINE and not self.presence.audit.running
                         and self.locks.correcting is None)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """The table's hook: this host's deadline may be earlier now."""
         wake = self.links.wake
         if wake is not None:
             wake(self)
@@ -180,22 +166,12 @@ class HostMonitor:
             mnfa = self.links.mnfa
             if mnfa is not None and mnfa.watching(self, n.net):
                 mnfa.back(self, n.net, now, out)
-        if n.net is Net.PXEBOOT and not self.pxeboot_supported and \
-                self.pxeboot_feature is not False:
-            # Feature unknown (no ready event since the agent started) or known from the
-            # agent before (state_dir, `restore`): monitored from its first pxeboot mtcAlive,
-            # not ~60 s later at its next ready event (the original waits); while unknown,
-            # 200.003 waits for the announcement (agent_pxeboot.may_alarm). A ready event
-            # without the feature wins (on_ready).
-            self.pxeboot_supported = True
-            self.pxe.to_start(now)
-            out.append(Log("info", f"{h} pxeboot mtcAlive received before a ready event ; "
-                                   f"monitoring pxeboot"))
+        if n.net is Net.PXEBOOT and self.gate.heard(now, out):
             wake = True
         self.locks.check(self, flags, now, out)
         self.update_steady()
         if wake:
-            self._wake()
+            self.wake()
         return out
 
     def sequence_summaries(self, now: float, out: list, budget, totals: list) -> bool:
@@ -210,7 +186,7 @@ class HostMonitor:
         original's `set_clstr_hostaddr`; HostTable.on_identity decides)."""
         self.learned_clstr_ip = ip
         self._reset_net(Net.CLSTR)
-        self._wake()
+        self.wake()
 
     # -- other events ---------------------------------------------------------------------------
 
@@ -222,48 +198,12 @@ class HostMonitor:
         if online:
             self.presence.go_online(now)
             self.update_steady()
-        if pxeboot_feature is not None:
-            self.pxeboot_feature = self.pxe.may_alarm = pxeboot_feature
-        if pxeboot_feature:
-            # Monitored from the start, as after its ready event: a loss in progress is seen
-            # within a window or two, not at its client's next ready event.
-            self.pxeboot_supported = True
-            self.pxe.to_start(now)
-            self._wake()
+        self.gate.restore(pxeboot_feature, now)
 
     def on_ready(self, features: list | None, now: float, net: Net = Net.MGMT):
-        """The mtcClient ready event; `features` None for an older client (docs/protocol.md §3)."""
-        out: list = []
-        h, s = self.hostname, self.settings
-        supported = features is not None and FEATURE_PXEBOOT_MTCALIVE in features
-        if net is Net.PXEBOOT and not supported:
-            # docs/contract.md §8 "Revision": clients send a ready event over pxeboot only
-            # since 649e94c, which gave it the feature list: one without it there is not the
-            # host's client, and must not turn its monitor (and an active alarm) off.
-            out.append(Log("warning", f"{h} ready event without pxeboot_mtcAlive over Pxeboot "
-                                      f"network ; not from its client, ignored", "change",
-                           (h, "ready-pxeboot")))
-            return out
-        if supported is not self.pxeboot_feature:
-            out.append(Remember(h, "pxeboot_feature", supported))
-        self.pxeboot_feature = self.pxe.may_alarm = supported
-        if not self.client_ready:
-            self.client_ready = True
-            out.append(Log("info", f"{h} mtcClient ready"
-                                   + (" ; with pxeboot mtcAlive support" if supported else "")))
-        if supported and not self.pxeboot_supported:
-            self.pxeboot_supported = True
-            self.pxe.to_start(now)
-            self._wake()
-        elif not supported:
-            # Unlike the original's sticky flag: a client that no longer offers the feature
-            # (downgrade) is no longer monitored, and its alarm could never clear: clear it.
-            self.pxeboot_supported = False
-            self.pxe.to_start(now)
-            self.pxe.clear_alarm(out)
-        if supported and s.pxeboot_provisioned and not s.simplex and self.pxeboot_ip:
-            out.append(Send(h, Net.PXEBOOT, Cmd.REQ_MTCALIVE))
-        return out
+        """The mtcClient ready event; `features` None for an older client (docs/protocol.md §3,
+        agent_pxeboot_gate)."""
+        return self.gate.on_ready(features, now, net)
 
     def on_ack(self, cmd: int, net: Net, now: float):
         """A command ACK from this host; kept for the command retry logic elsewhere."""
@@ -288,28 +228,13 @@ class HostMonitor:
             if self.links.mnfa is not None:
                 self.links.mnfa.forget(self, out)
         else:
-            self._wake()
+            self.wake()
         self.update_steady()
         return out
 
     def set_pxeboot_ip(self, ip: str | None, now: float):
         """The host's pxeboot address from dnsmasq.hosts (or learned); "" or None: none."""
-        ip = ip or ""
-        old = self.pxeboot_ip
-        if ip == old:
-            return NO_ACTIONS
-        h = self.hostname
-        self.pxeboot_ip = ip
-        if not old:
-            out = [Log("info", f"{h} pxeboot ip set to {ip}")]
-        elif not ip:
-            out = [Log("info", f"{h} pxeboot ip removed (was {old})")]
-        else:
-            out = [Log("info", f"{h} pxeboot ip changed from {old} to {ip}")]
-            self._reset_net(Net.PXEBOOT)
-        self.pxe.to_start(now)
-        self._wake()
-        return out
+        return self.gate.set_ip(ip, now)
 
     def update_entry(self, entry: "HostEntry", now: float):
         """A changed inventory entry. Counters stay unless that network's address changed."""
@@ -324,7 +249,7 @@ class HostMonitor:
             # docs/contract.md §4: the file's value applies when that field itself changes; another
             # key's change leaves an operator's lock or unlock alone.
             out.extend(self.set_admin(entry.administrative, now, "inventory"))
-        self._wake()
+        self.wake()
         return out
 
     def transitions(self, net: Net) -> tuple[int, int]:
@@ -339,16 +264,8 @@ class HostMonitor:
         self.nets[net].reset()
 
     def restore_alarm(self, now: float):
-        """200.003 found active at agent start: resume in the loss state (docs/protocol.md §5.5)."""
-        h, s = self.hostname, self.settings
-        self.pxe.restore()
-        out = [Log("info", f"{h} found mtcAlive alarm ; loaded {ALARM_SEVERITY}")]
-        if s.simplex or not s.pxeboot_provisioned or self.admin is Admin.LOCKED:
-            # The monitor never runs here (simplex, no pxeboot), or locked hosts carry no
-            # 200.003 (docs/protocol.md §5.5): clear now rather than keep a stale alarm.
-            self.pxe.clear_alarm(out)
-        self._wake()
-        return out
+        """200.003 found active at agent start (agent_pxeboot_gate)."""
+        return self.gate.restore_alarm(now)
 
     def note_stall(self, now: float) -> None:
         """The loop was stalled: give every window a fresh start instead of blaming the host."""
@@ -382,48 +299,20 @@ class HostMonitor:
         out: list = []
         at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
             else INF
-        self._audit_pxeboot(now, out)
-        self.next_at = self.pxeboot_deadline(at)
+        self.gate.audit(now, out)
+        self.next_at = self.gate.deadline(at)
         return out if out else NO_ACTIONS
-
-    # -- the pxeboot monitor's gate (docs/protocol.md §5.5) -------------------------------
-
-    def _held(self) -> bool:
-        # Locked or disabled (offline here) holds the monitor in START; counters stay.
-        return self.admin is Admin.LOCKED or self.availability is Availability.OFFLINE
-
-    def _audit_pxeboot(self, now: float, out: list) -> None:
-        pxe = self.pxe
-        if not self.pxeboot_monitored or self._held():
-            if self.admin is Admin.LOCKED:
-                pxe.clear_alarm(out)
-            if pxe.stage is not PxeStage.START:
-                pxe.to_start(now)
-            return
-        was_lost = pxe.lost
-        pxe.run(now, self.nets[Net.PXEBOOT], out)
-        mnfa = self.links.mnfa
-        if mnfa is not None:
-            if pxe.lost and not was_lost:
-                mnfa.lost(self, Net.PXEBOOT, now, out)
-            elif pxe.clean and mnfa.watching(self, Net.PXEBOOT):
-                mnfa.back(self, Net.PXEBOOT, now, out)
 
     # -- scheduling and reporting -------------------------------------------------------------
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `audit` has something to do (INF: nothing until an event)."""
-        return self.pxeboot_deadline(
+        return self.gate.deadline(
             self.presence.deadline() if self.availability is Availability.ONLINE else INF)
 
     def pxeboot_deadline(self, at: float) -> float:
-        """`at`, or the pxeboot monitor's deadline if that is earlier."""
-        if self.pxeboot_monitored and not self._held():
-            pxe = self.pxe.deadline()
-            return pxe if pxe < at else at
-        if self.pxe.alarm and self.admin is Admin.LOCKED:
-            return min(at, self.pxe.start_at)
-        return at
+        """`at`, or the pxeboot monitor's deadline if that is earlier (agent_pxeboot_gate)."""
+        return self.gate.deadline(at)
 
 
 def host_json(host: HostMonitor, now: float) -> dict:
