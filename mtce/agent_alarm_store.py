@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from mtce.states import ALARM_MNFA
 from mtce.store import atomic_write, parse_json, read_state, remove_stale_temps
 
 FILE_NAME = "alarms.json"
@@ -77,11 +78,13 @@ class Alarm:
             raise ValueError("missing or not a string: " + ", ".join(missing))
         if not obj["id"] or not obj["host"]:
             raise ValueError("empty id or host")
+        if obj["id"] != ALARM_MNFA:
+            return cls(*(obj[k] for k in _KEYS))    # a host's alarm has no network or hosts
         network, hosts = obj.get("network", ""), obj.get("hosts", [])
         if not isinstance(network, str) or not isinstance(hosts, list) or \
                 not all(isinstance(h, str) and h for h in hosts):
             raise ValueError("network not a string or hosts not a list of host names")
-        return cls(*(obj[k] for k in _KEYS), network, tuple(hosts))
+        return cls(*(obj[k] for k in _KEYS), network, tuple(dict.fromkeys(hosts)))
 
 
 def hook_payload(alarm: Alarm, action: str) -> str:

@@ -58,12 +58,15 @@ class Mnfa:
     # -- events from the hosts ---------------------------------------------------------------
 
     def lost(self, host, net: Net, now: float, out: list) -> None:
-        """`host` was ok on `net` and lost it (pxeboot: its monitor declared a loss)."""
+        """`host` lost `net` (pxeboot: its monitor declared a loss); it counts if it was ok:
+        heard there since the agent started (or since it was offline), and no 200.003."""
         if not self.settings.mnfa_threshold:
             return
         f = self.nets[net]
         if host in f.unrecovered or host.admin is Admin.LOCKED:
             return                          # not from ok; a locked host is its operator's
+        if not host.nets[net].received or (net is Net.PXEBOOT and host.pxe.alarm):
+            return                          # never ok here, or its own fault already
         f.unrecovered.add(host)
         if f.held is not None:
             f.back.discard(host)
@@ -71,9 +74,11 @@ class Mnfa:
                 f.held.add(host)
                 _hold(host, net, True)
                 out.append(self.alarm_of(net))
+                out.append(self._count_line(f))
             return
         window = self.window_s(net)
-        f.recent = [(t, h) for t, h in f.recent if now - t <= window and h in f.unrecovered]
+        f.recent = [(t, h) for t, h in f.recent
+                    if now - t <= window and h in f.unrecovered and h is not host]
         f.recent.append((now, host))
         if len(f.recent) >= self.settings.mnfa_threshold:
             self._enter(f, {h for _, h in f.recent}, now, out)
@@ -93,9 +98,13 @@ class Mnfa:
         """Whether `host`'s return on `net` is awaited (`back` then has something to do)."""
         return host in self.nets[net].unrecovered
 
-    def forget(self, host, out: list) -> None:
-        """`host` is locked, offline or left the inventory: its losses no longer count."""
-        for f in self.nets.values():
+    def forget(self, host, out: list, nets=tuple(Net)) -> None:
+        """`host` is locked, offline or left the inventory (or, on one of `nets`, is no longer
+        monitored): its losses there no longer count, and no MNFA holds it."""
+        for net in nets:
+            f = self.nets[net]
+            if host not in f.unrecovered and (f.held is None or host not in f.held):
+                continue
             f.unrecovered.discard(host)
             f.recent = [(t, h) for t, h in f.recent if h is not host]
             if f.held is None or host not in f.held:
@@ -107,6 +116,7 @@ class Mnfa:
                 self._exit(f, out)
             else:
                 out.append(self.alarm_of(f.net))
+                out.append(self._count_line(f))
 
     def audit(self, now: float, out: list) -> None:
         """`mnfa_timeout`: each MNFA under way longer ends."""
@@ -181,6 +191,13 @@ class Mnfa:
         f.held, f.back, f.since = None, set(), INF
         out.append(Log("info", text))
         out.append(ClearAlarm(f.raised_on, ALARM_MNFA, f.net.key))
+
+    @staticmethod
+    def _count_line(f: Failure) -> Log:
+        """Hosts joined or left: a "change" line, so that the daemon says it once a minute at
+        most however many hosts join (logs.Lines)."""
+        return Log("info", f"MNFA ({f.net.key}) ; {len(f.held)} hosts", "change",
+                   ("mnfa", f.net.key))
 
     def alarm_of(self, net: Net) -> RaiseAlarm:
         """The mtce.mnfa alarm of `net`'s MNFA under way, naming its hosts now."""

@@ -6,6 +6,7 @@ transition table, the miss and loss counters, alarm 200.003. Pure: `now` comes i
 from __future__ import annotations
 
 import enum
+from typing import Callable
 
 from mtce.agent_decisions import ALARM_SEVERITY, INF, ClearAlarm, RaiseAlarm, Send, Settings
 from mtce.agent_seqs import SEQ_HALF, SEQ_MASK, NetTrack
@@ -84,6 +85,9 @@ class PxebootMonitor:
         self.mnfa_held = False               # in a multi-node failure (agent_mnfa): no 200.003
         self.clean = False                   # the last window was good with no miss to work off
         self.went_lost = self.went_ok = 0    # declared losses, and returns from one
+        # Told of each declared loss before its 200.003 is decided (now, out): the table's
+        # MNFA may hold the host (`mnfa_held`), agent_pxeboot_gate.
+        self.on_loss: Callable[[float, list], None] | None = None
         self.start_at = now                  # when START was entered: due from then on
         self.timer = INF                     # the WAIT deadline
         self._save: int | None = None        # seq at the last CHECK; None: none since START
@@ -164,11 +168,13 @@ class PxebootMonitor:
                 self.timer = self._window_end(now)
                 self.stage_to(PxeStage.WAIT)
             elif stage is PxeStage.FAIL:
-                self._fail(out)
-                self._restart(now)
                 if not self.lost:
                     self.lost = True
                     self.went_lost += 1
+                    if self.on_loss is not None:
+                        self.on_loss(now, out)
+                self._fail(out)
+                self._restart(now)
             else:   # CHECK never rests: _check always leaves it
                 raise TransitionError(f"{self.hostname} pxeboot monitor resting in {stage}")
             if debug:

@@ -22,6 +22,7 @@ class PxebootGate:
 
     def __init__(self, host):
         self.host = host
+        host.pxe.on_loss = self.loss
 
     def monitored(self) -> bool:
         """Whether the pxeboot monitor applies at all (docs/protocol.md §5.5, §4.1)."""
@@ -159,19 +160,24 @@ class PxebootGate:
         h = self.host
         pxe = h.pxe
         if not self.monitored() or self.held():
+            if not self.monitored() and h.links.mnfa is not None:
+                h.links.mnfa.forget(h, out, (Net.PXEBOOT,))     # it cannot come back there
             if h.admin is Admin.LOCKED:
                 pxe.clear_alarm(out)
             if pxe.stage is not PxeStage.START:
                 pxe.to_start(now)
             return
-        was_lost = pxe.lost
         pxe.run(now, h.nets[Net.PXEBOOT], out)
         mnfa = h.links.mnfa
+        if mnfa is not None and pxe.clean and mnfa.watching(h, Net.PXEBOOT):
+            mnfa.back(h, Net.PXEBOOT, now, out)
+
+    def loss(self, now: float, out: list) -> None:
+        """The monitor declared a loss (before it decides 200.003): the table's MNFA may hold
+        the host now, joining it (a host locked and unlocked while held, its loss count kept)."""
+        mnfa = self.host.links.mnfa
         if mnfa is not None:
-            if pxe.lost and not was_lost:
-                mnfa.lost(h, Net.PXEBOOT, now, out)
-            elif pxe.clean and mnfa.watching(h, Net.PXEBOOT):
-                mnfa.back(h, Net.PXEBOOT, now, out)
+            mnfa.lost(self.host, Net.PXEBOOT, now, out)
 
     def deadline(self, at: float) -> float:
         """`at`, or the monitor's deadline if that is earlier."""

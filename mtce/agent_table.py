@@ -15,7 +15,7 @@ from mtce.agent_host import HostMonitor, TableLinks, host_json
 from mtce.agent_mnfa import Mnfa
 from mtce.agent_seqs import SEQ_LOG_WINDOW_S
 from mtce.decisions import Log
-from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Cmd, Net
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Admin, Cmd, Net
 
 if TYPE_CHECKING:
     from mtce.config import Inventory
@@ -236,7 +236,10 @@ class HostTable:
         the inventory are held again; one for an unknown network, or with none of them left, is
         cleared."""
         net = next((n for n in Net if n.key == network), None)
-        hosts = [self.hosts[h] for h in hostnames if h in self.hosts]
+        # Only hosts that can come back there: unlocked, and with a pxeboot address on pxeboot.
+        hosts = [self.hosts[h] for h in dict.fromkeys(hostnames) if h in self.hosts
+                 and self.hosts[h].admin is not Admin.LOCKED
+                 and (net is not Net.PXEBOOT or self.hosts[h].pxeboot_ip)]
         if net is None or not hosts or not self.settings.mnfa_threshold:
             return [Log("info", f"MNFA ({network}) found at start without its hosts, or "
                                 f"mnfa_threshold 0 ; clearing {ALARM_MNFA}"),

@@ -258,3 +258,14 @@ def test_a_mangled_mnfa_entry_is_skipped_with_a_problem(tmp_path, entry):
     store = AlarmStore(str(tmp_path))
     assert "entry 0 ignored" in store.load()
     assert store.active() == [alarm()]
+
+
+def test_a_network_on_an_alarm_that_has_none_is_dropped_when_read(tmp_path):
+    """A hand-edited 200.003 with a `network` would never have cleared (it is keyed by
+    network): a host's alarm is read without one (the attack on issue 27)."""
+    text = json.dumps({"version": 1, "alarms": [dict(alarm().to_json(), network="pxeboot",
+                                                     hosts=["worker-0"])]})
+    (tmp_path / "alarms.json").write_text(text)
+    store = AlarmStore(str(tmp_path))
+    assert store.load() is None
+    assert store.clear("worker-0", "200.003") == alarm()

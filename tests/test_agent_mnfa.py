@@ -392,3 +392,91 @@ def test_a_held_host_that_goes_offline_leaves_the_set_and_the_others_end_it():
     assert s.table.hosts["worker-2"].availability is Availability.OFFLINE
     assert held(s, "worker-2") == []
     assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+
+
+# -- the attack's cases (issue 27, a helper session with real processes) --------------------
+
+def test_two_hosts_with_their_own_200_003_are_no_mnfa_after_a_restart():
+    """Two unrelated hosts each raised their 200.003; the agent restarts (their monitors resume
+    in the loss state, docs/protocol.md §5.5) and declares both losses in one tick: they were
+    not ok, so no multi-node failure is entered on top of their alarms."""
+    s = table_sim()
+    s.run(10)
+    for name in ("worker-1", "worker-2"):
+        s.record(s.table.hosts[name].restore_alarm(s.t))
+    cut(s, ["worker-1", "worker-2"])
+    s.run(ALARM_S)
+    assert not s.texts("MNFA")
+
+
+def test_hosts_never_heard_on_pxeboot_since_the_agent_started_do_not_count():
+    """After a restart, hosts whose pxeboot is already broken declare their losses together:
+    they were never `ok` here, so that is no multi-node failure."""
+    s = table_sim(n=4)
+    for name in ("worker-0", "worker-1"):
+        s.table.hosts[name].nets[Net.PXEBOOT].reset()     # as an agent that just started
+    cut(s, ["worker-0", "worker-1"], since=s.t - 1)
+    s.run(ALARM_S + 5)
+    assert not s.texts("MNFA")
+    assert sorted(a.host for a in raised(s, ALARM_MTCALIVE)) == ["worker-0", "worker-1"]
+
+
+def test_a_held_host_locked_and_unlocked_rejoins_without_a_200_003():
+    """The operator locks and unlocks hosts held by an MNFA (what one does facing alarms): the
+    monitor kept its loss count over the lock; at its next declared loss the host joins the
+    MNFA again before any 200.003 is decided."""
+    s = table_sim()
+    s.run(10)
+    cut(s, s.names)
+    s.run(ALARM_S + 4)
+    assert s.texts("MNFA ENTER") and not raised(s, ALARM_MTCALIVE)
+    for name in ("worker-0", "worker-1"):
+        s.record(s.table.hosts[name].set_admin(Admin.LOCKED, s.t))
+    s.run(3)
+    for name in ("worker-0", "worker-1"):
+        s.record(s.table.hosts[name].set_admin(Admin.UNLOCKED, s.t))
+    s.run(ALARM_S)
+    assert not raised(s, ALARM_MTCALIVE)
+    assert held(s, "worker-0") == ["pxeboot"]
+
+
+def test_a_restored_mnfa_holds_only_hosts_it_can_see_come_back():
+    """A restored mtce.mnfa naming a host now locked (the inventory changed while the agent was
+    down) or without a pxeboot address: those cannot come back on pxeboot, so they are not held
+    and the MNFA ends when the others are back."""
+    s = table_sim()
+    s.run(10)
+    s.record(s.table.hosts["worker-3"].set_admin(Admin.LOCKED, s.t))
+    s.record(s.table.set_pxeboot_ip("worker-2", "", s.t))
+    out = s.table.restore_mnfa("pxeboot", ("worker-0", "worker-2", "worker-3"), 5.0, s.t)
+    s.record(out)
+    assert held(s, "worker-0") == ["pxeboot"] and held(s, "worker-3") == []
+    assert held(s, "worker-2") == []
+    s.run(3 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+
+
+def test_one_host_losing_twice_in_a_window_is_one_host():
+    """A host that loses a network, is back and loses it again within one window is still one
+    host: with the default threshold 2 that is no multi-node failure (the attack counted it
+    twice: `MNFA ENTER (mgmt) ; 1 hosts`)."""
+    from mtce.agent_mnfa import Mnfa
+    s = table_sim()
+    m, w1, out = Mnfa(S, "controller-0"), s.table.hosts["worker-1"], []
+    w1.nets[Net.MGMT].received = True
+    m.lost(w1, Net.MGMT, 100.0, out)
+    m.back(w1, Net.MGMT, 100.5, out)
+    m.lost(w1, Net.MGMT, 101.0, out)
+    assert not [a for a in out if "MNFA" in getattr(a, "text", "")]
+
+
+def test_hosts_joining_are_told_once_a_minute_at_most():
+    """Hosts that join an MNFA are not one line each (2,000 of them would be a storm): one
+    "change" line per network, which the daemon throttles to one a minute."""
+    s = table_sim(n=6)
+    s.run(10)
+    cut(s, s.names)
+    s.run(ALARM_S)
+    joins = [a for _, a in s.log if getattr(a, "text", "").startswith("MNFA (pxeboot) ; ")]
+    assert joins and all(a.kind == "change" and a.key == ("mnfa", "pxeboot") for a in joins)
+    assert joins[-1].text == "MNFA (pxeboot) ; 6 hosts"
