@@ -14,10 +14,6 @@ from mtce import ifchain
 from mtce.netlink import NetlinkLinks
 from harness.sysnet import NICS, bond, build_netlink, build_sysfs, vlan, write
 
-DATA = Path(__file__).resolve().parent / "data"
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(params=["sysfs", "netlink"])
 def build(request, tmp_path):
     builder = build_sysfs if request.param == "sysfs" else build_netlink

@@ -4,41 +4,13 @@ platform.conf."""
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
 from mtce import netif
 from mtce.netlink import NetlinkLinks
-from harness.sysnet import NICS, build_netlink, build_sysfs, write
+from harness.sysnet import NICS, build_netlink, write
 
-DATA = Path(__file__).resolve().parent / "data"
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["sysfs", "netlink"])
-def build(request, tmp_path):
-    builder = build_sysfs if request.param == "sysfs" else build_netlink
-
-    def make(topo):
-        return builder(tmp_path / "sys", topo)
-    return make
-
-
-def I(text):  # noqa: E743 - short names keep the expected log tables readable
-    return ("info", text)
-
-
-def W(text):
-    return ("warning", text)
-
-
-def D(text):
-    return ("debug", text)
-
-
-def E(text):
-    return ("error", text)
 
 # --------------------------------------------------------------------------------------------
 # iface_mac

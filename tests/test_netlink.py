@@ -15,35 +15,9 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from mtce import ifchain, netif, netlink
 from mtce.netlink import NetlinkLinks
-from harness.sysnet import build_netlink, build_sysfs
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["sysfs", "netlink"])
-def build(request, tmp_path):
-    builder = build_sysfs if request.param == "sysfs" else build_netlink
-
-    def make(topo):
-        return builder(tmp_path / "sys", topo)
-    return make
-
-
-def I(text):  # noqa: E743 - short names keep the expected log tables readable
-    return ("info", text)
-
-
-def W(text):
-    return ("warning", text)
-
-
-def D(text):
-    return ("debug", text)
-
-
-def E(text):
-    return ("error", text)
 
 # --------------------------------------------------------------------------------------------
 # Recorded dump (tests/data/netlink): plain JSON and ifinfmsg().load()
