@@ -69,6 +69,7 @@ class HostMonitor:
         self.pxeboot_feature: bool | None = None
         self.pxeboot_supported = False           # the monitor applies (announced or inferred)
         self.client_ready = False
+        self.restored_online = False             # online to the agent before this one (restore)
         self.last_ack: dict = {}                 # (cmd, net) -> now of the last ACK
         self.nets = tuple(NetTrack(n) for n in Net)
         self.pxe = PxebootMonitor(self.hostname, settings, now, self.facts)
@@ -197,6 +198,7 @@ class HostMonitor:
         feature its client's latest ready event offered stands until the next one."""
         if online:
             self.presence.go_online(now)
+            self.restored_online = True
             self.update_steady()
         self.gate.restore(pxeboot_feature, now)
 

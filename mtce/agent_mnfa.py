@@ -58,21 +58,25 @@ class Mnfa:
     # -- events from the hosts ---------------------------------------------------------------
 
     def lost(self, host, net: Net, now: float, out: list) -> None:
-        """`host` lost `net` (pxeboot: its monitor declared a loss); it counts if it was ok:
-        heard there since the agent started (or since it was offline), and no 200.003."""
+        """`host` lost `net` (pxeboot: its monitor declared a loss). Under way, an MNFA takes
+        any unlocked host without a 200.003 of its own; to enter one, a loss counts only from
+        ok: the network heard since the agent started, or the host online to the agent before
+        this one (state_dir)."""
         if not self.settings.mnfa_threshold:
             return
         f = self.nets[net]
         if host in f.unrecovered or host.admin is Admin.LOCKED:
             return                          # not from ok; a locked host is its operator's
-        if not host.nets[net].received or (net is Net.PXEBOOT and host.pxe.alarm):
-            return                          # never ok here, or its own fault already
+        if net is Net.PXEBOOT and host.pxe.alarm:
+            return                          # its own fault already
+        if f.held is None and not (host.nets[net].received or host.restored_online):
+            return                          # never ok here: no evidence of a common fault
         f.unrecovered.add(host)
         if f.held is not None:
             f.back.discard(host)
             if host not in f.held:
                 f.held.add(host)
-                _hold(host, net, True)
+                _hold(host, net, True, out)
                 out.append(self.alarm_of(net))
                 out.append(self._count_line(f))
             return
@@ -112,7 +116,9 @@ class Mnfa:
             f.held.discard(host)
             f.back.discard(host)
             _hold(host, f.net, False)
-            if f.back >= f.held:
+            if not f.held:
+                self._exit(f, out, left=True)
+            elif f.back >= f.held:
                 self._exit(f, out)
             else:
                 out.append(self.alarm_of(f.net))
@@ -173,13 +179,14 @@ class Mnfa:
         f.held, f.back, f.since, f.recent = hosts, set(), now, []
         f.raised_on = self.agent_host
         for host in hosts:
-            _hold(host, f.net, True)
+            _hold(host, f.net, True, out)
         out.append(Log("warning", f"MNFA ENTER ({f.net.key}) ; {len(hosts)} hosts"))
         out.append(self.alarm_of(f.net))
 
-    def _exit(self, f: Failure, out: list, why: str = "") -> None:
-        """Every host is back; or, `why` (a timeout, turned off), each still lost is handled on
-        its own from now on, as if its loss began now."""
+    def _exit(self, f: Failure, out: list, why: str = "", left: bool = False) -> None:
+        """Every host is back (or, `left`, every one left it: locked, offline, removed); or,
+        `why` (a timeout, turned off), each still lost is handled on its own from now on, as
+        if its loss began now."""
         still = [h for h in f.held if h not in f.back]
         for host in f.held:
             _hold(host, f.net, False)
@@ -188,6 +195,8 @@ class Mnfa:
         text = f"MNFA EXIT ({f.net.key})"
         if why:
             text += f" ; {why} ; {len(still)} hosts still lost"
+        elif left:
+            text += " ; no host left in it (locked, offline or removed)"
         f.held, f.back, f.since = None, set(), INF
         out.append(Log("info", text))
         out.append(ClearAlarm(f.raised_on, ALARM_MNFA, f.net.key))
@@ -209,7 +218,11 @@ class Mnfa:
                           net, tuple(sorted(h.hostname for h in f.held)))
 
 
-def _hold(host, net: Net, held: bool) -> None:
-    """A host's pxeboot monitor raises no 200.003 while held (agent_pxeboot)."""
+def _hold(host, net: Net, held: bool, out: list | None = None) -> None:
+    """A host's pxeboot monitor raises no 200.003 while held (agent_pxeboot). Taken into an
+    MNFA (`out`), a 200.003 it raised since its loss counted here (a loss count kept over a
+    lock reaches alarm level at once) belongs to this fault: cleared."""
     if net is Net.PXEBOOT:
         host.pxe.mnfa_held = held
+        if held and out is not None:
+            host.pxe.clear_alarm(out)

@@ -189,6 +189,7 @@ class Presence:
         h = self.host
         s = h.settings
         h.availability = Availability.OFFLINE
+        h.restored_online = False
         self.awaits_mgmt = 1
         self.end_audit()
         h.client_ready = False

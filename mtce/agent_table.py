@@ -240,6 +240,10 @@ class HostTable:
         hosts = [self.hosts[h] for h in dict.fromkeys(hostnames) if h in self.hosts
                  and self.hosts[h].admin is not Admin.LOCKED
                  and (net is not Net.PXEBOOT or self.hosts[h].pxeboot_ip)]
+        if net is not None and self.mnfa.nets[net].held is not None:
+            return [Log("warning", f"a second {ALARM_MNFA} for {network} found at start (raised "
+                                   f"on {raised_on}) ; clearing it"),
+                    ClearAlarm(raised_on or self.mnfa.agent_host, ALARM_MNFA, network)]
         if net is None or not hosts or not self.settings.mnfa_threshold:
             return [Log("info", f"MNFA ({network}) found at start without its hosts, or "
                                 f"mnfa_threshold 0 ; clearing {ALARM_MNFA}"),

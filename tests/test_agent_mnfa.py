@@ -480,3 +480,83 @@ def test_hosts_joining_are_told_once_a_minute_at_most():
     joins = [a for _, a in s.log if getattr(a, "text", "").startswith("MNFA (pxeboot) ; ")]
     assert joins and all(a.kind == "change" and a.key == ("mnfa", "pxeboot") for a in joins)
     assert joins[-1].text == "MNFA (pxeboot) ; 6 hosts"
+
+
+# -- the second attack's cases --------------------------------------------------------------
+
+def active_alarms(s, alarm_id=ALARM_MTCALIVE):
+    """Hosts whose `alarm_id` is active at the end of the recorded actions."""
+    active = set()
+    for _, a in s.log:
+        if isinstance(a, RaiseAlarm) and a.alarm_id == alarm_id:
+            active.add(a.host)
+        elif isinstance(a, ClearAlarm) and a.alarm_id == alarm_id:
+            active.discard(a.host)
+    return active
+
+
+def test_hosts_unlocked_together_after_leaving_an_mnfa_are_one_fault_not_a_200_003_each():
+    """Both held hosts locked (the MNFA ends: none left), then unlocked while the link is still
+    down: their monitors kept their loss counts, so the first loss declared is at alarm level
+    before the second enters the MNFA with it. That 200.003 is this fault's: cleared when the
+    host is held."""
+    s = table_sim(n=2)
+    s.run(10)
+    cut(s, s.names)
+    s.run(ALARM_S)
+    assert s.texts("MNFA ENTER")
+    for name in s.names:
+        s.record(s.table.hosts[name].set_admin(Admin.LOCKED, s.t))
+    s.run(3)
+    for name in s.names:
+        s.record(s.table.hosts[name].set_admin(Admin.UNLOCKED, s.t))
+    s.run(ALARM_S)
+    assert active_alarms(s) == set(), "no host in an MNFA carries its own 200.003"
+    assert active_alarms(s, ALARM_MNFA) == {"controller-0"}
+
+
+def test_a_duplicate_mnfa_alarm_for_one_network_is_cleared_at_start():
+    s = table_sim()
+    s.run(10)
+    s.record(s.table.restore_mnfa("pxeboot", ("worker-0", "worker-1"), 5.0, s.t,
+                                  "controller-1"))
+    out = s.table.restore_mnfa("pxeboot", ("worker-0", "worker-2"), 5.0, s.t, "controller-0")
+    assert [(a.host, a.network) for a in out if isinstance(a, ClearAlarm)] == \
+        [("controller-0", "pxeboot")]
+    s.record(out)
+    s.run(3 * WINDOW_S)
+    assert [(c.host, c.network) for c in cleared(s, ALARM_MNFA)] == \
+        [("controller-0", "pxeboot"), ("controller-1", "pxeboot")]
+
+
+def test_an_agent_restarted_during_the_fault_still_sees_one_fault(sim):
+    """The controller's pxeboot side fails; the agent restarts before it entered an MNFA (a
+    takeover by a controller whose own link is the failed one is the same): the hosts its
+    predecessor had online were ok, so their losses are one MNFA, not a 200.003 each."""
+    s = sim(workers=3, timers=AGENT_TIMERS).start()
+    s.run_until(s.all_ok, 30, what="every host ok")
+    s.run(2)
+    s.net.drop = lambda d: d.dst[1] == PXEBOOT_PORT
+    s.run(4)
+    s.restart_agent()
+    s.run(ALARM_S + 10)
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == [ALARM_MNFA]
+
+
+def test_after_a_restart_a_held_host_locked_and_unlocked_joins_again(sim):
+    """The MNFA restored from state_dir holds hosts the new agent has not heard on pxeboot;
+    one locked and unlocked meanwhile (its monitor's loss count kept) joins it again."""
+    s = sim(workers=3, timers=AGENT_TIMERS).start()
+    s.run_until(s.all_ok, 30, what="every host ok")
+    s.run(2)
+    s.net.drop = lambda d: d.dst[1] == PXEBOOT_PORT
+    s.run(ALARM_S)
+    assert mnfa_alarms(s)
+    s.restart_agent()
+    s.run(2)
+    assert s.request(cmd="lock", host="worker-1")["ok"]
+    s.run(3)
+    assert s.request(cmd="unlock", host="worker-1")["ok"]
+    s.run(ALARM_S + 6)
+    assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == [ALARM_MNFA]
+    assert "worker-1" in mnfa_alarms(s)[0]["hosts"]
