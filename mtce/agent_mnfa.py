@@ -13,7 +13,7 @@ network's loss and return (`lost`, `back`) with `now`; actions go out.
 
 from __future__ import annotations
 
-from mtce.agent_decisions import INF, ClearAlarm, RaiseAlarm, Settings
+from mtce.agent_decisions import INF, ClearAlarm, RaiseAlarm, Remember, Settings
 from mtce.decisions import Log
 from mtce.states import ALARM_MNFA, Admin, Net
 
@@ -24,7 +24,8 @@ DETECTION_SLACK_S = 1.0         # the agent's read grid at most: a loss is decla
 class Failure:
     """One network's MNFA bookkeeping."""
 
-    __slots__ = ("net", "recent", "unrecovered", "held", "back", "since", "raised_on")
+    __slots__ = ("net", "recent", "unrecovered", "held", "back", "since", "raised_on",
+                 "timed_out")
 
     def __init__(self, net: Net):
         self.net = net
@@ -34,6 +35,7 @@ class Failure:
         self.back: set = set()              # hosts in it that are back
         self.since = INF                    # when it began (monotonic)
         self.raised_on = ""                 # the host its alarm names (a takeover keeps it)
+        self.timed_out: set = set()         # handled on their own since a timeout, until back
 
     @property
     def active(self) -> bool:
@@ -93,6 +95,7 @@ class Mnfa:
         if host not in f.unrecovered:
             return
         f.unrecovered.discard(host)
+        self._untime(f, host, out)
         if f.held is not None and host in f.held:
             f.back.add(host)
             if f.back >= f.held:
@@ -110,6 +113,7 @@ class Mnfa:
             if host not in f.unrecovered and (f.held is None or host not in f.held):
                 continue
             f.unrecovered.discard(host)
+            self._untime(f, host, out)
             f.recent = [(t, h) for t, h in f.recent if h is not host]
             if f.held is None or host not in f.held:
                 continue
@@ -162,6 +166,15 @@ class Mnfa:
         f.unrecovered |= f.held
         for host in hosts:
             _hold(host, net, True)
+            if net is Net.PXEBOOT:
+                host.pxe.debounce()       # back after 200.003's clear debounce, as before
+
+    def restore_timed_out(self, host, net: Net) -> None:
+        """`host` was handled on its own after an MNFA's timeout (state_dir): still so, until
+        it is back; its loss does not count toward a new one."""
+        f = self.nets[net]
+        f.unrecovered.add(host)
+        f.timed_out.add(host)
 
     # -- views ---------------------------------------------------------------------------------
 
@@ -190,8 +203,11 @@ class Mnfa:
         still = [h for h in f.held if h not in f.back]
         for host in f.held:
             _hold(host, f.net, False)
-            if why and host in still and f.net is Net.PXEBOOT:
-                host.pxe.loss_begins()
+            if why and host in still:
+                if f.net is Net.PXEBOOT:
+                    host.pxe.loss_begins()
+                f.timed_out.add(host)       # kept (state_dir): a restart must not hold it again
+                out.append(Remember(host.hostname, f"mnfa_timed_out_{f.net.key}", True))
         text = f"MNFA EXIT ({f.net.key})"
         if why:
             text += f" ; {why} ; {len(still)} hosts still lost"
@@ -200,6 +216,12 @@ class Mnfa:
         f.held, f.back, f.since = None, set(), INF
         out.append(Log("info", text))
         out.append(ClearAlarm(f.raised_on, ALARM_MNFA, f.net.key))
+
+    @staticmethod
+    def _untime(f: Failure, host, out: list) -> None:
+        if host in f.timed_out:
+            f.timed_out.discard(host)
+            out.append(Remember(host.hostname, f"mnfa_timed_out_{f.net.key}", False))
 
     @staticmethod
     def _count_line(f: Failure) -> Log:

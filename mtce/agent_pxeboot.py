@@ -119,6 +119,12 @@ class PxebootMonitor:
             self.lost = False
             self.went_ok += 1
 
+    def debounce(self) -> None:
+        """Held by an MNFA found at start: its return counts after 200.003's clear debounce
+        (7 good windows), as the agent before this one would have counted it."""
+        if not self.alarm:
+            self.miss = PXEBOOT_MISS_THRESHOLD
+
     def loss_begins(self) -> None:
         """A multi-node failure that held this host timed out (agent_mnfa): its loss is
         handled from now on as if it began now (the miss and loss counts start again)."""

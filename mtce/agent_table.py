@@ -239,7 +239,8 @@ class HostTable:
         # Only hosts that can come back there: unlocked, and with a pxeboot address on pxeboot.
         hosts = [self.hosts[h] for h in dict.fromkeys(hostnames) if h in self.hosts
                  and self.hosts[h].admin is not Admin.LOCKED
-                 and (net is not Net.PXEBOOT or self.hosts[h].pxeboot_ip)]
+                 and (net is not Net.PXEBOOT or (self.hosts[h].pxeboot_ip
+                                                 and not self.hosts[h].pxe.alarm))]
         if net is not None and self.mnfa.nets[net].held is not None:
             return [Log("warning", f"a second {ALARM_MNFA} for {network} found at start (raised "
                                    f"on {raised_on}) ; clearing it"),

@@ -7,7 +7,7 @@ stop. The table's actions go to `run`.
 
 from __future__ import annotations
 
-from mtce.states import ALARM_MNFA, ALARM_MTCALIVE
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Net
 
 
 def restore_hosts(table, operator_states, host_facts, log, run, now: float) -> None:
@@ -24,6 +24,9 @@ def restore_hosts(table, operator_states, host_facts, log, run, now: float) -> N
         if facts:
             host.restore(facts.get("online"), facts.get("pxeboot_feature"), now)
             online += bool(facts.get("online"))
+            for net in Net:
+                if facts.get(f"mnfa_timed_out_{net.key}"):
+                    table.mnfa.restore_timed_out(host, net)
     if online:
         log.info("%d hosts online before this agent started ; each goes offline if silent for "
                  "one detection window", online)

@@ -247,7 +247,8 @@ class OperatorStates(HostFile):
             self._save()
 
 
-HOST_FACTS = ("online", "pxeboot_feature")
+HOST_FACTS = ("online", "pxeboot_feature", "mnfa_timed_out_mgmt", "mnfa_timed_out_cluster-host",
+              "mnfa_timed_out_pxeboot")
 
 
 class HostFacts(HostFile):

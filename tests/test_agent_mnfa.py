@@ -357,7 +357,7 @@ def test_an_mnfa_taken_over_by_the_other_controller_is_cleared_under_the_name_it
                                raised_on="controller-0")
     assert [type(a).__name__ for a in out] == ["Log"], out
     assert held(s, "worker-0") == ["pxeboot"]
-    s.run(3 * WINDOW_S)
+    s.run(9 * WINDOW_S)     # 200.003's clear debounce
     [clear] = cleared(s, ALARM_MNFA)
     assert (clear.host, clear.network) == ("controller-0", "pxeboot")
 
@@ -452,7 +452,7 @@ def test_a_restored_mnfa_holds_only_hosts_it_can_see_come_back():
     s.record(out)
     assert held(s, "worker-0") == ["pxeboot"] and held(s, "worker-3") == []
     assert held(s, "worker-2") == []
-    s.run(3 * WINDOW_S)
+    s.run(9 * WINDOW_S)     # 200.003's clear debounce
     assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
 
 
@@ -524,7 +524,7 @@ def test_a_duplicate_mnfa_alarm_for_one_network_is_cleared_at_start():
     assert [(a.host, a.network) for a in out if isinstance(a, ClearAlarm)] == \
         [("controller-0", "pxeboot")]
     s.record(out)
-    s.run(3 * WINDOW_S)
+    s.run(9 * WINDOW_S)     # 200.003's clear debounce
     assert [(c.host, c.network) for c in cleared(s, ALARM_MNFA)] == \
         [("controller-0", "pxeboot"), ("controller-1", "pxeboot")]
 
@@ -560,3 +560,47 @@ def test_after_a_restart_a_held_host_locked_and_unlocked_joins_again(sim):
     s.run(ALARM_S + 6)
     assert [a["id"] for a in s.request(cmd="alarms")["alarms"]] == [ALARM_MNFA]
     assert "worker-1" in mnfa_alarms(s)[0]["hosts"]
+
+
+# -- the third attack's cases ---------------------------------------------------------------
+
+def test_a_restored_mnfa_ends_after_the_clear_debounce_not_one_window():
+    """The agent before this one held the hosts; this one restores the MNFA while the link is
+    already back: it ends with 200.003's clear debounce (7 good windows), not at the first."""
+    s = table_sim()
+    s.run(10)
+    s.record(s.table.restore_mnfa("pxeboot", ("worker-0", "worker-1"), 5.0, s.t))
+    s.run(3 * WINDOW_S)
+    assert not s.texts("MNFA EXIT")
+    s.run(6 * WINDOW_S)
+    assert s.texts("MNFA EXIT") == ["MNFA EXIT (pxeboot)"]
+
+
+def test_a_host_with_its_own_restored_200_003_is_not_held_by_a_restored_mnfa():
+    """Both found at start (hand-edited, or a crash between two writes): the host keeps its own
+    alarm and is not held (a host in an MNFA carries no 200.003)."""
+    s = table_sim()
+    s.run(10)
+    s.record(s.table.hosts["worker-0"].restore_alarm(s.t))
+    s.record(s.table.restore_mnfa("pxeboot", ("worker-0", "worker-1"), 5.0, s.t))
+    assert held(s, "worker-0") == [] and held(s, "worker-1") == ["pxeboot"]
+
+
+def test_the_timeout_decision_survives_a_restart(sim):
+    """mnfa_timeout passed: each host still lost is handled on its own. An agent restarted
+    then must not start a new MNFA with a new timeout for them (the attack: restarts put the
+    per-host alarms off for ever): each gets its 200.003."""
+    timers = {k: dict(v) for k, v in AGENT_TIMERS.items()}
+    timers["timeouts"]["mnfa_timeout"] = 20
+    s = sim(workers=2, timers=timers).start()
+    s.run_until(s.all_ok, 30, what="every host ok")
+    s.run(2)
+    s.net.drop = lambda d: d.dst[1] == PXEBOOT_PORT
+    s.run_until(lambda: s.agent_capture.count("MNFA EXIT (pxeboot) ; timeout") == 1, 60,
+                what="the MNFA's timeout")
+    s.run(2)
+    s.restart_agent()
+    s.run(ALARM_S + 10)
+    assert s.agent_capture.count("MNFA ENTER") == 1, "no second MNFA"
+    ids = [a["id"] for a in s.request(cmd="alarms")["alarms"]]
+    assert ids == ["200.003"] * len(s.hosts()), ids
