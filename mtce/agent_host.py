@@ -165,7 +165,7 @@ class HostMonitor:
         if not was_ok and n.net is not Net.PXEBOOT:
             n.back_ok()
             mnfa = self.links.mnfa
-            if mnfa is not None and mnfa.watching(self, n.net):
+            if mnfa is not None:
                 mnfa.back(self, n.net, now, out)
         if n.net is Net.PXEBOOT and self.gate.heard(now, out):
             wake = True

@@ -37,10 +37,6 @@ class Failure:
         self.raised_on = ""                 # the host its alarm names (a takeover keeps it)
         self.timed_out: set = set()         # handled on their own since a timeout, until back
 
-    @property
-    def active(self) -> bool:
-        return self.held is not None
-
 
 class Mnfa:
     """The agent's MNFA, per network. `agent_host` names the alarm's host (the agent's own)."""
@@ -90,7 +86,8 @@ class Mnfa:
             self._enter(f, {h for _, h in f.recent}, now, out)
 
     def back(self, host, net: Net, now: float, out: list) -> None:
-        """`host` is back on `net` (pxeboot: a good window once 200.003 would clear)."""
+        """`host` is back on `net` (pxeboot: a good window once 200.003 would clear); nothing
+        to do unless its loss was counted."""
         f = self.nets[net]
         if host not in f.unrecovered:
             return
@@ -100,10 +97,6 @@ class Mnfa:
             f.back.add(host)
             if f.back >= f.held:
                 self._exit(f, out)
-
-    def watching(self, host, net: Net) -> bool:
-        """Whether `host`'s return on `net` is awaited (`back` then has something to do)."""
-        return host in self.nets[net].unrecovered
 
     def forget(self, host, out: list, nets=tuple(Net)) -> None:
         """`host` is locked, offline or left the inventory (or, on one of `nets`, is no longer

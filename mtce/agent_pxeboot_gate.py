@@ -169,7 +169,7 @@ class PxebootGate:
             return
         pxe.run(now, h.nets[Net.PXEBOOT], out)
         mnfa = h.links.mnfa
-        if mnfa is not None and pxe.clean and mnfa.watching(h, Net.PXEBOOT):
+        if mnfa is not None and pxe.clean:
             mnfa.back(h, Net.PXEBOOT, now, out)
 
     def loss(self, now: float, out: list) -> None:

@@ -236,8 +236,10 @@ class HostTable:
         the inventory are held again; one for an unknown network, or with none of them left, is
         cleared."""
         net = next((n for n in Net if n.key == network), None)
-        # Only hosts that can come back there: unlocked, and with a pxeboot address on pxeboot.
-        hosts = [self.hosts[h] for h in dict.fromkeys(hostnames) if h in self.hosts
+        names = list(dict.fromkeys(hostnames))
+        # Only hosts that can come back there and carry no alarm of their own: unlocked, and on
+        # pxeboot with a pxeboot address and no 200.003.
+        hosts = [self.hosts[h] for h in names if h in self.hosts
                  and self.hosts[h].admin is not Admin.LOCKED
                  and (net is not Net.PXEBOOT or (self.hosts[h].pxeboot_ip
                                                  and not self.hosts[h].pxe.alarm))]
@@ -252,7 +254,7 @@ class HostTable:
         self.mnfa.restore(net, hosts, age_s, now, raised_on)
         out = [Log("info", f"MNFA ({network}) found at start ; {len(hosts)} hosts held until "
                            f"they are back")]
-        if len(hosts) != len(list(hostnames)):
+        if len(hosts) != len(names):
             out.append(self.mnfa.alarm_of(net))
         return out
 

@@ -101,13 +101,7 @@ class PxebootLoss(Scenario):
         return f"pxeboot-loss: {self.state}" + (f": {self.summary}" if self.summary else "")
 
     def _fit(self, on: bool) -> None:
-        fit = os.path.join(self.target.run_dir, "fit", "pxeboot_txsock")
-        if on:
-            os.makedirs(os.path.dirname(fit), exist_ok=True)
-            with open(fit, "w"):
-                pass
-        elif os.path.exists(fit):
-            os.unlink(fit)
+        _fit_file(self.target.run_dir, "pxeboot_txsock", on)
 
     def _move_lease(self, address: str, why: str) -> None:
         self.lab.plan.write_lease(self.target, address)
@@ -258,14 +252,7 @@ class ControllerLink(Scenario):
             self.lab.event(f"{c.name}: {net} link {ifname} set {word} (ip -n {c.ns} link set "
                            f"{ifname} {word})")
             return
-        path = os.path.join(c.run_dir, "fit", fit)
-        if up:
-            if os.path.exists(path):
-                os.unlink(path)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w"):
-                pass
+        _fit_file(c.run_dir, fit, not up)
         self.lab.event(f"{c.name}: the agent's {net} receive socket "
                        f"{'back' if up else 'closed'} (fit/{fit} {'removed' if up else 'made'})")
 
@@ -507,6 +494,17 @@ class Burst(Scenario):
 
 
 SCENARIO_CLASSES = {c.name: c for c in (Scenario, PxebootLoss, ControllerLink, Restart, Burst)}
+
+
+def _fit_file(run_dir: str, name: str, on: bool) -> None:
+    """Make (`on`) or remove the fault-insertion file `<run_dir>/fit/<name>`."""
+    path = os.path.join(run_dir, "fit", name)
+    if on:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w"):
+            pass
+    elif os.path.exists(path):
+        os.unlink(path)
 
 
 def _count_lines(path: str) -> int:
