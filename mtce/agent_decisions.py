@@ -6,7 +6,7 @@ the wiring refreshes, and the pure timing arithmetic. Imports `states` and `budg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Union
 
 from mtce.budget import Budget
@@ -98,6 +98,10 @@ class Settings:
     mnfa_threshold: int = int(_default("agent", "mnfa_threshold"))         # 0: off
     mnfa_timeout_s: float = float(_default("timeouts", "mnfa_timeout"))    # 0: never
     debug: bool = False                 # emit the original's clog/alog detail as debug Logs
+    # Derived, for the audits' hot path: lost_after_s() and whether the monitor may run at all
+    # on this controller (agent_pxeboot_gate).
+    lost_s: float = field(init=False, repr=False, compare=False)
+    pxeboot_here: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("online_period_s", "offline_period_s", "pxeboot_window_s"):
@@ -105,6 +109,8 @@ class Settings:
                 raise ValueError(f"{name} must be above 0")
         if self.offline_threshold < 1 or self.lost_windows < 1:
             raise ValueError("offline_threshold and lost_windows must be 1 or more")
+        object.__setattr__(self, "lost_s", self.online_period_s * self.lost_windows)
+        object.__setattr__(self, "pxeboot_here", self.pxeboot_provisioned and not self.simplex)
 
     @classmethod
     def from_config(cls, config, *, simplex: bool, pxeboot_provisioned: bool) -> "Settings":
@@ -126,4 +132,4 @@ def offline_after_s(s: Settings) -> float:
 
 def lost_after_s(s: Settings) -> float:
     """Seconds without mtcAlive on mgmt/cluster-host, host online, before that net is lost."""
-    return s.online_period_s * s.lost_windows
+    return s.lost_s

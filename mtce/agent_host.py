@@ -294,6 +294,12 @@ class HostMonitor:
                 elif pxe.stage is PxeStage.START and not pxe.alarm:
                     self.next_at = at
                     return NO_ACTIONS
+                # Presence has nothing due (`check` would return `at` and change nothing):
+                # the pxeboot monitor's turn, as audit_all would run it.
+                out: list = []
+                self.gate.audit(now, out)
+                self.next_at = self.gate.deadline(at)
+                return out if out else NO_ACTIONS
         return self.audit_all(now)
 
     def audit_all(self, now: float):

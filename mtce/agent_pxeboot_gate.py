@@ -14,6 +14,8 @@ from mtce.agent_pxeboot import PXEBOOT_MISS_THRESHOLD, PxeStage
 from mtce.decisions import Log
 from mtce.states import FEATURE_PXEBOOT_MTCALIVE, Admin, Availability, Cmd, Net, NetState
 
+_LOCKED, _OFFLINE, _WAIT = Admin.LOCKED, Availability.OFFLINE, PxeStage.WAIT
+
 
 class PxebootGate:
     """The gate of `host`'s pxeboot monitor."""
@@ -27,9 +29,7 @@ class PxebootGate:
     def monitored(self) -> bool:
         """Whether the pxeboot monitor applies at all (docs/protocol.md §5.5, §4.1)."""
         h = self.host
-        s = h.settings
-        return h.pxeboot_supported and bool(h.pxeboot_ip) and s.pxeboot_provisioned and \
-            not s.simplex
+        return h.pxeboot_supported and bool(h.pxeboot_ip) and h.settings.pxeboot_here
 
     def held(self) -> bool:
         """Locked or disabled (offline here) holds the monitor in START; counters stay."""
@@ -159,8 +159,9 @@ class PxebootGate:
         sees go to the table's MNFA."""
         h = self.host
         pxe = h.pxe
-        if not self.monitored() or self.held():
-            if not self.monitored() and h.links.mnfa is not None:
+        monitored = self.monitored()
+        if not monitored or self.held():
+            if not monitored and h.links.mnfa is not None:
                 h.links.mnfa.forget(h, out, (Net.PXEBOOT,))     # it cannot come back there
             if h.admin is Admin.LOCKED:
                 pxe.clear_alarm(out)
@@ -182,8 +183,10 @@ class PxebootGate:
     def deadline(self, at: float) -> float:
         """`at`, or the monitor's deadline if that is earlier."""
         h = self.host
-        if self.monitored() and not self.held():
-            pxe = h.pxe.deadline()
+        if h.pxeboot_supported and h.pxeboot_ip and h.settings.pxeboot_here and \
+                h.admin is not _LOCKED and h.availability is not _OFFLINE:   # monitored, not held
+            pxe = h.pxe
+            pxe = pxe.timer if pxe.stage is _WAIT else pxe.start_at          # pxe.deadline()
             return pxe if pxe < at else at
         if h.pxe.alarm and h.admin is Admin.LOCKED:
             return min(at, h.pxe.start_at)

@@ -77,6 +77,7 @@ _SEQ_KEY = b',"sequence":'
 # integer (no leading zero, as json.loads demands), the closing brace and the NUL, nothing
 # else (the original sends exactly that, docs/protocol.md §3).
 _SEQ_TAIL = re.compile(rb"-?(?:0|[1-9][0-9]{0,19})\}\0")
+_SEQ_FULLMATCH = _SEQ_TAIL.fullmatch        # (buffer, start, end): no copy of the text
 
 
 def mtcalive_fields(data) -> tuple | None:
@@ -117,8 +118,8 @@ def text_matches_at(buf, at: int, size: int, prefix: bytes) -> bool:
     """`text_matches` of the datagram `buf[at:at + size]` (`buf` a bytes or bytearray)."""
     start = at + HEADER_SIZE
     mid = start + len(prefix)
-    return mid <= at + size and buf[start:mid] == prefix and \
-        _SEQ_TAIL.fullmatch(buf[mid:at + size]) is not None
+    return mid <= at + size and buf.startswith(prefix, start) and \
+        _SEQ_FULLMATCH(buf, mid, at + size) is not None
 
 
 def sequence_prefix(text: bytes) -> bytes | None:

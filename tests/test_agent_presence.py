@@ -176,3 +176,49 @@ def test_pxeboot_alone_brings_online_once_but_never_keeps_a_host_online():
     assert sum("pxeboot mtcAlive while offline" in x for _, x in sim.texts()) == 1
     sim.deliver(Net.MGMT, 1)
     assert host.availability is Availability.ONLINE
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_presence_deadline_is_the_rule_written_out(seed):
+    """Issue 25: `Presence.deadline` runs for every steady host every few seconds, so it is
+    written out for speed. Against the rule as docs/contract.md §8 states it (the audit's next
+    step, else one online_period after the last mgmt or cluster-host mtcAlive; a network `ok`
+    is `lost` lost_windows periods after its last one; never before the windows started),
+    over random hosts: with and without a cluster-host address (inventory or learned),
+    networks heard or not, ok or lost, windows restarted by a stall, the audit running."""
+    import random
+    rng = random.Random(seed)
+    s = Settings(online_period_s=rng.choice((1.1, 5, 7)), offline_period_s=0.1,
+                 offline_threshold=20, lost_windows=rng.choice((1, 3)))
+
+    def rule(p):
+        h = p.host
+        heard = max([p.window_from] + [n.last_seen for n in h.nets[:2]
+                                       if n.last_seen is not None])
+        at = min(p.audit.send_at, p.audit.offline_at) if p.audit.start is not None \
+            else heard + s.online_period_s
+        for n in h.nets[:2] if h.clstr_ip else h.nets[:1]:
+            if n.state is NetState.OK:
+                seen = max(p.window_from, n.last_seen if n.last_seen is not None
+                           else p.window_from)
+                at = min(at, seen + s.online_period_s * s.lost_windows)
+        return at
+
+    checked = set()
+    for _ in range(400):
+        host = make(settings=s, clstr=rng.random() < 0.7)
+        if not host.entry.cluster_host_ip and rng.random() < 0.5:
+            host.learned_clstr_ip = "192.168.206.9"
+        p = host.presence
+        p.window_from = T0 + rng.uniform(-10, 10)
+        for n in host.nets[:2]:
+            n.last_seen = None if rng.random() < 0.2 else T0 + rng.uniform(-20, 20)
+            n.state = rng.choice((NetState.OK, NetState.LOST))
+        if rng.random() < 0.3:
+            p.audit.begin(T0 + rng.uniform(-1, 1), T0, s.offline_period_s, s.offline_threshold)
+            for _ in range(rng.randint(0, 5)):
+                p.audit.due(T0 + rng.uniform(0, 3), s.offline_period_s)
+        assert p.deadline() == rule(p)
+        checked.add((bool(host.clstr_ip), p.audit.start is not None,
+                     tuple(n.state for n in host.nets[:2])))
+    assert len(checked) >= 12, "the random hosts cover the cases"
