@@ -61,7 +61,7 @@ class Inbox:
                                                self.now() if arrived is None else arrived)
                     if actions:
                         self.run(actions)
-                    if net is _PXEBOOT and self.outbox.waiting:
+                    if net is _PXEBOOT and self.outbox.commands.pending:    # .waiting
                         self.on_answer(host)
                     return
         self.on_datagram(memoryview(buf)[at:at + size], src, net, arrived)
