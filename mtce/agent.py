@@ -239,6 +239,11 @@ class Agent:
         if gap > max(STALL_S, 10 * period):
             self.counters.stalls += 1
             self.run(self.table.note_stall(gap, now))
+        # A freeze shorter than a stall (a paused VM, SIGSTOP) after this turn looked at its
+        # sockets: what came meanwhile is read before any host is judged silent.
+        if now - self.loop.polled_at > period:
+            self.net.set.read_all()
+            now = self.clock.now()
         self.refresh_facts()
         self.run(self.table.audit(now))
         self.hooks.reap()

@@ -44,6 +44,7 @@ class Loop:
         self.on_signal = None          # callable(signum), set by the daemon
         self.pause_hint = None         # callable() -> seconds to sleep before a wait
         self.last_turn_at = clock.now()
+        self.polled_at = self.last_turn_at    # when the last turn asked which sockets are ready
         self.max_lag = 0.0
         self.turns = 0                 # run_once calls so far (what one turn may share)
         self.hurry = False             # set by a reader that left work queued: no pause next
@@ -155,6 +156,7 @@ class Loop:
             if max_wait is not None:
                 wait = min(wait, max_wait)
         ready = self.selector.select(wait)
+        self.polled_at = self.clock.now()
         registered = self.selector.get_map()
         for key, _ in ready:
             if registered.get(key.fd) is not key:

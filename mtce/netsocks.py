@@ -155,6 +155,14 @@ class SocketSet:
         return closed
 
     # -- receiving -------------------------------------------------------------------------------
+    def read_all(self) -> None:
+        """Read every socket now, as if each were readable (what is queued, up to the
+        receiver's limit; an empty socket costs one system call)."""
+        for name, slot in self.slots.items():
+            sock = self.socks.get(name)
+            if slot.rx and sock is not None:
+                self._readable(sock)
+
     def _readable(self, sock) -> None:
         name = next((n for n, s in self.socks.items() if s is sock), None)
         if name is None:

@@ -1416,3 +1416,47 @@ def test_a_flood_on_one_network_does_not_starve_the_others_in_a_turn(sim):
     s.settle()
     assert s.hosts()["worker-0"]["networks"]["mgmt"]["last_seq"] == agent_net.RX_LIMIT
     assert s.hosts()["worker-1"]["networks"]["pxeboot"]["received"] == 1
+
+
+def test_a_short_freeze_reads_what_came_before_it_audits(sim):
+    """The agent frozen (a VM paused, SIGSTOP) for less than the stall threshold, after its
+    loop looked at its sockets and before its audit tick, while its hosts go on sending: its
+    audit must not find hosts silent whose mtcAlives sit unread in its sockets. Found by an
+    attack session: after a 1.5 s SIGSTOP every online host logged "starting ... offline
+    audit", was sent a request and at once "exiting offline handling". Here the hosts send
+    every second, online_period is 2 s, and the agent's first act after a 1.9 s freeze (below
+    agent.STALL_S) is the audit tick it was due for, the hosts' next mtcAlives queued
+    meanwhile."""
+    s = sim(clients=[], timers={"agent": {"offline_period": 100, "offline_threshold": 20},
+                                "timeouts": {"online_period": 2,
+                                             "pxeboot_mtcalive_window": 4}}).start()
+    names = s.files.names
+    seqs = iter(range(1, 1000))
+
+    def beat(settle=True):
+        seq = next(seqs)
+        for name in names:
+            for net in (Net.MGMT, Net.CLSTR):
+                s.net.transmit(alive_msg(s, name, net, seq), (source(s, name, net), 40999),
+                               agent_dest(s, net))
+        if settle:
+            s.settle()
+
+    for _ in range(3):
+        beat()
+        s.run(1.0)
+    assert all(h["availability"] == "online" for h in s.hosts().values())
+    assert agent_mod.STALL_S > 1.9
+    log = s.agent_capture
+    for _ in range(5):
+        beat()
+        s.run(0.95)                    # heard 0.95 s ago: 2.85 s after the freeze below
+        beat(settle=False)             # arrives while the agent is frozen
+        s.clock.advance(1.9)
+        s.agent.audit()                # the tick it was due for, first thing on resuming
+        s.settle()
+    assert log.count("offline audit") == 0, log.text()
+    assert log.count("main loop stalled") == 0
+    assert all(h["availability"] == "online" for h in s.hosts().values())
+    assert all(n["missed"] == 0 for h in s.hosts().values()
+               for n in list(h["networks"].values())[:2])
