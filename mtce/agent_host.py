@@ -116,7 +116,8 @@ class HostMonitor:
 
     def net_state(self, net: Net, now: float | None = None) -> NetState:
         """ok / lost / unprovisioned as `mtce hosts --json` shows it (docs/contract.md §8)."""
-        net = Net(net)
+        if type(net) is not Net:
+            net = Net(net)
         if not self.provisioned(net):
             return NetState.UNPROVISIONED
         if net is Net.PXEBOOT:

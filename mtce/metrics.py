@@ -149,6 +149,22 @@ NETWORK_UP_HELP = ("1 ok, 0 lost: mgmt and cluster-host after 3 online_period wi
                    "unprovisioned")
 
 
+class _HostLabels:
+    """A host's label sets, `{host="..",personality=".."}` and the same with each network,
+    made once per (hostname, personality): a scrape writes ~25 series per host (issue 25)."""
+
+    known: dict = {}
+
+    @classmethod
+    def of(cls, hostname: str, personality: str) -> tuple[str, tuple[str, ...]]:
+        found = cls.known.get((hostname, personality))
+        if found is None:
+            base = f'host="{_escape(hostname)}",personality="{_escape(personality)}"'
+            found = cls.known[(hostname, personality)] = (
+                f"{{{base}}}", tuple(f'{{{base},network="{key}"}}' for key in NET_KEYS))
+        return found
+
+
 def agent_series(table, counters, command_counts: dict, receive_rate: float, started_at: float,
                  now: float, version: str | None = None) -> str:
     """Every series of the agent (README, Observability), from its host `table`, its
@@ -183,35 +199,38 @@ def agent_series(table, counters, command_counts: dict, receive_rate: float, sta
     flaps = e.family("mtce_host_network_transitions_total", "counter",
                      "changes of the network's state, by the state changed to: ok (back from "
                      "a loss) or lost (pxeboot: the monitor's declared loss)")
+    labels_of = _HostLabels.of
+    if len(_HostLabels.known) > 2 * len(table) + 64:
+        _HostLabels.known.clear()                     # hosts gone from the inventory
     for h in table:
-        base = f'host="{_escape(h.hostname)}",personality="{_escape(h.entry.personality)}"'
-        for n, key in zip(h.nets, NET_KEYS):
+        base, by_net = labels_of(h.hostname, h.entry.personality)
+        for n, lab in zip(h.nets, by_net):
             state = h.net_state(n.net, now)
             if state is NetState.UNPROVISIONED:
                 continue
-            lab = f'{{{base},network="{key}"}}'
             up.append(f"mtce_host_network_up{lab} {1 if state is NetState.OK else 0}")
             seq.append(f"mtce_host_network_last_sequence{lab} {n.last_seq}")
             missed.append(f"mtce_host_network_missed_total{lab} {n.missed}")
             oos.append(f"mtce_host_network_out_of_sequence_total{lab} {n.out_of_sequence}")
-            ago = None if n.last_seen is None else now - n.last_seen
-            seen.append(f"mtce_host_network_last_seen_seconds{lab} {number(ago)}")
+            ago = "NaN" if n.last_seen is None else repr(round(now - n.last_seen, 6))
+            seen.append(f"mtce_host_network_last_seen_seconds{lab} {ago}")
             went_lost, went_ok = h.transitions(n.net)
-            head = f'mtce_host_network_transitions_total{{{base},network="{key}",to='
-            flaps.append(f'{head}"lost"}} {went_lost}')
-            flaps.append(f'{head}"ok"}} {went_ok}')
-        avail.append(f"mtce_host_available{{{base}}} "
+            head = lab[:-1]
+            flaps.append(f'mtce_host_network_transitions_total{head},to="lost"}} {went_lost}')
+            flaps.append(f'mtce_host_network_transitions_total{head},to="ok"}} {went_ok}')
+        avail.append(f"mtce_host_available{base} "
                      f"{1 if h.availability is Availability.ONLINE else 0}")
-        locked.append(f"mtce_host_locked{{{base}}} {1 if h.admin is Admin.LOCKED else 0}")
+        locked.append(f"mtce_host_locked{base} {1 if h.admin is Admin.LOCKED else 0}")
+        head = base[:-1]
         if h.pxeboot_monitored:
-            stage.append(f'mtce_host_pxeboot_monitor_stage{{{base},stage="{h.pxe.stage.value}"}} 1')
-            misses.append(f"mtce_host_pxeboot_misses{{{base}}} {h.pxe.miss}")
-            losses.append(f"mtce_host_pxeboot_losses{{{base}}} {h.pxe.loss}")
-        alarm.append(f'mtce_host_alarm_active{{{base},alarm="200.003",severity="minor"}} '
+            stage.append(f'mtce_host_pxeboot_monitor_stage{head},stage="{h.pxe.stage.value}"}} 1')
+            misses.append(f"mtce_host_pxeboot_misses{base} {h.pxe.miss}")
+            losses.append(f"mtce_host_pxeboot_losses{base} {h.pxe.loss}")
+        alarm.append(f'mtce_host_alarm_active{head},alarm="200.003",severity="minor"}} '
                      f'{1 if h.pxe.alarm else 0}')
         if h.flags & FAILURE_MASK:
             for name in failure_flag_names(h.flags):
-                failed.append(f'mtce_host_failure_flag{{{base},flag="{name}"}} 1')
+                failed.append(f'mtce_host_failure_flag{head},flag="{name}"}} 1')
     c = counters
     for i, key in enumerate(NET_KEYS):
         lab = labels(network=key)

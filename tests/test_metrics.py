@@ -79,6 +79,35 @@ def test_the_agents_series_of_a_running_cluster_pass_promtool(sim):
     assert sent and int(sent[0].split()[-1]) >= 1
 
 
+def test_a_hosts_series_follow_its_inventory_entry_through_edits_and_removals(sim):
+    """Issue 25: a scrape takes each host's label sets from a cache keyed by its name and
+    personality. An operator renames a host, changes its personality, removes hosts and adds
+    others (SIGHUP): every scrape names each host as its inventory does now, and the cache
+    does not keep what the inventory no longer has."""
+    s = sim().start()
+    s.run_until(s.all_ok, 20, what="every host ok")
+
+    def hosts_in(text):
+        return {(m.split('host="')[1].split('"')[0], m.split('personality="')[1].split('"')[0])
+                for m in text.splitlines() if m.startswith("mtce_host_available{")}
+
+    assert hosts_in(s.agent.series(s.clock.now())) == {
+        (h.hostname, h.entry.personality) for h in s.agent.table}
+    inv = s.agent.cfg.agent.inventory
+    lines = open(inv).read()
+    for round_ in range(120):
+        edited = lines.replace("worker-1", f"worker-{100 + round_}")
+        if round_ % 2:
+            edited = edited.replace("personality = worker", "personality = storage", 1)
+        open(inv, "w").write(edited)
+        s.agent.reload()
+        s.settle()
+        text = s.agent.series(s.clock.now())
+        assert hosts_in(text) == {(h.hostname, h.entry.personality) for h in s.agent.table}
+        assert f"worker-{100 + round_}" in {name for name, _ in hosts_in(text)}
+    assert len(metrics._HostLabels.known) <= 2 * len(s.agent.table) + 64
+
+
 @pytest.mark.prometheus
 def test_the_clients_series_pass_promtool(sim):
     s = sim().start()
