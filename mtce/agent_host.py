@@ -296,18 +296,19 @@ class HostMonitor:
                     self.next_at = at
                     return NO_ACTIONS
                 # Presence has nothing due (`check` would return `at` and change nothing):
-                # the pxeboot monitor's turn, as audit_all would run it.
-                out: list = []
-                self.gate.audit(now, out)
-                self.next_at = self.gate.deadline(at)
-                return out if out else NO_ACTIONS
+                # the pxeboot monitor's turn.
+                return self.audit_all(now, at)
         return self.audit_all(now)
 
-    def audit_all(self, now: float):
-        """`audit` without its shortcut for the common case."""
+    def audit_all(self, now: float, presence_at: float | None = None):
+        """`audit` without its shortcut for the common case; `presence_at`, when given, is
+        what presence's `check` would return at `now` with nothing due."""
         out: list = []
-        at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
-            else INF
+        if presence_at is not None:
+            at = presence_at
+        else:
+            at = self.presence.check(now, out) if self.availability is Availability.ONLINE \
+                else INF
         self.gate.audit(now, out)
         self.next_at = self.gate.deadline(at)
         return out if out else NO_ACTIONS

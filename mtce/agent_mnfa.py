@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from mtce.agent_decisions import INF, ClearAlarm, RaiseAlarm, Remember, Settings
 from mtce.decisions import Log
-from mtce.states import ALARM_MNFA, Admin, Net
+from mtce.states import ALARM_MNFA, MNFA_TIMED_OUT_FACT, Admin, Net
 
 MNFA_SEVERITY = "major"
 DETECTION_SLACK_S = 1.0         # the agent's read grid at most: a loss is declared on a tick
@@ -200,7 +200,7 @@ class Mnfa:
                 if f.net is Net.PXEBOOT:
                     host.pxe.loss_begins()
                 f.timed_out.add(host)       # kept (state_dir): a restart must not hold it again
-                out.append(Remember(host.hostname, f"mnfa_timed_out_{f.net.key}", True))
+                out.append(Remember(host.hostname, MNFA_TIMED_OUT_FACT[f.net], True))
         text = f"MNFA EXIT ({f.net.key})"
         if why:
             text += f" ; {why} ; {len(still)} hosts still lost"
@@ -214,7 +214,7 @@ class Mnfa:
     def _untime(f: Failure, host, out: list) -> None:
         if host in f.timed_out:
             f.timed_out.discard(host)
-            out.append(Remember(host.hostname, f"mnfa_timed_out_{f.net.key}", False))
+            out.append(Remember(host.hostname, MNFA_TIMED_OUT_FACT[f.net], False))
 
     @staticmethod
     def _count_line(f: Failure) -> Log:

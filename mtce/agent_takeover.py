@@ -7,7 +7,7 @@ stop. The table's actions go to `run`.
 
 from __future__ import annotations
 
-from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, Net
+from mtce.states import ALARM_MNFA, ALARM_MTCALIVE, MNFA_TIMED_OUT_FACT
 
 
 def restore_hosts(table, operator_states, host_facts, log, run, now: float) -> None:
@@ -24,8 +24,8 @@ def restore_hosts(table, operator_states, host_facts, log, run, now: float) -> N
         if facts:
             host.restore(facts.get("online"), facts.get("pxeboot_feature"), now)
             online += bool(facts.get("online"))
-            for net in Net:
-                if facts.get(f"mnfa_timed_out_{net.key}"):
+            for net, fact in MNFA_TIMED_OUT_FACT.items():
+                if facts.get(fact):
                     table.mnfa.restore_timed_out(host, net)
     if online:
         log.info("%d hosts online before this agent started ; each goes offline if silent for "

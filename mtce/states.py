@@ -177,6 +177,9 @@ class Admin(str, enum.Enum):
 
 ALARM_MTCALIVE = "200.003"
 ALARM_MNFA = "mtce.mnfa"          # one per network in a multi-node failure (docs/contract.md §5)
+# The host fact (state_dir hosts.json) that a host is handled on its own since an MNFA on the
+# network timed out (agent_mnfa), until it is back there.
+MNFA_TIMED_OUT_FACT = {net: f"mnfa_timed_out_{net.key}" for net in Net}
 CONTROLLERS = ("controller-0", "controller-1")   # hard-coded names (docs/protocol.md §3)
 FEATURE_PXEBOOT_MTCALIVE = "pxeboot_mtcAlive"
 SERVICE_MTCCLIENT = "mtcClient"

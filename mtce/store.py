@@ -14,6 +14,8 @@ import os
 import stat
 import tempfile
 
+from mtce.states import MNFA_TIMED_OUT_FACT
+
 ADMIN_FILE = "administrative.json"
 HOSTS_FILE = "hosts.json"
 FORMAT_VERSION = 1
@@ -247,8 +249,7 @@ class OperatorStates(HostFile):
             self._save()
 
 
-HOST_FACTS = ("online", "pxeboot_feature", "mnfa_timed_out_mgmt", "mnfa_timed_out_cluster-host",
-              "mnfa_timed_out_pxeboot")
+HOST_FACTS = ("online", "pxeboot_feature", *MNFA_TIMED_OUT_FACT.values())
 
 
 class HostFacts(HostFile):
