@@ -80,11 +80,11 @@ def test_the_agents_series_of_a_running_cluster_pass_promtool(sim):
 
 
 def test_a_hosts_series_follow_its_inventory_entry_through_edits_and_removals(sim):
-    """docs/contract.md §2 `[metrics] listen`, §4 (the inventory names each host and its
-    personality). Issue 25: a scrape takes each host's label sets from a cache keyed by its
-    name and personality. An operator renames a host, changes its personality, removes hosts and adds
-    others (SIGHUP): every scrape names each host as its inventory does now, and the cache
-    does not keep what the inventory no longer has."""
+    """docs/contract.md §2 (`listen` of [metrics]), §4 (the inventory names each host and
+    its personality). Issue 25: a scrape takes each host's label sets from a cache keyed by
+    its name and personality. An operator renames a host, changes its personality, removes
+    hosts and adds others (SIGHUP): every scrape names each host as its inventory does now,
+    and the cache does not keep what the inventory no longer has."""
     s = sim().start()
     s.run_until(s.all_ok, 20, what="every host ok")
 

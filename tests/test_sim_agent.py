@@ -1421,8 +1421,9 @@ def test_a_flood_on_one_network_does_not_starve_the_others_in_a_turn(sim):
 def test_a_short_freeze_reads_what_came_before_it_audits(sim):
     """docs/contract.md §8 "Availability": the offline audit starts after one online_period
     without mgmt or cluster-host mtcAlive. The agent frozen (a VM paused, SIGSTOP) for less
-    than the stall threshold, after its loop looked at its sockets and before its audit tick, while its hosts go on sending: its
-    audit must not find hosts silent whose mtcAlives sit unread in its sockets. Found by an
+    than the stall threshold, after its loop looked at its sockets and before its audit
+    tick, while its hosts go on sending: its audit must not find hosts silent whose
+    mtcAlives sit unread in its sockets. Found by an
     attack session: after a 1.5 s SIGSTOP every online host logged "starting ... offline
     audit", was sent a request and at once "exiting offline handling". Here the hosts send
     every second, online_period is 2 s, and the agent's first act after a 1.9 s freeze (below
